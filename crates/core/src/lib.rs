@@ -1,0 +1,10 @@
+//! Core vocabulary of lodestone: ids, compact addresses, magnet links and metainfo.
+//!
+//! Everything here is pure data and parsing; nothing does IO. Parsers take
+//! untrusted bytes or text and return typed errors that name the problem.
+
+pub mod compact;
+pub mod id;
+
+pub use compact::{Family, NodeAddr};
+pub use id::{Distance, IdParseError, InfoHash, NodeId, PeerId};
