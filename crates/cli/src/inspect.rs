@@ -1,0 +1,119 @@
+//! `lodestone inspect`: what a .torrent file or magnet link describes.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::anyhow;
+use lodestone_bencode::Limits;
+use lodestone_core::{Magnet, Metainfo};
+use serde_json::json;
+
+use crate::args::InspectArgs;
+use crate::failure::{BadInputExt, Failure};
+use crate::units;
+
+/// Runs the command.
+pub fn run(args: &InspectArgs) -> Result<(), Failure> {
+    match args.as_file() {
+        Some(path) => {
+            let metainfo = read_torrent(&path)?;
+            print_metainfo(&metainfo, args.json);
+        }
+        None => {
+            let magnet = Magnet::parse(&args.target)
+                .bad_input(|| format!("{:?} is neither a readable file nor a magnet link", args.target))?;
+            print_magnet(&magnet, args.json);
+        }
+    }
+    Ok(())
+}
+
+/// Reads and parses a .torrent file, refusing files larger than any sane
+/// torrent before reading them.
+pub fn read_torrent(path: &Path) -> Result<Metainfo, Failure> {
+    let context = || format!("cannot read torrent {}", path.display());
+    let file = File::open(path).map_err(|e| Failure::Failed(anyhow!(e).context(context())))?;
+    let limit = Limits::METAINFO.max_input as u64;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::Failed(anyhow!(e).context(context())))?;
+    if bytes.len() as u64 > limit {
+        return Err(Failure::BadInput(anyhow!(
+            "torrent {} is larger than {}",
+            path.display(),
+            units::bytes(limit)
+        )));
+    }
+    Metainfo::from_torrent_bytes(&bytes).bad_input(|| format!("torrent {} is refused", path.display()))
+}
+
+/// Prints a metainfo as text or JSON.
+pub fn print_metainfo(metainfo: &Metainfo, as_json: bool) {
+    let info = &metainfo.info;
+    let files = info.files.iter().enumerate().filter(|(_, f)| !f.padding);
+    if as_json {
+        let files: Vec<_> = files
+            .map(|(index, f)| json!({ "index": index, "path": f.relative_path(), "size": f.length }))
+            .collect();
+        let value = json!({
+            "info_hash": metainfo.info_hash.to_hex(),
+            "name": info.name,
+            "total_size": info.total_length,
+            "piece_length": info.piece_length,
+            "piece_count": info.piece_count(),
+            "private": info.private,
+            "files": files,
+        });
+        println!("{value}");
+        return;
+    }
+    println!("infohash:    {}", metainfo.info_hash);
+    println!("name:        {}", info.name);
+    println!("total size:  {} ({} bytes)", units::bytes(info.total_length), info.total_length);
+    println!(
+        "pieces:      {} x {}",
+        info.piece_count(),
+        units::bytes(u64::from(info.piece_length))
+    );
+    if info.private {
+        println!("private:     yes (peers only from trackers; lodestone will not use the DHT for it)");
+    }
+    let files: Vec<_> = files.collect();
+    println!("files:       {}", files.len());
+    let width = files.last().map_or(1, |(index, _)| index.to_string().len());
+    for (index, file) in files {
+        println!(
+            "  [{index:>width$}] {}  ({})",
+            file.relative_path().display(),
+            units::bytes(file.length)
+        );
+    }
+}
+
+fn print_magnet(magnet: &Magnet, as_json: bool) {
+    let peers: Vec<String> = magnet.peers.iter().map(ToString::to_string).collect();
+    if as_json {
+        let value = json!({
+            "info_hash": magnet.info_hash.to_hex(),
+            "name": magnet.display_name,
+            "trackers": magnet.trackers,
+            "peers": peers,
+            "magnet": magnet.to_string(),
+        });
+        println!("{value}");
+        return;
+    }
+    println!("infohash:    {}", magnet.info_hash);
+    if let Some(name) = &magnet.display_name {
+        println!("name:        {name}");
+    }
+    for tracker in &magnet.trackers {
+        println!("tracker:     {tracker} (unused: lodestone is trackerless)");
+    }
+    for peer in &peers {
+        println!("peer:        {peer}");
+    }
+    println!("(sizes and files are known once the metadata is fetched: lodestone metadata MAGNET)");
+}
