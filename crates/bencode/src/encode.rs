@@ -21,7 +21,10 @@ impl<'o> Writer<'o> {
     /// Writes an integer.
     pub fn int(&mut self, value: i64) {
         self.out.push(b'i');
-        self.out.extend_from_slice(value.to_string().as_bytes());
+        if value < 0 {
+            self.out.push(b'-');
+        }
+        write_decimal(value.unsigned_abs(), self.out);
         self.out.push(b'e');
     }
 
@@ -54,6 +57,22 @@ impl<'o> Writer<'o> {
     pub fn raw(&mut self, encoded: &[u8]) {
         self.out.extend_from_slice(encoded);
     }
+}
+
+/// Appends the decimal digits of `n` without allocating: encoding sits on the
+/// DHT reply path, where a `to_string` per integer shows up.
+fn write_decimal(mut n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// Writes the entries of one dictionary.

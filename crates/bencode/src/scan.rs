@@ -77,7 +77,9 @@ pub fn parse_prefix<'a>(input: &'a [u8], limits: &Limits) -> Result<(Document<'a
         input,
         limits,
         pos: 0,
-        tokens: Vec::new(),
+        // Every value takes at least two bytes, so this is an upper bound that
+        // saves regrowing the tape; it is capped by the item limit.
+        tokens: Vec::with_capacity((input.len() / 2 + 1).min(limits.max_items).min(4096)),
         open: Vec::new(),
     }
     .run()
