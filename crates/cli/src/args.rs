@@ -12,7 +12,7 @@ Examples:
 
 /// lodestone: a trackerless BitTorrent client.
 #[derive(Debug, Parser)]
-#[command(name = "lodestone", version, about, after_help = EXAMPLES)]
+#[command(name = "lodestone", version, after_help = EXAMPLES)]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -43,9 +43,10 @@ pub struct InspectArgs {
 }
 
 impl InspectArgs {
-    /// The target as a path, when it names an existing file.
+    /// The target as a path, when it is not a magnet link or bare infohash.
     pub fn as_file(&self) -> Option<PathBuf> {
-        let path = PathBuf::from(&self.target);
-        path.is_file().then_some(path)
+        let looks_like_magnet = self.target.starts_with("magnet:")
+            || matches!(self.target.trim().len(), 32 | 40) && !self.target.contains(['/', '.']);
+        (!looks_like_magnet).then(|| PathBuf::from(&self.target))
     }
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::args::InspectArgs;
 use crate::failure::{BadInputExt, Failure};
+use crate::output::outln;
 use crate::units;
 
 /// Runs the command.
@@ -21,8 +22,7 @@ pub fn run(args: &InspectArgs) -> Result<(), Failure> {
             print_metainfo(&metainfo, args.json);
         }
         None => {
-            let magnet = Magnet::parse(&args.target)
-                .bad_input(|| format!("{:?} is neither a readable file nor a magnet link", args.target))?;
+            let magnet = Magnet::parse(&args.target).bad_input(|| "bad magnet link".to_string())?;
             print_magnet(&magnet, args.json);
         }
     }
@@ -33,12 +33,12 @@ pub fn run(args: &InspectArgs) -> Result<(), Failure> {
 /// torrent before reading them.
 pub fn read_torrent(path: &Path) -> Result<Metainfo, Failure> {
     let context = || format!("cannot read torrent {}", path.display());
-    let file = File::open(path).map_err(|e| Failure::Failed(anyhow!(e).context(context())))?;
+    let file = File::open(path).bad_input(context)?;
     let limit = Limits::METAINFO.max_input as u64;
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| Failure::Failed(anyhow!(e).context(context())))?;
+        .bad_input(context)?;
     if bytes.len() as u64 > limit {
         return Err(Failure::BadInput(anyhow!(
             "torrent {} is larger than {}",
@@ -46,7 +46,8 @@ pub fn read_torrent(path: &Path) -> Result<Metainfo, Failure> {
             units::bytes(limit)
         )));
     }
-    Metainfo::from_torrent_bytes(&bytes).bad_input(|| format!("torrent {} is refused", path.display()))
+    Metainfo::from_torrent_bytes(&bytes)
+        .bad_input(|| format!("torrent {} is refused", path.display()))
 }
 
 /// Prints a metainfo as text or JSON.
@@ -55,7 +56,9 @@ pub fn print_metainfo(metainfo: &Metainfo, as_json: bool) {
     let files = info.files.iter().enumerate().filter(|(_, f)| !f.padding);
     if as_json {
         let files: Vec<_> = files
-            .map(|(index, f)| json!({ "index": index, "path": f.relative_path(), "size": f.length }))
+            .map(
+                |(index, f)| json!({ "index": index, "path": f.relative_path(), "size": f.length }),
+            )
             .collect();
         let value = json!({
             "info_hash": metainfo.info_hash.to_hex(),
@@ -66,25 +69,31 @@ pub fn print_metainfo(metainfo: &Metainfo, as_json: bool) {
             "private": info.private,
             "files": files,
         });
-        println!("{value}");
+        outln!("{value}");
         return;
     }
-    println!("infohash:    {}", metainfo.info_hash);
-    println!("name:        {}", info.name);
-    println!("total size:  {} ({} bytes)", units::bytes(info.total_length), info.total_length);
-    println!(
+    outln!("infohash:    {}", metainfo.info_hash);
+    outln!("name:        {}", info.name);
+    outln!(
+        "total size:  {} ({} bytes)",
+        units::bytes(info.total_length),
+        info.total_length
+    );
+    outln!(
         "pieces:      {} x {}",
         info.piece_count(),
         units::bytes(u64::from(info.piece_length))
     );
     if info.private {
-        println!("private:     yes (peers only from trackers; lodestone will not use the DHT for it)");
+        outln!(
+            "private:     yes (peers only from trackers; lodestone will not use the DHT for it)"
+        );
     }
     let files: Vec<_> = files.collect();
-    println!("files:       {}", files.len());
+    outln!("files:       {}", files.len());
     let width = files.last().map_or(1, |(index, _)| index.to_string().len());
     for (index, file) in files {
-        println!(
+        outln!(
             "  [{index:>width$}] {}  ({})",
             file.relative_path().display(),
             units::bytes(file.length)
@@ -102,18 +111,18 @@ fn print_magnet(magnet: &Magnet, as_json: bool) {
             "peers": peers,
             "magnet": magnet.to_string(),
         });
-        println!("{value}");
+        outln!("{value}");
         return;
     }
-    println!("infohash:    {}", magnet.info_hash);
+    outln!("infohash:    {}", magnet.info_hash);
     if let Some(name) = &magnet.display_name {
-        println!("name:        {name}");
+        outln!("name:        {name}");
     }
     for tracker in &magnet.trackers {
-        println!("tracker:     {tracker} (unused: lodestone is trackerless)");
+        outln!("tracker:     {tracker} (unused: lodestone is trackerless)");
     }
     for peer in &peers {
-        println!("peer:        {peer}");
+        outln!("peer:        {peer}");
     }
-    println!("(sizes and files are known once the metadata is fetched: lodestone metadata MAGNET)");
+    outln!("(sizes and files are known once the metadata is fetched: lodestone metadata MAGNET)");
 }

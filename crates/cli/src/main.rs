@@ -8,6 +8,7 @@ mod args;
 mod failure;
 mod inspect;
 mod logging;
+mod output;
 mod units;
 
 use std::process::ExitCode;

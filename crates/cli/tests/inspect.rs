@@ -1,0 +1,173 @@
+//! `lodestone inspect` run as a user would: real torrents, magnets, hostile files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn lodestone(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lodestone"))
+        .args(args)
+        .output()
+        .expect("the lodestone binary runs")
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../core/tests/fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Infohashes as libtorrent and transmission-show reported them (fixtures/README.md).
+const REAL_TORRENTS: [(&str, &str); 4] = [
+    (
+        "libtorrent-v1-single.torrent",
+        "3c214e52c80194c3feee9b34fc53417b48e1806b",
+    ),
+    (
+        "libtorrent-v1-multi.torrent",
+        "b565a6f78688c629b325509b23063cecdcc278cb",
+    ),
+    (
+        "transmission-single.torrent",
+        "b8e6d3e636f3f11fe4d2e94862526810dc422894",
+    ),
+    (
+        "transmission-multi-private.torrent",
+        "92d1da020b3fecb48122fccac5a9101ec136cec7",
+    ),
+];
+
+#[test]
+fn prints_the_infohash_real_tools_computed() {
+    for (file, hash) in REAL_TORRENTS {
+        let output = lodestone(&["inspect", &fixture(file)]);
+        assert!(output.status.success(), "{file}: {}", stderr(&output));
+        assert!(
+            stdout(&output).starts_with(&format!("infohash:    {hash}\n")),
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn json_lists_sizes_and_files() {
+    let output = lodestone(&["inspect", "--json", &fixture("libtorrent-v1-multi.torrent")]);
+    assert!(output.status.success());
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(
+        value["info_hash"],
+        "b565a6f78688c629b325509b23063cecdcc278cb"
+    );
+    assert_eq!(value["total_size"], 35001);
+    assert_eq!(value["piece_length"], 16384);
+    let mut paths: Vec<_> = value["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["path"].as_str().expect("path").to_owned())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "multi/a.txt",
+            "multi/sub/b.bin",
+            "multi/sub/deeper/naïve.txt",
+            "multi/sub/empty"
+        ]
+    );
+}
+
+#[test]
+fn magnets_in_hex_and_base32_name_the_same_swarm() {
+    let hex = lodestone(&[
+        "inspect",
+        "magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=x",
+    ]);
+    let b32 = lodestone(&[
+        "inspect",
+        "magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK&dn=x",
+    ]);
+    let bare = lodestone(&["inspect", "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"]);
+    for output in [&hex, &b32, &bare] {
+        assert!(output.status.success(), "{}", stderr(output));
+        assert!(
+            stdout(output).starts_with("infohash:    c12fe1c06bba254a9dc9f519b335aa7c1367a88a\n")
+        );
+    }
+}
+
+#[test]
+fn bad_magnet_is_exit_2_with_one_line() {
+    let output = lodestone(&[
+        "inspect",
+        "magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        "lodestone: bad magnet link: infohash must be 40 hex or 32 base32 characters, got 39 characters\n"
+    );
+}
+
+fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lodestone-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write temp file");
+    path
+}
+
+/// A multi-file torrent with one file at `path` (bencoded path list).
+fn torrent_with_path(path_list: &str) -> Vec<u8> {
+    format!(
+        "d4:infod5:filesld6:lengthi3e4:path{path_list}ee4:name4:root12:piece lengthi16384e6:pieces20:{}ee",
+        "x".repeat(20)
+    )
+    .into_bytes()
+}
+
+#[test]
+fn hostile_paths_are_refused_naming_the_path() {
+    for (name, path_list, shown) in [
+        ("dotdot", "l2:..6:passwde", "../passwd"),
+        ("absolute", "l0:3:etc6:passwde", "/etc/passwd"),
+        ("empty", "l1:a0:1:be", "a//b"),
+    ] {
+        let file = write_temp(&format!("{name}.torrent"), &torrent_with_path(path_list));
+        let output = lodestone(&["inspect", &file.to_string_lossy()]);
+        assert_eq!(output.status.code(), Some(2), "{name}");
+        let err = stderr(&output);
+        assert!(err.contains(shown), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn a_mebibyte_of_nesting_is_refused_cleanly() {
+    let file = write_temp("nested.torrent", &vec![b'l'; 1 << 20]);
+    let output = lodestone(&["inspect", &file.to_string_lossy()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("nested deeper than"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn missing_file_is_bad_input() {
+    let output = lodestone(&["inspect", "/nonexistent/x.torrent"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("cannot read torrent /nonexistent/x.torrent"));
+}
