@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 const EXAMPLES: &str = "\
 Examples:
+  lodestone dht get-peers c12fe1c06bba254a9dc9f519b335aa7c1367a88a
   lodestone inspect ubuntu.torrent
   lodestone inspect 'magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=example'
   lodestone inspect --json ubuntu.torrent";
@@ -28,6 +29,57 @@ pub struct Cli {
 pub enum Command {
     /// Show what a .torrent file or magnet link describes: infohash, name, sizes, files.
     Inspect(InspectArgs),
+    /// Use the Mainline DHT directly: find or announce peers of an infohash.
+    #[command(subcommand)]
+    Dht(DhtCommand),
+}
+
+/// `lodestone dht ...`
+#[derive(Debug, Subcommand)]
+pub enum DhtCommand {
+    /// Print the peers of a swarm as the DHT finds them, one `ip:port` per line.
+    ///
+    /// Exits 0 when at least one peer was found, 1 when none was.
+    GetPeers {
+        /// The swarm: 40 hex or 32 base32 characters, or a magnet link.
+        #[arg(value_name = "INFOHASH")]
+        info_hash: String,
+        /// Stop after this many seconds even if the lookup is still running.
+        #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+        timeout: f64,
+        #[command(flatten)]
+        dht: DhtArgs,
+    },
+    /// Tell the DHT that a peer of the swarm listens on PORT at our address.
+    Announce {
+        /// The swarm: 40 hex or 32 base32 characters, or a magnet link.
+        #[arg(value_name = "INFOHASH")]
+        info_hash: String,
+        /// The TCP port peers should connect to.
+        #[arg(long)]
+        port: u16,
+        #[command(flatten)]
+        dht: DhtArgs,
+    },
+}
+
+/// How to join the DHT; shared by every command that uses it.
+#[derive(Debug, Args, Clone)]
+pub struct DhtArgs {
+    /// A node to join the DHT through (repeatable; every A/AAAA record is tried).
+    /// Replaces the default public routers.
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    pub bootstrap: Vec<String>,
+    /// UDP address to listen on (repeatable, one per address family).
+    #[arg(
+        long = "dht-bind",
+        value_name = "ADDR:PORT",
+        default_value = "0.0.0.0:0"
+    )]
+    pub bind: Vec<std::net::SocketAddr>,
+    /// File keeping the node id and known nodes between runs.
+    #[arg(long = "dht-state", value_name = "FILE")]
+    pub state: Option<PathBuf>,
 }
 
 /// Arguments of `lodestone inspect`.

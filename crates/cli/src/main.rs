@@ -5,6 +5,7 @@
 //! the libraries.
 
 mod args;
+mod dht_cmd;
 mod failure;
 mod inspect;
 mod logging;
@@ -22,9 +23,22 @@ fn main() -> ExitCode {
     logging::init(cli.verbose);
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
+        Command::Dht(command) => runtime().and_then(|rt| rt.block_on(dht_cmd::run(command))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
     }
+}
+
+/// The async runtime for commands that do network IO.
+fn runtime() -> Result<tokio::runtime::Runtime, failure::Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            failure::Failure::Failed(
+                anyhow::Error::new(e).context("cannot start the async runtime"),
+            )
+        })
 }
