@@ -1,0 +1,265 @@
+use std::time::Duration;
+
+use bytes::Bytes;
+use lodestone_core::PeerId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::handshake::Reserved;
+use crate::message::{Block, BlockRequest};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn handshake(info_hash: u8, peer: u8) -> Handshake {
+    Handshake::new(
+        Reserved::LODESTONE,
+        InfoHash::new([info_hash; 20]),
+        PeerId::new([peer; 20]),
+    )
+}
+
+fn every_message() -> Vec<Message> {
+    let r = BlockRequest {
+        index: 3,
+        begin: 16384,
+        length: 16384,
+    };
+    vec![
+        Message::KeepAlive,
+        Message::Bitfield(Bytes::from_static(&[0xa5, 0x80])),
+        Message::Choke,
+        Message::Unchoke,
+        Message::Interested,
+        Message::NotInterested,
+        Message::Have(7),
+        Message::Request(r),
+        Message::Piece(Block {
+            index: 3,
+            begin: 16384,
+            data: Bytes::from((0..16384u32).map(|i| i as u8).collect::<Vec<_>>()),
+        }),
+        Message::Cancel(r),
+        Message::Port(6881),
+        Message::Suggest(1),
+        Message::HaveAll,
+        Message::HaveNone,
+        Message::Reject(r),
+        Message::AllowedFast(2),
+        Message::Extended {
+            id: 0,
+            payload: Bytes::from_static(b"d1:md11:ut_metadatai3eee"),
+        },
+        Message::Unknown { id: 99, len: 5 },
+    ]
+}
+
+async fn pair() -> ((Connection, Handshake), (Connection, Handshake)) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = async {
+        let (stream, _) = listener.accept().await.unwrap();
+        Connection::accept(stream, TIMEOUT, handshake(1, 0xbb)).await
+    };
+    let client = Connection::connect(addr, TIMEOUT, handshake(1, 0xaa));
+    let (client, server) = tokio::join!(client, server);
+    (client.unwrap(), server.unwrap())
+}
+
+#[tokio::test]
+async fn handshake_and_every_message_both_ways() {
+    let ((client, server_hs), (server, client_hs)) = pair().await;
+    assert_eq!(server_hs, handshake(1, 0xbb));
+    assert_eq!(client_hs, handshake(1, 0xaa));
+    assert!(client.peer_addr().unwrap().ip().is_loopback());
+
+    let messages = every_message();
+    let (mut c_read, mut c_write) = client.into_split();
+    let (mut s_read, mut s_write) = server.into_split();
+    let send = async {
+        // One message at a time one way, one batch the other way.
+        for m in &messages {
+            c_write.send(m).await.unwrap();
+        }
+        s_write.send_batch(&messages).await.unwrap();
+    };
+    let receive = async {
+        let mut at_server = Vec::new();
+        let mut at_client = Vec::new();
+        for _ in 0..messages.len() {
+            at_server.push(s_read.recv().await.unwrap());
+            at_client.push(c_read.recv().await.unwrap());
+        }
+        (at_server, at_client)
+    };
+    let ((), (at_server, at_client)) = tokio::join!(send, receive);
+    assert_eq!(at_server, messages);
+    assert_eq!(at_client, messages);
+
+    // Closing our side shows up as Closed at the peer.
+    c_write.shutdown().await.unwrap();
+    assert!(matches!(s_read.recv().await, Err(ConnectionError::Closed)));
+}
+
+#[tokio::test]
+async fn messages_in_the_handshake_segment_are_kept() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = async {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut theirs = [0u8; HANDSHAKE_LEN];
+        stream.read_exact(&mut theirs).await.unwrap();
+        // Handshake, bitfield and unchoke in a single write.
+        let mut bytes = BytesMut::from(&handshake(1, 0xbb).to_bytes()[..]);
+        encode(&Message::HaveAll, &mut bytes);
+        encode(&Message::Unchoke, &mut bytes);
+        stream.write_all(&bytes).await.unwrap();
+        stream
+    };
+    let (conn, _stream) =
+        tokio::join!(Connection::connect(addr, TIMEOUT, handshake(1, 0xaa)), peer);
+    let (mut conn, theirs) = conn.unwrap();
+    assert_eq!(theirs.peer_id, PeerId::new([0xbb; 20]));
+    assert_eq!(conn.recv().await.unwrap(), Message::HaveAll);
+    assert_eq!(conn.recv().await.unwrap(), Message::Unchoke);
+}
+
+#[tokio::test]
+async fn wrong_info_hash_is_refused_both_ways() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = async {
+        let (stream, _) = listener.accept().await.unwrap();
+        Connection::accept(stream, TIMEOUT, handshake(2, 0xbb)).await
+    };
+    let client = Connection::connect(addr, TIMEOUT, handshake(1, 0xaa));
+    let (client, server) = tokio::join!(client, server);
+    assert!(matches!(
+        server,
+        Err(ConnectionError::Protocol(ProtocolError::UnknownInfoHash(h))) if h == InfoHash::new([1; 20])
+    ));
+    // The server hung up without answering.
+    assert!(matches!(
+        client,
+        Err(ConnectionError::Closed | ConnectionError::Io(_))
+    ));
+
+    // A peer that answers for another torrent.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = async {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        stream
+            .write_all(&handshake(2, 0xbb).to_bytes())
+            .await
+            .unwrap();
+        stream
+    };
+    let (client, _stream) =
+        tokio::join!(Connection::connect(addr, TIMEOUT, handshake(1, 0xaa)), peer);
+    assert!(matches!(
+        client,
+        Err(ConnectionError::Protocol(ProtocolError::Handshake(
+            HandshakeError::InfoHashMismatch { .. }
+        )))
+    ));
+}
+
+#[tokio::test]
+async fn accept_with_routes_by_info_hash() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = async {
+        let (stream, _) = listener.accept().await.unwrap();
+        Connection::accept_with(stream, TIMEOUT, |prefix| {
+            assert!(prefix.reserved.supports_extensions());
+            [handshake(1, 0x11), handshake(3, 0x33)]
+                .into_iter()
+                .find(|h| h.info_hash == prefix.info_hash)
+        })
+        .await
+    };
+    let client = Connection::connect(addr, TIMEOUT, handshake(3, 0xaa));
+    let (client, server) = tokio::join!(client, server);
+    assert_eq!(client.unwrap().1.peer_id, PeerId::new([0x33; 20]));
+    assert_eq!(server.unwrap().1.peer_id, PeerId::new([0xaa; 20]));
+}
+
+#[tokio::test]
+async fn garbage_and_silence_are_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    // Not BitTorrent: refused on the first bytes, without waiting for 48.
+    let peer = async {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        stream
+    };
+    let (client, _stream) =
+        tokio::join!(Connection::connect(addr, TIMEOUT, handshake(1, 0xaa)), peer);
+    assert!(matches!(
+        client,
+        Err(ConnectionError::Protocol(ProtocolError::Handshake(
+            HandshakeError::BadProtocol
+        )))
+    ));
+
+    // A peer that never answers: the handshake times out.
+    let (client, _accepted) = tokio::join!(
+        Connection::connect(addr, Duration::from_millis(50), handshake(1, 0xaa)),
+        listener.accept()
+    );
+    assert!(matches!(client, Err(ConnectionError::Timeout)));
+}
+
+#[tokio::test]
+async fn oversized_message_is_a_protocol_error() {
+    let ((client, _), (server, _)) = pair().await;
+    let (_c_read, c_write) = client.into_split();
+    let (mut s_read, _s_write) = server.into_split();
+    // A raw 4 GiB length prefix, without a body.
+    let mut raw = c_write.stream;
+    raw.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    assert!(matches!(
+        s_read.recv().await,
+        Err(ConnectionError::Protocol(ProtocolError::Message(
+            MessageError::TooLong { len: u32::MAX, .. }
+        )))
+    ));
+}
+
+#[tokio::test]
+async fn large_batches_survive_partial_writes() {
+    // Far more than a loopback socket buffer holds, so the vectored writes
+    // are partial and must resume mid-segment.
+    let ((client, _), (server, _)) = pair().await;
+    let (_c_read, mut c_write) = client.into_split();
+    let (mut s_read, _s_write) = server.into_split();
+    let messages: Vec<Message> = (0..600u32)
+        .map(|i| {
+            if i % 3 == 0 {
+                Message::Have(i)
+            } else {
+                Message::Piece(Block {
+                    index: i,
+                    begin: 0,
+                    data: Bytes::from(vec![i as u8; 16384 - i as usize]),
+                })
+            }
+        })
+        .collect();
+    let send = async {
+        c_write.send_batch(&messages).await.unwrap();
+        assert_eq!(c_write.buffered(), 0);
+    };
+    let receive = async {
+        let mut got = Vec::new();
+        for _ in 0..messages.len() {
+            got.push(s_read.recv().await.unwrap());
+        }
+        got
+    };
+    let ((), got) = tokio::join!(send, receive);
+    assert_eq!(got, messages);
+}
