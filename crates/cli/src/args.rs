@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 const EXAMPLES: &str = "\
 Examples:
+  lodestone metadata 'magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a' -o example.torrent
   lodestone dht get-peers c12fe1c06bba254a9dc9f519b335aa7c1367a88a
   lodestone inspect ubuntu.torrent
   lodestone inspect 'magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=example'
@@ -29,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Show what a .torrent file or magnet link describes: infohash, name, sizes, files.
     Inspect(InspectArgs),
+    /// Fetch a magnet link's metadata from peers and write it as a .torrent file.
+    Metadata(MetadataArgs),
     /// Use the Mainline DHT directly: find or announce peers of an infohash.
     #[command(subcommand)]
     Dht(DhtCommand),
@@ -61,6 +64,25 @@ pub enum DhtCommand {
         #[command(flatten)]
         dht: DhtArgs,
     },
+}
+
+/// Arguments of `lodestone metadata`.
+#[derive(Debug, Args)]
+pub struct MetadataArgs {
+    /// The magnet link (or bare infohash).
+    #[arg(value_name = "MAGNET")]
+    pub magnet: String,
+    /// Where to write the .torrent file [default: NAME.torrent].
+    #[arg(short, long, value_name = "FILE.torrent")]
+    pub output: Option<PathBuf>,
+    /// Give up after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+    pub timeout: f64,
+    /// Use only the peers named in the magnet link (x.pe), not the DHT.
+    #[arg(long)]
+    pub no_dht: bool,
+    #[command(flatten)]
+    pub dht: DhtArgs,
 }
 
 /// How to join the DHT; shared by every command that uses it.

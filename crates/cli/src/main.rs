@@ -9,7 +9,10 @@ mod dht_cmd;
 mod failure;
 mod inspect;
 mod logging;
+mod metadata_cmd;
 mod output;
+mod peers;
+mod status;
 mod units;
 
 use std::process::ExitCode;
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
     logging::init(cli.verbose);
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
+        Command::Metadata(args) => runtime().and_then(|rt| rt.block_on(metadata_cmd::run(args))),
         Command::Dht(command) => runtime().and_then(|rt| rt.block_on(dht_cmd::run(command))),
     };
     match result {
