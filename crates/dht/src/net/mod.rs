@@ -1,0 +1,216 @@
+//! The tokio driver: one task owns the UDP sockets and the [`Node`]; a
+//! cloneable [`Dht`] handle talks to it over a channel.
+//!
+//! The task `select!`s on the sockets, the node's timer and the command
+//! channel, and after every input drains all of the node's outputs. It holds
+//! no protocol logic: everything it knows about the DHT it learns from
+//! [`Node`]'s events.
+
+mod driver;
+mod state;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use lodestone_core::{InfoHash, NodeId};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::node::{Config, LookupStats, Node, NodeStats};
+pub use state::SavedState;
+
+/// Public routers used when nothing else is configured. Never used by tests,
+/// which always pass explicit loopback bootstrap addresses.
+pub const DEFAULT_BOOTSTRAP: &[&str] = &[
+    "dht.libtorrent.org:25401",
+    "router.bittorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "router.utorrent.com:6881",
+];
+
+/// Capacity of each `get_peers` stream; peers beyond it are dropped while
+/// the receiver lags (the lookup itself is not slowed down).
+pub const PEER_CHANNEL: usize = 1024;
+
+/// How to run a DHT.
+#[derive(Debug, Clone)]
+pub struct DhtConfig {
+    /// Addresses to bind, at most one IPv4 and one IPv6.
+    pub bind: Vec<SocketAddr>,
+    /// `host:port` routers; every A/AAAA record is used.
+    pub bootstrap: Vec<String>,
+    /// Where the node id and good contacts are kept between runs.
+    pub state_file: Option<PathBuf>,
+    /// The node's protocol settings.
+    pub node: Config,
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        Self {
+            bind: vec![SocketAddr::from(([0, 0, 0, 0], 6881))],
+            bootstrap: DEFAULT_BOOTSTRAP.iter().map(|s| (*s).to_owned()).collect(),
+            state_file: None,
+            node: Config::default(),
+        }
+    }
+}
+
+/// What an announce achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceSummary {
+    /// Nodes that were sent `announce_peer`.
+    pub announced_to: usize,
+    /// Peers found on the way.
+    pub peers: Vec<SocketAddr>,
+    /// The lookup's statistics.
+    pub lookup: LookupStats,
+}
+
+/// A snapshot of the DHT for monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhtStats {
+    /// Our node id.
+    pub id: NodeId,
+    /// Entries in the IPv4 table.
+    pub ipv4_nodes: usize,
+    /// Entries in the IPv6 table.
+    pub ipv6_nodes: usize,
+    /// Traffic counters.
+    pub traffic: NodeStats,
+    /// Lookups running.
+    pub active_lookups: usize,
+    /// Swarms and peers stored for others.
+    pub stored: (usize, usize),
+    /// Our external IP, once known.
+    pub external_ip: Option<IpAddr>,
+}
+
+/// Requests from handles to the task.
+#[derive(Debug)]
+enum Command {
+    GetPeers(InfoHash, mpsc::Sender<SocketAddr>),
+    Announce(InfoHash, Option<u16>, oneshot::Sender<AnnounceSummary>),
+    AddNode(SocketAddr),
+    Stats(oneshot::Sender<DhtStats>),
+    Shutdown(oneshot::Sender<io::Result<()>>),
+}
+
+/// A running DHT; clone it freely. The task stops (saving its state) on
+/// [`Dht::shutdown`] or when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Dht {
+    commands: mpsc::Sender<Command>,
+    local: Vec<SocketAddr>,
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the DHT task has stopped")
+}
+
+impl Dht {
+    /// Binds the sockets, loads the state file and starts the task, which
+    /// resolves the routers and bootstraps (remembered contacts first).
+    pub async fn spawn(config: DhtConfig) -> io::Result<Dht> {
+        let mut v4 = None;
+        let mut v6 = None;
+        for addr in &config.bind {
+            let slot = if addr.is_ipv4() { &mut v4 } else { &mut v6 };
+            if slot.is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("more than one bind address of the family of {addr}"),
+                ));
+            }
+            *slot = Some(UdpSocket::bind(addr).await?);
+        }
+        if v4.is_none() && v6.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no bind address",
+            ));
+        }
+        let local = v4
+            .iter()
+            .chain(v6.iter())
+            .map(UdpSocket::local_addr)
+            .collect::<io::Result<Vec<_>>>()?;
+        let saved = match &config.state_file {
+            Some(path) => SavedState::load(path).unwrap_or_else(|e| {
+                tracing::warn!("ignoring unreadable DHT state {}: {e}", path.display());
+                SavedState::default()
+            }),
+            None => SavedState::default(),
+        };
+        let mut node_config = config.node.clone();
+        node_config.want_ipv6 |= v6.is_some();
+        let seed = rand::random();
+        let node = Node::new(node_config, saved.id, seed, std::time::Instant::now());
+        let (tx, rx) = mpsc::channel(64);
+        let driver = driver::Driver::new(node, v4, v6, config.state_file.clone());
+        tokio::spawn(driver.run(rx, saved.nodes, config.bootstrap));
+        Ok(Dht {
+            commands: tx,
+            local,
+        })
+    }
+
+    /// The bound addresses (with the ports the OS chose).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local
+    }
+
+    /// Streams peers of `info_hash` as they are found, each once; the
+    /// channel closes when the lookup ends. Dropping the receiver cancels it.
+    pub async fn get_peers(&self, info_hash: InfoHash) -> io::Result<mpsc::Receiver<SocketAddr>> {
+        let (tx, rx) = mpsc::channel(PEER_CHANNEL);
+        self.commands
+            .send(Command::GetPeers(info_hash, tx))
+            .await
+            .map_err(|_| gone())?;
+        Ok(rx)
+    }
+
+    /// Announces us for `info_hash` on `port` (`None`: the DHT's own UDP
+    /// port, BEP 5 `implied_port`, for clients that accept uTP there).
+    pub async fn announce(
+        &self,
+        info_hash: InfoHash,
+        port: Option<u16>,
+    ) -> io::Result<AnnounceSummary> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Announce(info_hash, port, tx))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    /// Pings `addr` and adds it to the table if it answers (BEP 5 PORT message).
+    pub async fn add_node(&self, addr: SocketAddr) -> io::Result<()> {
+        self.commands
+            .send(Command::AddNode(addr))
+            .await
+            .map_err(|_| gone())
+    }
+
+    /// Current statistics.
+    pub async fn stats(&self) -> io::Result<DhtStats> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Stats(tx))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    /// Stops the task after saving the state file; the result is the save's.
+    pub async fn shutdown(&self) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).await.is_err() {
+            return Ok(());
+        }
+        rx.await.unwrap_or(Ok(()))
+    }
+}

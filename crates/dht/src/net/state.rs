@@ -1,0 +1,111 @@
+//! The small file that carries a node across restarts: its id and its good
+//! contacts, as a bencoded dictionary `{id, nodes, nodes6}` in the compact
+//! encodings of BEP 5 and BEP 32.
+
+use std::io;
+use std::path::Path;
+
+use lodestone_bencode::{Limits, Writer, parse};
+use lodestone_core::compact::{self, Family};
+use lodestone_core::{NodeAddr, NodeId};
+
+/// What is remembered between runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SavedState {
+    /// Our node id.
+    pub id: Option<NodeId>,
+    /// Contacts that were good at shutdown.
+    pub nodes: Vec<NodeAddr>,
+}
+
+/// A state file is small; anything bigger is not ours.
+const LIMITS: Limits = Limits {
+    max_depth: 2,
+    max_input: 1 << 20,
+    max_items: 16,
+    max_string: 1 << 20,
+};
+
+impl SavedState {
+    /// Encodes the state.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let list = |family| {
+            let mut bytes = Vec::new();
+            for node in self.nodes.iter().filter(|n| Family::of(&n.addr) == family) {
+                compact::write_node(node, &mut bytes);
+            }
+            bytes
+        };
+        let (v4, v6) = (list(Family::V4), list(Family::V6));
+        Writer::new(&mut out).dict(|d| {
+            if let Some(id) = &self.id {
+                d.bytes(b"id", id.as_bytes());
+            }
+            d.bytes(b"nodes", &v4);
+            d.bytes(b"nodes6", &v6);
+        });
+        out
+    }
+
+    /// Decodes a state file; a damaged file is an error the caller may ignore.
+    pub fn decode(bytes: &[u8]) -> io::Result<SavedState> {
+        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+        let doc = parse(bytes, &LIMITS).map_err(|e| bad(&e.to_string()))?;
+        let dict = doc
+            .root()
+            .as_dict()
+            .ok_or_else(|| bad("not a dictionary"))?;
+        let id = dict.get_bytes(b"id").and_then(NodeId::from_slice);
+        let mut nodes = Vec::new();
+        for (key, family) in [(&b"nodes"[..], Family::V4), (&b"nodes6"[..], Family::V6)] {
+            if let Some(bytes) = dict.get_bytes(key) {
+                nodes
+                    .extend(compact::decode_nodes(bytes, family).map_err(|e| bad(&e.to_string()))?);
+            }
+        }
+        Ok(SavedState { id, nodes })
+    }
+
+    /// Reads `path`; a missing file is an empty state.
+    pub fn load(path: &Path) -> io::Result<SavedState> {
+        match std::fs::read(path) {
+            Ok(bytes) => Self::decode(&bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(SavedState::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `path` atomically (a temporary file renamed over it).
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, self.encode())?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let state = SavedState {
+            id: Some(NodeId([7; 20])),
+            nodes: vec![
+                NodeAddr {
+                    id: NodeId([1; 20]),
+                    addr: "127.0.0.1:5".parse().unwrap(),
+                },
+                NodeAddr {
+                    id: NodeId([2; 20]),
+                    addr: "[::1]:6".parse().unwrap(),
+                },
+            ],
+        };
+        assert_eq!(SavedState::decode(&state.encode()).unwrap(), state);
+        assert!(SavedState::decode(b"d5:nodes3:abce").is_err());
+        assert!(SavedState::decode(b"garbage").is_err());
+    }
+}
