@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 const EXAMPLES: &str = "\
 Examples:
+  lodestone download 'magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a' -o ~/Downloads
+  lodestone download ubuntu.torrent --select '*.iso' --no-seed
   lodestone metadata 'magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a' -o example.torrent
   lodestone dht get-peers c12fe1c06bba254a9dc9f519b335aa7c1367a88a
   lodestone inspect ubuntu.torrent
@@ -30,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Show what a .torrent file or magnet link describes: infohash, name, sizes, files.
     Inspect(InspectArgs),
+    /// Download a magnet link or .torrent file, verify every piece, then seed.
+    Download(DownloadArgs),
     /// Fetch a magnet link's metadata from peers and write it as a .torrent file.
     Metadata(MetadataArgs),
     /// Use the Mainline DHT directly: find or announce peers of an infohash.
@@ -64,6 +68,52 @@ pub enum DhtCommand {
         #[command(flatten)]
         dht: DhtArgs,
     },
+}
+
+/// Arguments of `lodestone download`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// A magnet link, a bare infohash, or a .torrent file.
+    #[arg(value_name = "MAGNET | FILE.torrent")]
+    pub target: String,
+    /// Directory the files are written under (the torrent's name is a
+    /// directory or file inside it). Running again resumes.
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub output: PathBuf,
+    /// Only these files: indices (`0,2,4-6`, see `lodestone inspect`) or glob
+    /// patterns on the paths inspect shows (`*.mkv`); repeatable. Overrides
+    /// the magnet's so=.
+    #[arg(long, value_name = "INDICES | GLOB")]
+    pub select: Vec<String>,
+    /// TCP port for incoming peers; the next free one is used if taken.
+    #[arg(long, default_value_t = 6881)]
+    pub port: u16,
+    /// Cap on the download rate, bytes per second (500K, 10M, 1.5G).
+    #[arg(long, value_name = "RATE")]
+    pub max_download_rate: Option<String>,
+    /// Cap on the upload rate, bytes per second (500K, 10M, 1.5G).
+    #[arg(long, value_name = "RATE")]
+    pub max_upload_rate: Option<String>,
+    /// After the download, seed until uploaded / downloaded reaches this.
+    #[arg(long, value_name = "RATIO", default_value_t = 1.0)]
+    pub seed_ratio: f64,
+    /// After the download, seed at most this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub seed_time: Option<f64>,
+    /// Exit as soon as every file is verified, without seeding.
+    #[arg(long)]
+    pub no_seed: bool,
+    /// Give up fetching a magnet link's metadata after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub metadata_timeout: f64,
+    /// Print one JSON event per line on stdout instead of a progress display.
+    #[arg(long)]
+    pub json: bool,
+    /// Use only the peers named in the magnet link (x.pe), not the DHT.
+    #[arg(long)]
+    pub no_dht: bool,
+    #[command(flatten)]
+    pub dht: DhtArgs,
 }
 
 /// Arguments of `lodestone metadata`.

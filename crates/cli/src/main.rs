@@ -6,12 +6,16 @@
 
 mod args;
 mod dht_cmd;
+mod download_cmd;
 mod failure;
 mod inspect;
 mod logging;
 mod metadata_cmd;
 mod output;
 mod peers;
+mod progress_view;
+mod rate;
+mod selection;
 mod status;
 mod units;
 
@@ -26,6 +30,7 @@ fn main() -> ExitCode {
     logging::init(cli.verbose);
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
+        Command::Download(args) => runtime().and_then(|rt| rt.block_on(download_cmd::run(args))),
         Command::Metadata(args) => runtime().and_then(|rt| rt.block_on(metadata_cmd::run(args))),
         Command::Dht(command) => runtime().and_then(|rt| rt.block_on(dht_cmd::run(command))),
     };

@@ -3,9 +3,6 @@
 //! Everything here is pure data and parsing; nothing does IO. Parsers take
 //! untrusted bytes or text and return typed errors that name the problem.
 
-// Tests may unwrap: a panic there is a failed test. The library itself is
-// still checked, because clippy also builds it without cfg(test).
-
 pub mod compact;
 pub mod id;
 pub mod magnet;
@@ -13,5 +10,5 @@ pub mod metainfo;
 
 pub use compact::{Family, NodeAddr};
 pub use id::{Distance, IdParseError, InfoHash, NodeId, PeerId};
-pub use magnet::{FileSelection, Magnet, MagnetError};
+pub use magnet::{FileSelection, Magnet, MagnetError, parse_selection};
 pub use metainfo::{FileEntry, FileSlice, Info, Metainfo, MetainfoError};

@@ -291,7 +291,9 @@ fn parse_sha256_multihash(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn parse_selection(value: &str) -> Result<Vec<FileSelection>, MagnetError> {
+/// Parses a BEP 53 file list such as `0,2,4-6` (the `so=` value, also taken
+/// by `lodestone download --select`).
+pub fn parse_selection(value: &str) -> Result<Vec<FileSelection>, MagnetError> {
     let bad = |reason| MagnetError::BadSelection {
         value: value.to_owned(),
         reason,
