@@ -1,1 +1,43 @@
-//! Placeholder: see the crate description.
+//! Downloading and seeding one torrent: everything between "a peer sent a
+//! block" and "the bytes are verified on disk".
+//!
+//! The crate is split along the sans-IO line. The decision makers are plain
+//! data structures driven by method calls, with time and randomness passed in:
+//!
+//! - [`layout`] maps the torrent's byte stream onto pieces, 16 KiB blocks and
+//!   files, and hands out [`PieceIndex`]/[`BlockIndex`] values that are in range
+//!   by construction;
+//! - [`picker`] decides which blocks to request from which peer (rarest first,
+//!   partial pieces first, endgame);
+//! - [`rate`] estimates transfer rates and limits them with a token bucket;
+//! - [`choke`] decides whom we upload to.
+//!
+//! The IO parts are small and blocking on purpose, so they run on plain
+//! threads away from the async reactor:
+//!
+//! - [`storage`] writes and reads byte ranges of the torrent to and from the
+//!   files under an output directory, positionally and with safe paths;
+//! - [`verify`] hashes completed pieces on a small thread pool and checks
+//!   existing files on start (resume).
+//!
+//! [`session`] ties them to peer connections: one async task per peer and a
+//! coordinator that takes addresses from a channel.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod bitfield;
+pub mod choke;
+pub mod layout;
+pub mod picker;
+pub mod rate;
+pub mod session;
+pub mod storage;
+pub mod swarm;
+pub mod verify;
+
+pub use bitfield::{Bitfield, BitfieldError};
+pub use layout::{BLOCK_SIZE, BlockIndex, FileIndex, Layout, LayoutError, PieceIndex};
+pub use picker::{BlockOutcome, PeerKey, Picker};
+pub use session::{Progress, Session, SessionConfig, SessionError};
+pub use storage::{Storage, StorageError};
+pub use swarm::{Download, DownloadConfig, DownloadError, DownloadHandle, DownloadProgress, Summary};

@@ -1,0 +1,252 @@
+//! Whole downloads against in-process fake seeders on 127.0.0.1.
+
+mod seeder;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lodestone_core::{Metainfo, PeerId};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::storage::TempDir;
+use seeder::{Behavior, Seeder};
+
+/// A deterministic multi-file torrent: files of the given sizes, in one
+/// stream of pseudo-random bytes.
+fn torrent(piece_length: u32, sizes: &[usize]) -> (Arc<Metainfo>, Bytes) {
+    let total: usize = sizes.iter().sum();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..total)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut at = 0;
+    let files: Vec<(Vec<String>, &[u8])> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let file = (vec![format!("dir{}", i % 2), format!("f{i}.bin")], &data[at..at + n]);
+            at += n;
+            file
+        })
+        .collect();
+    let metainfo = Metainfo::create("t", piece_length, &files).unwrap();
+    (Arc::new(metainfo), Bytes::from(data))
+}
+
+fn peer_id(tag: u8) -> PeerId {
+    PeerId::new([tag; 20])
+}
+
+fn config(dir: &Path) -> DownloadConfig {
+    let mut c = DownloadConfig::new(dir, peer_id(b'L'));
+    c.no_seed = true;
+    c.connect_timeout = Duration::from_secs(1);
+    c.rng_seed = Some(7);
+    c
+}
+
+fn addrs(seeders: &[&Seeder]) -> mpsc::Receiver<SocketAddr> {
+    let (tx, rx) = mpsc::channel(16);
+    for s in seeders {
+        tx.try_send(s.addr).unwrap();
+    }
+    rx
+}
+
+async fn finish(handle: DownloadHandle) -> Summary {
+    tokio::time::timeout(Duration::from_secs(60), handle.wait())
+        .await
+        .expect("download timed out")
+        .expect("download failed")
+}
+
+/// Every selected file is on disk with exactly its bytes; no other exists.
+fn assert_files(dir: &Path, metainfo: &Metainfo, data: &[u8], selected: impl Fn(usize) -> bool) {
+    for (i, f) in metainfo.info.files.iter().enumerate() {
+        let path = dir.join(f.relative_path());
+        if selected(i) {
+            let on_disk = std::fs::read(&path).unwrap();
+            let range = f.range();
+            assert!(
+                on_disk == data[range.start as usize..range.end as usize],
+                "file {i} differs"
+            );
+        } else {
+            assert!(!path.exists(), "unselected file {i} was created");
+        }
+    }
+}
+
+const SIZES: [usize; 5] = [100_000, 1, 250_000, 65_536, 333_333];
+
+#[tokio::test]
+async fn downloads_multi_file_from_three_seeders() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-multi");
+    let mut seeders = Vec::new();
+    for _ in 0..3 {
+        seeders.push(seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await);
+    }
+    let peers = addrs(&seeders.iter().collect::<Vec<_>>());
+    let handle = Download::start(metainfo.clone(), config(&dir.0), peers);
+    let progress = handle.progress();
+    let summary = finish(handle).await;
+    assert!(summary.complete);
+    assert_eq!(summary.pieces_verified, metainfo.info.piece_count());
+    assert_eq!(summary.hash_failures, 0);
+    assert_eq!(progress.borrow().phase, Phase::Finished);
+    assert_eq!(progress.borrow().verified_bytes, data.len() as u64);
+    assert_files(&dir.0, &metainfo, &data, |_| true);
+    let served: u64 = seeders.iter().map(Seeder::requests).sum();
+    assert!(served >= u64::from(metainfo.info.piece_count()));
+}
+
+#[tokio::test]
+async fn corrupting_seeder_is_banned_and_the_result_is_exact() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-corrupt");
+    let all: Vec<u32> = (0..metainfo.info.piece_count()).collect();
+    let liar = seeder::spawn(&metainfo, data.clone(), Behavior::Corrupt(all)).await;
+    let honest = seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await;
+    // The liar comes first so it certainly gets requests.
+    let (tx, peers) = mpsc::channel(16);
+    tx.send(liar.addr).await.unwrap();
+    let handle = Download::start(metainfo.clone(), config(&dir.0), peers);
+    let mut progress = handle.progress();
+    progress
+        .wait_for(|p| p.peers_connected == 1)
+        .await
+        .unwrap();
+    tx.send(honest.addr).await.unwrap();
+    // Offered again after the ban: must not be dialled.
+    tx.send(liar.addr).await.unwrap();
+    let summary = finish(handle).await;
+    assert!(summary.complete);
+    assert_eq!(summary.peers_banned, 1);
+    assert!(summary.hash_failures >= 1);
+    assert_files(&dir.0, &metainfo, &data, |_| true);
+}
+
+#[tokio::test]
+async fn resume_does_not_fetch_verified_pieces_again() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let pieces = metainfo.info.piece_count();
+    let half = pieces / 2;
+    let dir = TempDir::new("swarm-resume");
+
+    // First run: the only seeder has the first half; stop once we have it.
+    let partial = seeder::spawn(&metainfo, data.clone(), Behavior::Prefix(half)).await;
+    let handle = Download::start(metainfo.clone(), config(&dir.0), addrs(&[&partial]));
+    handle
+        .progress()
+        .wait_for(|p| p.pieces_done == half)
+        .await
+        .unwrap();
+    handle.shutdown();
+    let first = finish(handle).await;
+    assert!(!first.complete);
+    assert_eq!(first.pieces_verified, half);
+
+    // Second run: a full seeder is asked for exactly the missing blocks.
+    let full = seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await;
+    let handle = Download::start(metainfo.clone(), config(&dir.0), addrs(&[&full]));
+    let second = finish(handle).await;
+    assert!(second.complete);
+    assert_eq!(second.pieces_resumed, half);
+    assert_eq!(second.pieces_verified, pieces - half);
+    let layout = crate::layout::Layout::from_info(&metainfo.info).unwrap();
+    let missing_blocks: u64 = layout
+        .pieces()
+        .skip(half as usize)
+        .map(|p| u64::from(layout.block_count(p)))
+        .sum();
+    assert_eq!(full.requests(), missing_blocks);
+    assert_files(&dir.0, &metainfo, &data, |_| true);
+}
+
+#[tokio::test]
+async fn selecting_two_of_seven_files_writes_only_those() {
+    let sizes = [40_000, 70_000, 5_000, 100_000, 33_000, 1_000, 90_000];
+    let (metainfo, data) = torrent(16 * 1024, &sizes);
+    let dir = TempDir::new("swarm-select");
+    let s = seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await;
+    let mut c = config(&dir.0);
+    c.files = Some(BTreeSet::from([1, 4]));
+    let summary = finish(Download::start(metainfo.clone(), c, addrs(&[&s]))).await;
+    assert!(summary.complete);
+    assert!(summary.pieces_verified < metainfo.info.piece_count());
+    assert_files(&dir.0, &metainfo, &data, |i| i == 1 || i == 4);
+}
+
+#[tokio::test]
+async fn hostile_peers_are_dropped_and_the_download_completes() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-hostile");
+    let mut bad = Vec::new();
+    for b in [
+        Behavior::ShortBitfield,
+        Behavior::HugeLength,
+        Behavior::Silent,
+        Behavior::NoHandshake,
+    ] {
+        bad.push(seeder::spawn(&metainfo, data.clone(), b).await);
+    }
+    let honest = seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await;
+    let mut all: Vec<&Seeder> = bad.iter().collect();
+    all.push(&honest);
+    let summary = finish(Download::start(metainfo.clone(), config(&dir.0), addrs(&all))).await;
+    assert!(summary.complete);
+    assert_eq!(summary.hash_failures, 0);
+    assert!(bad.iter().all(|s| s.requests() == 0));
+    assert_files(&dir.0, &metainfo, &data, |_| true);
+}
+
+#[tokio::test]
+async fn a_second_download_fetches_from_a_seeding_one() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let seed_dir = TempDir::new("swarm-seed");
+    for f in &metainfo.info.files {
+        let path = seed_dir.0.join(f.relative_path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let r = f.range();
+        std::fs::write(path, &data[r.start as usize..r.end as usize]).unwrap();
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let seed_addr = listener.local_addr().unwrap();
+    let mut c = config(&seed_dir.0);
+    c.no_seed = false;
+    c.peer_id = peer_id(b'A');
+    c.listen = Some(listener);
+    let (_keep, none) = mpsc::channel(1);
+    let seed = Download::start(metainfo.clone(), c, none);
+    seed.progress()
+        .wait_for(|p| p.phase == Phase::Seeding)
+        .await
+        .unwrap();
+
+    let leech_dir = TempDir::new("swarm-leech");
+    let (tx, peers) = mpsc::channel(1);
+    tx.send(seed_addr).await.unwrap();
+    let mut c = config(&leech_dir.0);
+    c.peer_id = peer_id(b'B');
+    let leech = finish(Download::start(metainfo.clone(), c, peers)).await;
+    assert!(leech.complete);
+    assert_eq!(leech.pieces_verified, metainfo.info.piece_count());
+    assert_files(&leech_dir.0, &metainfo, &data, |_| true);
+
+    seed.shutdown();
+    let seeded = finish(seed).await;
+    assert!(seeded.complete);
+    assert_eq!(seeded.pieces_resumed, metainfo.info.piece_count());
+    assert!(seeded.uploaded >= data.len() as u64);
+}
