@@ -1,0 +1,204 @@
+//! Child processes that speak JSON lines and die with their handle.
+//!
+//! Every helper process (the python drivers, and aria2/transmission through
+//! `tests/py/supervise.py`) prints one JSON object per line on stdout, each
+//! with an `"event"` key, and exits when its stdin closes. [`Proc`] owns
+//! such a child: it reads events on a thread, forwards stderr (and any
+//! non-JSON stdout) into the test output with a prefix, and on drop closes
+//! stdin, kills the child and reaps it. Because the children also exit on
+//! stdin EOF, they go away even when the test process itself is killed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{HarnessError, Result};
+
+/// A running helper process; killed on drop.
+pub struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Value>,
+    history: Vec<Value>,
+}
+
+impl std::fmt::Debug for Proc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proc")
+            .field("name", &self.name)
+            .field("pid", &self.child.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proc {
+    /// Starts `command` with piped stdio; `name` prefixes its forwarded output.
+    pub fn spawn(name: impl Into<String>, mut command: Command) -> Result<Proc> {
+        let name = name.into();
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(HarnessError::io(format!("starting {name} ({command:?})")))?;
+        let (tx, lines) = mpsc::channel();
+        let started = Instant::now();
+        if let Some(out) = child.stdout.take() {
+            let prefix = name.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+                    eprintln!("[{prefix} +{:.3}s] {line}", started.elapsed().as_secs_f64());
+                    if let Ok(event) = serde_json::from_str::<Value>(&line)
+                        && event.get("event").is_some()
+                        && tx.send(event).is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        if let Some(err) = child.stderr.take() {
+            let prefix = name.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
+                    eprintln!("[{prefix} +{:.3}s] {line}", started.elapsed().as_secs_f64());
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Ok(Proc {
+            name,
+            child,
+            stdin,
+            lines,
+            history: Vec::new(),
+        })
+    }
+
+    /// The name given at spawn.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every event received so far, oldest first.
+    pub fn history(&self) -> &[Value] {
+        &self.history
+    }
+
+    /// Sends one command line (JSON) on the child's stdin.
+    pub fn send(&mut self, command: &Value) -> Result<()> {
+        let stdin = self.stdin.as_mut().ok_or_else(|| HarnessError::Protocol {
+            what: self.name.clone(),
+            detail: "stdin already closed".to_owned(),
+        })?;
+        writeln!(stdin, "{command}")
+            .and_then(|()| stdin.flush())
+            .map_err(HarnessError::io(format!("writing to {}", self.name)))
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn next_event(&mut self, timeout: Duration) -> Result<Value> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(event) => {
+                self.history.push(event.clone());
+                Ok(event)
+            }
+            Err(RecvTimeoutError::Timeout) => Err(HarnessError::Timeout {
+                what: format!("{}: waiting for an event", self.name),
+                waited: timeout,
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(self.exited()),
+        }
+    }
+
+    /// Waits up to `timeout` for an event named `event`, passing over
+    /// others (they stay in [`Proc::history`]). An `"error"` event fails.
+    pub fn wait_event(&mut self, event: &str, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let got = self.next_event(left).map_err(|e| match e {
+                HarnessError::Timeout { .. } => HarnessError::Timeout {
+                    what: format!("{}: waiting for {event:?}", self.name),
+                    waited: timeout,
+                },
+                other => other,
+            })?;
+            match got.get("event").and_then(Value::as_str) {
+                Some(name) if name == event => return Ok(got),
+                Some("error") => {
+                    return Err(HarnessError::Protocol {
+                        what: self.name.clone(),
+                        detail: format!("reported an error while we waited for {event:?}: {got}"),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Closes stdin and waits up to `timeout` for a clean exit.
+    pub fn finish(mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.stdin = None;
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Drain events so the reader thread never blocks on a full channel.
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(event) => self.history.push(event),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(HarnessError::Timeout {
+                        what: format!("{}: waiting for exit after closing stdin", self.name),
+                        waited: timeout,
+                    });
+                }
+            }
+        }
+        self.child
+            .wait()
+            .map_err(HarnessError::io(format!("waiting for {}", self.name)))
+    }
+
+    fn exited(&mut self) -> HarnessError {
+        match self.child.wait() {
+            Ok(status) => HarnessError::Exited {
+                what: self.name.clone(),
+                status,
+            },
+            Err(e) => HarnessError::io(format!("waiting for {}", self.name))(e),
+        }
+    }
+}
+
+/// How long a dropped process gets to exit by itself after its stdin closes
+/// (supervise.py gives its program 5 s after SIGTERM) before it is killed.
+const GRACE: Duration = Duration::from_secs(8);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stdin = None;
+        let deadline = Instant::now() + GRACE;
+        // Stdout closes when the child exits; wait for that, within the grace period.
+        while let Ok(event) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.history.push(event);
+        }
+        // Already gone is fine; anything else we can only report.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,114 @@
+//! Replays the fuzz corpora in git through the fuzz checks, on stable.
+//!
+//! The checks are the very files the cargo-fuzz targets run
+//! (`fuzz/checks/*.rs`, included with `#[path]`), so a corpus input or a
+//! fixed crash saved under `fuzz/regressions/<target>/` keeps being tested
+//! by plain `cargo test`, without nightly or libFuzzer.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+#[path = "../../fuzz/checks/bencode.rs"]
+mod bencode;
+#[path = "../../fuzz/checks/magnet.rs"]
+mod magnet;
+#[path = "../../fuzz/checks/metainfo.rs"]
+mod metainfo;
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
+/// Runs `check` on every file of the target's corpus and regressions;
+/// fails listing every input that panicked. At least `min_inputs` corpus
+/// files must exist, so a lost corpus cannot pass silently.
+fn replay(target: &str, min_inputs: usize, check: fn(&[u8])) {
+    let mut inputs = Vec::new();
+    for kind in ["corpus", "regressions"] {
+        let dir = fuzz_dir().join(kind).join(target);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            assert_ne!(kind, "corpus", "missing corpus directory {}", dir.display());
+            continue;
+        };
+        inputs.extend(entries.map(|e| e.expect("read corpus entry").path()));
+    }
+    inputs.sort();
+    assert!(
+        inputs.len() >= min_inputs,
+        "{target}: only {} inputs, expected at least {min_inputs}",
+        inputs.len()
+    );
+    let failed: Vec<_> = inputs
+        .iter()
+        .filter(|path| {
+            let bytes = std::fs::read(path).expect("read corpus file");
+            catch_unwind(AssertUnwindSafe(|| check(&bytes))).is_err()
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{target}: inputs that failed the check: {failed:#?}"
+    );
+}
+
+#[test]
+fn bencode_corpus() {
+    replay("bencode", 10, bencode::check);
+}
+
+#[test]
+fn magnet_corpus() {
+    replay("magnet", 5, magnet::check);
+}
+
+#[test]
+fn metainfo_corpus() {
+    replay("metainfo", 3, metainfo::check);
+}
+
+/// Corpus files named by `prefixes` (a real client's output, or a link we
+/// wrote to be valid) must be accepted: otherwise the checks above would
+/// only ever see the refusal path.
+fn accepted(target: &str, prefixes: &[&str], accepts: fn(&[u8]) -> bool) {
+    let dir = fuzz_dir().join("corpus").join(target);
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("corpus directory") {
+        let path = entry.expect("corpus entry").path();
+        let name = path
+            .file_name()
+            .expect("file name")
+            .to_string_lossy()
+            .into_owned();
+        if prefixes.iter().any(|p| name.starts_with(p)) {
+            seen += 1;
+            let bytes = std::fs::read(&path).expect("read corpus file");
+            assert!(accepts(&bytes), "{target}: valid seed {name} refused");
+        }
+    }
+    assert!(seen > 0, "{target}: no seed matched {prefixes:?}");
+}
+
+#[test]
+fn valid_seeds_are_accepted() {
+    use lodestone_bencode::{Limits, parse};
+    use lodestone_core::{Magnet, Metainfo};
+    accepted(
+        "bencode",
+        &["krpc-query", "krpc-libtorrent", "bep10", "bep9-re"],
+        |b| parse(b, &Limits::KRPC).is_ok(),
+    );
+    accepted(
+        "metainfo",
+        &["libtorrent", "mktorrent", "transmission"],
+        |b| {
+            Metainfo::from_torrent_bytes(b).is_ok() || Metainfo::from_info_bytes(b.to_vec()).is_ok()
+        },
+    );
+    accepted(
+        "magnet",
+        &[
+            "bare", "minimal", "dn", "trackers", "peers", "select", "hybrid", "every",
+        ],
+        |b| std::str::from_utf8(b).is_ok_and(|s| Magnet::parse(s).is_ok()),
+    );
+}
