@@ -39,6 +39,8 @@ pub enum Command {
     /// Use the Mainline DHT directly: find or announce peers of an infohash.
     #[command(subcommand)]
     Dht(DhtCommand),
+    /// Run a long-lived DHT bootstrap node that hands newcomers good nodes.
+    Node(NodeArgs),
 }
 
 /// `lodestone dht ...`
@@ -173,4 +175,58 @@ impl InspectArgs {
             || matches!(self.target.trim().len(), 32 | 40) && !self.target.contains(['/', '.']);
         (!looks_like_magnet).then(|| PathBuf::from(&self.target))
     }
+}
+
+/// Arguments of `lodestone node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// UDP address to serve on (repeatable, one per address family)
+    /// [default: 0.0.0.0:6881 and [::]:6881, IPv4 only if IPv6 is unavailable].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub bind: Vec<std::net::SocketAddr>,
+    /// Directory keeping the node id, routing table and verified pool across restarts.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// A node to join the DHT through (repeatable); replaces the public routers.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub bootstrap: Vec<String>,
+    /// Join through nobody: the first node of a private DHT.
+    #[arg(long, conflicts_with = "bootstrap")]
+    pub no_bootstrap: bool,
+    /// Seconds between stats lines on stderr (0: none).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub stats_interval: f64,
+    /// Serve Prometheus metrics over HTTP on this address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Most verified nodes kept per address family.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub pool_size: usize,
+    /// Seconds to wait before verifying a node that only queried us (defeats NAT pinholes).
+    #[arg(long, value_name = "SECS", default_value_t = 90.0)]
+    pub verify_delay: f64,
+    /// Sustained packets per second accepted from one IP (0: no per-IP limit).
+    #[arg(long, value_name = "N", default_value_t = 10.0)]
+    pub per_ip_rate: f64,
+    /// Packets one IP may send in a burst before it is banned.
+    #[arg(long, value_name = "N", default_value_t = 100.0)]
+    pub per_ip_burst: f64,
+    /// Seconds an IP over its budget is ignored.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub ban: f64,
+    /// Apply the per-IP limit to loopback sources too (exempt by default).
+    #[arg(long)]
+    pub rate_limit_loopback: bool,
+    /// Packets per second accepted from everyone together (0: unlimited).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000.0)]
+    pub global_rate: f64,
+    /// Bytes per second of answers sent at most (0: unlimited).
+    #[arg(long, value_name = "BYTES", default_value_t = 200e6)]
+    pub reply_bytes_rate: f64,
+    /// Seconds between incremental saves of the state directory.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub save_interval: f64,
+    /// Socket send/receive buffer size to ask the kernel for.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub socket_buffer: usize,
 }

@@ -11,6 +11,7 @@ mod failure;
 mod inspect;
 mod logging;
 mod metadata_cmd;
+mod node_cmd;
 mod output;
 mod peers;
 mod progress_view;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         Command::Download(args) => runtime().and_then(|rt| rt.block_on(download_cmd::run(args))),
         Command::Metadata(args) => runtime().and_then(|rt| rt.block_on(metadata_cmd::run(args))),
         Command::Dht(command) => runtime().and_then(|rt| rt.block_on(dht_cmd::run(command))),
+        Command::Node(args) => runtime().and_then(|rt| rt.block_on(node_cmd::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

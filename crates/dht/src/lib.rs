@@ -9,6 +9,8 @@
 //! * [`node`]: the [`Node`] state machine — serving queries (tokens, peer
 //!   store, BEP 42 `ip`), transactions, iterative lookups, bootstrap and
 //!   table maintenance;
+//! * [`pool`] and [`ratelimit`]: the parts of a public bootstrap node — a
+//!   large pool of verified contacts to hand newcomers, and abuse limits;
 //! * small helpers: [`secure_id`] (BEP 42), [`token`], [`store`], [`ip_vote`].
 //!
 //! [`net`] is the thin tokio driver: one task owning the UDP sockets and the
@@ -18,6 +20,8 @@ pub mod ip_vote;
 pub mod krpc;
 pub mod net;
 pub mod node;
+pub mod pool;
+pub mod ratelimit;
 pub mod routing;
 pub mod secure_id;
 pub mod store;

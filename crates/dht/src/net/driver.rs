@@ -4,18 +4,29 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lodestone_core::compact::Family;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AnnounceSummary, Command, DhtStats, SavedState};
+use super::{AnnounceSummary, Command, DhtStats, PoolLog, SavedState};
 use crate::node::{Event, LookupId, Node};
 
 /// Largest datagram read; bigger ones are truncated by the OS and then
 /// refused by the decoder.
 const RECV_BUFFER: usize = 65_536;
+
+/// Datagrams handled per wake-up before the loop looks at its other inputs
+/// (timer, commands, the other socket) again.
+const BATCH: usize = 256;
+
+/// What to write to disk, and how often.
+pub(super) struct Persist {
+    pub(super) state_file: Option<PathBuf>,
+    pub(super) pool_log: Option<PoolLog>,
+    pub(super) interval: Option<Duration>,
+}
 
 /// Who waits for a lookup's results.
 enum Waiter {
@@ -31,7 +42,7 @@ pub(super) struct Driver {
     node: Node,
     v4: Option<UdpSocket>,
     v6: Option<UdpSocket>,
-    state_file: Option<PathBuf>,
+    persist: Persist,
     waiters: HashMap<LookupId, Waiter>,
 }
 
@@ -48,13 +59,13 @@ impl Driver {
         node: Node,
         v4: Option<UdpSocket>,
         v6: Option<UdpSocket>,
-        state_file: Option<PathBuf>,
+        persist: Persist,
     ) -> Self {
         Self {
             node,
             v4,
             v6,
-            state_file,
+            persist,
             waiters: HashMap::new(),
         }
     }
@@ -80,6 +91,11 @@ impl Driver {
 
         let mut buf4 = vec![0u8; RECV_BUFFER];
         let mut buf6 = vec![0u8; RECV_BUFFER];
+        let mut save_timer = self.persist.interval.map(|every| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         loop {
             let deadline = self.node.poll_timeout().map(tokio::time::Instant::from_std);
             let sleep = async {
@@ -88,10 +104,23 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            let save_tick = async {
+                match save_timer.as_mut() {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                r = recv(self.v4.as_ref(), &mut buf4) => self.received(r, &buf4),
-                r = recv(self.v6.as_ref(), &mut buf6) => self.received(r, &buf6),
+                r = recv(self.v4.as_ref(), &mut buf4) => self.received(r, &mut buf4, false),
+                r = recv(self.v6.as_ref(), &mut buf6) => self.received(r, &mut buf6, true),
                 () = sleep => self.node.handle_timeout(Instant::now()),
+                () = save_tick => {
+                    if let Err(e) = self.save() {
+                        tracing::warn!("cannot save DHT state: {e}");
+                    }
+                }
                 command = commands.recv() => match command {
                     Some(Command::Shutdown(done)) => {
                         let _ = done.send(self.save());
@@ -110,11 +139,26 @@ impl Driver {
         }
     }
 
-    fn received(&mut self, result: io::Result<(usize, SocketAddr)>, buf: &[u8]) {
-        match result {
-            Ok((len, from)) => self.node.handle_datagram(Instant::now(), from, &buf[..len]),
-            // ICMP errors surface here on some systems; they concern one peer only.
-            Err(e) => tracing::trace!("DHT receive error: {e}"),
+    /// Handles the datagram `recv` returned and then whatever else is
+    /// already queued on that socket (up to [`BATCH`]), so one wake-up of
+    /// the task serves a burst.
+    fn received(&mut self, first: io::Result<(usize, SocketAddr)>, buf: &mut [u8], v6: bool) {
+        let now = Instant::now();
+        let mut result = first;
+        for _ in 0..BATCH {
+            match result {
+                Ok((len, from)) => self.node.handle_datagram(now, from, &buf[..len]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // ICMP errors surface here on some systems; they concern one peer only.
+                Err(e) => tracing::trace!("DHT receive error: {e}"),
+            }
+            let socket = if v6 {
+                self.v6.as_ref()
+            } else {
+                self.v4.as_ref()
+            };
+            let Some(socket) = socket else { return };
+            result = socket.try_recv_from(buf);
         }
     }
 
@@ -146,6 +190,11 @@ impl Driver {
                     active_lookups: self.node.active_lookups(),
                     stored: self.node.stored(),
                     external_ip: self.node.external_ip(),
+                    pool: self
+                        .node
+                        .pool()
+                        .map_or((0, 0), |p| (p.len(Family::V4), p.len(Family::V6))),
+                    verify_queued: self.node.verify_queued(),
                 });
             }
             // Handled by the loop, which must stop right after.
@@ -166,10 +215,15 @@ impl Driver {
             let Some(socket) = self.socket_for(&t.to) else {
                 continue;
             };
-            // Awaiting writability (not `try_send_to`) matters: a fresh socket
-            // has no cached readiness yet, and a full send buffer should slow
-            // us down rather than silently drop our own queries.
-            if let Err(e) = socket.send_to(&t.bytes, t.to).await {
+            // Try first (no await, the common case); on a full send buffer
+            // wait for writability rather than silently drop the datagram.
+            let sent = match socket.try_send_to(&t.bytes, t.to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    socket.send_to(&t.bytes, t.to).await.map(drop)
+                }
+                other => other.map(drop),
+            };
+            if let Err(e) = sent {
                 tracing::trace!("DHT send to {} failed: {e}", t.to);
             }
         }
@@ -218,14 +272,23 @@ impl Driver {
         }
     }
 
-    fn save(&self) -> io::Result<()> {
-        let Some(path) = &self.state_file else {
-            return Ok(());
-        };
-        SavedState {
-            id: Some(self.node.id()),
-            nodes: self.node.good_nodes(Instant::now()),
+    /// Brings the state file (id, good table contacts: small, rewritten)
+    /// and the pool log (appended, see [`PoolLog`]) up to date.
+    fn save(&mut self) -> io::Result<()> {
+        if let Some(path) = &self.persist.state_file {
+            SavedState {
+                id: Some(self.node.id()),
+                nodes: self.node.good_nodes(Instant::now()),
+            }
+            .save(path)?;
         }
-        .save(path)
+        if let Some(log) = &mut self.persist.pool_log {
+            let journal = self.node.take_pool_journal();
+            if let Some(pool) = self.node.pool() {
+                let len = pool.len(Family::V4) + pool.len(Family::V6);
+                log.save(journal, len, pool.nodes())?;
+            }
+        }
+        Ok(())
     }
 }

@@ -7,17 +7,20 @@
 //! [`Node`]'s events.
 
 mod driver;
+mod pool_log;
 mod state;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use lodestone_core::{InfoHash, NodeId};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::node::{Config, LookupStats, Node, NodeStats};
+pub use pool_log::PoolLog;
 pub use state::SavedState;
 
 /// Public routers used when nothing else is configured. Never used by tests,
@@ -42,6 +45,14 @@ pub struct DhtConfig {
     pub bootstrap: Vec<String>,
     /// Where the node id and good contacts are kept between runs.
     pub state_file: Option<PathBuf>,
+    /// Where a server keeps its verified pool (an append-only log).
+    pub pool_file: Option<PathBuf>,
+    /// How often the state and pool files are brought up to date while
+    /// running (they are always written on shutdown).
+    pub save_interval: Option<Duration>,
+    /// `SO_RCVBUF`/`SO_SNDBUF` to ask for (the kernel may cap it); `None`
+    /// keeps the system default.
+    pub socket_buffer: Option<usize>,
     /// The node's protocol settings.
     pub node: Config,
 }
@@ -52,6 +63,9 @@ impl Default for DhtConfig {
             bind: vec![SocketAddr::from(([0, 0, 0, 0], 6881))],
             bootstrap: DEFAULT_BOOTSTRAP.iter().map(|s| (*s).to_owned()).collect(),
             state_file: None,
+            pool_file: None,
+            save_interval: None,
+            socket_buffer: None,
             node: Config::default(),
         }
     }
@@ -85,6 +99,28 @@ pub struct DhtStats {
     pub stored: (usize, usize),
     /// Our external IP, once known.
     pub external_ip: Option<IpAddr>,
+    /// Verified pool entries (IPv4, IPv6); zero for a client.
+    pub pool: (usize, usize),
+    /// Nodes waiting for a verification ping.
+    pub verify_queued: usize,
+}
+
+/// A non-blocking UDP socket on `addr`; IPv6 sockets are IPv6-only so that
+/// `0.0.0.0:P` and `[::]:P` can both be bound.
+fn bind(addr: SocketAddr, buffer: Option<usize>) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if let Some(size) = buffer {
+        // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+        let _ = socket.set_recv_buffer_size(size);
+        let _ = socket.set_send_buffer_size(size);
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// Requests from handles to the task.
@@ -123,7 +159,7 @@ impl Dht {
                     format!("more than one bind address of the family of {addr}"),
                 ));
             }
-            *slot = Some(UdpSocket::bind(addr).await?);
+            *slot = Some(bind(*addr, config.socket_buffer)?);
         }
         if v4.is_none() && v6.is_none() {
             return Err(io::Error::new(
@@ -146,9 +182,35 @@ impl Dht {
         let mut node_config = config.node.clone();
         node_config.want_ipv6 |= v6.is_some();
         let seed = rand::random();
-        let node = Node::new(node_config, saved.id, seed, std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let mut node = Node::new(node_config, saved.id, seed, now);
+        let pool_log = match &config.pool_file {
+            Some(path) => match PoolLog::load(path) {
+                Ok((log, nodes)) => {
+                    node.load_pool(&nodes, now);
+                    Some(log)
+                }
+                Err(e) => {
+                    // Not silently replaced: the operator should look at it.
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot load the pool {}: {e}", path.display()),
+                    ));
+                }
+            },
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(64);
-        let driver = driver::Driver::new(node, v4, v6, config.state_file.clone());
+        let driver = driver::Driver::new(
+            node,
+            v4,
+            v6,
+            driver::Persist {
+                state_file: config.state_file.clone(),
+                pool_log,
+                interval: config.save_interval,
+            },
+        );
         tokio::spawn(driver.run(rx, saved.nodes, config.bootstrap));
         Ok(Dht {
             commands: tx,

@@ -17,6 +17,7 @@
 mod lookup;
 mod rpc;
 mod serve;
+mod server;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +30,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::ip_vote::IpVotes;
 use crate::krpc::{Body, ErrorCode, Message, Query, Response, TransactionId, Want};
+use crate::pool::{Journal, Pool};
 use crate::routing::{RoutingConfig, RoutingTable};
 use crate::secure_id;
 use crate::store::{PeerStore, StoreConfig};
@@ -37,6 +39,8 @@ use crate::token::Tokens;
 use lookup::{Lookup, Purpose};
 pub use lookup::{LookupId, LookupStats};
 use rpc::{Pending, Transactions, Why};
+use server::Server;
+pub use server::ServerConfig;
 
 /// Largest datagram we send (BEP 32: fits any IPv6 path unfragmented).
 pub const MAX_DATAGRAM: usize = 1024;
@@ -78,6 +82,8 @@ pub struct Config {
     pub version: Option<[u8; 4]>,
     /// Ask for IPv6 contacts (`want n6`) while bootstrapping.
     pub want_ipv6: bool,
+    /// Bootstrap-node behaviour (verified pool, abuse limits); `None` for a client.
+    pub server: Option<ServerConfig>,
 }
 
 impl Default for Config {
@@ -99,12 +105,14 @@ impl Default for Config {
             maintenance_interval: Duration::from_secs(5),
             version: Some(*b"LD\x00\x01"),
             want_ipv6: false,
+            server: None,
         }
     }
 }
 
 impl Config {
-    /// A bootstrap node: a large peer store and more pings in flight.
+    /// A bootstrap node: a verified pool answering `find_node`, abuse
+    /// limits, a large peer store and more pings in flight.
     pub fn server() -> Self {
         Self {
             store: StoreConfig {
@@ -113,6 +121,7 @@ impl Config {
             },
             max_pings: 512,
             max_outstanding: 16_384,
+            server: Some(ServerConfig::default()),
             ..Self::default()
         }
     }
@@ -185,6 +194,12 @@ pub struct NodeStats {
     pub dropped: u64,
     /// Error answers sent (203, 204).
     pub errors_out: u64,
+    /// Queries answered, by method: ping, find_node, get_peers, announce_peer.
+    pub queries_by_method: [u64; 4],
+    /// Answers sent (responses and errors).
+    pub replies_out: u64,
+    /// Datagrams refused by the rate limits, and answers not sent for the byte cap.
+    pub rate_limited: u64,
 }
 
 const V4: usize = 0;
@@ -218,6 +233,7 @@ pub struct Node {
     events: VecDeque<Event>,
     stats: NodeStats,
     scratch: Response,
+    server: Option<Server>,
 }
 
 impl Node {
@@ -237,7 +253,12 @@ impl Node {
             config.max_outstanding,
         );
         let tokens = Tokens::new(&mut rng, now, config.token_rotation);
+        let server = config
+            .server
+            .clone()
+            .map(|c| Server::new(c, rng.random(), rng.random(), now));
         Self {
+            server,
             store: PeerStore::new(config.store.clone()),
             votes: IpVotes::new(config.ip_votes),
             next_maintenance: now + config.maintenance_interval,
@@ -297,6 +318,45 @@ impl Node {
         (self.store.swarm_count(), self.store.peer_count())
     }
 
+    /// The verified pool of a server node.
+    pub fn pool(&self) -> Option<&Pool> {
+        self.server.as_ref().map(|s| &s.pool)
+    }
+
+    /// Pool changes since the last call, for incremental persistence.
+    pub fn take_pool_journal(&mut self) -> Journal {
+        self.server
+            .as_mut()
+            .map(|s| s.pool.take_journal())
+            .unwrap_or_default()
+    }
+
+    /// Puts remembered nodes back into the pool. They are served at once
+    /// and count as due for re-verification, so the first sweeps ping them.
+    pub fn load_pool(&mut self, nodes: &[NodeAddr], now: Instant) {
+        if let Some(s) = &mut self.server {
+            let due = now.checked_sub(s.config.pool.stale_after).unwrap_or(now);
+            for node in nodes {
+                s.pool.insert(*node, now, due);
+            }
+            // Loading is not a change worth writing back.
+            s.pool.take_journal();
+            for family in [Family::V4, Family::V6] {
+                s.pool.refresh_snapshot(family, now);
+            }
+        }
+    }
+
+    /// Nodes waiting for a verification ping (server only).
+    pub fn verify_queued(&self) -> usize {
+        self.server.as_ref().map_or(0, Server::queued)
+    }
+
+    /// Memory held by the rate limiter, in bytes (server only).
+    pub fn limiter_memory(&self) -> usize {
+        self.server.as_ref().map_or(0, |s| s.limits.memory())
+    }
+
     /// Good contacts of both tables, for persisting.
     pub fn good_nodes(&self, now: Instant) -> Vec<NodeAddr> {
         self.tables
@@ -323,11 +383,14 @@ impl Node {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let maintenance = Some(self.next_maintenance);
-        match self.rpc.next_deadline() {
-            Some(d) => Some(d.min(self.next_maintenance)),
-            None => maintenance,
+        let mut next = self.next_maintenance;
+        if let Some(d) = self.rpc.next_deadline() {
+            next = next.min(d);
         }
+        if let Some(s) = &self.server {
+            next = next.min(s.next_tick);
+        }
+        Some(next)
     }
 
     // ---- commands ----
@@ -478,6 +541,12 @@ impl Node {
             self.stats.dropped += 1;
             return;
         }
+        if let Some(s) = &mut self.server
+            && s.limits.admit(&from.ip(), now).is_err()
+        {
+            self.stats.rate_limited += 1;
+            return;
+        }
         let msg = match Message::decode(bytes) {
             Ok(msg) => msg,
             Err(err) => {
@@ -490,11 +559,23 @@ impl Node {
                 return;
             }
         };
+        // Our own id coming back is a reflection or a spoof: never useful.
+        let own = match &msg.body {
+            Body::Query { id, .. } => *id == self.id,
+            Body::Response(r) => r.id == self.id,
+            Body::Error(_) => false,
+        };
+        if own {
+            self.stats.dropped += 1;
+            return;
+        }
         match msg.body {
             Body::Query { id, query } => {
                 self.on_query(now, from, msg.tid, id, query, msg.read_only)
             }
-            Body::Response(response) => self.on_response(now, from, msg.tid, response, msg.ip),
+            Body::Response(response) => {
+                self.on_response(now, from, msg.tid, response, msg.ip, msg.read_only)
+            }
             Body::Error(_) => self.on_error(now, from, &msg.tid),
         }
     }
@@ -537,6 +618,7 @@ impl Node {
             self.next_maintenance = now + self.config.maintenance_interval;
             self.maintain(now);
         }
+        self.server_tick(now);
     }
 
     fn maintain(&mut self, now: Instant) {
@@ -579,16 +661,23 @@ impl Node {
         tid: TransactionId,
         response: Response,
         ip: Option<SocketAddr>,
+        read_only: bool,
     ) {
+        let node = NodeAddr {
+            id: response.id,
+            addr: from,
+        };
+        if Server::is_cookie(&tid) && self.server_cookie_reply(now, node, &tid, read_only) {
+            return;
+        }
         let Some(pending) = self.rpc.take(&tid, &from) else {
             self.stats.dropped += 1;
             return;
         };
         self.stats.responses_in += 1;
-        let node = NodeAddr {
-            id: response.id,
-            addr: from,
-        };
+        if pending.id.is_none_or(|e| e == node.id) {
+            self.server_confirmed(node, read_only, now);
+        }
         let id_ok = !self.config.enforce_node_id || secure_id::verify(&node.id, &from.ip());
         if id_ok && node.id != self.id {
             let table = &mut self.tables[family_index(&from)];
@@ -625,15 +714,16 @@ impl Node {
         let depth = lookup.on_response(node, seed, response.token, trusted);
         lookup.add_candidates(&response.nodes, depth, &own);
         lookup.add_candidates(&response.nodes6, depth, &own);
-        if matches!(lookup.purpose, Purpose::GetPeers(_) | Purpose::Announce(..))
-            && !response.values.is_empty()
-        {
+        let is_peer_lookup = matches!(lookup.purpose, Purpose::GetPeers(_) | Purpose::Announce(..));
+        if is_peer_lookup && !response.values.is_empty() {
             let peers = lookup.new_peers(&response.values);
             if !peers.is_empty() {
                 self.events
                     .push_back(Event::PeersFound { lookup: id, peers });
             }
         }
+        self.server_learned(&response.nodes, now);
+        self.server_learned(&response.nodes6, now);
         self.drive(now, id);
     }
 
@@ -760,6 +850,7 @@ impl Node {
 
     fn send_error(&mut self, to: SocketAddr, tid: TransactionId, code: ErrorCode, text: &str) {
         self.stats.errors_out += 1;
+        self.stats.replies_out += 1;
         let msg = Message {
             tid,
             body: Body::Error(crate::krpc::ErrorBody {

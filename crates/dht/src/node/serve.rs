@@ -21,11 +21,6 @@ const MAX_VALUES_V4: usize = 50;
 const MAX_VALUES_V6: usize = 20;
 
 impl Node {
-    /// Rate limiting and ban lists hook in here; today every query is served.
-    fn admit_query(&mut self, _from: &SocketAddr, _now: Instant) -> bool {
-        true
-    }
-
     pub(super) fn on_query(
         &mut self,
         now: Instant,
@@ -35,20 +30,26 @@ impl Node {
         query: Query,
         read_only: bool,
     ) {
-        // BEP 43: a read-only node answers nothing.
-        if self.config.read_only || !self.admit_query(&from, now) {
+        // BEP 43: a read-only node answers nothing. (Rate limits were
+        // applied to the datagram before it was decoded.)
+        if self.config.read_only {
             return;
         }
         self.stats.queries_in += 1;
+        self.stats.queries_by_method[match query {
+            Query::Ping => 0,
+            Query::FindNode { .. } => 1,
+            Query::GetPeers { .. } => 2,
+            Query::AnnouncePeer { .. } => 3,
+        }] += 1;
+        let node = NodeAddr {
+            id: querier,
+            addr: from,
+        };
         if !read_only {
-            self.consider_querier(
-                now,
-                NodeAddr {
-                    id: querier,
-                    addr: from,
-                },
-            );
+            self.consider_querier(now, node);
         }
+        self.server_queried(node, read_only, now);
         let mut response = std::mem::take(&mut self.scratch);
         response.id = self.id;
         response.nodes.clear();
@@ -59,10 +60,16 @@ impl Node {
         match query {
             Query::Ping => {}
             Query::FindNode { target, want } => {
-                self.fill_nodes(&mut response, &target, want, family)
+                self.fill_nodes(&mut response, &target, want, family, &querier)
             }
             Query::GetPeers { info_hash, want } => {
-                self.fill_nodes(&mut response, &info_hash.as_node_id(), want, family);
+                self.fill_nodes(
+                    &mut response,
+                    &info_hash.as_node_id(),
+                    want,
+                    family,
+                    &querier,
+                );
                 response.token = Some(self.tokens.make(&from.ip()));
                 self.fill_values(&mut response, &info_hash, &from, now);
             }
@@ -106,19 +113,38 @@ impl Node {
         if let Body::Response(r) = msg.body {
             self.scratch = r;
         }
+        if let Some(s) = &mut self.server
+            && !s.limits.admit_reply(bytes.len(), now)
+        {
+            self.stats.rate_limited += 1;
+            return;
+        }
+        self.stats.replies_out += 1;
         self.transmits.push_back(Transmit { to: from, bytes });
     }
 
-    fn fill_nodes(&self, r: &mut Response, target: &NodeId, want: Option<Want>, family: usize) {
+    /// The contacts nearest `target`: from the verified pool on a server
+    /// (falling back to the table while the pool is empty), else the table.
+    fn fill_nodes(
+        &self,
+        r: &mut Response,
+        target: &NodeId,
+        want: Option<Want>,
+        family: usize,
+        querier: &NodeId,
+    ) {
         let want = want.unwrap_or(Want {
             n4: family == V4,
             n6: family == V6,
         });
         let k = self.config.routing.bucket_size;
-        if want.n4 {
+        let n = self.server.as_ref().map_or(k, |s| s.config.reply_nodes);
+        // 16 IPv4 + 16 IPv6 contacts would not fit in 1024 bytes.
+        let n6 = if want.n4 { n.min(8) } else { n };
+        if want.n4 && !self.server_closest(target, Family::V4, n, querier, &mut r.nodes) {
             self.tables[V4].closest_into(target, k, &mut r.nodes);
         }
-        if want.n6 {
+        if want.n6 && !self.server_closest(target, Family::V6, n6, querier, &mut r.nodes6) {
             self.tables[V6].closest_into(target, k, &mut r.nodes6);
         }
     }
