@@ -3,9 +3,19 @@
 //! Run with `cargo bench -p lodestone-benches --bench micro`.
 
 use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use lodestone_bencode::{Limits, OwnedValue, encode, parse};
+use lodestone_core::{InfoHash, NodeAddr, NodeId};
+use lodestone_dht::krpc::{Body, Message, Query, Response, TransactionId};
+use lodestone_dht::routing::{RoutingConfig, RoutingTable};
+use lodestone_download::{Bitfield, BlockOutcome, Layout, PeerKey, Picker};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use sha1::{Digest, Sha1};
 
 /// A realistic `find_node` reply: 8 compact IPv4 nodes, as a bootstrap node sends.
 fn find_node_reply() -> Vec<u8> {
@@ -43,5 +53,179 @@ fn bencode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bencode);
+/// A `get_peers` query as a client sends it.
+fn get_peers_query() -> Vec<u8> {
+    let mut out = Vec::new();
+    Message {
+        tid: TransactionId::new(b"gp").expect("2 bytes fit"),
+        body: Body::Query {
+            id: NodeId([3; 20]),
+            query: Query::GetPeers {
+                info_hash: InfoHash([9; 20]),
+                want: None,
+            },
+        },
+        ip: None,
+        read_only: false,
+        version: None,
+    }
+    .encode(&mut out);
+    out
+}
+
+fn krpc(c: &mut Criterion) {
+    let reply = find_node_reply();
+    let query = get_peers_query();
+    let mut group = c.benchmark_group("krpc");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("decode find_node reply (8 nodes)", |b| {
+        b.iter(|| Message::decode(black_box(&reply)).is_ok())
+    });
+    group.bench_function("decode get_peers query", |b| {
+        b.iter(|| Message::decode(black_box(&query)).is_ok())
+    });
+    let message = Message::decode(&reply).expect("valid reply");
+    let mut out = Vec::with_capacity(512);
+    group.bench_function("encode find_node reply (8 nodes)", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(&message).encode(&mut out);
+            out.len()
+        })
+    });
+    let response = Message {
+        tid: TransactionId::new(b"aa").expect("2 bytes fit"),
+        body: Body::Response(Response {
+            id: NodeId([7; 20]),
+            ..Response::default()
+        }),
+        ip: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 6881))),
+        read_only: false,
+        version: None,
+    };
+    group.bench_function("encode ping reply", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(&response).encode(&mut out);
+            out.len()
+        })
+    });
+    group.finish();
+}
+
+/// A table filled from 100,000 random contacts: every bucket the random
+/// ids can reach is full (about k * log2(n) entries).
+fn full_table(rng: &mut StdRng) -> RoutingTable {
+    let now = Instant::now();
+    let config = RoutingConfig {
+        restrict_ips: false,
+        ..RoutingConfig::default()
+    };
+    let mut table = RoutingTable::new(NodeId(rng.random()), config, now);
+    for i in 0..100_000u32 {
+        let [a, b, c, d] = i.to_be_bytes();
+        let addr = SocketAddr::from((Ipv4Addr::new(10, b, c, d), 6881 + u16::from(a)));
+        table.insert(
+            NodeAddr {
+                id: NodeId(rng.random()),
+                addr,
+            },
+            now,
+        );
+    }
+    table
+}
+
+fn routing(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(42);
+    let table = full_table(&mut rng);
+    let targets: Vec<NodeId> = (0..1024).map(|_| NodeId(rng.random())).collect();
+    let mut group = c.benchmark_group("routing");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    group.bench_function(format!("closest 8 of {} entries", table.len()), |b| {
+        b.iter(|| {
+            i = (i + 1) % targets.len();
+            table.closest(black_box(&targets[i]), 8)
+        })
+    });
+    let mut out = Vec::with_capacity(8);
+    group.bench_function(format!("closest_into 8 of {} entries", table.len()), |b| {
+        b.iter(|| {
+            i = (i + 1) % targets.len();
+            out.clear();
+            table.closest_into(black_box(&targets[i]), 8, &mut out);
+            out.len()
+        })
+    });
+    group.finish();
+}
+
+fn piece_hashing(c: &mut Criterion) {
+    let piece: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut group = c.benchmark_group("piece");
+    group.throughput(Throughput::Bytes(piece.len() as u64));
+    group.bench_function("sha1 1 MiB", |b| b.iter(|| Sha1::digest(black_box(&piece))));
+    group.finish();
+}
+
+/// A whole download through the picker alone: 3 seeds, 64 requests per
+/// call, every block arriving and every piece verifying. 512 MiB in
+/// 256 KiB pieces: 2048 pieces, 32,768 blocks.
+fn picker(c: &mut Criterion) {
+    const PIECE: u32 = 256 << 10;
+    const TOTAL: u64 = 512 << 20;
+    let layout = Arc::new(Layout::new(PIECE, [(TOTAL, false)]).expect("valid layout"));
+    let pieces = layout.piece_count();
+    let blocks = TOTAL / (16 << 10);
+    let fresh = || {
+        let mut p = Picker::new(
+            Arc::clone(&layout),
+            Bitfield::full(pieces),
+            Bitfield::new(pieces),
+            StdRng::seed_from_u64(1),
+        );
+        for peer in 0..3 {
+            p.peer_connected(PeerKey(peer));
+            p.peer_have_all(PeerKey(peer));
+        }
+        p
+    };
+    let mut group = c.benchmark_group("picker");
+    group.throughput(Throughput::Elements(blocks));
+    group.sample_size(10);
+    group.bench_function("download 2048 pieces from 3 seeds (per block)", |b| {
+        b.iter_batched(
+            fresh,
+            |mut p| {
+                // Bounded: each round trip receives at least one block.
+                for _ in 0..blocks * 2 {
+                    if p.is_complete() {
+                        break;
+                    }
+                    for peer in 0..3 {
+                        let peer = PeerKey(peer);
+                        for block in p.next_requests(peer, 64) {
+                            if let BlockOutcome::Accepted {
+                                piece_complete: true,
+                                ..
+                            } = p.block_received(peer, block)
+                            {
+                                p.piece_verified(block.piece());
+                            }
+                        }
+                    }
+                }
+                assert!(p.is_complete(), "picker stalled");
+                p
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bencode, krpc, routing, piece_hashing, picker);
 criterion_main!(benches);

@@ -1,0 +1,144 @@
+//! What this machine can do at best, measured in the same run as the races:
+//! no client can verify faster than SHA-1 on its cores, move pieces faster
+//! than loopback TCP, or store them faster than the output directory takes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+use sha1::{Digest, Sha1};
+
+/// The three ceilings, in MB/s (10^6 bytes per second).
+#[derive(Debug, Clone, Serialize)]
+pub struct Ceilings {
+    /// SHA-1 over 1 MiB chunks on one core (the `sha1` crate, as lodestone uses).
+    pub sha1_one_core_mb_s: f64,
+    /// One TCP stream between two threads of this process over loopback.
+    pub loopback_tcp_mb_s: f64,
+    /// Sequential 1 MiB writes to a file in `disk_dir`, `fsync` included.
+    pub disk_write_mb_s: f64,
+    /// Where the disk was measured (and where downloads are written).
+    pub disk_dir: String,
+    /// That directory's filesystem type, from /proc/mounts.
+    pub disk_fs: String,
+    /// Bytes per measurement.
+    pub bytes: u64,
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// Measures all three with `bytes` each; `ip` is the loopback address used
+/// for the TCP pair; the file goes in `dir` and is removed.
+pub fn measure(bytes: u64, ip: std::net::Ipv4Addr, dir: &Path) -> Result<Ceilings, String> {
+    let chunk = pattern();
+    Ok(Ceilings {
+        sha1_one_core_mb_s: sha1_speed(bytes, &chunk),
+        loopback_tcp_mb_s: tcp_speed(bytes, ip, &chunk)?,
+        disk_write_mb_s: disk_speed(bytes, dir, &chunk)?,
+        disk_dir: dir.display().to_string(),
+        disk_fs: filesystem_of(dir),
+        bytes,
+    })
+}
+
+/// 1 MiB of bytes that no layer can compress or deduplicate trivially.
+fn pattern() -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..CHUNK)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn mb_s(bytes: u64, since: Instant) -> f64 {
+    bytes as f64 / 1e6 / since.elapsed().as_secs_f64().max(1e-9)
+}
+
+fn sha1_speed(bytes: u64, chunk: &[u8]) -> f64 {
+    let chunks = bytes.div_ceil(CHUNK as u64);
+    let start = Instant::now();
+    let mut sink = 0u8;
+    for _ in 0..chunks {
+        // One digest per chunk, like one per 1 MiB piece.
+        sink ^= Sha1::digest(chunk)[0];
+    }
+    std::hint::black_box(sink);
+    mb_s(chunks * CHUNK as u64, start)
+}
+
+fn tcp_speed(bytes: u64, ip: std::net::Ipv4Addr, chunk: &[u8]) -> Result<f64, String> {
+    let listener =
+        TcpListener::bind(SocketAddr::from((ip, 0))).map_err(|e| format!("tcp bind: {e}"))?;
+    let target = listener.local_addr().map_err(|e| e.to_string())?;
+    let chunks = bytes.div_ceil(CHUNK as u64);
+    let payload = chunk.to_vec();
+    let start = Instant::now();
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut stream = TcpStream::connect(target)?;
+        for _ in 0..chunks {
+            stream.write_all(&payload)?;
+        }
+        Ok(())
+    });
+    let (mut stream, _) = listener.accept().map_err(|e| format!("tcp accept: {e}"))?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut received = 0u64;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received += n as u64,
+            Err(e) => return Err(format!("tcp read: {e}")),
+        }
+    }
+    let speed = mb_s(received, start);
+    sender
+        .join()
+        .map_err(|_| "tcp sender panicked".to_owned())?
+        .map_err(|e| format!("tcp send: {e}"))?;
+    if received != chunks * CHUNK as u64 {
+        return Err(format!(
+            "tcp: received {received} bytes of {}",
+            chunks * CHUNK as u64
+        ));
+    }
+    Ok(speed)
+}
+
+fn disk_speed(bytes: u64, dir: &Path, chunk: &[u8]) -> Result<f64, String> {
+    let path = dir.join("ceiling-write.bin");
+    let chunks = bytes.div_ceil(CHUNK as u64);
+    let start = Instant::now();
+    let result = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        for _ in 0..chunks {
+            file.write_all(chunk)?;
+        }
+        file.sync_all()
+    })();
+    let speed = mb_s(chunks * CHUNK as u64, start);
+    let _ = std::fs::remove_file(&path);
+    result.map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(speed)
+}
+
+/// The type of the filesystem holding `dir` (the longest mount point that
+/// is a prefix of it).
+fn filesystem_of(dir: &Path) -> String {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_dev, point, fs) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(point).then(|| (point.len(), fs.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown".to_owned(), |(_, fs)| fs)
+}

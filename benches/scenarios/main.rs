@@ -1,0 +1,470 @@
+//! Scenario benchmark: lodestone against real clients on a private DHT.
+//!
+//! ```text
+//! cargo build --release -p lodestone-cli
+//! cargo bench -p lodestone-benches --bench scenarios -- --quick   # about a minute
+//! cargo bench -p lodestone-benches --bench scenarios              # about ten
+//! ```
+//!
+//! The process re-executes itself inside fresh network, mount and PID
+//! namespaces ([`isolate`]): only `lo` exists, so no packet can leave the
+//! machine, and every process it started dies with it. There it builds a
+//! private Mainline DHT of 8 libtorrent nodes and 3 libtorrent seeders of
+//! generated multi-file content (`tests/py/swarm.py`), then runs, in rounds
+//! with the client order rotating each round:
+//!
+//! * **ceilings**: SHA-1, loopback TCP and disk-write speed of this machine;
+//! * **metadata**: magnet (infohash only) → metainfo, DHT only;
+//! * **download**: magnet → every file verified by SHA-1, with wall time,
+//!   MB/s and peak RSS;
+//! * **node**: a KRPC load generator against `lodestone node` and a
+//!   libtorrent DHT node.
+//!
+//! It prints tables of medians with ratios to lodestone and writes every
+//! measurement as JSON (timestamp, git commit) under `target/bench/`. See
+//! `--help` for the options.
+
+mod ceilings;
+mod clients;
+mod isolate;
+mod launch;
+mod node;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use lodestone_benches::clock::Utc;
+use lodestone_benches::options::{Client, Options, Scenario, USAGE, workspace_root};
+use lodestone_tests::swarm::{Swarm, SwarmConfig};
+
+use crate::clients::{Arena, Race, Tools};
+use crate::report::{RaceReport, Report, SwarmSummary};
+
+/// Libtorrent DHT nodes in the swarm.
+const DHT_NODES: u8 = 8;
+/// Libtorrent seeders in the swarm.
+const SEEDERS: u8 = 3;
+/// Which swarm node every client bootstraps from (not the one the swarm
+/// probes with, so lookups have to walk).
+const BOOTSTRAP_INDEX: usize = 2;
+/// Per-run limit of the metadata race.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(60);
+
+const TRANSMISSION_NOTE: &str = "transmission-cli: not run as a downloader. Transmission 3.00 drops \
+every DHT packet from 127.0.0.0/8 (\"martian\"), so from a magnet it can find no peer in a loopback \
+DHT; it could only download with a tracker or peers handed to it, which is not this race. \
+It works here as a seeder only (see lodestone_tests::clients::transmission_seeder).";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match Options::parse(&args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let scratch = options.dir.join("lodestone-bench");
+    if let Err(e) = isolate::enter(&scratch) {
+        eprintln!("scenarios: {e}");
+        return ExitCode::FAILURE;
+    }
+    let outcome = run(options, &scratch);
+    if std::env::var_os(lodestone_tests::workdir::KEEP_ENV).is_none() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    } else {
+        eprintln!("keeping {}", scratch.display());
+    }
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scenarios: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(options: Options, scratch: &Path) -> Result<(), String> {
+    let begun = Instant::now();
+    let timestamp = Utc::now();
+    let tools = Tools::find(&options.lodestone, &options.rqbit);
+    let mut notes = vec![
+        format!(
+            "swarm content and downloads live under {}; /dev/shm (the default) is RAM, so there disk speed is not what is measured",
+            options.dir.display()
+        ),
+        "every client: the same magnet (infohash + name, no trackers, no x.pe), the same single \
+         bootstrap node, DHT as the only peer source, no trackers/LSD/UPnP/NAT-PMP, no rate or \
+         connection caps, TCP only"
+            .to_owned(),
+        "libtorrent's times come from its own alerts, counted from after python imported \
+         libtorrent; its RSS includes the python interpreter (about 20-30 MiB) and, as \
+         libtorrent 2.0 memory-maps the files it writes, the file pages it touched"
+            .to_owned(),
+        "aria2c waits about 10 s before its first DHT lookup, and again before looking up peers \
+         for the content once the metadata is in: its download time is mostly these fixed waits, \
+         not transfer"
+            .to_owned(),
+    ];
+    notes.push(TRANSMISSION_NOTE.to_owned());
+    if let Ok(l) = &tools.lodestone
+        && let Some(age) = std::fs::metadata(&l.bin)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+    {
+        println!(
+            "lodestone binary: {} (built {:.0} min ago; rebuild with `cargo build --release -p lodestone-cli`)",
+            l.bin.display(),
+            age.as_secs_f64() / 60.0
+        );
+    }
+    let chosen: Vec<Client> = options.clients.iter().copied().collect();
+
+    let mut report = Report {
+        timestamp: timestamp.iso8601(),
+        git_commit: git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".to_owned()),
+        git_dirty: git(&["status", "--porcelain", "--untracked-files=no"])
+            .is_some_and(|s| !s.is_empty()),
+        machine: machine(),
+        options: options.clone(),
+        versions: versions(&tools),
+        settings: chosen
+            .iter()
+            .map(|&c| (c.name().to_owned(), clients::settings(c).to_owned()))
+            .collect(),
+        notes,
+        swarm: None,
+        ceilings: None,
+        metadata: None,
+        download: None,
+        node: Vec::new(),
+        node_skipped: Vec::new(),
+    };
+    for (client, version) in &report.versions {
+        println!("{client}: {version}");
+    }
+
+    if options.scenarios.contains(&Scenario::Ceilings) {
+        let bytes = options.size_mib.clamp(128, 1024) << 20;
+        eprintln!("measuring ceilings...");
+        let c = ceilings::measure(bytes, lodestone_tests::netns::addr(30, 1), scratch)?;
+        print!("{}", report::ceilings_table(&c));
+        report.ceilings = Some(c);
+    }
+
+    let needs_swarm = [Scenario::Metadata, Scenario::Download, Scenario::Node]
+        .iter()
+        .any(|s| options.scenarios.contains(s));
+    if needs_swarm {
+        // Content only matters to the download race.
+        let size = if options.scenarios.contains(&Scenario::Download) {
+            options.size_mib << 20
+        } else {
+            16 << 20
+        };
+        eprintln!(
+            "starting the swarm: {DHT_NODES} DHT nodes, {SEEDERS} seeders, {} MiB...",
+            size >> 20
+        );
+        let swarm = Swarm::start(SwarmConfig {
+            dht_nodes: DHT_NODES,
+            seeders: SEEDERS,
+            file_sizes: file_sizes(size),
+            single_file: false,
+            name: "content".to_owned(),
+            piece_length: (options.piece_kib > 0).then_some(options.piece_kib * 1024),
+            seed: 7,
+            port: clients::PORT,
+            utp: false,
+            ready_timeout: Duration::from_secs(180),
+        })
+        .map_err(|e| format!("swarm: {e}"))?;
+        let info = swarm.info().clone();
+        let bootstrap = info.dht_nodes[BOOTSTRAP_INDEX.min(info.dht_nodes.len() - 1)];
+        let swarm_summary = SwarmSummary {
+            dht_nodes: info.dht_nodes.len(),
+            seeders: info.seeders.len(),
+            bootstrap: bootstrap.to_string(),
+            info_hash: info.info_hash.clone(),
+            total_length: info.total_length,
+            files: info.files.len(),
+            piece_length: info.piece_length,
+            ready_s: info.ready_s,
+        };
+        println!(
+            "\nswarm: {} libtorrent DHT nodes, {} seeders, {} files, {:.1} MiB in {} KiB pieces, ready in {:.1} s; every client bootstraps from {bootstrap}",
+            swarm_summary.dht_nodes,
+            swarm_summary.seeders,
+            swarm_summary.files,
+            info.total_length as f64 / 1048576.0,
+            info.piece_length / 1024,
+            info.ready_s
+        );
+        report.swarm = Some(swarm_summary);
+        let arena = Arena {
+            swarm: &info,
+            bootstrap,
+            scratch,
+            tools: &tools,
+        };
+
+        if options.scenarios.contains(&Scenario::Metadata) {
+            let race = race(
+                &arena,
+                &chosen,
+                Race::Metadata,
+                options.rounds,
+                METADATA_TIMEOUT,
+            );
+            let r = RaceReport::new(
+                "magnet (infohash only) -> metainfo known, through the DHT only; seconds to each client's own signal",
+                race.0,
+                race.1,
+                None,
+            );
+            print!("{}", r.table("time to metadata"));
+            report.metadata = Some(r);
+        }
+        if options.scenarios.contains(&Scenario::Download) {
+            // Generous: 10 MB/s would still finish.
+            let timeout = Duration::from_secs(60 + info.total_length / 10_000_000);
+            let race = race(&arena, &chosen, Race::Download, options.rounds, timeout);
+            let r = RaceReport::new(
+                "magnet -> all files written and verified by the client (then checked here by SHA-1); wall seconds",
+                race.0,
+                race.1,
+                Some(info.total_length),
+            );
+            print!(
+                "{}",
+                r.table(&format!(
+                    "download of {:.0} MiB in {} files from {} seeders",
+                    info.total_length as f64 / 1048576.0,
+                    info.files.len(),
+                    info.seeders.len()
+                ))
+            );
+            report.download = Some(r);
+        }
+        if options.scenarios.contains(&Scenario::Node) {
+            node_scenario(&mut report, &tools, bootstrap, scratch, options.node_load);
+            print!("{}", report::node_table(&report.node, &report.node_skipped));
+        }
+        drop(swarm);
+    }
+
+    println!("\nnotes:");
+    for note in &report.notes {
+        println!("  - {note}");
+    }
+    println!("\nsettings given to each client:");
+    for (client, s) in &report.settings {
+        println!("  {client}: {s}");
+    }
+    let out = options.out.clone().unwrap_or_else(|| {
+        workspace_root()
+            .join("target/bench")
+            .join(format!("scenarios-{}.json", timestamp.compact()))
+    });
+    write_json(&out, &report)?;
+    println!(
+        "\nreport: {} (commit {}{}; {:.0} s)",
+        out.display(),
+        &report.git_commit[..report.git_commit.len().min(12)],
+        if report.git_dirty { ", dirty" } else { "" },
+        begun.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Runs `race` for `rounds`, rotating the client order every round.
+fn race(
+    arena: &Arena<'_>,
+    chosen: &[Client],
+    race: Race,
+    rounds: usize,
+    timeout: Duration,
+) -> (Vec<clients::Run>, BTreeMap<String, String>) {
+    let mut skipped = BTreeMap::new();
+    let mut runners = Vec::new();
+    for &c in chosen {
+        match arena.tools.missing(c, race) {
+            Some(why) => {
+                skipped.insert(c.name().to_owned(), why);
+            }
+            None => runners.push(c),
+        }
+    }
+    let mut runs = Vec::new();
+    for round in 0..rounds {
+        let mut order = runners.clone();
+        let n = order.len();
+        if n > 0 {
+            order.rotate_left(round % n);
+        }
+        for client in order {
+            eprintln!(
+                "{race:?} round {}/{rounds}: {}...",
+                round + 1,
+                client.name()
+            );
+            let run = clients::run(arena, client, race, round, timeout);
+            match (&run.seconds, &run.error) {
+                (Some(s), _) => eprintln!("  {} {s:.3} s", client.name()),
+                (_, Some(e)) => eprintln!("  {} failed: {e}", client.name()),
+                _ => {}
+            }
+            runs.push(run);
+        }
+    }
+    (runs, skipped)
+}
+
+fn node_scenario(
+    report: &mut Report,
+    tools: &Tools,
+    bootstrap: std::net::SocketAddr,
+    scratch: &Path,
+    phase: Duration,
+) {
+    match &tools.lodestone {
+        Err(e) => report.node_skipped.push(e.clone()),
+        Ok(l) => {
+            eprintln!("loading lodestone node...");
+            let dir = scratch.join("node-lodestone");
+            let result = std::fs::create_dir_all(&dir)
+                .map_err(|e| e.to_string())
+                .and_then(|()| node::lodestone(l, bootstrap, &dir, phase));
+            match result {
+                Ok(run) => report.node.push(run),
+                Err(e) => {
+                    println!("lodestone node: {e}");
+                    report.node_skipped.push(e);
+                }
+            }
+        }
+    }
+    match &tools.libtorrent {
+        Err(e) => report.node_skipped.push(e.clone()),
+        Ok(_) => {
+            eprintln!("loading libtorrent node...");
+            match node::libtorrent(bootstrap, phase) {
+                Ok(run) => report.node.push(run),
+                Err(e) => report.node_skipped.push(format!("libtorrent node: {e}")),
+            }
+        }
+    }
+}
+
+/// Multi-file content of exactly `total` bytes: six large files of uneven,
+/// odd sizes (so file and piece boundaries rarely meet) and, when there is
+/// room, two small ones, one of them in a subdirectory.
+fn file_sizes(total: u64) -> Vec<u64> {
+    let mut sizes: Vec<u64> = [30u64, 22, 16, 12, 9]
+        .iter()
+        .zip([7u64, 3, 11, 1, 5])
+        .map(|(pct, odd)| total * pct / 100 + odd)
+        .collect();
+    if total >= 16 << 20 {
+        sizes.extend([1_000, 123_457]);
+    }
+    let used: u64 = sizes.iter().sum();
+    // At least 11% of `total` is left for the last large file.
+    sizes.insert(5, total.saturating_sub(used).max(1));
+    sizes
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(workspace_root())
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn machine() -> BTreeMap<&'static str, String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(|| "unknown".to_owned(), |m| m.trim().to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned());
+    BTreeMap::from([
+        ("cpu", model),
+        ("cores", cores.to_string()),
+        ("kernel", kernel),
+    ])
+}
+
+fn versions(tools: &Tools) -> BTreeMap<String, String> {
+    let first_line = |program: &Path, args: &[&str]| -> String {
+        Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                text.lines().next().unwrap_or_default().trim().to_owned()
+            })
+            .unwrap_or_else(|| "unknown".to_owned())
+    };
+    let mut v = BTreeMap::new();
+    let mut put = |name: &str, found: Result<String, &String>| {
+        v.insert(
+            name.to_owned(),
+            found.unwrap_or_else(|why| format!("absent: {why}")),
+        );
+    };
+    put(
+        "lodestone",
+        tools
+            .lodestone
+            .as_ref()
+            .map(|l| first_line(&l.bin, &["--version"])),
+    );
+    put(
+        "rqbit",
+        tools.rqbit.as_ref().map(|b| first_line(b, &["--version"])),
+    );
+    put(
+        "aria2c",
+        tools.aria2c.as_ref().map(|b| first_line(b, &["--version"])),
+    );
+    put(
+        "libtorrent",
+        tools.libtorrent.as_ref().map(|p| {
+            first_line(
+                p,
+                &[
+                    "-c",
+                    "import libtorrent; print('libtorrent', libtorrent.__version__)",
+                ],
+            )
+        }),
+    );
+    v
+}
+
+fn write_json(path: &PathBuf, report: &Report) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+    }
+    let json = serde_json::to_string_pretty(report).map_err(|e| format!("serialising: {e}"))?;
+    std::fs::write(path, json + "\n").map_err(|e| format!("writing {}: {e}", path.display()))
+}
