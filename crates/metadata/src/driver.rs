@@ -29,6 +29,12 @@ pub const OUR_UT_METADATA_ID: u8 = 3;
 /// Events buffered from connection tasks before they wait for the loop.
 const EVENT_QUEUE: usize = 256;
 
+/// Reconnections to an address whose connect or handshake failed.
+const MAX_CONNECT_RETRIES: u32 = 3;
+
+/// Wait before the first reconnection; it doubles with each failure.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+
 /// How [`fetch_metainfo`] runs.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -175,6 +181,8 @@ pub async fn fetch_metainfo_with_progress(
         events,
         pending: VecDeque::new(),
         seen: HashSet::new(),
+        retries: Vec::new(),
+        failures: HashMap::new(),
         conns: HashMap::new(),
         tasks: JoinSet::new(),
         progress: Progress::default(),
@@ -218,6 +226,12 @@ struct Driver {
     events: mpsc::Receiver<(SocketAddr, PeerEvent)>,
     pending: VecDeque<SocketAddr>,
     seen: HashSet<SocketAddr>,
+    /// Addresses whose connection failed, with when to try again; a failed
+    /// connect or handshake is often passing (a peer still tearing down an
+    /// earlier connection from our IP, a full backlog).
+    retries: Vec<(Instant, SocketAddr)>,
+    /// Failed connection attempts per address.
+    failures: HashMap<SocketAddr, u32>,
     conns: HashMap<SocketAddr, Conn>,
     tasks: JoinSet<()>,
     progress: Progress,
@@ -233,7 +247,9 @@ impl Driver {
     ) -> Result<Metainfo, FetchError> {
         loop {
             let timer = self.fetch.poll_timeout().map(Instant::from_std);
+            let retry_at = self.retries.iter().map(|(at, _)| *at).min();
             tokio::select! {
+                () = sleep_until(retry_at) => self.due_retries(),
                 addr = recv_addr(&mut self.peers) => match addr {
                     Some(addr) => self.add_peer(addr),
                     None => self.peers = None,
@@ -260,7 +276,11 @@ impl Driver {
             }
             while self.tasks.try_join_next().is_some() {}
             self.publish(progress);
-            if self.peers.is_none() && self.conns.is_empty() && self.pending.is_empty() {
+            if self.peers.is_none()
+                && self.conns.is_empty()
+                && self.pending.is_empty()
+                && self.retries.is_empty()
+            {
                 return Err(FetchError::PeersExhausted(self.progress));
             }
         }
@@ -271,6 +291,14 @@ impl Driver {
             return;
         }
         self.pending.push_back(addr);
+    }
+
+    /// Moves the retries whose time has come back to the queue.
+    fn due_retries(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.retries.drain(..).partition(|(at, _)| *at <= now);
+        self.retries = later;
+        self.pending.extend(due.into_iter().map(|(_, addr)| addr));
     }
 
     fn connect(&mut self, addr: SocketAddr) {
@@ -337,6 +365,12 @@ impl Driver {
             PeerEvent::Closed { connected } => {
                 if !connected {
                     self.progress.connect_failures += 1;
+                    let failures = self.failures.entry(addr).or_insert(0);
+                    *failures += 1;
+                    if *failures <= MAX_CONNECT_RETRIES {
+                        let backoff = FIRST_RETRY * 2u32.pow(*failures - 1);
+                        self.retries.push((Instant::now() + backoff, addr));
+                    }
                 }
                 self.conns.remove(&addr);
                 self.fetch.peer_gone(now, addr);
