@@ -83,7 +83,7 @@ pub async fn fetch(
                     Some(dht) => dht.stats().await.map_or(0, |s| s.ipv4_nodes + s.ipv6_nodes),
                     None => 0,
                 };
-                let p = progress.borrow_and_update().clone();
+                let p = *progress.borrow_and_update();
                 status.set(describe(nodes, dht.is_some(), &p));
             }
         }

@@ -1,5 +1,8 @@
 //! Running the lodestone binary inside an isolated end-to-end test.
 
+// Each test binary includes this module and uses a different subset of it.
+#![allow(dead_code)]
+
 use std::process::{Command, Output};
 
 use lodestone_tests::netns::{BLOCK_LODESTONE, addr};
