@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A libtorrent seeder for the live wire tests. Run it inside a network namespace only:
+"""A libtorrent seeder that records its greeting for the wire crate's golden capture. Run it inside a network namespace only:
 
     unshare -n -m sh -c 'ip link set lo up; /usr/bin/python3 libtorrent_seeder.py DIR MIB [CAPTURE]'
 
