@@ -25,9 +25,10 @@ pub fn our_peer_id() -> PeerId {
     PeerId(id)
 }
 
-/// Streams `direct` addresses first, then whatever repeated DHT lookups find.
-/// The stream ends when the receiver is dropped (or at once after `direct`
-/// when there is no DHT).
+/// Streams `direct` addresses first, then whatever repeated DHT lookups
+/// find. Direct addresses are offered again with every lookup (or, without a
+/// DHT, after the same growing pauses) so that a peer whose first connection
+/// failed is tried again. The stream ends when the receiver is dropped.
 pub fn peer_stream(
     info_hash: InfoHash,
     direct: Vec<SocketAddr>,
@@ -35,22 +36,23 @@ pub fn peer_stream(
 ) -> mpsc::Receiver<SocketAddr> {
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
-        for addr in direct {
-            if tx.send(addr).await.is_err() {
-                return;
-            }
-        }
-        let Some(dht) = dht else { return };
         let mut retry = EMPTY_LOOKUP_RETRY;
         loop {
-            let Ok(mut found) = dht.get_peers(info_hash).await else {
-                return;
-            };
             let mut any = false;
-            while let Some(addr) = found.recv().await {
-                any = true;
-                if tx.send(addr).await.is_err() {
+            for addr in &direct {
+                if tx.send(*addr).await.is_err() {
                     return;
+                }
+            }
+            if let Some(dht) = &dht {
+                let Ok(mut found) = dht.get_peers(info_hash).await else {
+                    return;
+                };
+                while let Some(addr) = found.recv().await {
+                    any = true;
+                    if tx.send(addr).await.is_err() {
+                        return;
+                    }
                 }
             }
             let pause = if any { LOOKUP_INTERVAL } else { retry };

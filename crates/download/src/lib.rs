@@ -20,17 +20,15 @@
 //! - [`verify`] hashes completed pieces on a small thread pool and checks
 //!   existing files on start (resume).
 //!
-//! [`session`] ties them to peer connections: one async task per peer and a
-//! coordinator that takes addresses from a channel.
-
-#![cfg_attr(test, allow(clippy::unwrap_used))]
+//! [`swarm`] ties them to peer connections: one async task per peer and a
+//! coordinator that takes addresses from a channel, accepts incoming peers,
+//! bans senders of bad data and applies the seeding policy.
 
 pub mod bitfield;
 pub mod choke;
 pub mod layout;
 pub mod picker;
 pub mod rate;
-pub mod session;
 pub mod storage;
 pub mod swarm;
 pub mod verify;
@@ -38,6 +36,7 @@ pub mod verify;
 pub use bitfield::{Bitfield, BitfieldError};
 pub use layout::{BLOCK_SIZE, BlockIndex, FileIndex, Layout, LayoutError, PieceIndex};
 pub use picker::{BlockOutcome, PeerKey, Picker};
-pub use session::{Progress, Session, SessionConfig, SessionError};
 pub use storage::{Storage, StorageError};
-pub use swarm::{Download, DownloadConfig, DownloadError, DownloadHandle, DownloadProgress, Summary};
+pub use swarm::{
+    Download, DownloadConfig, DownloadError, DownloadHandle, DownloadProgress, Summary,
+};

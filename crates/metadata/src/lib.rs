@@ -9,9 +9,6 @@
 //!   handshakes and feeds [`fetch`] until [`fetch_metainfo`] returns a
 //!   verified [`lodestone_core::Metainfo`].
 
-// Tests may unwrap: a panic there is a failed test.
-#![cfg_attr(test, allow(clippy::unwrap_used))]
-
 pub mod driver;
 pub mod fetch;
 pub mod message;

@@ -46,8 +46,6 @@
 //! local or network failures ([`ConnectionError::Io`]), timeouts and a clean
 //! close by the peer.
 
-#![cfg_attr(test, allow(clippy::unwrap_used))]
-
 pub mod codec;
 pub mod connection;
 pub mod extension;

@@ -12,7 +12,7 @@ use crate::layout::{BlockIndex, Layout, PieceIndex};
 use crate::picker::PeerKey;
 
 /// Spare buffers kept for reuse.
-const MAX_SPARE: usize = 16;
+const MAX_SPARE: usize = 4;
 
 #[derive(Debug, Default)]
 struct Filling {
@@ -84,9 +84,24 @@ mod tests {
         let p1 = layout.piece(1).unwrap();
         let mut a = Assembly::default();
         let (k1, k2) = (PeerKey(1), PeerKey(2));
-        a.put(&layout, layout.block(p0, 1).unwrap(), &[2; BLOCK_SIZE as usize], k1);
-        a.put(&layout, layout.block(p0, 0).unwrap(), &[1; BLOCK_SIZE as usize], k2);
-        a.put(&layout, layout.block(p1, 0).unwrap(), &[3; BLOCK_SIZE as usize], k1);
+        a.put(
+            &layout,
+            layout.block(p0, 1).unwrap(),
+            &[2; BLOCK_SIZE as usize],
+            k1,
+        );
+        a.put(
+            &layout,
+            layout.block(p0, 0).unwrap(),
+            &[1; BLOCK_SIZE as usize],
+            k2,
+        );
+        a.put(
+            &layout,
+            layout.block(p1, 0).unwrap(),
+            &[3; BLOCK_SIZE as usize],
+            k1,
+        );
         let data = a.take(p0).unwrap();
         assert_eq!(data.len(), 2 * BLOCK_SIZE as usize);
         assert!(data[..BLOCK_SIZE as usize].iter().all(|&b| b == 1));

@@ -33,7 +33,7 @@ const HOUSEKEEPING: Duration = Duration::from_millis(200);
 
 /// Completed pieces waiting for the hash pool, in bytes, before requests
 /// pause: bounds memory when hashing or the disk is slower than the network.
-const HASH_BACKLOG_BYTES: u64 = 32 << 20;
+const HASH_BACKLOG_BYTES: u64 = 4 << 20;
 
 /// A failed address is not retried sooner than this (times its failures).
 const RETRY_AFTER: Duration = Duration::from_secs(15);
@@ -142,8 +142,7 @@ pub(super) async fn run(
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.port());
-    let hash_backlog =
-        (HASH_BACKLOG_BYTES / u64::from(layout.piece_length())).max(4) as usize;
+    let hash_backlog = (HASH_BACKLOG_BYTES / u64::from(layout.piece_length())).max(4) as usize;
     let state = State {
         picker,
         assembly: Assembly::default(),
@@ -484,7 +483,7 @@ impl Coordinator {
         let mut st = self.shared.lock();
         let pieces_wanted = self.wanted.count_ones();
         let download_rate = st.counters.down_rate.rate(now);
-        let stuck = (self.phase == Phase::Downloading && download_rate < 1.0)
+        let stuck = (self.phase == Phase::Downloading)
             .then(|| self.stuck(&st))
             .flatten();
         DownloadProgress {

@@ -23,7 +23,7 @@ use lodestone_wire::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::pipeline::Pipeline;
+use super::pipeline::{ENDGAME_DEPTH, Pipeline};
 use super::shared::{CloseReason, PeerCmd, PeerEntry, Shared, State};
 use super::uploads::{Admission, MAX_QUEUED, Uploads};
 use crate::bitfield::{Bitfield, BitfieldError};
@@ -122,6 +122,8 @@ struct Peer {
     uploads: Uploads,
     /// What the peer has, as it told us.
     theirs: Bitfield,
+    /// It sent a bitfield, have all/none or a have: no bitfield may follow.
+    announced: bool,
     /// What we can serve (mirrors the shared `servable`, updated by `Have`).
     servable: Bitfield,
     am_interested: bool,
@@ -194,6 +196,7 @@ pub(crate) async fn run(
         pipeline: Pipeline::new(now),
         uploads: Uploads::default(),
         theirs: Bitfield::new(pieces),
+        announced: false,
         servable,
         am_interested: false,
         choking_us: true,
@@ -303,27 +306,36 @@ impl Peer {
             Message::Piece(block) => self.blocks.push(block),
             Message::Request(r) => self.on_request(r, w)?,
             Message::Have(i) => {
-                let piece = self
-                    .layout
-                    .piece(i)
-                    .ok_or(PeerError::Misbehaved("have for a piece that does not exist"))?;
+                let piece = self.layout.piece(i).ok_or(PeerError::Misbehaved(
+                    "have for a piece that does not exist",
+                ))?;
+                self.announced = true;
                 if self.theirs.set(i) {
                     self.shared.lock().picker.peer_have(self.key, piece);
                 }
             }
+            Message::Bitfield(_) | Message::HaveAll | Message::HaveNone if self.announced => {
+                // Each costs a pass over every piece: only the first counts.
+                return Err(PeerError::Misbehaved("second bitfield"));
+            }
             Message::Bitfield(bits) => {
+                self.announced = true;
                 let bits = Bitfield::from_wire(&bits, self.layout.piece_count())?;
                 self.theirs = bits.clone();
                 self.shared.lock().picker.peer_bitfield(self.key, bits);
             }
             Message::HaveAll | Message::HaveNone if !self.fast => {
-                return Err(PeerError::Misbehaved("fast message without the fast extension"));
+                return Err(PeerError::Misbehaved(
+                    "fast message without the fast extension",
+                ));
             }
             Message::HaveAll => {
+                self.announced = true;
                 self.theirs = Bitfield::full(self.layout.piece_count());
                 self.shared.lock().picker.peer_have_all(self.key);
             }
-            Message::HaveNone | Message::KeepAlive | Message::Port(_) => {}
+            Message::HaveNone => self.announced = true,
+            Message::KeepAlive | Message::Port(_) => {}
             // Advice we do not act on; harmless even without the fast bit.
             Message::Suggest(_) | Message::AllowedFast(_) => {}
             Message::Choke => {
@@ -494,7 +506,17 @@ impl Peer {
         if !may_request {
             return Ok(());
         }
-        let room = self.pipeline.room(now);
+        let mut room = self.pipeline.room();
+        if st.picker.in_endgame() {
+            // Every request now duplicates one outstanding elsewhere, most
+            // likely near the front of that peer's queue and about to
+            // arrive: only a peer with nothing left to do takes a few.
+            room = if self.pipeline.outstanding() == 0 {
+                ENDGAME_DEPTH
+            } else {
+                0
+            };
+        }
         if room == 0 {
             return Ok(());
         }
@@ -502,14 +524,16 @@ impl Peer {
         if let Some(limit) = st.download_limit.as_mut()
             && !requests.is_empty()
         {
-            let bytes = requests.iter().map(|&b| u64::from(self.layout.block_len(b)));
+            let bytes = requests
+                .iter()
+                .map(|&b| u64::from(self.layout.block_len(b)));
             let wait = limit.acquire(now, bytes.sum());
             if !wait.is_zero() {
                 self.request_hold = Some(now + wait);
             }
         }
         drop(st);
-        self.pipeline.requested(&requests, now);
+        self.pipeline.requested(&requests, room, now);
         for &b in &requests {
             w.feed(&Message::Request(self.request_for(b)));
         }

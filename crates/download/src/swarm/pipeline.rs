@@ -1,34 +1,44 @@
 //! The requests outstanding at one peer, and how many there should be.
 //!
-//! Pure: the peer task passes `now`. The depth follows the peer's measured
-//! rate so a fast peer always has about [`QUEUE_TIME`] of work queued (it is
-//! never idle waiting for our next request), while a slow one is not handed
-//! blocks it will sit on. Blocks normally arrive in the order requested, so
-//! the queue is a `VecDeque` searched from the front.
+//! Pure: the peer task passes `now`. The depth starts at [`MIN_DEPTH`] and
+//! grows by a quarter each time the pipeline runs dry while the picker had
+//! work for the peer: an empty pipeline means the peer sat idle for a round
+//! trip, i.e. the depth is below its rate times its latency. So a fast,
+//! distant peer is never idle, while a fast, near one (loopback) is not
+//! handed megabytes it does not need, which only costs memory and cache.
+//! Blocks normally arrive in the order requested, so the queue is a
+//! `VecDeque` searched from the front.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::layout::{BLOCK_SIZE, BlockIndex};
+use crate::layout::BlockIndex;
 use crate::rate::RateEstimator;
 
 /// Blocks in flight to a peer we know nothing about yet (1 MiB).
 pub(crate) const MIN_DEPTH: usize = 64;
 
-/// Most blocks in flight to one peer (8 MiB): bounds memory per peer.
-pub(crate) const MAX_DEPTH: usize = 512;
+/// Most blocks in flight to one peer (4 MiB): bounds memory per peer.
+pub(crate) const MAX_DEPTH: usize = 256;
+
+/// Blocks in flight to one peer during endgame, when every request is a
+/// duplicate of one outstanding elsewhere: enough to keep the peer busy,
+/// few enough that the duplicates we end up discarding stay small.
+pub(crate) const ENDGAME_DEPTH: usize = 8;
 
 /// Requests are sent in batches of at least this many (one write each),
 /// unless the pipeline is empty.
 pub(crate) const REFILL_BATCH: usize = 16;
 
-/// How much of the peer's rate we keep requested ahead.
-pub(crate) const QUEUE_TIME: Duration = Duration::from_millis(300);
-
 /// The request pipeline to one peer.
 #[derive(Debug)]
 pub(crate) struct Pipeline {
     outstanding: VecDeque<BlockIndex>,
+    /// Current depth, grown on starvation.
+    depth: usize,
+    /// The last top-up got every block it asked for: if the pipeline runs
+    /// dry now, the depth (not the picker) was the limit.
+    saturated: bool,
     /// Last block received, or when requests went out to an empty pipeline.
     last_progress: Instant,
     /// Bytes received from the peer (wanted or not).
@@ -42,8 +52,10 @@ impl Pipeline {
     pub(crate) fn new(now: Instant) -> Self {
         Self {
             outstanding: VecDeque::new(),
+            depth: MIN_DEPTH,
+            saturated: false,
             last_progress: now,
-            rate: RateEstimator::new(now, Duration::from_millis(250), 8),
+            rate: RateEstimator::standard(now),
             peer_cap: MAX_DEPTH,
         }
     }
@@ -54,28 +66,34 @@ impl Pipeline {
     }
 
     /// Blocks we want in flight now.
-    pub(crate) fn target(&mut self, now: Instant) -> usize {
-        let per_queue = self.rate.rate(now) * QUEUE_TIME.as_secs_f64() / f64::from(BLOCK_SIZE);
-        (per_queue as usize)
-            .clamp(MIN_DEPTH, MAX_DEPTH)
-            .min(self.peer_cap)
+    pub(crate) fn target(&self) -> usize {
+        self.depth.min(self.peer_cap)
     }
 
     /// How many blocks to request now: zero unless a worthwhile batch fits.
-    pub(crate) fn room(&mut self, now: Instant) -> usize {
-        let room = self.target(now).saturating_sub(self.outstanding.len());
-        if room >= REFILL_BATCH.min(self.peer_cap) || self.outstanding.is_empty() {
+    pub(crate) fn room(&self) -> usize {
+        let room = self.target().saturating_sub(self.outstanding.len());
+        if room >= REFILL_BATCH.min(self.target()) || self.outstanding.is_empty() {
             room
         } else {
             0
         }
     }
 
-    /// Records requests just sent.
-    pub(crate) fn requested(&mut self, blocks: &[BlockIndex], now: Instant) {
+    /// Blocks in flight.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Records requests just sent: `blocks` out of the `asked` we wanted.
+    pub(crate) fn requested(&mut self, blocks: &[BlockIndex], asked: usize, now: Instant) {
+        if blocks.is_empty() {
+            return;
+        }
         if self.outstanding.is_empty() {
             self.last_progress = now;
         }
+        self.saturated = blocks.len() >= asked;
         self.outstanding.extend(blocks.iter().copied());
     }
 
@@ -94,6 +112,10 @@ impl Pipeline {
         let found = self.remove(block);
         if found {
             self.last_progress = now;
+            if self.outstanding.is_empty() && self.saturated {
+                self.depth = (self.depth + self.depth / 4).min(MAX_DEPTH);
+                self.saturated = false;
+            }
         }
         found
     }
@@ -108,8 +130,9 @@ impl Pipeline {
     }
 
     /// Forgets every request (the peer choked us without the fast
-    /// extension, or stalled) and returns them.
+    /// extension) and returns them.
     pub(crate) fn take_all(&mut self) -> Vec<BlockIndex> {
+        self.saturated = false;
         self.outstanding.drain(..).collect()
     }
 
@@ -122,27 +145,42 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::Layout;
+    use crate::layout::{BLOCK_SIZE, Layout};
 
     fn blocks(n: u32) -> Vec<BlockIndex> {
-        let layout = Layout::new(BLOCK_SIZE * 4, [(u64::from(BLOCK_SIZE) * 4 * 64, false)]).unwrap();
+        let layout =
+            Layout::new(BLOCK_SIZE * 4, [(u64::from(BLOCK_SIZE) * 4 * 256, false)]).unwrap();
         (0..n)
             .map(|i| layout.block(layout.piece(i / 4).unwrap(), i % 4).unwrap())
             .collect()
     }
 
     #[test]
-    fn depth_grows_with_rate_and_respects_caps() {
+    fn depth_grows_only_when_starved_by_the_depth() {
         let t0 = Instant::now();
         let mut p = Pipeline::new(t0);
-        assert_eq!(p.target(t0), MIN_DEPTH);
-        // 1 GB/s for a second: far above the cap.
-        for i in 1..=10 {
-            p.record_bytes(t0 + Duration::from_millis(100 * i), 100_000_000);
+        assert_eq!(p.target(), MIN_DEPTH);
+        let b = blocks(1024);
+        // The picker had fewer blocks than asked: running dry is not our fault.
+        p.requested(&b[..10], MIN_DEPTH, t0);
+        b[..10].iter().for_each(|&x| assert!(p.received(x, t0)));
+        assert_eq!(p.target(), MIN_DEPTH);
+        // Full top-ups that drain completely: grow by a quarter each time.
+        let mut at = 0;
+        let mut expected = MIN_DEPTH;
+        while expected < MAX_DEPTH {
+            let n = p.room();
+            assert_eq!(n, expected);
+            p.requested(&b[at..at + n], n, t0);
+            b[at..at + n]
+                .iter()
+                .for_each(|&x| assert!(p.received(x, t0)));
+            at = (at + n) % 512;
+            expected = (expected + expected / 4).min(MAX_DEPTH);
+            assert_eq!(p.target(), expected);
         }
-        assert_eq!(p.target(t0 + Duration::from_secs(1)), MAX_DEPTH);
         p.set_peer_cap(100);
-        assert_eq!(p.target(t0 + Duration::from_secs(1)), 100);
+        assert_eq!(p.target(), 100);
     }
 
     #[test]
@@ -150,15 +188,15 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pipeline::new(t0);
         let b = blocks(MIN_DEPTH as u32);
-        assert_eq!(p.room(t0), MIN_DEPTH);
-        p.requested(&b, t0);
-        assert_eq!(p.room(t0), 0);
+        assert_eq!(p.room(), MIN_DEPTH);
+        p.requested(&b, MIN_DEPTH, t0);
+        assert_eq!(p.room(), 0);
         for &x in &b[..REFILL_BATCH - 1] {
             assert!(p.received(x, t0));
         }
-        assert_eq!(p.room(t0), 0, "fewer than a batch free");
+        assert_eq!(p.room(), 0, "fewer than a batch free");
         assert!(p.received(b[REFILL_BATCH - 1], t0));
-        assert_eq!(p.room(t0), REFILL_BATCH);
+        assert_eq!(p.room(), REFILL_BATCH);
     }
 
     #[test]
@@ -166,7 +204,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pipeline::new(t0);
         let b = blocks(8);
-        p.requested(&b[..4], t0);
+        p.requested(&b[..4], 4, t0);
         assert!(p.received(b[2], t0));
         assert!(!p.received(b[2], t0), "a duplicate is not outstanding");
         assert!(!p.received(b[6], t0), "never requested");
@@ -175,6 +213,7 @@ mod tests {
         assert!(!p.stalled(t0 + timeout, timeout));
         assert!(p.stalled(t0 + timeout + Duration::from_millis(1), timeout));
         assert_eq!(p.take_all(), vec![b[1], b[3]]);
+        assert_eq!(p.outstanding(), 0);
         assert!(!p.stalled(t0 + timeout * 2, timeout), "nothing outstanding");
     }
 }

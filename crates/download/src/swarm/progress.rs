@@ -55,7 +55,8 @@ pub struct DownloadProgress {
     pub peers_connected: usize,
     /// Distinct addresses heard of.
     pub peers_known: usize,
-    /// Why nothing moves, if we are downloading and that seems to be so.
+    /// Why nothing can move, while downloading: no peer, or no peer that
+    /// has what we miss and lets us ask for it.
     pub stuck: Option<Stuck>,
 }
 

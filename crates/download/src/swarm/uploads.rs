@@ -102,17 +102,36 @@ mod tests {
 
     #[test]
     fn validates_bounds_and_caps_the_queue() {
-        let layout = Layout::new(2 * BLOCK_SIZE, [(u64::from(BLOCK_SIZE) * 3 + 10, false)]).unwrap();
+        let layout =
+            Layout::new(2 * BLOCK_SIZE, [(u64::from(BLOCK_SIZE) * 3 + 10, false)]).unwrap();
         let mut u = Uploads::default();
         let yes = |_| true;
-        assert_eq!(u.admit(&layout, req(0, 0, BLOCK_SIZE), yes), Admission::Queued);
-        assert_eq!(u.admit(&layout, req(1, BLOCK_SIZE, 10), yes), Admission::Queued);
-        assert_eq!(u.admit(&layout, req(1, BLOCK_SIZE, 11), yes), Admission::Invalid);
+        assert_eq!(
+            u.admit(&layout, req(0, 0, BLOCK_SIZE), yes),
+            Admission::Queued
+        );
+        assert_eq!(
+            u.admit(&layout, req(1, BLOCK_SIZE, 10), yes),
+            Admission::Queued
+        );
+        assert_eq!(
+            u.admit(&layout, req(1, BLOCK_SIZE, 11), yes),
+            Admission::Invalid
+        );
         assert_eq!(u.admit(&layout, req(2, 0, 1), yes), Admission::Invalid);
-        assert_eq!(u.admit(&layout, req(0, 0, BLOCK_SIZE + 1), yes), Admission::Invalid);
-        assert_eq!(u.admit(&layout, req(0, u32::MAX, 2), yes), Admission::Invalid);
+        assert_eq!(
+            u.admit(&layout, req(0, 0, BLOCK_SIZE + 1), yes),
+            Admission::Invalid
+        );
+        assert_eq!(
+            u.admit(&layout, req(0, u32::MAX, 2), yes),
+            Admission::Invalid
+        );
         assert_eq!(u.admit(&layout, req(0, 0, 0), yes), Admission::Invalid);
-        assert_eq!(u.admit(&layout, req(0, 0, 100), |_| false), Admission::Refused);
+        assert_eq!(
+            u.admit(&layout, req(0, 0, 100), |_| false),
+            Admission::Refused
+        );
         let batch = u.next_batch();
         assert_eq!(batch.len(), 2);
         assert_eq!(batch[1].offset, 3 * u64::from(BLOCK_SIZE));

@@ -34,7 +34,10 @@ fn torrent(piece_length: u32, sizes: &[usize]) -> (Arc<Metainfo>, Bytes) {
         .iter()
         .enumerate()
         .map(|(i, &n)| {
-            let file = (vec![format!("dir{}", i % 2), format!("f{i}.bin")], &data[at..at + n]);
+            let file = (
+                vec![format!("dir{}", i % 2), format!("f{i}.bin")],
+                &data[at..at + n],
+            );
             at += n;
             file
         })
@@ -61,6 +64,15 @@ fn addrs(seeders: &[&Seeder]) -> mpsc::Receiver<SocketAddr> {
         tx.try_send(s.addr).unwrap();
     }
     rx
+}
+
+/// Waits (at most a minute) until a progress snapshot satisfies `pred`.
+async fn until(handle: &DownloadHandle, pred: impl FnMut(&DownloadProgress) -> bool) {
+    let mut progress = handle.progress();
+    tokio::time::timeout(Duration::from_secs(60), progress.wait_for(pred))
+        .await
+        .expect("progress timed out")
+        .expect("download task gone");
 }
 
 async fn finish(handle: DownloadHandle) -> Summary {
@@ -122,11 +134,8 @@ async fn corrupting_seeder_is_banned_and_the_result_is_exact() {
     let (tx, peers) = mpsc::channel(16);
     tx.send(liar.addr).await.unwrap();
     let handle = Download::start(metainfo.clone(), config(&dir.0), peers);
-    let mut progress = handle.progress();
-    progress
-        .wait_for(|p| p.peers_connected == 1)
-        .await
-        .unwrap();
+    // Cumulative, so it cannot be missed even if the ban comes fast.
+    until(&handle, |p| p.downloaded > 0).await;
     tx.send(honest.addr).await.unwrap();
     // Offered again after the ban: must not be dialled.
     tx.send(liar.addr).await.unwrap();
@@ -147,11 +156,10 @@ async fn resume_does_not_fetch_verified_pieces_again() {
     // First run: the only seeder has the first half; stop once we have it.
     let partial = seeder::spawn(&metainfo, data.clone(), Behavior::Prefix(half)).await;
     let handle = Download::start(metainfo.clone(), config(&dir.0), addrs(&[&partial]));
-    handle
-        .progress()
-        .wait_for(|p| p.pieces_done == half)
-        .await
-        .unwrap();
+    until(&handle, |p| {
+        p.pieces_done == half && p.stuck == Some(Stuck::NobodyHasMissing)
+    })
+    .await;
     handle.shutdown();
     let first = finish(handle).await;
     assert!(!first.complete);
@@ -195,6 +203,7 @@ async fn hostile_peers_are_dropped_and_the_download_completes() {
     let mut bad = Vec::new();
     for b in [
         Behavior::ShortBitfield,
+        Behavior::TwoBitfields,
         Behavior::HugeLength,
         Behavior::Silent,
         Behavior::NoHandshake,
@@ -204,7 +213,12 @@ async fn hostile_peers_are_dropped_and_the_download_completes() {
     let honest = seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await;
     let mut all: Vec<&Seeder> = bad.iter().collect();
     all.push(&honest);
-    let summary = finish(Download::start(metainfo.clone(), config(&dir.0), addrs(&all))).await;
+    let summary = finish(Download::start(
+        metainfo.clone(),
+        config(&dir.0),
+        addrs(&all),
+    ))
+    .await;
     assert!(summary.complete);
     assert_eq!(summary.hash_failures, 0);
     assert!(bad.iter().all(|s| s.requests() == 0));
@@ -229,10 +243,7 @@ async fn a_second_download_fetches_from_a_seeding_one() {
     c.listen = Some(listener);
     let (_keep, none) = mpsc::channel(1);
     let seed = Download::start(metainfo.clone(), c, none);
-    seed.progress()
-        .wait_for(|p| p.phase == Phase::Seeding)
-        .await
-        .unwrap();
+    until(&seed, |p| p.phase == Phase::Seeding).await;
 
     let leech_dir = TempDir::new("swarm-leech");
     let (tx, peers) = mpsc::channel(1);
@@ -249,4 +260,98 @@ async fn a_second_download_fetches_from_a_seeding_one() {
     assert!(seeded.complete);
     assert_eq!(seeded.pieces_resumed, metainfo.info.piece_count());
     assert!(seeded.uploaded >= data.len() as u64);
+}
+
+#[tokio::test]
+async fn a_stalling_peer_is_dropped_and_its_requests_reassigned() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-stall");
+    let staller = seeder::spawn(&metainfo, data.clone(), Behavior::StallAfter(20)).await;
+    let (tx, peers) = mpsc::channel(4);
+    tx.send(staller.addr).await.unwrap();
+    let mut c = config(&dir.0);
+    c.stall_timeout = Duration::from_millis(300);
+    let handle = Download::start(metainfo.clone(), c, peers);
+    // It answered 20 requests, then sat on the rest until we hung up.
+    until(&handle, |p| p.downloaded > 0 && p.peers_connected == 0).await;
+    assert!(staller.requests() > 20);
+    let honest = seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await;
+    tx.send(honest.addr).await.unwrap();
+    let summary = finish(handle).await;
+    assert!(summary.complete);
+    let layout = crate::layout::Layout::from_info(&metainfo.info).unwrap();
+    let blocks: u64 = layout
+        .pieces()
+        .map(|p| u64::from(layout.block_count(p)))
+        .sum();
+    assert_eq!(
+        honest.requests(),
+        blocks - 20,
+        "the stalled requests were reassigned"
+    );
+    assert_files(&dir.0, &metainfo, &data, |_| true);
+}
+
+#[tokio::test]
+async fn serves_the_info_dictionary_over_ut_metadata() {
+    use lodestone_wire::{Connection, ExtendedHandshake, Handshake, Message, Reserved};
+    let (metainfo, data) = torrent(16 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-metadata");
+    for f in &metainfo.info.files {
+        let path = dir.0.join(f.relative_path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let r = f.range();
+        std::fs::write(path, &data[r.start as usize..r.end as usize]).unwrap();
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut c = config(&dir.0);
+    c.no_seed = false;
+    c.listen = Some(listener);
+    let (_keep, none) = mpsc::channel(1);
+    let seed = Download::start(metainfo.clone(), c, none);
+    until(&seed, |p| p.phase == Phase::Seeding).await;
+
+    let ours = Handshake::new(Reserved::LODESTONE, metainfo.info_hash, peer_id(b'M'));
+    let (mut conn, _) = Connection::connect(addr, Duration::from_secs(5), ours)
+        .await
+        .unwrap();
+    let mut hello = ExtendedHandshake::default();
+    hello.m.insert("ut_metadata".into(), 3);
+    conn.send(&hello.to_message()).await.unwrap();
+    let raw = metainfo.raw_info();
+    let pieces = raw.len().div_ceil(16 * 1024) as u32;
+    let mut their_id = None;
+    let mut got = Vec::new();
+    while got.len() < raw.len() {
+        match conn.recv().await.unwrap() {
+            Message::Extended { id: 0, payload } => {
+                let theirs = ExtendedHandshake::decode(&payload).unwrap();
+                assert_eq!(theirs.metadata_size, Some(raw.len() as u64));
+                let id = theirs.extension_id("ut_metadata").unwrap();
+                their_id = Some(id);
+                for piece in 0..pieces {
+                    let req = lodestone_metadata::Message::Request { piece };
+                    conn.feed(&Message::Extended {
+                        id,
+                        payload: req.to_vec().into(),
+                    });
+                }
+                conn.flush().await.unwrap();
+            }
+            Message::Extended { id: 3, payload } => {
+                assert!(their_id.is_some());
+                let msg = lodestone_metadata::Message::decode(&payload).unwrap();
+                let lodestone_metadata::Message::Data { piece, data, .. } = msg else {
+                    panic!("expected data, got {msg:?}");
+                };
+                assert_eq!(piece as usize * 16 * 1024, got.len());
+                got.extend_from_slice(data);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(got, raw);
+    seed.shutdown();
+    assert!(finish(seed).await.complete);
 }

@@ -24,8 +24,13 @@ pub enum Behavior {
     Corrupt(Vec<u32>),
     /// Has and serves only the pieces `0..n`.
     Prefix(u32),
+    /// Serves this many requests, then never answers again (but stays
+    /// connected).
+    StallAfter(u64),
     /// Sends a bitfield one byte short, then unchokes.
     ShortBitfield,
+    /// Sends its (full) bitfield twice.
+    TwoBitfields,
     /// Handshakes, then announces a message of 4 GiB - 1 bytes.
     HugeLength,
     /// Handshakes, then says nothing, forever.
@@ -137,7 +142,11 @@ async fn serve(
             for p in (0..torrent.pieces).filter(|&p| has(p)) {
                 bits[(p / 8) as usize] |= 0x80 >> (p % 8);
             }
-            writer.feed(&Message::Bitfield(bits.into()));
+            let bits = Bytes::from(bits);
+            if matches!(behavior, Behavior::TwoBitfields) {
+                writer.feed(&Message::Bitfield(bits.clone()));
+            }
+            writer.feed(&Message::Bitfield(bits));
         }
     }
     writer.feed(&Message::Unchoke);
@@ -146,8 +155,15 @@ async fn serve(
         let mut next = Some(reader.recv().await?);
         while let Some(msg) = next {
             if let Message::Request(r) = msg {
-                requests.fetch_add(1, Ordering::Relaxed);
-                let start = u64::from(r.index) * u64::from(torrent.piece_length) + u64::from(r.begin);
+                let seen = requests.fetch_add(1, Ordering::Relaxed);
+                if let Behavior::StallAfter(n) = behavior
+                    && seen >= *n
+                {
+                    next = reader.try_recv()?;
+                    continue;
+                }
+                let start =
+                    u64::from(r.index) * u64::from(torrent.piece_length) + u64::from(r.begin);
                 let end = start + u64::from(r.length);
                 if !has(r.index) || end > torrent.data.len() as u64 {
                     if fast {
