@@ -36,6 +36,9 @@ use crate::storage::StorageError;
 pub(crate) const OUR_UT_METADATA: u8 = 1;
 
 /// Messages handled per batch before the state is synced (bounds latency).
+/// Repeated bitfields accepted from one peer before it counts as abuse.
+const MAX_REANNOUNCE: u8 = 4;
+
 const MAX_BATCH: usize = 512;
 
 /// Blocks received that we had not (or no longer) requested, tolerated
@@ -122,8 +125,10 @@ struct Peer {
     uploads: Uploads,
     /// What the peer has, as it told us.
     theirs: Bitfield,
-    /// It sent a bitfield, have all/none or a have: no bitfield may follow.
+    /// It sent a bitfield, have all/none or a have: a later bitfield only adds pieces.
     announced: bool,
+    /// Bitfields (or have-all) received after the first.
+    reannounced: u8,
     /// What we can serve (mirrors the shared `servable`, updated by `Have`).
     servable: Bitfield,
     am_interested: bool,
@@ -197,6 +202,7 @@ pub(crate) async fn run(
         uploads: Uploads::default(),
         theirs: Bitfield::new(pieces),
         announced: false,
+        reannounced: 0,
         servable,
         am_interested: false,
         choking_us: true,
@@ -315,8 +321,25 @@ impl Peer {
                 }
             }
             Message::Bitfield(_) | Message::HaveAll | Message::HaveNone if self.announced => {
-                // Each costs a pass over every piece: only the first counts.
-                return Err(PeerError::Misbehaved("second bitfield"));
+                // aria2 sends its bitfield again once it has the metadata.
+                // Each repeat costs a pass over every piece, so only a few
+                // are taken; pieces can only be added, as `have` would.
+                self.reannounced += 1;
+                if self.reannounced > MAX_REANNOUNCE {
+                    return Err(PeerError::Misbehaved("bitfield repeated too often"));
+                }
+                let update = match msg {
+                    Message::Bitfield(bits) => {
+                        Bitfield::from_wire(&bits, self.layout.piece_count())?
+                    }
+                    Message::HaveAll if self.fast => Bitfield::full(self.layout.piece_count()),
+                    _ => return Ok(()),
+                };
+                let added: Vec<u32> = update.iter_ones().filter(|&i| self.theirs.set(i)).collect();
+                let mut st = self.shared.lock();
+                for piece in added.into_iter().filter_map(|i| self.layout.piece(i)) {
+                    st.picker.peer_have(self.key, piece);
+                }
             }
             Message::Bitfield(bits) => {
                 self.announced = true;

@@ -203,7 +203,7 @@ async fn hostile_peers_are_dropped_and_the_download_completes() {
     let mut bad = Vec::new();
     for b in [
         Behavior::ShortBitfield,
-        Behavior::TwoBitfields,
+        Behavior::BitfieldFlood,
         Behavior::HugeLength,
         Behavior::Silent,
         Behavior::NoHandshake,

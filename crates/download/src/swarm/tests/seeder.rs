@@ -29,8 +29,8 @@ pub enum Behavior {
     StallAfter(u64),
     /// Sends a bitfield one byte short, then unchokes.
     ShortBitfield,
-    /// Sends its (full) bitfield twice.
-    TwoBitfields,
+    /// Sends its (full) bitfield over and over.
+    BitfieldFlood,
     /// Handshakes, then announces a message of 4 GiB - 1 bytes.
     HugeLength,
     /// Handshakes, then says nothing, forever.
@@ -143,8 +143,10 @@ async fn serve(
                 bits[(p / 8) as usize] |= 0x80 >> (p % 8);
             }
             let bits = Bytes::from(bits);
-            if matches!(behavior, Behavior::TwoBitfields) {
-                writer.feed(&Message::Bitfield(bits.clone()));
+            if matches!(behavior, Behavior::BitfieldFlood) {
+                for _ in 0..16 {
+                    writer.feed(&Message::Bitfield(bits.clone()));
+                }
             }
             writer.feed(&Message::Bitfield(bits));
         }
