@@ -14,6 +14,12 @@ DHT node on 127.0.0.2 and captures its real KRPC replies.
   with padding files), transmission-create and mktorrent, plus the bare
   info dictionary of each (what ut_metadata delivers).
 * magnet: links with each parameter lodestone reads.
+* krpc: the KRPC messages above again, as seeds of the KRPC codec target.
+* handshake, wire_stream: hand-made edge cases (every message id once, a
+  4 GiB length prefix, wrong fixed lengths, non-BitTorrent openings). The
+  real-client seeds of these and of extension and ut_metadata come from
+  tests/py/capture_corpus.py; dht_node's seeds are a minimised fuzzing
+  corpus (its input is an `arbitrary` script, not a wire format).
 """
 
 import hashlib
@@ -35,6 +41,8 @@ def save(target, name, data):
         data = data.encode()
     with open(os.path.join(ROOT, target, name), "wb") as f:
         f.write(data)
+    if target == "bencode" and name.startswith("krpc-"):
+        save("krpc", name[len("krpc-"):], data)
 
 
 def krpc():
@@ -197,7 +205,34 @@ def magnets():
         save("magnet", name, link)
 
 
+def wire_seeds():
+    import struct
+    protocol = b"\x13BitTorrent protocol"
+    reserved = bytes([0, 0, 0, 0, 0, 0x10, 0, 0x05])
+    handshake = protocol + reserved + hashlib.sha1(b"wire").digest() + b"-LS0001-abcdefghijkl"
+    save("handshake", "lodestone", handshake)
+    save("handshake", "truncated-47", handshake[:47])
+    save("handshake", "http-get", b"GET /announce HTTP/1.1\r\n\r\n")
+
+    def msg(msg_id, payload=b""):
+        return struct.pack("!IB", 1 + len(payload), msg_id) + payload
+
+    u32 = lambda *v: struct.pack("!" + "I" * len(v), *v)
+    every = b"".join([
+        b"\0\0\0\0", msg(0), msg(1), msg(2), msg(3), msg(4, u32(7)), msg(5, b"\xff\xc0"),
+        msg(6, u32(1, 0, 16384)), msg(7, u32(1, 0) + b"block"), msg(8, u32(1, 0, 16384)),
+        msg(9, b"\x1a\xe1"), msg(13, u32(3)), msg(14), msg(15), msg(16, u32(1, 0, 16384)),
+        msg(17, u32(2)), msg(20, b"\x00d1:md11:ut_metadatai3eee"),
+        msg(20, b"\x03d8:msg_typei0e5:piecei0ee"), msg(99, b"unknown"),
+    ])
+    save("wire_stream", "every-message", handshake + every)
+    save("wire_stream", "huge-prefix", handshake + b"\xff\xff\xff\xff\x07")
+    save("wire_stream", "have-of-six-bytes", msg(4, b"\0" * 5))
+    save("wire_stream", "split-mid-frame", msg(2) + msg(7, u32(0, 0) + b"x" * 100)[:60])
+
+
 if __name__ == "__main__":
+    wire_seeds()
     extension_messages()
     magnets()
     torrents()

@@ -10,19 +10,37 @@ use std::path::{Path, PathBuf};
 
 #[path = "../../fuzz/checks/bencode.rs"]
 mod bencode;
+#[path = "../../fuzz/checks/dht_node.rs"]
+mod dht_node;
+#[path = "../../fuzz/checks/extension.rs"]
+mod extension;
+#[path = "../../fuzz/checks/handshake.rs"]
+mod handshake;
+#[path = "../../fuzz/checks/krpc.rs"]
+mod krpc;
 #[path = "../../fuzz/checks/magnet.rs"]
 mod magnet;
+#[path = "../../fuzz/checks/metadata_fetch.rs"]
+mod metadata_fetch;
 #[path = "../../fuzz/checks/metainfo.rs"]
 mod metainfo;
+#[path = "../../fuzz/checks/ut_metadata.rs"]
+mod ut_metadata;
+#[path = "../../fuzz/checks/wire_stream.rs"]
+mod wire_stream;
+
+/// A fuzz check: panics when a property fails on the input.
+type Check = fn(&[u8]);
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
 }
 
 /// Runs `check` on every file of the target's corpus and regressions;
-/// fails listing every input that panicked. At least `min_inputs` corpus
-/// files must exist, so a lost corpus cannot pass silently.
-fn replay(target: &str, min_inputs: usize, check: fn(&[u8])) {
+/// fails listing every input that panicked. At
+/// least `min_inputs` corpus files must exist, so a lost corpus cannot pass
+/// silently.
+fn replay(target: &str, min_inputs: usize, check: Check) {
     let mut inputs = Vec::new();
     for kind in ["corpus", "regressions"] {
         let dir = fuzz_dir().join(kind).join(target);
@@ -38,6 +56,11 @@ fn replay(target: &str, min_inputs: usize, check: fn(&[u8])) {
         "{target}: only {} inputs, expected at least {min_inputs}",
         inputs.len()
     );
+    run_all(target, &inputs, check);
+}
+
+/// Fails listing every input on which `check` panicked.
+fn run_all(target: &str, inputs: &[PathBuf], check: Check) {
     let failed: Vec<_> = inputs
         .iter()
         .filter(|path| {
@@ -64,6 +87,41 @@ fn magnet_corpus() {
 #[test]
 fn metainfo_corpus() {
     replay("metainfo", 3, metainfo::check);
+}
+
+#[test]
+fn krpc_corpus() {
+    replay("krpc", 20, krpc::check);
+}
+
+#[test]
+fn dht_node_corpus() {
+    replay("dht_node", 10, dht_node::check);
+}
+
+#[test]
+fn wire_stream_corpus() {
+    replay("wire_stream", 5, wire_stream::check);
+}
+
+#[test]
+fn handshake_corpus() {
+    replay("handshake", 5, handshake::check);
+}
+
+#[test]
+fn extension_corpus() {
+    replay("extension", 3, extension::check);
+}
+
+#[test]
+fn ut_metadata_corpus() {
+    replay("ut_metadata", 3, ut_metadata::check);
+}
+
+#[test]
+fn metadata_fetch_corpus() {
+    replay("metadata_fetch", 10, metadata_fetch::check);
 }
 
 /// Corpus files named by `prefixes` (a real client's output, or a link we
@@ -111,4 +169,39 @@ fn valid_seeds_are_accepted() {
         ],
         |b| std::str::from_utf8(b).is_ok_and(|s| Magnet::parse(s).is_ok()),
     );
+}
+
+/// What aria2, libtorrent and transmission really sent (captured by
+/// `tests/py/capture_corpus.py`) must be accepted by our decoders.
+#[test]
+fn real_client_seeds_are_accepted() {
+    use bytes::BytesMut;
+    use lodestone_wire::{Decoder, ExtendedHandshake, Handshake};
+    const CLIENTS: &[&str] = &["aria2", "libtorrent", "transmission"];
+    accepted("krpc", CLIENTS, |b| {
+        lodestone_dht::krpc::Message::decode(b).is_ok()
+    });
+    accepted("handshake", CLIENTS, |b| Handshake::decode(b).is_ok());
+    accepted("extension", CLIENTS, |b| {
+        ExtendedHandshake::decode(b).is_ok()
+    });
+    accepted("ut_metadata", CLIENTS, |b| {
+        lodestone_metadata::Message::decode(b).is_ok()
+    });
+    accepted("wire_stream", CLIENTS, |b| {
+        let Some(rest) = b.get(lodestone_wire::handshake::HANDSHAKE_LEN..) else {
+            return false;
+        };
+        let mut buf = BytesMut::from(rest);
+        let decoder = Decoder::new();
+        let mut messages = 0;
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(_)) => messages += 1,
+                // Streams are cut at 12 KiB, usually inside a piece.
+                Ok(None) => return messages > 0,
+                Err(_) => return false,
+            }
+        }
+    });
 }

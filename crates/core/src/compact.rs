@@ -60,6 +60,17 @@ pub struct NodeAddr {
     pub addr: SocketAddr,
 }
 
+/// Whether a datagram or connection to `addr` could reach a single host:
+/// not port 0, not the unspecified address, not broadcast or multicast.
+/// Compact lists come from strangers, who may fill them with such values.
+pub fn is_contactable(addr: &SocketAddr) -> bool {
+    let ip_ok = match addr.ip() {
+        IpAddr::V4(ip) => !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast()),
+        IpAddr::V6(ip) => !(ip.is_unspecified() || ip.is_multicast()),
+    };
+    ip_ok && addr.port() != 0
+}
+
 /// Appends the compact form of `addr` (IP then big-endian port).
 pub fn write_peer(addr: &SocketAddr, out: &mut Vec<u8>) {
     match addr.ip() {
@@ -141,6 +152,23 @@ mod tests {
     fn ipv4_peer_golden_bytes() {
         let addr: SocketAddr = "1.2.3.4:6881".parse().unwrap();
         assert_eq!(encode_peer(&addr), [1, 2, 3, 4, 0x1a, 0xe1]);
+    }
+
+    #[test]
+    fn only_unicast_addresses_with_a_port_are_contactable() {
+        for good in ["1.2.3.4:6881", "127.0.0.1:1", "[::1]:6881"] {
+            assert!(is_contactable(&good.parse().unwrap()), "{good}");
+        }
+        for bad in [
+            "1.2.3.4:0",
+            "0.0.0.0:6881",
+            "255.255.255.255:6881",
+            "224.0.0.1:6881",
+            "[::]:6881",
+            "[ff02::1]:6881",
+        ] {
+            assert!(!is_contactable(&bad.parse().unwrap()), "{bad}");
+        }
     }
 
     #[test]

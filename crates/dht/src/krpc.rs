@@ -484,11 +484,17 @@ fn decode_error(root: Dict<'_>) -> Result<ErrorBody, DecodeError> {
         .and_then(|v| v.as_int())
         .ok_or(bad("missing code"))?;
     let text = list.next().and_then(|v| v.as_bytes()).unwrap_or_default();
-    let text = &text[..text.len().min(MAX_ERROR_MESSAGE)];
-    Ok(ErrorBody {
-        code,
-        message: String::from_utf8_lossy(text).into_owned(),
-    })
+    // Cut after the lossy conversion (which can grow invalid bytes threefold)
+    // and at a character boundary, so that what we keep re-encodes and
+    // decodes to itself.
+    let mut message =
+        String::from_utf8_lossy(&text[..text.len().min(MAX_ERROR_MESSAGE)]).into_owned();
+    let mut end = message.len().min(MAX_ERROR_MESSAGE);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    Ok(ErrorBody { code, message })
 }
 
 fn encode_args(w: &mut Writer<'_>, id: &NodeId, query: &Query) {

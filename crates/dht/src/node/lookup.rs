@@ -178,7 +178,7 @@ impl Lookup {
         let target = self.target;
         let max = self.max_candidates;
         for node in nodes {
-            if node.id == *own || node.addr.port() == 0 {
+            if node.id == *own || !lodestone_core::compact::is_contactable(&node.addr) {
                 continue;
             }
             let Some(t) = self.traversal(Family::of(&node.addr)) else {

@@ -421,8 +421,12 @@ impl Node {
     }
 
     /// Looks for peers of `info_hash` and announces us on `port` (`None`:
-    /// the port our DHT datagrams come from, BEP 5 `implied_port`).
+    /// the port our DHT datagrams come from, BEP 5 `implied_port`; so is
+    /// `Some(0)`).
     pub fn announce(&mut self, now: Instant, info_hash: InfoHash, port: Option<u16>) -> LookupId {
+        // Port 0 reaches nobody; the port our datagrams come from is the
+        // only sensible reading of it.
+        let port = port.filter(|&p| p != 0);
         self.start_lookup(
             now,
             info_hash.as_node_id(),

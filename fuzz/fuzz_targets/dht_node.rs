@@ -1,0 +1,7 @@
+//! Fuzz target: see `checks/dht_node.rs` for the properties checked.
+#![no_main]
+
+#[path = "../checks/dht_node.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));
