@@ -16,7 +16,8 @@
 //!   steps;
 //! * after `handle_timeout(now)`, `poll_timeout()` lies after `now`;
 //! * every datagram the node sends is valid KRPC of at most `MAX_DATAGRAM`
-//!   bytes, and goes to a real port;
+//!   bytes, and goes to a contactable address (no port 0, 0.0.0.0,
+//!   broadcast or multicast, whatever the node lists said);
 //! * the routing tables keep their structural invariants (bounded buckets,
 //!   no duplicate, no own id) and hold no entry with port 0;
 //! * at most `max_outstanding` queries are in flight, the peer store and
@@ -30,7 +31,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
-use lodestone_core::compact::Family;
+use lodestone_core::compact::{Family, is_contactable};
 use lodestone_core::{InfoHash, NodeAddr, NodeId};
 use lodestone_dht::krpc::{Body, ErrorBody, Message, Query, Response, Token, TransactionId};
 use lodestone_dht::node::MAX_DATAGRAM;
@@ -373,10 +374,6 @@ impl Harness {
                 self.commanded.insert(id);
             }
             Op::Announce(ih, port) => {
-                // Port 0 is not a port an application can listen on; the
-                // node does not refuse it (see hostile_dht.rs), so the
-                // harness does not ask.
-                let port = port.filter(|&p| p != 0);
                 let id = self.node.announce(now, info_hash(ih), port);
                 self.commanded.insert(id);
             }
@@ -489,7 +486,11 @@ impl Harness {
                 transmit.bytes.len(),
                 transmit.to
             );
-            assert_ne!(transmit.to.port(), 0, "sent a datagram to port 0");
+            assert!(
+                is_contactable(&transmit.to),
+                "sent a datagram to {}",
+                transmit.to
+            );
             let message = Message::decode(&transmit.bytes)
                 .unwrap_or_else(|e| panic!("sent invalid KRPC to {}: {e}", transmit.to));
             match message.body {

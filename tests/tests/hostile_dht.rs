@@ -436,3 +436,86 @@ fn ten_thousand_fake_closest_nodes_do_not_make_a_lookup_hang() {
         queried.len()
     );
 }
+
+/// A hostile node's `values` list naming port 0, 0.0.0.0, broadcast or
+/// multicast peers: the application would dial them (0.0.0.0 reaches the
+/// local host), so a lookup should not report them.
+#[test]
+fn uncontactable_peers_are_not_reported() {
+    let mut h = Harness::new(Config::default());
+    let peer = addr(10, 0, 0, 1, 6881);
+    let sent = ping(&mut h, peer);
+    h.reply(peer, sent.tid, response(NodeId([0x11; 20])));
+    let lookup = h.node.get_peers(h.now, InfoHash::new([0x54; 20]));
+    let sent = h.sent();
+    let query = sent.iter().find(|s| s.to == peer).unwrap();
+    let good = addr(10, 0, 0, 9, 51413);
+    let mut answer = response(NodeId([0x11; 20]));
+    answer.values = vec![
+        addr(0, 0, 0, 0, 6881),
+        addr(10, 0, 0, 8, 0),
+        addr(255, 255, 255, 255, 6881),
+        addr(224, 0, 0, 1, 6881),
+        good,
+    ];
+    h.reply(peer, query.tid, answer);
+    h.sent();
+    let reported: Vec<SocketAddr> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PeersFound { lookup: l, peers } if *l == lookup => Some(peers.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(reported, vec![good]);
+}
+
+/// A bootstrap node verifies the contacts its lookups learn by pinging
+/// them; contacts a hostile node listed at 0.0.0.0, broadcast or multicast
+/// addresses must not be pinged.
+#[test]
+fn server_pings_only_contactable_nodes() {
+    let mut config = Config::server();
+    if let Some(server) = &mut config.server {
+        server.limits.slots = 64;
+    }
+    let mut h = Harness::new(config);
+    let router = addr(10, 0, 0, 1, 6881);
+    h.node.bootstrap(h.now, &[router]);
+    let sent = h.sent();
+    let boot = sent.iter().find(|s| s.to == router).unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    let odd = [
+        addr(0, 0, 0, 0, 6881),
+        addr(255, 255, 255, 255, 6881),
+        addr(224, 0, 0, 1, 6881),
+    ];
+    let good = addr(10, 0, 0, 9, 6881);
+    let mut answer = response(NodeId([0x77; 20]));
+    answer.nodes = odd
+        .iter()
+        .chain([&good])
+        .map(|a| NodeAddr {
+            // BEP 42 ids for each IP, so only the address itself is wrong.
+            id: secure_id::generate(&a.ip(), &mut rng),
+            addr: *a,
+        })
+        .collect();
+    h.reply(router, boot.tid, answer);
+    let mut sent_to = HashSet::new();
+    for _ in 0..200 {
+        sent_to.extend(h.sent().into_iter().map(|s| s.to));
+        h.tick();
+        if h.now - h.start > Duration::from_secs(30) {
+            break;
+        }
+    }
+    assert!(
+        sent_to.contains(&good),
+        "control: the sane contact is pinged"
+    );
+    let bad: Vec<_> = odd.iter().filter(|a| sent_to.contains(a)).collect();
+    assert!(bad.is_empty(), "a server pinged {bad:?}");
+}

@@ -311,7 +311,7 @@ impl Lookup {
     pub(crate) fn new_peers(&mut self, values: &[SocketAddr]) -> Vec<SocketAddr> {
         values
             .iter()
-            .filter(|p| self.peers_seen.insert(**p))
+            .filter(|p| lodestone_core::compact::is_contactable(p) && self.peers_seen.insert(**p))
             .copied()
             .collect()
     }

@@ -188,7 +188,7 @@ impl Server {
 fn admissible(own: &NodeId, node: &NodeAddr, read_only: bool, enforce: bool) -> bool {
     !read_only
         && node.id != *own
-        && node.addr.port() != 0
+        && lodestone_core::compact::is_contactable(&node.addr)
         && (!enforce || secure_id::verify(&node.id, &node.addr.ip()))
 }
 
