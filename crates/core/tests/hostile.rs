@@ -356,7 +356,17 @@ fn v2_only_is_refused_and_hybrid_uses_v1() {
 
 #[test]
 fn the_outer_file_is_checked() {
-    let err = |bytes: &[u8]| Metainfo::from_torrent_bytes(bytes).unwrap_err().to_string();
+    // The whole error chain, as the CLI prints it.
+    let err = |bytes: &[u8]| {
+        let e = Metainfo::from_torrent_bytes(bytes).unwrap_err();
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text = format!("{text}: {cause}");
+            source = cause.source();
+        }
+        text
+    };
     assert_eq!(err(b"le"), "torrent file is not a dictionary");
     assert_eq!(err(b"de"), "torrent file has no \"info\" entry");
     assert_eq!(err(b"d4:infoi1ee"), "info is not a dictionary");
