@@ -300,5 +300,7 @@ async fn mute_peer_times_out() {
     let FetchError::TimedOut(progress) = &err else {
         panic!("{err}");
     };
-    assert_eq!(progress.connect_failures, 1, "{progress:?}");
+    // A failed handshake is retried with backoff, so there may be several.
+    assert!(progress.connect_failures >= 1, "{progress:?}");
+    assert_eq!(progress.ever_connected, 0, "{progress:?}");
 }
