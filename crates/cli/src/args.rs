@@ -168,15 +168,6 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-impl InspectArgs {
-    /// The target as a path, when it is not a magnet link or bare infohash.
-    pub fn as_file(&self) -> Option<PathBuf> {
-        let looks_like_magnet = self.target.starts_with("magnet:")
-            || matches!(self.target.trim().len(), 32 | 40) && !self.target.contains(['/', '.']);
-        (!looks_like_magnet).then(|| PathBuf::from(&self.target))
-    }
-}
-
 /// Arguments of `lodestone node`.
 #[derive(Debug, Args)]
 pub struct NodeArgs {

@@ -6,19 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use lodestone_core::{InfoHash, Magnet, Metainfo};
+use lodestone_core::{InfoHash, Metainfo};
 use lodestone_dht::Dht;
 use lodestone_download::swarm::{Download, DownloadConfig, Summary};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::args::DownloadArgs;
-use crate::failure::{BadInputExt, Failure};
-use crate::inspect::read_torrent;
+use crate::failure::Failure;
 use crate::metadata_cmd::{fetch, start_dht};
 use crate::peers::{our_peer_id, peer_stream};
 use crate::progress_view::{ProgressView, ViewMode};
 use crate::rate::parse_rate;
+use crate::target::Target;
 use crate::{dht_cmd, selection, units};
 
 /// How many ports after `--port` are tried before letting the OS choose.
@@ -96,36 +96,6 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
 
 fn bad(message: String) -> Failure {
     Failure::BadInput(anyhow!(message))
-}
-
-/// What the user asked for.
-enum Target {
-    /// A .torrent file: the metainfo is known.
-    Torrent(Metainfo),
-    /// A magnet link (or bare infohash): the metainfo comes from peers.
-    Magnet(Magnet),
-}
-
-impl Target {
-    /// Reads a magnet link, a bare infohash, or else a .torrent file path.
-    fn read(text: &str) -> Result<Target, Failure> {
-        if text.starts_with("magnet:") {
-            return Magnet::parse(text)
-                .map(Target::Magnet)
-                .bad_input(|| "bad magnet link".to_owned());
-        }
-        match Magnet::parse(text) {
-            Ok(magnet) if !std::path::Path::new(text).exists() => Ok(Target::Magnet(magnet)),
-            _ => read_torrent(std::path::Path::new(text)).map(Target::Torrent),
-        }
-    }
-
-    fn info_hash(&self) -> InfoHash {
-        match self {
-            Target::Torrent(metainfo) => metainfo.info_hash,
-            Target::Magnet(magnet) => magnet.info_hash,
-        }
-    }
 }
 
 /// The exit status: 0 only when every selected file is verified on disk.

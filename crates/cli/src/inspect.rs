@@ -1,53 +1,21 @@
 //! `lodestone inspect`: what a .torrent file or magnet link describes.
 
-use std::fs::File;
-use std::io::Read;
-use std::path::Path;
-
-use anyhow::anyhow;
-use lodestone_bencode::Limits;
 use lodestone_core::{Magnet, Metainfo};
 use serde_json::json;
 
 use crate::args::InspectArgs;
-use crate::failure::{BadInputExt, Failure};
+use crate::failure::Failure;
 use crate::output::outln;
+use crate::target::Target;
 use crate::units;
 
 /// Runs the command.
 pub fn run(args: &InspectArgs) -> Result<(), Failure> {
-    match args.as_file() {
-        Some(path) => {
-            let metainfo = read_torrent(&path)?;
-            print_metainfo(&metainfo, args.json);
-        }
-        None => {
-            let magnet = Magnet::parse(&args.target).bad_input(|| "bad magnet link".to_string())?;
-            print_magnet(&magnet, args.json);
-        }
+    match Target::read(&args.target)? {
+        Target::Torrent(metainfo) => print_metainfo(&metainfo, args.json),
+        Target::Magnet(magnet) => print_magnet(&magnet, args.json),
     }
     Ok(())
-}
-
-/// Reads and parses a .torrent file, refusing files larger than any sane
-/// torrent before reading them.
-pub fn read_torrent(path: &Path) -> Result<Metainfo, Failure> {
-    let context = || format!("cannot read torrent {}", path.display());
-    let file = File::open(path).bad_input(context)?;
-    let limit = Limits::METAINFO.max_input as u64;
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .bad_input(context)?;
-    if bytes.len() as u64 > limit {
-        return Err(Failure::BadInput(anyhow!(
-            "torrent {} is larger than {}",
-            path.display(),
-            units::bytes(limit)
-        )));
-    }
-    Metainfo::from_torrent_bytes(&bytes)
-        .bad_input(|| format!("torrent {} is refused", path.display()))
 }
 
 /// Prints a metainfo as text or JSON.

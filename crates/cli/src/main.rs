@@ -18,6 +18,7 @@ mod progress_view;
 mod rate;
 mod selection;
 mod status;
+mod target;
 mod units;
 
 use std::process::ExitCode;
