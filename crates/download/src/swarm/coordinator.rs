@@ -57,6 +57,7 @@ struct Coordinator {
     seed_time: Option<Duration>,
     seeding_since: Option<Instant>,
     max_connections: usize,
+    max_connections_per_ip: usize,
     connect_timeout: Duration,
     dial_permits: Arc<Semaphore>,
     pending: VecDeque<SocketAddr>,
@@ -177,6 +178,7 @@ pub(super) async fn run(
         seed_time: config.seed_time,
         seeding_since: None,
         max_connections: config.max_connections.max(1),
+        max_connections_per_ip: config.max_connections_per_ip.max(1),
         connect_timeout: config.connect_timeout,
         dial_permits: Arc::new(Semaphore::new(config.max_connecting.max(1))),
         pending: VecDeque::new(),
@@ -324,7 +326,12 @@ impl Coordinator {
 
     /// An incoming connection: handshake it for our infohash only.
     fn adopt(&mut self, stream: TcpStream, addr: SocketAddr) {
-        if self.is_banned(addr) || self.tasks.len() >= self.max_connections {
+        let same_ip = self.active.iter().filter(|a| a.ip() == addr.ip()).count();
+        if self.is_banned(addr)
+            || self.tasks.len() >= self.max_connections
+            || same_ip >= self.max_connections_per_ip
+        {
+            tracing::debug!(%addr, same_ip, "incoming connection refused");
             return;
         }
         let key = self.next_key();

@@ -17,6 +17,7 @@
 //! `std::sync::Mutex` taken once per batch of received blocks, never across
 //! an `.await`. Hashing and disk IO run on plain threads.
 
+mod abuse;
 mod assembly;
 mod blame;
 mod coordinator;
@@ -56,6 +57,10 @@ pub struct DownloadConfig {
     pub peer_id: PeerId,
     /// Most connections at once, incoming included.
     pub max_connections: usize,
+    /// Most connections with one IP address, checked when one more arrives:
+    /// a single host cannot take every slot by connecting many times.
+    /// Loopback is not exempt.
+    pub max_connections_per_ip: usize,
     /// Most outgoing connection attempts at once.
     pub max_connecting: usize,
     /// Time allowed to connect and exchange handshakes.
@@ -84,7 +89,7 @@ pub struct DownloadConfig {
 }
 
 impl DownloadConfig {
-    /// Defaults: every file, 50 connections, 3 s connect timeout, 10 s
+    /// Defaults: every file, 50 connections (8 per IP), 3 s connect timeout, 10 s
     /// stall timeout, no limits, seed until shut down.
     pub fn new(output_dir: impl Into<PathBuf>, peer_id: PeerId) -> Self {
         Self {
@@ -92,6 +97,7 @@ impl DownloadConfig {
             files: None,
             peer_id,
             max_connections: 50,
+            max_connections_per_ip: 8,
             max_connecting: 16,
             connect_timeout: Duration::from_secs(3),
             stall_timeout: Duration::from_secs(10),

@@ -23,6 +23,7 @@ use lodestone_wire::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::abuse::AbuseMeter;
 use super::pipeline::{ENDGAME_DEPTH, Pipeline};
 use super::shared::{CloseReason, PeerCmd, PeerEntry, Shared, State};
 use super::uploads::{Admission, MAX_QUEUED, Uploads};
@@ -35,18 +36,30 @@ use crate::storage::StorageError;
 /// The id we ask peers to send ut_metadata messages under.
 pub(crate) const OUR_UT_METADATA: u8 = 1;
 
-/// Messages handled per batch before the state is synced (bounds latency).
 /// Repeated bitfields accepted from one peer before it counts as abuse.
 const MAX_REANNOUNCE: u8 = 4;
 
+/// Messages handled per batch before the state is synced (bounds latency).
 const MAX_BATCH: usize = 512;
 
 /// Blocks received that we had not (or no longer) requested, tolerated
 /// per second: late blocks after a cancel or a choke are normal.
 const MAX_UNSOLICITED: u32 = 1024;
 
+/// Requests we refuse (choked, a piece we never offered, past the `reqq` we
+/// advertised), tolerated per second: requests crossing our choke on the
+/// wire are normal, a stream of them is not.
+const MAX_REFUSED_REQUESTS: u32 = 1024;
+
 /// Upload data queued in the writer before we stop reading more from disk.
 const UPLOAD_BUFFER: usize = 1 << 20;
+
+/// Bytes queued to the peer above which we stop reading its messages.
+/// Requests, metadata requests and rejects all make us write; a peer that
+/// sends them without reading our answers would otherwise grow this buffer
+/// without limit. Above [`UPLOAD_BUFFER`] plus one disk batch, so an honest
+/// peer downloading at full speed is never paused by it.
+const READ_PAUSE_BACKLOG: usize = 2 << 20;
 
 /// A connection on which nothing arrives for this long is dead.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
@@ -136,7 +149,8 @@ struct Peer {
     choking_them: bool,
     their_metadata_id: Option<u8>,
     metadata_budget: RequestBudget,
-    unsolicited: u32,
+    unsolicited: AbuseMeter,
+    refused_requests: AbuseMeter,
     up_rate: RateEstimator,
     last_message: Instant,
     last_sent: Instant,
@@ -209,7 +223,8 @@ pub(crate) async fn run(
         choking_them: true,
         their_metadata_id: None,
         metadata_budget: RequestBudget::default(),
-        unsolicited: 0,
+        unsolicited: AbuseMeter::new(MAX_UNSOLICITED),
+        refused_requests: AbuseMeter::new(MAX_REFUSED_REQUESTS),
         up_rate: RateEstimator::standard(now),
         last_message: now,
         last_sent: now,
@@ -281,10 +296,13 @@ impl Peer {
                     }
                     self.sync(writer)?;
                 }
-                msg = reader.recv() => {
+                msg = reader.recv(), if writer.buffered() < READ_PAUSE_BACKLOG => {
                     self.last_message = Instant::now();
                     self.on_message(msg?, writer)?;
                     for _ in 0..MAX_BATCH {
+                        if writer.buffered() >= READ_PAUSE_BACKLOG {
+                            break;
+                        }
                         let Some(msg) = reader.try_recv()? else { break };
                         self.on_message(msg, writer)?;
                     }
@@ -409,7 +427,7 @@ impl Peer {
             Message::Extended {
                 id: OUR_UT_METADATA,
                 payload,
-            } => self.on_metadata(&payload, w),
+            } => self.on_metadata(&payload, w)?,
             Message::Extended { .. } | Message::Unknown { .. } => {}
         }
         Ok(())
@@ -430,6 +448,9 @@ impl Peer {
         {
             Admission::Queued => {}
             Admission::Refused => {
+                if !self.refused_requests.record() {
+                    return Err(PeerError::Misbehaved("too many refused requests"));
+                }
                 if self.fast {
                     w.feed(&Message::Reject(r));
                 }
@@ -441,22 +462,30 @@ impl Peer {
         Ok(())
     }
 
-    /// Answers a ut_metadata request with the info dictionary we hold.
-    fn on_metadata(&mut self, payload: &[u8], w: &mut ConnectionWriter) {
+    /// Answers a ut_metadata request with the info dictionary we hold. We
+    /// always hold it, so a reject means the peer asked for a piece that
+    /// does not exist or asked too often: that counts as a refused request.
+    fn on_metadata(&mut self, payload: &[u8], w: &mut ConnectionWriter) -> Result<(), PeerError> {
         let Some(their_id) = self.their_metadata_id else {
-            return;
+            return Ok(());
         };
         let Ok(lodestone_metadata::Message::Request { piece }) =
             lodestone_metadata::Message::decode(payload)
         else {
-            return;
+            return Ok(());
         };
         let raw = self.shared.metainfo.raw_info();
         let reply = lodestone_metadata::respond(Some(raw), &mut self.metadata_budget, piece);
+        if matches!(reply, lodestone_metadata::Message::Reject { .. })
+            && !self.refused_requests.record()
+        {
+            return Err(PeerError::Misbehaved("too many refused metadata requests"));
+        }
         w.feed(&Message::Extended {
             id: their_id,
             payload: Bytes::from(reply.to_vec()),
         });
+        Ok(())
     }
 
     fn on_command(&mut self, cmd: PeerCmd, w: &mut ConnectionWriter) -> Result<(), PeerError> {
@@ -572,11 +601,8 @@ impl Peer {
                 .and_then(|l| self.layout.block_at(block.index, block.begin, l))
                 .ok_or(PeerError::Misbehaved("block outside the torrent"))?;
             self.pipeline.record_bytes(now, len as u64);
-            if !self.pipeline.received(b, now) {
-                self.unsolicited += 1;
-                if self.unsolicited > MAX_UNSOLICITED {
-                    return Err(PeerError::Misbehaved("too many unrequested blocks"));
-                }
+            if !self.pipeline.received(b, now) && !self.unsolicited.record() {
+                return Err(PeerError::Misbehaved("too many unrequested blocks"));
             }
             st.counters.downloaded += len as u64;
             st.counters.down_rate.record(now, len as u64);
@@ -616,7 +642,8 @@ impl Peer {
         if now.saturating_duration_since(self.last_sent) > KEEPALIVE {
             w.feed(&Message::KeepAlive);
         }
-        self.unsolicited /= 2;
+        self.unsolicited.decay();
+        self.refused_requests.decay();
         let (down, up) = (self.pipeline.rate(now), self.up_rate.rate(now));
         self.set_entry(|e| {
             e.download_rate = down;

@@ -1,5 +1,6 @@
 //! Whole downloads against in-process fake seeders on 127.0.0.1.
 
+mod leechers;
 mod seeder;
 
 use std::collections::BTreeSet;
@@ -100,6 +101,36 @@ fn assert_files(dir: &Path, metainfo: &Metainfo, data: &[u8], selected: impl Fn(
 }
 
 const SIZES: [usize; 5] = [100_000, 1, 250_000, 65_536, 333_333];
+
+/// Writes the files `present` selects into `dir` and starts a download
+/// there that listens on 127.0.0.1, knows no peers and seeds until shut
+/// down. Returns once the files on disk are checked, with its address and
+/// the sender of its (empty) address channel, which must outlive it.
+async fn seeding(
+    metainfo: &Arc<Metainfo>,
+    data: &[u8],
+    dir: &Path,
+    present: impl Fn(usize) -> bool,
+) -> (DownloadHandle, SocketAddr, mpsc::Sender<SocketAddr>) {
+    for (i, f) in metainfo.info.files.iter().enumerate() {
+        if present(i) {
+            let path = dir.join(f.relative_path());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let r = f.range();
+            std::fs::write(path, &data[r.start as usize..r.end as usize]).unwrap();
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut c = config(dir);
+    c.no_seed = false;
+    c.peer_id = peer_id(b'A');
+    c.listen = Some(listener);
+    let (keep, none) = mpsc::channel(1);
+    let seed = Download::start(metainfo.clone(), c, none);
+    until(&seed, |p| p.phase != Phase::Checking).await;
+    (seed, addr, keep)
+}
 
 #[tokio::test]
 async fn downloads_multi_file_from_three_seeders() {
@@ -207,6 +238,7 @@ async fn hostile_peers_are_dropped_and_the_download_completes() {
         Behavior::HugeLength,
         Behavior::Silent,
         Behavior::NoHandshake,
+        Behavior::WrongInfoHash,
     ] {
         bad.push(seeder::spawn(&metainfo, data.clone(), b).await);
     }
@@ -229,21 +261,8 @@ async fn hostile_peers_are_dropped_and_the_download_completes() {
 async fn a_second_download_fetches_from_a_seeding_one() {
     let (metainfo, data) = torrent(32 * 1024, &SIZES);
     let seed_dir = TempDir::new("swarm-seed");
-    for f in &metainfo.info.files {
-        let path = seed_dir.0.join(f.relative_path());
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let r = f.range();
-        std::fs::write(path, &data[r.start as usize..r.end as usize]).unwrap();
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let seed_addr = listener.local_addr().unwrap();
-    let mut c = config(&seed_dir.0);
-    c.no_seed = false;
-    c.peer_id = peer_id(b'A');
-    c.listen = Some(listener);
-    let (_keep, none) = mpsc::channel(1);
-    let seed = Download::start(metainfo.clone(), c, none);
-    until(&seed, |p| p.phase == Phase::Seeding).await;
+    let (seed, seed_addr, _keep) = seeding(&metainfo, &data, &seed_dir.0, |_| true).await;
+    assert_eq!(seed.progress().borrow().phase, Phase::Seeding);
 
     let leech_dir = TempDir::new("swarm-leech");
     let (tx, peers) = mpsc::channel(1);
@@ -297,20 +316,7 @@ async fn serves_the_info_dictionary_over_ut_metadata() {
     use lodestone_wire::{Connection, ExtendedHandshake, Handshake, Message, Reserved};
     let (metainfo, data) = torrent(16 * 1024, &SIZES);
     let dir = TempDir::new("swarm-metadata");
-    for f in &metainfo.info.files {
-        let path = dir.0.join(f.relative_path());
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let r = f.range();
-        std::fs::write(path, &data[r.start as usize..r.end as usize]).unwrap();
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut c = config(&dir.0);
-    c.no_seed = false;
-    c.listen = Some(listener);
-    let (_keep, none) = mpsc::channel(1);
-    let seed = Download::start(metainfo.clone(), c, none);
-    until(&seed, |p| p.phase == Phase::Seeding).await;
+    let (seed, addr, _keep) = seeding(&metainfo, &data, &dir.0, |_| true).await;
 
     let ours = Handshake::new(Reserved::LODESTONE, metainfo.info_hash, peer_id(b'M'));
     let (mut conn, _) = Connection::connect(addr, Duration::from_secs(5), ours)

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use lodestone_core::{Metainfo, PeerId};
+use lodestone_core::{InfoHash, Metainfo, PeerId};
 use lodestone_wire::{Block, Connection, ConnectionError, Handshake, Message, Reserved};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +37,9 @@ pub enum Behavior {
     Silent,
     /// Accepts the TCP connection and never answers the handshake.
     NoHandshake,
+    /// Answers the handshake with another torrent's infohash, then serves
+    /// as if nothing were wrong.
+    WrongInfoHash,
 }
 
 /// A running fake seeder.
@@ -91,7 +94,7 @@ pub async fn spawn(metainfo: &Metainfo, data: Bytes, behavior: Behavior) -> Seed
 }
 
 struct Torrent {
-    info_hash: lodestone_core::InfoHash,
+    info_hash: InfoHash,
     piece_length: u32,
     pieces: u32,
     data: Bytes,
@@ -114,6 +117,16 @@ async fn serve(
 ) -> Result<(), ConnectionError> {
     match behavior {
         Behavior::NoHandshake => return drain(stream).await,
+        Behavior::WrongInfoHash => {
+            let mut theirs = [0u8; 68];
+            stream.read_exact(&mut theirs).await?;
+            let ours = handshake(torrent, id);
+            let other = Handshake::new(ours.reserved, InfoHash::new([0xab; 20]), ours.peer_id);
+            stream.write_all(&other.to_bytes()).await?;
+            // A have-all, as if it were a seeder of ours.
+            stream.write_all(&[0, 0, 0, 1, 0x0e]).await?;
+            return drain(stream).await;
+        }
         Behavior::HugeLength | Behavior::Silent => {
             let mut theirs = [0u8; 68];
             stream.read_exact(&mut theirs).await?;

@@ -1,0 +1,139 @@
+//! Hostile peers connecting to a seeding download: each is dropped or
+//! refused, and the download goes on serving honest peers.
+
+use lodestone_core::InfoHash;
+use lodestone_wire::{BlockRequest, Connection, Handshake, Message, Reserved};
+
+use super::*;
+
+/// A leecher handshaken with the download at `addr`, named by `tag`.
+async fn connect(metainfo: &Metainfo, addr: SocketAddr, tag: u8) -> Connection {
+    let ours = Handshake::new(Reserved::LODESTONE, metainfo.info_hash, peer_id(tag));
+    let (conn, _) = Connection::connect(addr, Duration::from_secs(5), ours)
+        .await
+        .unwrap();
+    conn
+}
+
+/// Reads (and drops) messages until the other side hangs up; panics if it
+/// has not within 30 s.
+async fn until_hung_up(conn: &mut Connection) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while conn.recv().await.is_ok() {}
+    })
+    .await
+    .expect("the peer was not dropped");
+}
+
+/// The first block of `piece`.
+fn block(metainfo: &Metainfo, piece: u32) -> BlockRequest {
+    BlockRequest {
+        index: piece,
+        begin: 0,
+        length: metainfo.info.piece_length.min(16 * 1024),
+    }
+}
+
+/// The seed still serves: a fresh download from it completes.
+async fn an_honest_leecher_completes(metainfo: &Arc<Metainfo>, data: &[u8], seed: SocketAddr) {
+    let dir = TempDir::new("swarm-honest-leech");
+    let (tx, peers) = mpsc::channel(1);
+    tx.send(seed).await.unwrap();
+    let mut c = config(&dir.0);
+    c.peer_id = peer_id(b'H');
+    let summary = finish(Download::start(metainfo.clone(), c, peers)).await;
+    assert!(summary.complete);
+    assert_files(&dir.0, metainfo, data, |_| true);
+}
+
+#[tokio::test]
+async fn a_request_flood_from_a_peer_that_never_reads_gets_it_dropped() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-flood");
+    let (seed, addr, _keep) = seeding(&metainfo, &data, &dir.0, |_| true).await;
+    let mut conn = connect(&metainfo, addr, b'F').await;
+    conn.feed(&Message::Interested);
+    let pieces = metainfo.info.piece_count();
+    // 200,000 valid requests (3.4 MB) written before reading a byte: far
+    // past the 256 we advertise. Writing may fail once we are dropped.
+    for i in 0..200_000u32 {
+        conn.feed(&Message::Request(block(&metainfo, i % pieces)));
+    }
+    let _ = conn.flush().await;
+    until_hung_up(&mut conn).await;
+    an_honest_leecher_completes(&metainfo, &data, addr).await;
+    seed.shutdown();
+    finish(seed).await;
+}
+
+#[tokio::test]
+async fn requests_for_pieces_we_lack_are_rejected_then_get_the_peer_dropped() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-lacking");
+    // Only the first file: the last piece is certainly missing.
+    let (seed, addr, _keep) = seeding(&metainfo, &data, &dir.0, |i| i == 0).await;
+    let missing = metainfo.info.piece_count() - 1;
+    let mut conn = connect(&metainfo, addr, b'F').await;
+    conn.send(&Message::Request(block(&metainfo, missing)))
+        .await
+        .unwrap();
+    // One is answered with a reject (both sides speak the fast extension).
+    let rejected = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Message::Reject(r) = conn.recv().await.unwrap() {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("no reject");
+    assert_eq!(rejected, block(&metainfo, missing));
+    // Thousands get the peer dropped.
+    for _ in 0..5_000 {
+        conn.feed(&Message::Request(block(&metainfo, missing)));
+    }
+    let _ = conn.flush().await;
+    until_hung_up(&mut conn).await;
+    seed.shutdown();
+    finish(seed).await;
+}
+
+#[tokio::test]
+async fn one_address_gets_at_most_the_per_ip_connection_limit() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-per-ip");
+    let (seed, addr, _keep) = seeding(&metainfo, &data, &dir.0, |_| true).await;
+    let limit = DownloadConfig::new(&dir.0, peer_id(0)).max_connections_per_ip;
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for tag in 0..limit as u8 + 4 {
+        let ours = Handshake::new(Reserved::LODESTONE, metainfo.info_hash, peer_id(b'a' + tag));
+        match Connection::connect(addr, Duration::from_secs(5), ours).await {
+            Ok((conn, _)) => open.push(conn),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!((open.len(), refused), (limit, 4));
+    seed.shutdown();
+    finish(seed).await;
+}
+
+#[tokio::test]
+async fn a_handshake_for_another_torrent_is_refused() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-other-torrent");
+    let (seed, addr, _keep) = seeding(&metainfo, &data, &dir.0, |_| true).await;
+    let other = Handshake::new(
+        Reserved::LODESTONE,
+        InfoHash::new([0xab; 20]),
+        peer_id(b'O'),
+    );
+    assert!(
+        Connection::connect(addr, Duration::from_secs(5), other)
+            .await
+            .is_err()
+    );
+    an_honest_leecher_completes(&metainfo, &data, addr).await;
+    seed.shutdown();
+    finish(seed).await;
+}
