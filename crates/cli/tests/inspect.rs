@@ -1,30 +1,10 @@
 //! `lodestone inspect` run as a user would: real torrents, magnets, hostile files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn lodestone(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lodestone"))
-        .args(args)
-        .output()
-        .expect("the lodestone binary runs")
-}
+use std::path::PathBuf;
 
-fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../core/tests/fixtures")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use common::{fixture, lodestone, stderr, stdout};
 
 /// Infohashes as libtorrent and transmission-show reported them (fixtures/README.md).
 const REAL_TORRENTS: [(&str, &str); 4] = [

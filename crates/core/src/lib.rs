@@ -4,11 +4,13 @@
 //! untrusted bytes or text and return typed errors that name the problem.
 
 pub mod compact;
+pub mod error_chain;
 pub mod id;
 pub mod magnet;
 pub mod metainfo;
 
 pub use compact::{Family, NodeAddr};
+pub use error_chain::ErrorChain;
 pub use id::{Distance, IdParseError, InfoHash, NodeId, PeerId};
 pub use magnet::{FileSelection, Magnet, MagnetError, parse_selection};
 pub use metainfo::{FileEntry, FileSlice, Info, Metainfo, MetainfoError};

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use lodestone_core::{InfoHash, Metainfo, MetainfoError, PeerId};
+use lodestone_core::{ErrorChain, InfoHash, Metainfo, MetainfoError, PeerId};
 use lodestone_wire::extension::UT_METADATA;
 use lodestone_wire::{Connection, ConnectionError, ExtendedHandshake, Handshake, Reserved};
 use tokio::sync::{mpsc, watch};
@@ -148,7 +148,7 @@ pub enum FetchError {
     PeersExhausted(Progress),
     /// Bytes that hash to the infohash but are no valid info dictionary:
     /// the torrent itself is broken, no peer can fix it.
-    #[error("metadata matches the infohash but is invalid: {0}")]
+    #[error("metadata matches the infohash but is invalid")]
     InvalidMetadata(#[from] MetainfoError),
 }
 
@@ -457,7 +457,7 @@ impl PeerTask {
     async fn run(self, commands: mpsc::UnboundedReceiver<Command>) {
         let mut connected = false;
         let end = self.talk(commands, &mut connected).await;
-        tracing::debug!(peer = %self.addr, %end, "metadata peer closed");
+        tracing::debug!(peer = %self.addr, end = %ErrorChain(&end), "metadata peer closed");
         let _ = self
             .events
             .send((self.addr, PeerEvent::Closed { connected }))

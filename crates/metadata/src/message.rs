@@ -44,7 +44,7 @@ pub enum Message<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {
     /// The payload does not start with well-formed, bounded bencode.
-    #[error("ut_metadata message is not valid bencode: {0}")]
+    #[error("ut_metadata message is not valid bencode")]
     Bencode(#[from] lodestone_bencode::Error),
     /// The bencoded value is not a dictionary.
     #[error("ut_metadata message is not a dictionary")]

@@ -50,7 +50,7 @@ pub enum ProtocolError {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
     /// The socket failed (local or network trouble, or a reset by the peer).
-    #[error("peer connection i/o: {0}")]
+    #[error("peer connection i/o")]
     Io(#[from] io::Error),
     /// Connecting or handshaking took longer than allowed.
     #[error("peer connection timed out")]
@@ -59,7 +59,7 @@ pub enum ConnectionError {
     #[error("peer closed the connection")]
     Closed,
     /// The peer broke the protocol.
-    #[error("peer broke the protocol: {0}")]
+    #[error("peer broke the protocol")]
     Protocol(#[from] ProtocolError),
 }
 

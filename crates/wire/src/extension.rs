@@ -29,7 +29,7 @@ pub const MAX_EXTENSIONS: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExtensionError {
     /// Not bencode, or bencode beyond [`Limits::PEER_MESSAGE`].
-    #[error("extension handshake is not valid bencode: {0}")]
+    #[error("extension handshake is not valid bencode")]
     Bencode(#[from] lodestone_bencode::Error),
     /// The top-level value is not a dictionary.
     #[error("extension handshake is not a dictionary")]

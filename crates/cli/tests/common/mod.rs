@@ -3,6 +3,7 @@
 // Each test binary includes this module and uses a different subset of it.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 use lodestone_tests::netns::{BLOCK_LODESTONE, addr};
@@ -13,6 +14,15 @@ pub fn lodestone(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("the lodestone binary runs")
+}
+
+/// The path of a torrent in the core crate's fixtures, made by real tools.
+pub fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../core/tests/fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The DHT bind flag for the `index`-th lodestone process of a test.

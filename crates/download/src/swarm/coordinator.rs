@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lodestone_core::{FileEntry, Metainfo};
+use lodestone_core::{ErrorChain, FileEntry, Metainfo};
 use lodestone_wire::{Connection, Handshake, Reserved};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -351,7 +351,7 @@ impl Coordinator {
     fn on_peer_exit(&mut self, (_key, addr, result): PeerResult) {
         self.active.remove(&addr);
         if let Err(e) = &result {
-            tracing::debug!(%addr, "peer connection ended: {e}");
+            tracing::debug!(%addr, "peer connection ended: {}", ErrorChain(e));
             if let Some(info) = self.addrs.get_mut(&addr) {
                 info.failures += 1;
                 info.refused |= e.is_peer_fault();

@@ -117,10 +117,10 @@ impl DownloadConfig {
 #[derive(Debug, Error)]
 pub enum DownloadError {
     /// The metainfo's piece hashes do not fit its files (malformed input).
-    #[error("inconsistent metainfo: {0}")]
+    #[error("inconsistent metainfo")]
     Layout(#[from] LayoutError),
     /// The files could not be created, read or written (local failure).
-    #[error("storage: {0}")]
+    #[error("storage")]
     Storage(#[from] StorageError),
     /// A task of ours panicked (a bug).
     #[error("download task failed: {0}")]

@@ -92,7 +92,7 @@ pub(crate) enum PeerError {
     #[error("closed by us: {0:?}")]
     Closed(CloseReason),
     /// Reading a block to upload failed (local failure).
-    #[error("reading a block to upload: {0}")]
+    #[error("reading a block to upload")]
     Storage(#[from] StorageError),
 }
 
