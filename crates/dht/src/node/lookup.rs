@@ -10,8 +10,18 @@
 //!
 //! A lookup runs one traversal per address family, since IPv4 and IPv6 nodes
 //! live in separate tables.
+//!
+//! Sybil defence: a hostile node can answer with contacts made up to sit
+//! closer to the target than any real node, which never answer. Three rules
+//! keep such a flood from stalling the search or pushing out the real
+//! answers: a full candidate set only ever gives up contacts not yet asked
+//! (never a node that answered and holds a token); once most of the
+//! contacts a node named have failed (at least [`MAX_STRIKES`]), the rest
+//! of them (those no other node also named) are dropped and the node is not
+//! believed again in this lookup; and contacts from an answer we do not
+//! trust are not taken at all (the node's caller checks that).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -19,6 +29,25 @@ use lodestone_core::compact::Family;
 use lodestone_core::{Distance, InfoHash, NodeAddr, NodeId};
 
 use crate::krpc::Token;
+
+/// Contacts named by one node that may fail (time out, or answer under
+/// another id) before the rest of its contacts are dropped, if they also
+/// outnumber those that answered: an honest node's list may hold a node or
+/// two that just left, a Sybil's is mostly made up.
+const MAX_STRIKES: u8 = 2;
+
+/// How the contacts one node named have fared in this lookup.
+#[derive(Debug, Default, Clone, Copy)]
+struct Record {
+    answered: u8,
+    failed: u8,
+}
+
+impl Record {
+    fn struck_out(self) -> bool {
+        self.failed >= MAX_STRIKES && self.failed > self.answered
+    }
+}
 
 /// Names one lookup started by a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,6 +99,9 @@ struct Candidate {
     depth: u32,
     token: Option<Token>,
     retried: bool,
+    /// The node whose answer named this contact; `None` for contacts from
+    /// our own table and for routers.
+    via: Option<SocketAddr>,
 }
 
 /// The candidates of one address family.
@@ -139,6 +171,8 @@ pub(crate) struct Lookup {
     pub(crate) responses: u32,
     peers_seen: HashSet<SocketAddr>,
     max_candidates: usize,
+    /// How the contacts each node named have fared.
+    records: HashMap<SocketAddr, Record>,
 }
 
 impl Lookup {
@@ -165,6 +199,7 @@ impl Lookup {
             responses: 0,
             peers_seen: HashSet::new(),
             max_candidates,
+            records: HashMap::new(),
         }
     }
 
@@ -172,9 +207,20 @@ impl Lookup {
         self.traversals.iter_mut().find(|t| t.family == family)
     }
 
-    /// Adds contacts learned at `depth`; duplicates (by id or address), our
-    /// own id and other families are skipped, and the set stays bounded.
-    pub(crate) fn add_candidates(&mut self, nodes: &[NodeAddr], depth: u32, own: &NodeId) {
+    /// Adds contacts learned at `depth` from the answer of `via` (`None`:
+    /// from our table); duplicates (by id or address), our own id and other
+    /// families are skipped, and so is everything a struck-out node names.
+    /// Past `max_candidates`, the farthest contact not yet asked makes room.
+    pub(crate) fn add_candidates(
+        &mut self,
+        nodes: &[NodeAddr],
+        depth: u32,
+        own: &NodeId,
+        via: Option<SocketAddr>,
+    ) {
+        if via.is_some_and(|v| self.struck_out(&v)) {
+            return;
+        }
         let target = self.target;
         let max = self.max_candidates;
         for node in nodes {
@@ -184,10 +230,16 @@ impl Lookup {
             let Some(t) = self.traversal(Family::of(&node.addr)) else {
                 continue;
             };
-            if t.candidates
-                .iter()
-                .any(|c| c.node.id == node.id || c.node.addr == node.addr)
+            if let Some(known) = t
+                .candidates
+                .iter_mut()
+                .find(|c| c.node.id == node.id || c.node.addr == node.addr)
             {
+                // Named by a second node: no longer one node's word, so it
+                // no longer falls with the first one.
+                if known.via.is_some() && known.via != via {
+                    known.via = None;
+                }
                 continue;
             }
             let distance = node.id.distance(&target);
@@ -204,9 +256,37 @@ impl Lookup {
                     depth,
                     token: None,
                     retried: false,
+                    via,
                 },
             );
-            t.candidates.truncate(max);
+            if t.candidates.len() > max
+                && let Some(farthest) = t.candidates.iter().rposition(|c| c.state == State::Fresh)
+            {
+                t.candidates.remove(farthest);
+            }
+        }
+    }
+
+    fn struck_out(&self, node: &SocketAddr) -> bool {
+        self.records.get(node).is_some_and(|r| r.struck_out())
+    }
+
+    /// Records how a contact that `via` named fared; once `via` is struck
+    /// out, its contacts not yet asked are dropped.
+    fn judge(&mut self, family: Family, via: SocketAddr, answered: bool) {
+        let record = self.records.entry(via).or_default();
+        let was_out = record.struck_out();
+        if answered {
+            record.answered = record.answered.saturating_add(1);
+        } else {
+            record.failed = record.failed.saturating_add(1);
+        }
+        if was_out || !record.struck_out() {
+            return;
+        }
+        if let Some(t) = self.traversal(family) {
+            t.candidates
+                .retain(|c| c.via != Some(via) || c.state != State::Fresh);
         }
     }
 
@@ -245,9 +325,15 @@ impl Lookup {
         match t.find(&node.addr) {
             Some(c) => {
                 let ok = trusted && c.node.id == node.id;
+                // A late answer after a timeout counts for its source too.
+                let first_word = c.state == State::InFlight || c.state == State::Slow;
                 c.state = if ok { State::Responded } else { State::Failed };
                 c.token = token.filter(|_| ok);
-                c.depth + 1
+                let depth = c.depth + 1;
+                if let Some(via) = c.via.filter(|_| first_word) {
+                    self.judge(Family::of(&node.addr), via, ok);
+                }
+                depth
             }
             None if trusted => {
                 // A router that answered: it is a result like any other.
@@ -262,6 +348,7 @@ impl Lookup {
                         depth: 0,
                         token,
                         retried: false,
+                        via: None,
                     },
                 );
                 1
@@ -290,9 +377,13 @@ impl Lookup {
         if !matches!(c.state, State::InFlight | State::Slow) {
             return false;
         }
+        let first_timeout = c.state == State::InFlight && !c.retried;
         c.state = if hard { State::Failed } else { State::Slow };
         let retry = !hard && !c.retried;
         c.retried |= retry;
+        if first_timeout && let Some(via) = c.via {
+            self.judge(Family::of(addr), via, false);
+        }
         retry
     }
 
@@ -377,7 +468,7 @@ mod tests {
         let now = Instant::now();
         let own = NodeId([0xff; 20]);
         let mut l = Lookup::new(NodeId([0; 20]), Purpose::FindNode, &[Family::V4], now, 100);
-        l.add_candidates(&(1..=4).map(node).collect::<Vec<_>>(), 0, &own);
+        l.add_candidates(&(1..=4).map(node).collect::<Vec<_>>(), 0, &own, None);
         // k = 2, alpha = 1: one query at a time among the two closest.
         assert_eq!(l.next_query(1, 2), Some(node(1)));
         assert_eq!(l.next_query(1, 2), None);
@@ -398,11 +489,86 @@ mod tests {
         assert_eq!(l.stats(now, 2).rounds, 1);
     }
 
+    fn at(b: u8, port: u16) -> NodeAddr {
+        NodeAddr {
+            id: NodeId([b; 20]),
+            addr: SocketAddr::from(([10, 0, 1, b], port)),
+        }
+    }
+
+    #[test]
+    fn a_source_whose_contacts_mostly_fail_is_struck_out() {
+        let now = Instant::now();
+        let own = NodeId([0xff; 20]);
+        let mut l = Lookup::new(NodeId([0; 20]), Purpose::FindNode, &[Family::V4], now, 100);
+        let (liar, honest) = (node(200), node(201));
+        // The liar names 1..=4; the honest node also names 4.
+        l.add_candidates(
+            &(1..=4).map(node).collect::<Vec<_>>(),
+            1,
+            &own,
+            Some(liar.addr),
+        );
+        l.add_candidates(&[node(4)], 1, &own, Some(honest.addr));
+        assert_eq!(l.next_query(2, 8), Some(node(1)));
+        assert_eq!(l.next_query(2, 8), Some(node(2)));
+        l.on_timeout(&node(1).addr, false, false);
+        assert!(!l.struck_out(&liar.addr), "one failure is tolerated");
+        l.on_timeout(&node(2).addr, false, false);
+        assert!(l.struck_out(&liar.addr));
+        // Node 3 was the liar's word alone; node 4 was vouched for twice.
+        assert_eq!(l.next_query(4, 8), Some(node(4)));
+        assert_eq!(l.next_query(4, 8), None);
+        // Whatever the liar says later is not taken.
+        l.add_candidates(&[node(5)], 1, &own, Some(liar.addr));
+        assert_eq!(l.next_query(4, 8), None);
+    }
+
+    #[test]
+    fn answers_outweigh_a_few_failures() {
+        let now = Instant::now();
+        let own = NodeId([0xff; 20]);
+        let mut l = Lookup::new(NodeId([0; 20]), Purpose::FindNode, &[Family::V4], now, 100);
+        let source = node(200).addr;
+        l.add_candidates(
+            &(1..=6).map(node).collect::<Vec<_>>(),
+            1,
+            &own,
+            Some(source),
+        );
+        for b in 1..=4 {
+            assert_eq!(l.next_query(4, 8), Some(node(b)));
+        }
+        l.on_response(node(1), false, None, true);
+        l.on_response(node(2), false, None, true);
+        l.on_timeout(&node(3).addr, false, false);
+        l.on_timeout(&node(4).addr, false, false);
+        assert!(!l.struck_out(&source), "2 failed, 2 answered");
+        assert_eq!(l.next_query(4, 8), Some(node(5)));
+    }
+
+    #[test]
+    fn a_full_set_gives_up_only_contacts_not_yet_asked() {
+        let now = Instant::now();
+        let own = NodeId([0xff; 20]);
+        let mut l = Lookup::new(NodeId([0; 20]), Purpose::FindNode, &[Family::V4], now, 3);
+        l.add_candidates(&[at(50, 1), at(60, 1), at(70, 1)], 0, &own, None);
+        for _ in 0..3 {
+            let n = l.next_query(3, 3).unwrap();
+            l.on_response(n, false, Token::new(b"t"), true);
+        }
+        // Closer contacts than all three arrive: the answered nodes stay.
+        l.add_candidates(&(1..=5).map(node).collect::<Vec<_>>(), 1, &own, None);
+        let results: Vec<_> = l.results(8).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(results, vec![at(50, 1), at(60, 1), at(70, 1)]);
+        assert!(l.results(8).iter().all(|(_, t)| t.is_some()));
+    }
+
     #[test]
     fn wrong_id_counts_as_failure() {
         let now = Instant::now();
         let mut l = Lookup::new(NodeId([0; 20]), Purpose::FindNode, &[Family::V4], now, 100);
-        l.add_candidates(&[node(1)], 0, &NodeId([0xff; 20]));
+        l.add_candidates(&[node(1)], 0, &NodeId([0xff; 20]), None);
         assert_eq!(l.next_query(3, 8), Some(node(1)));
         let impostor = NodeAddr {
             id: NodeId([9; 20]),

@@ -473,7 +473,7 @@ impl Node {
         }
         let mut lookup = Lookup::new(target, purpose, &families, now, self.config.max_candidates);
         for table in &self.tables {
-            lookup.add_candidates(&table.closest(&target, k * 2), 0, &self.id);
+            lookup.add_candidates(&table.closest(&target, k * 2), 0, &self.id, None);
         }
         self.lookups.insert(id, lookup);
         // Routers are asked when the tables cannot seed a full window.
@@ -716,8 +716,14 @@ impl Node {
         };
         let trusted = id_ok && node.id != own && pending.id.is_none_or(|e| e == node.id);
         let depth = lookup.on_response(node, seed, response.token, trusted);
-        lookup.add_candidates(&response.nodes, depth, &own);
-        lookup.add_candidates(&response.nodes6, depth, &own);
+        // An answer that does not count does not steer the search either:
+        // an impostor's contacts would be made up to look close. Routers
+        // (seeds) are not struck out: their lists are all a bootstrap has.
+        if trusted {
+            let via = (!seed).then_some(node.addr);
+            lookup.add_candidates(&response.nodes, depth, &own, via);
+            lookup.add_candidates(&response.nodes6, depth, &own, via);
+        }
         let is_peer_lookup = matches!(lookup.purpose, Purpose::GetPeers(_) | Purpose::Announce(..));
         if is_peer_lookup && !response.values.is_empty() {
             let peers = lookup.new_peers(&response.values);
