@@ -1,8 +1,11 @@
 //! The task that drives one peer connection.
 //!
 //! One `select!` loop flushes writes, takes commands, reads messages and
-//! collects disk reads, so reading never waits on writing (two clients
-//! uploading to each other with full socket buffers cannot deadlock). Every
+//! collects disk reads, so reading does not wait on writing (two clients
+//! uploading to each other with full socket buffers cannot deadlock); only
+//! a backlog no honest exchange reaches ([`READ_PAUSE_BACKLOG`]) pauses
+//! reading, so a peer that never reads cannot make us buffer without end.
+//! Every
 //! message already buffered is handled before the shared state is locked
 //! once for the whole batch: blocks are accepted and copied, our interest is
 //! updated, and the pipeline is topped up; the requests then go out in one
