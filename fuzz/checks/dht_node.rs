@@ -31,6 +31,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
+
+use crate::script;
 use lodestone_core::compact::{Family, is_contactable};
 use lodestone_core::{InfoHash, NodeAddr, NodeId};
 use lodestone_dht::krpc::{Body, ErrorBody, Message, Query, Response, Token, TransactionId};
@@ -54,13 +56,7 @@ pub fn check(data: &[u8]) {
         return;
     };
     let mut h = Harness::new(setup);
-    for _ in 0..MAX_OPS {
-        if u.is_empty() {
-            break;
-        }
-        let Ok(op) = Op::arbitrary(&mut u) else {
-            break;
-        };
+    for op in script::ops::<Op>(&mut u, MAX_OPS) {
         h.apply(op);
     }
     h.drain();

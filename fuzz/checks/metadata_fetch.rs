@@ -22,6 +22,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
+
+use crate::script;
 use lodestone_core::InfoHash;
 use lodestone_metadata::message::{Message, PIECE_SIZE, piece_len};
 use lodestone_metadata::{Action, Fetch, FetchConfig};
@@ -39,13 +41,7 @@ pub fn check(data: &[u8]) {
         return;
     };
     let mut h = Harness::new(size);
-    for _ in 0..MAX_OPS {
-        if u.is_empty() {
-            break;
-        }
-        let Ok(op) = Op::arbitrary(&mut u) else {
-            break;
-        };
+    for op in script::ops::<Op>(&mut u, MAX_OPS) {
         h.apply(op);
     }
     h.finish_with_honest_peer();

@@ -3,5 +3,7 @@
 
 #[path = "../checks/metadata_fetch.rs"]
 mod check;
+#[path = "../checks/script.rs"]
+mod script;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

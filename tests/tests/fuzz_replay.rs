@@ -24,6 +24,8 @@ mod magnet;
 mod metadata_fetch;
 #[path = "../../fuzz/checks/metainfo.rs"]
 mod metainfo;
+#[path = "../../fuzz/checks/script.rs"]
+mod script;
 #[path = "../../fuzz/checks/ut_metadata.rs"]
 mod ut_metadata;
 #[path = "../../fuzz/checks/wire_stream.rs"]

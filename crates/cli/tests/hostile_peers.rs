@@ -12,11 +12,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use common::dht_bind;
+use lodestone_core::{InfoHash, PeerId};
 use lodestone_tests::content::verify_files;
 use lodestone_tests::process::Proc;
-use lodestone_tests::swarm::{Swarm, SwarmConfig, SwarmInfo};
+use lodestone_tests::swarm::{Swarm, SwarmConfig};
 use lodestone_tests::workdir::WorkDir;
+use lodestone_wire::{BlockRequest, ExtendedHandshake, Handshake, Message, Reserved, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
@@ -49,46 +52,46 @@ enum Fate {
     Tolerated,
 }
 
-/// The BitTorrent handshake of a leecher: extension protocol and fast
-/// extension bits set, peer id from `tag`.
-fn handshake(info_hash: &[u8; 20], tag: u16) -> Vec<u8> {
-    let mut h = Vec::with_capacity(68);
-    h.push(19);
-    h.extend_from_slice(b"BitTorrent protocol");
-    h.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0x04]);
-    h.extend_from_slice(info_hash);
-    h.extend_from_slice(b"-XX0001-hostile-");
-    h.extend_from_slice(&u32::from(tag).to_be_bytes());
-    h
-}
-
-/// One framed peer message.
-fn frame(id: u8, payload: &[u8]) -> Vec<u8> {
-    let mut m = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
-    m.push(id);
-    m.extend_from_slice(payload);
-    m
+/// A leecher's handshake (extension protocol and fast extension on), with
+/// a peer id made from `tag`.
+fn handshake(info_hash: InfoHash, tag: u16) -> Vec<u8> {
+    let mut id = *b"-XX0001-hostile-\0\0\0\0";
+    id[18..].copy_from_slice(&tag.to_be_bytes());
+    Handshake::new(Reserved::LODESTONE, info_hash, PeerId::new(id))
+        .to_bytes()
+        .to_vec()
 }
 
 /// An extended handshake offering ut_metadata as 3, `interested`, then
 /// block requests for every piece in turn interleaved with ut_metadata
 /// requests, up to [`FLOOD_BYTES`].
 fn flood(pieces: u32) -> Vec<u8> {
-    let mut out = frame(20, b"\0d1:md11:ut_metadatai3eee");
-    out.extend(frame(2, &[]));
+    let mut hello = ExtendedHandshake::default();
+    hello.m.insert("ut_metadata".into(), 3);
+    let mut out = BytesMut::new();
+    encode(&hello.to_message(), &mut out);
+    encode(&Message::Interested, &mut out);
     let mut piece = 0u32;
     while out.len() < FLOOD_BYTES {
-        let mut request = piece.to_be_bytes().to_vec();
-        request.extend_from_slice(&0u32.to_be_bytes());
-        request.extend_from_slice(&16_384u32.to_be_bytes());
-        out.extend(frame(6, &request));
-        let metadata = format!("d8:msg_typei0e5:piecei{}ee", piece % 4);
-        let mut extended = vec![1u8];
-        extended.extend_from_slice(metadata.as_bytes());
-        out.extend(frame(20, &extended));
+        let request = BlockRequest {
+            index: piece,
+            begin: 0,
+            length: 16_384,
+        };
+        encode(&Message::Request(request), &mut out);
+        let metadata = lodestone_metadata::Message::Request { piece: piece % 4 };
+        // Our ut_metadata id, which lodestone's extended handshake names.
+        let id = 1;
+        encode(
+            &Message::Extended {
+                id,
+                payload: metadata.to_vec().into(),
+            },
+            &mut out,
+        );
         piece = (piece + 1) % pieces;
     }
-    out
+    out.to_vec()
 }
 
 /// Connects from `from`, handshakes, floods, never reads an answer; then
@@ -141,11 +144,6 @@ fn wait_phase(proc: &mut Proc, phase: &str) {
     }
 }
 
-fn info_hash_bytes(info: &SwarmInfo) -> [u8; 20] {
-    let bytes = hex::decode(&info.info_hash).expect("hex infohash");
-    bytes.try_into().expect("20 bytes")
-}
-
 lodestone_tests::isolated_test! {
     /// 50 flooding leechers from 5 addresses while lodestone downloads
     /// 32 MiB from three libtorrent seeders found through the DHT. Without
@@ -175,12 +173,12 @@ lodestone_tests::isolated_test! {
 
         let to = SocketAddr::from((Ipv4Addr::LOCALHOST, LISTEN_PORT));
         let flood = std::sync::Arc::new(flood(info.piece_count));
-        let info_hash = info_hash_bytes(info);
+        let info_hash = InfoHash::from_hex(&info.info_hash).expect("hex infohash");
         let mut leechers = tokio::task::JoinSet::new();
         for ip in 1..=LEECHER_IPS {
             for n in 0..PER_IP {
                 let from = Ipv4Addr::new(127, 0, 20, ip);
-                let (hello, flood) = (handshake(&info_hash, u16::from(ip) << 8 | u16::from(n)), flood.clone());
+                let (hello, flood) = (handshake(info_hash, u16::from(ip) << 8 | u16::from(n)), flood.clone());
                 leechers.spawn(async move { (from, leech(from, to, hello, &flood).await) });
             }
         }

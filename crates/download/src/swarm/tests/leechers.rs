@@ -34,18 +34,6 @@ fn block(metainfo: &Metainfo, piece: u32) -> BlockRequest {
     }
 }
 
-/// The seed still serves: a fresh download from it completes.
-async fn an_honest_leecher_completes(metainfo: &Arc<Metainfo>, data: &[u8], seed: SocketAddr) {
-    let dir = TempDir::new("swarm-honest-leech");
-    let (tx, peers) = mpsc::channel(1);
-    tx.send(seed).await.unwrap();
-    let mut c = config(&dir.0);
-    c.peer_id = peer_id(b'H');
-    let summary = finish(Download::start(metainfo.clone(), c, peers)).await;
-    assert!(summary.complete);
-    assert_files(&dir.0, metainfo, data, |_| true);
-}
-
 #[tokio::test]
 async fn a_request_flood_from_a_peer_that_never_reads_gets_it_dropped() {
     let (metainfo, data) = torrent(32 * 1024, &SIZES);
@@ -61,7 +49,7 @@ async fn a_request_flood_from_a_peer_that_never_reads_gets_it_dropped() {
     }
     let _ = conn.flush().await;
     until_hung_up(&mut conn).await;
-    an_honest_leecher_completes(&metainfo, &data, addr).await;
+    leech_from(addr, &metainfo, &data).await;
     seed.shutdown();
     finish(seed).await;
 }
@@ -133,7 +121,7 @@ async fn a_handshake_for_another_torrent_is_refused() {
             .await
             .is_err()
     );
-    an_honest_leecher_completes(&metainfo, &data, addr).await;
+    leech_from(addr, &metainfo, &data).await;
     seed.shutdown();
     finish(seed).await;
 }

@@ -132,6 +132,20 @@ async fn seeding(
     (seed, addr, keep)
 }
 
+/// Downloads the whole torrent from the download seeding at `seed` alone,
+/// into a fresh directory; asserts it completes with exact files.
+async fn leech_from(seed: SocketAddr, metainfo: &Arc<Metainfo>, data: &[u8]) -> Summary {
+    let dir = TempDir::new("swarm-leech");
+    let (tx, peers) = mpsc::channel(1);
+    tx.send(seed).await.unwrap();
+    let mut c = config(&dir.0);
+    c.peer_id = peer_id(b'B');
+    let summary = finish(Download::start(metainfo.clone(), c, peers)).await;
+    assert!(summary.complete);
+    assert_files(&dir.0, metainfo, data, |_| true);
+    summary
+}
+
 #[tokio::test]
 async fn downloads_multi_file_from_three_seeders() {
     let (metainfo, data) = torrent(32 * 1024, &SIZES);
@@ -264,15 +278,8 @@ async fn a_second_download_fetches_from_a_seeding_one() {
     let (seed, seed_addr, _keep) = seeding(&metainfo, &data, &seed_dir.0, |_| true).await;
     assert_eq!(seed.progress().borrow().phase, Phase::Seeding);
 
-    let leech_dir = TempDir::new("swarm-leech");
-    let (tx, peers) = mpsc::channel(1);
-    tx.send(seed_addr).await.unwrap();
-    let mut c = config(&leech_dir.0);
-    c.peer_id = peer_id(b'B');
-    let leech = finish(Download::start(metainfo.clone(), c, peers)).await;
-    assert!(leech.complete);
+    let leech = leech_from(seed_addr, &metainfo, &data).await;
     assert_eq!(leech.pieces_verified, metainfo.info.piece_count());
-    assert_files(&leech_dir.0, &metainfo, &data, |_| true);
 
     seed.shutdown();
     let seeded = finish(seed).await;

@@ -123,8 +123,9 @@ async fn serve(
             let ours = handshake(torrent, id);
             let other = Handshake::new(ours.reserved, InfoHash::new([0xab; 20]), ours.peer_id);
             stream.write_all(&other.to_bytes()).await?;
-            // A have-all, as if it were a seeder of ours.
-            stream.write_all(&[0, 0, 0, 1, 0x0e]).await?;
+            let mut have_all = bytes::BytesMut::new();
+            lodestone_wire::encode(&Message::HaveAll, &mut have_all);
+            stream.write_all(&have_all).await?;
             return drain(stream).await;
         }
         Behavior::HugeLength | Behavior::Silent => {
