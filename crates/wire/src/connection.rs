@@ -211,6 +211,13 @@ impl Connection {
     pub fn into_split(self) -> (ConnectionReader, ConnectionWriter) {
         (self.reader, self.writer)
     }
+
+    /// Joins halves split by [`Connection::into_split`] again, so that a
+    /// connection can change hands (metadata phase to download phase)
+    /// without losing bytes already read or queued.
+    pub fn unsplit(reader: ConnectionReader, writer: ConnectionWriter) -> Self {
+        Self { reader, writer }
+    }
 }
 
 async fn with_timeout<T>(

@@ -22,6 +22,18 @@ pub const UT_METADATA: &str = "ut_metadata";
 /// The `m` name of the peer exchange extension (BEP 11).
 pub const UT_PEX: &str = "ut_pex";
 
+/// The id under which we ask peers to send us ut_metadata messages. One
+/// value for the whole client: a connection keeps its extension handshake
+/// when it moves from the metadata phase to the download phase.
+pub const OUR_UT_METADATA_ID: u8 = 1;
+
+/// The `m` dictionary of our extension handshake: every extension we
+/// receive, by name, under the id we chose for it. The one registry that
+/// every phase of a connection advertises from.
+pub fn our_extensions() -> BTreeMap<String, u8> {
+    BTreeMap::from([(UT_METADATA.to_owned(), OUR_UT_METADATA_ID)])
+}
+
 /// Most entries accepted in an `m` dictionary; real clients send fewer than 20.
 pub const MAX_EXTENSIONS: usize = 128;
 

@@ -10,6 +10,8 @@
 //!   [`bytes::BytesMut`] and an [`encode`] function. Unknown ids decode to
 //!   [`Message::Unknown`] and are skipped, not fatal.
 //! * [`extension`]: the BEP 10 extension handshake dictionary.
+//! * [`established`]: a handshaken connection changing hands (dialer →
+//!   metadata fetch → download) with the messages already received.
 //! * [`connection`]: plain async code over `tokio::net::TcpStream` that
 //!   reads into a buffer, decodes, batches writes, and splits into reader and
 //!   writer halves. All decisions (what to request, whom to choke) belong to
@@ -48,6 +50,7 @@
 
 pub mod codec;
 pub mod connection;
+pub mod established;
 pub mod extension;
 pub mod handshake;
 pub mod message;
@@ -56,6 +59,7 @@ pub use codec::{Decoder, MessageError, encode, encode_piece_header, encoded_len}
 pub use connection::{
     Connection, ConnectionError, ConnectionReader, ConnectionWriter, ProtocolError,
 };
-pub use extension::{ExtendedHandshake, ExtensionError};
+pub use established::{Established, MAX_EARLY_MESSAGES, PeerExit};
+pub use extension::{ExtendedHandshake, ExtensionError, OUR_UT_METADATA_ID, our_extensions};
 pub use handshake::{Handshake, HandshakeError, HandshakePrefix, Reserved};
 pub use message::{Block, BlockRequest, Message};

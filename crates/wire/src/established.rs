@@ -1,0 +1,62 @@
+//! A connection past the BitTorrent handshake, as it moves between the
+//! parts of a client: from the dialer or the listener to the metadata fetch,
+//! and from the metadata fetch to the download, so that each peer is
+//! connected once from the handshake to the close.
+
+use std::net::SocketAddr;
+
+use crate::connection::Connection;
+use crate::handshake::Handshake;
+use crate::message::Message;
+
+/// Most messages a peer may send before its connection changes hands.
+/// A peer that announces its pieces with `have` one by one while we still
+/// fetch the metadata sends about one per piece; past this bound it is
+/// flooding, and the connection is closed instead of kept.
+pub const MAX_EARLY_MESSAGES: usize = 4096;
+
+/// A handshaken connection and what happened on it so far.
+#[derive(Debug)]
+pub struct Established {
+    /// The connection, its read buffer and write queue intact.
+    pub conn: Connection,
+    /// The peer's handshake (its id and reserved bits).
+    pub theirs: Handshake,
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// Whether the peer dialed us.
+    pub incoming: bool,
+    /// Messages the peer sent before the connection changed hands that the
+    /// next owner must see (its bitfield, `have`s, its extension handshake),
+    /// oldest first; at most [`MAX_EARLY_MESSAGES`].
+    pub early: Vec<Message>,
+    /// Whether our opening messages went out already: then the next owner
+    /// must not send a `bitfield` (BEP 3 allows it only first) and announces
+    /// its pieces with `have` instead.
+    pub greeted: bool,
+}
+
+impl Established {
+    /// A connection fresh from the handshake.
+    pub fn new(conn: Connection, theirs: Handshake, addr: SocketAddr, incoming: bool) -> Self {
+        Self {
+            conn,
+            theirs,
+            addr,
+            incoming,
+            early: Vec::new(),
+            greeted: false,
+        }
+    }
+}
+
+/// How a connection handed to a phase ended, reported back to its owner
+/// (the session's address book) so that it can count the slot free and
+/// decide when, or whether, to dial the address again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerExit {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The peer broke the protocol or sent bad data: never dial it again.
+    pub misbehaved: bool,
+}
