@@ -20,6 +20,7 @@ pub mod content;
 pub mod error;
 pub mod netns;
 pub mod process;
+pub mod relay;
 pub mod swarm;
 pub mod tools;
 pub mod torrent;

@@ -66,6 +66,8 @@ pub const BLOCK_ARIA2: u8 = 4;
 pub const BLOCK_TRANSMISSION: u8 = 5;
 /// Address block for lodestone processes and in-process lodestone sockets.
 pub const BLOCK_LODESTONE: u8 = 10;
+/// Address block for test relays and fake peers.
+pub const BLOCK_RELAY: u8 = 20;
 
 /// `127.0.<block>.<index>`: one address per process, by convention of the
 /// `BLOCK_*` constants.

@@ -8,6 +8,7 @@ const EXAMPLES: &str = "\
 Examples:
   lodestone download 'magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a' -o ~/Downloads
   lodestone download ubuntu.torrent --select '*.iso' --no-seed
+  lodestone download first.torrent 'magnet:?xt=urn:btih:…' -o ~/Downloads
   lodestone metadata 'magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a' -o example.torrent
   lodestone dht get-peers c12fe1c06bba254a9dc9f519b335aa7c1367a88a
   lodestone inspect ubuntu.torrent
@@ -75,9 +76,10 @@ pub enum DhtCommand {
 /// Arguments of `lodestone download`.
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
-    /// A magnet link, a bare infohash, or a .torrent file.
-    #[arg(value_name = "MAGNET | FILE.torrent")]
-    pub target: String,
+    /// Magnet links, bare infohashes or .torrent files; several run at
+    /// once in one session (one listen port, one DHT, shared rate caps).
+    #[arg(value_name = "MAGNET | FILE.torrent", required = true)]
+    pub targets: Vec<String>,
     /// Directory the files are written under (the torrent's name is a
     /// directory or file inside it). Running again resumes.
     #[arg(short, long, value_name = "DIR", default_value = ".")]
@@ -90,10 +92,12 @@ pub struct DownloadArgs {
     /// TCP port for incoming peers; the next free one is used if taken.
     #[arg(long, default_value_t = 6881)]
     pub port: u16,
-    /// Cap on the download rate, bytes per second (500K, 10M, 1.5G).
+    /// Cap on the download rate of all torrents together, bytes per second
+    /// (500K, 10M, 1.5G).
     #[arg(long, value_name = "RATE")]
     pub max_download_rate: Option<String>,
-    /// Cap on the upload rate, bytes per second (500K, 10M, 1.5G).
+    /// Cap on the upload rate of all torrents together, bytes per second
+    /// (500K, 10M, 1.5G).
     #[arg(long, value_name = "RATE")]
     pub max_upload_rate: Option<String>,
     /// After the download, seed until uploaded / downloaded reaches this.

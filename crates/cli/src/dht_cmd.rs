@@ -52,20 +52,24 @@ pub fn seconds(value: f64) -> Result<Duration, Failure> {
         })
 }
 
-/// Starts a DHT node as `args` say.
-pub async fn start(args: &DhtArgs) -> Result<Dht, Failure> {
+/// The DHT configuration `args` describe.
+pub fn config(args: &DhtArgs) -> DhtConfig {
     let bootstrap = if args.bootstrap.is_empty() {
         DEFAULT_BOOTSTRAP.iter().map(|s| (*s).to_owned()).collect()
     } else {
         args.bootstrap.clone()
     };
-    let config = DhtConfig {
+    DhtConfig {
         bind: args.bind.clone(),
         bootstrap,
         state_file: args.state.clone(),
         ..DhtConfig::default()
-    };
-    Dht::spawn(config)
+    }
+}
+
+/// Starts a DHT node as `args` say.
+pub async fn start(args: &DhtArgs) -> Result<Dht, Failure> {
+    Dht::spawn(config(args))
         .await
         .with_context(|| format!("cannot start the DHT on {:?}", args.bind))
         .map_err(Failure::Failed)

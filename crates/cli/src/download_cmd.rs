@@ -1,65 +1,85 @@
-//! `lodestone download`: magnet link or .torrent in, verified files out,
-//! then seeding.
+//! `lodestone download`: magnet links or .torrent files in, verified files
+//! out, then seeding; several torrents share one session.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
-use anyhow::anyhow;
-use lodestone_core::{InfoHash, Metainfo};
-use lodestone_dht::Dht;
-use lodestone_download::swarm::{Download, DownloadConfig, Summary};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use anyhow::{Context, anyhow};
+use lodestone_session::{AddOptions, Session, SessionConfig, TorrentSource};
+use tokio::task::JoinSet;
 
 use crate::args::DownloadArgs;
 use crate::failure::Failure;
-use crate::metadata_cmd::{fetch, start_dht};
-use crate::peers::{our_peer_id, peer_stream};
-use crate::progress_view::{ProgressView, ViewMode};
+use crate::progress_view::ViewMode;
 use crate::rate::parse_rate;
 use crate::target::Target;
-use crate::{dht_cmd, selection, units};
-
-/// How many ports after `--port` are tried before letting the OS choose.
-const PORT_ATTEMPTS: u16 = 10;
-
-/// How often we announce ourselves to the DHT while running; peers stored
-/// by DHT nodes expire after about 30 minutes.
-const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(15 * 60);
+use crate::torrent_view::follow;
+use crate::{dht_cmd, selection};
 
 /// Runs the command.
 pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
     let started = Instant::now();
-    let target = Target::read(&args.target)?;
+    let targets = args
+        .targets
+        .iter()
+        .map(|t| Target::read(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Before any network work, so a magnet does not fetch metadata first.
+    check_output_dir(&args.output)?;
     let metadata_timeout = dht_cmd::seconds(args.metadata_timeout)?;
-    let mode = ViewMode::choose(args.json);
-    let dht = start_dht(&args.dht, args.no_dht).await?;
-    let listener = listen(args.port).await?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| Failure::Failed(e.into()))?
-        .port();
-    let announcer = dht
-        .clone()
-        .map(|dht| announce_forever(dht, target.info_hash(), port));
-
-    let (metainfo, magnet) = match target {
-        Target::Torrent(metainfo) => (metainfo, None),
-        Target::Magnet(magnet) => {
-            mode.event("phase", serde_json::json!({ "phase": "metadata" }));
-            (
-                fetch(&magnet, dht.clone(), metadata_timeout).await?,
-                Some(magnet),
-            )
+    let seed_time = args.seed_time.map(dht_cmd::seconds).transpose()?;
+    let mode = ViewMode::choose(args.json, targets.len());
+    let session = Session::start(session_config(&args)?)
+        .await
+        .map_err(|e| Failure::Failed(anyhow!(e)))?;
+    let mut views = JoinSet::new();
+    for target in targets {
+        let mut options = AddOptions::new(&args.output);
+        options.metadata_timeout = metadata_timeout;
+        options.seed_ratio = Some(args.seed_ratio);
+        options.seed_time = seed_time;
+        options.no_seed = args.no_seed;
+        let (source, so) = match target {
+            Target::Torrent(metainfo) => (TorrentSource::Metainfo(metainfo.into()), None),
+            Target::Magnet(magnet) => {
+                if args.no_dht && magnet.peers.is_empty() {
+                    return Err(Failure::BadInput(anyhow!(
+                        "with --no-dht the magnet link must name peers (x.pe=IP:PORT)"
+                    )));
+                }
+                let so = magnet.select_only.clone();
+                (TorrentSource::Magnet(magnet), so)
+            }
+        };
+        let select = args.select.clone();
+        options.select = Some(Box::new(move |metainfo| {
+            selection::resolve(&metainfo.info, &select, so.as_deref()).map_err(|e| format!("{e:#}"))
+        }));
+        let handle = session
+            .add(source, options)
+            .map_err(|e| Failure::BadInput(anyhow!(e)))?;
+        views.spawn(follow(handle, mode));
+    }
+    let mut outcome = Ok(());
+    while let Some(done) = views.join_next().await {
+        let result = done.unwrap_or_else(|e| Err(Failure::Failed(anyhow!(e))));
+        if outcome.is_ok() {
+            outcome = result;
         }
-    };
-    let so = magnet.as_ref().and_then(|m| m.select_only.as_deref());
-    let files = selection::resolve(&metainfo.info, &args.select, so).map_err(Failure::BadInput)?;
+    }
+    session.shutdown().await;
+    tracing::debug!(
+        "session ended after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    outcome
+}
 
-    let mut config = DownloadConfig::new(&args.output, our_peer_id());
-    config.files = files;
-    config.listen = Some(listener);
+/// The session the arguments describe.
+fn session_config(args: &DownloadArgs) -> Result<SessionConfig, Failure> {
+    let mut config = SessionConfig::new();
+    config.dht = (!args.no_dht).then(|| dht_cmd::config(&args.dht));
+    config.listen_port = args.port;
     config.download_limit = args
         .max_download_rate
         .as_deref()
@@ -72,92 +92,17 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
         .map(parse_rate)
         .transpose()
         .map_err(bad)?;
-    config.seed_ratio = Some(args.seed_ratio);
-    config.seed_time = args.seed_time.map(dht_cmd::seconds).transpose()?;
-    config.no_seed = args.no_seed;
-
-    let direct = magnet.as_ref().map(|m| m.peers.clone()).unwrap_or_default();
-    let peers = peer_stream(metainfo.info_hash, direct, dht.clone());
-    let metainfo = Arc::new(metainfo);
-    let handle = Download::start(Arc::clone(&metainfo), config, peers);
-    let mut view = ProgressView::new(mode, &metainfo);
-    let summary = view.follow(handle).await;
-
-    if let Some(task) = announcer {
-        task.abort();
-    }
-    if let Some(dht) = dht {
-        let _ = dht.shutdown().await;
-    }
-    let summary = summary.map_err(|e| Failure::Failed(anyhow!(e)))?;
-    view.finish(&summary, started.elapsed());
-    finish(&summary, &metainfo, &args.output.display().to_string())
+    Ok(config)
 }
 
 fn bad(message: String) -> Failure {
     Failure::BadInput(anyhow!(message))
 }
 
-/// The exit status: 0 only when every selected file is verified on disk.
-fn finish(summary: &Summary, metainfo: &Metainfo, output: &str) -> Result<(), Failure> {
-    if summary.complete {
-        return Ok(());
-    }
-    Err(Failure::Failed(anyhow!(
-        "download of {} stopped before it was complete; the data is kept in {output}: \
-         run the same command again to resume",
-        metainfo.info.name
-    )))
-}
-
-/// Binds the TCP listen port: `port`, else the next free one, else any.
-async fn listen(port: u16) -> Result<TcpListener, Failure> {
-    for candidate in (0..PORT_ATTEMPTS).filter_map(|i| port.checked_add(i)) {
-        if let Ok(listener) =
-            TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, candidate))).await
-        {
-            return Ok(listener);
-        }
-    }
-    TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
-        .await
-        .map_err(|e| Failure::Failed(anyhow!(e).context("cannot open a TCP listen port")))
-}
-
-/// Announces our listen port now and every [`ANNOUNCE_INTERVAL`].
-fn announce_forever(dht: Dht, info_hash: InfoHash, port: u16) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            match dht.announce(info_hash, Some(port)).await {
-                Ok(summary) => tracing::info!(
-                    "announced port {port} to {} DHT nodes",
-                    summary.announced_to
-                ),
-                Err(_) => return,
-            }
-            tokio::time::sleep(ANNOUNCE_INTERVAL).await;
-        }
-    })
-}
-
-/// Human summary of the end of a download.
-pub fn summary_line(summary: &Summary, total: u64, elapsed: Duration) -> String {
-    let seconds = summary.download_time.as_secs_f64().max(1e-3);
-    format!(
-        "{} {} in {:.2} s ({}/s average); {} pieces resumed, {} downloaded, {} failed the hash, {} peers banned; uploaded {}; total time {:.2} s",
-        if summary.complete {
-            "downloaded"
-        } else {
-            "stopped at"
-        },
-        units::bytes(total),
-        seconds,
-        units::bytes((summary.downloaded as f64 / seconds) as u64),
-        summary.pieces_resumed,
-        summary.pieces_verified,
-        summary.hash_failures,
-        summary.peers_banned,
-        units::bytes(summary.uploaded),
-        elapsed.as_secs_f64(),
-    )
+/// The output directory exists (or can be made) and is a directory.
+fn check_output_dir(dir: &Path) -> Result<(), Failure> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot use output directory {}", dir.display()))
+        .map_err(Failure::Failed)?;
+    Ok(())
 }

@@ -13,12 +13,12 @@ mod logging;
 mod metadata_cmd;
 mod node_cmd;
 mod output;
-mod peers;
 mod progress_view;
 mod rate;
 mod selection;
 mod status;
 mod target;
+mod torrent_view;
 mod units;
 
 use std::process::ExitCode;

@@ -1,35 +1,51 @@
 //! `lodestone metadata`: magnet link in, verified `.torrent` out.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, anyhow};
-use lodestone_core::{Magnet, Metainfo};
-use lodestone_dht::Dht;
-use lodestone_metadata::{FetchOptions, Progress, fetch_metainfo_with_progress};
-use tokio::sync::watch;
+use lodestone_core::Magnet;
+use lodestone_session::{AddOptions, Session, SessionConfig, TorrentSource};
 
-use crate::args::{DhtArgs, MetadataArgs};
+use crate::args::MetadataArgs;
 use crate::dht_cmd;
 use crate::failure::{BadInputExt, Failure};
 use crate::inspect::print_metainfo;
-use crate::peers::{our_peer_id, peer_stream};
-use crate::status::StatusLine;
-
-/// How often the status line is refreshed.
-const STATUS_PERIOD: Duration = Duration::from_millis(250);
+use crate::progress_view::ViewMode;
+use crate::torrent_view::follow;
 
 /// Runs the command.
 pub async fn run(args: MetadataArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let magnet = Magnet::parse(&args.magnet).bad_input(|| "bad magnet link".to_owned())?;
     let timeout = dht_cmd::seconds(args.timeout)?;
-    let dht = start_dht(&args.dht, args.no_dht).await?;
-    let metainfo = fetch(&magnet, dht.clone(), timeout).await;
-    if let Some(dht) = dht {
-        let _ = dht.shutdown().await;
+    if args.no_dht && magnet.peers.is_empty() {
+        return Err(Failure::BadInput(anyhow!(
+            "with --no-dht the magnet link must name peers (x.pe=IP:PORT)"
+        )));
     }
-    let metainfo = metainfo?;
+    let mut config = SessionConfig::new();
+    config.dht = (!args.no_dht).then(|| dht_cmd::config(&args.dht));
+    // Nothing is served: any free port will do.
+    config.listen_port = 0;
+    let session = Session::start(config)
+        .await
+        .map_err(|e| Failure::Failed(anyhow!(e)))?;
+    let mut options = AddOptions::new(".");
+    options.metadata_timeout = timeout;
+    options.metadata_only = true;
+    let handle = session
+        .add(TorrentSource::Magnet(magnet), options)
+        .map_err(|e| Failure::Failed(anyhow!(e)))?;
+    let status = handle.status();
+    let result = follow(handle, ViewMode::choose(false, 1)).await;
+    session.shutdown().await;
+    result?;
+    let metainfo = status
+        .borrow()
+        .metainfo
+        .clone()
+        .ok_or_else(|| Failure::Failed(anyhow!("stopped before the metadata arrived")))?;
     let path = args
         .output
         .unwrap_or_else(|| PathBuf::from(format!("{}.torrent", metainfo.info.name)));
@@ -44,63 +60,4 @@ pub async fn run(args: MetadataArgs) -> Result<(), Failure> {
     );
     print_metainfo(&metainfo, false);
     Ok(())
-}
-
-/// Starts the DHT unless the user asked for `x.pe` peers only.
-pub async fn start_dht(args: &DhtArgs, no_dht: bool) -> Result<Option<Dht>, Failure> {
-    if no_dht {
-        Ok(None)
-    } else {
-        dht_cmd::start(args).await.map(Some)
-    }
-}
-
-/// Fetches the metainfo of `magnet` from its `x.pe` peers and the DHT,
-/// showing progress on stderr.
-pub async fn fetch(
-    magnet: &Magnet,
-    dht: Option<Dht>,
-    timeout: Duration,
-) -> Result<Metainfo, Failure> {
-    if dht.is_none() && magnet.peers.is_empty() {
-        return Err(Failure::BadInput(anyhow!(
-            "with --no-dht the magnet link must name peers (x.pe=IP:PORT)"
-        )));
-    }
-    let peers = peer_stream(magnet.info_hash, magnet.peers.clone(), dht.clone());
-    let mut options = FetchOptions::new(our_peer_id());
-    options.timeout = timeout;
-    let (progress_tx, mut progress) = watch::channel(Progress::default());
-    let fetch = fetch_metainfo_with_progress(magnet.info_hash, peers, options, &progress_tx);
-    tokio::pin!(fetch);
-    let mut status = StatusLine::new();
-    let mut tick = tokio::time::interval(STATUS_PERIOD);
-    let result = loop {
-        tokio::select! {
-            result = &mut fetch => break result,
-            _ = tick.tick() => {
-                let nodes = match &dht {
-                    Some(dht) => dht.stats().await.map_or(0, |s| s.ipv4_nodes + s.ipv6_nodes),
-                    None => 0,
-                };
-                let p = *progress.borrow_and_update();
-                status.set(describe(nodes, dht.is_some(), &p));
-            }
-        }
-    };
-    status.clear();
-    result.map_err(|e| Failure::Failed(anyhow!(e)))
-}
-
-/// One line saying how far the fetch got.
-fn describe(nodes: usize, using_dht: bool, p: &Progress) -> String {
-    let dht = if using_dht {
-        format!("DHT nodes {nodes}, ")
-    } else {
-        String::new()
-    };
-    format!(
-        "fetching metadata: {dht}peers found {}, connected {}, with ut_metadata {}, pieces {}/{}",
-        p.peers_known, p.connected, p.with_ut_metadata, p.pieces_have, p.pieces_total
-    )
 }

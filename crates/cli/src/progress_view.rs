@@ -6,12 +6,9 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use lodestone_core::Metainfo;
-use lodestone_download::swarm::{
-    DownloadError, DownloadHandle, DownloadProgress, Phase, Stuck, Summary,
-};
+use lodestone_download::swarm::{DownloadProgress, Phase, Stuck, Summary};
 use serde_json::json;
 
-use crate::download_cmd::summary_line;
 use crate::output::outln;
 use crate::units;
 
@@ -31,11 +28,12 @@ pub enum ViewMode {
 }
 
 impl ViewMode {
-    /// `--json` wins; otherwise live when stderr is a terminal.
-    pub fn choose(json: bool) -> Self {
+    /// `--json` wins; otherwise live when stderr is a terminal and one
+    /// torrent runs (several live bars would overwrite each other).
+    pub fn choose(json: bool, torrents: usize) -> Self {
         if json {
             ViewMode::Json
-        } else if std::io::stderr().is_terminal() {
+        } else if std::io::stderr().is_terminal() && torrents == 1 {
             ViewMode::Live
         } else {
             ViewMode::Plain
@@ -51,7 +49,7 @@ impl ViewMode {
     }
 }
 
-/// Follows one download until it ends.
+/// Shows one download's progress as it runs.
 pub struct ProgressView {
     mode: ViewMode,
     bar: Option<ProgressBar>,
@@ -84,39 +82,13 @@ impl ProgressView {
         }
     }
 
-    /// Shows progress until the download ends; Ctrl-C asks it to stop and
-    /// keeps following until the data in flight is written.
-    pub async fn follow(&mut self, handle: DownloadHandle) -> Result<Summary, DownloadError> {
-        let mut progress = handle.progress();
-        let mut interrupted = false;
-        loop {
-            tokio::select! {
-                changed = progress.changed() => {
-                    // An error means the download task has ended.
-                    if changed.is_err() {
-                        break;
-                    }
-                    let snapshot = progress.borrow_and_update().clone();
-                    self.show(&snapshot);
-                    if snapshot.phase == Phase::Finished {
-                        break;
-                    }
-                }
-                _ = tokio::signal::ctrl_c(), if !interrupted => {
-                    interrupted = true;
-                    eprintln!("stopping: finishing pieces in flight, data is kept");
-                    handle.shutdown();
-                }
-            }
-        }
-        handle.wait().await
-    }
-
-    fn show(&mut self, p: &DownloadProgress) {
+    /// Shows a snapshot; `peers_known` and `stuck` come from the session,
+    /// which knows the addresses.
+    pub fn show(&mut self, p: &DownloadProgress, peers_known: usize, stuck: Option<Stuck>) {
         let phase_changed = self.phase != Some(p.phase);
         self.phase = Some(p.phase);
-        let peers = format!("peers {}/{}", p.peers_connected, p.peers_known);
-        let why = p.stuck.map(explain).unwrap_or_default();
+        let peers = format!("peers {}/{}", p.peers_connected, peers_known);
+        let why = stuck.map(explain).unwrap_or_default();
         match self.mode {
             ViewMode::Live => {
                 if let Some(bar) = &self.bar {
@@ -160,8 +132,8 @@ impl ProgressView {
                             "download_rate": p.download_rate,
                             "upload_rate": p.upload_rate,
                             "peers_connected": p.peers_connected,
-                            "peers_known": p.peers_known,
-                            "stuck": p.stuck.map(explain),
+                            "peers_known": peers_known,
+                            "stuck": stuck.map(explain),
                         }),
                     );
                 }
@@ -213,4 +185,26 @@ fn explain(stuck: Stuck) -> &'static str {
         Stuck::NobodyHasMissing => "(connected peers lack the missing pieces)",
         Stuck::AllChoking => "(every peer with data is choking us)",
     }
+}
+
+/// Human summary of the end of a download.
+fn summary_line(summary: &Summary, total: u64, elapsed: Duration) -> String {
+    let seconds = summary.download_time.as_secs_f64().max(1e-3);
+    format!(
+        "{} {} in {:.2} s ({}/s average); {} pieces resumed, {} downloaded, {} failed the hash, {} peers banned; uploaded {}; total time {:.2} s",
+        if summary.complete {
+            "downloaded"
+        } else {
+            "stopped at"
+        },
+        units::bytes(total),
+        seconds,
+        units::bytes((summary.downloaded as f64 / seconds) as u64),
+        summary.pieces_resumed,
+        summary.pieces_verified,
+        summary.hash_failures,
+        summary.peers_banned,
+        units::bytes(summary.uploaded),
+        elapsed.as_secs_f64(),
+    )
 }

@@ -18,12 +18,17 @@ pub enum StatusLine {
         /// When the last line was printed.
         last: Option<Instant>,
     },
+    /// Nothing is shown (another form of output has the screen).
+    Hidden,
 }
 
 impl StatusLine {
-    /// Chooses the form from whether stderr is a terminal.
-    pub fn new() -> Self {
-        if std::io::stderr().is_terminal() {
+    /// Chooses the form from whether stderr is a terminal; `visible` false
+    /// (JSON output) shows nothing.
+    pub fn new(visible: bool) -> Self {
+        if !visible {
+            StatusLine::Hidden
+        } else if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {elapsed:>3} {wide_msg}")
@@ -46,6 +51,7 @@ impl StatusLine {
                     *last = Some(Instant::now());
                 }
             }
+            StatusLine::Hidden => {}
         }
     }
 

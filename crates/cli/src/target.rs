@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::anyhow;
 use lodestone_bencode::Limits;
-use lodestone_core::{InfoHash, Magnet, Metainfo};
+use lodestone_core::{Magnet, Metainfo};
 
 use crate::failure::{BadInputExt, Failure};
 use crate::units;
@@ -33,14 +33,6 @@ impl Target {
         match Magnet::parse(text) {
             Ok(magnet) if !Path::new(text).exists() => Ok(Target::Magnet(magnet)),
             _ => read_torrent(Path::new(text)).map(Target::Torrent),
-        }
-    }
-
-    /// The swarm it names.
-    pub fn info_hash(&self) -> InfoHash {
-        match self {
-            Target::Torrent(metainfo) => metainfo.info_hash,
-            Target::Magnet(magnet) => magnet.info_hash,
         }
     }
 }

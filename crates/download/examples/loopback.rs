@@ -19,11 +19,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lodestone_core::{Metainfo, PeerId};
 use lodestone_download::{Download, DownloadConfig};
+use lodestone_wire::{Connection, Established, Handshake, Reserved};
 
 const SEEDERS: usize = 3;
 
@@ -94,14 +95,19 @@ async fn download(mib: usize, dir: &Path) -> Result<(), Box<dyn Error>> {
     let metainfo = Arc::new(Metainfo::from_torrent_bytes(&std::fs::read(&torrent)?)?);
     let out = dir.join(format!("lodestone-loopback-{}", std::process::id()));
 
-    let (tx, peers) = tokio::sync::mpsc::channel(SEEDERS);
-    for a in addrs {
-        tx.send(a).await?;
-    }
     let mut config = DownloadConfig::new(&out, PeerId::new(*b"-LS0001-loopbackbnch"));
     config.no_seed = true;
+    let ours = Handshake::new(Reserved::LODESTONE, metainfo.info_hash, config.peer_id);
     let start = Instant::now();
-    let summary = Download::start(metainfo, config, peers).wait().await?;
+    let (tx, conns) = tokio::sync::mpsc::channel(SEEDERS);
+    for addr in addrs {
+        let (conn, theirs) = Connection::connect(addr, Duration::from_secs(5), ours).await?;
+        tx.send(Established::new(conn, theirs, addr, false)).await?;
+    }
+    let (exits, _) = tokio::sync::mpsc::unbounded_channel();
+    let summary = Download::start(metainfo, config, conns, exits)
+        .wait()
+        .await?;
     let secs = start.elapsed().as_secs_f64();
     let bytes = (mib << 20) as f64;
     println!(

@@ -3,6 +3,7 @@
 //! Both are pure: the caller passes `now`, so tests run on virtual time.
 
 use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Bytes per second over the last few seconds.
@@ -85,6 +86,30 @@ impl RateEstimator {
     /// Every byte ever recorded.
     pub fn total(&self) -> u64 {
         self.total
+    }
+}
+
+/// A [`TokenBucket`] that several downloads draw from, so that a limit set
+/// for a whole session holds over their sum. Clones share the bucket.
+#[derive(Debug, Clone)]
+pub struct SharedBucket(Arc<Mutex<TokenBucket>>);
+
+impl SharedBucket {
+    /// A bucket of `rate` bytes per second with a quarter second of burst.
+    pub fn new(now: Instant, rate: NonZeroU64) -> Self {
+        Self(Arc::new(Mutex::new(TokenBucket::new(
+            now,
+            rate,
+            rate.get() / 4,
+        ))))
+    }
+
+    /// [`TokenBucket::acquire`] on the shared bucket.
+    pub fn acquire(&self, now: Instant, bytes: u64) -> Duration {
+        // The bucket holds plain numbers: a panic elsewhere while it was
+        // locked cannot leave it inconsistent, so a poisoned lock is used.
+        let mut bucket = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        bucket.acquire(now, bytes)
     }
 }
 

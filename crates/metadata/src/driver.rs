@@ -1,149 +1,96 @@
-//! The async driver: connects to peers, speaks BEP 3/10 handshakes, and
-//! feeds the [`Fetch`] state machine until the metadata is verified.
+//! The async driver: runs the metadata phase of handshaken connections and
+//! feeds the [`Fetch`] state machine until the metadata is verified, then
+//! hands the connections on.
 //!
-//! One task per peer connection does the IO (connect, handshakes, reading,
-//! batched writes); one loop owns the state machine, the connection slots
-//! and the timer. They talk over channels, so every decision is made in one
-//! place, in the order events happened.
+//! The driver does not dial: whoever owns the address book (the session)
+//! connects, handshakes, and sends each [`Established`] connection here;
+//! every connection that ends before the hand-over is reported back as a
+//! [`PeerExit`], so the owner can count its slot free and decide whether to
+//! dial the address again. When the metadata verifies, the live connections
+//! come back in [`Fetched`], untouched beyond what the metadata phase said
+//! and read: the download continues on the same TCP connections.
+//!
+//! One task per connection does the IO (greeting, reading, batched writes);
+//! one loop owns the state machine, the connection slots and the timer. They
+//! talk over channels, so every decision is made in one place, in the order
+//! events happened.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt;
+mod peer;
+mod progress;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use lodestone_core::{ErrorChain, InfoHash, Metainfo, MetainfoError, PeerId};
-use lodestone_wire::extension::UT_METADATA;
-use lodestone_wire::{Connection, ConnectionError, ExtendedHandshake, Handshake, Reserved};
-use tokio::sync::{mpsc, watch};
+use lodestone_core::{InfoHash, Metainfo, MetainfoError};
+use lodestone_wire::{Established, PeerExit};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::fetch::{Action, Fetch, FetchConfig};
 use crate::message::Message;
 use crate::serve::{RequestBudget, respond};
-
-/// The id under which we ask peers to send us ut_metadata messages.
-pub const OUR_UT_METADATA_ID: u8 = 3;
+use peer::{Command, ConnId, Greeting, PeerEvent, PeerTask};
+pub use progress::Progress;
 
 /// Events buffered from connection tasks before they wait for the loop.
 const EVENT_QUEUE: usize = 256;
 
-/// Reconnections to an address whose connect or handshake failed.
-const MAX_CONNECT_RETRIES: u32 = 3;
-
-/// Wait before the first reconnection; it doubles with each failure.
-const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// How long the hand-over waits for a connection task to give its
+/// connection back. A task answers as soon as it is not writing; one whose
+/// peer stopped reading may be stuck in a write, and is closed instead.
+const HAND_OVER_LIMIT: Duration = Duration::from_secs(2);
 
 /// How [`fetch_metainfo`] runs.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
     /// The state machine's tunables.
     pub fetch: FetchConfig,
-    /// Our peer id in handshakes.
-    pub peer_id: PeerId,
-    /// Connections open (or being opened) at once.
+    /// Connections held at once; one arriving when this many are held is
+    /// closed and reported as a [`PeerExit`] that did not misbehave.
     pub max_connections: usize,
-    /// Limit for TCP connect plus the BitTorrent handshake.
-    pub connect_timeout: Duration,
     /// Limit for the whole fetch.
     pub timeout: Duration,
-    /// Distinct addresses remembered; later ones are ignored, so a flood of
-    /// addresses costs bounded memory.
-    pub max_known_peers: usize,
     /// `v` in our extension handshake.
     pub client_name: Option<String>,
     /// `p` in our extension handshake: where we accept connections.
     pub listen_port: Option<u16>,
 }
 
-impl FetchOptions {
-    /// Defaults with our `peer_id`.
-    pub fn new(peer_id: PeerId) -> Self {
+impl Default for FetchOptions {
+    fn default() -> Self {
         Self {
             fetch: FetchConfig::default(),
-            peer_id,
             max_connections: 64,
-            connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(300),
-            max_known_peers: 10_000,
             client_name: Some(concat!("lodestone ", env!("CARGO_PKG_VERSION")).to_owned()),
             listen_port: None,
         }
     }
 }
 
-/// What the fetch is doing, for progress displays and for saying which
-/// stage came up empty.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Distinct peer addresses received.
-    pub peers_known: usize,
-    /// Connections being opened now.
-    pub connecting: usize,
-    /// Connections handshaken now.
-    pub connected: usize,
-    /// Connected peers offering ut_metadata now.
-    pub with_ut_metadata: usize,
-    /// Connections ever handshaken.
-    pub ever_connected: usize,
-    /// Peers that ever offered ut_metadata.
-    pub ever_ut_metadata: usize,
-    /// Connect or handshake attempts that failed.
-    pub connect_failures: usize,
-    /// Size being assembled, once known.
-    pub metadata_size: Option<u32>,
-    /// Pieces of the metadata.
-    pub pieces_total: u32,
-    /// Pieces held of the current attempt.
-    pub pieces_have: u32,
-    /// Pieces received over all attempts.
-    pub pieces_received: u64,
-    /// Assembled metadata that failed the SHA-1 check.
-    pub hash_failures: u32,
-    /// Peers dropped for misbehaving or being useless.
-    pub peers_dropped: u32,
+/// The outcome of a successful fetch.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The verified torrent.
+    pub metainfo: Metainfo,
+    /// Every connection still open, for the download: those the fetch held
+    /// (greeted, with the messages the download must see in
+    /// [`Established::early`]) and those still waiting in the channel
+    /// (untouched). A connection whose task ended during the hand-over is
+    /// missing here and reported as a [`PeerExit`] instead.
+    pub conns: Vec<Established>,
 }
 
-impl fmt::Display for Progress {
-    /// Names the furthest stage reached and where it stopped.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.peers_known == 0 {
-            write!(f, "no peers found")
-        } else if self.ever_connected == 0 {
-            write!(
-                f,
-                "could not connect to any of {} peers ({} failed, {} still trying)",
-                self.peers_known, self.connect_failures, self.connecting
-            )
-        } else if self.ever_ut_metadata == 0 {
-            write!(
-                f,
-                "none of {} connected peers offers ut_metadata",
-                self.ever_connected
-            )
-        } else {
-            write!(
-                f,
-                "{} peers offered ut_metadata but the metadata is incomplete \
-                 ({}/{} pieces, {} hash failures, {} peers dropped)",
-                self.ever_ut_metadata,
-                self.pieces_have,
-                self.pieces_total,
-                self.hash_failures,
-                self.peers_dropped
-            )
-        }
-    }
-}
-
-/// Why [`fetch_metainfo`] gave up.
+/// Why [`fetch_metainfo`] gave up. Every connection it held has been closed
+/// and reported as a [`PeerExit`].
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The time limit passed.
     #[error("timed out fetching metadata: {0}")]
     TimedOut(Progress),
-    /// The address stream ended and every connection closed.
+    /// The connection channel closed and every connection ended.
     #[error("ran out of peers fetching metadata: {0}")]
     PeersExhausted(Progress),
     /// Bytes that hash to the infohash but are no valid info dictionary:
@@ -152,91 +99,76 @@ pub enum FetchError {
     InvalidMetadata(#[from] MetainfoError),
 }
 
-/// Fetches and verifies the info dictionary of `info_hash` from the peers
-/// whose addresses arrive on `peers` (from the DHT, `x.pe`, ...).
+/// Fetches and verifies the info dictionary of `info_hash` over the
+/// handshaken connections that arrive on `conns` (dialed or accepted by the
+/// caller, with lodestone's reserved bits), publishing [`Progress`] on
+/// `progress` as it goes.
+///
+/// Each connection ends up in exactly one place: returned in
+/// [`Fetched::conns`], or reported on `exits` once closed (when it ends,
+/// misbehaves, arrives past [`FetchOptions::max_connections`], or when the
+/// fetch fails or is dropped). Peers without the extension protocol or
+/// ut_metadata are kept idle: the download can still use them.
 pub async fn fetch_metainfo(
     info_hash: InfoHash,
-    peers: mpsc::Receiver<SocketAddr>,
-    options: FetchOptions,
-) -> Result<Metainfo, FetchError> {
-    let (progress, _) = watch::channel(Progress::default());
-    fetch_metainfo_with_progress(info_hash, peers, options, &progress).await
-}
-
-/// [`fetch_metainfo`], publishing [`Progress`] on `progress` as it goes.
-pub async fn fetch_metainfo_with_progress(
-    info_hash: InfoHash,
-    peers: mpsc::Receiver<SocketAddr>,
+    conns: mpsc::Receiver<Established>,
+    exits: mpsc::UnboundedSender<PeerExit>,
     options: FetchOptions,
     progress: &watch::Sender<Progress>,
-) -> Result<Metainfo, FetchError> {
+) -> Result<Fetched, FetchError> {
     let deadline = Instant::now() + options.timeout;
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
     let mut driver = Driver {
         fetch: Fetch::new(info_hash, options.fetch.clone()),
         info_hash,
+        greeting: Greeting {
+            client_name: options.client_name.clone(),
+            listen_port: options.listen_port,
+        },
         options,
-        peers: Some(peers),
+        incoming: Some(conns),
+        exits,
         events_tx,
         events,
-        pending: VecDeque::new(),
-        seen: HashSet::new(),
-        retries: Vec::new(),
-        failures: HashMap::new(),
-        conns: HashMap::new(),
+        conns: BTreeMap::new(),
+        next_id: 0,
         tasks: JoinSet::new(),
         progress: Progress::default(),
-        malformed: 0,
+        closed_misbehaving: 0,
     };
-    // Dropping the driver on return aborts every connection task.
-    driver.run(deadline, progress).await
+    let metainfo = driver.run(deadline, progress).await?;
+    let conns = driver.hand_over(deadline).await;
+    Ok(Fetched { metainfo, conns })
+    // Dropping the driver reports what is left and aborts every task.
 }
 
-/// What a connection task reports.
-enum PeerEvent {
-    /// TCP and BitTorrent handshakes done.
-    Connected,
-    /// Its extension handshake offers ut_metadata.
-    Ready { metadata_size: Option<u64> },
-    /// A ut_metadata payload.
-    Metadata(Bytes),
-    /// The task ended; `connected` says whether it ever got that far.
-    Closed { connected: bool },
-}
-
-/// What the loop tells a connection task.
-enum Command {
-    /// Send this ut_metadata payload.
-    Send(Bytes),
-}
-
+/// The loop's view of one connection.
 struct Conn {
+    addr: SocketAddr,
     commands: mpsc::UnboundedSender<Command>,
-    connected: bool,
     ready: bool,
     budget: RequestBudget,
 }
 
 struct Driver {
-    fetch: Fetch<SocketAddr>,
+    fetch: Fetch<ConnId>,
     info_hash: InfoHash,
     options: FetchOptions,
-    peers: Option<mpsc::Receiver<SocketAddr>>,
-    events_tx: mpsc::Sender<(SocketAddr, PeerEvent)>,
-    events: mpsc::Receiver<(SocketAddr, PeerEvent)>,
-    pending: VecDeque<SocketAddr>,
-    seen: HashSet<SocketAddr>,
-    /// Addresses whose connection failed, with when to try again; a failed
-    /// connect or handshake is often passing (a peer still tearing down an
-    /// earlier connection from our IP, a full backlog).
-    retries: Vec<(Instant, SocketAddr)>,
-    /// Failed connection attempts per address.
-    failures: HashMap<SocketAddr, u32>,
-    conns: HashMap<SocketAddr, Conn>,
+    greeting: Greeting,
+    /// `None` once the caller closed the channel.
+    incoming: Option<mpsc::Receiver<Established>>,
+    exits: mpsc::UnboundedSender<PeerExit>,
+    events_tx: mpsc::Sender<(ConnId, PeerEvent)>,
+    events: mpsc::Receiver<(ConnId, PeerEvent)>,
+    /// Live connections, in arrival order. Leaving this map is what reports
+    /// a connection's exit, so it happens once.
+    conns: BTreeMap<ConnId, Conn>,
+    next_id: ConnId,
     tasks: JoinSet<()>,
     progress: Progress,
-    /// Peers closed for sending undecodable ut_metadata messages.
-    malformed: u32,
+    /// Connections closed for breaking the protocol outside the fetch's
+    /// view (undecodable ut_metadata, floods).
+    closed_misbehaving: u32,
 }
 
 impl Driver {
@@ -247,14 +179,12 @@ impl Driver {
     ) -> Result<Metainfo, FetchError> {
         loop {
             let timer = self.fetch.poll_timeout().map(Instant::from_std);
-            let retry_at = self.retries.iter().map(|(at, _)| *at).min();
             tokio::select! {
-                () = sleep_until(retry_at) => self.due_retries(),
-                addr = recv_addr(&mut self.peers) => match addr {
-                    Some(addr) => self.add_peer(addr),
-                    None => self.peers = None,
+                conn = recv_conn(&mut self.incoming) => match conn {
+                    Some(conn) => self.admit(conn),
+                    None => self.incoming = None,
                 },
-                Some((addr, event)) = self.events.recv() => self.on_event(addr, event),
+                Some((id, event)) = self.events.recv() => self.on_event(id, event),
                 () = sleep_until(timer) => {
                     self.fetch.handle_timeout(Instant::now().into_std());
                 }
@@ -263,90 +193,71 @@ impl Driver {
                 }
             }
             self.apply_actions();
+            while self.tasks.try_join_next().is_some() {}
+            self.publish(progress);
             if let Some(raw) = self.fetch.take_verified() {
                 let metainfo = Metainfo::from_info_bytes(raw)?;
                 debug_assert_eq!(metainfo.info_hash, self.info_hash);
                 return Ok(metainfo);
             }
-            while self.conns.len() < self.options.max_connections.max(1) {
-                let Some(addr) = self.pending.pop_front() else {
-                    break;
-                };
-                self.connect(addr);
-            }
-            while self.tasks.try_join_next().is_some() {}
-            self.publish(progress);
-            if self.peers.is_none()
-                && self.conns.is_empty()
-                && self.pending.is_empty()
-                && self.retries.is_empty()
-            {
+            if self.incoming.is_none() && self.conns.is_empty() {
                 return Err(FetchError::PeersExhausted(self.progress));
             }
         }
     }
 
-    fn add_peer(&mut self, addr: SocketAddr) {
-        if self.seen.len() >= self.options.max_known_peers || !self.seen.insert(addr) {
+    /// Takes on a new connection, or closes it if every slot is taken.
+    fn admit(&mut self, established: Established) {
+        if self.conns.len() >= self.options.max_connections.max(1) {
+            self.report_exit(established.addr, false);
             return;
         }
-        self.pending.push_back(addr);
-    }
-
-    /// Moves the retries whose time has come back to the queue.
-    fn due_retries(&mut self) {
-        let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = self.retries.drain(..).partition(|(at, _)| *at <= now);
-        self.retries = later;
-        self.pending.extend(due.into_iter().map(|(_, addr)| addr));
-    }
-
-    fn connect(&mut self, addr: SocketAddr) {
+        let id = self.next_id;
+        self.next_id += 1;
         let (commands, rx) = mpsc::unbounded_channel();
         self.conns.insert(
-            addr,
+            id,
             Conn {
+                addr: established.addr,
                 commands,
-                connected: false,
                 ready: false,
                 budget: RequestBudget::default(),
             },
         );
-        let mut ours = ExtendedHandshake {
-            v: self.options.client_name.clone(),
-            p: self.options.listen_port,
-            ..ExtendedHandshake::default()
-        };
-        ours.m.insert(UT_METADATA.to_owned(), OUR_UT_METADATA_ID);
-        let mut reserved = Reserved::default();
-        reserved.set_extensions(true);
-        let task = PeerTask {
-            addr,
-            handshake: Handshake::new(reserved, self.info_hash, self.options.peer_id),
-            extended: ours.to_message(),
-            connect_timeout: self.options.connect_timeout,
-            events: self.events_tx.clone(),
-        };
-        self.tasks.spawn(task.run(rx));
+        self.progress.ever_connected += 1;
+        self.tasks.spawn(PeerTask::run(
+            id,
+            established,
+            self.greeting.clone(),
+            self.events_tx.clone(),
+            rx,
+        ));
     }
 
-    fn on_event(&mut self, addr: SocketAddr, event: PeerEvent) {
+    fn on_event(&mut self, id: ConnId, event: PeerEvent) {
         let now = Instant::now().into_std();
         // Events from connections the loop already let go are stale.
-        let Some(conn) = self.conns.get_mut(&addr) else {
+        let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
         match event {
-            PeerEvent::Connected => {
-                conn.connected = true;
-                self.progress.ever_connected += 1;
-            }
-            PeerEvent::Ready { metadata_size } => {
+            PeerEvent::Handshake {
+                ut_metadata: true,
+                metadata_size,
+            } => {
                 if !conn.ready {
                     conn.ready = true;
                     self.progress.ever_ut_metadata += 1;
                 }
-                self.fetch.peer_ready(now, addr, metadata_size);
+                self.fetch.peer_ready(now, id, metadata_size);
+            }
+            PeerEvent::Handshake {
+                ut_metadata: false, ..
+            } => {
+                // A later handshake may switch ut_metadata off; the peer
+                // stays connected for the download.
+                conn.ready = false;
+                self.fetch.peer_gone(now, id);
             }
             PeerEvent::Metadata(payload) => match Message::decode(&payload) {
                 Ok(Message::Request { piece }) => {
@@ -354,26 +265,17 @@ impl Driver {
                     let answer = respond(None, &mut conn.budget, piece).to_vec();
                     let _ = conn.commands.send(Command::Send(answer.into()));
                 }
-                Ok(message) => self.fetch.message(now, addr, &message),
+                Ok(message) => self.fetch.message(now, id, &message),
                 Err(_) => {
-                    // Malformed: the peer's fault; close it.
-                    self.conns.remove(&addr);
-                    self.malformed += 1;
-                    self.fetch.peer_gone(now, addr);
+                    self.closed_misbehaving += 1;
+                    self.close(id, true);
                 }
             },
-            PeerEvent::Closed { connected } => {
-                if !connected {
-                    self.progress.connect_failures += 1;
-                    let failures = self.failures.entry(addr).or_insert(0);
-                    *failures += 1;
-                    if *failures <= MAX_CONNECT_RETRIES {
-                        let backoff = FIRST_RETRY * 2u32.pow(*failures - 1);
-                        self.retries.push((Instant::now() + backoff, addr));
-                    }
+            PeerEvent::Closed { misbehaved } => {
+                if misbehaved {
+                    self.closed_misbehaving += 1;
                 }
-                self.conns.remove(&addr);
-                self.fetch.peer_gone(now, addr);
+                self.close(id, misbehaved);
             }
         }
     }
@@ -386,27 +288,89 @@ impl Driver {
                         let _ = conn.commands.send(Command::Send(message.to_vec().into()));
                     }
                 }
-                Action::Drop { peer, .. } => {
-                    // Dropping the command sender ends the peer's task.
-                    self.conns.remove(&peer);
+                Action::Drop { peer, reason } => {
+                    tracing::debug!(%reason, "metadata fetch drops a peer");
+                    self.close(peer, reason.misbehaved());
                 }
             }
+        }
+    }
+
+    /// Lets connection `id` go (dropping its command sender ends its task)
+    /// and reports its exit.
+    fn close(&mut self, id: ConnId, misbehaved: bool) {
+        if let Some(conn) = self.conns.remove(&id) {
+            self.fetch.peer_gone(Instant::now().into_std(), id);
+            self.report_exit(conn.addr, misbehaved);
+        }
+    }
+
+    fn report_exit(&self, addr: SocketAddr, misbehaved: bool) {
+        // A caller that stopped listening does not need to know.
+        let _ = self.exits.send(PeerExit { addr, misbehaved });
+    }
+
+    /// Asks every connection task for its connection back, then adds the
+    /// connections still waiting in the channel.
+    async fn hand_over(&mut self, deadline: Instant) -> Vec<Established> {
+        let mut replies = Vec::with_capacity(self.conns.len());
+        for (&id, conn) in &self.conns {
+            let (reply, rx) = oneshot::channel();
+            // A task that ended already dropped its receiver; its reply
+            // channel then closes at once.
+            let _ = conn.commands.send(Command::HandOver(reply));
+            replies.push((id, rx));
+        }
+        let limit = deadline.min(Instant::now() + HAND_OVER_LIMIT);
+        let mut handed = Vec::with_capacity(replies.len());
+        for (id, mut rx) in replies {
+            let reply = loop {
+                tokio::select! {
+                    reply = &mut rx => break reply.ok(),
+                    // Keeps tasks from blocking on a full event queue.
+                    Some((id, event)) = self.events.recv() => self.on_late_event(id, event),
+                    () = tokio::time::sleep_until(limit) => break None,
+                }
+            };
+            if let Some(established) = reply {
+                self.conns.remove(&id);
+                handed.push(established);
+            }
+        }
+        while let Ok((id, event)) = self.events.try_recv() {
+            self.on_late_event(id, event);
+        }
+        // Any other connection not handed over stays in the map, and
+        // dropping the driver closes and reports it.
+        if let Some(incoming) = &mut self.incoming {
+            incoming.close();
+            while let Ok(established) = incoming.try_recv() {
+                handed.push(established);
+            }
+        }
+        handed
+    }
+
+    /// An event that arrives during the hand-over: only an end matters,
+    /// as a task that ended on its own says how before it stops listening
+    /// for the hand-over request.
+    fn on_late_event(&mut self, id: ConnId, event: PeerEvent) {
+        if let PeerEvent::Closed { misbehaved } = event {
+            self.close(id, misbehaved);
         }
     }
 
     fn publish(&mut self, progress: &watch::Sender<Progress>) {
         let stats = self.fetch.stats();
         let p = &mut self.progress;
-        p.peers_known = self.seen.len();
-        p.connecting = self.conns.values().filter(|c| !c.connected).count();
-        p.connected = self.conns.values().filter(|c| c.connected).count();
+        p.connected = self.conns.len();
         p.with_ut_metadata = stats.peers;
         p.metadata_size = stats.metadata_size;
         p.pieces_total = stats.pieces_total;
         p.pieces_have = stats.pieces_have;
         p.pieces_received = stats.pieces_received;
         p.hash_failures = stats.hash_failures;
-        p.peers_dropped = stats.peers_dropped + self.malformed;
+        p.peers_dropped = stats.peers_dropped + self.closed_misbehaving;
         let snapshot = *p;
         progress.send_if_modified(|current| {
             let changed = *current != snapshot;
@@ -416,8 +380,25 @@ impl Driver {
     }
 }
 
-async fn recv_addr(peers: &mut Option<mpsc::Receiver<SocketAddr>>) -> Option<SocketAddr> {
-    match peers {
+impl Drop for Driver {
+    /// Closes and reports every connection not handed over: on failure, and
+    /// when the caller drops the fetch before it ends.
+    fn drop(&mut self) {
+        for conn in std::mem::take(&mut self.conns).into_values() {
+            self.report_exit(conn.addr, false);
+        }
+        if let Some(mut incoming) = self.incoming.take() {
+            incoming.close();
+            while let Ok(established) = incoming.try_recv() {
+                self.report_exit(established.addr, false);
+            }
+        }
+        // Dropping `tasks` aborts every connection task.
+    }
+}
+
+async fn recv_conn(incoming: &mut Option<mpsc::Receiver<Established>>) -> Option<Established> {
+    match incoming {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
@@ -427,100 +408,5 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// One outgoing peer connection.
-struct PeerTask {
-    addr: SocketAddr,
-    handshake: Handshake,
-    extended: lodestone_wire::Message,
-    connect_timeout: Duration,
-    events: mpsc::Sender<(SocketAddr, PeerEvent)>,
-}
-
-/// Why a connection task stopped; only logged, the loop learns of the end
-/// through [`PeerEvent::Closed`].
-#[derive(Debug, thiserror::Error)]
-enum PeerEnd {
-    #[error(transparent)]
-    Connection(#[from] ConnectionError),
-    #[error("peer lacks the extension protocol")]
-    NoExtensionProtocol,
-    #[error("peer does not offer ut_metadata")]
-    NoUtMetadata,
-    #[error("the fetch let the peer go")]
-    LoopGone,
-}
-
-impl PeerTask {
-    async fn run(self, commands: mpsc::UnboundedReceiver<Command>) {
-        let mut connected = false;
-        let end = self.talk(commands, &mut connected).await;
-        tracing::debug!(peer = %self.addr, end = %ErrorChain(&end), "metadata peer closed");
-        let _ = self
-            .events
-            .send((self.addr, PeerEvent::Closed { connected }))
-            .await;
-    }
-
-    async fn report(&self, event: PeerEvent) -> Result<(), PeerEnd> {
-        self.events
-            .send((self.addr, event))
-            .await
-            .map_err(|_| PeerEnd::LoopGone)
-    }
-
-    async fn talk(
-        &self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
-        connected: &mut bool,
-    ) -> PeerEnd {
-        let result: Result<(), PeerEnd> = async {
-            let (conn, theirs) =
-                Connection::connect(self.addr, self.connect_timeout, self.handshake).await?;
-            *connected = true;
-            self.report(PeerEvent::Connected).await?;
-            if !theirs.reserved.supports_extensions() {
-                return Err(PeerEnd::NoExtensionProtocol);
-            }
-            let (mut reader, mut writer) = conn.into_split();
-            writer.send(&self.extended).await?;
-            let mut their_id = None;
-            loop {
-                tokio::select! {
-                    message = reader.recv() => match message? {
-                        lodestone_wire::Message::Extended { id: 0, payload } => {
-                            // A malformed handshake is the peer's fault.
-                            let hs = ExtendedHandshake::decode(&payload)
-                                .map_err(|_| PeerEnd::NoUtMetadata)?;
-                            their_id = Some(hs.extension_id(UT_METADATA).ok_or(PeerEnd::NoUtMetadata)?);
-                            self.report(PeerEvent::Ready { metadata_size: hs.metadata_size }).await?;
-                        }
-                        lodestone_wire::Message::Extended { id: OUR_UT_METADATA_ID, payload } => {
-                            self.report(PeerEvent::Metadata(payload)).await?;
-                        }
-                        _ => {}
-                    },
-                    command = commands.recv() => {
-                        let Some(Command::Send(payload)) = command else {
-                            return Ok(()); // the loop let go of this peer
-                        };
-                        let Some(id) = their_id else { continue };
-                        writer.feed(&lodestone_wire::Message::Extended { id, payload });
-                        // Everything queued goes out in one write.
-                        while let Ok(Command::Send(payload)) = commands.try_recv() {
-                            writer.feed(&lodestone_wire::Message::Extended { id, payload });
-                        }
-                        writer.flush().await?;
-                    }
-                }
-            }
-        }
-        .await;
-        match result {
-            Ok(()) => PeerEnd::LoopGone,
-            Err(end) => end,
-        }
     }
 }

@@ -143,6 +143,23 @@ pub enum DropReason {
     TimedOut,
 }
 
+impl DropReason {
+    /// Whether the peer broke the protocol or sent bad data, so that it is
+    /// not worth connecting to again; `false` when it was merely of no use
+    /// for the metadata (slow, or without it), which another phase or a
+    /// later connection may still find useful.
+    pub fn misbehaved(&self) -> bool {
+        match self {
+            DropReason::MetadataTooLarge { .. }
+            | DropReason::MetadataEmpty
+            | DropReason::WrongTotalSize { .. }
+            | DropReason::WrongPieceLength { .. }
+            | DropReason::HashMismatch => true,
+            DropReason::Rejected | DropReason::TimedOut => false,
+        }
+    }
+}
+
 /// Counters for progress reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FetchStats {

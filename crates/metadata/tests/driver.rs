@@ -1,27 +1,38 @@
-//! The async driver against fake peers on 127.0.0.1: honest seeders serving
-//! a multi-piece info dictionary, and hostile ones (wrong bytes, a 4 GiB
-//! `metadata_size`, rejecting everything, never handshaking).
+//! The async driver against fake peers on 127.0.0.1, over connections the
+//! test dials and handshakes as the session would: honest seeders serving a
+//! multi-piece info dictionary, hostile ones (wrong bytes, a 4 GiB
+//! `metadata_size`, rejecting everything, never answering, undecodable
+//! answers, flooding), peers without ut_metadata, and the hand-over of live
+//! connections to the next phase.
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lodestone_bencode::Writer;
 use lodestone_core::{InfoHash, PeerId};
-use lodestone_metadata::driver::OUR_UT_METADATA_ID;
 use lodestone_metadata::{
-    FetchError, FetchOptions, Message, PIECE_SIZE, Progress, RequestBudget, fetch_metainfo,
-    fetch_metainfo_with_progress, respond,
+    FetchError, FetchOptions, Fetched, Message, PIECE_SIZE, Progress, RequestBudget,
+    fetch_metainfo, respond,
 };
 use lodestone_wire::extension::UT_METADATA;
-use lodestone_wire::{Connection, ExtendedHandshake, Handshake, Reserved};
+use lodestone_wire::{
+    Connection, Established, ExtendedHandshake, Handshake, MAX_EARLY_MESSAGES, Message as Wire,
+    OUR_UT_METADATA_ID, PeerExit, Reserved,
+};
 use sha1::{Digest, Sha1};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 /// The id our fake seeders ask ut_metadata messages to arrive under.
 const SEEDER_UT_METADATA_ID: u8 = 7;
+
+/// Limit for any single wait in a test, so a bug fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(10);
 
 /// An info dictionary with enough files to span several metadata pieces.
 fn info_dict(files: usize) -> Vec<u8> {
@@ -57,62 +68,67 @@ enum Behaviour {
     WrongBytes,
     HugeSize,
     RejectAll,
-    /// Accepts TCP, never sends a handshake.
-    Mute,
-    /// BitTorrent handshake without the extension protocol bit.
+    /// Offers ut_metadata and never answers a request.
+    Silent,
+    /// Answers requests with bytes that are no ut_metadata message.
+    Garbage,
+    /// A plain BitTorrent peer: neither the extension protocol nor the fast
+    /// extension.
     NoExtensions,
+    /// The extension protocol without ut_metadata.
+    NoUtMetadata,
+    /// More `have`s than a connection keeps before the hand-over.
+    HaveFlood,
+    /// Two bitfields.
+    AnnouncesTwice,
+    /// Extension handshakes of 30 KB each, until the early bytes overflow.
+    HandshakeFlood,
 }
 
-/// Starts a fake peer; returns its address.
-async fn fake_peer(info: Vec<u8>, behaviour: Behaviour) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hash = info_hash(&info);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let info = info.clone();
-            tokio::spawn(async move {
-                let _ = serve_one(stream, info, hash, behaviour).await;
-            });
-        }
-    });
-    addr
+/// A fake peer listening on 127.0.0.1.
+struct FakePeer {
+    addr: SocketAddr,
+    /// Connections it accepted.
+    accepted: Arc<AtomicUsize>,
+    /// Every message it received, except ut_metadata ones, in order.
+    received: mpsc::UnboundedReceiver<Wire>,
 }
 
-async fn serve_one(
-    stream: tokio::net::TcpStream,
-    info: Vec<u8>,
-    hash: InfoHash,
-    behaviour: Behaviour,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    if behaviour == Behaviour::Mute {
-        // Hold the socket open without a word until the client gives up.
-        let mut buf = [0u8; 68];
-        let mut stream = stream;
-        loop {
-            use tokio::io::AsyncReadExt;
-            if stream.read(&mut buf).await? == 0 {
-                return Ok(());
+impl FakePeer {
+    async fn start(info: &[u8], behaviour: Behaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (received_tx, received) = mpsc::unbounded_channel();
+        let info = info.to_vec();
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let (info, received) = (info.clone(), received_tx.clone());
+                tokio::spawn(async move {
+                    let _ = serve_one(stream, info, behaviour, received).await;
+                });
             }
+        });
+        Self {
+            addr,
+            accepted,
+            received,
         }
     }
-    let mut reserved = Reserved::default();
-    reserved.set_extensions(behaviour != Behaviour::NoExtensions);
-    let ours = Handshake::new(reserved, hash, PeerId::new([b's'; 20]));
-    let (mut conn, theirs) = Connection::accept(stream, Duration::from_secs(5), ours).await?;
-    assert!(
-        theirs.reserved.supports_extensions(),
-        "client must set the BEP 10 bit"
-    );
-    if behaviour == Behaviour::NoExtensions {
-        // Stay connected, as a plain BitTorrent peer would.
-        loop {
-            conn.recv().await?;
-        }
+
+    /// The next message it received.
+    async fn next_received(&mut self) -> Wire {
+        tokio::time::timeout(PATIENCE, self.received.recv())
+            .await
+            .unwrap()
+            .unwrap()
     }
+}
+
+/// The extension handshake a fake peer sends.
+fn seeder_handshake(info: &[u8], behaviour: Behaviour) -> Wire {
     let mut hs = ExtendedHandshake {
         metadata_size: Some(match behaviour {
             Behaviour::HugeSize => 4 << 30,
@@ -120,27 +136,68 @@ async fn serve_one(
         }),
         ..ExtendedHandshake::default()
     };
-    hs.m.insert(UT_METADATA.to_owned(), SEEDER_UT_METADATA_ID);
-    conn.send(&hs.to_message()).await?;
+    let offers_ut_metadata = !matches!(
+        behaviour,
+        Behaviour::NoUtMetadata | Behaviour::HaveFlood | Behaviour::HandshakeFlood
+    );
+    if offers_ut_metadata {
+        hs.m.insert(UT_METADATA.to_owned(), SEEDER_UT_METADATA_ID);
+    }
+    if behaviour == Behaviour::HandshakeFlood {
+        hs.v = Some("x".repeat(30_000));
+    }
+    hs.to_message()
+}
+
+/// What a fake peer sends right after the BitTorrent handshake.
+fn opening(info: &[u8], behaviour: Behaviour) -> Vec<Wire> {
+    let bitfield = Wire::Bitfield(vec![0b1010_0000].into());
+    let handshake = seeder_handshake(info, behaviour);
+    match behaviour {
+        Behaviour::NoExtensions => vec![bitfield],
+        Behaviour::HaveFlood => std::iter::once(handshake)
+            .chain((0..=MAX_EARLY_MESSAGES as u32).map(Wire::Have))
+            .collect(),
+        Behaviour::AnnouncesTwice => vec![bitfield.clone(), bitfield],
+        Behaviour::HandshakeFlood => vec![handshake; 40],
+        _ => vec![bitfield, handshake, Wire::Have(1)],
+    }
+}
+
+async fn serve_one(
+    stream: tokio::net::TcpStream,
+    info: Vec<u8>,
+    behaviour: Behaviour,
+    received: mpsc::UnboundedSender<Wire>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let reserved = match behaviour {
+        Behaviour::NoExtensions => Reserved::default(),
+        _ => Reserved::LODESTONE,
+    };
+    let ours = Handshake::new(reserved, info_hash(&info), PeerId::new([b's'; 20]));
+    let (mut conn, _) = Connection::accept(stream, PATIENCE, ours).await?;
+    conn.send_batch(&opening(&info, behaviour)).await?;
     let mut budget = RequestBudget::default();
     let mut corrupted = info.clone();
     corrupted[info.len() / 2] ^= 0x55;
     let mut their_id = None;
     loop {
-        let lodestone_wire::Message::Extended { id, payload } = conn.recv().await? else {
+        let message = conn.recv().await?;
+        let Wire::Extended { id, payload } = &message else {
+            received.send(message)?;
             continue;
         };
-        if id == 0 {
-            let theirs = ExtendedHandshake::decode(&payload)?;
-            their_id = theirs.extension_id(UT_METADATA);
+        if *id == 0 {
+            their_id = ExtendedHandshake::decode(payload)?.extension_id(UT_METADATA);
             assert_eq!(their_id, Some(OUR_UT_METADATA_ID));
+            received.send(message)?;
             continue;
         }
         assert_eq!(
-            id, SEEDER_UT_METADATA_ID,
+            *id, SEEDER_UT_METADATA_ID,
             "client used the wrong extension id"
         );
-        let Message::Request { piece } = Message::decode(&payload)? else {
+        let Message::Request { piece } = Message::decode(payload)? else {
             continue;
         };
         assert_ne!(
@@ -149,158 +206,342 @@ async fn serve_one(
             "asked a peer with an absurd size"
         );
         let answer = match behaviour {
-            Behaviour::RejectAll => Message::Reject { piece },
-            Behaviour::WrongBytes => respond(Some(&corrupted), &mut budget, piece),
-            _ => respond(Some(&info), &mut budget, piece),
+            Behaviour::Silent => continue,
+            Behaviour::Garbage => b"not a ut_metadata message".to_vec(),
+            Behaviour::RejectAll => Message::Reject { piece }.to_vec(),
+            Behaviour::WrongBytes => respond(Some(&corrupted), &mut budget, piece).to_vec(),
+            _ => respond(Some(&info), &mut budget, piece).to_vec(),
         };
         let id = their_id.ok_or("request before the client's handshake")?;
-        conn.send(&lodestone_wire::Message::Extended {
+        conn.send(&Wire::Extended {
             id,
-            payload: answer.to_vec().into(),
+            payload: answer.into(),
         })
         .await?;
     }
 }
 
 fn options() -> FetchOptions {
-    let mut options = FetchOptions::new(PeerId::new([b'c'; 20]));
-    options.timeout = Duration::from_secs(20);
-    options
+    FetchOptions {
+        timeout: Duration::from_secs(20),
+        ..FetchOptions::default()
+    }
 }
 
-async fn addresses(list: &[SocketAddr], close: bool) -> mpsc::Receiver<SocketAddr> {
+/// Dials and handshakes every peer, in order, as the session would, and
+/// queues the connections for the driver. The channel stays open while the
+/// returned sender lives, closed if `None`.
+async fn dial(
+    info: &[u8],
+    peers: &[&FakePeer],
+    keep_open: bool,
+) -> (
+    mpsc::Receiver<Established>,
+    Option<mpsc::Sender<Established>>,
+) {
     let (tx, rx) = mpsc::channel(64);
-    for addr in list {
-        tx.send(*addr).await.unwrap();
+    for peer in peers {
+        let ours = Handshake::new(
+            Reserved::LODESTONE,
+            info_hash(info),
+            PeerId::new([b'c'; 20]),
+        );
+        let (conn, theirs) = Connection::connect(peer.addr, PATIENCE, ours)
+            .await
+            .unwrap();
+        tx.send(Established::new(conn, theirs, peer.addr, false))
+            .await
+            .unwrap();
     }
-    if !close {
-        // Keep the stream open: more peers might come.
-        std::mem::forget(tx);
+    (rx, keep_open.then_some(tx))
+}
+
+/// Runs a fetch; returns its result, the last progress and every exit.
+async fn run(
+    info: &[u8],
+    conns: mpsc::Receiver<Established>,
+    options: FetchOptions,
+) -> (Result<Fetched, FetchError>, Progress, Vec<PeerExit>) {
+    let (exits_tx, mut exits_rx) = mpsc::unbounded_channel();
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    let result = fetch_metainfo(info_hash(info), conns, exits_tx, options, &progress_tx).await;
+    let mut exits = Vec::new();
+    while let Some(exit) = exits_rx.recv().await {
+        exits.push(exit);
     }
-    rx
+    let progress = *progress_rx.borrow();
+    (result, progress, exits)
+}
+
+async fn start_all(info: &[u8], behaviours: &[Behaviour]) -> Vec<FakePeer> {
+    let mut peers = Vec::new();
+    for &behaviour in behaviours {
+        peers.push(FakePeer::start(info, behaviour).await);
+    }
+    peers
 }
 
 #[tokio::test]
 async fn fetches_multi_piece_metadata_from_honest_seeders() {
     let info = info_dict(600);
     assert!(info.len() > 3 * PIECE_SIZE as usize, "{} bytes", info.len());
-    let mut peers = Vec::new();
-    for _ in 0..3 {
-        peers.push(fake_peer(info.clone(), Behaviour::Honest).await);
-    }
-    let rx = addresses(&peers, false).await;
-    let (progress_tx, progress_rx) = watch::channel(Progress::default());
-    let metainfo = fetch_metainfo_with_progress(info_hash(&info), rx, options(), &progress_tx)
-        .await
-        .unwrap();
-    assert_eq!(metainfo.info_hash, info_hash(&info));
-    assert_eq!(metainfo.raw_info(), &info[..]);
-    assert_eq!(metainfo.info.files.len(), 600);
-    let progress = *progress_rx.borrow();
-    assert_eq!(progress.peers_known, 3);
-    assert!(progress.ever_ut_metadata >= 1);
+    let peers = start_all(&info, &[Behaviour::Honest; 3]).await;
+    let (conns, _open) = dial(&info, &peers.iter().collect::<Vec<_>>(), true).await;
+    let (result, progress, exits) = run(&info, conns, options()).await;
+    let fetched = result.unwrap();
+    assert_eq!(fetched.metainfo.info_hash, info_hash(&info));
+    assert_eq!(fetched.metainfo.raw_info(), &info[..]);
+    assert_eq!(fetched.metainfo.info.files.len(), 600);
+    assert_eq!(fetched.conns.len(), 3, "not handed over: {exits:?}");
+    assert_eq!(exits, []);
+    assert!(progress.ever_ut_metadata >= 1, "{progress:?}");
 }
 
 #[tokio::test]
 async fn honest_seeders_win_over_hostile_peers() {
     let info = info_dict(600);
-    let hash = info_hash(&info);
-    let mut peers = Vec::new();
-    // Hostile peers first, so they are connected and asked first.
-    for behaviour in [
-        Behaviour::WrongBytes,
-        Behaviour::HugeSize,
-        Behaviour::RejectAll,
-        Behaviour::Mute,
-        Behaviour::NoExtensions,
-        Behaviour::WrongBytes,
-        Behaviour::Honest,
-        Behaviour::Honest,
-    ] {
-        peers.push(fake_peer(info.clone(), behaviour).await);
-    }
-    let metainfo = fetch_metainfo(hash, addresses(&peers, false).await, options())
-        .await
-        .unwrap();
-    assert_eq!(metainfo.raw_info(), &info[..]);
+    // Hostile peers first, so they are taken on and asked first.
+    let peers = start_all(
+        &info,
+        &[
+            Behaviour::WrongBytes,
+            Behaviour::HugeSize,
+            Behaviour::RejectAll,
+            Behaviour::Silent,
+            Behaviour::NoExtensions,
+            Behaviour::WrongBytes,
+            Behaviour::Honest,
+            Behaviour::Honest,
+        ],
+    )
+    .await;
+    let (conns, _open) = dial(&info, &peers.iter().collect::<Vec<_>>(), true).await;
+    let mut options = options();
+    options.fetch.request_timeout = Duration::from_millis(500);
+    let (result, _, exits) = run(&info, conns, options).await;
+    let fetched = result.unwrap();
+    assert_eq!(fetched.metainfo.raw_info(), &info[..]);
+    // Every connection comes out exactly once.
+    assert_eq!(fetched.conns.len() + exits.len(), peers.len(), "{exits:?}");
 }
 
 #[tokio::test]
 async fn only_hostile_peers_end_in_a_stage_report() {
     let info = info_dict(100);
-    let mut peers = Vec::new();
-    for behaviour in [
-        Behaviour::WrongBytes,
-        Behaviour::HugeSize,
-        Behaviour::RejectAll,
-    ] {
-        peers.push(fake_peer(info.clone(), behaviour).await);
-    }
-    let err = fetch_metainfo(info_hash(&info), addresses(&peers, true).await, options())
-        .await
-        .unwrap_err();
+    let peers = start_all(
+        &info,
+        &[
+            Behaviour::WrongBytes,
+            Behaviour::HugeSize,
+            Behaviour::RejectAll,
+        ],
+    )
+    .await;
+    let (conns, _) = dial(&info, &peers.iter().collect::<Vec<_>>(), false).await;
+    let (result, _, exits) = run(&info, conns, options()).await;
+    let err = result.unwrap_err();
     let FetchError::PeersExhausted(progress) = &err else {
         panic!("{err}");
     };
     assert_eq!(progress.ever_ut_metadata, 3);
     assert!(progress.peers_dropped >= 3, "{progress:?}");
     assert!(err.to_string().contains("offered ut_metadata"), "{err}");
+    // Bad data bans a peer; rejecting only says it has nothing to give.
+    let misbehaved: HashMap<_, _> = exits.iter().map(|e| (e.addr, e.misbehaved)).collect();
+    let expected: HashMap<_, _> = [
+        (peers[0].addr, true),
+        (peers[1].addr, true),
+        (peers[2].addr, false),
+    ]
+    .into();
+    assert_eq!(exits.len(), 3, "{exits:?}");
+    assert_eq!(misbehaved, expected);
 }
 
 #[tokio::test]
 async fn no_peers_says_so() {
-    let err = fetch_metainfo(
-        InfoHash::new([1; 20]),
-        addresses(&[], true).await,
-        options(),
-    )
-    .await
-    .unwrap_err();
+    let (conns, _) = dial(&[], &[], false).await;
+    let (result, _, exits) = run(&[], conns, options()).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, FetchError::PeersExhausted(_)), "{err}");
     assert!(err.to_string().contains("no peers found"), "{err}");
-}
-
-#[tokio::test]
-async fn unreachable_peers_say_so() {
-    // A port that was just free: connecting is refused.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    let err = fetch_metainfo(
-        InfoHash::new([1; 20]),
-        addresses(&[addr], true).await,
-        options(),
-    )
-    .await
-    .unwrap_err();
-    assert!(err.to_string().contains("could not connect"), "{err}");
+    assert_eq!(exits, []);
 }
 
 #[tokio::test]
 async fn peers_without_ut_metadata_say_so() {
     let info = info_dict(10);
-    let peer = fake_peer(info.clone(), Behaviour::NoExtensions).await;
+    let peers = start_all(&info, &[Behaviour::NoExtensions, Behaviour::NoUtMetadata]).await;
+    let (conns, _) = dial(&info, &peers.iter().collect::<Vec<_>>(), false).await;
     let mut options = options();
-    options.timeout = Duration::from_millis(300);
-    let err = fetch_metainfo(info_hash(&info), addresses(&[peer], true).await, options)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("offers ut_metadata"), "{err}");
+    options.timeout = Duration::from_secs(1);
+    let (result, _, exits) = run(&info, conns, options).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, FetchError::TimedOut(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("none of 2 connected peers offers ut_metadata"),
+        "{err}"
+    );
+    // Kept open until the fetch failed, then closed and reported.
+    let expected: Vec<_> = peers
+        .iter()
+        .map(|p| PeerExit {
+            addr: p.addr,
+            misbehaved: false,
+        })
+        .collect();
+    assert_eq!(exits, expected);
+}
+
+/// Runs a fetch over one connection to a `behaviour` peer, which the
+/// driver must close; checks that the fetch runs out of peers and reports
+/// the exit with `misbehaved`.
+async fn assert_closed(behaviour: Behaviour, options: FetchOptions, misbehaved: bool) {
+    let info = info_dict(10);
+    let peer = FakePeer::start(&info, behaviour).await;
+    let (conns, _) = dial(&info, &[&peer], false).await;
+    let (result, progress, exits) = run(&info, conns, options).await;
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, FetchError::PeersExhausted(_)),
+        "{behaviour:?}: {err}"
+    );
+    assert_eq!(progress.peers_dropped, 1, "{behaviour:?}: {progress:?}");
+    let expected = PeerExit {
+        addr: peer.addr,
+        misbehaved,
+    };
+    assert_eq!(exits, [expected], "{behaviour:?}");
 }
 
 #[tokio::test]
-async fn mute_peer_times_out() {
-    let info = info_dict(10);
-    let peer = fake_peer(info.clone(), Behaviour::Mute).await;
+async fn a_peer_that_never_answers_is_let_go() {
     let mut options = options();
-    options.timeout = Duration::from_secs(1);
-    options.connect_timeout = Duration::from_millis(200);
-    let err = fetch_metainfo(info_hash(&info), addresses(&[peer], false).await, options)
-        .await
-        .unwrap_err();
-    let FetchError::TimedOut(progress) = &err else {
-        panic!("{err}");
+    options.fetch.request_timeout = Duration::from_millis(100);
+    // Slow is not hostile: the session may dial it again.
+    assert_closed(Behaviour::Silent, options, false).await;
+}
+
+#[tokio::test]
+async fn hands_over_the_same_connection_with_its_early_messages() {
+    let info = info_dict(600);
+    let mut peer = FakePeer::start(&info, Behaviour::Honest).await;
+    let (conns, _open) = dial(&info, &[&peer], true).await;
+    let (result, _, exits) = run(&info, conns, options()).await;
+    let Fetched { metainfo, conns } = result.unwrap();
+    assert_eq!(metainfo.raw_info(), &info[..]);
+    assert_eq!(exits, []);
+    let [mut conn] = <[Established; 1]>::try_from(conns).unwrap();
+    assert_eq!(conn.addr, peer.addr);
+    assert!(!conn.incoming);
+    assert!(conn.greeted);
+    // The bitfield and the `have` came before the metadata was complete,
+    // around the peer's extension handshake, and the download gets them all.
+    assert_eq!(conn.early, opening(&info, Behaviour::Honest));
+
+    // The peer saw `have_none` first (both set the fast bit), then our
+    // extension handshake.
+    assert_eq!(peer.next_received().await, Wire::HaveNone);
+    let Wire::Extended { id: 0, payload } = peer.next_received().await else {
+        panic!("expected our extension handshake");
     };
-    // A failed handshake is retried with backoff, so there may be several.
-    assert!(progress.connect_failures >= 1, "{progress:?}");
-    assert_eq!(progress.ever_connected, 0, "{progress:?}");
+    let ours = ExtendedHandshake::decode(&payload).unwrap();
+    assert_eq!(ours.m, lodestone_wire::our_extensions());
+    assert!(ours.v.is_some());
+
+    // The connection still works and is the one the peer accepted.
+    conn.conn.send(&Wire::Interested).await.unwrap();
+    assert_eq!(peer.next_received().await, Wire::Interested);
+    assert_eq!(peer.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// The messages a peer sent, as the next phase sees them: those kept before
+/// the hand-over, then those read from the connection after it.
+async fn sent_by_peer(conn: &mut Established, count: usize) -> Vec<Wire> {
+    let mut messages = std::mem::take(&mut conn.early);
+    while messages.len() < count {
+        let message = tokio::time::timeout(PATIENCE, conn.conn.recv()).await;
+        messages.push(message.unwrap().unwrap());
+    }
+    messages
+}
+
+#[tokio::test]
+async fn peers_without_ut_metadata_are_kept_for_the_download() {
+    let info = info_dict(10);
+    let behaviours = [
+        Behaviour::NoExtensions,
+        Behaviour::NoUtMetadata,
+        Behaviour::Honest,
+    ];
+    let peers = start_all(&info, &behaviours).await;
+    let (conns, _open) = dial(&info, &peers.iter().collect::<Vec<_>>(), true).await;
+    let (result, _, exits) = run(&info, conns, options()).await;
+    let mut fetched = result.unwrap();
+    assert_eq!(exits, []);
+    let addrs: Vec<_> = fetched.conns.iter().map(|c| c.addr).collect();
+    assert_eq!(addrs, peers.iter().map(|p| p.addr).collect::<Vec<_>>());
+    for (conn, behaviour) in fetched.conns.iter_mut().zip(behaviours) {
+        let expected = opening(&info, behaviour);
+        // Nothing the peer sent is lost, whether the metadata phase read it
+        // or not.
+        assert_eq!(sent_by_peer(conn, expected.len()).await, expected);
+    }
+    // We sent the plain peer nothing, so the download may open with a
+    // bitfield; the others got our greeting.
+    let greeted: Vec<_> = fetched.conns.iter().map(|c| c.greeted).collect();
+    assert_eq!(greeted, [false, true, true]);
+}
+
+#[tokio::test]
+async fn floods_before_the_hand_over_close_the_peer_as_misbehaving() {
+    for behaviour in [
+        Behaviour::HaveFlood,
+        Behaviour::AnnouncesTwice,
+        Behaviour::HandshakeFlood,
+    ] {
+        assert_closed(behaviour, options(), true).await;
+    }
+}
+
+#[tokio::test]
+async fn an_undecodable_ut_metadata_message_closes_the_peer_as_misbehaving() {
+    assert_closed(Behaviour::Garbage, options(), true).await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed() {
+    let info = info_dict(10);
+    let peers = start_all(&info, &[Behaviour::NoUtMetadata; 2]).await;
+    let (conns, _) = dial(&info, &peers.iter().collect::<Vec<_>>(), false).await;
+    let mut options = options();
+    options.max_connections = 1;
+    options.timeout = Duration::from_secs(1);
+    let (result, progress, exits) = run(&info, conns, options).await;
+    assert!(matches!(result, Err(FetchError::TimedOut(_))));
+    assert_eq!(progress.ever_connected, 1, "{progress:?}");
+    // The second is closed on arrival, the first when the fetch gives up.
+    let order: Vec<_> = exits.iter().map(|e| (e.addr, e.misbehaved)).collect();
+    assert_eq!(order, [(peers[1].addr, false), (peers[0].addr, false)]);
+}
+
+#[tokio::test]
+async fn an_extension_handshake_read_by_a_previous_owner_counts() {
+    let info = info_dict(10);
+    let peer = FakePeer::start(&info, Behaviour::Honest).await;
+    let (mut conns, _) = dial(&info, &[&peer], false).await;
+    let mut conn = conns.recv().await.unwrap();
+    // Whoever held the connection before read the peer's opening.
+    let opening = opening(&info, Behaviour::Honest);
+    for _ in &opening {
+        let message = tokio::time::timeout(PATIENCE, conn.conn.recv()).await;
+        conn.early.push(message.unwrap().unwrap());
+    }
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(conn).await.unwrap();
+    let (result, _, _) = run(&info, rx, options()).await;
+    let fetched = result.unwrap();
+    assert_eq!(fetched.metainfo.raw_info(), &info[..]);
+    assert_eq!(fetched.conns[0].early, opening);
 }

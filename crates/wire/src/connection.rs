@@ -1,4 +1,5 @@
-//! A peer connection over TCP: handshake, buffered decoding, batched writes.
+//! A peer connection over a byte stream (TCP, or any [`ByteStream`]):
+//! handshake, buffered decoding, batched writes.
 //!
 //! This is plain async IO around the sans-IO [`Decoder`] and [`encode`]; it
 //! makes no protocol decisions. Reads go straight into a [`BytesMut`] that
@@ -19,13 +20,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use lodestone_core::InfoHash;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::codec::{Decoder, MessageError, encode, encode_piece_header};
 use crate::handshake::{
     HANDSHAKE_LEN, HANDSHAKE_PREFIX_LEN, Handshake, HandshakeError, HandshakePrefix,
 };
 use crate::message::Message;
+use crate::transport::{ByteStream, ReadStream, WriteStream};
 
 /// Free space the reader keeps in its buffer before each read: large reads
 /// mean few syscalls at high rates (a 16 KiB block arrives every 16 µs at
@@ -99,10 +100,10 @@ impl Connection {
         .await
     }
 
-    /// Like [`Connection::connect`] over a stream already connected (for
-    /// sockets configured by the caller).
+    /// Like [`Connection::connect`] over a stream already connected: a
+    /// socket configured by the caller, or another transport.
     pub async fn initiate(
-        stream: TcpStream,
+        stream: impl Into<ByteStream>,
         timeout: Duration,
         ours: Handshake,
     ) -> Result<(Self, Handshake), ConnectionError> {
@@ -110,10 +111,10 @@ impl Connection {
     }
 
     async fn initiate_inner(
-        stream: TcpStream,
+        stream: impl Into<ByteStream>,
         ours: Handshake,
     ) -> Result<(Self, Handshake), ConnectionError> {
-        let mut conn = Self::new(stream)?;
+        let mut conn = Self::new(stream.into())?;
         conn.writer.write_raw(&ours.to_bytes()).await?;
         let prefix = conn.reader.read_prefix().await?;
         prefix.check_info_hash(&ours.info_hash)?;
@@ -124,7 +125,7 @@ impl Connection {
     /// Answers an incoming connection for one torrent: reads the peer's
     /// handshake, refuses another infohash, replies with `ours`.
     pub async fn accept(
-        stream: TcpStream,
+        stream: impl Into<ByteStream>,
         timeout: Duration,
         ours: Handshake,
     ) -> Result<(Self, Handshake), ConnectionError> {
@@ -140,12 +141,12 @@ impl Connection {
     /// Our handshake is sent before the peer's id arrives, as some clients
     /// wait for it.
     pub async fn accept_with(
-        stream: TcpStream,
+        stream: impl Into<ByteStream>,
         timeout: Duration,
         route: impl FnOnce(&HandshakePrefix) -> Option<Handshake>,
     ) -> Result<(Self, Handshake), ConnectionError> {
         with_timeout(timeout, async {
-            let mut conn = Self::new(stream)?;
+            let mut conn = Self::new(stream.into())?;
             let prefix = conn.reader.read_prefix().await?;
             let ours = route(&prefix).ok_or(ProtocolError::UnknownInfoHash(prefix.info_hash))?;
             conn.writer.write_raw(&ours.to_bytes()).await?;
@@ -155,13 +156,12 @@ impl Connection {
         .await
     }
 
-    fn new(stream: TcpStream) -> io::Result<Self> {
-        // Requests are small and latency-bound; we batch writes ourselves.
-        stream.set_nodelay(true)?;
-        let (read, write) = stream.into_split();
+    fn new(stream: ByteStream) -> io::Result<Self> {
+        let (read, write, peer) = stream.into_split()?;
         Ok(Self {
             reader: ConnectionReader {
                 stream: read,
+                peer,
                 buf: BytesMut::with_capacity(READ_CHUNK),
                 decoder: Decoder::new(),
             },
@@ -232,7 +232,8 @@ async fn with_timeout<T>(
 /// The receiving half of a [`Connection`].
 #[derive(Debug)]
 pub struct ConnectionReader {
-    stream: OwnedReadHalf,
+    stream: ReadStream,
+    peer: SocketAddr,
     buf: BytesMut,
     decoder: Decoder,
 }
@@ -274,7 +275,7 @@ impl ConnectionReader {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
+        Ok(self.peer)
     }
 
     /// Reads once, making room for at least `want` buffered bytes.
@@ -329,7 +330,7 @@ const MAX_IOVECS: usize = 64;
 /// hands all segments to the kernel in vectored writes.
 #[derive(Debug)]
 pub struct ConnectionWriter {
-    stream: OwnedWriteHalf,
+    stream: WriteStream,
     /// Encoded messages not yet moved to `queue`.
     buf: BytesMut,
     /// Segments to write, in order: runs of `buf` and block payloads.
@@ -337,7 +338,7 @@ pub struct ConnectionWriter {
 }
 
 impl ConnectionWriter {
-    fn new(stream: OwnedWriteHalf) -> Self {
+    fn new(stream: WriteStream) -> Self {
         Self {
             stream,
             buf: BytesMut::new(),

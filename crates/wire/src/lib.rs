@@ -12,7 +12,9 @@
 //! * [`extension`]: the BEP 10 extension handshake dictionary.
 //! * [`established`]: a handshaken connection changing hands (dialer →
 //!   metadata fetch → download) with the messages already received.
-//! * [`connection`]: plain async code over `tokio::net::TcpStream` that
+//! * [`transport`]: the byte streams a connection runs over (TCP, or any
+//!   boxed stream: the seam for uTP and encryption).
+//! * [`connection`]: plain async code over a [`ByteStream`] that
 //!   reads into a buffer, decodes, batches writes, and splits into reader and
 //!   writer halves. All decisions (what to request, whom to choke) belong to
 //!   the caller.
@@ -54,6 +56,7 @@ pub mod established;
 pub mod extension;
 pub mod handshake;
 pub mod message;
+pub mod transport;
 
 pub use codec::{Decoder, MessageError, encode, encode_piece_header, encoded_len};
 pub use connection::{
@@ -63,3 +66,4 @@ pub use established::{Established, MAX_EARLY_MESSAGES, PeerExit};
 pub use extension::{ExtendedHandshake, ExtensionError, OUR_UT_METADATA_ID, our_extensions};
 pub use handshake::{Handshake, HandshakeError, HandshakePrefix, Reserved};
 pub use message::{Block, BlockRequest, Message};
+pub use transport::{ByteStream, PeerStream};

@@ -165,8 +165,11 @@ impl Driver {
     fn command(&mut self, command: Command) {
         let now = Instant::now();
         match command {
-            Command::GetPeers(info_hash, tx) => {
-                let id = self.node.get_peers(now, info_hash);
+            Command::GetPeers(info_hash, announce, tx) => {
+                let id = match announce {
+                    Some(port) => self.node.announce(now, info_hash, Some(port)),
+                    None => self.node.get_peers(now, info_hash),
+                };
                 self.waiters.insert(id, Waiter::Peers(tx));
             }
             Command::Announce(info_hash, port, reply) => {

@@ -126,7 +126,8 @@ fn bind(addr: SocketAddr, buffer: Option<usize>) -> io::Result<UdpSocket> {
 /// Requests from handles to the task.
 #[derive(Debug)]
 enum Command {
-    GetPeers(InfoHash, mpsc::Sender<SocketAddr>),
+    /// A lookup streaming peers; with a port it also announces us.
+    GetPeers(InfoHash, Option<u16>, mpsc::Sender<SocketAddr>),
     Announce(InfoHash, Option<u16>, oneshot::Sender<AnnounceSummary>),
     AddNode(SocketAddr),
     Stats(oneshot::Sender<DhtStats>),
@@ -226,9 +227,20 @@ impl Dht {
     /// Streams peers of `info_hash` as they are found, each once; the
     /// channel closes when the lookup ends. Dropping the receiver cancels it.
     pub async fn get_peers(&self, info_hash: InfoHash) -> io::Result<mpsc::Receiver<SocketAddr>> {
+        self.lookup(info_hash, None).await
+    }
+
+    /// [`Dht::get_peers`] that also announces us on `announce` (0: the
+    /// DHT's own port, BEP 5 `implied_port`) to the closest nodes when the
+    /// lookup ends: finding peers and being found cost one lookup.
+    pub async fn lookup(
+        &self,
+        info_hash: InfoHash,
+        announce: Option<u16>,
+    ) -> io::Result<mpsc::Receiver<SocketAddr>> {
         let (tx, rx) = mpsc::channel(PEER_CHANNEL);
         self.commands
-            .send(Command::GetPeers(info_hash, tx))
+            .send(Command::GetPeers(info_hash, announce, tx))
             .await
             .map_err(|_| gone())?;
         Ok(rx)

@@ -1,17 +1,16 @@
 //! The task that runs a download: resume, connections, verdicts, choking,
 //! progress, seeding policy, shutdown.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lodestone_core::{ErrorChain, FileEntry, Metainfo};
-use lodestone_wire::{Connection, Handshake, Reserved};
+use lodestone_wire::{Established, Handshake, PeerExit, Reserved};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::assembly::Assembly;
@@ -24,7 +23,6 @@ use crate::bitfield::Bitfield;
 use crate::choke::{Choker, ChokerConfig, PeerStats};
 use crate::layout::{Layout, PieceIndex};
 use crate::picker::{PeerKey, Picker};
-use crate::rate::TokenBucket;
 use crate::storage::Storage;
 use crate::verify::{CheckOutcome, Checked, HashPool, PieceHash, resume_scan};
 
@@ -35,18 +33,7 @@ const HOUSEKEEPING: Duration = Duration::from_millis(200);
 /// pause: bounds memory when hashing or the disk is slower than the network.
 const HASH_BACKLOG_BYTES: u64 = 4 << 20;
 
-/// A failed address is not retried sooner than this (times its failures).
-const RETRY_AFTER: Duration = Duration::from_secs(15);
-
 type PeerResult = (PeerKey, SocketAddr, Result<(), PeerError>);
-
-#[derive(Debug)]
-struct AddrInfo {
-    failures: u32,
-    last_attempt: Option<Instant>,
-    /// Never dial again (misbehaved, or ourselves).
-    refused: bool,
-}
 
 struct Coordinator {
     shared: Arc<Shared>,
@@ -58,13 +45,11 @@ struct Coordinator {
     seeding_since: Option<Instant>,
     max_connections: usize,
     max_connections_per_ip: usize,
-    connect_timeout: Duration,
-    dial_permits: Arc<Semaphore>,
-    pending: VecDeque<SocketAddr>,
-    addrs: HashMap<SocketAddr, AddrInfo>,
     active: HashSet<SocketAddr>,
-    banned_addrs: HashSet<SocketAddr>,
-    banned_ips: HashSet<IpAddr>,
+    /// Peers whose data failed the hash check; their connections are
+    /// closing and the session's address book will not dial them again.
+    banned: HashSet<SocketAddr>,
+    exits: mpsc::UnboundedSender<PeerExit>,
     key_addrs: HashMap<PeerKey, SocketAddr>,
     next_key: u32,
     tasks: JoinSet<PeerResult>,
@@ -79,8 +64,9 @@ struct Coordinator {
 /// Runs the download described by the arguments to its end.
 pub(super) async fn run(
     metainfo: Arc<Metainfo>,
-    mut config: DownloadConfig,
-    mut peers: mpsc::Receiver<SocketAddr>,
+    config: DownloadConfig,
+    mut conns: mpsc::Receiver<Established>,
+    exits: mpsc::UnboundedSender<PeerExit>,
     progress: watch::Sender<DownloadProgress>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Summary, DownloadError> {
@@ -138,11 +124,6 @@ pub(super) async fn run(
         resumed.clear(p);
     }
     let now = Instant::now();
-    let listener = config.listen.take();
-    let listen_port = listener
-        .as_ref()
-        .and_then(|l| l.local_addr().ok())
-        .map(|a| a.port());
     let hash_backlog = (HASH_BACKLOG_BYTES / u64::from(layout.piece_length())).max(4) as usize;
     let state = State {
         picker,
@@ -152,12 +133,8 @@ pub(super) async fn run(
         servable,
         counters: Counters::new(now),
         blame: Blame::default(),
-        download_limit: config
-            .download_limit
-            .map(|r| TokenBucket::new(now, r, r.get() / 4)),
-        upload_limit: config
-            .upload_limit
-            .map(|r| TokenBucket::new(now, r, r.get() / 4)),
+        download_limit: config.download_limit.clone(),
+        upload_limit: config.upload_limit.clone(),
     };
     let shared = Arc::new(Shared {
         handshake: Handshake::new(Reserved::LODESTONE, metainfo.info_hash, config.peer_id),
@@ -165,7 +142,7 @@ pub(super) async fn run(
         layout: layout.clone(),
         storage,
         stall_timeout: config.stall_timeout,
-        listen_port,
+        listen_port: config.listen_port,
         hash_backlog,
         state: Mutex::new(state),
     });
@@ -179,13 +156,9 @@ pub(super) async fn run(
         seeding_since: None,
         max_connections: config.max_connections.max(1),
         max_connections_per_ip: config.max_connections_per_ip.max(1),
-        connect_timeout: config.connect_timeout,
-        dial_permits: Arc::new(Semaphore::new(config.max_connecting.max(1))),
-        pending: VecDeque::new(),
-        addrs: HashMap::new(),
         active: HashSet::new(),
-        banned_addrs: HashSet::new(),
-        banned_ips: HashSet::new(),
+        banned: HashSet::new(),
+        exits,
         key_addrs: HashMap::new(),
         next_key: 0,
         tasks: JoinSet::new(),
@@ -205,13 +178,12 @@ pub(super) async fn run(
 
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut peers_open = true;
+    let mut conns_open = true;
     let result = loop {
         c.check_complete();
         if c.policy_met() {
             break Ok(());
         }
-        c.dial();
         tokio::select! {
             biased;
             changed = stop.changed() => {
@@ -231,15 +203,10 @@ pub(super) async fn run(
                     break Err(e);
                 }
             }
-            addr = peers.recv(), if peers_open => match addr {
-                Some(addr) => c.offer(addr),
-                None => peers_open = false,
+            conn = conns.recv(), if conns_open => match conn {
+                Some(conn) => c.adopt(conn),
+                None => conns_open = false,
             },
-            accepted = accept(listener.as_ref()) => {
-                if let Ok((stream, addr)) = accepted {
-                    c.adopt(stream, addr);
-                }
-            }
             Some(done) = c.tasks.join_next() => {
                 if let Ok(done) = done {
                     c.on_peer_exit(done);
@@ -252,111 +219,49 @@ pub(super) async fn run(
     result.map(|()| c.summary.clone())
 }
 
-async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
 impl Coordinator {
-    fn is_banned(&self, addr: SocketAddr) -> bool {
-        self.banned_addrs.contains(&addr) || self.banned_ips.contains(&addr.ip())
-    }
-
-    /// An address someone found: queue it unless known to be useless.
-    fn offer(&mut self, addr: SocketAddr) {
-        if self.is_banned(addr) || self.active.contains(&addr) || self.pending.contains(&addr) {
-            return;
-        }
-        let now = Instant::now();
-        let info = self.addrs.entry(addr).or_insert(AddrInfo {
-            failures: 0,
-            last_attempt: None,
-            refused: false,
-        });
-        let backoff = RETRY_AFTER * info.failures;
-        if info.refused
-            || info
-                .last_attempt
-                .is_some_and(|t| now.saturating_duration_since(t) < backoff)
-        {
-            return;
-        }
-        self.pending.push_back(addr);
-    }
-
     fn next_key(&mut self) -> PeerKey {
         self.next_key = self.next_key.wrapping_add(1);
         PeerKey(self.next_key)
     }
 
-    /// Starts connection attempts while there is room.
-    fn dial(&mut self) {
-        if self.phase != Phase::Downloading {
-            return;
-        }
-        while self.tasks.len() < self.max_connections {
-            let Some(addr) = self.pending.pop_front() else {
-                return;
-            };
-            if let Some(info) = self.addrs.get_mut(&addr) {
-                info.last_attempt = Some(Instant::now());
-            }
-            let key = self.next_key();
-            self.active.insert(addr);
-            self.key_addrs.insert(key, addr);
-            let shared = self.shared.clone();
-            let permits = self.dial_permits.clone();
-            let timeout = self.connect_timeout;
-            self.tasks.spawn(async move {
-                let connected = {
-                    // The semaphore is never closed.
-                    let _permit = permits.acquire_owned().await;
-                    Connection::connect(addr, timeout, shared.handshake).await
-                };
-                let result = match connected {
-                    Ok((conn, theirs)) => peer::run(shared, key, conn, theirs, addr).await,
-                    Err(e) => Err(e.into()),
-                };
-                (key, addr, result)
-            });
-        }
-    }
-
-    /// An incoming connection: handshake it for our infohash only.
-    fn adopt(&mut self, stream: TcpStream, addr: SocketAddr) {
+    /// A handshaken connection from the session (dialed, accepted, or
+    /// handed over by the metadata fetch): run it unless a limit says no.
+    fn adopt(&mut self, conn: Established) {
+        let addr = conn.addr;
         let same_ip = self.active.iter().filter(|a| a.ip() == addr.ip()).count();
-        if self.is_banned(addr)
+        if self.banned.contains(&addr)
+            || self.active.contains(&addr)
             || self.tasks.len() >= self.max_connections
             || same_ip >= self.max_connections_per_ip
         {
-            tracing::debug!(%addr, same_ip, "incoming connection refused");
+            tracing::debug!(%addr, same_ip, "connection refused");
+            let _ = self.exits.send(PeerExit {
+                addr,
+                misbehaved: self.banned.contains(&addr),
+            });
             return;
         }
         let key = self.next_key();
         self.active.insert(addr);
         self.key_addrs.insert(key, addr);
         let shared = self.shared.clone();
-        let timeout = self.connect_timeout;
         self.tasks.spawn(async move {
-            let result = match Connection::accept(stream, timeout, shared.handshake).await {
-                Ok((conn, theirs)) => peer::run(shared, key, conn, theirs, addr).await,
-                Err(e) => Err(e.into()),
-            };
+            let result = peer::run(shared, key, conn).await;
             (key, addr, result)
         });
     }
 
     fn on_peer_exit(&mut self, (_key, addr, result): PeerResult) {
+        // `key_addrs` keeps the key: a piece it helped with may still fail
+        // its hash, and the blame must reach its address then.
         self.active.remove(&addr);
+        let mut misbehaved = self.banned.contains(&addr);
         if let Err(e) = &result {
             tracing::debug!(%addr, "peer connection ended: {}", ErrorChain(e));
-            if let Some(info) = self.addrs.get_mut(&addr) {
-                info.failures += 1;
-                info.refused |= e.is_peer_fault();
-            }
+            misbehaved |= e.is_peer_fault();
         }
+        let _ = self.exits.send(PeerExit { addr, misbehaved });
     }
 
     /// A hash verdict from the pool.
@@ -407,20 +312,20 @@ impl Coordinator {
         let Some(&addr) = self.key_addrs.get(&key) else {
             return;
         };
-        if self.is_banned(addr) {
+        if !self.banned.insert(addr) {
             // Its other pieces in flight failed too.
             return;
         }
         tracing::warn!(%addr, "banning peer: its data failed the hash check");
         self.summary.peers_banned += 1;
-        // Loopback peers share an IP (tests, local swarms): ban the address.
-        if addr.ip().is_loopback() {
-            self.banned_addrs.insert(addr);
-        } else {
-            self.banned_ips.insert(addr.ip());
-        }
         if let Some(p) = st.peers.get(&key) {
+            // Its exit will carry the ban to the session.
             let _ = p.tx.send(PeerCmd::Close(CloseReason::Banned));
+        } else {
+            let _ = self.exits.send(PeerExit {
+                addr,
+                misbehaved: true,
+            });
         }
     }
 
@@ -433,7 +338,6 @@ impl Coordinator {
         self.summary.download_time = now - self.started;
         self.seeding_since = Some(now);
         self.phase = Phase::Seeding;
-        self.pending.clear();
         self.publish();
     }
 
@@ -504,18 +408,13 @@ impl Coordinator {
             download_rate,
             upload_rate: st.counters.up_rate.rate(now),
             peers_connected: st.peers.len(),
-            peers_known: self.addrs.len(),
             stuck,
         }
     }
 
     fn stuck(&self, st: &State) -> Option<Stuck> {
         if st.peers.is_empty() {
-            return Some(if self.addrs.is_empty() {
-                Stuck::NoPeersKnown
-            } else {
-                Stuck::NotConnected
-            });
+            return Some(Stuck::NotConnected);
         }
         let mut useful = st
             .peers

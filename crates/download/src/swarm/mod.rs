@@ -3,9 +3,10 @@
 //! [`Download::start`] checks what is already on disk (resume), then runs
 //! one coordinator task and one task per peer connection:
 //!
-//! - the **coordinator** ([`coordinator`]) dials addresses from a channel
-//!   (bounded concurrency, connect timeout), accepts incoming connections,
-//!   takes hash verdicts from the [`crate::verify::HashPool`], announces new
+//! - the **coordinator** ([`coordinator`]) runs the handshaken connections
+//!   it is given (dialed or accepted by the session, or handed over by the
+//!   metadata fetch with what the peer said so far) within its connection
+//!   limits, reports every connection's end, takes hash verdicts from the [`crate::verify::HashPool`], announces new
 //!   pieces, bans peers whose data fails, runs the choker, publishes
 //!   [`DownloadProgress`] and applies the seeding policy;
 //! - a **peer task** ([`peer`]) owns one connection: it reads in batches,
@@ -27,16 +28,15 @@ mod progress;
 mod shared;
 mod uploads;
 
+use crate::rate::SharedBucket;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lodestone_core::{Metainfo, PeerId};
+use lodestone_wire::{Established, PeerExit};
 use thiserror::Error;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -61,20 +61,15 @@ pub struct DownloadConfig {
     /// a single host cannot take every slot by connecting many times.
     /// Loopback is not exempt.
     pub max_connections_per_ip: usize,
-    /// Most outgoing connection attempts at once.
-    pub max_connecting: usize,
-    /// Time allowed to connect and exchange handshakes.
-    pub connect_timeout: Duration,
     /// A peer with requests outstanding that sends no block for this long
     /// is dropped and its requests go to others.
     pub stall_timeout: Duration,
-    /// Where incoming peers connect; only this torrent's infohash is
-    /// accepted.
-    pub listen: Option<TcpListener>,
-    /// Download limit, bytes per second.
-    pub download_limit: Option<NonZeroU64>,
-    /// Upload limit, bytes per second.
-    pub upload_limit: Option<NonZeroU64>,
+    /// Our TCP listen port, advertised in the extension handshake (`p`).
+    pub listen_port: Option<u16>,
+    /// Download limit; share one bucket between downloads to cap their sum.
+    pub download_limit: Option<SharedBucket>,
+    /// Upload limit; share one bucket between downloads to cap their sum.
+    pub upload_limit: Option<SharedBucket>,
     /// Stop seeding once uploaded / wanted bytes reaches this.
     pub seed_ratio: Option<f64>,
     /// Stop seeding after this long.
@@ -89,8 +84,7 @@ pub struct DownloadConfig {
 }
 
 impl DownloadConfig {
-    /// Defaults: every file, 50 connections (8 per IP), 3 s connect timeout, 10 s
-    /// stall timeout, no limits, seed until shut down.
+    /// Defaults: every file, 50 connections (8 per IP), 10 s stall timeout, no limits, seed until shut down.
     pub fn new(output_dir: impl Into<PathBuf>, peer_id: PeerId) -> Self {
         Self {
             output_dir: output_dir.into(),
@@ -98,10 +92,8 @@ impl DownloadConfig {
             peer_id,
             max_connections: 50,
             max_connections_per_ip: 8,
-            max_connecting: 16,
-            connect_timeout: Duration::from_secs(3),
             stall_timeout: Duration::from_secs(10),
-            listen: None,
+            listen_port: None,
             download_limit: None,
             upload_limit: None,
             seed_ratio: None,
@@ -133,19 +125,23 @@ pub struct Download;
 
 impl Download {
     /// Starts downloading (then seeding) the torrent on the current tokio
-    /// runtime. Peer addresses arrive on `peers`, from whoever finds them;
-    /// the channel may close at any time.
+    /// runtime. Handshaken connections arrive on `conns` (the channel may
+    /// close at any time); the end of each one the download took or refused
+    /// is reported on `exits`, so that whoever dials knows the slot is free
+    /// and whether the peer misbehaved.
     pub fn start(
         metainfo: Arc<Metainfo>,
         config: DownloadConfig,
-        peers: mpsc::Receiver<SocketAddr>,
+        conns: mpsc::Receiver<Established>,
+        exits: mpsc::UnboundedSender<PeerExit>,
     ) -> DownloadHandle {
         let (progress_tx, progress) = watch::channel(DownloadProgress::default());
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(coordinator::run(
             metainfo,
             config,
-            peers,
+            conns,
+            exits,
             progress_tx,
             stop_rx,
         ));
@@ -178,13 +174,21 @@ impl DownloadHandle {
         self.stop.send_replace(true);
     }
 
-    /// Waits until every wanted piece is verified and the seeding policy is
-    /// satisfied, or until [`Self::shutdown`].
-    pub async fn wait(self) -> Result<Summary, DownloadError> {
-        match self.task.await {
+    /// [`Self::wait`] without giving the handle up, for a `select!` loop
+    /// that must still be able to shut the download down. Once it has
+    /// returned, the handle is spent: neither it nor [`Self::wait`] may be
+    /// awaited again.
+    pub async fn join(&mut self) -> Result<Summary, DownloadError> {
+        match (&mut self.task).await {
             Ok(result) => result,
             Err(e) => Err(DownloadError::Crashed(e.to_string())),
         }
+    }
+
+    /// Waits until every wanted piece is verified and the seeding policy is
+    /// satisfied, or until [`Self::shutdown`].
+    pub async fn wait(mut self) -> Result<Summary, DownloadError> {
+        self.join().await
     }
 }
 

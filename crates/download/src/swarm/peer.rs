@@ -11,7 +11,6 @@
 //! updated, and the pipeline is topped up; the requests then go out in one
 //! write.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +19,8 @@ use bytes::Bytes;
 use lodestone_metadata::RequestBudget;
 use lodestone_wire::extension::UT_METADATA;
 use lodestone_wire::{
-    Block, BlockRequest, Connection, ConnectionError, ConnectionReader, ConnectionWriter, Decoder,
-    ExtendedHandshake, Handshake, Message,
+    Block, BlockRequest, ConnectionError, ConnectionReader, ConnectionWriter, Decoder, Established,
+    ExtendedHandshake, Handshake, Message, OUR_UT_METADATA_ID, our_extensions,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -35,9 +34,6 @@ use crate::layout::{BlockIndex, Layout};
 use crate::picker::{BlockOutcome, PeerKey};
 use crate::rate::RateEstimator;
 use crate::storage::StorageError;
-
-/// The id we ask peers to send ut_metadata messages under.
-pub(crate) const OUR_UT_METADATA: u8 = 1;
 
 /// Repeated bitfields accepted from one peer before it counts as abuse.
 const MAX_REANNOUNCE: u8 = 4;
@@ -167,14 +163,21 @@ struct Peer {
     upload_hold: Option<Instant>,
 }
 
-/// Runs a handshaken connection until it ends.
+/// Runs a handshaken connection until it ends, first handling what the peer
+/// said before the connection reached the download.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     key: PeerKey,
-    conn: Connection,
-    theirs: Handshake,
-    addr: SocketAddr,
+    established: Established,
 ) -> Result<(), PeerError> {
+    let Established {
+        conn,
+        theirs,
+        addr,
+        early,
+        greeted,
+        ..
+    } = established;
     let ours = shared.handshake;
     if theirs.peer_id == ours.peer_id {
         return Err(PeerError::Duplicate);
@@ -236,15 +239,32 @@ pub(crate) async fn run(
         request_hold: None,
         upload_hold: None,
     };
-    peer.greet(&mut writer, &theirs, addr);
+    peer.greet(&mut writer, &theirs, addr, greeted);
+    for msg in early {
+        peer.on_message(msg, &mut writer)?;
+    }
+    peer.sync(&mut writer)?;
     peer.drive(&mut reader, &mut writer, &mut rx).await
 }
 
 impl Peer {
-    /// Our bitfield (or its fast-extension shorthand) and extension handshake.
-    fn greet(&mut self, w: &mut ConnectionWriter, theirs: &Handshake, addr: SocketAddr) {
+    /// Our bitfield (or its fast-extension shorthand) and extension
+    /// handshake. On a connection greeted already (in the metadata phase)
+    /// a bitfield may no longer be sent: our pieces go out as `have`s, and
+    /// the extension handshake is sent again, now with `metadata_size`.
+    fn greet(
+        &mut self,
+        w: &mut ConnectionWriter,
+        theirs: &Handshake,
+        addr: SocketAddr,
+        greeted: bool,
+    ) {
         let have = &self.servable;
-        if self.fast && have.is_full() {
+        if greeted {
+            for piece in have.iter_ones() {
+                w.feed(&Message::Have(piece));
+            }
+        } else if self.fast && have.is_full() {
             w.feed(&Message::HaveAll);
         } else if self.fast && have.count_ones() == 0 {
             w.feed(&Message::HaveNone);
@@ -254,7 +274,7 @@ impl Peer {
         let ours = self.shared.handshake;
         if ours.reserved.supports_extensions() && theirs.reserved.supports_extensions() {
             let handshake = ExtendedHandshake {
-                m: BTreeMap::from([(UT_METADATA.to_owned(), OUR_UT_METADATA)]),
+                m: our_extensions(),
                 p: self.shared.listen_port,
                 v: Some(concat!("lodestone ", env!("CARGO_PKG_VERSION")).to_owned()),
                 yourip: Some(addr.ip()),
@@ -428,7 +448,7 @@ impl Peer {
                 }
             }
             Message::Extended {
-                id: OUR_UT_METADATA,
+                id: OUR_UT_METADATA_ID,
                 payload,
             } => self.on_metadata(&payload, w)?,
             Message::Extended { .. } | Message::Unknown { .. } => {}
@@ -576,7 +596,7 @@ impl Peer {
             return Ok(());
         }
         let requests = st.picker.next_requests(self.key, room);
-        if let Some(limit) = st.download_limit.as_mut()
+        if let Some(limit) = &st.download_limit
             && !requests.is_empty()
         {
             let bytes = requests
@@ -727,7 +747,7 @@ impl Peer {
         let mut st = self.shared.lock();
         st.counters.uploaded += bytes;
         st.counters.up_rate.record(now, bytes);
-        if let Some(limit) = st.upload_limit.as_mut() {
+        if let Some(limit) = &st.upload_limit {
             let wait = limit.acquire(now, bytes);
             if !wait.is_zero() {
                 self.upload_hold = Some(now + wait);

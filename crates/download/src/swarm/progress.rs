@@ -19,9 +19,11 @@ pub enum Phase {
 /// Why no data is flowing, when none is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stuck {
-    /// No address to try.
+    /// No address to try. The download itself never knows this (addresses
+    /// are the session's); the session says it in place of
+    /// [`Stuck::NotConnected`] when its address book is empty.
     NoPeersKnown,
-    /// Addresses are known but no connection is up.
+    /// No connection is up.
     NotConnected,
     /// Connected peers have none of the missing pieces.
     NobodyHasMissing,
@@ -53,8 +55,6 @@ pub struct DownloadProgress {
     pub upload_rate: f64,
     /// Peers connected now.
     pub peers_connected: usize,
-    /// Distinct addresses heard of.
-    pub peers_known: usize,
     /// Why nothing can move, while downloading: no peer, or no peer that
     /// has what we miss and lets us ask for it.
     pub stuck: Option<Stuck>,

@@ -18,7 +18,7 @@ use super::blame::Blame;
 use crate::bitfield::Bitfield;
 use crate::layout::{BlockIndex, Layout, PieceIndex};
 use crate::picker::{PeerKey, Picker};
-use crate::rate::{RateEstimator, TokenBucket};
+use crate::rate::{RateEstimator, SharedBucket};
 use crate::storage::Storage;
 use crate::verify::HashPool;
 
@@ -95,8 +95,8 @@ pub(crate) struct State {
     pub(crate) servable: Bitfield,
     pub(crate) counters: Counters,
     pub(crate) blame: Blame,
-    pub(crate) download_limit: Option<TokenBucket>,
-    pub(crate) upload_limit: Option<TokenBucket>,
+    pub(crate) download_limit: Option<SharedBucket>,
+    pub(crate) upload_limit: Option<SharedBucket>,
 }
 
 impl State {

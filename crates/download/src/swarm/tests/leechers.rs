@@ -1,8 +1,7 @@
 //! Hostile peers connecting to a seeding download: each is dropped or
 //! refused, and the download goes on serving honest peers.
 
-use lodestone_core::InfoHash;
-use lodestone_wire::{BlockRequest, Connection, Handshake, Message, Reserved};
+use lodestone_wire::{BlockRequest, Message};
 
 use super::*;
 
@@ -90,38 +89,21 @@ async fn requests_for_pieces_we_lack_are_rejected_then_get_the_peer_dropped() {
 async fn one_address_gets_at_most_the_per_ip_connection_limit() {
     let (metainfo, data) = torrent(32 * 1024, &SIZES);
     let dir = TempDir::new("swarm-per-ip");
-    let (seed, addr, _keep) = seeding(&metainfo, &data, &dir.0, |_| true).await;
+    let (seed, addr, mut net) = seeding(&metainfo, &data, &dir.0, |_| true).await;
     let limit = DownloadConfig::new(&dir.0, peer_id(0)).max_connections_per_ip;
     let mut open = Vec::new();
-    let mut refused = 0;
     for tag in 0..limit as u8 + 4 {
-        let ours = Handshake::new(Reserved::LODESTONE, metainfo.info_hash, peer_id(b'a' + tag));
-        match Connection::connect(addr, Duration::from_secs(5), ours).await {
-            Ok((conn, _)) => open.push(conn),
-            Err(_) => refused += 1,
-        }
+        open.push(connect(&metainfo, addr, b'a' + tag).await);
     }
-    assert_eq!((open.len(), refused), (limit, 4));
-    seed.shutdown();
-    finish(seed).await;
-}
-
-#[tokio::test]
-async fn a_handshake_for_another_torrent_is_refused() {
-    let (metainfo, data) = torrent(32 * 1024, &SIZES);
-    let dir = TempDir::new("swarm-other-torrent");
-    let (seed, addr, _keep) = seeding(&metainfo, &data, &dir.0, |_| true).await;
-    let other = Handshake::new(
-        Reserved::LODESTONE,
-        InfoHash::new([0xab; 20]),
-        peer_id(b'O'),
-    );
-    assert!(
-        Connection::connect(addr, Duration::from_secs(5), other)
+    // The four past the limit come back as ended, and no other does.
+    for _ in 0..4 {
+        let exit = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
             .await
-            .is_err()
-    );
-    leech_from(addr, &metainfo, &data).await;
+            .expect("a connection past the limit was kept")
+            .unwrap();
+        assert!(!exit.misbehaved);
+    }
+    assert!(net.exits.try_recv().is_err());
     seed.shutdown();
     finish(seed).await;
 }

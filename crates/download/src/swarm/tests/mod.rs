@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lodestone_core::{Metainfo, PeerId};
+use lodestone_wire::{Connection, Handshake, Reserved};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -54,17 +55,85 @@ fn peer_id(tag: u8) -> PeerId {
 fn config(dir: &Path) -> DownloadConfig {
     let mut c = DownloadConfig::new(dir, peer_id(b'L'));
     c.no_seed = true;
-    c.connect_timeout = Duration::from_secs(1);
     c.rng_seed = Some(7);
     c
 }
 
-fn addrs(seeders: &[&Seeder]) -> mpsc::Receiver<SocketAddr> {
-    let (tx, rx) = mpsc::channel(16);
-    for s in seeders {
-        tx.try_send(s.addr).unwrap();
+/// The session's part for one download in these tests: dialing and
+/// accepting, handing every handshaken connection to the download. It must
+/// outlive the download's use of new peers.
+struct Net {
+    conns: mpsc::Sender<Established>,
+    exits: mpsc::UnboundedReceiver<PeerExit>,
+    handshake: Handshake,
+}
+
+/// Starts a download and the [`Net`] that feeds it.
+fn start(metainfo: &Arc<Metainfo>, config: DownloadConfig) -> (DownloadHandle, Net) {
+    let handshake = Handshake::new(Reserved::LODESTONE, metainfo.info_hash, config.peer_id);
+    let (conns, conns_rx) = mpsc::channel(16);
+    let (exits_tx, exits) = mpsc::unbounded_channel();
+    let handle = Download::start(metainfo.clone(), config, conns_rx, exits_tx);
+    let net = Net {
+        conns,
+        exits,
+        handshake,
+    };
+    (handle, net)
+}
+
+impl Net {
+    /// Connects to `addr` in the background; a failure is dropped, as the
+    /// session's dialer would count it against the address.
+    fn dial(&self, addr: SocketAddr) {
+        let (conns, ours) = (self.conns.clone(), self.handshake);
+        tokio::spawn(async move {
+            if let Ok((conn, theirs)) =
+                Connection::connect(addr, Duration::from_secs(1), ours).await
+            {
+                let _ = conns
+                    .send(Established::new(conn, theirs, addr, false))
+                    .await;
+            }
+        });
     }
-    rx
+
+    /// Dials every seeder.
+    fn dial_all(&self, seeders: &[&Seeder]) {
+        for s in seeders {
+            self.dial(s.addr);
+        }
+    }
+
+    /// Accepts connections for this torrent on a new 127.0.0.1 port.
+    async fn listen(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (conns, ours) = (self.conns.clone(), self.handshake);
+        tokio::spawn(async move {
+            while let Ok((stream, from)) = listener.accept().await {
+                let conns = conns.clone();
+                tokio::spawn(async move {
+                    let accepted = Connection::accept(stream, Duration::from_secs(5), ours).await;
+                    if let Ok((conn, theirs)) = accepted {
+                        let _ = conns.send(Established::new(conn, theirs, from, true)).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+}
+
+/// Downloads from `seeders` alone until complete or a minute passes.
+async fn download_from(
+    metainfo: &Arc<Metainfo>,
+    config: DownloadConfig,
+    seeders: &[&Seeder],
+) -> Summary {
+    let (handle, net) = start(metainfo, config);
+    net.dial_all(seeders);
+    finish(handle).await
 }
 
 /// Waits (at most a minute) until a progress snapshot satisfies `pred`.
@@ -105,13 +174,13 @@ const SIZES: [usize; 5] = [100_000, 1, 250_000, 65_536, 333_333];
 /// Writes the files `present` selects into `dir` and starts a download
 /// there that listens on 127.0.0.1, knows no peers and seeds until shut
 /// down. Returns once the files on disk are checked, with its address and
-/// the sender of its (empty) address channel, which must outlive it.
+/// the [`Net`] that accepts for it, which must outlive it.
 async fn seeding(
     metainfo: &Arc<Metainfo>,
     data: &[u8],
     dir: &Path,
     present: impl Fn(usize) -> bool,
-) -> (DownloadHandle, SocketAddr, mpsc::Sender<SocketAddr>) {
+) -> (DownloadHandle, SocketAddr, Net) {
     for (i, f) in metainfo.info.files.iter().enumerate() {
         if present(i) {
             let path = dir.join(f.relative_path());
@@ -120,27 +189,24 @@ async fn seeding(
             std::fs::write(path, &data[r.start as usize..r.end as usize]).unwrap();
         }
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let mut c = config(dir);
     c.no_seed = false;
     c.peer_id = peer_id(b'A');
-    c.listen = Some(listener);
-    let (keep, none) = mpsc::channel(1);
-    let seed = Download::start(metainfo.clone(), c, none);
+    let (seed, net) = start(metainfo, c);
+    let addr = net.listen().await;
     until(&seed, |p| p.phase != Phase::Checking).await;
-    (seed, addr, keep)
+    (seed, addr, net)
 }
 
 /// Downloads the whole torrent from the download seeding at `seed` alone,
 /// into a fresh directory; asserts it completes with exact files.
 async fn leech_from(seed: SocketAddr, metainfo: &Arc<Metainfo>, data: &[u8]) -> Summary {
     let dir = TempDir::new("swarm-leech");
-    let (tx, peers) = mpsc::channel(1);
-    tx.send(seed).await.unwrap();
     let mut c = config(&dir.0);
     c.peer_id = peer_id(b'B');
-    let summary = finish(Download::start(metainfo.clone(), c, peers)).await;
+    let (handle, net) = start(metainfo, c);
+    net.dial(seed);
+    let summary = finish(handle).await;
     assert!(summary.complete);
     assert_files(&dir.0, metainfo, data, |_| true);
     summary
@@ -154,8 +220,8 @@ async fn downloads_multi_file_from_three_seeders() {
     for _ in 0..3 {
         seeders.push(seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await);
     }
-    let peers = addrs(&seeders.iter().collect::<Vec<_>>());
-    let handle = Download::start(metainfo.clone(), config(&dir.0), peers);
+    let (handle, net) = start(&metainfo, config(&dir.0));
+    net.dial_all(&seeders.iter().collect::<Vec<_>>());
     let progress = handle.progress();
     let summary = finish(handle).await;
     assert!(summary.complete);
@@ -176,14 +242,29 @@ async fn corrupting_seeder_is_banned_and_the_result_is_exact() {
     let liar = seeder::spawn(&metainfo, data.clone(), Behavior::Corrupt(all)).await;
     let honest = seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await;
     // The liar comes first so it certainly gets requests.
-    let (tx, peers) = mpsc::channel(16);
-    tx.send(liar.addr).await.unwrap();
-    let handle = Download::start(metainfo.clone(), config(&dir.0), peers);
+    let (handle, mut net) = start(&metainfo, config(&dir.0));
+    net.dial(liar.addr);
     // Cumulative, so it cannot be missed even if the ban comes fast.
     until(&handle, |p| p.downloaded > 0).await;
-    tx.send(honest.addr).await.unwrap();
-    // Offered again after the ban: must not be dialled.
-    tx.send(liar.addr).await.unwrap();
+    net.dial(honest.addr);
+    let banned = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
+        .await
+        .expect("the liar was not dropped")
+        .unwrap();
+    assert_eq!(
+        banned,
+        PeerExit {
+            addr: liar.addr,
+            misbehaved: true
+        }
+    );
+    // Handed over again after the ban: refused, as misbehaved.
+    net.dial(liar.addr);
+    let refused = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
+        .await
+        .expect("the liar was not refused")
+        .unwrap();
+    assert_eq!(refused, banned);
     let summary = finish(handle).await;
     assert!(summary.complete);
     assert_eq!(summary.peers_banned, 1);
@@ -200,7 +281,8 @@ async fn resume_does_not_fetch_verified_pieces_again() {
 
     // First run: the only seeder has the first half; stop once we have it.
     let partial = seeder::spawn(&metainfo, data.clone(), Behavior::Prefix(half)).await;
-    let handle = Download::start(metainfo.clone(), config(&dir.0), addrs(&[&partial]));
+    let (handle, net) = start(&metainfo, config(&dir.0));
+    net.dial(partial.addr);
     until(&handle, |p| {
         p.pieces_done == half && p.stuck == Some(Stuck::NobodyHasMissing)
     })
@@ -212,8 +294,7 @@ async fn resume_does_not_fetch_verified_pieces_again() {
 
     // Second run: a full seeder is asked for exactly the missing blocks.
     let full = seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await;
-    let handle = Download::start(metainfo.clone(), config(&dir.0), addrs(&[&full]));
-    let second = finish(handle).await;
+    let second = download_from(&metainfo, config(&dir.0), &[&full]).await;
     assert!(second.complete);
     assert_eq!(second.pieces_resumed, half);
     assert_eq!(second.pieces_verified, pieces - half);
@@ -235,7 +316,7 @@ async fn selecting_two_of_seven_files_writes_only_those() {
     let s = seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await;
     let mut c = config(&dir.0);
     c.files = Some(BTreeSet::from([1, 4]));
-    let summary = finish(Download::start(metainfo.clone(), c, addrs(&[&s]))).await;
+    let summary = download_from(&metainfo, c, &[&s]).await;
     assert!(summary.complete);
     assert!(summary.pieces_verified < metainfo.info.piece_count());
     assert_files(&dir.0, &metainfo, &data, |i| i == 1 || i == 4);
@@ -259,12 +340,7 @@ async fn hostile_peers_are_dropped_and_the_download_completes() {
     let honest = seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await;
     let mut all: Vec<&Seeder> = bad.iter().collect();
     all.push(&honest);
-    let summary = finish(Download::start(
-        metainfo.clone(),
-        config(&dir.0),
-        addrs(&all),
-    ))
-    .await;
+    let summary = download_from(&metainfo, config(&dir.0), &all).await;
     assert!(summary.complete);
     assert_eq!(summary.hash_failures, 0);
     assert!(bad.iter().all(|s| s.requests() == 0));
@@ -293,16 +369,15 @@ async fn a_stalling_peer_is_dropped_and_its_requests_reassigned() {
     let (metainfo, data) = torrent(32 * 1024, &SIZES);
     let dir = TempDir::new("swarm-stall");
     let staller = seeder::spawn(&metainfo, data.clone(), Behavior::StallAfter(20)).await;
-    let (tx, peers) = mpsc::channel(4);
-    tx.send(staller.addr).await.unwrap();
     let mut c = config(&dir.0);
     c.stall_timeout = Duration::from_millis(300);
-    let handle = Download::start(metainfo.clone(), c, peers);
+    let (handle, net) = start(&metainfo, c);
+    net.dial(staller.addr);
     // It answered 20 requests, then sat on the rest until we hung up.
     until(&handle, |p| p.downloaded > 0 && p.peers_connected == 0).await;
     assert!(staller.requests() > 20);
     let honest = seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await;
-    tx.send(honest.addr).await.unwrap();
+    net.dial(honest.addr);
     let summary = finish(handle).await;
     assert!(summary.complete);
     let layout = crate::layout::Layout::from_info(&metainfo.info).unwrap();
@@ -320,7 +395,7 @@ async fn a_stalling_peer_is_dropped_and_its_requests_reassigned() {
 
 #[tokio::test]
 async fn serves_the_info_dictionary_over_ut_metadata() {
-    use lodestone_wire::{Connection, ExtendedHandshake, Handshake, Message, Reserved};
+    use lodestone_wire::{ExtendedHandshake, Message};
     let (metainfo, data) = torrent(16 * 1024, &SIZES);
     let dir = TempDir::new("swarm-metadata");
     let (seed, addr, _keep) = seeding(&metainfo, &data, &dir.0, |_| true).await;

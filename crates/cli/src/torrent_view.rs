@@ -1,0 +1,119 @@
+//! Follows one torrent of the session from its first status to its end:
+//! the metadata status line while a magnet's info dictionary is fetched,
+//! then the download's progress, then the summary and the exit status.
+//! Ctrl-C in either phase asks the torrent to stop and keeps following it
+//! until what is in flight is written.
+
+use std::time::Instant;
+
+use anyhow::anyhow;
+use lodestone_core::Metainfo;
+use lodestone_download::swarm::Summary;
+use lodestone_metadata::Progress;
+use lodestone_session::{TorrentError, TorrentHandle, TorrentPhase, TorrentStatus};
+
+use crate::failure::Failure;
+use crate::progress_view::{ProgressView, ViewMode};
+use crate::status::StatusLine;
+
+/// Shows `handle`'s progress in `mode` until it ends.
+pub async fn follow(mut handle: TorrentHandle, mode: ViewMode) -> Result<(), Failure> {
+    let started = Instant::now();
+    let mut status = handle.status();
+    let mut view = View::new(mode);
+    let mut interrupted = false;
+    let result = loop {
+        tokio::select! {
+            result = handle.join() => break result,
+            changed = status.changed() => {
+                if changed.is_ok() {
+                    let snapshot = status.borrow_and_update().clone();
+                    view.show(&snapshot);
+                }
+            }
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                eprintln!("stopping: finishing pieces in flight, data is kept");
+                handle.remove();
+            }
+        }
+    };
+    view.show(&status.borrow().clone());
+    view.end(result, started)
+}
+
+/// What is on screen now.
+struct View {
+    mode: ViewMode,
+    metadata: Option<StatusLine>,
+    download: Option<(ProgressView, std::sync::Arc<Metainfo>)>,
+}
+
+impl View {
+    fn new(mode: ViewMode) -> Self {
+        Self {
+            mode,
+            metadata: None,
+            download: None,
+        }
+    }
+
+    fn show(&mut self, status: &TorrentStatus) {
+        match &status.phase {
+            TorrentPhase::Metadata(p) => {
+                let mode = self.mode;
+                let line = self.metadata.get_or_insert_with(|| {
+                    mode.event("phase", serde_json::json!({ "phase": "metadata" }));
+                    StatusLine::new(mode != ViewMode::Json)
+                });
+                line.set(describe(p));
+            }
+            TorrentPhase::Download(p) => {
+                let Some(metainfo) = &status.metainfo else {
+                    return;
+                };
+                if let Some(line) = self.metadata.take() {
+                    line.clear();
+                }
+                let (view, _) = self.download.get_or_insert_with(|| {
+                    (ProgressView::new(self.mode, metainfo), metainfo.clone())
+                });
+                view.show(p, status.peers_known, status.stuck());
+            }
+        }
+    }
+
+    /// The final summary and the exit status.
+    fn end(self, result: Result<Summary, TorrentError>, started: Instant) -> Result<(), Failure> {
+        if let Some(line) = &self.metadata {
+            line.clear();
+        }
+        match result {
+            Ok(summary) => {
+                let Some((view, metainfo)) = self.download else {
+                    return Ok(());
+                };
+                view.finish(&summary, started.elapsed());
+                if summary.complete {
+                    Ok(())
+                } else {
+                    Err(Failure::Failed(anyhow!(
+                        "download of {} stopped before it was complete; the data is kept: \
+                         run the same command again to resume",
+                        metainfo.info.name
+                    )))
+                }
+            }
+            Err(e @ TorrentError::Selection(_)) => Err(Failure::BadInput(anyhow!(e))),
+            Err(e) => Err(Failure::Failed(anyhow!(e))),
+        }
+    }
+}
+
+/// One line saying how far a metadata fetch got.
+pub fn describe(p: &Progress) -> String {
+    format!(
+        "fetching metadata: peers found {}, connected {}, with ut_metadata {}, pieces {}/{}",
+        p.peers_known, p.connected, p.with_ut_metadata, p.pieces_have, p.pieces_total
+    )
+}

@@ -1,0 +1,382 @@
+//! One torrent's peer addresses: where each came from, whether it may be
+//! dialed now, and which to forget when the book is full.
+//!
+//! Sans-IO: the owner passes `now` and reports what happened to each dial;
+//! the book never reads a clock. It is shared by the metadata and download
+//! phases, so an address is dialed once whatever phase the torrent is in.
+//!
+//! **Bounded against floods.** The book holds at most `capacity` entries.
+//! When full, a newcomer replaces an idle entry of the source that holds the
+//! most entries (its own source included), so a flood of made-up addresses
+//! from one source (a hostile PEX peer, a tracker, Sybil DHT nodes) can
+//! take over only its own share and never evicts what the other sources
+//! found. Dialing prefers sources we trust more (the magnet's own `x.pe`,
+//! peers that connected to us) and, within a source, the oldest entry, so a
+//! burst of new addresses cannot jump the queue either.
+
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Where an address came from, in the order we prefer to dial them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PeerSource {
+    /// The magnet link's `x.pe`, or given by the user.
+    Magnet,
+    /// The peer connected to us.
+    Incoming,
+    /// A DHT `get_peers` lookup.
+    Dht,
+}
+
+impl PeerSource {
+    const ALL: [PeerSource; 3] = [PeerSource::Magnet, PeerSource::Incoming, PeerSource::Dht];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Tunables of an [`AddressBook`].
+#[derive(Debug, Clone)]
+pub struct AddressBookConfig {
+    /// Most addresses held.
+    pub capacity: usize,
+    /// Wait before the first redial of an address whose connection failed
+    /// or ended; it doubles with every further failure.
+    pub first_retry: Duration,
+    /// The longest wait between redials.
+    pub max_retry: Duration,
+    /// Failures in a row after which an address is forgotten.
+    pub max_failures: u32,
+}
+
+impl Default for AddressBookConfig {
+    /// 2,000 addresses; redials after 2 s, 4 s, … up to 5 minutes; forgotten
+    /// after 8 failures in a row (about ten minutes of trying).
+    fn default() -> Self {
+        Self {
+            capacity: 2_000,
+            first_retry: Duration::from_secs(2),
+            max_retry: Duration::from_secs(300),
+            max_failures: 8,
+        }
+    }
+}
+
+/// Where an address stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// May be dialed from `due` on.
+    Idle { due: Instant },
+    /// Being dialed, or connected: not offered again until it ends.
+    Busy,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    source: PeerSource,
+    status: Status,
+    failures: u32,
+    /// Insertion order, for fairness and deterministic ties.
+    seq: u64,
+}
+
+/// What happened to a connection the book handed out or was told of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The connection never got past the handshake.
+    Failed,
+    /// The connection worked for a while, then ended.
+    Closed,
+    /// The peer broke the protocol or sent bad data: never again.
+    Misbehaved,
+}
+
+/// Counts for displays and for explaining a stalled torrent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BookStats {
+    /// Addresses held.
+    pub known: usize,
+    /// Addresses being dialed or connected.
+    pub busy: usize,
+    /// Dials that failed before the handshake completed, ever.
+    pub failures: u64,
+    /// Addresses refused because they are banned, ever.
+    pub banned: usize,
+}
+
+/// A bounded set of peer addresses with backoff, bans and source quotas.
+#[derive(Debug)]
+pub struct AddressBook {
+    config: AddressBookConfig,
+    entries: HashMap<SocketAddr, Entry>,
+    /// Idle entries by (due, source, seq): the next to dial comes first.
+    queue: BTreeSet<(Instant, PeerSource, u64, SocketAddr)>,
+    /// Per source, addresses in insertion order (stale ones skipped lazily).
+    by_source: [VecDeque<(u64, SocketAddr)>; 3],
+    counts: [usize; 3],
+    /// Banned addresses; on loopback the address, elsewhere the whole IP.
+    banned_addrs: BTreeSet<SocketAddr>,
+    banned_ips: BTreeSet<IpAddr>,
+    next_seq: u64,
+    failures: u64,
+}
+
+/// Most bans remembered; past it the ban list stops growing (the
+/// addresses stay out of the book, which is what matters most).
+const MAX_BANS: usize = 4_096;
+
+impl AddressBook {
+    /// An empty book.
+    pub fn new(config: AddressBookConfig) -> Self {
+        Self {
+            config,
+            entries: HashMap::new(),
+            queue: BTreeSet::new(),
+            by_source: Default::default(),
+            counts: [0; 3],
+            banned_addrs: BTreeSet::new(),
+            banned_ips: BTreeSet::new(),
+            next_seq: 0,
+            failures: 0,
+        }
+    }
+
+    /// Whether `addr` is banned.
+    pub fn is_banned(&self, addr: SocketAddr) -> bool {
+        self.banned_addrs.contains(&addr) || self.banned_ips.contains(&addr.ip())
+    }
+
+    /// Records an address `source` told us of, dialable at once. Returns
+    /// whether it is new. Banned and unusable addresses (port 0,
+    /// unspecified or multicast IPs) are ignored; a full book makes room as
+    /// the module docs say.
+    pub fn add(&mut self, now: Instant, addr: SocketAddr, source: PeerSource) -> bool {
+        if addr.port() == 0
+            || addr.ip().is_unspecified()
+            || addr.ip().is_multicast()
+            || self.is_banned(addr)
+        {
+            return false;
+        }
+        if let Some(entry) = self.entries.get_mut(&addr) {
+            // A more trusted source vouching for it moves it up the queue.
+            if source < entry.source {
+                let old = entry.source;
+                entry.source = source;
+                self.counts[old.index()] -= 1;
+                self.counts[source.index()] += 1;
+                self.by_source[source.index()].push_back((entry.seq, addr));
+                if let Status::Idle { due } = entry.status {
+                    self.queue.remove(&(due, old, entry.seq, addr));
+                    self.queue.insert((due, source, entry.seq, addr));
+                }
+            }
+            return false;
+        }
+        if self.entries.len() >= self.config.capacity.max(1) && !self.evict_for(source) {
+            return false;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.entries.insert(
+            addr,
+            Entry {
+                source,
+                status: Status::Idle { due: now },
+                failures: 0,
+                seq,
+            },
+        );
+        self.queue.insert((now, source, seq, addr));
+        self.by_source[source.index()].push_back((seq, addr));
+        self.counts[source.index()] += 1;
+        self.compact(source);
+        true
+    }
+
+    /// Drops the stale items of a source's insertion list once they
+    /// outnumber the live ones, so the list stays within a constant factor
+    /// of the capacity however entries come and go.
+    fn compact(&mut self, source: PeerSource) {
+        let list = &mut self.by_source[source.index()];
+        if list.len() <= 2 * self.config.capacity + 16 {
+            return;
+        }
+        let entries = &self.entries;
+        list.retain(|(seq, addr)| {
+            entries
+                .get(addr)
+                .is_some_and(|e| e.seq == *seq && e.source == source)
+        });
+    }
+
+    /// Records a connection that reached us: it is busy until it ends.
+    /// Returns false (refuse it) if the address is banned.
+    pub fn incoming(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        if self.is_banned(addr) {
+            return false;
+        }
+        self.add(now, addr, PeerSource::Incoming);
+        if let Some(entry) = self.entries.get_mut(&addr) {
+            if let Status::Idle { due } = entry.status {
+                self.queue.remove(&(due, entry.source, entry.seq, addr));
+            }
+            entry.status = Status::Busy;
+        }
+        true
+    }
+
+    /// Takes the next address to dial at `now`, marking it busy.
+    pub fn next_dial(&mut self, now: Instant) -> Option<SocketAddr> {
+        let &(due, source, seq, addr) = self.queue.first()?;
+        if due > now {
+            return None;
+        }
+        self.queue.remove(&(due, source, seq, addr));
+        if let Some(entry) = self.entries.get_mut(&addr) {
+            entry.status = Status::Busy;
+        }
+        Some(addr)
+    }
+
+    /// When the next address becomes dialable, if none is now.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.queue.first().map(|&(due, ..)| due)
+    }
+
+    /// A connection handed out by [`AddressBook::next_dial`] or recorded by
+    /// [`AddressBook::incoming`] ended (or never began).
+    pub fn ended(&mut self, now: Instant, addr: SocketAddr, outcome: Outcome) {
+        if outcome == Outcome::Misbehaved {
+            self.ban(addr);
+            return;
+        }
+        let MapEntry::Occupied(mut slot) = self.entries.entry(addr) else {
+            return;
+        };
+        let entry = slot.get_mut();
+        match outcome {
+            Outcome::Failed => {
+                entry.failures += 1;
+                self.failures += 1;
+            }
+            // It worked: the next failure starts the backoff afresh.
+            _ => entry.failures = 0,
+        }
+        if entry.failures >= self.config.max_failures {
+            let entry = slot.remove();
+            self.forget(addr, &entry);
+            return;
+        }
+        if let Status::Idle { due } = entry.status {
+            self.queue.remove(&(due, entry.source, entry.seq, addr));
+        }
+        let exponent = entry.failures.saturating_sub(1).min(16);
+        let wait = self
+            .config
+            .first_retry
+            .saturating_mul(1 << exponent)
+            .min(self.config.max_retry);
+        let due = now + wait;
+        entry.status = Status::Idle { due };
+        self.queue.insert((due, entry.source, entry.seq, addr));
+    }
+
+    /// Never dial `addr` again. On loopback only that address is banned
+    /// (local swarms share one IP); elsewhere its whole IP.
+    pub fn ban(&mut self, addr: SocketAddr) {
+        if self.banned_addrs.len() + self.banned_ips.len() < MAX_BANS {
+            if addr.ip().is_loopback() {
+                self.banned_addrs.insert(addr);
+            } else {
+                self.banned_ips.insert(addr.ip());
+            }
+        }
+        let doomed: Vec<SocketAddr> = if addr.ip().is_loopback() {
+            vec![addr]
+        } else {
+            self.entries
+                .keys()
+                .filter(|a| a.ip() == addr.ip())
+                .copied()
+                .collect()
+        };
+        for a in doomed {
+            if let Some(entry) = self.entries.remove(&a) {
+                self.forget(a, &entry);
+            }
+        }
+    }
+
+    /// Counts for displays.
+    pub fn stats(&self) -> BookStats {
+        BookStats {
+            known: self.entries.len(),
+            busy: self
+                .entries
+                .values()
+                .filter(|e| e.status == Status::Busy)
+                .count(),
+            failures: self.failures,
+            banned: self.banned_addrs.len() + self.banned_ips.len(),
+        }
+    }
+
+    /// Addresses held from `source`.
+    pub fn count(&self, source: PeerSource) -> usize {
+        self.counts[source.index()]
+    }
+
+    /// Removes an entry's traces (its map slot is already gone).
+    fn forget(&mut self, addr: SocketAddr, entry: &Entry) {
+        if let Status::Idle { due } = entry.status {
+            self.queue.remove(&(due, entry.source, entry.seq, addr));
+        }
+        self.counts[entry.source.index()] -= 1;
+    }
+
+    /// Makes room for one entry from `newcomer` by dropping the oldest idle
+    /// entry of the largest source. Returns false when nothing can go
+    /// (every entry of that source is busy).
+    fn evict_for(&mut self, newcomer: PeerSource) -> bool {
+        // Counting the newcomer in makes a flooding source evict its own.
+        let largest = PeerSource::ALL
+            .into_iter()
+            .max_by_key(|&s| (self.counts[s.index()] + usize::from(s == newcomer), s))
+            .unwrap_or(newcomer);
+        let list = &mut self.by_source[largest.index()];
+        let mut skipped = Vec::new();
+        let mut victim = None;
+        while let Some((seq, addr)) = list.pop_front() {
+            match self.entries.get(&addr) {
+                // Stale: the entry went away or was re-filed elsewhere.
+                Some(e) if e.seq == seq && e.source == largest => {
+                    if e.status == Status::Busy {
+                        skipped.push((seq, addr));
+                    } else {
+                        victim = Some(addr);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Busy entries keep their place at the front.
+        for item in skipped.into_iter().rev() {
+            list.push_front(item);
+        }
+        let Some(addr) = victim else {
+            return false;
+        };
+        if let Some(entry) = self.entries.remove(&addr) {
+            self.forget(addr, &entry);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,179 @@
+use std::net::Ipv4Addr;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn addr(i: u32) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + i), 6881))
+}
+
+fn book(capacity: usize) -> AddressBook {
+    AddressBook::new(AddressBookConfig {
+        capacity,
+        ..AddressBookConfig::default()
+    })
+}
+
+#[test]
+fn dials_trusted_sources_first_then_oldest() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.add(t0, addr(1), PeerSource::Dht);
+    b.add(t0, addr(2), PeerSource::Dht);
+    b.add(t0, addr(3), PeerSource::Magnet);
+    assert_eq!(b.next_dial(t0), Some(addr(3)));
+    assert_eq!(b.next_dial(t0), Some(addr(1)));
+    assert_eq!(b.next_dial(t0), Some(addr(2)));
+    assert_eq!(b.next_dial(t0), None);
+    // Busy addresses are not offered again when re-announced.
+    assert!(!b.add(t0, addr(1), PeerSource::Dht));
+    assert_eq!(b.next_dial(t0), None);
+}
+
+#[test]
+fn failures_back_off_exponentially_then_forget() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.add(t0, addr(1), PeerSource::Dht);
+    let mut now = t0;
+    let mut waits = Vec::new();
+    for _ in 0..AddressBookConfig::default().max_failures {
+        assert_eq!(b.next_dial(now), Some(addr(1)));
+        b.ended(now, addr(1), Outcome::Failed);
+        let Some(due) = b.poll_timeout() else { break };
+        assert_eq!(b.next_dial(due - Duration::from_millis(1)), None);
+        waits.push((due - now).as_secs());
+        now = due;
+    }
+    assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128]);
+    assert_eq!(b.stats().known, 0, "forgotten after max_failures");
+    // A new report brings it back.
+    assert!(b.add(now, addr(1), PeerSource::Dht));
+}
+
+#[test]
+fn a_connection_that_worked_resets_the_backoff() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.add(t0, addr(1), PeerSource::Dht);
+    b.next_dial(t0);
+    b.ended(t0, addr(1), Outcome::Failed);
+    let due = b.poll_timeout().unwrap();
+    b.next_dial(due);
+    b.ended(due, addr(1), Outcome::Closed);
+    assert_eq!(b.poll_timeout(), Some(due + Duration::from_secs(2)));
+}
+
+#[test]
+fn misbehaving_peers_are_banned_by_ip_except_on_loopback() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    let a = addr(1);
+    let same_ip = SocketAddr::new(a.ip(), 7000);
+    b.add(t0, a, PeerSource::Dht);
+    b.add(t0, same_ip, PeerSource::Dht);
+    b.next_dial(t0);
+    b.ended(t0, a, Outcome::Misbehaved);
+    assert_eq!(b.stats().known, 0);
+    assert!(!b.add(t0, same_ip, PeerSource::Magnet));
+    assert!(!b.incoming(t0, same_ip));
+
+    let l1 = SocketAddr::from(([127, 0, 0, 1], 1000));
+    let l2 = SocketAddr::from(([127, 0, 0, 1], 1001));
+    b.ban(l1);
+    assert!(b.is_banned(l1) && !b.is_banned(l2));
+    assert!(b.add(t0, l2, PeerSource::Dht));
+}
+
+#[test]
+fn unusable_addresses_are_ignored() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    assert!(!b.add(t0, SocketAddr::from(([1, 2, 3, 4], 0)), PeerSource::Dht));
+    assert!(!b.add(t0, SocketAddr::from(([0, 0, 0, 0], 1)), PeerSource::Dht));
+    assert!(!b.add(t0, SocketAddr::from(([224, 0, 0, 1], 1)), PeerSource::Dht));
+    assert_eq!(b.stats().known, 0);
+}
+
+#[test]
+fn incoming_connections_are_busy_until_they_end() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    assert!(b.incoming(t0, addr(5)));
+    assert_eq!(b.next_dial(t0), None);
+    assert_eq!(b.stats().busy, 1);
+    b.ended(t0, addr(5), Outcome::Closed);
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(5)));
+}
+
+#[test]
+fn a_full_book_of_busy_entries_refuses_newcomers() {
+    let t0 = Instant::now();
+    let mut b = book(2);
+    b.add(t0, addr(1), PeerSource::Dht);
+    b.add(t0, addr(2), PeerSource::Dht);
+    b.next_dial(t0);
+    b.next_dial(t0);
+    assert!(!b.add(t0, addr(3), PeerSource::Dht));
+    assert_eq!(b.stats().known, 2);
+}
+
+proptest! {
+    /// However many addresses a flooding source reports, the book stays
+    /// within capacity and keeps every address the other sources gave it
+    /// (when they fit in their fair share).
+    #[test]
+    fn a_flood_from_one_source_never_evicts_the_others(
+        honest in 1usize..40,
+        flood in 0usize..5_000,
+        capacity in 100usize..300,
+        interleave in 1usize..50,
+    ) {
+        let t0 = Instant::now();
+        let mut b = book(capacity);
+        let mut f = 0;
+        for i in 0..honest {
+            b.add(t0, addr(i as u32), if i % 2 == 0 { PeerSource::Magnet } else { PeerSource::Incoming });
+            for _ in 0..interleave {
+                if f < flood {
+                    b.add(t0, addr(1_000_000 + f as u32), PeerSource::Dht);
+                    f += 1;
+                }
+            }
+        }
+        while f < flood {
+            b.add(t0, addr(1_000_000 + f as u32), PeerSource::Dht);
+            f += 1;
+        }
+        prop_assert!(b.stats().known <= capacity);
+        prop_assert_eq!(b.count(PeerSource::Magnet) + b.count(PeerSource::Incoming), honest);
+        // And the honest ones are dialed before any of the flood.
+        for _ in 0..honest {
+            let a = b.next_dial(t0).unwrap();
+            prop_assert!(a.ip() < Ipv4Addr::from(0x0a00_0000 + 1_000_000));
+        }
+    }
+
+    /// Counts agree with the entries whatever the sequence of operations.
+    #[test]
+    fn counts_stay_consistent(ops in proptest::collection::vec((0u8..5, 0u32..30, 0u8..3), 1..400)) {
+        let t0 = Instant::now();
+        let mut b = book(16);
+        let mut now = t0;
+        for (op, a, s) in ops {
+            let source = PeerSource::ALL[s as usize];
+            match op {
+                0 => { b.add(now, addr(a), source); }
+                1 => { b.next_dial(now); }
+                2 => b.ended(now, addr(a), Outcome::Failed),
+                3 => b.ended(now, addr(a), Outcome::Closed),
+                _ => now += Duration::from_secs(u64::from(a)),
+            }
+            let total: usize = PeerSource::ALL.iter().map(|&s| b.count(s)).sum();
+            prop_assert_eq!(total, b.stats().known);
+            prop_assert!(b.stats().known <= 16);
+            prop_assert!(b.queue.len() <= b.stats().known);
+        }
+    }
+}

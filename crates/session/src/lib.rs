@@ -1,0 +1,49 @@
+//! The lodestone engine and library API.
+//!
+//! A [`Session`] owns what a BitTorrent client has once: one DHT node, the
+//! TCP listen sockets (IPv4 and IPv6, incoming handshakes routed by
+//! infohash), session-wide rate limits and one peer id. Torrents are added
+//! with [`Session::add`] from a magnet link or a metainfo, and each runs as
+//! one task that owns the torrent's [`AddressBook`] and its peer sources
+//! and hands every handshaken connection to the torrent's current phase:
+//! the ut_metadata fetch first, the download after, on the same
+//! connection.
+//!
+//! * [`address_book`]: sans-IO, bounded peer addresses with sources,
+//!   backoff and bans;
+//! * [`dialer`]: the transport seam (TCP now);
+//! * `listener`: listen sockets and routing by infohash;
+//! * `discovery`: one DHT lookup per interval, which also announces;
+//! * `torrent`: the per-torrent task;
+//! * `session`: the [`Session`] and [`TorrentHandle`].
+//!
+//! ```no_run
+//! use lodestone_core::Magnet;
+//! use lodestone_session::{AddOptions, Session, SessionConfig, TorrentSource};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let session = Session::start(SessionConfig::new()).await?;
+//! let magnet = Magnet::parse("magnet:?xt=urn:btih:dd8255ecdc7ca55fb0bbf81323d87062db1f6d1c")?;
+//! let mut options = AddOptions::new("downloads");
+//! options.no_seed = true;
+//! let torrent = session.add(TorrentSource::Magnet(magnet), options)?;
+//! let summary = torrent.wait().await?;
+//! println!("complete: {}", summary.complete);
+//! session.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod address_book;
+pub mod dialer;
+mod discovery;
+mod listener;
+mod session;
+mod torrent;
+
+pub use address_book::{AddressBook, AddressBookConfig, BookStats, Outcome, PeerSource};
+pub use discovery::{ANNOUNCE_INTERVAL, LOOKUP_INTERVAL};
+pub use session::{Session, SessionConfig, SessionError, TorrentHandle, new_peer_id};
+pub use torrent::{
+    AddOptions, FileFilter, TorrentError, TorrentPhase, TorrentSource, TorrentStatus,
+};

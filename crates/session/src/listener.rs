@@ -1,0 +1,127 @@
+//! The session's TCP listen sockets (IPv4 and IPv6 on one port) and the
+//! routing of incoming connections to torrents by infohash.
+//!
+//! An acceptor reads the first 48 bytes of the peer's handshake, looks the
+//! infohash up in the [`Router`] (a concurrent map the session writes when
+//! torrents are added or removed), answers with that torrent's handshake
+//! and hands the connection to the torrent's task. Unknown infohashes are
+//! refused before we say anything.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use lodestone_core::{ErrorChain, InfoHash};
+use lodestone_wire::{Connection, Established, Handshake};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Ports tried after the one asked for before letting the OS choose.
+const PORT_ATTEMPTS: u16 = 10;
+
+/// Where incoming connections for one torrent go.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    /// Our handshake for that torrent.
+    pub(crate) handshake: Handshake,
+    /// The torrent task's inbox.
+    pub(crate) conns: mpsc::Sender<Established>,
+}
+
+/// Infohash → torrent, read by every acceptor, written by the session.
+pub(crate) type Router = Arc<DashMap<InfoHash, Route>>;
+
+/// Binds TCP on `ip` at `port`, else one of the next ports, else any.
+async fn bind_near(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
+    if port != 0 {
+        for candidate in (0..PORT_ATTEMPTS).filter_map(|i| port.checked_add(i)) {
+            if let Ok(listener) = bind(SocketAddr::new(ip, candidate)) {
+                return Ok(listener);
+            }
+        }
+    }
+    bind(SocketAddr::new(ip, 0))
+}
+
+/// A listener; IPv6 sockets are IPv6-only so both families share a port.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Binds the listen sockets: IPv4 on `port` (or the next free one), then
+/// IPv6 on the same port if the machine has IPv6 (best effort: a host
+/// without it still works). `ipv4`/`ipv6` choose the addresses.
+pub(crate) async fn listen(
+    port: u16,
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+) -> io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    let mut port = port;
+    if let Some(ip) = ipv4 {
+        let l = bind_near(IpAddr::V4(ip), port).await?;
+        port = l.local_addr()?.port();
+        listeners.push(l);
+    }
+    if let Some(ip) = ipv6 {
+        match bind_near(IpAddr::V6(ip), port).await {
+            Ok(l) => listeners.push(l),
+            Err(e) if listeners.is_empty() => return Err(e),
+            Err(e) => tracing::info!("not listening on IPv6: {e}"),
+        }
+    }
+    Ok(listeners)
+}
+
+/// Accepts on `listener` until aborted, routing each connection.
+pub(crate) fn spawn_acceptor(
+    listener: TcpListener,
+    router: Router,
+    handshake_timeout: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (stream, addr) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors or similar: wait rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let router = router.clone();
+            tokio::spawn(async move {
+                let mut inbox = None;
+                let accepted = Connection::accept_with(stream, handshake_timeout, |prefix| {
+                    let route = router.get(&prefix.info_hash)?;
+                    inbox = Some(route.conns.clone());
+                    Some(route.handshake)
+                })
+                .await;
+                match (accepted, inbox) {
+                    (Ok((conn, theirs)), Some(inbox)) => {
+                        // A full inbox means the torrent is swamped: drop it.
+                        let _ = inbox.try_send(Established::new(conn, theirs, addr, true));
+                    }
+                    (Err(e), _) => {
+                        tracing::debug!(%addr, "incoming handshake failed: {}", ErrorChain(&e));
+                    }
+                    (Ok(_), None) => {}
+                }
+            });
+        }
+    })
+}

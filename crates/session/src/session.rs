@@ -1,0 +1,271 @@
+//! The [`Session`]: one DHT, one set of listen sockets, session-wide rate
+//! limits and one peer id, shared by any number of torrents.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::mapref::entry::Entry;
+use lodestone_core::{InfoHash, PeerId};
+use lodestone_dht::{Dht, DhtConfig};
+use lodestone_download::rate::SharedBucket;
+use lodestone_download::swarm::Summary;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::listener::{self, Route, Router};
+use crate::torrent::{self, AddOptions, TorrentError, TorrentPhase, TorrentSource, TorrentStatus};
+
+/// Connections waiting for a torrent's task, from the listener.
+const INCOMING_QUEUE: usize = 32;
+
+/// How to run a session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our peer id, the same on every connection of the session.
+    pub peer_id: PeerId,
+    /// The DHT to run, or `None` for none (peers from magnets only).
+    pub dht: Option<DhtConfig>,
+    /// TCP port to listen on; the next free one is used if it is taken, 0
+    /// lets the OS choose.
+    pub listen_port: u16,
+    /// IPv4 address to listen on, `None` for no IPv4.
+    pub listen_ipv4: Option<Ipv4Addr>,
+    /// IPv6 address to listen on, `None` for no IPv6.
+    pub listen_ipv6: Option<Ipv6Addr>,
+    /// Cap on the sum of every torrent's download rate, bytes per second.
+    pub download_limit: Option<NonZeroU64>,
+    /// Cap on the sum of every torrent's upload rate, bytes per second.
+    pub upload_limit: Option<NonZeroU64>,
+    /// Most connections per torrent, in either phase.
+    pub max_peers_per_torrent: usize,
+    /// Most connection attempts at once per torrent.
+    pub max_dials_per_torrent: usize,
+    /// Time allowed to connect and exchange handshakes.
+    pub connect_timeout: Duration,
+}
+
+impl SessionConfig {
+    /// Defaults: a fresh peer id, the DHT on the public routers, port 6881
+    /// on every IPv4 and IPv6 address, no limits, 50 peers per torrent
+    /// dialed 16 at a time with 5 s to connect.
+    pub fn new() -> Self {
+        Self {
+            peer_id: new_peer_id(),
+            dht: Some(DhtConfig::default()),
+            listen_port: 6881,
+            listen_ipv4: Some(Ipv4Addr::UNSPECIFIED),
+            listen_ipv6: Some(Ipv6Addr::UNSPECIFIED),
+            download_limit: None,
+            upload_limit: None,
+            max_peers_per_torrent: 50,
+            max_dials_per_torrent: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A fresh peer id: our client prefix in the Azureus style, then random
+/// bytes.
+pub fn new_peer_id() -> PeerId {
+    let mut id = *b"-LS0001-............";
+    let random: [u8; 12] = rand::random();
+    id[8..].copy_from_slice(&random);
+    PeerId(id)
+}
+
+/// Why a session could not start or take a torrent.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No listen socket could be bound (local failure).
+    #[error("cannot listen for peers")]
+    Listen(#[source] io::Error),
+    /// The DHT could not start (local failure, or a bad bootstrap list).
+    #[error("cannot start the DHT")]
+    Dht(#[source] io::Error),
+    /// The torrent is in the session already.
+    #[error("torrent {0} is added already")]
+    Duplicate(InfoHash),
+}
+
+/// What every torrent task of a session reads.
+pub(crate) struct Shared {
+    pub(crate) config: SessionConfig,
+    pub(crate) peer_id: PeerId,
+    pub(crate) dht: Option<Dht>,
+    pub(crate) listen_port: u16,
+    pub(crate) download_limit: Option<SharedBucket>,
+    pub(crate) upload_limit: Option<SharedBucket>,
+}
+
+/// The engine: add torrents to it, follow them through their handles.
+pub struct Session {
+    shared: Arc<Shared>,
+    router: Router,
+    listen_addrs: Vec<SocketAddr>,
+    acceptors: Vec<JoinHandle<()>>,
+}
+
+impl Session {
+    /// Binds the listen sockets, starts the DHT and the acceptors.
+    pub async fn start(config: SessionConfig) -> Result<Session, SessionError> {
+        let listeners =
+            listener::listen(config.listen_port, config.listen_ipv4, config.listen_ipv6)
+                .await
+                .map_err(SessionError::Listen)?;
+        let listen_addrs = listeners
+            .iter()
+            .map(tokio::net::TcpListener::local_addr)
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(SessionError::Listen)?;
+        let listen_port = listen_addrs.first().map_or(0, SocketAddr::port);
+        let dht = match &config.dht {
+            Some(dht) => Some(Dht::spawn(dht.clone()).await.map_err(SessionError::Dht)?),
+            None => None,
+        };
+        let now = Instant::now();
+        let shared = Arc::new(Shared {
+            peer_id: config.peer_id,
+            dht,
+            listen_port,
+            download_limit: config.download_limit.map(|r| SharedBucket::new(now, r)),
+            upload_limit: config.upload_limit.map(|r| SharedBucket::new(now, r)),
+            config,
+        });
+        let router = Router::default();
+        let acceptors = listeners
+            .into_iter()
+            .map(|l| listener::spawn_acceptor(l, router.clone(), shared.config.connect_timeout))
+            .collect();
+        Ok(Session {
+            shared,
+            router,
+            listen_addrs,
+            acceptors,
+        })
+    }
+
+    /// Starts a torrent on the current runtime.
+    pub fn add(
+        &self,
+        source: TorrentSource,
+        options: AddOptions,
+    ) -> Result<TorrentHandle, SessionError> {
+        let info_hash = source.info_hash();
+        let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
+        match self.router.entry(info_hash) {
+            Entry::Occupied(_) => return Err(SessionError::Duplicate(info_hash)),
+            Entry::Vacant(slot) => {
+                slot.insert(Route {
+                    handshake: lodestone_wire::Handshake::new(
+                        lodestone_wire::Reserved::LODESTONE,
+                        info_hash,
+                        self.shared.peer_id,
+                    ),
+                    conns: incoming_tx,
+                });
+            }
+        }
+        let initial = TorrentStatus {
+            phase: match &source {
+                TorrentSource::Magnet(_) => TorrentPhase::Metadata(Default::default()),
+                TorrentSource::Metainfo(_) => TorrentPhase::Download(Default::default()),
+            },
+            metainfo: match &source {
+                TorrentSource::Metainfo(m) => Some(m.clone()),
+                TorrentSource::Magnet(_) => None,
+            },
+            peers_known: 0,
+            dial_failures: 0,
+        };
+        let (status_tx, status) = watch::channel(initial);
+        let (stop, stop_rx) = watch::channel(false);
+        let shared = self.shared.clone();
+        let router = self.router.clone();
+        let task = tokio::spawn(async move {
+            let result = torrent::run(shared, source, options, incoming, stop_rx, status_tx).await;
+            router.remove(&info_hash);
+            result
+        });
+        Ok(TorrentHandle {
+            info_hash,
+            status,
+            stop,
+            task,
+        })
+    }
+
+    /// The addresses the listen sockets are bound to.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen_addrs
+    }
+
+    /// The session's DHT, if it runs one.
+    pub fn dht(&self) -> Option<&Dht> {
+        self.shared.dht.as_ref()
+    }
+
+    /// Stops accepting and stops the DHT, saving its state. Torrents should
+    /// be removed and waited for first.
+    pub async fn shutdown(self) {
+        for a in &self.acceptors {
+            a.abort();
+        }
+        if let Some(dht) = &self.shared.dht
+            && let Err(e) = dht.shutdown().await
+        {
+            tracing::warn!("saving the DHT state failed: {e}");
+        }
+    }
+}
+
+/// A torrent running in a [`Session`].
+#[derive(Debug)]
+pub struct TorrentHandle {
+    info_hash: InfoHash,
+    status: watch::Receiver<TorrentStatus>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<Summary, TorrentError>>,
+}
+
+impl TorrentHandle {
+    /// The swarm.
+    pub fn info_hash(&self) -> InfoHash {
+        self.info_hash
+    }
+
+    /// Status snapshots, a few a second and on every phase change.
+    pub fn status(&self) -> watch::Receiver<TorrentStatus> {
+        self.status.clone()
+    }
+
+    /// Asks the torrent to stop: connections close, pieces received are
+    /// hashed and written, files stay. [`Self::wait`] then returns.
+    pub fn remove(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Waits until the torrent ends (complete and the seeding policy met,
+    /// failed, or removed).
+    pub async fn wait(mut self) -> Result<Summary, TorrentError> {
+        self.join().await
+    }
+
+    /// [`Self::wait`] without giving the handle up, for a `select!` loop
+    /// that must still be able to [`Self::remove`] the torrent. Once it has
+    /// returned, the handle is spent: it may not be awaited again.
+    pub async fn join(&mut self) -> Result<Summary, TorrentError> {
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(TorrentError::Crashed(e.to_string())),
+        }
+    }
+}

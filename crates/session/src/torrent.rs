@@ -1,0 +1,518 @@
+//! One torrent's task: its address book, its dials, and the phase its
+//! connections serve, from the first handshake to the last block.
+//!
+//! Every connection the torrent has, dialed from its [`AddressBook`] or
+//! routed to it by the listener, goes to the current phase: the
+//! ut_metadata fetch while the info dictionary is missing, the download
+//! after. When the metadata verifies, the fetch hands its live
+//! connections, with what each peer said so far, to the download: a peer
+//! is connected once.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lodestone_core::{ErrorChain, InfoHash, Metainfo};
+use lodestone_download::swarm::{
+    Download, DownloadConfig, DownloadError, DownloadHandle, DownloadProgress, Phase, Stuck,
+    Summary,
+};
+use lodestone_metadata::{FetchError, FetchOptions, Fetched, Progress};
+use lodestone_wire::{Established, Handshake, Message, PeerExit, Reserved};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::address_book::{AddressBook, AddressBookConfig, Outcome, PeerSource};
+use crate::session::Shared;
+use crate::{dialer, discovery};
+
+/// How often the status is published.
+const STATUS_PERIOD: Duration = Duration::from_millis(250);
+
+/// Connections queued between the dialer or listener and a phase.
+const HANDOFF_QUEUE: usize = 64;
+
+/// Picks the files to download once the metainfo is known: `None` for
+/// all, or the indices; an `Err` explains a selection that fits no file.
+pub type FileFilter = Box<dyn FnOnce(&Metainfo) -> Result<Option<BTreeSet<usize>>, String> + Send>;
+
+/// What to add to a session.
+#[derive(Debug, Clone)]
+pub enum TorrentSource {
+    /// A magnet link: the metainfo comes from peers.
+    Magnet(lodestone_core::Magnet),
+    /// A torrent whose metainfo we have.
+    Metainfo(Arc<Metainfo>),
+}
+
+impl TorrentSource {
+    /// The swarm's infohash.
+    pub fn info_hash(&self) -> InfoHash {
+        match self {
+            TorrentSource::Magnet(m) => m.info_hash,
+            TorrentSource::Metainfo(m) => m.info_hash,
+        }
+    }
+}
+
+/// How to run one torrent.
+pub struct AddOptions {
+    /// Directory the files go under.
+    pub output_dir: PathBuf,
+    /// Which files; `None` downloads all.
+    pub select: Option<FileFilter>,
+    /// Stop seeding once uploaded / wanted bytes reaches this.
+    pub seed_ratio: Option<f64>,
+    /// Stop seeding after this long.
+    pub seed_time: Option<Duration>,
+    /// Stop once complete, without seeding.
+    pub no_seed: bool,
+    /// Give up fetching the metadata after this long.
+    pub metadata_timeout: Duration,
+    /// End once the metadata is verified, downloading nothing (the
+    /// metainfo is then in the last [`TorrentStatus`]).
+    pub metadata_only: bool,
+}
+
+impl AddOptions {
+    /// Defaults: every file, seed until removed, 5 minutes for metadata.
+    pub fn new(output_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            output_dir: output_dir.into(),
+            select: None,
+            seed_ratio: None,
+            seed_time: None,
+            no_seed: false,
+            metadata_timeout: Duration::from_secs(300),
+            metadata_only: false,
+        }
+    }
+}
+
+/// Where a torrent is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TorrentPhase {
+    /// Fetching the info dictionary from peers.
+    Metadata(Progress),
+    /// Downloading or seeding.
+    Download(DownloadProgress),
+}
+
+/// A snapshot of a torrent, published a few times a second.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TorrentStatus {
+    /// The phase and its own progress.
+    pub phase: TorrentPhase,
+    /// The metainfo, once known.
+    pub metainfo: Option<Arc<Metainfo>>,
+    /// Distinct peer addresses known now.
+    pub peers_known: usize,
+    /// Dials that failed before the handshake completed.
+    pub dial_failures: u64,
+}
+
+impl TorrentStatus {
+    /// Why data is not flowing, if it is not, with the address book's
+    /// knowledge added to the download's.
+    pub fn stuck(&self) -> Option<Stuck> {
+        let TorrentPhase::Download(p) = &self.phase else {
+            return None;
+        };
+        match p.stuck {
+            Some(Stuck::NotConnected) if self.peers_known == 0 => Some(Stuck::NoPeersKnown),
+            other => other,
+        }
+    }
+}
+
+/// Why a torrent stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum TorrentError {
+    /// The metadata could not be fetched.
+    #[error("metadata")]
+    Metadata(#[from] FetchError),
+    /// The file selection fits nothing in the torrent (the user's input).
+    #[error("{0}")]
+    Selection(String),
+    /// The download failed.
+    #[error("download")]
+    Download(#[from] DownloadError),
+    /// Stopped (removed, or the user interrupted) before the metadata
+    /// arrived: nothing was downloaded.
+    #[error("stopped before the metadata arrived")]
+    StoppedBeforeMetadata,
+    /// The torrent's task panicked (a bug).
+    #[error("torrent task failed: {0}")]
+    Crashed(String),
+}
+
+/// The two phases a connection can be handed to.
+enum Stage {
+    Metadata {
+        conns: mpsc::Sender<Established>,
+        progress: watch::Receiver<Progress>,
+        task: tokio::task::JoinHandle<Result<Fetched, FetchError>>,
+        /// Addresses given to the fetch and not yet back or ended, so none
+        /// is lost track of at the hand-over.
+        inside: HashSet<SocketAddr>,
+    },
+    Download {
+        conns: mpsc::Sender<Established>,
+        handle: DownloadHandle,
+    },
+}
+
+/// The torrent's task state.
+pub(crate) struct Torrent {
+    shared: Arc<Shared>,
+    info_hash: InfoHash,
+    handshake: Handshake,
+    book: AddressBook,
+    metainfo: Option<Arc<Metainfo>>,
+    dials: JoinSet<(SocketAddr, Option<Established>)>,
+    exits_tx: mpsc::UnboundedSender<PeerExit>,
+    wanted: watch::Sender<bool>,
+    status: watch::Sender<TorrentStatus>,
+}
+
+/// Runs a torrent to its end; `incoming` carries connections the listener
+/// routed to it, `stop` ends it early.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    source: TorrentSource,
+    mut options: AddOptions,
+    mut incoming: mpsc::Receiver<Established>,
+    mut stop: watch::Receiver<bool>,
+    status: watch::Sender<TorrentStatus>,
+) -> Result<Summary, TorrentError> {
+    let info_hash = source.info_hash();
+    let (exits_tx, mut exits) = mpsc::unbounded_channel();
+    let (found_tx, mut found) = mpsc::channel(256);
+    let (wanted, wanted_rx) = watch::channel(true);
+    let now = Instant::now().into_std();
+    let mut book = AddressBook::new(AddressBookConfig::default());
+    let (metainfo, direct) = match source {
+        TorrentSource::Magnet(m) => (None, m.peers),
+        TorrentSource::Metainfo(m) => (Some(m), Vec::new()),
+    };
+    for addr in &direct {
+        book.add(now, *addr, PeerSource::Magnet);
+    }
+    // BEP 27: a private torrent takes peers from its trackers and the
+    // magnet only, and never speaks of itself in the DHT.
+    let private = metainfo.as_ref().is_some_and(|m| m.info.private);
+    let mut discovery = match (&shared.dht, private) {
+        (Some(dht), false) => Some(discovery::spawn(
+            dht.clone(),
+            info_hash,
+            shared.listen_port,
+            wanted_rx,
+            found_tx,
+        )),
+        _ => None,
+    };
+    let mut t = Torrent {
+        handshake: Handshake::new(Reserved::LODESTONE, info_hash, shared.peer_id),
+        shared,
+        info_hash,
+        book,
+        metainfo,
+        dials: JoinSet::new(),
+        exits_tx,
+        wanted,
+        status,
+    };
+    let mut stage = match t.metainfo.clone() {
+        Some(m) => t.start_download(m, &mut options, Vec::new())?,
+        None => t.start_metadata(&options),
+    };
+    let mut tick = tokio::time::interval(STATUS_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        t.dial_more(&stage);
+        let next_due = t.book.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break t.stop(&mut stage).await;
+                }
+            }
+            Some(addr) = found.recv() => {
+                t.book.add(Instant::now().into_std(), addr, PeerSource::Dht);
+            }
+            Some(conn) = incoming.recv() => {
+                if t.book.incoming(Instant::now().into_std(), conn.addr) {
+                    t.hand(&mut stage, conn);
+                }
+            }
+            Some(dialed) = t.dials.join_next() => {
+                if let Ok((addr, conn)) = dialed {
+                    match conn {
+                        Some(conn) => t.hand(&mut stage, conn),
+                        None => t.book.ended(Instant::now().into_std(), addr, Outcome::Failed),
+                    }
+                }
+            }
+            Some(exit) = exits.recv() => t.on_exit(&mut stage, exit),
+            () = sleep_until(next_due) => {}
+            end = phase_end(&mut stage) => {
+                let fetched = match end {
+                    PhaseEnd::Metadata(Ok(Ok(f))) => f,
+                    PhaseEnd::Metadata(Ok(Err(e))) => break Err(e.into()),
+                    PhaseEnd::Metadata(Err(e)) => break Err(TorrentError::Crashed(e.to_string())),
+                    PhaseEnd::Download(result) => break result,
+                };
+                if fetched.metainfo.info.private {
+                    // A magnet turned out private: leave the DHT alone now.
+                    if let Some(task) = discovery.take() {
+                        task.abort();
+                    }
+                }
+                let inside = match &mut stage {
+                    Stage::Metadata { inside, .. } => std::mem::take(inside),
+                    Stage::Download { .. } => HashSet::new(),
+                };
+                t.release_missing(&inside, &fetched.conns);
+                t.learn_dht_ports(dht_ports(&fetched.conns)).await;
+                let metainfo = Arc::new(fetched.metainfo);
+                t.metainfo = Some(metainfo.clone());
+                if options.metadata_only {
+                    t.publish(&stage);
+                    break Ok(Summary::default());
+                }
+                stage = t.start_download(metainfo, &mut options, fetched.conns)?;
+                t.publish(&stage);
+            }
+            _ = tick.tick() => t.publish(&stage),
+        }
+    };
+    if let Some(task) = discovery {
+        task.abort();
+    }
+    t.dials.abort_all();
+    // The last word, so that a follower sees the final phase even when
+    // the torrent ended between two ticks.
+    t.publish(&stage);
+    result
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How the current phase ended.
+enum PhaseEnd {
+    Metadata(Result<Result<Fetched, FetchError>, tokio::task::JoinError>),
+    Download(Result<Summary, TorrentError>),
+}
+
+/// Waits for the current phase to end.
+async fn phase_end(stage: &mut Stage) -> PhaseEnd {
+    match stage {
+        Stage::Metadata { task, .. } => PhaseEnd::Metadata(task.await),
+        Stage::Download { handle, .. } => {
+            PhaseEnd::Download(handle.join().await.map_err(Into::into))
+        }
+    }
+}
+
+impl Torrent {
+    fn start_metadata(&self, options: &AddOptions) -> Stage {
+        let (conns, conns_rx) = mpsc::channel(HANDOFF_QUEUE);
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let fetch = FetchOptions {
+            timeout: options.metadata_timeout,
+            max_connections: self.shared.config.max_peers_per_torrent,
+            listen_port: Some(self.shared.listen_port),
+            ..FetchOptions::default()
+        };
+        let (info_hash, exits) = (self.info_hash, self.exits_tx.clone());
+        let task = tokio::spawn(async move {
+            lodestone_metadata::fetch_metainfo(info_hash, conns_rx, exits, fetch, &progress_tx)
+                .await
+        });
+        Stage::Metadata {
+            conns,
+            progress,
+            task,
+            inside: HashSet::new(),
+        }
+    }
+
+    fn start_download(
+        &mut self,
+        metainfo: Arc<Metainfo>,
+        options: &mut AddOptions,
+        handed: Vec<Established>,
+    ) -> Result<Stage, TorrentError> {
+        let files = match options.select.take() {
+            Some(select) => select(&metainfo).map_err(TorrentError::Selection)?,
+            None => None,
+        };
+        let cfg = &self.shared.config;
+        let mut config = DownloadConfig::new(&options.output_dir, self.shared.peer_id);
+        config.files = files;
+        config.listen_port = Some(self.shared.listen_port);
+        config.max_connections = cfg.max_peers_per_torrent;
+        config.download_limit = self.shared.download_limit.clone();
+        config.upload_limit = self.shared.upload_limit.clone();
+        config.seed_ratio = options.seed_ratio;
+        config.seed_time = options.seed_time;
+        config.no_seed = options.no_seed;
+        let (conns, conns_rx) = mpsc::channel(HANDOFF_QUEUE.max(handed.len()));
+        for conn in handed {
+            // Room was made for every one of them above.
+            let _ = conns.try_send(conn);
+        }
+        let handle = Download::start(metainfo, config, conns_rx, self.exits_tx.clone());
+        Ok(Stage::Download { conns, handle })
+    }
+
+    /// Dials addresses from the book while there is room and peers are
+    /// wanted.
+    fn dial_more(&mut self, stage: &Stage) {
+        let wanted = match stage {
+            Stage::Metadata { .. } => true,
+            Stage::Download { handle, .. } => {
+                handle.progress().borrow().phase == Phase::Downloading
+            }
+        };
+        self.wanted
+            .send_if_modified(|w| std::mem::replace(w, wanted) != wanted);
+        if !wanted {
+            return;
+        }
+        let cfg = &self.shared.config;
+        let now = Instant::now().into_std();
+        while self.dials.len() < cfg.max_dials_per_torrent
+            && self.book.stats().busy < cfg.max_peers_per_torrent
+        {
+            let Some(addr) = self.book.next_dial(now) else {
+                return;
+            };
+            let (timeout, ours) = (cfg.connect_timeout, self.handshake);
+            self.dials.spawn(async move {
+                match dialer::dial(addr, timeout, ours).await {
+                    Ok(conn) => (addr, Some(conn)),
+                    Err(e) => {
+                        tracing::debug!(%addr, "dial failed: {}", ErrorChain(&e));
+                        (addr, None)
+                    }
+                }
+            });
+        }
+    }
+
+    /// Gives a handshaken connection to the current phase.
+    fn hand(&mut self, stage: &mut Stage, conn: Established) {
+        let addr = conn.addr;
+        if conn.theirs.peer_id == self.shared.peer_id {
+            // Ourselves, through some address of ours: never again.
+            self.book
+                .ended(Instant::now().into_std(), addr, Outcome::Misbehaved);
+            return;
+        }
+        let sent = match stage {
+            Stage::Metadata { conns, inside, .. } => {
+                let sent = conns.try_send(conn).is_ok();
+                if sent {
+                    inside.insert(addr);
+                }
+                sent
+            }
+            Stage::Download { conns, .. } => conns.try_send(conn).is_ok(),
+        };
+        if !sent {
+            self.book
+                .ended(Instant::now().into_std(), addr, Outcome::Closed);
+        }
+    }
+
+    fn on_exit(&mut self, stage: &mut Stage, exit: PeerExit) {
+        if let Stage::Metadata { inside, .. } = stage {
+            inside.remove(&exit.addr);
+        }
+        let outcome = if exit.misbehaved {
+            Outcome::Misbehaved
+        } else {
+            Outcome::Closed
+        };
+        self.book
+            .ended(Instant::now().into_std(), exit.addr, outcome);
+    }
+
+    /// Connections the fetch had that neither came back nor reported their
+    /// end count as ended, so their addresses are not busy forever.
+    fn release_missing(&mut self, inside: &HashSet<SocketAddr>, back: &[Established]) {
+        let back: HashSet<SocketAddr> = back.iter().map(|c| c.addr).collect();
+        let now = Instant::now().into_std();
+        for addr in inside.difference(&back) {
+            self.book.ended(now, *addr, Outcome::Closed);
+        }
+    }
+
+    /// BEP 5: a peer's `port` message names its DHT node; ask the DHT to
+    /// ping it (and add it if it answers).
+    async fn learn_dht_ports(&self, nodes: Vec<SocketAddr>) {
+        let Some(dht) = &self.shared.dht else { return };
+        for node in nodes {
+            let _ = dht.add_node(node).await;
+        }
+    }
+
+    fn publish(&self, stage: &Stage) {
+        let stats = self.book.stats();
+        let phase = match stage {
+            Stage::Metadata { progress, .. } => {
+                let mut p = *progress.borrow();
+                p.peers_known = stats.known;
+                p.connecting = self.dials.len();
+                p.connect_failures = stats.failures as usize;
+                TorrentPhase::Metadata(p)
+            }
+            Stage::Download { handle, .. } => {
+                TorrentPhase::Download(handle.progress().borrow().clone())
+            }
+        };
+        self.status.send_replace(TorrentStatus {
+            phase,
+            metainfo: self.metainfo.clone(),
+            peers_known: stats.known,
+            dial_failures: stats.failures,
+        });
+    }
+
+    /// Stops the current phase and reports how far it got.
+    async fn stop(&self, stage: &mut Stage) -> Result<Summary, TorrentError> {
+        match stage {
+            Stage::Metadata { task, .. } => {
+                task.abort();
+                Err(TorrentError::StoppedBeforeMetadata)
+            }
+            Stage::Download { handle, .. } => {
+                handle.shutdown();
+                Ok(handle.join().await?)
+            }
+        }
+    }
+}
+
+/// The DHT nodes that peers named in a `port` message while the
+/// connection was in the metadata phase.
+fn dht_ports(conns: &[Established]) -> Vec<SocketAddr> {
+    conns
+        .iter()
+        .flat_map(|conn| {
+            conn.early.iter().filter_map(|message| match message {
+                Message::Port(port) => Some(SocketAddr::new(conn.addr.ip(), *port)),
+                _ => None,
+            })
+        })
+        .collect()
+}
