@@ -43,6 +43,9 @@ pub struct DownloadProgress {
     pub pieces_done: u32,
     /// Wanted pieces in all.
     pub pieces_wanted: u32,
+    /// Pieces found on disk whose re-check has not answered yet; they are
+    /// not requested from peers meanwhile.
+    pub pieces_checking: u32,
     /// Piece data received this session, including discarded duplicates.
     pub downloaded: u64,
     /// Piece data sent this session.
@@ -65,8 +68,12 @@ pub struct DownloadProgress {
 pub struct Summary {
     /// Every wanted piece is verified on disk.
     pub complete: bool,
-    /// Wanted pieces found valid on disk at start.
+    /// Wanted pieces found valid on disk: trusted from the resume record or
+    /// hashed again.
     pub pieces_resumed: u32,
+    /// Pieces on disk that the resume record could not vouch for, hashed
+    /// again (0 when every file was unchanged since the record).
+    pub pieces_rechecked: u32,
     /// Pieces downloaded and verified this session.
     pub pieces_verified: u32,
     /// Pieces that failed their hash.

@@ -1,6 +1,7 @@
 //! Whole downloads against in-process fake seeders on 127.0.0.1.
 
 mod leechers;
+mod resume_record;
 mod seeder;
 
 use std::collections::BTreeSet;
@@ -106,6 +107,7 @@ const SIZES: [usize; 5] = [100_000, 1, 250_000, 65_536, 333_333];
 /// there that listens on 127.0.0.1, knows no peers and seeds until shut
 /// down. Returns once the files on disk are checked, with its address and
 /// the sender of its (empty) address channel, which must outlive it.
+/// (The re-check runs in the background, so wait for its last verdict.)
 async fn seeding(
     metainfo: &Arc<Metainfo>,
     data: &[u8],
@@ -128,7 +130,10 @@ async fn seeding(
     c.listen = Some(listener);
     let (keep, none) = mpsc::channel(1);
     let seed = Download::start(metainfo.clone(), c, none);
-    until(&seed, |p| p.phase != Phase::Checking).await;
+    until(&seed, |p| {
+        p.phase != Phase::Checking && p.pieces_checking == 0
+    })
+    .await;
     (seed, addr, keep)
 }
 
