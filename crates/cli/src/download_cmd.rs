@@ -14,10 +14,11 @@ use tokio::task::JoinHandle;
 
 use crate::args::DownloadArgs;
 use crate::failure::Failure;
-use crate::metadata_cmd::{fetch, start_dht};
+use crate::metadata_cmd::{metadata, start_dht};
 use crate::peers::{our_peer_id, peer_stream};
 use crate::progress_view::{ProgressView, ViewMode};
 use crate::rate::parse_rate;
+use crate::state_dir::StateDir;
 use crate::target::Target;
 use crate::{dht_cmd, selection, units};
 
@@ -34,7 +35,35 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
     let target = Target::read(&args.target)?;
     let metadata_timeout = dht_cmd::seconds(args.metadata_timeout)?;
     let mode = ViewMode::choose(args.json);
+    let state = StateDir::resolve(args.dht.state_dir.as_deref());
     let dht = start_dht(&args.dht, args.no_dht).await?;
+    let result = download(
+        args,
+        target,
+        metadata_timeout,
+        mode,
+        dht.clone(),
+        state,
+        started,
+    )
+    .await;
+    if let Some(dht) = dht {
+        // Saves the DHT state, whichever way the download ended.
+        let _ = dht.shutdown().await;
+    }
+    result
+}
+
+/// The download itself, once the DHT runs (or not).
+async fn download(
+    args: DownloadArgs,
+    target: Target,
+    metadata_timeout: Duration,
+    mode: ViewMode,
+    dht: Option<Dht>,
+    state: Option<StateDir>,
+    started: Instant,
+) -> Result<(), Failure> {
     let listener = listen(args.port).await?;
     let port = listener
         .local_addr()
@@ -49,7 +78,7 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
         Target::Magnet(magnet) => {
             mode.event("phase", serde_json::json!({ "phase": "metadata" }));
             (
-                fetch(&magnet, dht.clone(), metadata_timeout).await?,
+                metadata(&magnet, dht.clone(), metadata_timeout, state.as_ref()).await?,
                 Some(magnet),
             )
         }
@@ -75,6 +104,8 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
     config.seed_ratio = Some(args.seed_ratio);
     config.seed_time = args.seed_time.map(dht_cmd::seconds).transpose()?;
     config.no_seed = args.no_seed;
+    config.resume_file = state.map(|s| s.resume_record(metainfo.info_hash));
+    config.recheck = args.recheck;
 
     let direct = magnet.as_ref().map(|m| m.peers.clone()).unwrap_or_default();
     let peers = peer_stream(metainfo.info_hash, direct, dht.clone());
@@ -85,9 +116,6 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
 
     if let Some(task) = announcer {
         task.abort();
-    }
-    if let Some(dht) = dht {
-        let _ = dht.shutdown().await;
     }
     let summary = summary.map_err(|e| Failure::Failed(anyhow!(e)))?;
     view.finish(&summary, started.elapsed());

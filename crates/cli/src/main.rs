@@ -17,6 +17,7 @@ mod peers;
 mod progress_view;
 mod rate;
 mod selection;
+mod state_dir;
 mod status;
 mod target;
 mod units;

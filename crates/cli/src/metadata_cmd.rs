@@ -14,6 +14,7 @@ use crate::dht_cmd;
 use crate::failure::{BadInputExt, Failure};
 use crate::inspect::print_metainfo;
 use crate::peers::{our_peer_id, peer_stream};
+use crate::state_dir::StateDir;
 use crate::status::StatusLine;
 
 /// How often the status line is refreshed.
@@ -24,8 +25,9 @@ pub async fn run(args: MetadataArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let magnet = Magnet::parse(&args.magnet).bad_input(|| "bad magnet link".to_owned())?;
     let timeout = dht_cmd::seconds(args.timeout)?;
+    let state = StateDir::resolve(args.dht.state_dir.as_deref());
     let dht = start_dht(&args.dht, args.no_dht).await?;
-    let metainfo = fetch(&magnet, dht.clone(), timeout).await;
+    let metainfo = metadata(&magnet, dht.clone(), timeout, state.as_ref()).await;
     if let Some(dht) = dht {
         let _ = dht.shutdown().await;
     }
@@ -55,13 +57,27 @@ pub async fn start_dht(args: &DhtArgs, no_dht: bool) -> Result<Option<Dht>, Fail
     }
 }
 
-/// Fetches the metainfo of `magnet` from its `x.pe` peers and the DHT,
-/// showing progress on stderr.
-pub async fn fetch(
+/// The metainfo of `magnet`: from the state directory if an earlier run
+/// kept it, else fetched (see [`fetch`]) and then kept.
+pub async fn metadata(
     magnet: &Magnet,
     dht: Option<Dht>,
     timeout: Duration,
+    state: Option<&StateDir>,
 ) -> Result<Metainfo, Failure> {
+    if let Some(kept) = state.and_then(|s| s.cached_metainfo(magnet.info_hash)) {
+        return Ok(kept);
+    }
+    let metainfo = fetch(magnet, dht, timeout).await?;
+    if let Some(state) = state {
+        state.keep_metainfo(&metainfo);
+    }
+    Ok(metainfo)
+}
+
+/// Fetches the metainfo of `magnet` from its `x.pe` peers and the DHT,
+/// showing progress on stderr.
+async fn fetch(magnet: &Magnet, dht: Option<Dht>, timeout: Duration) -> Result<Metainfo, Failure> {
     if dht.is_none() && magnet.peers.is_empty() {
         return Err(Failure::BadInput(anyhow!(
             "with --no-dht the magnet link must name peers (x.pe=IP:PORT)"
