@@ -30,7 +30,7 @@ use lodestone_core::InfoHash;
 use thiserror::Error;
 
 use crate::bitfield::Bitfield;
-use crate::layout::PieceIndex;
+use crate::layout::{FileSlice, PieceIndex};
 use crate::storage::{FileStamp, Storage, StorageError};
 
 /// The format version written and understood.
@@ -105,22 +105,11 @@ impl ResumeRecord {
             path: storage.root().to_path_buf(),
             source,
         })?;
-        let files = storage
-            .layout()
-            .files()
-            .map(|f| {
-                if storage.is_selected(f) {
-                    storage.stamp(f)
-                } else {
-                    Ok(None)
-                }
-            })
-            .collect::<Result<_, _>>()?;
         Ok(Self {
             info_hash,
             root,
             verified,
-            files,
+            files: stamps(storage)?,
         })
     }
 
@@ -277,9 +266,10 @@ pub struct ResumePlan {
 /// Decides, before [`Storage::prepare`] changes any file, which wanted
 /// pieces to trust and which to hash again. `record` is the one loaded for
 /// this torrent, if any; with `recheck` it is ignored. Pieces whose bytes
-/// do not all exist (beyond a file's current end, or in a missing file) are
-/// neither: they are simply missing, and zeros are never hashed. Blocking
-/// (one `stat` per file).
+/// do not all exist (beyond a file's current end, or in a missing file), or
+/// lie entirely in holes of sparse files, are neither: they are simply
+/// missing, and zeros that were never written are not hashed. Blocking (one
+/// `stat` per file, one `lseek` per piece to check).
 pub fn plan(
     storage: &Storage,
     info_hash: InfoHash,
@@ -287,17 +277,7 @@ pub fn plan(
     recheck: bool,
 ) -> Result<ResumePlan, StorageError> {
     let layout = storage.layout();
-    let current = storage
-        .layout()
-        .files()
-        .map(|f| {
-            if storage.is_selected(f) {
-                storage.stamp(f)
-            } else {
-                Ok(None)
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let current = stamps(storage)?;
     let record = record
         .filter(|_| !recheck)
         .map(|r| usable(r, storage, info_hash).map(|()| r))
@@ -334,11 +314,39 @@ pub fn plan(
         } else if slices
             .iter()
             .all(|s| current[s.file.get()].is_some_and(|st| s.file_offset + s.len <= st.len))
+            && any_data(storage, &slices)?
         {
             to_check.push(piece);
         }
     }
     Ok(ResumePlan { trusted, to_check })
+}
+
+/// Whether any slice may hold data rather than a hole (see
+/// [`Storage::holds_data`]).
+fn any_data(storage: &Storage, slices: &[FileSlice]) -> Result<bool, StorageError> {
+    for s in slices {
+        if storage.holds_data(s.file, s.file_offset, s.len)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The stamp of every file of the torrent; `None` for those not selected
+/// or not on disk.
+fn stamps(storage: &Storage) -> Result<Vec<Option<FileStamp>>, StorageError> {
+    storage
+        .layout()
+        .files()
+        .map(|f| {
+            if storage.is_selected(f) {
+                storage.stamp(f)
+            } else {
+                Ok(None)
+            }
+        })
+        .collect()
 }
 
 /// Whether a record was made for this torrent in this directory.

@@ -248,6 +248,21 @@ impl Storage {
         }
     }
 
+    /// Whether bytes `[offset, offset + len)` of a selected, existing file
+    /// may hold data: `false` only when the file system reports the whole
+    /// range as a hole (never written since [`Storage::prepare`] extended
+    /// the file), which reads as zeros and is not worth hashing. Where holes
+    /// cannot be asked about, every range may hold data.
+    pub fn holds_data(&self, file: FileIndex, offset: u64, len: u64) -> Result<bool, StorageError> {
+        let handle = self.handle(file)?;
+        // Moves the file position, which positional IO never uses.
+        match rustix::fs::seek(&*handle, rustix::fs::SeekFrom::Data(offset)) {
+            Ok(next) => Ok(next < offset.saturating_add(len)),
+            Err(rustix::io::Errno::NXIO) => Ok(false),
+            Err(_) => Ok(true),
+        }
+    }
+
     /// The output directory the files live under.
     pub fn root(&self) -> &Path {
         &self.root

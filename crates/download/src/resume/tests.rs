@@ -179,6 +179,20 @@ fn missing_files_are_not_hashed() {
 }
 
 #[test]
+fn holes_left_by_prepare_are_not_hashed() {
+    let dir = TempDir::new("plan-holes");
+    // Pieces far larger than a file system block, as in real torrents.
+    let layout = Arc::new(Layout::new(1 << 16, [(4 << 16, false)]).unwrap());
+    let s = Storage::new(dir.0.clone(), layout, vec![PathBuf::from("a")], &[]).unwrap();
+    // A run killed before its first record: the file at full length,
+    // sparse, with only piece 2 written.
+    s.prepare().unwrap();
+    s.write(2 << 16, &[1; 1 << 16]).unwrap();
+    let plan = plan(&s, HASH, None, false).unwrap();
+    assert_eq!(ones(&plan), (vec![], vec![2]));
+}
+
+#[test]
 fn unverified_pieces_of_unchanged_files_stay_missing() {
     let dir = TempDir::new("plan-partial");
     let s = storage(&dir);
