@@ -5,7 +5,9 @@ use std::time::Duration;
 /// Where a download is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Phase {
-    /// Hashing the files already on disk (resume).
+    /// Starting: reading the resume record and preparing the files. Any
+    /// re-check of data on disk then runs during [`Phase::Downloading`]
+    /// (see [`DownloadProgress::pieces_checking`]).
     #[default]
     Checking,
     /// Fetching pieces.
