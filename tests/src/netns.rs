@@ -178,6 +178,9 @@ fn run_isolated(test: &str) -> Result<()> {
         .arg("--include-ignored")
         .env(ENV, "1")
         .env("LODESTONE_NETNS_HOSTS", &hosts)
+        // Every lodestone the test starts keeps its state here, not in the
+        // user's own state directory, and no test sees another's.
+        .env("XDG_STATE_HOME", scratch.path().join("state"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -118,6 +118,10 @@ pub struct DownloadArgs {
     /// Use only the peers named in the magnet link (x.pe), not the DHT.
     #[arg(long)]
     pub no_dht: bool,
+    /// Hash every piece already on disk again instead of trusting the
+    /// resume record (it still runs alongside the download).
+    #[arg(long)]
+    pub recheck: bool,
     #[command(flatten)]
     pub dht: DhtArgs,
 }
@@ -155,9 +159,14 @@ pub struct DhtArgs {
         default_value = "0.0.0.0:0"
     )]
     pub bind: Vec<std::net::SocketAddr>,
-    /// File keeping the node id and known nodes between runs.
+    /// File keeping the node id and known nodes between runs
+    /// [default: dht.state in the state directory].
     #[arg(long = "dht-state", value_name = "FILE")]
     pub state: Option<PathBuf>,
+    /// Directory keeping state between runs: DHT node, fetched metadata,
+    /// resume records [default: $XDG_STATE_HOME/lodestone].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Arguments of `lodestone inspect`.

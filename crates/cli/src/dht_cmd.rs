@@ -9,6 +9,11 @@ use lodestone_dht::{DEFAULT_BOOTSTRAP, Dht, DhtConfig};
 use crate::args::{DhtArgs, DhtCommand};
 use crate::failure::{BadInputExt, Failure};
 use crate::output::outln;
+use crate::state_dir::StateDir;
+
+/// How often the DHT state file is brought up to date while running (it is
+/// also written when the DHT shuts down).
+const DHT_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs a `dht` subcommand.
 pub async fn run(command: DhtCommand) -> Result<(), Failure> {
@@ -62,7 +67,11 @@ pub fn config(args: &DhtArgs) -> DhtConfig {
     DhtConfig {
         bind: args.bind.clone(),
         bootstrap,
-        state_file: args.state.clone(),
+        state_file: args
+            .state
+            .clone()
+            .or_else(|| StateDir::resolve(args.state_dir.as_deref()).and_then(|s| s.dht_state())),
+        save_interval: Some(DHT_SAVE_INTERVAL),
         ..DhtConfig::default()
     }
 }

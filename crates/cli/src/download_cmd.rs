@@ -12,6 +12,7 @@ use crate::args::DownloadArgs;
 use crate::failure::Failure;
 use crate::progress_view::ViewMode;
 use crate::rate::parse_rate;
+use crate::state_dir::StateDir;
 use crate::target::Target;
 use crate::torrent_view::follow;
 use crate::{dht_cmd, selection};
@@ -29,6 +30,7 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
     let metadata_timeout = dht_cmd::seconds(args.metadata_timeout)?;
     let seed_time = args.seed_time.map(dht_cmd::seconds).transpose()?;
     let mode = ViewMode::choose(args.json, targets.len());
+    let state = StateDir::resolve(args.dht.state_dir.as_deref());
     let session = Session::start(session_config(&args)?)
         .await
         .map_err(|e| Failure::Failed(anyhow!(e)))?;
@@ -39,18 +41,34 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
         options.seed_ratio = Some(args.seed_ratio);
         options.seed_time = seed_time;
         options.no_seed = args.no_seed;
+        options.recheck = args.recheck;
+        let mut keep = None;
         let (source, so) = match target {
             Target::Torrent(metainfo) => (TorrentSource::Metainfo(metainfo.into()), None),
             Target::Magnet(magnet) => {
-                if args.no_dht && magnet.peers.is_empty() {
-                    return Err(Failure::BadInput(anyhow!(
-                        "with --no-dht the magnet link must name peers (x.pe=IP:PORT)"
-                    )));
-                }
                 let so = magnet.select_only.clone();
-                (TorrentSource::Magnet(magnet), so)
+                // An earlier run of this magnet kept its metadata.
+                match state
+                    .as_ref()
+                    .and_then(|s| s.cached_metainfo(magnet.info_hash))
+                {
+                    Some(kept) => {
+                        options.peers = magnet.peers;
+                        (TorrentSource::Metainfo(kept.into()), so)
+                    }
+                    None => {
+                        if args.no_dht && magnet.peers.is_empty() {
+                            return Err(Failure::BadInput(anyhow!(
+                                "with --no-dht the magnet link must name peers (x.pe=IP:PORT)"
+                            )));
+                        }
+                        keep = state.clone();
+                        (TorrentSource::Magnet(magnet), so)
+                    }
+                }
             }
         };
+        options.resume_file = state.as_ref().map(|s| s.resume_record(source.info_hash()));
         let select = args.select.clone();
         options.select = Some(Box::new(move |metainfo| {
             selection::resolve(&metainfo.info, &select, so.as_deref()).map_err(|e| format!("{e:#}"))
@@ -58,7 +76,7 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
         let handle = session
             .add(source, options)
             .map_err(|e| Failure::BadInput(anyhow!(e)))?;
-        views.spawn(follow(handle, mode));
+        views.spawn(follow(handle, mode, keep));
     }
     let mut outcome = Ok(());
     while let Some(done) = views.join_next().await {

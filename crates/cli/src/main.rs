@@ -16,6 +16,7 @@ mod output;
 mod progress_view;
 mod rate;
 mod selection;
+mod state_dir;
 mod status;
 mod target;
 mod torrent_view;

@@ -1,10 +1,10 @@
 //! `lodestone metadata`: magnet link in, verified `.torrent` out.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use lodestone_core::Magnet;
+use lodestone_core::{Magnet, Metainfo};
 use lodestone_session::{AddOptions, Session, SessionConfig, TorrentSource};
 
 use crate::args::MetadataArgs;
@@ -12,6 +12,7 @@ use crate::dht_cmd;
 use crate::failure::{BadInputExt, Failure};
 use crate::inspect::print_metainfo;
 use crate::progress_view::ViewMode;
+use crate::state_dir::StateDir;
 use crate::torrent_view::follow;
 
 /// Runs the command.
@@ -19,6 +20,38 @@ pub async fn run(args: MetadataArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let magnet = Magnet::parse(&args.magnet).bad_input(|| "bad magnet link".to_owned())?;
     let timeout = dht_cmd::seconds(args.timeout)?;
+    let state = StateDir::resolve(args.dht.state_dir.as_deref());
+    let metainfo = match state
+        .as_ref()
+        .and_then(|s| s.cached_metainfo(magnet.info_hash))
+    {
+        Some(kept) => kept,
+        None => fetch(magnet, &args, timeout, state).await?,
+    };
+    let path = args
+        .output
+        .unwrap_or_else(|| PathBuf::from(format!("{}.torrent", metainfo.info.name)));
+    std::fs::write(&path, metainfo.to_torrent_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+        .map_err(Failure::Failed)?;
+    eprintln!(
+        "metadata of {} verified in {:.3} s, written to {}",
+        metainfo.info_hash,
+        started.elapsed().as_secs_f64(),
+        path.display()
+    );
+    print_metainfo(&metainfo, false);
+    Ok(())
+}
+
+/// Fetches the metadata through a session of its own, keeping it in the
+/// state directory.
+async fn fetch(
+    magnet: Magnet,
+    args: &MetadataArgs,
+    timeout: Duration,
+    state: Option<StateDir>,
+) -> Result<Metainfo, Failure> {
     if args.no_dht && magnet.peers.is_empty() {
         return Err(Failure::BadInput(anyhow!(
             "with --no-dht the magnet link must name peers (x.pe=IP:PORT)"
@@ -38,7 +71,7 @@ pub async fn run(args: MetadataArgs) -> Result<(), Failure> {
         .add(TorrentSource::Magnet(magnet), options)
         .map_err(|e| Failure::Failed(anyhow!(e)))?;
     let status = handle.status();
-    let result = follow(handle, ViewMode::choose(false, 1)).await;
+    let result = follow(handle, ViewMode::choose(false, 1), state).await;
     session.shutdown().await;
     result?;
     let metainfo = status
@@ -46,18 +79,5 @@ pub async fn run(args: MetadataArgs) -> Result<(), Failure> {
         .metainfo
         .clone()
         .ok_or_else(|| Failure::Failed(anyhow!("stopped before the metadata arrived")))?;
-    let path = args
-        .output
-        .unwrap_or_else(|| PathBuf::from(format!("{}.torrent", metainfo.info.name)));
-    std::fs::write(&path, metainfo.to_torrent_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
-        .map_err(Failure::Failed)?;
-    eprintln!(
-        "metadata of {} verified in {:.3} s, written to {}",
-        metainfo.info_hash,
-        started.elapsed().as_secs_f64(),
-        path.display()
-    );
-    print_metainfo(&metainfo, false);
-    Ok(())
+    Ok(Metainfo::clone(&metainfo))
 }

@@ -153,6 +153,7 @@ impl ProgressView {
                     "complete": summary.complete,
                     "total_size": self.total,
                     "pieces_resumed": summary.pieces_resumed,
+                    "pieces_rechecked": summary.pieces_rechecked,
                     "pieces_verified": summary.pieces_verified,
                     "hash_failures": summary.hash_failures,
                     "peers_banned": summary.peers_banned,

@@ -14,13 +14,20 @@ use lodestone_session::{TorrentError, TorrentHandle, TorrentPhase, TorrentStatus
 
 use crate::failure::Failure;
 use crate::progress_view::{ProgressView, ViewMode};
+use crate::state_dir::StateDir;
 use crate::status::StatusLine;
 
-/// Shows `handle`'s progress in `mode` until it ends.
-pub async fn follow(mut handle: TorrentHandle, mode: ViewMode) -> Result<(), Failure> {
+/// Shows `handle`'s progress in `mode` until it ends. With `keep`, a
+/// metainfo fetched from peers is kept there as soon as it is verified, so
+/// the next run of the same magnet needs no peers for it.
+pub async fn follow(
+    mut handle: TorrentHandle,
+    mode: ViewMode,
+    keep: Option<StateDir>,
+) -> Result<(), Failure> {
     let started = Instant::now();
     let mut status = handle.status();
-    let mut view = View::new(mode);
+    let mut view = View::new(mode, keep);
     let mut interrupted = false;
     let result = loop {
         tokio::select! {
@@ -47,18 +54,26 @@ struct View {
     mode: ViewMode,
     metadata: Option<StatusLine>,
     download: Option<(ProgressView, std::sync::Arc<Metainfo>)>,
+    /// Where to keep a fetched metainfo, until it is kept.
+    keep: Option<StateDir>,
 }
 
 impl View {
-    fn new(mode: ViewMode) -> Self {
+    fn new(mode: ViewMode, keep: Option<StateDir>) -> Self {
         Self {
             mode,
             metadata: None,
             download: None,
+            keep,
         }
     }
 
     fn show(&mut self, status: &TorrentStatus) {
+        if let Some(metainfo) = &status.metainfo
+            && let Some(state) = self.keep.take()
+        {
+            state.keep_metainfo(metainfo);
+        }
         match &status.phase {
             TorrentPhase::Metadata(p) => {
                 let mode = self.mode;

@@ -17,8 +17,10 @@
 //!
 //! - [`storage`] writes and reads byte ranges of the torrent to and from the
 //!   files under an output directory, positionally and with safe paths;
-//! - [`verify`] hashes completed pieces on a small thread pool and checks
-//!   existing files on start (resume).
+//! - [`verify`] hashes completed pieces on a small thread pool and re-checks
+//!   data already on disk in the background;
+//! - [`resume`] keeps the record of verified pieces and file stamps that
+//!   lets a restart trust unchanged files without reading them.
 //!
 //! [`swarm`] ties them to peer connections: one async task per peer and a
 //! coordinator that takes addresses from a channel, accepts incoming peers,
@@ -29,6 +31,7 @@ pub mod choke;
 pub mod layout;
 pub mod picker;
 pub mod rate;
+pub mod resume;
 pub mod storage;
 pub mod swarm;
 pub mod verify;

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +27,19 @@ use thiserror::Error;
 
 use crate::bitfield::Bitfield;
 use crate::layout::{FileIndex, Layout, PieceIndex};
+
+/// A file's length and modification time: if both are unchanged since a
+/// resume record was written, the pieces it recorded are trusted without
+/// reading them again (the same bet `make` and `rsync` make).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Length in bytes.
+    pub len: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime_secs: i64,
+    /// Nanoseconds within that second.
+    pub mtime_nanos: i64,
+}
 
 /// Open file handles kept by default; beyond this the least recently used
 /// one is closed.
@@ -219,16 +232,40 @@ impl Storage {
             .any(|f| self.files[f.get()].selected)
     }
 
-    /// The current on-disk length of a selected file, or `None` when it
-    /// does not exist yet. Creates nothing; used by resume before
-    /// [`Storage::prepare`].
-    pub fn existing_len(&self, file: FileIndex) -> Result<Option<u64>, StorageError> {
+    /// What a selected file looks like on disk now (length and modification
+    /// time), or `None` when it does not exist yet. Creates nothing; resume
+    /// compares it with the stamp in its record, before [`Storage::prepare`].
+    pub fn stamp(&self, file: FileIndex) -> Result<Option<FileStamp>, StorageError> {
         let path = self.checked_path(file)?;
         match fs::metadata(&path) {
-            Ok(m) => Ok(Some(m.len())),
+            Ok(m) => Ok(Some(FileStamp {
+                len: m.len(),
+                mtime_secs: m.mtime(),
+                mtime_nanos: m.mtime_nsec(),
+            })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("stat", &path)(e)),
         }
+    }
+
+    /// Whether bytes `[offset, offset + len)` of a selected, existing file
+    /// may hold data: `false` only when the file system reports the whole
+    /// range as a hole (never written since [`Storage::prepare`] extended
+    /// the file), which reads as zeros and is not worth hashing. Where holes
+    /// cannot be asked about, every range may hold data.
+    pub fn holds_data(&self, file: FileIndex, offset: u64, len: u64) -> Result<bool, StorageError> {
+        let handle = self.handle(file)?;
+        // Moves the file position, which positional IO never uses.
+        match rustix::fs::seek(&*handle, rustix::fs::SeekFrom::Data(offset)) {
+            Ok(next) => Ok(next < offset.saturating_add(len)),
+            Err(rustix::io::Errno::NXIO) => Ok(false),
+            Err(_) => Ok(true),
+        }
+    }
+
+    /// The output directory the files live under.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Creates the directories and selected files and sets each file to its
@@ -446,7 +483,7 @@ mod tests {
         // Piece 0 = bytes 0..7 spans both files; piece 1 = 7..10 only b.
         assert!(!s.is_stored(pieces[0]) && s.is_wanted(pieces[0]));
         assert!(s.is_stored(pieces[1]) && s.is_wanted(pieces[1]));
-        assert_eq!(s.existing_len(layout.file(0).unwrap()).unwrap(), None);
+        assert_eq!(s.stamp(layout.file(0).unwrap()).unwrap(), None);
     }
 
     #[test]
@@ -484,7 +521,9 @@ mod tests {
         fs::write(dir.0.join("a"), b"hello world, too long").unwrap();
         let s = storage(&dir.0, &[("a", 5, false), ("empty", 0, false)], &[]);
         assert_eq!(
-            s.existing_len(s.layout().file(0).unwrap()).unwrap(),
+            s.stamp(s.layout().file(0).unwrap())
+                .unwrap()
+                .map(|st| st.len),
             Some(21)
         );
         s.prepare().unwrap();

@@ -5,17 +5,16 @@
 //! per core with SHA-NI) nor disk writes stall a tokio worker. Results come
 //! back on a tokio channel together with the buffer, for reuse.
 //!
-//! [`resume_scan`] checks what is already on disk at start: every wanted
-//! piece whose bytes all exist is read and hashed, in parallel.
+//! [`Recheck`] hashes pieces already on disk (those a resume record cannot
+//! vouch for) in the background, in parallel, while the download runs.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use sha1::{Digest, Sha1};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::bitfield::Bitfield;
 use crate::layout::{LayoutError, PieceIndex};
 use crate::storage::{Storage, StorageError};
 
@@ -149,62 +148,71 @@ fn check_and_store(
     }
 }
 
-/// Finds the pieces already on disk: every wanted, fully stored piece whose
-/// bytes lie within the files' current lengths is read and hashed, on
-/// `threads` threads. Call before [`Storage::prepare`], which extends files
-/// to full length (the zeros it adds would be hashed for nothing). A piece
-/// that cannot be read counts as missing.
-pub fn resume_scan(
-    storage: &Storage,
-    hashes: &[PieceHash],
-    threads: usize,
-) -> Result<Bitfield, StorageError> {
-    let layout = storage.layout();
-    let mut verified = Bitfield::new(layout.piece_count());
-    if layout.check_hash_count(hashes.len()).is_err() {
-        return Ok(verified);
+/// Pieces already on disk being hashed again, on a few plain threads, while
+/// the download goes on: the start never waits for a re-check.
+///
+/// Each verdict `(piece, matches)` goes to the channel given to
+/// [`Recheck::spawn`] as soon as it is known; the channel closes when every
+/// piece is done. A piece that cannot be read counts as not matching.
+/// Dropping the handle stops the threads after their current piece and
+/// joins them (blocking: drop it on a blocking thread).
+pub struct Recheck {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Recheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Recheck({} threads)", self.threads.len())
     }
-    let mut on_disk = Vec::with_capacity(layout.file_count());
-    for f in layout.files() {
-        on_disk.push(if storage.is_selected(f) {
-            storage.existing_len(f)?.unwrap_or(0)
-        } else {
-            0
-        });
-    }
-    let candidates: Vec<PieceIndex> = layout
-        .pieces()
-        .filter(|&p| {
-            storage.is_wanted(p)
-                && storage.is_stored(p)
-                && layout
-                    .slices(layout.piece_offset(p), u64::from(layout.piece_len(p)))
-                    .all(|s| s.padding || s.file_offset + s.len <= on_disk[s.file.get()])
-        })
-        .collect();
-    let next = AtomicUsize::new(0);
-    let found = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| {
-                let mut buf = Vec::new();
-                let mut good = Vec::new();
-                while let Some(&piece) = candidates.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    buf.resize(layout.piece_len(piece) as usize, 0);
-                    if storage.read(layout.piece_offset(piece), &mut buf).is_ok()
-                        && piece_matches(&buf, &hashes[piece.get() as usize])
+}
+
+impl Recheck {
+    /// Starts hashing `pieces` (each must be stored, see
+    /// [`Storage::is_stored`]) on `threads` threads (at least one). `hashes`
+    /// must hold one hash per piece of the storage's layout.
+    pub fn spawn(
+        storage: Arc<Storage>,
+        hashes: Arc<[PieceHash]>,
+        pieces: Vec<PieceIndex>,
+        threads: usize,
+        results: UnboundedSender<(PieceIndex, bool)>,
+    ) -> Result<Self, LayoutError> {
+        storage.layout().check_hash_count(hashes.len())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let pieces: Arc<[PieceIndex]> = pieces.into();
+        let next = Arc::new(AtomicUsize::new(0));
+        let threads = (0..threads.max(1).min(pieces.len()))
+            .map(|_| {
+                let (storage, hashes, pieces) = (storage.clone(), hashes.clone(), pieces.clone());
+                let (next, stop, results) = (next.clone(), stop.clone(), results.clone());
+                std::thread::spawn(move || {
+                    let layout = storage.layout();
+                    let mut buf = Vec::new();
+                    while !stop.load(Ordering::Relaxed)
+                        && let Some(&piece) = pieces.get(next.fetch_add(1, Ordering::Relaxed))
                     {
-                        good.push(piece);
+                        buf.resize(layout.piece_len(piece) as usize, 0);
+                        let good = storage.read(layout.piece_offset(piece), &mut buf).is_ok()
+                            && piece_matches(&buf, &hashes[piece.get() as usize]);
+                        if results.send((piece, good)).is_err() {
+                            return;
+                        }
                     }
-                }
-                found.lock().unwrap_or_else(|p| p.into_inner()).extend(good);
-            });
-        }
-    });
-    for piece in found.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        verified.set(piece.get());
+                })
+            })
+            .collect();
+        Ok(Self { stop, threads })
     }
-    Ok(verified)
+}
+
+impl Drop for Recheck {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -266,26 +274,36 @@ mod tests {
     }
 
     #[test]
-    fn resume_finds_exactly_the_good_pieces() {
-        let dir = TempDir::new("resume");
+    fn recheck_reports_each_piece_and_closes() {
+        let dir = TempDir::new("recheck");
         let (storage, stream, hashes) = torrent(&dir, &[]);
         // File a complete but piece 1 corrupted; file b truncated mid piece 4.
         let mut a = stream[..2500].to_vec();
         a[1500] ^= 0xff;
         std::fs::write(dir.0.join("a"), a).unwrap();
         std::fs::write(dir.0.join("b"), &stream[3000..4500]).unwrap();
-        let found = resume_scan(&storage, &hashes, 2).unwrap();
-        assert_eq!(found.iter_ones().collect::<Vec<_>>(), vec![0, 2, 3]);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let pieces: Vec<_> = storage.layout().pieces().collect();
+        let check = Recheck::spawn(storage, hashes, pieces, 2, tx).unwrap();
+        let mut verdicts = Vec::new();
+        while let Some((piece, good)) = rx.blocking_recv() {
+            verdicts.push((piece.get(), good));
+        }
+        drop(check);
+        verdicts.sort();
+        assert_eq!(
+            verdicts,
+            vec![(0, true), (1, false), (2, true), (3, true), (4, false)]
+        );
     }
 
     #[test]
-    fn resume_skips_pieces_touching_unselected_files() {
-        let dir = TempDir::new("resume-sel");
-        let (storage, stream, hashes) = torrent(&dir, &[false, false, true]);
-        std::fs::write(dir.0.join("b"), &stream[3000..]).unwrap();
-        let found = resume_scan(&storage, &hashes, 1).unwrap();
-        // Piece 2 (2000..3000) holds only a and padding: not wanted.
-        assert_eq!(found.iter_ones().collect::<Vec<_>>(), vec![3, 4]);
+    fn recheck_of_nothing_closes_at_once() {
+        let dir = TempDir::new("recheck-none");
+        let (storage, _, hashes) = torrent(&dir, &[]);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let _check = Recheck::spawn(storage, hashes, Vec::new(), 2, tx).unwrap();
+        assert!(rx.blocking_recv().is_none());
     }
 
     #[test]

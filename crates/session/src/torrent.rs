@@ -75,6 +75,15 @@ pub struct AddOptions {
     /// End once the metadata is verified, downloading nothing (the
     /// metainfo is then in the last [`TorrentStatus`]).
     pub metadata_only: bool,
+    /// Peers to try first, as a magnet's `x.pe` (for a torrent added from
+    /// a metainfo kept from an earlier run of that magnet).
+    pub peers: Vec<SocketAddr>,
+    /// Where the resume record is kept (verified pieces and file stamps):
+    /// read at start so verified data is not hashed again, written while
+    /// running and at the end. `None` keeps none and checks the files.
+    pub resume_file: Option<PathBuf>,
+    /// Hash every piece on disk again, ignoring the resume record.
+    pub recheck: bool,
 }
 
 impl AddOptions {
@@ -88,6 +97,9 @@ impl AddOptions {
             no_seed: false,
             metadata_timeout: Duration::from_secs(300),
             metadata_only: false,
+            peers: Vec::new(),
+            resume_file: None,
+            recheck: false,
         }
     }
 }
@@ -198,7 +210,7 @@ pub(crate) async fn run(
         TorrentSource::Magnet(m) => (None, m.peers),
         TorrentSource::Metainfo(m) => (Some(m), Vec::new()),
     };
-    for addr in &direct {
+    for addr in direct.iter().chain(&options.peers) {
         book.add(now, *addr, PeerSource::Magnet);
     }
     // BEP 27: a private torrent takes peers from its trackers and the
@@ -365,6 +377,8 @@ impl Torrent {
         config.seed_ratio = options.seed_ratio;
         config.seed_time = options.seed_time;
         config.no_seed = options.no_seed;
+        config.resume_file = options.resume_file.clone();
+        config.recheck = options.recheck;
         let (conns, conns_rx) = mpsc::channel(HANDOFF_QUEUE.max(handed.len()));
         for conn in handed {
             // Room was made for every one of them above.

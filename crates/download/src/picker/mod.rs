@@ -441,6 +441,24 @@ impl Picker {
         true
     }
 
+    /// Keeps a wanted, unstarted piece out of requests while its bytes on
+    /// disk are being hashed (resume re-check); it still counts as
+    /// remaining. [`Self::piece_verified`] or [`Self::release`] ends it.
+    pub fn withhold(&mut self, piece: PieceIndex) {
+        let p = piece.get();
+        if !self.partial.contains_key(&piece) {
+            self.queue.remove(p, self.availability[p as usize]);
+        }
+    }
+
+    /// The withheld piece failed its re-check: it can be requested again.
+    pub fn release(&mut self, piece: PieceIndex) {
+        let p = piece.get();
+        if self.wanted.get(p) && !self.have.get(p) && !self.partial.contains_key(&piece) {
+            self.queue.insert(p, self.availability[p as usize]);
+        }
+    }
+
     /// The completed piece failed its hash: every block is requestable
     /// again. Returns the peers that sent its blocks (one may be lying).
     pub fn piece_failed(&mut self, piece: PieceIndex) -> Vec<PeerKey> {

@@ -95,6 +95,28 @@ impl RarityQueue {
         self.start[k] += 1;
     }
 
+    /// Puts the piece (availability `k`) back in the queue: the mirror of
+    /// [`Self::remove`], walking it down from the end through every bucket
+    /// above `k`.
+    pub(super) fn insert(&mut self, piece: u32, k: u32) {
+        if self.pos[piece as usize] != NONE {
+            return;
+        }
+        let k = k as usize;
+        while self.start.len() <= k {
+            self.start.push(self.order.len() as u32);
+        }
+        self.order.push(piece);
+        let mut at = self.order.len() as u32 - 1;
+        self.pos[piece as usize] = at;
+        for j in (k + 1..self.start.len()).rev() {
+            let first = self.start[j];
+            self.swap(at, first);
+            at = first;
+            self.start[j] += 1;
+        }
+    }
+
     /// Takes the piece (availability `k`) out of the queue.
     pub(super) fn remove(&mut self, piece: u32, k: u32) {
         let at = self.pos[piece as usize];
@@ -124,11 +146,12 @@ mod tests {
 
     proptest! {
         /// After any sequence of updates every queued piece sits in the bucket
-        /// of its availability, and removed pieces are gone.
+        /// of its availability, removed pieces are gone and re-inserted ones
+        /// are back.
         #[test]
         fn buckets_match_availability(
             n in 1u32..40,
-            ops in proptest::collection::vec((0u32..40, 0u8..3), 0..300),
+            ops in proptest::collection::vec((0u32..40, 0u8..4), 0..300),
         ) {
             let mut q = RarityQueue::new(n, 0..n);
             let mut avail = vec![0u32; n as usize];
@@ -139,6 +162,7 @@ mod tests {
                     0 => { q.increment(p, avail[p as usize]); avail[p as usize] += 1; }
                     1 if avail[p as usize] > 0 => { q.decrement(p, avail[p as usize]); avail[p as usize] -= 1; }
                     2 => { q.remove(p, avail[p as usize]); queued[p as usize] = false; }
+                    3 => { q.insert(p, avail[p as usize]); queued[p as usize] = true; }
                     _ => {}
                 }
             }

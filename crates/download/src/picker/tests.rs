@@ -174,6 +174,35 @@ fn hash_failure_makes_blocks_missing_again() {
 }
 
 #[test]
+fn withheld_pieces_wait_for_their_recheck() {
+    let l = layout(3, 1);
+    let mut pk = picker(&l, 0);
+    let a = PeerKey(1);
+    pk.peer_connected(a);
+    pk.peer_have_all(a);
+    let (p0, p1) = (l.piece(0).unwrap(), l.piece(1).unwrap());
+    pk.withhold(p0);
+    pk.withhold(p1);
+    let got: Vec<u32> = pk
+        .next_requests(a, 10)
+        .iter()
+        .map(|b| b.piece().get())
+        .collect();
+    assert_eq!(got, vec![2], "withheld pieces are not requested");
+    assert_eq!(pk.remaining(), 3, "withheld pieces still count");
+    // p0's bytes on disk were good; p1's were not.
+    assert!(pk.piece_verified(p0));
+    pk.release(p1);
+    let got: Vec<u32> = pk
+        .next_requests(a, 10)
+        .iter()
+        .map(|b| b.piece().get())
+        .collect();
+    assert_eq!(got, vec![1]);
+    assert_eq!(pk.remaining(), 2);
+}
+
+#[test]
 fn choke_and_reject_release_requests() {
     let l = layout(1, 3);
     let mut pk = picker(&l, 0);

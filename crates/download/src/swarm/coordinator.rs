@@ -17,6 +17,7 @@ use super::assembly::Assembly;
 use super::blame::Blame;
 use super::peer::{self, PeerError};
 use super::progress::{DownloadProgress, Phase, Stuck, Summary};
+use super::resume_keeper::ResumeKeeper;
 use super::shared::{CloseReason, Counters, PeerCmd, Shared, State};
 use super::{DownloadConfig, DownloadError};
 use crate::bitfield::Bitfield;
@@ -24,7 +25,7 @@ use crate::choke::{Choker, ChokerConfig, PeerStats};
 use crate::layout::{Layout, PieceIndex};
 use crate::picker::{PeerKey, Picker};
 use crate::storage::Storage;
-use crate::verify::{CheckOutcome, Checked, HashPool, PieceHash, resume_scan};
+use crate::verify::{CheckOutcome, Checked, HashPool, PieceHash};
 
 /// How often progress is published and the choker consulted.
 const HOUSEKEEPING: Duration = Duration::from_millis(200);
@@ -57,6 +58,8 @@ struct Coordinator {
     wanted: Bitfield,
     wanted_bytes: u64,
     verified_bytes: u64,
+    /// Re-check verdicts still to come.
+    checking: u32,
     summary: Summary,
     progress: watch::Sender<DownloadProgress>,
 }
@@ -64,7 +67,7 @@ struct Coordinator {
 /// Runs the download described by the arguments to its end.
 pub(super) async fn run(
     metainfo: Arc<Metainfo>,
-    config: DownloadConfig,
+    mut config: DownloadConfig,
     mut conns: mpsc::Receiver<Established>,
     exits: mpsc::UnboundedSender<PeerExit>,
     progress: watch::Sender<DownloadProgress>,
@@ -86,16 +89,16 @@ pub(super) async fn run(
     let hashes: Arc<[PieceHash]> = info.piece_hashes.clone().into();
     let threads = config.hash_threads.max(1);
 
-    let have = {
-        let (storage, hashes) = (storage.clone(), hashes.clone());
-        tokio::task::spawn_blocking(move || {
-            let have = resume_scan(&storage, &hashes, threads)?;
-            storage.prepare()?;
-            Ok::<_, DownloadError>(have)
-        })
-        .await
-        .map_err(|e| DownloadError::Crashed(e.to_string()))??
-    };
+    let (mut resume, start) = ResumeKeeper::start(
+        storage.clone(),
+        hashes.clone(),
+        metainfo.info_hash,
+        config.resume_file.take(),
+        config.recheck,
+        threads,
+    )
+    .await?;
+    let have = start.trusted;
 
     let (checked_tx, mut checked) = mpsc::unbounded_channel();
     let pool = HashPool::new(threads, storage.clone(), hashes, checked_tx)?;
@@ -107,12 +110,13 @@ pub(super) async fn run(
         }
     }
     let seed = config.rng_seed.unwrap_or_else(rand::random);
-    let picker = Picker::new(
+    let mut picker = Picker::new(
         layout.clone(),
         wanted.clone(),
         have.clone(),
         StdRng::seed_from_u64(seed),
     );
+    start.to_check.iter().for_each(|&p| picker.withhold(p));
     let piece_bytes = |bits: &Bitfield| -> u64 {
         bits.iter_ones()
             .filter_map(|p| layout.piece(p))
@@ -168,9 +172,11 @@ pub(super) async fn run(
         ),
         wanted_bytes: piece_bytes(&wanted),
         verified_bytes: piece_bytes(&resumed),
+        checking: start.to_check.len() as u32,
         wanted,
         summary: Summary {
             pieces_resumed: resumed.count_ones(),
+            pieces_rechecked: start.to_check.len() as u32,
             ..Summary::default()
         },
         progress,
@@ -212,10 +218,16 @@ pub(super) async fn run(
                     c.on_peer_exit(done);
                 }
             }
-            _ = tick.tick() => c.housekeeping(),
+            (piece, good) = resume.next_verdict() => c.on_rechecked(piece, good),
+            _ = tick.tick() => {
+                c.housekeeping();
+                resume.tick(&c.shared.lock().servable);
+            }
         }
     };
     c.finish(&mut checked).await;
+    let verified = c.shared.lock().servable.clone();
+    resume.finish(verified).await;
     result.map(|()| c.summary.clone())
 }
 
@@ -276,7 +288,7 @@ impl Coordinator {
         let backlog_was_full = st.assembly.hashing() >= shared.hash_backlog;
         let contributors = st.assembly.finished(piece, buffer);
         match outcome {
-            CheckOutcome::Verified => self.on_verified(&mut st, piece),
+            CheckOutcome::Verified => self.on_verified(&mut st, piece, false),
             CheckOutcome::HashMismatch => {
                 tracing::warn!(%piece, ?contributors, "piece failed its hash check");
                 self.summary.hash_failures += 1;
@@ -294,11 +306,29 @@ impl Coordinator {
         Ok(())
     }
 
-    fn on_verified(&mut self, st: &mut State, piece: PieceIndex) {
+    /// A re-check verdict on a piece found on disk at start.
+    fn on_rechecked(&mut self, piece: PieceIndex, good: bool) {
+        self.checking = self.checking.saturating_sub(1);
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        if good {
+            self.on_verified(&mut st, piece, true);
+        } else {
+            st.picker.release(piece);
+            st.broadcast(PeerCmd::Wake, None);
+        }
+    }
+
+    /// A piece is verified on disk: downloaded now, or `resumed` from disk.
+    fn on_verified(&mut self, st: &mut State, piece: PieceIndex, resumed: bool) {
         if !st.picker.piece_verified(piece) {
             return;
         }
-        self.summary.pieces_verified += 1;
+        if resumed {
+            self.summary.pieces_resumed += 1;
+        } else {
+            self.summary.pieces_verified += 1;
+        }
         if self.wanted.get(piece.get()) {
             self.verified_bytes += u64::from(self.shared.layout.piece_len(piece));
         }
@@ -403,6 +433,7 @@ impl Coordinator {
             wanted_bytes: self.wanted_bytes,
             pieces_done: pieces_wanted - st.picker.remaining(),
             pieces_wanted,
+            pieces_checking: self.checking,
             downloaded: st.counters.downloaded,
             uploaded: st.counters.uploaded,
             download_rate,

@@ -1,7 +1,8 @@
 //! The networked half of a download: peers, requests, uploads, seeding.
 //!
-//! [`Download::start`] checks what is already on disk (resume), then runs
-//! one coordinator task and one task per peer connection:
+//! [`Download::start`] takes what the resume record vouches for, starts
+//! hashing the rest of what is on disk in the background, and runs one
+//! coordinator task and one task per peer connection:
 //!
 //! - the **coordinator** ([`coordinator`]) runs the handshaken connections
 //!   it is given (dialed or accepted by the session, or handed over by the
@@ -25,6 +26,7 @@ mod coordinator;
 mod peer;
 mod pipeline;
 mod progress;
+mod resume_keeper;
 mod shared;
 mod uploads;
 
@@ -81,6 +83,12 @@ pub struct DownloadConfig {
     pub hash_threads: usize,
     /// Seed of the picker's and choker's RNG; `None` picks one at random.
     pub rng_seed: Option<u64>,
+    /// The file keeping this torrent's resume record (see
+    /// [`crate::resume`]): read at start, written while running and at the
+    /// end. `None`: no record, so whatever is on disk is hashed again.
+    pub resume_file: Option<PathBuf>,
+    /// Ignore the resume record and hash everything on disk again.
+    pub recheck: bool,
 }
 
 impl DownloadConfig {
@@ -101,6 +109,8 @@ impl DownloadConfig {
             no_seed: false,
             hash_threads: 2,
             rng_seed: None,
+            resume_file: None,
+            recheck: false,
         }
     }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 /// Where a download is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Phase {
-    /// Hashing the files already on disk (resume).
+    /// Starting: reading the resume record and preparing the files. Any
+    /// re-check of data on disk then runs during [`Phase::Downloading`]
+    /// (see [`DownloadProgress::pieces_checking`]).
     #[default]
     Checking,
     /// Fetching pieces.
@@ -45,6 +47,9 @@ pub struct DownloadProgress {
     pub pieces_done: u32,
     /// Wanted pieces in all.
     pub pieces_wanted: u32,
+    /// Pieces found on disk whose re-check has not answered yet; they are
+    /// not requested from peers meanwhile.
+    pub pieces_checking: u32,
     /// Piece data received this session, including discarded duplicates.
     pub downloaded: u64,
     /// Piece data sent this session.
@@ -65,8 +70,12 @@ pub struct DownloadProgress {
 pub struct Summary {
     /// Every wanted piece is verified on disk.
     pub complete: bool,
-    /// Wanted pieces found valid on disk at start.
+    /// Wanted pieces found valid on disk: trusted from the resume record or
+    /// hashed again.
     pub pieces_resumed: u32,
+    /// Pieces on disk that the resume record could not vouch for, hashed
+    /// again (0 when every file was unchanged since the record).
+    pub pieces_rechecked: u32,
     /// Pieces downloaded and verified this session.
     pub pieces_verified: u32,
     /// Pieces that failed their hash.

@@ -1,6 +1,7 @@
 //! Whole downloads against in-process fake seeders on 127.0.0.1.
 
 mod leechers;
+mod resume_record;
 mod seeder;
 
 use std::collections::BTreeSet;
@@ -174,7 +175,8 @@ const SIZES: [usize; 5] = [100_000, 1, 250_000, 65_536, 333_333];
 /// Writes the files `present` selects into `dir` and starts a download
 /// there that listens on 127.0.0.1, knows no peers and seeds until shut
 /// down. Returns once the files on disk are checked, with its address and
-/// the [`Net`] that accepts for it, which must outlive it.
+/// the [`Net`] that accepts for it, which must outlive it. (The re-check
+/// runs in the background, so wait for its last verdict.)
 async fn seeding(
     metainfo: &Arc<Metainfo>,
     data: &[u8],
@@ -194,7 +196,10 @@ async fn seeding(
     c.peer_id = peer_id(b'A');
     let (seed, net) = start(metainfo, c);
     let addr = net.listen().await;
-    until(&seed, |p| p.phase != Phase::Checking).await;
+    until(&seed, |p| {
+        p.phase != Phase::Checking && p.pieces_checking == 0
+    })
+    .await;
     (seed, addr, net)
 }
 
