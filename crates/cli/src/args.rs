@@ -115,9 +115,17 @@ pub struct DownloadArgs {
     /// Print one JSON event per line on stdout instead of a progress display.
     #[arg(long)]
     pub json: bool,
-    /// Use only the peers named in the magnet link (x.pe), not the DHT.
+    /// Use only the peers named in the magnet link (x.pe) or by --peer,
+    /// not the DHT.
     #[arg(long)]
     pub no_dht: bool,
+    /// A peer to connect to (repeatable), like a magnet's x.pe; the one way
+    /// to name peers for a .torrent file.
+    #[arg(long = "peer", value_name = "IP:PORT")]
+    pub peers: Vec<std::net::SocketAddr>,
+    /// Give up when nothing is verified for this many seconds, saying why.
+    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+    pub stall_timeout: f64,
     /// Hash every piece already on disk again instead of trusting the
     /// resume record (it still runs alongside the download).
     #[arg(long)]

@@ -29,6 +29,7 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
     check_output_dir(&args.output)?;
     let metadata_timeout = dht_cmd::seconds(args.metadata_timeout)?;
     let seed_time = args.seed_time.map(dht_cmd::seconds).transpose()?;
+    let stall_timeout = dht_cmd::seconds(args.stall_timeout)?;
     let mode = ViewMode::choose(args.json, targets.len());
     let state = StateDir::resolve(args.dht.state_dir.as_deref());
     let session = Session::start(session_config(&args)?)
@@ -42,6 +43,8 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
         options.seed_time = seed_time;
         options.no_seed = args.no_seed;
         options.recheck = args.recheck;
+        options.peers.clone_from(&args.peers);
+        options.stall_timeout = Some(stall_timeout);
         let mut keep = None;
         let (source, so) = match target {
             Target::Torrent(metainfo) => (TorrentSource::Metainfo(metainfo.into()), None),
@@ -53,11 +56,11 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
                     .and_then(|s| s.cached_metainfo(magnet.info_hash))
                 {
                     Some(kept) => {
-                        options.peers = magnet.peers;
+                        options.peers.extend(magnet.peers);
                         (TorrentSource::Metainfo(kept.into()), so)
                     }
                     None => {
-                        if args.no_dht && magnet.peers.is_empty() {
+                        if args.no_dht && magnet.peers.is_empty() && args.peers.is_empty() {
                             return Err(Failure::BadInput(anyhow!(
                                 "with --no-dht the magnet link must name peers (x.pe=IP:PORT)"
                             )));

@@ -120,6 +120,15 @@ impl View {
                 }
             }
             Err(e @ TorrentError::Selection(_)) => Err(Failure::BadInput(anyhow!(e))),
+            Err(TorrentError::Stalled(reason)) => {
+                self.mode.event(
+                    "stalled",
+                    serde_json::json!({ "reason": reason.code(), "message": reason.to_string() }),
+                );
+                Err(Failure::Failed(anyhow!(
+                    "gave up after --stall-timeout: {reason}; the data is kept"
+                )))
+            }
             Err(e) => Err(Failure::Failed(anyhow!(e))),
         }
     }

@@ -39,11 +39,13 @@ pub mod dialer;
 mod discovery;
 mod listener;
 mod session;
+mod stall;
 mod torrent;
 
 pub use address_book::{AddressBook, AddressBookConfig, BookStats, Outcome, PeerSource};
 pub use discovery::{ANNOUNCE_INTERVAL, LOOKUP_INTERVAL};
 pub use session::{Session, SessionConfig, SessionError, TorrentHandle, new_peer_id};
+pub use stall::StallReason;
 pub use torrent::{
     AddOptions, FileFilter, TorrentError, TorrentPhase, TorrentSource, TorrentStatus,
 };

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::address_book::{AddressBook, AddressBookConfig, Outcome, PeerSource};
 use crate::session::Shared;
+use crate::stall::StallReason;
 use crate::{dialer, discovery};
 
 /// How often the status is published.
@@ -84,6 +85,9 @@ pub struct AddOptions {
     pub resume_file: Option<PathBuf>,
     /// Hash every piece on disk again, ignoring the resume record.
     pub recheck: bool,
+    /// Give up when the download verifies nothing for this long, saying
+    /// why ([`TorrentError::Stalled`]); `None` waits forever.
+    pub stall_timeout: Option<Duration>,
 }
 
 impl AddOptions {
@@ -100,6 +104,7 @@ impl AddOptions {
             peers: Vec::new(),
             resume_file: None,
             recheck: false,
+            stall_timeout: None,
         }
     }
 }
@@ -152,6 +157,9 @@ pub enum TorrentError {
     /// The download failed.
     #[error("download")]
     Download(#[from] DownloadError),
+    /// Nothing was verified for the stall timeout.
+    #[error("no progress: {0}")]
+    Stalled(StallReason),
     /// Stopped (removed, or the user interrupted) before the metadata
     /// arrived: nothing was downloaded.
     #[error("stopped before the metadata arrived")]
@@ -188,6 +196,10 @@ pub(crate) struct Torrent {
     exits_tx: mpsc::UnboundedSender<PeerExit>,
     wanted: watch::Sender<bool>,
     status: watch::Sender<TorrentStatus>,
+    /// Bytes verified when progress was last seen, and when.
+    last_progress: (u64, Instant),
+    /// Whether this torrent uses the DHT (not private, a DHT running).
+    uses_dht: bool,
 }
 
 /// Runs a torrent to its end; `incoming` carries connections the listener
@@ -236,6 +248,8 @@ pub(crate) async fn run(
         exits_tx,
         wanted,
         status,
+        last_progress: (0, Instant::now()),
+        uses_dht: discovery.is_some(),
     };
     let mut stage = match t.metainfo.clone() {
         Some(m) => t.start_download(m, &mut options, Vec::new())?,
@@ -282,6 +296,7 @@ pub(crate) async fn run(
                     if let Some(task) = discovery.take() {
                         task.abort();
                     }
+                    t.uses_dht = false;
                 }
                 let inside = match &mut stage {
                     Stage::Metadata { inside, .. } => std::mem::take(inside),
@@ -298,7 +313,15 @@ pub(crate) async fn run(
                 stage = t.start_download(metainfo, &mut options, fetched.conns)?;
                 t.publish(&stage);
             }
-            _ = tick.tick() => t.publish(&stage),
+            _ = tick.tick() => {
+                t.publish(&stage);
+                if let Some(limit) = options.stall_timeout
+                    && let Some(reason) = t.stalled(&stage, limit).await
+                {
+                    let _ = t.stop(&mut stage).await;
+                    break Err(TorrentError::Stalled(reason));
+                }
+            }
         }
     };
     if let Some(task) = discovery {
@@ -500,6 +523,46 @@ impl Torrent {
             peers_known: stats.known,
             dial_failures: stats.failures,
         });
+    }
+
+    /// Why the download has verified nothing for `limit`, if it has not.
+    /// The metadata phase has its own timeout, and seeding cannot stall.
+    async fn stalled(&mut self, stage: &Stage, limit: Duration) -> Option<StallReason> {
+        let Stage::Download { handle, .. } = stage else {
+            return None;
+        };
+        let (verified, phase) = {
+            let p = handle.progress();
+            let p = p.borrow();
+            (p.verified_bytes, p.phase)
+        };
+        let now = Instant::now();
+        if verified != self.last_progress.0
+            || !matches!(phase, Phase::Checking | Phase::Downloading)
+        {
+            self.last_progress = (verified, now);
+            return None;
+        }
+        if now - self.last_progress.1 < limit {
+            return None;
+        }
+        let status = self.status.borrow().clone();
+        let dht_nodes = match (&self.shared.dht, self.uses_dht) {
+            (Some(dht), true) => dht.stats().await.ok().map(|s| s.ipv4_nodes + s.ipv6_nodes),
+            _ => None,
+        };
+        let bootstrap = self
+            .shared
+            .config
+            .dht
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.bootstrap.clone());
+        Some(StallReason::diagnose(
+            status.peers_known,
+            dht_nodes,
+            &bootstrap,
+            status.stuck(),
+        ))
     }
 
     /// Stops the current phase and reports how far it got.

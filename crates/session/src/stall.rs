@@ -1,0 +1,108 @@
+//! Why a torrent made no progress, for a run that gives up after
+//! `AddOptions::stall_timeout`: the furthest stage it reached, in words
+//! for people and a code for scripts.
+
+use std::fmt;
+
+use lodestone_download::swarm::Stuck;
+
+/// The stage at which a stalled torrent stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StallReason {
+    /// No DHT node answered; these are the bootstrap addresses tried.
+    NoDhtNodes(Vec<String>),
+    /// The DHT (or the magnet) named no peer.
+    NoPeersFound,
+    /// Peers were found, but none accepted a connection.
+    NoneAccepted,
+    /// Connected peers lack the missing pieces.
+    PeersLackPieces,
+    /// Every peer that has missing pieces is choking us.
+    AllChoking,
+    /// Peers let us ask, but send nothing.
+    NothingSent,
+}
+
+impl StallReason {
+    /// A stable machine-readable code (for `--json`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            StallReason::NoDhtNodes(_) => "no_dht_nodes",
+            StallReason::NoPeersFound => "no_peers_found",
+            StallReason::NoneAccepted => "none_accepted",
+            StallReason::PeersLackPieces => "peers_lack_pieces",
+            StallReason::AllChoking => "all_choking",
+            StallReason::NothingSent => "nothing_sent",
+        }
+    }
+
+    /// The reason for a download whose address book holds `peers_known`
+    /// addresses, whose DHT knows `dht_nodes` nodes (`None`: no DHT,
+    /// or a private torrent that does not use it), and whose download says
+    /// `stuck`.
+    pub(crate) fn diagnose(
+        peers_known: usize,
+        dht_nodes: Option<usize>,
+        bootstrap: &[String],
+        stuck: Option<Stuck>,
+    ) -> Self {
+        if peers_known == 0 {
+            return match dht_nodes {
+                Some(0) => StallReason::NoDhtNodes(bootstrap.to_vec()),
+                _ => StallReason::NoPeersFound,
+            };
+        }
+        match stuck {
+            Some(Stuck::NoPeersKnown) => StallReason::NoPeersFound,
+            Some(Stuck::NotConnected) => StallReason::NoneAccepted,
+            Some(Stuck::NobodyHasMissing) => StallReason::PeersLackPieces,
+            Some(Stuck::AllChoking) => StallReason::AllChoking,
+            None => StallReason::NothingSent,
+        }
+    }
+}
+
+impl fmt::Display for StallReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StallReason::NoDhtNodes(bootstrap) => write!(
+                f,
+                "no DHT node answered (bootstrap: {}); check --bootstrap and the network",
+                bootstrap.join(", ")
+            ),
+            StallReason::NoPeersFound => write!(f, "no peers found"),
+            StallReason::NoneAccepted => {
+                write!(f, "peers were found, but none accepted a connection")
+            }
+            StallReason::PeersLackPieces => write!(f, "connected peers lack the missing pieces"),
+            StallReason::AllChoking => write!(f, "every peer with missing pieces is choking us"),
+            StallReason::NothingSent => write!(f, "peers are unchoked but send nothing"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_stage_has_its_reason() {
+        let boot = vec!["192.0.2.1:6881".to_owned()];
+        let d = |known, nodes, stuck| StallReason::diagnose(known, nodes, &boot, stuck);
+        assert_eq!(d(0, Some(0), None), StallReason::NoDhtNodes(boot.clone()));
+        assert!(d(0, Some(0), None).to_string().contains("192.0.2.1:6881"));
+        assert_eq!(d(0, Some(12), None), StallReason::NoPeersFound);
+        assert_eq!(d(0, None, None), StallReason::NoPeersFound);
+        assert_eq!(
+            d(3, Some(12), Some(Stuck::NotConnected)),
+            StallReason::NoneAccepted
+        );
+        assert_eq!(
+            d(3, None, Some(Stuck::NobodyHasMissing)),
+            StallReason::PeersLackPieces
+        );
+        assert_eq!(d(3, None, Some(Stuck::AllChoking)), StallReason::AllChoking);
+        assert_eq!(d(3, None, None), StallReason::NothingSent);
+        assert_eq!(d(3, None, None).code(), "nothing_sent");
+    }
+}
