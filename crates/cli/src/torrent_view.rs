@@ -95,6 +95,8 @@ impl View {
                 });
                 view.show(p, status.peers_known, status.stuck());
             }
+            // The CLI never pauses; a library user's display would say so.
+            TorrentPhase::Paused => {}
         }
     }
 

@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::listener::{self, Route, Router};
-use crate::torrent::{self, AddOptions, TorrentError, TorrentPhase, TorrentSource, TorrentStatus};
+use crate::torrent::{
+    self, AddOptions, Control, TorrentError, TorrentPhase, TorrentSource, TorrentStatus,
+};
 
 /// Connections waiting for a torrent's task, from the listener.
 const INCOMING_QUEUE: usize = 32;
@@ -187,18 +189,19 @@ impl Session {
             dial_failures: 0,
         };
         let (status_tx, status) = watch::channel(initial);
-        let (stop, stop_rx) = watch::channel(false);
+        let (control, control_rx) = watch::channel(Control::Run);
         let shared = self.shared.clone();
         let router = self.router.clone();
         let task = tokio::spawn(async move {
-            let result = torrent::run(shared, source, options, incoming, stop_rx, status_tx).await;
+            let result =
+                torrent::run(shared, source, options, incoming, control_rx, status_tx).await;
             router.remove(&info_hash);
             result
         });
         Ok(TorrentHandle {
             info_hash,
             status,
-            stop,
+            control,
             task,
         })
     }
@@ -232,7 +235,7 @@ impl Session {
 pub struct TorrentHandle {
     info_hash: InfoHash,
     status: watch::Receiver<TorrentStatus>,
-    stop: watch::Sender<bool>,
+    control: watch::Sender<Control>,
     task: JoinHandle<Result<Summary, TorrentError>>,
 }
 
@@ -250,7 +253,32 @@ impl TorrentHandle {
     /// Asks the torrent to stop: connections close, pieces received are
     /// hashed and written, files stay. [`Self::wait`] then returns.
     pub fn remove(&self) {
-        self.stop.send_replace(true);
+        self.control.send_replace(Control::Remove);
+    }
+
+    /// Pauses the torrent: connections close (pieces received are hashed
+    /// and written), nothing is dialed or accepted, and the status says
+    /// [`TorrentPhase::Paused`] until [`Self::resume`].
+    pub fn pause(&self) {
+        self.control.send_if_modified(|c| {
+            let changed = *c == Control::Run;
+            if changed {
+                *c = Control::Pause;
+            }
+            changed
+        });
+    }
+
+    /// Resumes a paused torrent where it stopped (from its resume record,
+    /// if it keeps one).
+    pub fn resume(&self) {
+        self.control.send_if_modified(|c| {
+            let changed = *c == Control::Pause;
+            if changed {
+                *c = Control::Run;
+            }
+            changed
+        });
     }
 
     /// Waits until the torrent ends (complete and the seeding policy met,

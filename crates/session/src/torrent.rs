@@ -116,6 +116,19 @@ pub enum TorrentPhase {
     Metadata(Progress),
     /// Downloading or seeding.
     Download(DownloadProgress),
+    /// Paused: no connection, no dial, nothing accepted.
+    Paused,
+}
+
+/// What the torrent's owner asks of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// Run (the initial state; after a pause, resume).
+    Run,
+    /// Close every connection and wait, keeping what is verified.
+    Pause,
+    /// End for good.
+    Remove,
 }
 
 /// A snapshot of a torrent, published a few times a second.
@@ -183,6 +196,8 @@ enum Stage {
         conns: mpsc::Sender<Established>,
         handle: DownloadHandle,
     },
+    /// Paused; what the last phase ended with, to report if removed now.
+    Paused(Option<Result<Summary, TorrentError>>),
 }
 
 /// The torrent's task state.
@@ -200,16 +215,18 @@ pub(crate) struct Torrent {
     last_progress: (u64, Instant),
     /// Whether this torrent uses the DHT (not private, a DHT running).
     uses_dht: bool,
+    /// The files selected, once resolved (`None`: all).
+    files: Option<BTreeSet<usize>>,
 }
 
 /// Runs a torrent to its end; `incoming` carries connections the listener
-/// routed to it, `stop` ends it early.
+/// routed to it, `control` pauses, resumes or removes it.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     source: TorrentSource,
     mut options: AddOptions,
     mut incoming: mpsc::Receiver<Established>,
-    mut stop: watch::Receiver<bool>,
+    mut control: watch::Receiver<Control>,
     status: watch::Sender<TorrentStatus>,
 ) -> Result<Summary, TorrentError> {
     let info_hash = source.info_hash();
@@ -250,6 +267,7 @@ pub(crate) async fn run(
         status,
         last_progress: (0, Instant::now()),
         uses_dht: discovery.is_some(),
+        files: None,
     };
     let mut stage = match t.metainfo.clone() {
         Some(m) => t.start_download(m, &mut options, Vec::new())?,
@@ -261,10 +279,24 @@ pub(crate) async fn run(
         t.dial_more(&stage);
         let next_due = t.book.poll_timeout().map(Instant::from_std);
         tokio::select! {
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    break t.stop(&mut stage).await;
+            changed = control.changed() => {
+                let asked = if changed.is_err() { Control::Remove } else { *control.borrow_and_update() };
+                match (asked, &stage) {
+                    (Control::Remove, _) => break t.stop(&mut stage).await,
+                    (Control::Pause, Stage::Paused(_))
+                    | (Control::Run, Stage::Metadata { .. } | Stage::Download { .. }) => {}
+                    (Control::Pause, _) => {
+                        let last = t.stop(&mut stage).await;
+                        stage = Stage::Paused(Some(last));
+                    }
+                    (Control::Run, Stage::Paused(_)) => {
+                        stage = match t.metainfo.clone() {
+                            Some(m) => t.start_download(m, &mut options, Vec::new())?,
+                            None => t.start_metadata(&options),
+                        };
+                    }
                 }
+                t.publish(&stage);
             }
             Some(addr) = found.recv() => {
                 t.book.add(Instant::now().into_std(), addr, PeerSource::Dht);
@@ -300,7 +332,7 @@ pub(crate) async fn run(
                 }
                 let inside = match &mut stage {
                     Stage::Metadata { inside, .. } => std::mem::take(inside),
-                    Stage::Download { .. } => HashSet::new(),
+                    Stage::Download { .. } | Stage::Paused(_) => HashSet::new(),
                 };
                 t.release_missing(&inside, &fetched.conns);
                 t.learn_dht_ports(dht_ports(&fetched.conns)).await;
@@ -354,6 +386,7 @@ async fn phase_end(stage: &mut Stage) -> PhaseEnd {
         Stage::Download { handle, .. } => {
             PhaseEnd::Download(handle.join().await.map_err(Into::into))
         }
+        Stage::Paused(_) => std::future::pending().await,
     }
 }
 
@@ -386,13 +419,13 @@ impl Torrent {
         options: &mut AddOptions,
         handed: Vec<Established>,
     ) -> Result<Stage, TorrentError> {
-        let files = match options.select.take() {
-            Some(select) => select(&metainfo).map_err(TorrentError::Selection)?,
-            None => None,
-        };
+        // Resolved once: a resume after a pause keeps the selection.
+        if let Some(select) = options.select.take() {
+            self.files = select(&metainfo).map_err(TorrentError::Selection)?;
+        }
         let cfg = &self.shared.config;
         let mut config = DownloadConfig::new(&options.output_dir, self.shared.peer_id);
-        config.files = files;
+        config.files = self.files.clone();
         config.listen_port = Some(self.shared.listen_port);
         config.max_connections = cfg.max_peers_per_torrent;
         config.download_limit = self.shared.download_limit.clone();
@@ -415,6 +448,7 @@ impl Torrent {
     /// wanted.
     fn dial_more(&mut self, stage: &Stage) {
         let wanted = match stage {
+            Stage::Paused(_) => false,
             Stage::Metadata { .. } => true,
             Stage::Download { handle, .. } => {
                 handle.progress().borrow().phase == Phase::Downloading
@@ -464,6 +498,7 @@ impl Torrent {
                 sent
             }
             Stage::Download { conns, .. } => conns.try_send(conn).is_ok(),
+            Stage::Paused(_) => false,
         };
         if !sent {
             self.book
@@ -516,6 +551,7 @@ impl Torrent {
             Stage::Download { handle, .. } => {
                 TorrentPhase::Download(handle.progress().borrow().clone())
             }
+            Stage::Paused(_) => TorrentPhase::Paused,
         };
         self.status.send_replace(TorrentStatus {
             phase,
@@ -568,6 +604,9 @@ impl Torrent {
     /// Stops the current phase and reports how far it got.
     async fn stop(&self, stage: &mut Stage) -> Result<Summary, TorrentError> {
         match stage {
+            Stage::Paused(last) => last
+                .take()
+                .unwrap_or(Err(TorrentError::StoppedBeforeMetadata)),
             Stage::Metadata { task, .. } => {
                 task.abort();
                 Err(TorrentError::StoppedBeforeMetadata)

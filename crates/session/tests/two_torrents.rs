@@ -188,3 +188,63 @@ async fn two_magnets_in_one_session_share_one_port_and_one_cap() {
     let _ = std::fs::remove_dir_all(seed_dir);
     let _ = std::fs::remove_dir_all(leech_dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_torrent_drops_its_peers_and_resumes_to_completion() {
+    let seed_dir = temp_dir("pause-seed");
+    let leech_dir = temp_dir("pause-leech");
+    let t = torrent("paused", 41, &seed_dir);
+    let seeder = Session::start(local_config()).await.unwrap();
+    let seeding = seeder
+        .add(
+            TorrentSource::Metainfo(t.clone()),
+            AddOptions::new(&seed_dir),
+        )
+        .unwrap();
+    until_seeding(&seeding).await;
+    let (relay, connections) = counting_relay(seeder.listen_addrs()[0]).await;
+
+    // Slow enough that it is still downloading when paused.
+    let mut config = local_config();
+    config.download_limit = NonZeroU64::new(1 << 20);
+    let leecher = Session::start(config).await.unwrap();
+    let mut options = AddOptions::new(&leech_dir);
+    options.no_seed = true;
+    options.peers.push(relay);
+    let handle = leecher
+        .add(TorrentSource::Metainfo(t.clone()), options)
+        .unwrap();
+    let mut status = handle.status();
+    let downloading = |s: &lodestone_session::TorrentStatus| matches!(&s.phase, TorrentPhase::Download(p) if p.verified_bytes > 0 && p.peers_connected == 1);
+    tokio::time::timeout(Duration::from_secs(30), status.wait_for(downloading))
+        .await
+        .expect("downloading in time")
+        .unwrap();
+
+    handle.pause();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        status.wait_for(|s| s.phase == TorrentPhase::Paused),
+    )
+    .await
+    .expect("paused in time")
+    .unwrap();
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+
+    handle.resume();
+    let summary = tokio::time::timeout(Duration::from_secs(60), handle.wait())
+        .await
+        .expect("download in time")
+        .unwrap();
+    assert!(summary.complete);
+    assert_same_files(&seed_dir, &leech_dir, &t);
+    // The pause closed the connection; the resume made a second one.
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+
+    seeding.remove();
+    seeding.wait().await.unwrap();
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+    let _ = std::fs::remove_dir_all(seed_dir);
+    let _ = std::fs::remove_dir_all(leech_dir);
+}

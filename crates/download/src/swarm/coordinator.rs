@@ -465,6 +465,11 @@ impl Coordinator {
     async fn finish(&mut self, checked: &mut mpsc::UnboundedReceiver<Checked>) {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        // Every connection we held ends here: whoever dialed it must know.
+        for addr in std::mem::take(&mut self.active) {
+            let misbehaved = self.banned.contains(&addr);
+            let _ = self.exits.send(PeerExit { addr, misbehaved });
+        }
         let pool = self.shared.lock().pool.take();
         // Dropping the pool joins its threads once the queued pieces are
         // hashed and written: blocking work.
