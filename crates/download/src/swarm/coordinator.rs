@@ -14,16 +14,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::assembly::Assembly;
-use super::blame::Blame;
-use super::peer::{self, PeerError};
+use super::peer;
 use super::progress::{DownloadProgress, Phase, Stuck, Summary};
-use super::shared::{CloseReason, Counters, PeerCmd, Shared, State};
+use super::session::PeerError;
+use super::session::SessionConfig;
+use super::shared::{CloseReason, PeerCmd, Shared, State};
+use super::torrent::Torrent;
 use super::{DownloadConfig, DownloadError};
 use crate::bitfield::Bitfield;
 use crate::choke::{Choker, ChokerConfig, PeerStats};
 use crate::layout::{Layout, PieceIndex};
-use crate::picker::{PeerKey, Picker};
+use crate::picker::PeerKey;
 use crate::rate::TokenBucket;
 use crate::storage::Storage;
 use crate::verify::{CheckOutcome, Checked, HashPool, PieceHash, resume_scan};
@@ -121,12 +122,6 @@ pub(super) async fn run(
         }
     }
     let seed = config.rng_seed.unwrap_or_else(rand::random);
-    let picker = Picker::new(
-        layout.clone(),
-        wanted.clone(),
-        have.clone(),
-        StdRng::seed_from_u64(seed),
-    );
     let piece_bytes = |bits: &Bitfield| -> u64 {
         bits.iter_ones()
             .filter_map(|p| layout.piece(p))
@@ -144,29 +139,37 @@ pub(super) async fn run(
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.port());
     let hash_backlog = (HASH_BACKLOG_BYTES / u64::from(layout.piece_length())).max(4) as usize;
+    let mut torrent = Torrent::new(
+        layout.clone(),
+        wanted.clone(),
+        have.clone(),
+        servable,
+        seed,
+        hash_backlog,
+        now,
+    );
+    let bucket = |r: std::num::NonZeroU64| TokenBucket::new(now, r, r.get() / 4);
+    torrent.set_limits(
+        config.download_limit.map(bucket),
+        config.upload_limit.map(bucket),
+    );
     let state = State {
-        picker,
-        assembly: Assembly::default(),
+        torrent,
         pool: Some(pool),
         peers: HashMap::new(),
-        servable,
-        counters: Counters::new(now),
-        blame: Blame::default(),
-        download_limit: config
-            .download_limit
-            .map(|r| TokenBucket::new(now, r, r.get() / 4)),
-        upload_limit: config
-            .upload_limit
-            .map(|r| TokenBucket::new(now, r, r.get() / 4)),
     };
+    let handshake = Handshake::new(Reserved::LODESTONE, metainfo.info_hash, config.peer_id);
     let shared = Arc::new(Shared {
-        handshake: Handshake::new(Reserved::LODESTONE, metainfo.info_hash, config.peer_id),
-        metainfo: metainfo.clone(),
+        session: SessionConfig {
+            metainfo: metainfo.clone(),
+            layout: layout.clone(),
+            reserved: handshake.reserved,
+            listen_port,
+            stall_timeout: config.stall_timeout,
+        },
+        handshake,
         layout: layout.clone(),
         storage,
-        stall_timeout: config.stall_timeout,
-        listen_port,
-        hash_backlog,
         state: Mutex::new(state),
     });
     let mut c = Coordinator {
@@ -316,7 +319,9 @@ impl Coordinator {
                     Connection::connect(addr, timeout, shared.handshake).await
                 };
                 let result = match connected {
-                    Ok((conn, theirs)) => peer::run(shared, key, conn, theirs, addr).await,
+                    Ok((conn, theirs)) => {
+                        peer::run(shared, key, conn, theirs, addr, Vec::new()).await
+                    }
                     Err(e) => Err(e.into()),
                 };
                 (key, addr, result)
@@ -341,7 +346,7 @@ impl Coordinator {
         let timeout = self.connect_timeout;
         self.tasks.spawn(async move {
             let result = match Connection::accept(stream, timeout, shared.handshake).await {
-                Ok((conn, theirs)) => peer::run(shared, key, conn, theirs, addr).await,
+                Ok((conn, theirs)) => peer::run(shared, key, conn, theirs, addr, Vec::new()).await,
                 Err(e) => Err(e.into()),
             };
             (key, addr, result)
@@ -368,38 +373,29 @@ impl Coordinator {
         } = verdict;
         let shared = self.shared.clone();
         let mut st = shared.lock();
-        let backlog_was_full = st.assembly.hashing() >= shared.hash_backlog;
-        let contributors = st.assembly.finished(piece, buffer);
         match outcome {
-            CheckOutcome::Verified => self.on_verified(&mut st, piece),
+            CheckOutcome::Verified => {
+                let stored = shared.storage.is_stored(piece);
+                if st.torrent.piece_verified(piece, buffer, stored) {
+                    self.on_verified(piece);
+                }
+            }
             CheckOutcome::HashMismatch => {
-                tracing::warn!(%piece, ?contributors, "piece failed its hash check");
                 self.summary.hash_failures += 1;
-                st.picker.piece_failed(piece);
-                for k in st.blame.piece_failed(&contributors) {
+                for k in st.torrent.piece_failed(piece, buffer) {
                     self.ban(&mut st, k);
                 }
-                st.broadcast(PeerCmd::Wake, None);
             }
             CheckOutcome::WriteFailed(e) => return Err(e.into()),
         }
-        if backlog_was_full && st.assembly.hashing() < shared.hash_backlog {
-            st.broadcast(PeerCmd::Wake, None);
-        }
+        st.dispatch();
         Ok(())
     }
 
-    fn on_verified(&mut self, st: &mut State, piece: PieceIndex) {
-        if !st.picker.piece_verified(piece) {
-            return;
-        }
+    fn on_verified(&mut self, piece: PieceIndex) {
         self.summary.pieces_verified += 1;
         if self.wanted.get(piece.get()) {
             self.verified_bytes += u64::from(self.shared.layout.piece_len(piece));
-        }
-        if self.shared.storage.is_stored(piece) {
-            st.servable.set(piece.get());
-            st.broadcast(PeerCmd::Have(piece), None);
         }
     }
 
@@ -425,7 +421,7 @@ impl Coordinator {
     }
 
     fn check_complete(&mut self) {
-        if self.phase != Phase::Downloading || !self.shared.lock().picker.is_complete() {
+        if self.phase != Phase::Downloading || !self.shared.lock().torrent.picker.is_complete() {
             return;
         }
         let now = Instant::now();
@@ -445,7 +441,7 @@ impl Coordinator {
         if self.no_seed {
             return true;
         }
-        let uploaded = self.shared.lock().counters.uploaded;
+        let uploaded = self.shared.lock().torrent.counters.uploaded;
         let by_time = self.seed_time.is_some_and(|t| since.elapsed() >= t);
         let by_ratio = self
             .seed_ratio
@@ -468,7 +464,9 @@ impl Coordinator {
                 connected_at: e.connected_at,
             })
             .collect();
-        let changes = self.choker.tick(now, &stats, st.picker.is_complete());
+        let changes = self
+            .choker
+            .tick(now, &stats, st.torrent.picker.is_complete());
         for (keys, choke) in [(changes.choke, true), (changes.unchoke, false)] {
             for k in keys {
                 if let Some(p) = st.peers.get(&k) {
@@ -489,7 +487,7 @@ impl Coordinator {
         let now = Instant::now();
         let mut st = self.shared.lock();
         let pieces_wanted = self.wanted.count_ones();
-        let download_rate = st.counters.down_rate.rate(now);
+        let download_rate = st.torrent.counters.down_rate.rate(now);
         let stuck = (self.phase == Phase::Downloading)
             .then(|| self.stuck(&st))
             .flatten();
@@ -497,12 +495,12 @@ impl Coordinator {
             phase: self.phase,
             verified_bytes: self.verified_bytes,
             wanted_bytes: self.wanted_bytes,
-            pieces_done: pieces_wanted - st.picker.remaining(),
+            pieces_done: pieces_wanted - st.torrent.picker.remaining(),
             pieces_wanted,
-            downloaded: st.counters.downloaded,
-            uploaded: st.counters.uploaded,
+            downloaded: st.torrent.counters.downloaded,
+            uploaded: st.torrent.counters.uploaded,
             download_rate,
-            upload_rate: st.counters.up_rate.rate(now),
+            upload_rate: st.torrent.counters.up_rate.rate(now),
             peers_connected: st.peers.len(),
             peers_known: self.addrs.len(),
             stuck,
@@ -520,7 +518,7 @@ impl Coordinator {
         let mut useful = st
             .peers
             .iter()
-            .filter(|(k, _)| st.picker.is_interesting(**k))
+            .filter(|(k, _)| st.torrent.picker.is_interesting(**k))
             .peekable();
         if useful.peek().is_none() {
             return Some(Stuck::NobodyHasMissing);
@@ -550,9 +548,9 @@ impl Coordinator {
         self.summary.elapsed = now - self.started;
         {
             let st = self.shared.lock();
-            self.summary.downloaded = st.counters.downloaded;
-            self.summary.wasted = st.counters.wasted;
-            self.summary.uploaded = st.counters.uploaded;
+            self.summary.downloaded = st.torrent.counters.downloaded;
+            self.summary.wasted = st.torrent.counters.wasted;
+            self.summary.uploaded = st.torrent.counters.uploaded;
         }
         self.phase = Phase::Finished;
         self.publish();

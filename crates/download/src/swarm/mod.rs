@@ -3,19 +3,27 @@
 //! [`Download::start`] checks what is already on disk (resume), then runs
 //! one coordinator task and one task per peer connection:
 //!
-//! - the **coordinator** ([`coordinator`]) dials addresses from a channel
+//! - the **coordinator** (`coordinator`) dials addresses from a channel
 //!   (bounded concurrency, connect timeout), accepts incoming connections,
 //!   takes hash verdicts from the [`crate::verify::HashPool`], announces new
 //!   pieces, bans peers whose data fails, runs the choker, publishes
 //!   [`DownloadProgress`] and applies the seeding policy;
-//! - a **peer task** ([`peer`]) owns one connection: it reads in batches,
-//!   hands blocks to the shared piece assembly, tops up its request
-//!   pipeline ([`pipeline`], sized to the peer's rate), serves the peer's
-//!   requests from disk ([`uploads`]) and answers ut_metadata requests.
+//! - the **peer protocol** is a sans-IO state machine per connection,
+//!   [`session::PeerSession`]: it handles messages, commands and timeouts
+//!   on time passed in, and answers with messages to send, storage reads
+//!   and its end. It accepts blocks into the shared [`torrent::Torrent`]
+//!   (picker, piece buffers, counters, blame), tops up its request pipeline
+//!   (`pipeline`, sized to the peer's rate) and queues the peer's
+//!   requests (`uploads`);
+//! - a **peer task** (`peer`) is the pump around one session: it moves
+//!   messages between the socket and the session, runs storage reads on
+//!   blocking threads and sleeps until the session's timeout.
 //!
-//! The shared state (picker, piece buffers, peer registry) sits behind one
-//! `std::sync::Mutex` taken once per batch of received blocks, never across
-//! an `.await`. Hashing and disk IO run on plain threads.
+//! The torrent and the peer registry sit behind one `std::sync::Mutex`,
+//! taken once per batch of received messages, never across an `.await`.
+//! Hashing and disk IO run on plain threads. Because the session and the
+//! torrent are pure, `tests/swarm_sim.rs` drives dozens of them on virtual
+//! time without sockets.
 
 mod abuse;
 mod assembly;
@@ -24,7 +32,9 @@ mod coordinator;
 mod peer;
 mod pipeline;
 mod progress;
+pub mod session;
 mod shared;
+pub mod torrent;
 mod uploads;
 
 use std::collections::BTreeSet;
