@@ -829,3 +829,131 @@ impl PeerSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::BLOCK_SIZE;
+
+    const KEY: PeerKey = PeerKey(1);
+
+    /// A torrent of four two-block pieces we lack, and a session on it.
+    fn setup(theirs: Reserved) -> (Torrent, PeerSession, Instant) {
+        let data = vec![5u8; 8 * BLOCK_SIZE as usize];
+        let metainfo = Metainfo::create("t", 2 * BLOCK_SIZE, &[(vec!["f".into()], &data)])
+            .expect("a valid torrent");
+        let layout = Arc::new(Layout::from_info(&metainfo.info).expect("a valid layout"));
+        let n = layout.piece_count();
+        let now = Instant::now();
+        let none = Bitfield::new(n);
+        let mut torrent = Torrent::new(
+            layout.clone(),
+            Bitfield::full(n),
+            none.clone(),
+            none,
+            1,
+            4,
+            now,
+        );
+        let config = SessionConfig {
+            metainfo: Arc::new(metainfo),
+            layout,
+            reserved: Reserved::LODESTONE,
+            listen_port: None,
+            stall_timeout: Duration::from_secs(10),
+        };
+        let addr = SocketAddr::from(([10, 0, 0, 1], 6881));
+        let mut session = PeerSession::new(now, config, KEY, theirs, addr, &mut torrent);
+        drain(&mut session);
+        (torrent, session, now)
+    }
+
+    fn drain(s: &mut PeerSession) -> Vec<Message> {
+        std::iter::from_fn(|| s.poll_transmit()).collect()
+    }
+
+    fn requests(out: &[Message]) -> usize {
+        out.iter()
+            .filter(|m| matches!(m, Message::Request(_)))
+            .count()
+    }
+
+    #[test]
+    fn messages_received_before_the_first_update_count_like_any_other() {
+        // A connection handed over after the metadata phase arrives with
+        // the peer's announcement and unchoke already read.
+        let (mut t, mut s, now) = setup(Reserved::LODESTONE);
+        s.handle_message(now, Message::HaveAll);
+        s.handle_message(now, Message::Unchoke);
+        s.update(now, &mut t);
+        let out = drain(&mut s);
+        assert_eq!(out[0], Message::Interested);
+        assert_eq!(requests(&out), 8, "every block of the torrent");
+        assert_eq!(s.outstanding(), 8);
+    }
+
+    #[test]
+    fn timeouts_tick_until_the_stall_closes_the_session() {
+        let (mut t, mut s, start) = setup(Reserved::LODESTONE);
+        s.handle_message(start, Message::HaveAll);
+        s.handle_message(start, Message::Unchoke);
+        s.update(start, &mut t);
+        drain(&mut s);
+        let mut now = start;
+        while let Some(at) = s.poll_timeout() {
+            assert!(at > now, "the timeout moves on");
+            now = at;
+            s.handle_timeout(now);
+            s.update(now, &mut t);
+            assert!(now - start < Duration::from_secs(12), "no stall detected");
+        }
+        assert!(now - start > Duration::from_secs(10));
+        assert!(matches!(
+            s.poll_event(),
+            Some(PeerEvent::Closed(PeerError::Stalled))
+        ));
+        assert!(s.poll_event().is_none());
+        t.peer_gone(KEY);
+        assert_eq!(t.poll_action(), Some(Action::Wake));
+    }
+
+    #[test]
+    fn a_choke_without_the_fast_extension_returns_the_requests() {
+        let mut plain = Reserved::LODESTONE;
+        plain.set_fast(false);
+        let (mut t, mut s, now) = setup(plain);
+        s.handle_message(now, Message::Bitfield(Bytes::from_static(&[0xf0])));
+        s.handle_message(now, Message::Unchoke);
+        s.update(now, &mut t);
+        assert_eq!(requests(&drain(&mut s)), 8);
+        s.handle_message(now, Message::Choke);
+        s.update(now, &mut t);
+        assert_eq!(s.outstanding(), 0);
+        assert_eq!(t.poll_action(), Some(Action::Wake));
+        // Unchoked again, the same blocks are asked for again.
+        s.handle_message(now, Message::Unchoke);
+        s.update(now, &mut t);
+        assert_eq!(requests(&drain(&mut s)), 8);
+    }
+
+    #[test]
+    fn a_flood_of_refused_requests_closes_the_session() {
+        let (mut t, mut s, now) = setup(Reserved::LODESTONE);
+        let r = BlockRequest {
+            index: 0,
+            begin: 0,
+            length: BLOCK_SIZE,
+        };
+        for _ in 0..=MAX_REFUSED_REQUESTS {
+            s.handle_message(now, Message::Request(r));
+        }
+        s.update(now, &mut t);
+        let out = drain(&mut s);
+        assert_eq!(out.len(), MAX_REFUSED_REQUESTS as usize, "one reject each");
+        assert!(matches!(
+            s.poll_event(),
+            Some(PeerEvent::Closed(PeerError::Misbehaved(_)))
+        ));
+        assert!(s.poll_timeout().is_none());
+    }
+}
