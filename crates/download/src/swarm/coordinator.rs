@@ -16,8 +16,7 @@ use tokio::task::JoinSet;
 
 use super::peer;
 use super::progress::{DownloadProgress, Phase, Stuck, Summary};
-use super::session::PeerError;
-use super::session::SessionConfig;
+use super::session::{PeerError, SessionConfig};
 use super::shared::{CloseReason, PeerCmd, Shared, State};
 use super::torrent::Torrent;
 use super::{DownloadConfig, DownloadError};
