@@ -5,7 +5,8 @@
 //! the stable replay test `tests/tests/fuzz_replay.rs`.
 //!
 //! The input is read with `arbitrary` as what we hold at the start (nothing,
-//! half, everything) and a script: any wire message with any fields, raw
+//! half, everything), whether the connection is fresh or handed over from
+//! the metadata phase, whether the peer has the fast extension, and a script: any wire message with any fields, raw
 //! bytes through the real decoder, answers to our requests (true, corrupted
 //! or mislabelled blocks, rejects), the torrent's commands (have, choke,
 //! unchoke, cancel, close), storage reads completing or failing, hash
@@ -34,7 +35,7 @@ use bytes::{Bytes, BytesMut};
 use crate::script;
 use lodestone_core::Metainfo;
 use lodestone_download::swarm::session::{
-    CloseReason, MAX_OUTSTANDING, MAX_UPLOADS_QUEUED, PeerCmd, PeerEvent, PeerSession,
+    CloseReason, Greeting, MAX_OUTSTANDING, MAX_UPLOADS_QUEUED, PeerCmd, PeerEvent, PeerSession,
     SessionConfig,
 };
 use lodestone_download::swarm::torrent::{Action, Torrent};
@@ -256,7 +257,20 @@ impl Harness {
         let mut theirs = Reserved::LODESTONE;
         theirs.set_fast(fast);
         let addr = SocketAddr::from(([10, 0, 0, 1], 6881));
-        let session = PeerSession::new(now, f.config.clone(), KEY, theirs, addr, &mut torrent);
+        // The greeting depends on what the metadata phase already sent.
+        let greeting = if start & 4 == 0 {
+            Greeting::Fresh
+        } else {
+            Greeting::HandedOver
+        };
+        let session = PeerSession::new(
+            now,
+            f.config.clone(),
+            KEY,
+            (theirs, addr),
+            greeting,
+            &mut torrent,
+        );
         let mut h = Harness {
             session,
             torrent,

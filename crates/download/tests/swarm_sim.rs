@@ -25,7 +25,7 @@ use bytes::Bytes;
 use lodestone_core::Metainfo;
 use lodestone_download::choke::{Choker, ChokerConfig, PeerStats};
 use lodestone_download::swarm::session::{
-    CloseReason, PeerCmd, PeerError, PeerEvent, PeerSession, SessionConfig,
+    CloseReason, Greeting, PeerCmd, PeerError, PeerEvent, PeerSession, SessionConfig,
 };
 use lodestone_download::swarm::torrent::{Action, Torrent};
 use lodestone_download::{BLOCK_SIZE, Bitfield, Layout, PeerKey};
@@ -274,7 +274,14 @@ impl Sim {
             let mut reserved = Reserved::default();
             reserved.set_fast(fast);
             let addr = SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 6881));
-            let session = PeerSession::new(base, config.clone(), key, reserved, addr, &mut torrent);
+            let session = PeerSession::new(
+                base,
+                config.clone(),
+                key,
+                (reserved, addr),
+                Greeting::Fresh,
+                &mut torrent,
+            );
             peers.push(SimPeer {
                 key,
                 remote,

@@ -318,9 +318,7 @@ impl Coordinator {
                     Connection::connect(addr, timeout, shared.handshake).await
                 };
                 let result = match connected {
-                    Ok((conn, theirs)) => {
-                        peer::run(shared, key, conn, theirs, addr, Vec::new()).await
-                    }
+                    Ok((conn, theirs)) => peer::run(shared, key, conn, theirs, addr, None).await,
                     Err(e) => Err(e.into()),
                 };
                 (key, addr, result)
@@ -345,7 +343,7 @@ impl Coordinator {
         let timeout = self.connect_timeout;
         self.tasks.spawn(async move {
             let result = match Connection::accept(stream, timeout, shared.handshake).await {
-                Ok((conn, theirs)) => peer::run(shared, key, conn, theirs, addr, Vec::new()).await,
+                Ok((conn, theirs)) => peer::run(shared, key, conn, theirs, addr, None).await,
                 Err(e) => Err(e.into()),
             };
             (key, addr, result)

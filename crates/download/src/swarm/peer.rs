@@ -23,7 +23,7 @@ use lodestone_wire::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::session::{PeerCmd, PeerError, PeerEvent, PeerSession, ReadRequest};
+use super::session::{Greeting, PeerCmd, PeerError, PeerEvent, PeerSession, ReadRequest};
 use super::shared::{PeerEntry, Shared};
 use crate::picker::PeerKey;
 use crate::storage::{Storage, StorageError};
@@ -56,16 +56,18 @@ impl Drop for Registration {
     }
 }
 
-/// Runs a handshaken connection until it ends. `early` holds messages the
-/// peer already sent on this connection before it was handed over (a
-/// bitfield, `have`s, its extension handshake); they are handled first.
+/// Runs a handshaken connection until it ends. `handed_over` is `None` for
+/// a connection made for the download; for one handed over from the
+/// metadata phase, which already sent our first message, it holds what the
+/// peer sent meanwhile (its bitfield, `have`s, extension handshake), handled
+/// first ([`Greeting::HandedOver`]).
 pub(crate) async fn run(
     shared: Arc<Shared>,
     key: PeerKey,
     conn: Connection,
     theirs: Handshake,
     addr: SocketAddr,
-    early: Vec<Message>,
+    handed_over: Option<Vec<Message>>,
 ) -> Result<(), PeerError> {
     if theirs.peer_id == shared.handshake.peer_id {
         return Err(PeerError::Duplicate);
@@ -90,7 +92,12 @@ pub(crate) async fn run(
             },
         );
         let config = shared.session.clone();
-        PeerSession::new(now, config, key, theirs.reserved, addr, &mut st.torrent)
+        let greeting = match handed_over {
+            Some(_) => Greeting::HandedOver,
+            None => Greeting::Fresh,
+        };
+        let peer = (theirs.reserved, addr);
+        PeerSession::new(now, config, key, peer, greeting, &mut st.torrent)
     };
     let _registration = Registration {
         shared: shared.clone(),
@@ -98,7 +105,7 @@ pub(crate) async fn run(
     };
     let (mut reader, mut writer) = conn.into_split();
     reader.set_decoder(Decoder::new().with_piece_count(shared.layout.piece_count()));
-    for message in early {
+    for message in handed_over.into_iter().flatten() {
         session.handle_message(now, message);
     }
     update(&shared, &mut session);

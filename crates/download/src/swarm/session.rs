@@ -184,6 +184,19 @@ pub struct SessionConfig {
     pub stall_timeout: Duration,
 }
 
+/// How a session opens the conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Greeting {
+    /// A fresh connection: our bitfield (or its fast-extension shorthand)
+    /// as the first message, then our extension handshake.
+    Fresh,
+    /// A connection handed over from the metadata phase, which already sent
+    /// the first message: a `bitfield` now would break BEP 3, so what we hold
+    /// goes out as `have`s, and the extension handshake is sent again
+    /// (BEP 10 allows updates), now with the metadata size.
+    HandedOver,
+}
+
 /// Work for the torrent, queued by `handle_*` in arrival order and applied
 /// by [`PeerSession::update`].
 #[derive(Debug)]
@@ -247,14 +260,13 @@ impl PeerSession {
     /// A session on a handshaken connection with the peer `key` at `addr`,
     /// whose handshake carried `theirs`. Registers the peer with the
     /// torrent's picker (the host calls [`Torrent::peer_gone`] when the
-    /// session ends) and queues our greeting: bitfield and extension
-    /// handshake.
+    /// session ends) and queues our [`Greeting`].
     pub fn new(
         now: Instant,
         config: SessionConfig,
         key: PeerKey,
-        theirs: Reserved,
-        addr: SocketAddr,
+        (theirs, addr): (Reserved, SocketAddr),
+        greeting: Greeting,
         torrent: &mut Torrent,
     ) -> Self {
         torrent.peer_connected(key);
@@ -292,23 +304,23 @@ impl PeerSession {
             events: VecDeque::new(),
             config,
         };
-        session.greet(now, theirs, addr);
+        session.greet(now, theirs, addr, greeting);
         session
     }
 
-    /// Our bitfield (or its fast-extension shorthand) and extension handshake.
-    fn greet(&mut self, now: Instant, theirs: Reserved, addr: SocketAddr) {
+    /// What we hold, and our extension handshake.
+    fn greet(&mut self, now: Instant, theirs: Reserved, addr: SocketAddr, greeting: Greeting) {
         let have = &self.servable;
-        let announce = if self.fast && have.is_full() {
-            Some(Message::HaveAll)
-        } else if self.fast && have.count_ones() == 0 {
-            Some(Message::HaveNone)
-        } else if have.count_ones() > 0 {
-            Some(Message::Bitfield(Bytes::copy_from_slice(have.as_wire())))
-        } else {
-            None
+        let announce = match greeting {
+            Greeting::HandedOver => have.iter_ones().map(Message::Have).collect(),
+            Greeting::Fresh if self.fast && have.is_full() => vec![Message::HaveAll],
+            Greeting::Fresh if self.fast && have.count_ones() == 0 => vec![Message::HaveNone],
+            Greeting::Fresh if have.count_ones() > 0 => {
+                vec![Message::Bitfield(Bytes::copy_from_slice(have.as_wire()))]
+            }
+            Greeting::Fresh => Vec::new(),
         };
-        if let Some(m) = announce {
+        for m in announce {
             self.send(now, m);
         }
         if self.config.reserved.supports_extensions() && theirs.supports_extensions() {
@@ -837,20 +849,35 @@ mod tests {
 
     const KEY: PeerKey = PeerKey(1);
 
-    /// A torrent of four two-block pieces we lack, and a session on it.
+    /// A torrent of four two-block pieces we lack, and a fresh session on it.
     fn setup(theirs: Reserved) -> (Torrent, PeerSession, Instant) {
+        let (t, mut s, now) = start(theirs, &[], Greeting::Fresh);
+        drain(&mut s);
+        (t, s, now)
+    }
+
+    /// A torrent of four two-block pieces of which we hold `held`, and a
+    /// session on it, its greeting not drained.
+    fn start(
+        theirs: Reserved,
+        held: &[u32],
+        greeting: Greeting,
+    ) -> (Torrent, PeerSession, Instant) {
         let data = vec![5u8; 8 * BLOCK_SIZE as usize];
         let metainfo = Metainfo::create("t", 2 * BLOCK_SIZE, &[(vec!["f".into()], &data)])
             .expect("a valid torrent");
         let layout = Arc::new(Layout::from_info(&metainfo.info).expect("a valid layout"));
         let n = layout.piece_count();
         let now = Instant::now();
-        let none = Bitfield::new(n);
+        let mut have = Bitfield::new(n);
+        held.iter().for_each(|&p| {
+            have.set(p);
+        });
         let mut torrent = Torrent::new(
             layout.clone(),
             Bitfield::full(n),
-            none.clone(),
-            none,
+            have.clone(),
+            have,
             1,
             4,
             now,
@@ -863,9 +890,33 @@ mod tests {
             stall_timeout: Duration::from_secs(10),
         };
         let addr = SocketAddr::from(([10, 0, 0, 1], 6881));
-        let mut session = PeerSession::new(now, config, KEY, theirs, addr, &mut torrent);
-        drain(&mut session);
+        let session = PeerSession::new(now, config, KEY, (theirs, addr), greeting, &mut torrent);
         (torrent, session, now)
+    }
+
+    #[test]
+    fn greetings_fresh_and_handed_over() {
+        let first = |held: &[u32], greeting| {
+            let (_, mut s, _) = start(Reserved::LODESTONE, held, greeting);
+            let out = drain(&mut s);
+            assert!(matches!(out.last(), Some(Message::Extended { id: 0, .. })));
+            out[..out.len() - 1].to_vec()
+        };
+        assert_eq!(first(&[], Greeting::Fresh), vec![Message::HaveNone]);
+        assert_eq!(
+            first(&[0, 1, 2, 3], Greeting::Fresh),
+            vec![Message::HaveAll]
+        );
+        assert_eq!(
+            first(&[1, 3], Greeting::Fresh),
+            vec![Message::Bitfield(Bytes::from_static(&[0x50]))]
+        );
+        // The metadata phase sent the first message: only `have`s now.
+        assert_eq!(first(&[], Greeting::HandedOver), vec![]);
+        assert_eq!(
+            first(&[1, 3], Greeting::HandedOver),
+            vec![Message::Have(1), Message::Have(3)]
+        );
     }
 
     fn drain(s: &mut PeerSession) -> Vec<Message> {
