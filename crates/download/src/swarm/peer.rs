@@ -126,6 +126,9 @@ async fn pump(
         while let Some(message) = session.poll_transmit() {
             writer.feed(&message);
         }
+        // What is still unsent, including what a cancelled flush already
+        // wrote: the session reads more upload data once it drops.
+        session.handle_sent(Instant::now(), writer.buffered());
         while let Some(event) = session.poll_event() {
             match event {
                 PeerEvent::Read(batch) => {
@@ -138,10 +141,7 @@ async fn pump(
         let flushing = writer.buffered() > 0;
         tokio::select! {
             biased;
-            r = writer.flush(), if flushing => {
-                r?;
-                session.handle_sent(Instant::now(), writer.buffered());
-            }
+            r = writer.flush(), if flushing => r?,
             cmd = rx.recv() => {
                 // Our sender lives in the registry until our own
                 // Registration drops, so the channel cannot close first.
