@@ -24,6 +24,8 @@ mod magnet;
 mod metadata_fetch;
 #[path = "../../fuzz/checks/metainfo.rs"]
 mod metainfo;
+#[path = "../../fuzz/checks/peer_session.rs"]
+mod peer_session;
 #[path = "../../fuzz/checks/script.rs"]
 mod script;
 #[path = "../../fuzz/checks/ut_metadata.rs"]
@@ -124,6 +126,11 @@ fn ut_metadata_corpus() {
 #[test]
 fn metadata_fetch_corpus() {
     replay("metadata_fetch", 10, metadata_fetch::check);
+}
+
+#[test]
+fn peer_session_corpus() {
+    replay("peer_session", 10, peer_session::check);
 }
 
 /// Corpus files named by `prefixes` (a real client's output, or a link we

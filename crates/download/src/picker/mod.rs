@@ -8,8 +8,8 @@
 //!    bitfields; seeds are counted apart since they do not change the
 //!    order), ties broken by the injected RNG;
 //! 3. endgame: once every block still missing is requested, a block may be
-//!    requested from several peers; when it arrives the other requesters are
-//!    returned so the session can cancel.
+//!    requested from one more peer ([`MAX_ENDGAME_EXTRA`]); when it arrives
+//!    the other requester is returned so the session can cancel.
 //!
 //! Outside endgame a block is never outstanding at two peers. Requests end
 //! with the block arriving, or with [`Picker::request_failed`] (reject,
@@ -31,6 +31,13 @@ use rand::rngs::StdRng;
 use crate::bitfield::Bitfield;
 use crate::layout::{BlockIndex, Layout, PieceIndex};
 use rarity::RarityQueue;
+
+/// In endgame, the most peers a block is requested from beyond its first
+/// requester. Without a cap every idle peer asked for the same few blocks
+/// and, the cancels arriving a round trip late, most of them were sent
+/// anyway: the swarm simulation (`tests/swarm_sim.rs`, 40 idle seeds)
+/// received over three times the torrent's size in duplicates.
+pub const MAX_ENDGAME_EXTRA: usize = 1;
 
 /// A connected peer, numbered by the session (unique while connected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -371,7 +378,10 @@ impl Picker {
                 let Slot::Requested(first) = partial.slots[b as usize] else {
                     continue;
                 };
-                if first == peer || partial.extra.contains(&(b, peer)) {
+                if first == peer
+                    || partial.extra.contains(&(b, peer))
+                    || partial.extra.iter().filter(|&&(x, _)| x == b).count() >= MAX_ENDGAME_EXTRA
+                {
                     continue;
                 }
                 partial.extra.push((b, peer));

@@ -13,17 +13,17 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::assembly::Assembly;
-use super::blame::Blame;
-use super::peer::{self, PeerError};
+use super::peer;
 use super::progress::{DownloadProgress, Phase, Stuck, Summary};
 use super::resume_keeper::ResumeKeeper;
-use super::shared::{CloseReason, Counters, PeerCmd, Shared, State};
+use super::session::{PeerError, SessionConfig};
+use super::shared::{CloseReason, PeerCmd, Shared, State};
+use super::torrent::Torrent;
 use super::{DownloadConfig, DownloadError};
 use crate::bitfield::Bitfield;
 use crate::choke::{Choker, ChokerConfig, PeerStats};
 use crate::layout::{Layout, PieceIndex};
-use crate::picker::{PeerKey, Picker};
+use crate::picker::PeerKey;
 use crate::storage::Storage;
 use crate::verify::{CheckOutcome, Checked, HashPool, PieceHash};
 
@@ -110,13 +110,6 @@ pub(super) async fn run(
         }
     }
     let seed = config.rng_seed.unwrap_or_else(rand::random);
-    let mut picker = Picker::new(
-        layout.clone(),
-        wanted.clone(),
-        have.clone(),
-        StdRng::seed_from_u64(seed),
-    );
-    start.to_check.iter().for_each(|&p| picker.withhold(p));
     let piece_bytes = |bits: &Bitfield| -> u64 {
         bits.iter_ones()
             .filter_map(|p| layout.piece(p))
@@ -129,25 +122,34 @@ pub(super) async fn run(
     }
     let now = Instant::now();
     let hash_backlog = (HASH_BACKLOG_BYTES / u64::from(layout.piece_length())).max(4) as usize;
+    let mut torrent = Torrent::new(
+        layout.clone(),
+        wanted.clone(),
+        have.clone(),
+        servable,
+        seed,
+        hash_backlog,
+        now,
+    );
+    start.to_check.iter().for_each(|&p| torrent.withhold(p));
+    torrent.set_limits(config.download_limit.clone(), config.upload_limit.clone());
     let state = State {
-        picker,
-        assembly: Assembly::default(),
+        torrent,
         pool: Some(pool),
         peers: HashMap::new(),
-        servable,
-        counters: Counters::new(now),
-        blame: Blame::default(),
-        download_limit: config.download_limit.clone(),
-        upload_limit: config.upload_limit.clone(),
     };
+    let handshake = Handshake::new(Reserved::LODESTONE, metainfo.info_hash, config.peer_id);
     let shared = Arc::new(Shared {
-        handshake: Handshake::new(Reserved::LODESTONE, metainfo.info_hash, config.peer_id),
-        metainfo: metainfo.clone(),
+        session: SessionConfig {
+            metainfo: metainfo.clone(),
+            layout: layout.clone(),
+            reserved: handshake.reserved,
+            listen_port: config.listen_port,
+            stall_timeout: config.stall_timeout,
+        },
+        handshake,
         layout: layout.clone(),
         storage,
-        stall_timeout: config.stall_timeout,
-        listen_port: config.listen_port,
-        hash_backlog,
         state: Mutex::new(state),
     });
     let mut c = Coordinator {
@@ -221,12 +223,12 @@ pub(super) async fn run(
             (piece, good) = resume.next_verdict() => c.on_rechecked(piece, good),
             _ = tick.tick() => {
                 c.housekeeping();
-                resume.tick(&c.shared.lock().servable);
+                resume.tick(&c.shared.lock().torrent.servable);
             }
         }
     };
     c.finish(&mut checked).await;
-    let verified = c.shared.lock().servable.clone();
+    let verified = c.shared.lock().torrent.servable.clone();
     resume.finish(verified).await;
     result.map(|()| c.summary.clone())
 }
@@ -285,24 +287,22 @@ impl Coordinator {
         } = verdict;
         let shared = self.shared.clone();
         let mut st = shared.lock();
-        let backlog_was_full = st.assembly.hashing() >= shared.hash_backlog;
-        let contributors = st.assembly.finished(piece, buffer);
         match outcome {
-            CheckOutcome::Verified => self.on_verified(&mut st, piece, false),
+            CheckOutcome::Verified => {
+                let stored = shared.storage.is_stored(piece);
+                if st.torrent.piece_verified(piece, buffer, stored) {
+                    self.on_verified(piece, false);
+                }
+            }
             CheckOutcome::HashMismatch => {
-                tracing::warn!(%piece, ?contributors, "piece failed its hash check");
                 self.summary.hash_failures += 1;
-                st.picker.piece_failed(piece);
-                for k in st.blame.piece_failed(&contributors) {
+                for k in st.torrent.piece_failed(piece, buffer) {
                     self.ban(&mut st, k);
                 }
-                st.broadcast(PeerCmd::Wake, None);
             }
             CheckOutcome::WriteFailed(e) => return Err(e.into()),
         }
-        if backlog_was_full && st.assembly.hashing() < shared.hash_backlog {
-            st.broadcast(PeerCmd::Wake, None);
-        }
+        st.dispatch();
         Ok(())
     }
 
@@ -312,18 +312,18 @@ impl Coordinator {
         let shared = self.shared.clone();
         let mut st = shared.lock();
         if good {
-            self.on_verified(&mut st, piece, true);
+            let stored = shared.storage.is_stored(piece);
+            if st.torrent.found_on_disk(piece, stored) {
+                self.on_verified(piece, true);
+            }
         } else {
-            st.picker.release(piece);
-            st.broadcast(PeerCmd::Wake, None);
+            st.torrent.recheck_failed(piece);
         }
+        st.dispatch();
     }
 
     /// A piece is verified on disk: downloaded now, or `resumed` from disk.
-    fn on_verified(&mut self, st: &mut State, piece: PieceIndex, resumed: bool) {
-        if !st.picker.piece_verified(piece) {
-            return;
-        }
+    fn on_verified(&mut self, piece: PieceIndex, resumed: bool) {
         if resumed {
             self.summary.pieces_resumed += 1;
         } else {
@@ -331,10 +331,6 @@ impl Coordinator {
         }
         if self.wanted.get(piece.get()) {
             self.verified_bytes += u64::from(self.shared.layout.piece_len(piece));
-        }
-        if self.shared.storage.is_stored(piece) {
-            st.servable.set(piece.get());
-            st.broadcast(PeerCmd::Have(piece), None);
         }
     }
 
@@ -360,7 +356,7 @@ impl Coordinator {
     }
 
     fn check_complete(&mut self) {
-        if self.phase != Phase::Downloading || !self.shared.lock().picker.is_complete() {
+        if self.phase != Phase::Downloading || !self.shared.lock().torrent.picker.is_complete() {
             return;
         }
         let now = Instant::now();
@@ -379,7 +375,7 @@ impl Coordinator {
         if self.no_seed {
             return true;
         }
-        let uploaded = self.shared.lock().counters.uploaded;
+        let uploaded = self.shared.lock().torrent.counters.uploaded;
         let by_time = self.seed_time.is_some_and(|t| since.elapsed() >= t);
         let by_ratio = self
             .seed_ratio
@@ -402,7 +398,9 @@ impl Coordinator {
                 connected_at: e.connected_at,
             })
             .collect();
-        let changes = self.choker.tick(now, &stats, st.picker.is_complete());
+        let changes = self
+            .choker
+            .tick(now, &stats, st.torrent.picker.is_complete());
         for (keys, choke) in [(changes.choke, true), (changes.unchoke, false)] {
             for k in keys {
                 if let Some(p) = st.peers.get(&k) {
@@ -423,7 +421,7 @@ impl Coordinator {
         let now = Instant::now();
         let mut st = self.shared.lock();
         let pieces_wanted = self.wanted.count_ones();
-        let download_rate = st.counters.down_rate.rate(now);
+        let download_rate = st.torrent.counters.down_rate.rate(now);
         let stuck = (self.phase == Phase::Downloading)
             .then(|| self.stuck(&st))
             .flatten();
@@ -431,13 +429,13 @@ impl Coordinator {
             phase: self.phase,
             verified_bytes: self.verified_bytes,
             wanted_bytes: self.wanted_bytes,
-            pieces_done: pieces_wanted - st.picker.remaining(),
+            pieces_done: pieces_wanted - st.torrent.picker.remaining(),
             pieces_wanted,
             pieces_checking: self.checking,
-            downloaded: st.counters.downloaded,
-            uploaded: st.counters.uploaded,
+            downloaded: st.torrent.counters.downloaded,
+            uploaded: st.torrent.counters.uploaded,
             download_rate,
-            upload_rate: st.counters.up_rate.rate(now),
+            upload_rate: st.torrent.counters.up_rate.rate(now),
             peers_connected: st.peers.len(),
             stuck,
         }
@@ -450,7 +448,7 @@ impl Coordinator {
         let mut useful = st
             .peers
             .iter()
-            .filter(|(k, _)| st.picker.is_interesting(**k))
+            .filter(|(k, _)| st.torrent.picker.is_interesting(**k))
             .peekable();
         if useful.peek().is_none() {
             return Some(Stuck::NobodyHasMissing);
@@ -485,9 +483,9 @@ impl Coordinator {
         self.summary.elapsed = now - self.started;
         {
             let st = self.shared.lock();
-            self.summary.downloaded = st.counters.downloaded;
-            self.summary.wasted = st.counters.wasted;
-            self.summary.uploaded = st.counters.uploaded;
+            self.summary.downloaded = st.torrent.counters.downloaded;
+            self.summary.wasted = st.torrent.counters.wasted;
+            self.summary.uploaded = st.torrent.counters.uploaded;
         }
         self.phase = Phase::Finished;
         self.publish();

@@ -4,20 +4,29 @@
 //! hashing the rest of what is on disk in the background, and runs one
 //! coordinator task and one task per peer connection:
 //!
-//! - the **coordinator** ([`coordinator`]) runs the handshaken connections
+//! - the **coordinator** (`coordinator`) runs the handshaken connections
 //!   it is given (dialed or accepted by the session, or handed over by the
 //!   metadata fetch with what the peer said so far) within its connection
-//!   limits, reports every connection's end, takes hash verdicts from the [`crate::verify::HashPool`], announces new
+//!   limits, reports every connection's end, takes hash verdicts from the
+//!   [`crate::verify::HashPool`], announces new
 //!   pieces, bans peers whose data fails, runs the choker, publishes
 //!   [`DownloadProgress`] and applies the seeding policy;
-//! - a **peer task** ([`peer`]) owns one connection: it reads in batches,
-//!   hands blocks to the shared piece assembly, tops up its request
-//!   pipeline ([`pipeline`], sized to the peer's rate), serves the peer's
-//!   requests from disk ([`uploads`]) and answers ut_metadata requests.
+//! - the **peer protocol** is a sans-IO state machine per connection,
+//!   [`session::PeerSession`]: it handles messages, commands and timeouts
+//!   on time passed in, and answers with messages to send, storage reads
+//!   and its end. It accepts blocks into the shared [`torrent::Torrent`]
+//!   (picker, piece buffers, counters, blame), tops up its request pipeline
+//!   (`pipeline`, sized to the peer's rate) and queues the peer's
+//!   requests (`uploads`);
+//! - a **peer task** (`peer`) is the pump around one session: it moves
+//!   messages between the socket and the session, runs storage reads on
+//!   blocking threads and sleeps until the session's timeout.
 //!
-//! The shared state (picker, piece buffers, peer registry) sits behind one
-//! `std::sync::Mutex` taken once per batch of received blocks, never across
-//! an `.await`. Hashing and disk IO run on plain threads.
+//! The torrent and the peer registry sit behind one `std::sync::Mutex`,
+//! taken once per batch of received messages, never across an `.await`.
+//! Hashing and disk IO run on plain threads. Because the session and the
+//! torrent are pure, `tests/swarm_sim.rs` drives dozens of them on virtual
+//! time without sockets.
 
 mod abuse;
 mod assembly;
@@ -27,7 +36,9 @@ mod peer;
 mod pipeline;
 mod progress;
 mod resume_keeper;
+pub mod session;
 mod shared;
+pub mod torrent;
 mod uploads;
 
 use crate::rate::SharedBucket;

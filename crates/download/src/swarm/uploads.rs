@@ -30,17 +30,19 @@ pub(crate) enum Admission {
     Invalid,
 }
 
-/// A request validated against the layout: its stream offset.
+/// A request validated against the layout, to be read from storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Pending {
-    pub(crate) request: BlockRequest,
-    pub(crate) offset: u64,
+pub struct ReadRequest {
+    /// The block as the peer asked for it.
+    pub request: BlockRequest,
+    /// Where its bytes start in the torrent's byte stream.
+    pub offset: u64,
 }
 
 /// One peer's queue of requests to serve.
 #[derive(Debug, Default)]
 pub(crate) struct Uploads {
-    queue: VecDeque<Pending>,
+    queue: VecDeque<ReadRequest>,
 }
 
 impl Uploads {
@@ -59,7 +61,7 @@ impl Uploads {
         if self.queue.len() >= MAX_QUEUED || !can_serve(request.index) {
             return Admission::Refused;
         }
-        self.queue.push_back(Pending { request, offset });
+        self.queue.push_back(ReadRequest { request, offset });
         Admission::Queued
     }
 
@@ -76,9 +78,14 @@ impl Uploads {
     }
 
     /// The next requests to read, at most [`READ_BATCH`].
-    pub(crate) fn next_batch(&mut self) -> Vec<Pending> {
+    pub(crate) fn next_batch(&mut self) -> Vec<ReadRequest> {
         let n = self.queue.len().min(READ_BATCH);
         self.queue.drain(..n).collect()
+    }
+
+    /// Requests queued.
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
     }
 
     /// Whether nothing is queued.

@@ -1,0 +1,1008 @@
+//! One peer connection's protocol, as a sans-IO state machine.
+//!
+//! A [`PeerSession`] never reads a clock, a socket or a disk. Its host feeds
+//! it inputs and carries out its outputs, with the same call shape as
+//! `lodestone_dht::Node`:
+//!
+//! - inputs: [`PeerSession::handle_message`] (a decoded message from the
+//!   peer), [`PeerSession::handle_command`] (a decision of the torrent:
+//!   `have`, choke/unchoke, cancel, close), [`PeerSession::handle_read`]
+//!   (blocks read from storage), [`PeerSession::handle_sent`] (the
+//!   transport's backlog) and [`PeerSession::handle_timeout`];
+//! - [`PeerSession::update`] applies what arrived to the shared
+//!   [`Torrent`] (blocks, `have`s, rejects) and tops up the requests;
+//! - outputs: [`PeerSession::poll_transmit`] (messages to send),
+//!   [`PeerSession::poll_event`] (blocks to read and serve, or the end of
+//!   the connection with its reason) and [`PeerSession::poll_timeout`] (when
+//!   to call `handle_timeout`; `None` once closed).
+//!
+//! Why `update` is separate: the torrent is shared by every connection, so
+//! the tokio host keeps it behind one mutex. Handling a message needs only
+//! the session; everything that needs the torrent is queued in arrival
+//! order and applied by one `update` per batch of messages, so the lock is
+//! taken once per batch, not once per block. A host must call `update`
+//! after `handle_message`, `handle_command` and `handle_read` before it
+//! drains the outputs; several inputs may share one `update`.
+//!
+//! The policies are the pure helpers next to it: the picker and endgame
+//! ([`crate::picker`]), the request pipeline (`pipeline`), the
+//! upload queue (`uploads`), the abuse meters (`abuse`).
+//! Choking and hash-failure blame are torrent-wide: their decisions arrive
+//! as commands.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lodestone_core::Metainfo;
+use lodestone_metadata::RequestBudget;
+use lodestone_wire::extension::UT_METADATA;
+use lodestone_wire::{
+    Block, BlockRequest, ConnectionError, ExtendedHandshake, Message, OUR_UT_METADATA_ID, Reserved,
+    encoded_len, our_extensions,
+};
+
+use super::abuse::AbuseMeter;
+use super::pipeline::{ENDGAME_DEPTH, MAX_DEPTH, Pipeline};
+use super::torrent::{Action, Torrent};
+use super::uploads::{Admission, MAX_QUEUED, Uploads};
+use crate::bitfield::{Bitfield, BitfieldError};
+use crate::layout::{BlockIndex, Layout, PieceIndex};
+use crate::picker::{BlockOutcome, PeerKey};
+use crate::rate::RateEstimator;
+use crate::storage::StorageError;
+
+pub use super::uploads::ReadRequest;
+
+/// Most requests we keep outstanding at one peer.
+pub const MAX_OUTSTANDING: usize = MAX_DEPTH;
+
+/// Most requests of the peer's we keep queued (what we advertise as `reqq`).
+pub const MAX_UPLOADS_QUEUED: usize = MAX_QUEUED;
+
+/// Repeated bitfields accepted from one peer before it counts as abuse.
+const MAX_REANNOUNCE: u8 = 4;
+
+/// Blocks received that we had not (or no longer) requested, tolerated
+/// per second: late blocks after a cancel or a choke are normal.
+const MAX_UNSOLICITED: u32 = 1024;
+
+/// Requests we refuse (choked, a piece we never offered, past the `reqq` we
+/// advertised), tolerated per second: requests crossing our choke on the
+/// wire are normal, a stream of them is not.
+const MAX_REFUSED_REQUESTS: u32 = 1024;
+
+/// Bytes queued to the transport above which we stop reading upload data
+/// from storage.
+const UPLOAD_BUFFER: usize = 1 << 20;
+
+/// A connection on which nothing arrives for this long is dead.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// We send a keep-alive after this long without sending anything.
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Period of the housekeeping tick: stall and idle checks, keep-alives,
+/// abuse-meter decay, rate snapshots.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What the torrent tells a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerCmd {
+    /// We verified this piece and can serve it: announce it.
+    Have(PieceIndex),
+    /// The block arrived from elsewhere (endgame): cancel our request.
+    Cancel(BlockIndex),
+    /// Choke (`true`) or unchoke the peer: the choker's decision.
+    Choke(bool),
+    /// Blocks became requestable (a peer left, a piece failed): the host
+    /// runs [`PeerSession::update`], which tops up.
+    Wake,
+    /// Disconnect.
+    Close(CloseReason),
+}
+
+/// Why we hang up on a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its data failed the hash check.
+    Banned,
+    /// We have everything and so does it, or the session ends.
+    Done,
+}
+
+/// Why a peer connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Connecting, the socket, or the peer's framing failed.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// The peer broke the protocol.
+    #[error("peer misbehaved: {0}")]
+    Misbehaved(&'static str),
+    /// The peer's bitfield does not fit the torrent.
+    #[error(transparent)]
+    Bitfield(#[from] BitfieldError),
+    /// Requests outstanding, no block for the stall timeout.
+    #[error("peer stalled")]
+    Stalled,
+    /// Nothing at all arrived for a long time.
+    #[error("peer idle")]
+    Idle,
+    /// We connected to ourselves, or to a peer already connected.
+    #[error("duplicate connection")]
+    Duplicate,
+    /// We hung up.
+    #[error("closed by us: {0:?}")]
+    Closed(CloseReason),
+    /// Reading a block to upload failed (local failure).
+    #[error("reading a block to upload")]
+    Storage(#[from] StorageError),
+}
+
+impl PeerError {
+    /// Whether the peer should not be dialled again this session.
+    pub fn is_peer_fault(&self) -> bool {
+        matches!(
+            self,
+            PeerError::Misbehaved(_)
+                | PeerError::Bitfield(_)
+                | PeerError::Duplicate
+                | PeerError::Closed(CloseReason::Banned)
+                | PeerError::Connection(ConnectionError::Protocol(_))
+        )
+    }
+}
+
+/// What a session asks of its host besides sending messages.
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// Read these blocks from storage and hand them to
+    /// [`PeerSession::handle_read`]. At most one read is outstanding.
+    Read(Vec<ReadRequest>),
+    /// The connection is over: close it. Nothing else comes out afterwards.
+    Closed(PeerError),
+}
+
+/// What every session of one torrent knows and nobody changes.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The torrent, whose info dict we serve over ut_metadata.
+    pub metainfo: Arc<Metainfo>,
+    /// Its pieces and blocks.
+    pub layout: Arc<Layout>,
+    /// The reserved bits of our handshake.
+    pub reserved: Reserved,
+    /// Our listen port, advertised in the extension handshake.
+    pub listen_port: Option<u16>,
+    /// A peer with requests outstanding that sends no block for this long
+    /// is dropped and its requests go to others.
+    pub stall_timeout: Duration,
+}
+
+/// How a session opens the conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Greeting {
+    /// A fresh connection: our bitfield (or its fast-extension shorthand)
+    /// as the first message, then our extension handshake.
+    Fresh,
+    /// A connection handed over from the metadata phase, which already sent
+    /// the first message: a `bitfield` now would break BEP 3, so what we hold
+    /// goes out as `have`s, and the extension handshake is sent again
+    /// (BEP 10 allows updates), now with the metadata size.
+    HandedOver,
+}
+
+/// Work for the torrent, queued by `handle_*` in arrival order and applied
+/// by [`PeerSession::update`].
+#[derive(Debug)]
+enum Op {
+    Bitfield(Bitfield),
+    HaveAll,
+    Have(PieceIndex),
+    /// The peer choked us without the fast extension: our requests are void.
+    Choked,
+    Rejected(BlockIndex),
+    Block(BlockIndex, Bytes),
+}
+
+/// The protocol state of one connection. See the module docs.
+#[derive(Debug)]
+pub struct PeerSession {
+    config: SessionConfig,
+    key: PeerKey,
+    fast: bool,
+    pipeline: Pipeline,
+    uploads: Uploads,
+    /// What the peer has, as it told us.
+    theirs: Bitfield,
+    /// It sent a bitfield, have all/none or a have: a later bitfield only adds pieces.
+    announced: bool,
+    /// Bitfields (or have-all) received after the first.
+    reannounced: u8,
+    /// What we can serve (mirrors the torrent's, updated by `Have`).
+    servable: Bitfield,
+    am_interested: bool,
+    choking_us: bool,
+    choking_them: bool,
+    peer_interested: bool,
+    their_metadata_id: Option<u8>,
+    metadata_budget: RequestBudget,
+    unsolicited: AbuseMeter,
+    refused_requests: AbuseMeter,
+    up_rate: RateEstimator,
+    /// Download and upload rates at the last tick.
+    rates: (f64, f64),
+    last_message: Instant,
+    last_sent: Instant,
+    next_tick: Instant,
+    /// No new requests before this (download limit).
+    request_hold: Option<Instant>,
+    /// No new storage reads before this (upload limit).
+    upload_hold: Option<Instant>,
+    ops: Vec<Op>,
+    /// Piece bytes sent since the last update.
+    uploaded: u64,
+    /// Bytes handed to the transport and not yet written, as last reported
+    /// plus what was queued since.
+    unsent: usize,
+    reading: bool,
+    closed: bool,
+    transmit: VecDeque<Message>,
+    events: VecDeque<PeerEvent>,
+}
+
+impl PeerSession {
+    /// A session on a handshaken connection with the peer `key` at `addr`,
+    /// whose handshake carried `theirs`. Registers the peer with the
+    /// torrent's picker (the host calls [`Torrent::peer_gone`] when the
+    /// session ends) and queues our [`Greeting`].
+    pub fn new(
+        now: Instant,
+        config: SessionConfig,
+        key: PeerKey,
+        (theirs, addr): (Reserved, SocketAddr),
+        greeting: Greeting,
+        torrent: &mut Torrent,
+    ) -> Self {
+        torrent.peer_connected(key);
+        let pieces = config.layout.piece_count();
+        let mut session = Self {
+            fast: config.reserved.supports_fast() && theirs.supports_fast(),
+            key,
+            pipeline: Pipeline::new(now),
+            uploads: Uploads::default(),
+            theirs: Bitfield::new(pieces),
+            announced: false,
+            reannounced: 0,
+            servable: torrent.servable.clone(),
+            am_interested: false,
+            choking_us: true,
+            choking_them: true,
+            peer_interested: false,
+            their_metadata_id: None,
+            metadata_budget: RequestBudget::default(),
+            unsolicited: AbuseMeter::new(MAX_UNSOLICITED),
+            refused_requests: AbuseMeter::new(MAX_REFUSED_REQUESTS),
+            up_rate: RateEstimator::standard(now),
+            rates: (0.0, 0.0),
+            last_message: now,
+            last_sent: now,
+            next_tick: now + TICK,
+            request_hold: None,
+            upload_hold: None,
+            ops: Vec::new(),
+            uploaded: 0,
+            unsent: 0,
+            reading: false,
+            closed: false,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            config,
+        };
+        session.greet(now, theirs, addr, greeting);
+        session
+    }
+
+    /// What we hold, and our extension handshake.
+    fn greet(&mut self, now: Instant, theirs: Reserved, addr: SocketAddr, greeting: Greeting) {
+        let have = &self.servable;
+        let announce = match greeting {
+            Greeting::HandedOver => have.iter_ones().map(Message::Have).collect(),
+            Greeting::Fresh if self.fast && have.is_full() => vec![Message::HaveAll],
+            Greeting::Fresh if self.fast && have.count_ones() == 0 => vec![Message::HaveNone],
+            Greeting::Fresh if have.count_ones() > 0 => {
+                vec![Message::Bitfield(Bytes::copy_from_slice(have.as_wire()))]
+            }
+            Greeting::Fresh => Vec::new(),
+        };
+        for m in announce {
+            self.send(now, m);
+        }
+        if self.config.reserved.supports_extensions() && theirs.supports_extensions() {
+            let handshake = ExtendedHandshake {
+                m: our_extensions(),
+                p: self.config.listen_port,
+                v: Some(concat!("lodestone ", env!("CARGO_PKG_VERSION")).to_owned()),
+                yourip: Some(addr.ip()),
+                reqq: Some(MAX_QUEUED as u32),
+                metadata_size: Some(self.config.metainfo.raw_info().len() as u64),
+                ..ExtendedHandshake::default()
+            };
+            self.send(now, handshake.to_message());
+        }
+    }
+
+    /// The peer's key.
+    pub fn key(&self) -> PeerKey {
+        self.key
+    }
+
+    /// Whether the peer told us it wants our pieces.
+    pub fn peer_interested(&self) -> bool {
+        self.peer_interested
+    }
+
+    /// Whether the peer chokes us.
+    pub fn choking_us(&self) -> bool {
+        self.choking_us
+    }
+
+    /// Whether we choke the peer.
+    pub fn choking_them(&self) -> bool {
+        self.choking_them
+    }
+
+    /// Download and upload rates with this peer, bytes per second, as of the
+    /// last tick.
+    pub fn rates(&self) -> (f64, f64) {
+        self.rates
+    }
+
+    /// Requests outstanding at the peer (at most [`MAX_OUTSTANDING`]).
+    pub fn outstanding(&self) -> usize {
+        self.pipeline.outstanding()
+    }
+
+    /// The peer's requests queued with us (at most [`MAX_UPLOADS_QUEUED`]).
+    pub fn uploads_queued(&self) -> usize {
+        self.uploads.len()
+    }
+
+    /// Whether the session has ended (a [`PeerEvent::Closed`] was queued).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Message> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] has work: the next tick or the end of a
+    /// rate-limit hold. `None` once closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        let holds = [self.request_hold, self.upload_hold].into_iter().flatten();
+        Some(holds.fold(self.next_tick, Instant::min))
+    }
+
+    fn send(&mut self, now: Instant, message: Message) {
+        self.unsent = self.unsent.saturating_add(encoded_len(&message));
+        self.last_sent = now;
+        self.transmit.push_back(message);
+    }
+
+    fn close(&mut self, error: PeerError) {
+        if !self.closed {
+            self.closed = true;
+            self.ops.clear();
+            self.events.push_back(PeerEvent::Closed(error));
+        }
+    }
+
+    /// A message from the peer. Follow with [`Self::update`].
+    pub fn handle_message(&mut self, now: Instant, message: Message) {
+        if self.closed {
+            return;
+        }
+        self.last_message = now;
+        if let Err(e) = self.on_message(now, message) {
+            self.close(e);
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, msg: Message) -> Result<(), PeerError> {
+        let pieces = self.config.layout.piece_count();
+        match msg {
+            Message::Piece(block) => self.on_block(now, block)?,
+            Message::Request(r) => self.on_request(now, r)?,
+            Message::Have(i) => {
+                let piece = self.config.layout.piece(i).ok_or(PeerError::Misbehaved(
+                    "have for a piece that does not exist",
+                ))?;
+                self.announced = true;
+                if self.theirs.set(i) {
+                    self.ops.push(Op::Have(piece));
+                }
+            }
+            Message::Bitfield(_) | Message::HaveAll | Message::HaveNone if self.announced => {
+                // aria2 sends its bitfield again once it has the metadata.
+                // Each repeat costs a pass over every piece, so only a few
+                // are taken; pieces can only be added, as `have` would.
+                self.reannounced += 1;
+                if self.reannounced > MAX_REANNOUNCE {
+                    return Err(PeerError::Misbehaved("bitfield repeated too often"));
+                }
+                let update = match msg {
+                    Message::Bitfield(bits) => Bitfield::from_wire(&bits, pieces)?,
+                    Message::HaveAll if self.fast => Bitfield::full(pieces),
+                    _ => return Ok(()),
+                };
+                for i in update.iter_ones() {
+                    if self.theirs.set(i)
+                        && let Some(piece) = self.config.layout.piece(i)
+                    {
+                        self.ops.push(Op::Have(piece));
+                    }
+                }
+            }
+            Message::Bitfield(bits) => {
+                self.announced = true;
+                let bits = Bitfield::from_wire(&bits, pieces)?;
+                self.theirs = bits.clone();
+                self.ops.push(Op::Bitfield(bits));
+            }
+            Message::HaveAll | Message::HaveNone if !self.fast => {
+                return Err(PeerError::Misbehaved(
+                    "fast message without the fast extension",
+                ));
+            }
+            Message::HaveAll => {
+                self.announced = true;
+                self.theirs = Bitfield::full(pieces);
+                self.ops.push(Op::HaveAll);
+            }
+            Message::HaveNone => self.announced = true,
+            Message::KeepAlive | Message::Port(_) => {}
+            // Advice we do not act on; harmless even without the fast bit.
+            Message::Suggest(_) | Message::AllowedFast(_) => {}
+            Message::Choke => {
+                self.choking_us = true;
+                // Without the fast extension a choke silently drops our
+                // requests; with it, each is answered by a reject.
+                if !self.fast {
+                    self.pipeline.take_all();
+                    self.ops.push(Op::Choked);
+                }
+            }
+            Message::Unchoke => self.choking_us = false,
+            Message::Interested => self.peer_interested = true,
+            Message::NotInterested => self.peer_interested = false,
+            Message::Cancel(r) => {
+                if self.uploads.cancel(r) && self.fast {
+                    self.send(now, Message::Reject(r));
+                }
+            }
+            Message::Reject(_) if !self.fast => {
+                return Err(PeerError::Misbehaved("reject without the fast extension"));
+            }
+            Message::Reject(r) => {
+                // A reject for something we no longer wait for is a race
+                // with our cancel: ignore it.
+                if let Some(b) = self.config.layout.block_at(r.index, r.begin, r.length)
+                    && self.pipeline.remove(b)
+                {
+                    self.ops.push(Op::Rejected(b));
+                }
+            }
+            Message::Extended { id: 0, payload } => {
+                // A malformed extension handshake costs the extensions,
+                // not the peer.
+                if let Ok(h) = ExtendedHandshake::decode(&payload) {
+                    self.their_metadata_id = h.extension_id(UT_METADATA);
+                    if let Some(reqq) = h.reqq {
+                        self.pipeline.set_peer_cap(reqq);
+                    }
+                }
+            }
+            Message::Extended {
+                id: OUR_UT_METADATA_ID,
+                payload,
+            } => self.on_metadata(now, &payload)?,
+            Message::Extended { .. } | Message::Unknown { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn on_block(&mut self, now: Instant, block: Block) -> Result<(), PeerError> {
+        let len = block.data.len();
+        let b = u32::try_from(len)
+            .ok()
+            .and_then(|l| self.config.layout.block_at(block.index, block.begin, l))
+            .ok_or(PeerError::Misbehaved("block outside the torrent"))?;
+        self.pipeline.record_bytes(now, len as u64);
+        if !self.pipeline.received(b, now) && !self.unsolicited.record() {
+            return Err(PeerError::Misbehaved("too many unrequested blocks"));
+        }
+        self.ops.push(Op::Block(b, block.data));
+        Ok(())
+    }
+
+    fn on_request(&mut self, now: Instant, r: BlockRequest) -> Result<(), PeerError> {
+        let serving = !self.choking_them;
+        let servable = &self.servable;
+        match self
+            .uploads
+            .admit(&self.config.layout, r, |i| serving && servable.get(i))
+        {
+            Admission::Queued => {}
+            Admission::Refused => {
+                if !self.refused_requests.record() {
+                    return Err(PeerError::Misbehaved("too many refused requests"));
+                }
+                if self.fast {
+                    self.send(now, Message::Reject(r));
+                }
+            }
+            Admission::Invalid => {
+                return Err(PeerError::Misbehaved("request outside the torrent"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a ut_metadata request with the info dictionary we hold. We
+    /// always hold it, so a reject means the peer asked for a piece that
+    /// does not exist or asked too often: that counts as a refused request.
+    fn on_metadata(&mut self, now: Instant, payload: &[u8]) -> Result<(), PeerError> {
+        let Some(their_id) = self.their_metadata_id else {
+            return Ok(());
+        };
+        let Ok(lodestone_metadata::Message::Request { piece }) =
+            lodestone_metadata::Message::decode(payload)
+        else {
+            return Ok(());
+        };
+        let raw = self.config.metainfo.raw_info();
+        let reply = lodestone_metadata::respond(Some(raw), &mut self.metadata_budget, piece);
+        if matches!(reply, lodestone_metadata::Message::Reject { .. })
+            && !self.refused_requests.record()
+        {
+            return Err(PeerError::Misbehaved("too many refused metadata requests"));
+        }
+        let payload = Bytes::from(reply.to_vec());
+        self.send(
+            now,
+            Message::Extended {
+                id: their_id,
+                payload,
+            },
+        );
+        Ok(())
+    }
+
+    /// A decision of the torrent. Follow with [`Self::update`].
+    pub fn handle_command(&mut self, now: Instant, cmd: PeerCmd) {
+        if self.closed {
+            return;
+        }
+        match cmd {
+            PeerCmd::Have(piece) => {
+                self.servable.set(piece.get());
+                self.send(now, Message::Have(piece.get()));
+            }
+            PeerCmd::Cancel(b) => {
+                if self.pipeline.remove(b) {
+                    let r = self.request_for(b);
+                    self.send(now, Message::Cancel(r));
+                }
+            }
+            PeerCmd::Choke(true) if !self.choking_them => {
+                self.choking_them = true;
+                self.send(now, Message::Choke);
+                for r in self.uploads.clear() {
+                    if self.fast {
+                        self.send(now, Message::Reject(r));
+                    }
+                }
+            }
+            PeerCmd::Choke(false) if self.choking_them => {
+                self.choking_them = false;
+                self.send(now, Message::Unchoke);
+            }
+            PeerCmd::Choke(_) | PeerCmd::Wake => {}
+            PeerCmd::Close(reason) => self.close(PeerError::Closed(reason)),
+        }
+    }
+
+    /// The blocks of the last [`PeerEvent::Read`], or why they could not be
+    /// read. Follow with [`Self::update`].
+    pub fn handle_read(
+        &mut self,
+        now: Instant,
+        blocks: Result<Vec<(BlockRequest, Bytes)>, StorageError>,
+    ) {
+        self.reading = false;
+        if self.closed {
+            return;
+        }
+        let blocks = match blocks {
+            Ok(blocks) => blocks,
+            Err(e) => return self.close(e.into()),
+        };
+        let mut bytes = 0u64;
+        for (r, data) in blocks {
+            if self.choking_them {
+                // We choked the peer while the blocks were being read.
+                if self.fast {
+                    self.send(now, Message::Reject(r));
+                }
+                continue;
+            }
+            bytes += data.len() as u64;
+            self.send(
+                now,
+                Message::Piece(Block {
+                    index: r.index,
+                    begin: r.begin,
+                    data,
+                }),
+            );
+        }
+        self.up_rate.record(now, bytes);
+        self.uploaded += bytes;
+    }
+
+    /// The transport now holds `unsent` bytes not yet written (zero after
+    /// a complete flush). May start a storage read; no `update` needed.
+    pub fn handle_sent(&mut self, now: Instant, unsent: usize) {
+        self.unsent = unsent;
+        self.maybe_read(now);
+    }
+
+    /// Time passed; call at [`Self::poll_timeout`], then [`Self::update`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if now >= self.next_tick {
+            self.next_tick = now + TICK;
+            if self.pipeline.stalled(now, self.config.stall_timeout) {
+                return self.close(PeerError::Stalled);
+            }
+            if now.saturating_duration_since(self.last_message) > IDLE_TIMEOUT {
+                return self.close(PeerError::Idle);
+            }
+            if now.saturating_duration_since(self.last_sent) > KEEPALIVE {
+                self.send(now, Message::KeepAlive);
+            }
+            self.unsolicited.decay();
+            self.refused_requests.decay();
+            self.rates = (self.pipeline.rate(now), self.up_rate.rate(now));
+        }
+        self.request_hold = self.request_hold.filter(|&t| t > now);
+        self.upload_hold = self.upload_hold.filter(|&t| t > now);
+        self.maybe_read(now);
+    }
+
+    /// Applies the queued work to the torrent, updates our interest and
+    /// tops up the requests. Call under the torrent's lock, once per batch
+    /// of inputs.
+    pub fn update(&mut self, now: Instant, torrent: &mut Torrent) {
+        if self.closed {
+            return;
+        }
+        let mut ops = std::mem::take(&mut self.ops);
+        for op in ops.drain(..) {
+            self.apply(now, op, torrent);
+        }
+        self.ops = ops;
+        if self.uploaded > 0 {
+            let bytes = std::mem::take(&mut self.uploaded);
+            let counters = &mut torrent.counters;
+            counters.uploaded += bytes;
+            counters.up_rate.record(now, bytes);
+            if let Some(limit) = &torrent.upload_limit {
+                let wait = limit.acquire(now, bytes);
+                if !wait.is_zero() {
+                    self.upload_hold = Some(now + wait);
+                }
+            }
+        }
+        self.top_up(now, torrent);
+        self.maybe_read(now);
+    }
+
+    fn apply(&mut self, now: Instant, op: Op, t: &mut Torrent) {
+        let key = self.key;
+        match op {
+            Op::Bitfield(bits) => t.picker.peer_bitfield(key, bits),
+            Op::HaveAll => t.picker.peer_have_all(key),
+            Op::Have(piece) => t.picker.peer_have(key, piece),
+            Op::Choked => {
+                t.picker.peer_choked(key);
+                t.push(Action::Wake);
+            }
+            Op::Rejected(b) => t.picker.request_failed(key, b),
+            Op::Block(b, data) => {
+                let len = data.len() as u64;
+                t.counters.downloaded += len;
+                t.counters.down_rate.record(now, len);
+                match t.picker.block_received(key, b) {
+                    BlockOutcome::Accepted {
+                        cancel,
+                        piece_complete,
+                    } => {
+                        t.assembly.put(&self.config.layout, b, &data, key);
+                        for peer in cancel {
+                            t.push(Action::Cancel { peer, block: b });
+                        }
+                        if piece_complete && let Some(data) = t.assembly.take(b.piece()) {
+                            t.push(Action::Verify {
+                                piece: b.piece(),
+                                data,
+                            });
+                        }
+                    }
+                    BlockOutcome::Unwanted => t.counters.wasted += len,
+                }
+            }
+        }
+    }
+
+    /// Updates our interest and sends new requests if we may.
+    fn top_up(&mut self, now: Instant, t: &mut Torrent) {
+        let interesting = t.picker.is_interesting(self.key);
+        if interesting != self.am_interested {
+            self.am_interested = interesting;
+            let m = if interesting {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            };
+            self.send(now, m);
+        }
+        if t.picker.is_complete() && self.theirs.is_full() {
+            // Two seeds have nothing to say to each other.
+            return self.close(PeerError::Closed(CloseReason::Done));
+        }
+        let may_request = !self.choking_us
+            && self.am_interested
+            && self.request_hold.is_none()
+            && !t.hash_backlog_full();
+        if !may_request {
+            return;
+        }
+        let mut room = self.pipeline.room();
+        if t.picker.in_endgame() {
+            // Every request now duplicates one outstanding elsewhere, most
+            // likely near the front of that peer's queue and about to
+            // arrive: only a peer with nothing left to do takes a few.
+            room = if self.pipeline.outstanding() == 0 {
+                ENDGAME_DEPTH
+            } else {
+                0
+            };
+        }
+        if room == 0 {
+            return;
+        }
+        let requests = t.picker.next_requests(self.key, room);
+        if let Some(limit) = &t.download_limit
+            && !requests.is_empty()
+        {
+            let layout = &self.config.layout;
+            let bytes = requests.iter().map(|&b| u64::from(layout.block_len(b)));
+            let wait = limit.acquire(now, bytes.sum());
+            if !wait.is_zero() {
+                self.request_hold = Some(now + wait);
+            }
+        }
+        self.pipeline.requested(&requests, room, now);
+        for &b in &requests {
+            let r = self.request_for(b);
+            self.send(now, Message::Request(r));
+        }
+    }
+
+    /// Starts a storage read of queued requests if we serve the peer, the
+    /// transport has room and the upload limit allows.
+    fn maybe_read(&mut self, now: Instant) {
+        if !self.closed
+            && !self.reading
+            && !self.choking_them
+            && !self.uploads.is_empty()
+            && self.unsent < UPLOAD_BUFFER
+            && self.upload_hold.is_none_or(|t| t <= now)
+        {
+            self.reading = true;
+            let batch = self.uploads.next_batch();
+            self.events.push_back(PeerEvent::Read(batch));
+        }
+    }
+
+    fn request_for(&self, b: BlockIndex) -> BlockRequest {
+        BlockRequest {
+            index: b.piece().get(),
+            begin: b.begin(),
+            length: self.config.layout.block_len(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::BLOCK_SIZE;
+
+    const KEY: PeerKey = PeerKey(1);
+
+    /// A torrent of four two-block pieces we lack, and a fresh session on it.
+    fn setup(theirs: Reserved) -> (Torrent, PeerSession, Instant) {
+        let (t, mut s, now) = start(theirs, &[], Greeting::Fresh);
+        drain(&mut s);
+        (t, s, now)
+    }
+
+    /// A torrent of four two-block pieces of which we hold `held`, and a
+    /// session on it, its greeting not drained.
+    fn start(
+        theirs: Reserved,
+        held: &[u32],
+        greeting: Greeting,
+    ) -> (Torrent, PeerSession, Instant) {
+        let data = vec![5u8; 8 * BLOCK_SIZE as usize];
+        let metainfo = Metainfo::create("t", 2 * BLOCK_SIZE, &[(vec!["f".into()], &data)])
+            .expect("a valid torrent");
+        let layout = Arc::new(Layout::from_info(&metainfo.info).expect("a valid layout"));
+        let n = layout.piece_count();
+        let now = Instant::now();
+        let mut have = Bitfield::new(n);
+        held.iter().for_each(|&p| {
+            have.set(p);
+        });
+        let mut torrent = Torrent::new(
+            layout.clone(),
+            Bitfield::full(n),
+            have.clone(),
+            have,
+            1,
+            4,
+            now,
+        );
+        let config = SessionConfig {
+            metainfo: Arc::new(metainfo),
+            layout,
+            reserved: Reserved::LODESTONE,
+            listen_port: None,
+            stall_timeout: Duration::from_secs(10),
+        };
+        let addr = SocketAddr::from(([10, 0, 0, 1], 6881));
+        let session = PeerSession::new(now, config, KEY, (theirs, addr), greeting, &mut torrent);
+        (torrent, session, now)
+    }
+
+    #[test]
+    fn greetings_fresh_and_handed_over() {
+        let first = |held: &[u32], greeting| {
+            let (_, mut s, _) = start(Reserved::LODESTONE, held, greeting);
+            let out = drain(&mut s);
+            assert!(matches!(out.last(), Some(Message::Extended { id: 0, .. })));
+            out[..out.len() - 1].to_vec()
+        };
+        assert_eq!(first(&[], Greeting::Fresh), vec![Message::HaveNone]);
+        assert_eq!(
+            first(&[0, 1, 2, 3], Greeting::Fresh),
+            vec![Message::HaveAll]
+        );
+        assert_eq!(
+            first(&[1, 3], Greeting::Fresh),
+            vec![Message::Bitfield(Bytes::from_static(&[0x50]))]
+        );
+        // The metadata phase sent the first message: only `have`s now.
+        assert_eq!(first(&[], Greeting::HandedOver), vec![]);
+        assert_eq!(
+            first(&[1, 3], Greeting::HandedOver),
+            vec![Message::Have(1), Message::Have(3)]
+        );
+    }
+
+    fn drain(s: &mut PeerSession) -> Vec<Message> {
+        std::iter::from_fn(|| s.poll_transmit()).collect()
+    }
+
+    fn requests(out: &[Message]) -> usize {
+        out.iter()
+            .filter(|m| matches!(m, Message::Request(_)))
+            .count()
+    }
+
+    #[test]
+    fn messages_received_before_the_first_update_count_like_any_other() {
+        // A connection handed over after the metadata phase arrives with
+        // the peer's announcement and unchoke already read.
+        let (mut t, mut s, now) = setup(Reserved::LODESTONE);
+        s.handle_message(now, Message::HaveAll);
+        s.handle_message(now, Message::Unchoke);
+        s.update(now, &mut t);
+        let out = drain(&mut s);
+        assert_eq!(out[0], Message::Interested);
+        assert_eq!(requests(&out), 8, "every block of the torrent");
+        assert_eq!(s.outstanding(), 8);
+    }
+
+    #[test]
+    fn timeouts_tick_until_the_stall_closes_the_session() {
+        let (mut t, mut s, start) = setup(Reserved::LODESTONE);
+        s.handle_message(start, Message::HaveAll);
+        s.handle_message(start, Message::Unchoke);
+        s.update(start, &mut t);
+        drain(&mut s);
+        let mut now = start;
+        while let Some(at) = s.poll_timeout() {
+            assert!(at > now, "the timeout moves on");
+            now = at;
+            s.handle_timeout(now);
+            s.update(now, &mut t);
+            assert!(now - start < Duration::from_secs(12), "no stall detected");
+        }
+        assert!(now - start > Duration::from_secs(10));
+        assert!(matches!(
+            s.poll_event(),
+            Some(PeerEvent::Closed(PeerError::Stalled))
+        ));
+        assert!(s.poll_event().is_none());
+        t.peer_gone(KEY);
+        assert_eq!(t.poll_action(), Some(Action::Wake));
+    }
+
+    #[test]
+    fn a_choke_without_the_fast_extension_returns_the_requests() {
+        let mut plain = Reserved::LODESTONE;
+        plain.set_fast(false);
+        let (mut t, mut s, now) = setup(plain);
+        s.handle_message(now, Message::Bitfield(Bytes::from_static(&[0xf0])));
+        s.handle_message(now, Message::Unchoke);
+        s.update(now, &mut t);
+        assert_eq!(requests(&drain(&mut s)), 8);
+        s.handle_message(now, Message::Choke);
+        s.update(now, &mut t);
+        assert_eq!(s.outstanding(), 0);
+        assert_eq!(t.poll_action(), Some(Action::Wake));
+        // Unchoked again, the same blocks are asked for again.
+        s.handle_message(now, Message::Unchoke);
+        s.update(now, &mut t);
+        assert_eq!(requests(&drain(&mut s)), 8);
+    }
+
+    #[test]
+    fn a_flood_of_refused_requests_closes_the_session() {
+        let (mut t, mut s, now) = setup(Reserved::LODESTONE);
+        let r = BlockRequest {
+            index: 0,
+            begin: 0,
+            length: BLOCK_SIZE,
+        };
+        for _ in 0..=MAX_REFUSED_REQUESTS {
+            s.handle_message(now, Message::Request(r));
+        }
+        s.update(now, &mut t);
+        let out = drain(&mut s);
+        assert_eq!(out.len(), MAX_REFUSED_REQUESTS as usize, "one reject each");
+        assert!(matches!(
+            s.poll_event(),
+            Some(PeerEvent::Closed(PeerError::Misbehaved(_)))
+        ));
+        assert!(s.poll_timeout().is_none());
+    }
+}

@@ -1,0 +1,226 @@
+//! The torrent-wide state every peer session reads and updates: pure.
+//!
+//! [`Torrent`] holds what is shared between the connections of one torrent
+//! (the [`Picker`], the pieces under assembly, byte counters, hash-failure
+//! blame, rate limits). It does no IO: what must happen outside it (cancel a
+//! request at another peer, wake the sessions, hash a complete piece, tell
+//! every peer about a verified piece) is queued as an [`Action`] and drained
+//! with [`Torrent::poll_action`] by whoever hosts it — the tokio swarm under
+//! its mutex, or the deterministic simulation.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::assembly::Assembly;
+use super::blame::Blame;
+use crate::bitfield::Bitfield;
+use crate::layout::{BlockIndex, Layout, PieceIndex};
+use crate::picker::{PeerKey, Picker};
+use crate::rate::{RateEstimator, SharedBucket};
+
+/// Work the torrent hands to its host.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// The block arrived from elsewhere (endgame): `peer` should cancel its
+    /// request ([`super::session::PeerCmd::Cancel`]).
+    Cancel {
+        /// The peer whose request is now redundant.
+        peer: PeerKey,
+        /// The block.
+        block: BlockIndex,
+    },
+    /// Blocks became requestable or requesting may resume: every session
+    /// should run [`super::session::PeerSession::update`].
+    Wake,
+    /// Every block of the piece is in: hash it, then report
+    /// [`Torrent::piece_verified`] or [`Torrent::piece_failed`].
+    Verify {
+        /// The piece.
+        piece: PieceIndex,
+        /// Its bytes, in a buffer to hand back with the verdict.
+        data: Vec<u8>,
+    },
+    /// The piece is verified and stored: tell every peer
+    /// ([`super::session::PeerCmd::Have`]).
+    Have(PieceIndex),
+}
+
+/// Session-wide byte counters.
+#[derive(Debug)]
+pub struct Counters {
+    /// Piece data received, wanted or not.
+    pub downloaded: u64,
+    /// Piece data received that we already had or never asked for (endgame
+    /// duplicates, late blocks after a cancel).
+    pub wasted: u64,
+    /// Piece data sent.
+    pub uploaded: u64,
+    pub(crate) down_rate: RateEstimator,
+    pub(crate) up_rate: RateEstimator,
+}
+
+impl Counters {
+    fn new(now: Instant) -> Self {
+        Self {
+            downloaded: 0,
+            wasted: 0,
+            uploaded: 0,
+            down_rate: RateEstimator::standard(now),
+            up_rate: RateEstimator::standard(now),
+        }
+    }
+}
+
+/// The shared state of one torrent's peer sessions.
+#[derive(Debug)]
+pub struct Torrent {
+    pub(crate) picker: Picker,
+    pub(crate) assembly: Assembly,
+    /// Verified pieces we can read back: what we announce and serve.
+    pub(crate) servable: Bitfield,
+    pub(crate) counters: Counters,
+    pub(crate) blame: Blame,
+    pub(crate) download_limit: Option<SharedBucket>,
+    pub(crate) upload_limit: Option<SharedBucket>,
+    /// Most pieces at the hash pool before sessions stop requesting.
+    pub(crate) hash_backlog: usize,
+    actions: VecDeque<Action>,
+}
+
+impl Torrent {
+    /// A torrent wanting the pieces in `wanted`, of which `have` are
+    /// verified and `servable` can be read back. `rng_seed` seeds the
+    /// picker; at most `hash_backlog` complete pieces wait for their hash
+    /// before requests pause.
+    pub fn new(
+        layout: Arc<Layout>,
+        wanted: Bitfield,
+        have: Bitfield,
+        servable: Bitfield,
+        rng_seed: u64,
+        hash_backlog: usize,
+        now: Instant,
+    ) -> Self {
+        let picker = Picker::new(layout, wanted, have, StdRng::seed_from_u64(rng_seed));
+        Self {
+            picker,
+            assembly: Assembly::default(),
+            servable,
+            counters: Counters::new(now),
+            blame: Blame::default(),
+            download_limit: None,
+            upload_limit: None,
+            hash_backlog: hash_backlog.max(1),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// Limits download and upload to these token buckets (shared with
+    /// other torrents when the limit is the session's).
+    pub fn set_limits(&mut self, download: Option<SharedBucket>, upload: Option<SharedBucket>) {
+        self.download_limit = download;
+        self.upload_limit = upload;
+    }
+
+    /// The piece picker (read-only: sessions drive it).
+    pub fn picker(&self) -> &Picker {
+        &self.picker
+    }
+
+    /// Byte counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Verified pieces that can be served.
+    pub fn servable(&self) -> &Bitfield {
+        &self.servable
+    }
+
+    /// Whether every wanted piece is verified.
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    /// The next piece of work for the host.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub(crate) fn push(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    /// Whether so many pieces wait for their hash that requests pause.
+    pub(crate) fn hash_backlog_full(&self) -> bool {
+        self.assembly.hashing() >= self.hash_backlog
+    }
+
+    /// A session starts; call before its first update.
+    pub fn peer_connected(&mut self, peer: PeerKey) {
+        self.picker.peer_connected(peer);
+    }
+
+    /// A session ended: its requests go back to the picker, the others are
+    /// woken to take them.
+    pub fn peer_gone(&mut self, peer: PeerKey) {
+        self.picker.peer_gone(peer);
+        self.blame.forget(peer);
+        self.push(Action::Wake);
+    }
+
+    /// The piece hashed correctly; `stored` says whether it can be read
+    /// back (a piece straddling an unselected file may not be). Returns
+    /// whether it was news. `buffer` is the one [`Action::Verify`] carried.
+    pub fn piece_verified(&mut self, piece: PieceIndex, buffer: Vec<u8>, stored: bool) -> bool {
+        let was_full = self.hash_backlog_full();
+        self.assembly.finished(piece, buffer);
+        let news = self.picker.piece_verified(piece);
+        if news && stored {
+            self.servable.set(piece.get());
+            self.push(Action::Have(piece));
+        }
+        if was_full && !self.hash_backlog_full() {
+            self.push(Action::Wake);
+        }
+        news
+    }
+
+    /// Found on disk but not yet trusted: not requested until
+    /// [`Torrent::found_on_disk`] or [`Torrent::recheck_failed`] says.
+    pub fn withhold(&mut self, piece: PieceIndex) {
+        self.picker.withhold(piece);
+    }
+
+    /// A withheld piece hashed correctly on disk; like
+    /// [`Torrent::piece_verified`] without a buffer from the assembly.
+    pub fn found_on_disk(&mut self, piece: PieceIndex, stored: bool) -> bool {
+        let news = self.picker.piece_verified(piece);
+        if news && stored {
+            self.servable.set(piece.get());
+            self.push(Action::Have(piece));
+        }
+        news
+    }
+
+    /// A withheld piece failed its hash on disk: fetch it.
+    pub fn recheck_failed(&mut self, piece: PieceIndex) {
+        self.picker.release(piece);
+        self.push(Action::Wake);
+    }
+
+    /// The piece failed its hash: its blocks are requestable again. Returns
+    /// the peers to ban (see `blame`).
+    pub fn piece_failed(&mut self, piece: PieceIndex, buffer: Vec<u8>) -> Vec<PeerKey> {
+        let contributors = self.assembly.finished(piece, buffer);
+        tracing::warn!(%piece, ?contributors, "piece failed its hash check");
+        self.picker.piece_failed(piece);
+        let banned = self.blame.piece_failed(&contributors);
+        self.push(Action::Wake);
+        banned
+    }
+}
