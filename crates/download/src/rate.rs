@@ -106,10 +106,23 @@ impl SharedBucket {
 
     /// [`TokenBucket::acquire`] on the shared bucket.
     pub fn acquire(&self, now: Instant, bytes: u64) -> Duration {
+        self.bucket().acquire(now, bytes)
+    }
+
+    /// [`TokenBucket::affordable`] on the shared bucket.
+    pub fn affordable(&self, now: Instant, unit: u64) -> u64 {
+        self.bucket().affordable(now, unit)
+    }
+
+    /// [`TokenBucket::wait_for`] on the shared bucket.
+    pub fn wait_for(&self, now: Instant, bytes: u64) -> Duration {
+        self.bucket().wait_for(now, bytes)
+    }
+
+    fn bucket(&self) -> std::sync::MutexGuard<'_, TokenBucket> {
         // The bucket holds plain numbers: a panic elsewhere while it was
         // locked cannot leave it inconsistent, so a poisoned lock is used.
-        let mut bucket = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        bucket.acquire(now, bytes)
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -143,6 +156,28 @@ impl TokenBucket {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + dt * self.rate).min(self.burst);
         self.last = self.last.max(now);
+    }
+
+    /// How many whole `unit`s (at least 1 byte each) the bucket holds at
+    /// `now`, without taking them.
+    pub fn affordable(&mut self, now: Instant, unit: u64) -> u64 {
+        self.refill(now);
+        if self.tokens <= 0.0 {
+            0
+        } else {
+            (self.tokens / unit.max(1) as f64) as u64
+        }
+    }
+
+    /// How long from `now` until the bucket holds `bytes`.
+    pub fn wait_for(&mut self, now: Instant, bytes: u64) -> Duration {
+        self.refill(now);
+        let missing = bytes as f64 - self.tokens;
+        if missing <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(missing / self.rate)
+        }
     }
 
     /// Takes `bytes` at `now`; returns how long to wait before sending or
@@ -200,6 +235,19 @@ mod tests {
         assert_eq!(r.rate(t0 + ms(60_000)), 0.0);
         r.record(t0 + ms(60_100), 500);
         assert!(r.rate(t0 + ms(60_200)) > 0.0);
+    }
+
+    #[test]
+    fn affordable_counts_whole_units_and_wait_for_says_when() {
+        let t0 = Instant::now();
+        let rate = NonZeroU64::new(100_000).unwrap();
+        let mut b = TokenBucket::new(t0, rate, 50_000);
+        assert_eq!(b.affordable(t0, 16_384), 3);
+        assert_eq!(b.wait_for(t0, 16_384), Duration::ZERO);
+        b.acquire(t0, 50_000);
+        assert_eq!(b.affordable(t0, 16_384), 0);
+        assert_eq!(b.wait_for(t0, 10_000), ms(100));
+        assert_eq!(b.affordable(t0 + ms(200), 10_000), 2);
     }
 
     #[test]

@@ -794,6 +794,18 @@ impl PeerSession {
                 0
             };
         }
+        if let Some(limit) = &t.download_limit {
+            // Ask only for what the bucket can pay for now: requests paid in
+            // advance would arrive as one burst of a pipeline's depth, and
+            // several torrents sharing the bucket would overshoot together.
+            let block = u64::from(crate::layout::BLOCK_SIZE);
+            let affordable = limit.affordable(now, block);
+            if affordable == 0 {
+                self.request_hold = Some(now + limit.wait_for(now, block));
+                return;
+            }
+            room = room.min(usize::try_from(affordable).unwrap_or(usize::MAX));
+        }
         if room == 0 {
             return;
         }
