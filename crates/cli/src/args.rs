@@ -96,7 +96,8 @@ pub struct DownloadArgs {
     /// Cap on the upload rate, bytes per second (500K, 10M, 1.5G).
     #[arg(long, value_name = "RATE")]
     pub max_upload_rate: Option<String>,
-    /// After the download, seed until uploaded / downloaded reaches this.
+    /// After the download, seed until uploaded / downloaded reaches this
+    /// (a torrent already on disk counts its size as downloaded).
     #[arg(long, value_name = "RATIO", default_value_t = 1.0)]
     pub seed_ratio: f64,
     /// After the download, seed at most this many seconds.
