@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
+use indicatif::BinaryBytes;
 use lodestone_core::{InfoHash, Metainfo};
 use lodestone_dht::Dht;
 use lodestone_download::swarm::{Download, DownloadConfig, Summary};
@@ -19,7 +20,7 @@ use crate::peers::{our_peer_id, peer_stream};
 use crate::progress_view::{ProgressView, ViewMode};
 use crate::rate::parse_rate;
 use crate::target::Target;
-use crate::{dht_cmd, selection, units};
+use crate::{dht_cmd, selection};
 
 /// How many ports after `--port` are tried before letting the OS choose.
 const PORT_ATTEMPTS: u16 = 10;
@@ -140,24 +141,28 @@ fn announce_forever(dht: Dht, info_hash: InfoHash, port: u16) -> JoinHandle<()> 
     })
 }
 
-/// Human summary of the end of a download.
-pub fn summary_line(summary: &Summary, total: u64, elapsed: Duration) -> String {
+/// Human summary of the end of a download: `verified` of `wanted` bytes
+/// are on disk; a stopped download says how far it got, not how big it is.
+pub fn summary_line(summary: &Summary, verified: u64, wanted: u64, elapsed: Duration) -> String {
     let seconds = summary.download_time.as_secs_f64().max(1e-3);
+    let outcome = if summary.complete {
+        format!("downloaded {}", BinaryBytes(wanted))
+    } else {
+        format!(
+            "stopped at {} of {}",
+            BinaryBytes(verified),
+            BinaryBytes(wanted)
+        )
+    };
     format!(
-        "{} {} in {:.2} s ({}/s average); {} pieces resumed, {} downloaded, {} failed the hash, {} peers banned; uploaded {}; total time {:.2} s",
-        if summary.complete {
-            "downloaded"
-        } else {
-            "stopped at"
-        },
-        units::bytes(total),
+        "{outcome} in {:.2} s ({}/s average); {} pieces resumed, {} downloaded, {} failed the hash, {} peers banned; uploaded {}; total time {:.2} s",
         seconds,
-        units::bytes((summary.downloaded as f64 / seconds) as u64),
+        BinaryBytes((summary.downloaded as f64 / seconds) as u64),
         summary.pieces_resumed,
         summary.pieces_verified,
         summary.hash_failures,
         summary.peers_banned,
-        units::bytes(summary.uploaded),
+        BinaryBytes(summary.uploaded),
         elapsed.as_secs_f64(),
     )
 }

@@ -19,7 +19,6 @@ mod rate;
 mod selection;
 mod status;
 mod target;
-mod units;
 
 use std::process::ExitCode;
 

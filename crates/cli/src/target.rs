@@ -7,11 +7,11 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::anyhow;
+use indicatif::BinaryBytes;
 use lodestone_bencode::Limits;
 use lodestone_core::{InfoHash, Magnet, Metainfo};
 
 use crate::failure::{BadInputExt, Failure};
-use crate::units;
 
 /// A torrent named on the command line.
 pub enum Target {
@@ -59,7 +59,7 @@ pub fn read_torrent(path: &Path) -> Result<Metainfo, Failure> {
         return Err(Failure::BadInput(anyhow!(
             "torrent {} is larger than {}",
             path.display(),
-            units::bytes(limit)
+            BinaryBytes(limit)
         )));
     }
     Metainfo::from_torrent_bytes(&bytes)
