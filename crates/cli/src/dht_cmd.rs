@@ -7,6 +7,7 @@ use lodestone_core::{InfoHash, Magnet};
 use lodestone_dht::{DEFAULT_BOOTSTRAP, Dht, DhtConfig};
 
 use crate::args::{DhtArgs, DhtCommand};
+use crate::bootstrap;
 use crate::failure::{BadInputExt, Failure};
 use crate::output::outln;
 
@@ -57,7 +58,7 @@ pub async fn start(args: &DhtArgs) -> Result<Dht, Failure> {
     let bootstrap = if args.bootstrap.is_empty() {
         DEFAULT_BOOTSTRAP.iter().map(|s| (*s).to_owned()).collect()
     } else {
-        args.bootstrap.clone()
+        bootstrap::resolve(&args.bootstrap).await?
     };
     let config = DhtConfig {
         bind: args.bind.clone(),

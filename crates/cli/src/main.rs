@@ -5,6 +5,7 @@
 //! the libraries.
 
 mod args;
+mod bootstrap;
 mod dht_cmd;
 mod download_cmd;
 mod failure;
