@@ -75,8 +75,9 @@ pub enum DhtCommand {
 /// Arguments of `lodestone download`.
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
-    /// A magnet link, a bare infohash, or a .torrent file.
-    #[arg(value_name = "MAGNET | FILE.torrent")]
+    /// A magnet link, a bare infohash, or a .torrent file (a path or an
+    /// http(s) URL).
+    #[arg(value_name = "MAGNET | FILE.torrent | URL")]
     pub target: String,
     /// Directory the files are written under (the torrent's name is a
     /// directory or file inside it). Running again resumes.
@@ -160,8 +161,9 @@ pub struct DhtArgs {
 /// Arguments of `lodestone inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A .torrent file, a magnet link, or a bare 40-hex infohash.
-    #[arg(value_name = "FILE.torrent | MAGNET")]
+    /// A .torrent file (a path or an http(s) URL), a magnet link, or a bare
+    /// 40-hex infohash.
+    #[arg(value_name = "FILE.torrent | URL | MAGNET")]
     pub target: String,
 
     /// Print one JSON object instead of text, for scripts.

@@ -32,7 +32,7 @@ const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// Runs the command.
 pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
     let started = Instant::now();
-    let target = Target::read(&args.target)?;
+    let target = Target::read(&args.target).await?;
     let metadata_timeout = dht_cmd::seconds(args.metadata_timeout)?;
     let mode = ViewMode::choose(args.json);
     let dht = start_dht(&args.dht, args.no_dht).await?;

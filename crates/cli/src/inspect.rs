@@ -10,8 +10,8 @@ use crate::output::outln;
 use crate::target::Target;
 
 /// Runs the command.
-pub fn run(args: &InspectArgs) -> Result<(), Failure> {
-    match Target::read(&args.target)? {
+pub async fn run(args: &InspectArgs) -> Result<(), Failure> {
+    match Target::read(&args.target).await? {
         Target::Torrent(metainfo) => print_metainfo(&metainfo, args.json),
         Target::Magnet(magnet) => print_magnet(&magnet, args.json),
     }

@@ -27,3 +27,29 @@ lodestone_tests::isolated_test! {
         }
     }
 }
+
+lodestone_tests::isolated_test! {
+    /// A .torrent served over HTTP reads as the same file on disk does; a
+    /// missing one and a URL of another scheme are bad input.
+    fn a_torrent_url_is_fetched() {
+        let fixtures = std::path::Path::new(&common::fixture("x")).parent().expect("dir").to_owned();
+        let server = lodestone_tests::http::HttpServer::serve(&fixtures, [127, 0, 0, 1].into())
+            .expect("http server");
+        let output = lodestone(&["inspect", &server.url("libtorrent-v1-single.torrent")]);
+        assert!(
+            common::stdout(&output)
+                .starts_with("infohash:    3c214e52c80194c3feee9b34fc53417b48e1806b\n"),
+            "{}",
+            stderr(&output)
+        );
+
+        let missing = server.url("missing.torrent");
+        let output = lodestone(&["inspect", &missing]);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert_eq!(stderr(&output), format!("lodestone: {missing} answered HTTP 404\n"));
+
+        let output = lodestone(&["inspect", "ftp://127.0.0.1/x.torrent"]);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(stderr(&output).contains("supported only as http:// and https://"), "{}", stderr(&output));
+    }
+}
