@@ -1,6 +1,7 @@
 //! Whole downloads against in-process fake seeders on 127.0.0.1.
 
 mod leechers;
+mod seed_ratio;
 mod seeder;
 
 use std::collections::BTreeSet;
