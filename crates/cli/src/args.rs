@@ -30,7 +30,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show what a .torrent file or magnet link describes: infohash, name, sizes, files.
+    /// Show what a .torrent file or magnet link describes: infohash, name, sizes, files,
+    /// trackers, magnet link.
     Inspect(InspectArgs),
     /// Download a magnet link or .torrent file, verify every piece, then seed.
     Download(DownloadArgs),

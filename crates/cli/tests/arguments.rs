@@ -17,6 +17,7 @@ lodestone_tests::isolated_test! {
             for command in [
                 &["dht", "get-peers", HASH, "--timeout", "1", "--bootstrap", value][..],
                 &["metadata", HASH, "--timeout", "1", "--bootstrap", value][..],
+                &["node", "--bind", "127.0.0.1:0", "--bootstrap", value][..],
             ] {
                 let output = lodestone(command);
                 let text = stderr(&output);
