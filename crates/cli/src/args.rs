@@ -31,7 +31,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show what a .torrent file or magnet link describes: infohash, name, sizes, files.
+    /// Show what a .torrent file or magnet link describes: infohash, name, sizes, files,
+    /// trackers, magnet link.
     Inspect(InspectArgs),
     /// Download a magnet link or .torrent file, verify every piece, then seed.
     Download(DownloadArgs),
@@ -76,9 +77,10 @@ pub enum DhtCommand {
 /// Arguments of `lodestone download`.
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
-    /// Magnet links, bare infohashes or .torrent files; several run at
-    /// once in one session (one listen port, one DHT, shared rate caps).
-    #[arg(value_name = "MAGNET | FILE.torrent", required = true)]
+    /// Magnet links, bare infohashes or .torrent files (paths or http(s)
+    /// URLs); several run at once in one session (one listen port, one
+    /// DHT, shared rate caps).
+    #[arg(value_name = "MAGNET | FILE.torrent | URL", required = true)]
     pub targets: Vec<String>,
     /// Directory the files are written under (the torrent's name is a
     /// directory or file inside it). Running again resumes.
@@ -100,7 +102,8 @@ pub struct DownloadArgs {
     /// (500K, 10M, 1.5G).
     #[arg(long, value_name = "RATE")]
     pub max_upload_rate: Option<String>,
-    /// After the download, seed until uploaded / downloaded reaches this.
+    /// After the download, seed until uploaded / downloaded reaches this
+    /// (a torrent already on disk counts its size as downloaded).
     #[arg(long, value_name = "RATIO", default_value_t = 1.0)]
     pub seed_ratio: f64,
     /// After the download, seed at most this many seconds.
@@ -180,8 +183,9 @@ pub struct DhtArgs {
 /// Arguments of `lodestone inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A .torrent file, a magnet link, or a bare 40-hex infohash.
-    #[arg(value_name = "FILE.torrent | MAGNET")]
+    /// A .torrent file (a path or an http(s) URL), a magnet link, or a bare
+    /// 40-hex infohash.
+    #[arg(value_name = "FILE.torrent | URL | MAGNET")]
     pub target: String,
 
     /// Print one JSON object instead of text, for scripts.

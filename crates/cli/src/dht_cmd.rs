@@ -7,6 +7,7 @@ use lodestone_core::{InfoHash, Magnet};
 use lodestone_dht::{DEFAULT_BOOTSTRAP, Dht, DhtConfig};
 
 use crate::args::{DhtArgs, DhtCommand};
+use crate::bootstrap;
 use crate::failure::{BadInputExt, Failure};
 use crate::output::outln;
 use crate::state_dir::StateDir;
@@ -57,14 +58,15 @@ pub fn seconds(value: f64) -> Result<Duration, Failure> {
         })
 }
 
-/// The DHT configuration `args` describe.
-pub fn config(args: &DhtArgs) -> DhtConfig {
+/// The DHT configuration `args` describe; a bootstrap address that does
+/// not resolve is bad input.
+pub async fn config(args: &DhtArgs) -> Result<DhtConfig, Failure> {
     let bootstrap = if args.bootstrap.is_empty() {
         DEFAULT_BOOTSTRAP.iter().map(|s| (*s).to_owned()).collect()
     } else {
-        args.bootstrap.clone()
+        bootstrap::resolve(&args.bootstrap).await?
     };
-    DhtConfig {
+    Ok(DhtConfig {
         bind: args.bind.clone(),
         bootstrap,
         state_file: args
@@ -73,12 +75,12 @@ pub fn config(args: &DhtArgs) -> DhtConfig {
             .or_else(|| StateDir::resolve(args.state_dir.as_deref()).and_then(|s| s.dht_state())),
         save_interval: Some(DHT_SAVE_INTERVAL),
         ..DhtConfig::default()
-    }
+    })
 }
 
 /// Starts a DHT node as `args` say.
 pub async fn start(args: &DhtArgs) -> Result<Dht, Failure> {
-    Dht::spawn(config(args))
+    Dht::spawn(config(args).await?)
         .await
         .with_context(|| format!("cannot start the DHT on {:?}", args.bind))
         .map_err(Failure::Failed)

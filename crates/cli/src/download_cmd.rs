@@ -20,11 +20,10 @@ use crate::{dht_cmd, selection};
 /// Runs the command.
 pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
     let started = Instant::now();
-    let targets = args
-        .targets
-        .iter()
-        .map(|t| Target::read(t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut targets = Vec::with_capacity(args.targets.len());
+    for text in &args.targets {
+        targets.push(Target::read(text).await?);
+    }
     // Before any network work, so a magnet does not fetch metadata first.
     check_output_dir(&args.output)?;
     let metadata_timeout = dht_cmd::seconds(args.metadata_timeout)?;
@@ -32,7 +31,7 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
     let stall_timeout = dht_cmd::seconds(args.stall_timeout)?;
     let mode = ViewMode::choose(args.json, targets.len());
     let state = StateDir::resolve(args.dht.state_dir.as_deref());
-    let session = Session::start(session_config(&args)?)
+    let session = Session::start(session_config(&args).await?)
         .await
         .map_err(|e| Failure::Failed(anyhow!(e)))?;
     let mut views = JoinSet::new();
@@ -97,9 +96,12 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
 }
 
 /// The session the arguments describe.
-fn session_config(args: &DownloadArgs) -> Result<SessionConfig, Failure> {
+async fn session_config(args: &DownloadArgs) -> Result<SessionConfig, Failure> {
     let mut config = SessionConfig::new();
-    config.dht = (!args.no_dht).then(|| dht_cmd::config(&args.dht));
+    config.dht = match args.no_dht {
+        true => None,
+        false => Some(dht_cmd::config(&args.dht).await?),
+    };
     config.listen_port = args.port;
     config.download_limit = args
         .max_download_rate

@@ -1,5 +1,6 @@
 //! `lodestone inspect`: what a .torrent file or magnet link describes.
 
+use indicatif::BinaryBytes;
 use lodestone_core::{Magnet, Metainfo};
 use serde_json::json;
 
@@ -7,11 +8,10 @@ use crate::args::InspectArgs;
 use crate::failure::Failure;
 use crate::output::outln;
 use crate::target::Target;
-use crate::units;
 
 /// Runs the command.
-pub fn run(args: &InspectArgs) -> Result<(), Failure> {
-    match Target::read(&args.target)? {
+pub async fn run(args: &InspectArgs) -> Result<(), Failure> {
+    match Target::read(&args.target).await? {
         Target::Torrent(metainfo) => print_metainfo(&metainfo, args.json),
         Target::Magnet(magnet) => print_magnet(&magnet, args.json),
     }
@@ -35,6 +35,8 @@ pub fn print_metainfo(metainfo: &Metainfo, as_json: bool) {
             "piece_length": info.piece_length,
             "piece_count": info.piece_count(),
             "private": info.private,
+            "tracker_tiers": tracker_tiers(metainfo),
+            "magnet": metainfo.magnet().to_string(),
             "files": files,
         });
         outln!("{value}");
@@ -44,19 +46,25 @@ pub fn print_metainfo(metainfo: &Metainfo, as_json: bool) {
     outln!("name:        {}", info.name);
     outln!(
         "total size:  {} ({} bytes)",
-        units::bytes(info.total_length),
+        BinaryBytes(info.total_length),
         info.total_length
     );
     outln!(
         "pieces:      {} x {}",
         info.piece_count(),
-        units::bytes(u64::from(info.piece_length))
+        BinaryBytes(u64::from(info.piece_length))
     );
     if info.private {
         outln!(
             "private:     yes (peers only from trackers; lodestone will not use the DHT for it)"
         );
     }
+    for (tier, trackers) in tracker_tiers(metainfo).iter().enumerate() {
+        for tracker in trackers {
+            outln!("tracker:     {tracker} (tier {tier}; unused: lodestone is trackerless)");
+        }
+    }
+    outln!("magnet:      {}", metainfo.magnet());
     let files: Vec<_> = files.collect();
     outln!("files:       {}", files.len());
     let width = files.last().map_or(1, |(index, _)| index.to_string().len());
@@ -64,9 +72,24 @@ pub fn print_metainfo(metainfo: &Metainfo, as_json: bool) {
         outln!(
             "  [{index:>width$}] {}  ({})",
             file.relative_path().display(),
-            units::bytes(file.length)
+            BinaryBytes(file.length)
         );
     }
+}
+
+/// The trackers in their tiers (BEP 12): `announce-list` when present,
+/// since it replaces `announce`; otherwise `announce` alone as one tier.
+fn tracker_tiers(metainfo: &Metainfo) -> Vec<Vec<String>> {
+    let tiers: Vec<Vec<String>> = metainfo
+        .announce_list
+        .iter()
+        .filter(|tier| !tier.is_empty())
+        .cloned()
+        .collect();
+    if !tiers.is_empty() {
+        return tiers;
+    }
+    metainfo.announce.iter().map(|a| vec![a.clone()]).collect()
 }
 
 fn print_magnet(magnet: &Magnet, as_json: bool) {

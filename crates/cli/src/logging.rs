@@ -1,9 +1,12 @@
 //! Logging to stderr through tracing-subscriber.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Sets up logging: `RUST_LOG` wins when set; otherwise each `-v` raises the
 /// level from warnings to info, debug and trace for lodestone's own crates.
+/// Colours only on a terminal: in a pipe or a log file escape codes are noise.
 pub fn init(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let level = match verbose {
@@ -17,5 +20,6 @@ pub fn init(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

@@ -5,6 +5,7 @@
 //! the libraries.
 
 mod args;
+mod bootstrap;
 mod dht_cmd;
 mod download_cmd;
 mod failure;
@@ -20,7 +21,6 @@ mod state_dir;
 mod status;
 mod target;
 mod torrent_view;
-mod units;
 
 use std::process::ExitCode;
 
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
     let result = match cli.command {
-        Command::Inspect(args) => inspect::run(&args),
+        Command::Inspect(args) => runtime().and_then(|rt| rt.block_on(inspect::run(&args))),
         Command::Download(args) => runtime().and_then(|rt| rt.block_on(download_cmd::run(args))),
         Command::Metadata(args) => runtime().and_then(|rt| rt.block_on(metadata_cmd::run(args))),
         Command::Dht(command) => runtime().and_then(|rt| rt.block_on(dht_cmd::run(command))),

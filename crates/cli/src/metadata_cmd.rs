@@ -58,7 +58,10 @@ async fn fetch(
         )));
     }
     let mut config = SessionConfig::new();
-    config.dht = (!args.no_dht).then(|| dht_cmd::config(&args.dht));
+    config.dht = match args.no_dht {
+        true => None,
+        false => Some(dht_cmd::config(&args.dht).await?),
+    };
     // Nothing is served: any free port will do.
     config.listen_port = 0;
     let session = Session::start(config)

@@ -94,6 +94,9 @@ async fn spawn(args: &NodeArgs) -> Result<Dht, Failure> {
 
 /// Runs `lodestone node` until SIGTERM or SIGINT.
 pub async fn run(args: NodeArgs) -> Result<(), Failure> {
+    // A mistyped --bootstrap is refused before anything starts; the DHT
+    // resolves the names again when it joins.
+    crate::bootstrap::resolve(&args.bootstrap).await?;
     let dht = spawn(&args).await?;
     let stats = dht
         .stats()

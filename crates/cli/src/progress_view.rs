@@ -4,13 +4,17 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{BinaryBytes, HumanDuration, ProgressBar, ProgressStyle};
 use lodestone_core::Metainfo;
 use lodestone_download::swarm::{DownloadProgress, Phase, Stuck, Summary};
 use serde_json::json;
 
 use crate::output::outln;
-use crate::units;
+
+/// The live display: the phase, the verified size and a bar that takes the
+/// rest of the terminal's width, then a line of details cut to the width.
+/// Nothing of fixed width can push a line past the edge of the terminal.
+const LIVE_TEMPLATE: &str = "{prefix} [{wide_bar}] {percent:>3}%\n{wide_msg}";
 
 /// How often a plain status line or JSON progress event is written.
 const PLAIN_INTERVAL: Duration = Duration::from_secs(3);
@@ -49,11 +53,14 @@ impl ViewMode {
     }
 }
 
-/// Shows one download's progress as it runs.
+/// Follows one download until it ends.
 pub struct ProgressView {
     mode: ViewMode,
     bar: Option<ProgressBar>,
     total: u64,
+    /// The latest snapshot, for the summary (the whole torrent until the
+    /// first one arrives).
+    last: DownloadProgress,
     last_line: Option<Instant>,
     phase: Option<Phase>,
 }
@@ -61,14 +68,15 @@ pub struct ProgressView {
 impl ProgressView {
     /// Prepares the display for `metainfo`.
     pub fn new(mode: ViewMode, metainfo: &Metainfo) -> Self {
+        let total = metainfo.info.total_length;
         let bar = (mode == ViewMode::Live).then(|| {
-            let bar = ProgressBar::new(0);
+            // Until the first snapshot: nothing verified of the whole torrent.
+            let bar = ProgressBar::new(total);
+            bar.set_prefix(bar_prefix(Phase::Checking, 0, total));
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg:12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {prefix}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template(LIVE_TEMPLATE)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
@@ -76,7 +84,11 @@ impl ProgressView {
         Self {
             mode,
             bar,
-            total: metainfo.info.total_length,
+            total,
+            last: DownloadProgress {
+                wanted_bytes: total,
+                ..DownloadProgress::default()
+            },
             last_line: None,
             phase: None,
         }
@@ -87,30 +99,25 @@ impl ProgressView {
     pub fn show(&mut self, p: &DownloadProgress, peers_known: usize, stuck: Option<Stuck>) {
         let phase_changed = self.phase != Some(p.phase);
         self.phase = Some(p.phase);
-        let peers = format!("peers {}/{}", p.peers_connected, peers_known);
-        let why = stuck.map(explain).unwrap_or_default();
+        self.last = p.clone();
         match self.mode {
             ViewMode::Live => {
                 if let Some(bar) = &self.bar {
                     bar.set_length(p.wanted_bytes);
                     bar.set_position(p.verified_bytes);
-                    bar.set_message(phase_name(p.phase));
-                    bar.set_prefix(format!(
-                        "{peers} up {}/s {why}",
-                        units::bytes(p.upload_rate as u64)
-                    ));
+                    bar.set_prefix(bar_prefix(p.phase, p.verified_bytes, p.wanted_bytes));
+                    bar.set_message(details(p, peers_known, stuck));
                 }
             }
             ViewMode::Plain => {
                 if phase_changed || self.last_line.is_none_or(|t| t.elapsed() >= PLAIN_INTERVAL) {
                     self.last_line = Some(Instant::now());
                     eprintln!(
-                        "{}: {} of {} verified, down {}/s, up {}/s, {peers} {why}",
+                        "{}: {} of {} verified, {}",
                         phase_name(p.phase),
-                        units::bytes(p.verified_bytes),
-                        units::bytes(p.wanted_bytes),
-                        units::bytes(p.download_rate as u64),
-                        units::bytes(p.upload_rate as u64),
+                        BinaryBytes(p.verified_bytes),
+                        BinaryBytes(p.wanted_bytes),
+                        details(p, peers_known, stuck),
                     );
                 }
             }
@@ -164,9 +171,58 @@ impl ProgressView {
                     "elapsed_seconds": elapsed.as_secs_f64(),
                 }),
             ),
-            _ => eprintln!("{}", summary_line(summary, self.total, elapsed)),
+            _ => eprintln!(
+                "{}",
+                summary_line(
+                    summary,
+                    self.last.verified_bytes,
+                    self.last.wanted_bytes,
+                    elapsed
+                )
+            ),
         }
     }
+}
+
+/// What the bar starts with: `downloading 1.20 MiB/3.34 MiB`.
+fn bar_prefix(phase: Phase, verified: u64, wanted: u64) -> String {
+    format!(
+        "{:<11} {}/{}",
+        phase_name(phase),
+        BinaryBytes(verified),
+        BinaryBytes(wanted)
+    )
+}
+
+/// Rates, peers, the time left and why nothing moves: `down 1.50 MiB/s,
+/// up 0 B/s, peers 3/10, eta 2 minutes`. The time left is shown only while
+/// data arrives: at 0 B/s there is no estimate to give.
+fn details(p: &DownloadProgress, peers_known: usize, stuck: Option<Stuck>) -> String {
+    let mut line = format!(
+        "down {}/s, up {}/s, peers {}/{}",
+        BinaryBytes(p.download_rate as u64),
+        BinaryBytes(p.upload_rate as u64),
+        p.peers_connected,
+        peers_known
+    );
+    if let Some(left) = time_left(p) {
+        line.push_str(&format!(", eta {}", HumanDuration(left)));
+    }
+    if let Some(stuck) = stuck {
+        line.push(' ');
+        line.push_str(explain(stuck));
+    }
+    line
+}
+
+/// The time the missing bytes take at the current rate, while downloading
+/// at a rate of at least one byte per second.
+fn time_left(p: &DownloadProgress) -> Option<Duration> {
+    let missing = p.wanted_bytes.saturating_sub(p.verified_bytes);
+    if p.phase != Phase::Downloading || missing == 0 || p.download_rate < 1.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(missing as f64 / p.download_rate).ok()
 }
 
 fn phase_name(phase: Phase) -> &'static str {
@@ -188,24 +244,69 @@ fn explain(stuck: Stuck) -> &'static str {
     }
 }
 
-/// Human summary of the end of a download.
-fn summary_line(summary: &Summary, total: u64, elapsed: Duration) -> String {
+/// Human summary of the end of a download: `verified` of `wanted` bytes
+/// are on disk; a stopped download says how far it got, not how big it is.
+fn summary_line(summary: &Summary, verified: u64, wanted: u64, elapsed: Duration) -> String {
     let seconds = summary.download_time.as_secs_f64().max(1e-3);
+    let outcome = if summary.complete {
+        format!("downloaded {}", BinaryBytes(wanted))
+    } else {
+        format!(
+            "stopped at {} of {}",
+            BinaryBytes(verified),
+            BinaryBytes(wanted)
+        )
+    };
     format!(
-        "{} {} in {:.2} s ({}/s average); {} pieces resumed, {} downloaded, {} failed the hash, {} peers banned; uploaded {}; total time {:.2} s",
-        if summary.complete {
-            "downloaded"
-        } else {
-            "stopped at"
-        },
-        units::bytes(total),
+        "{outcome} in {:.2} s ({}/s average); {} pieces resumed, {} downloaded, {} failed the hash, {} peers banned; uploaded {}; total time {:.2} s",
         seconds,
-        units::bytes((summary.downloaded as f64 / seconds) as u64),
+        BinaryBytes((summary.downloaded as f64 / seconds) as u64),
         summary.pieces_resumed,
         summary.pieces_verified,
         summary.hash_failures,
         summary.peers_banned,
-        units::bytes(summary.uploaded),
+        BinaryBytes(summary.uploaded),
         elapsed.as_secs_f64(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIZE: u64 = 3_500_000;
+
+    fn downloading(verified_bytes: u64, download_rate: f64) -> DownloadProgress {
+        DownloadProgress {
+            phase: Phase::Downloading,
+            verified_bytes,
+            wanted_bytes: SIZE,
+            download_rate,
+            ..DownloadProgress::default()
+        }
+    }
+
+    #[test]
+    fn an_interrupted_download_says_how_far_it_got() {
+        let stopped = Summary::default();
+        let line = summary_line(&stopped, 0, SIZE, Duration::from_secs(1));
+        assert!(line.starts_with("stopped at 0 B of 3.34 MiB in "), "{line}");
+        let done = Summary {
+            complete: true,
+            ..Summary::default()
+        };
+        let line = summary_line(&done, SIZE, SIZE, Duration::from_secs(1));
+        assert!(line.starts_with("downloaded 3.34 MiB in "), "{line}");
+    }
+
+    #[test]
+    fn no_time_left_is_guessed_at_zero_bytes_per_second() {
+        assert!(!details(&downloading(0, 0.0), 0, None).contains("eta"));
+        assert!(!details(&downloading(0, 0.4), 0, None).contains("eta"));
+        let line = details(&downloading(SIZE / 2, 17_500.0), 0, None);
+        assert!(line.contains(", eta 2 minutes"), "{line}");
+        let mut seeding = downloading(SIZE, 17_500.0);
+        seeding.phase = Phase::Seeding;
+        assert!(!details(&seeding, 0, None).contains("eta"));
+    }
 }

@@ -1,5 +1,5 @@
-//! What a command was given: a .torrent file, a magnet link or a bare
-//! infohash. One reading for every command, so `inspect` and `download`
+//! What a command was given: a .torrent file (a path, or an http(s) URL
+//! to fetch it from), a magnet link or a bare infohash. One reading for every command, so `inspect` and `download`
 //! never disagree about the same argument.
 
 use std::fs::File;
@@ -7,11 +7,15 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::anyhow;
+use indicatif::BinaryBytes;
 use lodestone_bencode::Limits;
 use lodestone_core::{Magnet, Metainfo};
+use url::Url;
 
 use crate::failure::{BadInputExt, Failure};
-use crate::units;
+
+/// Deadline for fetching a .torrent file by URL, redirects included.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A torrent named on the command line.
 pub enum Target {
@@ -22,19 +26,61 @@ pub enum Target {
 }
 
 impl Target {
-    /// Reads a magnet link, a bare infohash that names no existing file, or
-    /// else a .torrent file path.
-    pub fn read(text: &str) -> Result<Target, Failure> {
+    /// Reads a magnet link, an http(s) URL of a .torrent file, a bare
+    /// infohash that names no existing file, or else a .torrent file path.
+    pub async fn read(text: &str) -> Result<Target, Failure> {
         if text.starts_with("magnet:") {
             return Magnet::parse(text)
                 .map(Target::Magnet)
                 .bad_input(|| "bad magnet link".to_owned());
+        }
+        if let Some(url) = url_in(text)? {
+            return fetch_torrent(&url).await.map(Target::Torrent);
         }
         match Magnet::parse(text) {
             Ok(magnet) if !Path::new(text).exists() => Ok(Target::Magnet(magnet)),
             _ => read_torrent(Path::new(text)).map(Target::Torrent),
         }
     }
+}
+
+/// The http(s) URL in `text`, if it is one; a URL of any other scheme
+/// is refused by name rather than looked for as a file.
+fn url_in(text: &str) -> Result<Option<Url>, Failure> {
+    if !text.contains("://") {
+        return Ok(None);
+    }
+    match Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(Some(url)),
+        Ok(url) => Err(Failure::BadInput(anyhow!(
+            "{}: URLs are supported only as http:// and https://; give a magnet link, \
+             an http(s) URL of a .torrent file or a .torrent file's path",
+            url.scheme()
+        ))),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Downloads and parses a .torrent file, held to the same size limit as
+/// one read from disk.
+async fn fetch_torrent(url: &Url) -> Result<Metainfo, Failure> {
+    let limits = lodestone_http::Limits {
+        max_body: Limits::METAINFO.max_input as u64,
+        timeout: FETCH_TIMEOUT,
+        ..lodestone_http::Limits::default()
+    };
+    let fetched = match lodestone_http::Client::new(limits) {
+        Ok(client) => client.get(url).await,
+        Err(e) => Err(e),
+    };
+    let bytes = fetched.map_err(|e| {
+        if e.is_request_fault() {
+            Failure::BadInput(e.into())
+        } else {
+            Failure::Failed(e.into())
+        }
+    })?;
+    parse_torrent(&bytes, url.as_str())
 }
 
 /// Reads and parses a .torrent file, refusing files larger than any sane
@@ -51,9 +97,13 @@ pub fn read_torrent(path: &Path) -> Result<Metainfo, Failure> {
         return Err(Failure::BadInput(anyhow!(
             "torrent {} is larger than {}",
             path.display(),
-            units::bytes(limit)
+            BinaryBytes(limit)
         )));
     }
-    Metainfo::from_torrent_bytes(&bytes)
-        .bad_input(|| format!("torrent {} is refused", path.display()))
+    parse_torrent(&bytes, &path.display().to_string())
+}
+
+/// Parses the bytes of a .torrent file read from `source`.
+fn parse_torrent(bytes: &[u8], source: &str) -> Result<Metainfo, Failure> {
+    Metainfo::from_torrent_bytes(bytes).bad_input(|| format!("torrent {source} is refused"))
 }

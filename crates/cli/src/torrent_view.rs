@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::anyhow;
 use lodestone_core::Metainfo;
-use lodestone_download::swarm::Summary;
+use lodestone_download::swarm::{DownloadProgress, Summary};
 use lodestone_metadata::Progress;
 use lodestone_session::{TorrentError, TorrentHandle, TorrentPhase, TorrentStatus};
 
@@ -29,6 +29,10 @@ pub async fn follow(
     let mut status = handle.status();
     let mut view = View::new(mode, keep);
     let mut interrupted = false;
+    // One listener for the whole run: a Ctrl-C that arrives while a line is
+    // being drawn waits here instead of being missed.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let result = loop {
         tokio::select! {
             result = handle.join() => break result,
@@ -38,7 +42,7 @@ pub async fn follow(
                     view.show(&snapshot);
                 }
             }
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            _ = &mut ctrl_c, if !interrupted => {
                 interrupted = true;
                 eprintln!("stopping: finishing pieces in flight, data is kept");
                 handle.remove();
@@ -81,12 +85,17 @@ impl View {
                     mode.event("phase", serde_json::json!({ "phase": "metadata" }));
                     StatusLine::new(mode != ViewMode::Json)
                 });
-                line.set(describe(p));
+                line.set(describe(p, status.dht_nodes));
             }
             TorrentPhase::Download(p) => {
+                // The default snapshot is the download's before it has
+                // looked at the disk: nothing to show yet.
                 let Some(metainfo) = &status.metainfo else {
                     return;
                 };
+                if *p == DownloadProgress::default() {
+                    return;
+                }
                 if let Some(line) = self.metadata.take() {
                     line.clear();
                 }
@@ -136,10 +145,16 @@ impl View {
     }
 }
 
-/// One line saying how far a metadata fetch got.
-pub fn describe(p: &Progress) -> String {
-    format!(
-        "fetching metadata: peers found {}, connected {}, with ut_metadata {}, pieces {}/{}",
-        p.peers_known, p.connected, p.with_ut_metadata, p.pieces_have, p.pieces_total
-    )
+/// One line saying how far a metadata fetch got, short enough to fit an
+/// 80-column terminal beside the spinner, whole:
+/// `metadata: peers 3/12, ut_metadata 2, pieces 1/4, DHT nodes 180`.
+fn describe(p: &Progress, dht_nodes: Option<usize>) -> String {
+    let mut line = format!(
+        "metadata: peers {}/{}, ut_metadata {}, pieces {}/{}",
+        p.connected, p.peers_known, p.with_ut_metadata, p.pieces_have, p.pieces_total
+    );
+    if let Some(nodes) = dht_nodes {
+        line.push_str(&format!(", DHT nodes {nodes}"));
+    }
+    line
 }

@@ -151,3 +151,57 @@ fn missing_file_is_bad_input() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("cannot read torrent /nonexistent/x.torrent"));
 }
+
+/// mktorrent wrote `announce` and an `announce-list` of two tiers.
+#[test]
+fn a_torrent_shows_its_tracker_tiers_and_magnet_link() {
+    let torrent = fixture("mktorrent-multi.torrent");
+    let magnet = "magnet:?xt=urn:btih:2bafb5b72c6718371baf7ef70bdb1ab5d742e705&dn=multi\
+                  &tr=http://tracker.invalid/announce&tr=http://backup.invalid/announce";
+    let output = lodestone(&["inspect", &torrent]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for line in [
+        "tracker:     http://tracker.invalid/announce (tier 0; unused: lodestone is trackerless)",
+        "tracker:     http://backup.invalid/announce (tier 1; unused: lodestone is trackerless)",
+        &format!("magnet:      {magnet}"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+    }
+
+    let output = lodestone(&["inspect", "--json", &torrent]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(
+        value["tracker_tiers"],
+        serde_json::json!([
+            ["http://tracker.invalid/announce"],
+            ["http://backup.invalid/announce"]
+        ])
+    );
+    assert_eq!(value["magnet"], magnet);
+
+    // The link names the same swarm when read back.
+    let output = lodestone(&["inspect", magnet]);
+    assert!(
+        stdout(&output).starts_with("infohash:    2bafb5b72c6718371baf7ef70bdb1ab5d742e705\n"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// `announce` alone is one tier.
+#[test]
+fn announce_alone_is_one_tier() {
+    let output = lodestone(&[
+        "inspect",
+        "--json",
+        &fixture("libtorrent-v1-single.torrent"),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(
+        value["tracker_tiers"],
+        serde_json::json!([["http://tracker.invalid/announce"]])
+    );
+}

@@ -133,7 +133,7 @@ pub fn decode_nodes(bytes: &[u8], family: Family) -> Result<Vec<NodeAddr>, Compa
 }
 
 fn check_multiple(bytes: &[u8], entry: usize) -> Result<(), CompactError> {
-    if bytes.len() % entry == 0 {
+    if bytes.len().is_multiple_of(entry) {
         Ok(())
     } else {
         Err(CompactError {

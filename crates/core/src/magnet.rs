@@ -15,6 +15,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, PercentEncode, utf8_percent_encode};
 use url::Url;
 
 use crate::id::{IdParseError, InfoHash};
@@ -256,13 +257,13 @@ impl fmt::Display for Magnet {
             write!(f, "&xt=urn:btmh:1220{}", hex::encode(v2))?;
         }
         if let Some(name) = &self.display_name {
-            write!(f, "&dn={}", QueryValue(name))?;
+            write!(f, "&dn={}", query_value(name))?;
         }
         for tracker in &self.trackers {
-            write!(f, "&tr={}", QueryValue(tracker))?;
+            write!(f, "&tr={}", query_value(tracker))?;
         }
         for peer in &self.peers {
-            write!(f, "&x.pe={}", QueryValue(&peer.to_string()))?;
+            write!(f, "&x.pe={}", query_value(&peer.to_string()))?;
         }
         if let Some(ranges) = &self.select_only {
             f.write_str("&so=")?;
@@ -307,44 +308,33 @@ pub fn parse_selection(value: &str) -> Result<Vec<FileSelection>, MagnetError> {
         .collect()
 }
 
-/// Percent-encodes a query value so that it parses back to the same text.
+/// The bytes a query value escapes, so that it parses back to the same text.
 ///
 /// Unreserved characters and the harmless sub-delimiters stay readable (so a
 /// tracker URL keeps its `:` and `/`); `&`, `=`, `+`, `#`, `%`, brackets,
 /// spaces and every non-ASCII byte are escaped. `+` must be escaped because
 /// query parsing reads it as a space, which is how `dn=a+b` works in the wild.
-struct QueryValue<'a>(&'a str);
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b':')
+    .remove(b'/')
+    .remove(b'@')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'?');
 
-impl fmt::Display for QueryValue<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for &byte in self.0.as_bytes() {
-            let plain = byte.is_ascii_alphanumeric()
-                || matches!(
-                    byte,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b':'
-                        | b'/'
-                        | b'@'
-                        | b'!'
-                        | b'$'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b','
-                        | b';'
-                        | b'?'
-                );
-            if plain {
-                write!(f, "{}", byte as char)?;
-            } else {
-                write!(f, "%{byte:02X}")?;
-            }
-        }
-        Ok(())
-    }
+/// `text` percent-encoded as a query value.
+fn query_value(text: &str) -> PercentEncode<'_> {
+    utf8_percent_encode(text, QUERY_VALUE)
 }
 
 #[cfg(test)]

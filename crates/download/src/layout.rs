@@ -256,7 +256,7 @@ impl Layout {
     /// request echoed back): it must name exactly one of our blocks.
     pub fn block_at(&self, index: u32, begin: u32, length: u32) -> Option<BlockIndex> {
         let piece = self.piece(index)?;
-        if begin % BLOCK_SIZE != 0 {
+        if !begin.is_multiple_of(BLOCK_SIZE) {
             return None;
         }
         let block = self.block(piece, begin / BLOCK_SIZE)?;
@@ -465,7 +465,7 @@ mod tests {
             start in 0u64..300,
             len in 0u64..300,
         ) {
-            let files: Vec<(u64, bool)> = lens.iter().map(|&l| (l, l % 3 == 0)).collect();
+            let files: Vec<(u64, bool)> = lens.iter().map(|&l| (l, l.is_multiple_of(3))).collect();
             let Ok(l) = Layout::new(piece_length, files) else {
                 prop_assert_eq!(lens.iter().sum::<u64>(), 0);
                 return Ok(());

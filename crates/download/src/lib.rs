@@ -10,7 +10,8 @@
 //! - [`picker`] decides which blocks to request from which peer (rarest first,
 //!   partial pieces first, endgame);
 //! - [`rate`] estimates transfer rates and limits them with a token bucket;
-//! - [`choke`] decides whom we upload to.
+//! - [`choke`] decides whom we upload to;
+//! - [`ratio`] computes the share ratio that ends seeding.
 //!
 //! The IO parts are small and blocking on purpose, so they run on plain
 //! threads away from the async reactor:
@@ -31,6 +32,7 @@ pub mod choke;
 pub mod layout;
 pub mod picker;
 pub mod rate;
+pub mod ratio;
 pub mod resume;
 pub mod storage;
 pub mod swarm;

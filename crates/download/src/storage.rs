@@ -77,8 +77,10 @@ pub enum StorageError {
         /// The first stream offset that is not stored.
         offset: u64,
     },
-    /// The operating system refused (local failure).
-    #[error("{op} {path}: {source}")]
+    /// The operating system refused (local failure). The OS error is the
+    /// [`source`](std::error::Error::source), not part of the message, so an
+    /// error chain names it once.
+    #[error("{op} {path}")]
     Io {
         /// What we were doing.
         op: &'static str,
@@ -529,6 +531,23 @@ mod tests {
         s.prepare().unwrap();
         assert_eq!(fs::read(dir.0.join("a")).unwrap(), b"hello");
         assert_eq!(fs::metadata(dir.0.join("empty")).unwrap().len(), 0);
+    }
+
+    /// The CLI prints an error with its whole chain of causes: the OS error
+    /// must appear in it once, not in the message and again as the source.
+    #[test]
+    fn an_os_error_is_named_once_in_the_chain() {
+        let dir = TempDir::new("not-a-dir");
+        fs::write(dir.0.join("t"), b"a file where a directory belongs").unwrap();
+        let s = storage(&dir.0, &[("t/a", 5, false)], &[]);
+        let err = s.prepare().unwrap_err();
+        assert!(matches!(err, StorageError::Io { .. }), "{err}");
+        let chain = lodestone_core::ErrorChain(&err).to_string();
+        assert_eq!(chain.matches("(os error").count(), 1, "{chain}");
+        assert!(
+            chain.contains(&dir.0.join("t").display().to_string()),
+            "{chain}"
+        );
     }
 
     #[test]

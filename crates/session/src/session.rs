@@ -187,6 +187,7 @@ impl Session {
             },
             peers_known: 0,
             dial_failures: 0,
+            dht_nodes: None,
         };
         let (status_tx, status) = watch::channel(initial);
         let (control, control_rx) = watch::channel(Control::Run);

@@ -142,6 +142,8 @@ pub struct TorrentStatus {
     pub peers_known: usize,
     /// Dials that failed before the handshake completed.
     pub dial_failures: u64,
+    /// Nodes in the DHT's routing tables, when this torrent uses the DHT.
+    pub dht_nodes: Option<usize>,
 }
 
 impl TorrentStatus {
@@ -215,6 +217,8 @@ pub(crate) struct Torrent {
     last_progress: (u64, Instant),
     /// Whether this torrent uses the DHT (not private, a DHT running).
     uses_dht: bool,
+    /// The DHT's node count when last asked (each status tick).
+    dht_nodes: Option<usize>,
     /// The files selected, once resolved (`None`: all).
     files: Option<BTreeSet<usize>>,
 }
@@ -267,6 +271,7 @@ pub(crate) async fn run(
         status,
         last_progress: (0, Instant::now()),
         uses_dht: discovery.is_some(),
+        dht_nodes: None,
         files: None,
     };
     let mut stage = match t.metainfo.clone() {
@@ -346,6 +351,7 @@ pub(crate) async fn run(
                 t.publish(&stage);
             }
             _ = tick.tick() => {
+                t.dht_nodes = t.dht_nodes().await;
                 t.publish(&stage);
                 if let Some(limit) = options.stall_timeout
                     && let Some(reason) = t.stalled(&stage, limit).await
@@ -558,6 +564,7 @@ impl Torrent {
             metainfo: self.metainfo.clone(),
             peers_known: stats.known,
             dial_failures: stats.failures,
+            dht_nodes: self.dht_nodes,
         });
     }
 
@@ -583,10 +590,7 @@ impl Torrent {
             return None;
         }
         let status = self.status.borrow().clone();
-        let dht_nodes = match (&self.shared.dht, self.uses_dht) {
-            (Some(dht), true) => dht.stats().await.ok().map(|s| s.ipv4_nodes + s.ipv6_nodes),
-            _ => None,
-        };
+        let dht_nodes = self.dht_nodes;
         let bootstrap = self
             .shared
             .config
@@ -599,6 +603,14 @@ impl Torrent {
             &bootstrap,
             status.stuck(),
         ))
+    }
+
+    /// The DHT's routing-table size, if this torrent uses the DHT.
+    async fn dht_nodes(&self) -> Option<usize> {
+        match (&self.shared.dht, self.uses_dht) {
+            (Some(dht), true) => dht.stats().await.ok().map(|s| s.ipv4_nodes + s.ipv6_nodes),
+            _ => None,
+        }
     }
 
     /// Stops the current phase and reports how far it got.

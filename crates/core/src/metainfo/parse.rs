@@ -98,7 +98,7 @@ pub(super) fn parse_info(info: Dict<'_>) -> Result<Info, MetainfoError> {
     let pieces = pieces
         .as_bytes()
         .ok_or_else(|| wrong_type("pieces", INFO, "a string"))?;
-    if pieces.len() % 20 != 0 {
+    if !pieces.len().is_multiple_of(20) {
         return Err(MetainfoError::PiecesNotMultiple(pieces.len()));
     }
     let raw_piece_length = required_int(info, "piece length", INFO)?;

@@ -375,11 +375,14 @@ impl Coordinator {
         if self.no_seed {
             return true;
         }
-        let uploaded = self.shared.lock().torrent.counters.uploaded;
+        let (uploaded, downloaded) = {
+            let counters = &self.shared.lock().torrent.counters;
+            (counters.uploaded, counters.downloaded)
+        };
         let by_time = self.seed_time.is_some_and(|t| since.elapsed() >= t);
-        let by_ratio = self
-            .seed_ratio
-            .is_some_and(|r| uploaded as f64 >= r * self.wanted_bytes as f64);
+        // Seeding means every wanted byte is held.
+        let ratio = crate::ratio::share_ratio(uploaded, downloaded, self.wanted_bytes);
+        let by_ratio = self.seed_ratio.is_some_and(|r| ratio >= r);
         by_time || by_ratio
     }
 

@@ -83,7 +83,9 @@ pub struct DownloadConfig {
     pub download_limit: Option<SharedBucket>,
     /// Upload limit; share one bucket between downloads to cap their sum.
     pub upload_limit: Option<SharedBucket>,
-    /// Stop seeding once uploaded / wanted bytes reaches this.
+    /// Stop seeding once the share ratio reaches this: uploaded /
+    /// downloaded, or uploaded / wanted bytes when less than 1 % of them was
+    /// downloaded (see [`crate::ratio`]).
     pub seed_ratio: Option<f64>,
     /// Stop seeding after this long.
     pub seed_time: Option<Duration>,

@@ -2,6 +2,7 @@
 
 mod leechers;
 mod resume_record;
+mod seed_ratio;
 mod seeder;
 
 use std::collections::BTreeSet;

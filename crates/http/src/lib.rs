@@ -1,0 +1,171 @@
+//! Bounded HTTP(S) GETs.
+//!
+//! lodestone fetches a `.torrent` named by URL, and its tracker announces
+//! (next) are HTTP GETs too. Both read bytes from a server nobody vetted,
+//! so one [`Client`] applies the same rules to every request: a deadline
+//! for the whole exchange, a cap on the body checked before and while it
+//! arrives (a server may lie about or omit `Content-Length`), a bounded
+//! number of redirects, and errors that say whose fault it was.
+//!
+//! TLS is rustls with the ring provider and the platform's certificate
+//! store; no OpenSSL, and no proxy is taken from the environment.
+
+use std::time::Duration;
+
+use url::Url;
+
+/// Why a GET failed, by whose fault.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The URL is not `http:` or `https:` (the caller's input).
+    #[error("{url} is not an http or https URL")]
+    UnsupportedScheme {
+        /// The URL given.
+        url: Url,
+    },
+    /// The server answered with an error status.
+    #[error("{url} answered HTTP {status}")]
+    Status {
+        /// The URL asked for.
+        url: Url,
+        /// The status code.
+        status: u16,
+    },
+    /// The body is larger than the cap (announced or counted).
+    #[error("{url} sends more than {limit} bytes")]
+    TooLarge {
+        /// The URL asked for.
+        url: Url,
+        /// The cap in bytes.
+        limit: u64,
+    },
+    /// No answer before the deadline.
+    #[error("{url} did not answer within {} s", timeout.as_secs_f64())]
+    Timeout {
+        /// The URL asked for.
+        url: Url,
+        /// The deadline of the whole exchange.
+        timeout: Duration,
+    },
+    /// The connection, TLS or HTTP exchange failed (the network or the
+    /// server); the cause is the source.
+    #[error("cannot fetch {url}")]
+    Transport {
+        /// The URL asked for.
+        url: Url,
+        /// What went wrong.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The HTTP client could not be set up (a local failure).
+    #[error("cannot set up the HTTP client")]
+    Setup(#[source] reqwest::Error),
+}
+
+impl HttpError {
+    /// Whether the request itself was at fault (a URL of another scheme, or
+    /// one the server says does not exist or is not ours to read), rather
+    /// than the network or the server.
+    pub fn is_request_fault(&self) -> bool {
+        match self {
+            HttpError::UnsupportedScheme { .. } => true,
+            HttpError::Status { status, .. } => (400..500).contains(status),
+            _ => false,
+        }
+    }
+}
+
+/// The rules every request of a [`Client`] follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest body accepted, in bytes.
+    pub max_body: u64,
+    /// Deadline for the whole exchange: connect, redirects and body.
+    pub timeout: Duration,
+    /// Redirects followed at most.
+    pub max_redirects: usize,
+}
+
+impl Default for Limits {
+    /// 32 MiB, 30 seconds, 5 redirects.
+    fn default() -> Self {
+        Limits {
+            max_body: 32 << 20,
+            timeout: Duration::from_secs(30),
+            max_redirects: 5,
+        }
+    }
+}
+
+/// An HTTP(S) client that enforces [`Limits`]; cheap to clone, and one
+/// should serve a whole process so connections are reused.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: reqwest::Client,
+    limits: Limits,
+}
+
+impl Client {
+    /// A client following `limits`, identifying itself as lodestone.
+    pub fn new(limits: Limits) -> Result<Client, HttpError> {
+        // The process-wide TLS provider; an earlier call already set it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let inner = reqwest::Client::builder()
+            .user_agent(concat!("lodestone/", env!("CARGO_PKG_VERSION")))
+            .timeout(limits.timeout)
+            .redirect(reqwest::redirect::Policy::limited(limits.max_redirects))
+            .no_proxy()
+            .build()
+            .map_err(HttpError::Setup)?;
+        Ok(Client { inner, limits })
+    }
+
+    /// GETs `url` and returns its body, refusing one over the cap before
+    /// reading past it.
+    pub async fn get(&self, url: &Url) -> Result<Vec<u8>, HttpError> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(HttpError::UnsupportedScheme { url: url.clone() });
+        }
+        let fail = |source: reqwest::Error| self.failure(url, source);
+        let mut response = self.inner.get(url.clone()).send().await.map_err(fail)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(HttpError::Status {
+                url: url.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let limit = self.limits.max_body;
+        let too_large = || HttpError::TooLarge {
+            url: url.clone(),
+            limit,
+        };
+        let announced = response.content_length().unwrap_or(0);
+        if announced > limit {
+            return Err(too_large());
+        }
+        // The announced length sizes the buffer only up to the cap.
+        let mut body = Vec::with_capacity(announced as usize);
+        while let Some(chunk) = response.chunk().await.map_err(fail)? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    fn failure(&self, url: &Url, source: reqwest::Error) -> HttpError {
+        if source.is_timeout() {
+            HttpError::Timeout {
+                url: url.clone(),
+                timeout: self.limits.timeout,
+            }
+        } else {
+            HttpError::Transport {
+                url: url.clone(),
+                source,
+            }
+        }
+    }
+}
