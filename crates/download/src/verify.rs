@@ -9,7 +9,7 @@
 //! vouch for) in the background, in parallel, while the download runs.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use sha1::{Digest, Sha1};
@@ -48,85 +48,186 @@ pub struct Checked {
     pub buffer: Vec<u8>,
 }
 
+/// A few threads that hash pieces and write the good ones to storage,
+/// shared by every torrent of a session (clones share the threads): the
+/// number of hashing threads is the machine's, however many torrents run.
+///
+/// A torrent joins with [`HashPool::attach`] and submits through the
+/// [`PieceHasher`] it gets back. The threads stop once the last clone and
+/// the last hasher are gone.
+#[derive(Clone)]
+pub struct HashPool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// One torrent's side of the pool: where its pieces go and how many are
+/// still being hashed.
+struct Target {
+    storage: Arc<Storage>,
+    hashes: Arc<[PieceHash]>,
+    results: UnboundedSender<Checked>,
+    pending: Mutex<usize>,
+    idle: Condvar,
+}
+
 struct Job {
+    target: Arc<Target>,
     piece: PieceIndex,
     data: Vec<u8>,
 }
 
-/// A few threads that hash pieces and write the good ones to storage.
-///
-/// Dropping the pool finishes the queued pieces and joins the threads.
-pub struct HashPool {
-    jobs: Option<mpsc::Sender<Job>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
 impl std::fmt::Debug for HashPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HashPool({} threads)", self.threads.len())
+        let threads = self.inner.threads.lock().map_or(0, |t| t.len());
+        write!(f, "HashPool({threads} threads)")
     }
 }
 
 impl HashPool {
-    /// Starts `threads` (at least one) workers for the storage's torrent,
-    /// whose piece hashes are `hashes` (one per piece). Outcomes go to
-    /// `results`; if that channel closes, work continues and outcomes are
-    /// dropped.
-    pub fn new(
-        threads: usize,
-        storage: Arc<Storage>,
-        hashes: Arc<[PieceHash]>,
-        results: UnboundedSender<Checked>,
-    ) -> Result<Self, LayoutError> {
-        storage.layout().check_hash_count(hashes.len())?;
+    /// Starts `threads` (at least one) workers.
+    pub fn new(threads: usize) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let threads = (0..threads.max(1))
             .map(|_| {
                 let rx = rx.clone();
-                let storage = storage.clone();
-                let hashes = hashes.clone();
-                let results = results.clone();
                 std::thread::spawn(move || {
                     loop {
                         // Hold the lock only to take one job. A poisoned lock
                         // means a sibling panicked; the receiver is intact.
                         let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok(Job { piece, data }) = job else {
+                        let Ok(Job {
+                            target,
+                            piece,
+                            data,
+                        }) = job
+                        else {
                             return;
                         };
-                        let outcome = check_and_store(&storage, &hashes, piece, &data);
-                        let _ = results.send(Checked {
+                        let outcome =
+                            check_and_store(&target.storage, &target.hashes, piece, &data);
+                        let _ = target.results.send(Checked {
                             piece,
                             outcome,
                             buffer: data,
                         });
+                        target.done_one();
                     }
                 })
             })
             .collect();
-        Ok(Self {
-            jobs: Some(tx),
-            threads,
-        })
+        Self {
+            inner: Arc::new(PoolInner {
+                jobs: Mutex::new(Some(tx)),
+                threads: Mutex::new(threads),
+            }),
+        }
     }
 
-    /// Queues a completed piece (exactly its bytes, padding zeros included).
-    /// Never blocks; the caller bounds how many pieces are in flight.
-    pub fn submit(&self, piece: PieceIndex, data: Vec<u8>) {
-        if let Some(jobs) = &self.jobs {
-            // Send fails only if every worker is gone, i.e. panicked; the
-            // piece is then lost and will be picked again after a timeout.
-            let _ = jobs.send(Job { piece, data });
+    /// Joins the torrent stored in `storage`, whose piece hashes are
+    /// `hashes` (one per piece). Outcomes go to `results`; if that channel
+    /// closes, work continues and outcomes are dropped.
+    pub fn attach(
+        &self,
+        storage: Arc<Storage>,
+        hashes: Arc<[PieceHash]>,
+        results: UnboundedSender<Checked>,
+    ) -> Result<PieceHasher, LayoutError> {
+        storage.layout().check_hash_count(hashes.len())?;
+        Ok(PieceHasher {
+            pool: self.clone(),
+            target: Arc::new(Target {
+                storage,
+                hashes,
+                results,
+                pending: Mutex::new(0),
+                idle: Condvar::new(),
+            }),
+        })
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
         }
     }
 }
 
-impl Drop for HashPool {
-    fn drop(&mut self) {
-        self.jobs.take();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+impl Target {
+    fn pending(&self) -> std::sync::MutexGuard<'_, usize> {
+        // A plain counter: a poisoned lock still holds a usable number.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn done_one(&self) {
+        let mut pending = self.pending();
+        *pending = pending.saturating_sub(1);
+        if *pending == 0 {
+            self.idle.notify_all();
+        }
+    }
+}
+
+/// One torrent's way into a [`HashPool`].
+pub struct PieceHasher {
+    pool: HashPool,
+    target: Arc<Target>,
+}
+
+impl std::fmt::Debug for PieceHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PieceHasher({:?}, {} pending)",
+            self.pool,
+            *self.target.pending()
+        )
+    }
+}
+
+impl PieceHasher {
+    /// Queues a completed piece (exactly its bytes, padding zeros included).
+    /// Never blocks; the caller bounds how many pieces are in flight.
+    pub fn submit(&self, piece: PieceIndex, data: Vec<u8>) {
+        let jobs = self
+            .pool
+            .inner
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(jobs) = jobs.as_ref() else { return };
+        *self.target.pending() += 1;
+        let job = Job {
+            target: self.target.clone(),
+            piece,
+            data,
+        };
+        // Send fails only if every worker is gone, i.e. panicked; the piece
+        // is then lost and will be picked again after a timeout.
+        if jobs.send(job).is_err() {
+            self.target.done_one();
+        }
+    }
+
+    /// Waits until every piece submitted is hashed and written (blocking:
+    /// call it on a blocking thread).
+    pub fn finish(self) {
+        let mut pending = self.target.pending();
+        while *pending > 0 {
+            pending = self
+                .target
+                .idle
+                .wait(pending)
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 }
@@ -248,7 +349,9 @@ mod tests {
         let (storage, stream, hashes) = torrent(&dir, &[]);
         storage.prepare().unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let pool = HashPool::new(2, storage.clone(), hashes, tx).unwrap();
+        let pool = HashPool::new(2)
+            .attach(storage.clone(), hashes, tx)
+            .unwrap();
         let layout = storage.layout().clone();
         for p in layout.pieces() {
             let at = layout.piece_offset(p) as usize;
@@ -258,7 +361,7 @@ mod tests {
             }
             pool.submit(p, data);
         }
-        drop(pool);
+        pool.finish();
         let mut outcomes = Vec::new();
         while let Ok(c) = rx.try_recv() {
             outcomes.push((c.piece.get(), matches!(c.outcome, CheckOutcome::Verified)));
@@ -271,6 +374,35 @@ mod tests {
         let a = std::fs::read(dir.0.join("a")).unwrap();
         assert_eq!(&a[..1000], &stream[..1000]);
         assert_eq!(&a[1000..2000], &[0; 1000][..], "bad piece not written");
+    }
+
+    #[test]
+    fn one_pool_hashes_for_two_torrents_and_each_waits_for_its_own() {
+        let (dir_a, dir_b) = (TempDir::new("pool-a"), TempDir::new("pool-b"));
+        let pool = HashPool::new(2);
+        let mut runs = Vec::new();
+        for dir in [&dir_a, &dir_b] {
+            let (storage, stream, hashes) = torrent(dir, &[]);
+            storage.prepare().unwrap();
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let hasher = pool.attach(storage.clone(), hashes, tx).unwrap();
+            let layout = storage.layout().clone();
+            for p in layout.pieces() {
+                let at = layout.piece_offset(p) as usize;
+                hasher.submit(p, stream[at..at + layout.piece_len(p) as usize].to_vec());
+            }
+            runs.push((hasher, rx, layout.piece_count()));
+        }
+        for (hasher, mut rx, pieces) in runs {
+            // After finish, every verdict of this torrent is in its channel.
+            hasher.finish();
+            let mut verified = 0;
+            while let Ok(c) = rx.try_recv() {
+                assert!(matches!(c.outcome, CheckOutcome::Verified));
+                verified += 1;
+            }
+            assert_eq!(verified, pieces);
+        }
     }
 
     #[test]
@@ -311,6 +443,10 @@ mod tests {
         let dir = TempDir::new("count");
         let (storage, _, _) = torrent(&dir, &[]);
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        assert!(HashPool::new(1, storage, Arc::from(vec![[0; 20]; 2]), tx).is_err());
+        let pool = HashPool::new(1);
+        assert!(
+            pool.attach(storage, Arc::from(vec![[0; 20]; 2]), tx)
+                .is_err()
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The [`Session`]: one DHT, one set of listen sockets, session-wide rate
-//! limits and one peer id, shared by any number of torrents.
+//! limits, one pool of hashing threads and one peer id, shared by any
+//! number of torrents.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -12,6 +13,7 @@ use lodestone_core::{InfoHash, PeerId};
 use lodestone_dht::{Dht, DhtConfig};
 use lodestone_download::rate::SharedBucket;
 use lodestone_download::swarm::Summary;
+use lodestone_download::verify::HashPool;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -47,12 +49,14 @@ pub struct SessionConfig {
     pub max_dials_per_torrent: usize,
     /// Time allowed to connect and exchange handshakes.
     pub connect_timeout: Duration,
+    /// Threads hashing and writing pieces for every torrent together.
+    pub hash_threads: usize,
 }
 
 impl SessionConfig {
     /// Defaults: a fresh peer id, the DHT on the public routers, port 6881
     /// on every IPv4 and IPv6 address, no limits, 50 peers per torrent
-    /// dialed 16 at a time with 5 s to connect.
+    /// dialed 16 at a time with 5 s to connect, one hashing thread per core.
     pub fn new() -> Self {
         Self {
             peer_id: new_peer_id(),
@@ -65,6 +69,7 @@ impl SessionConfig {
             max_peers_per_torrent: 50,
             max_dials_per_torrent: 16,
             connect_timeout: Duration::from_secs(5),
+            hash_threads: std::thread::available_parallelism().map_or(2, usize::from),
         }
     }
 }
@@ -106,6 +111,8 @@ pub(crate) struct Shared {
     pub(crate) listen_port: u16,
     pub(crate) download_limit: Option<SharedBucket>,
     pub(crate) upload_limit: Option<SharedBucket>,
+    /// The one pool that hashes and writes every torrent's pieces.
+    pub(crate) hash_pool: HashPool,
 }
 
 /// The engine: add torrents to it, follow them through their handles.
@@ -140,6 +147,7 @@ impl Session {
             listen_port,
             download_limit: config.download_limit.map(|r| SharedBucket::new(now, r)),
             upload_limit: config.upload_limit.map(|r| SharedBucket::new(now, r)),
+            hash_pool: HashPool::new(config.hash_threads),
             config,
         });
         let router = Router::default();

@@ -436,6 +436,8 @@ impl Torrent {
         config.max_connections = cfg.max_peers_per_torrent;
         config.download_limit = self.shared.download_limit.clone();
         config.upload_limit = self.shared.upload_limit.clone();
+        config.hash_pool = Some(self.shared.hash_pool.clone());
+        config.hash_threads = cfg.hash_threads;
         config.seed_ratio = options.seed_ratio;
         config.seed_time = options.seed_time;
         config.no_seed = options.no_seed;

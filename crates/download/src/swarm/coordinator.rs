@@ -25,7 +25,7 @@ use crate::choke::{Choker, ChokerConfig, PeerStats};
 use crate::layout::{Layout, PieceIndex};
 use crate::picker::PeerKey;
 use crate::storage::Storage;
-use crate::verify::{CheckOutcome, Checked, HashPool, PieceHash};
+use crate::verify::{CheckOutcome, Checked, HashPool, PieceHash, PieceHasher};
 
 /// How often progress is published and the choker consulted.
 const HOUSEKEEPING: Duration = Duration::from_millis(200);
@@ -101,7 +101,11 @@ pub(super) async fn run(
     let have = start.trusted;
 
     let (checked_tx, mut checked) = mpsc::unbounded_channel();
-    let pool = HashPool::new(threads, storage.clone(), hashes, checked_tx)?;
+    let pool = config
+        .hash_pool
+        .take()
+        .unwrap_or_else(|| HashPool::new(threads))
+        .attach(storage.clone(), hashes, checked_tx)?;
     let wanted = storage.wanted_pieces();
     let mut servable = Bitfield::new(layout.piece_count());
     for p in have.iter_ones() {
@@ -472,9 +476,10 @@ impl Coordinator {
             let _ = self.exits.send(PeerExit { addr, misbehaved });
         }
         let pool = self.shared.lock().pool.take();
-        // Dropping the pool joins its threads once the queued pieces are
+        // The pool's threads finish our queued pieces: wait for them, on a
+        // blocking thread.
         // hashed and written: blocking work.
-        let _ = tokio::task::spawn_blocking(move || drop(pool)).await;
+        let _ = tokio::task::spawn_blocking(move || pool.map(PieceHasher::finish)).await;
         while let Ok(verdict) = checked.try_recv() {
             let _ = self.on_checked(verdict);
         }

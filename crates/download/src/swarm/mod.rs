@@ -42,6 +42,7 @@ pub mod torrent;
 mod uploads;
 
 use crate::rate::SharedBucket;
+use crate::verify::HashPool;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -92,8 +93,12 @@ pub struct DownloadConfig {
     /// Stop as soon as the download is complete. Without it and without a
     /// ratio or time, seeding lasts until [`DownloadHandle::shutdown`].
     pub no_seed: bool,
-    /// Threads hashing and writing pieces.
+    /// Threads hashing and writing pieces, and re-checking files at start.
     pub hash_threads: usize,
+    /// The pool that hashes and writes pieces; share one between downloads
+    /// (a session does). `None` starts one of `hash_threads` for this
+    /// download alone.
+    pub hash_pool: Option<HashPool>,
     /// Seed of the picker's and choker's RNG; `None` picks one at random.
     pub rng_seed: Option<u64>,
     /// The file keeping this torrent's resume record (see
@@ -121,6 +126,7 @@ impl DownloadConfig {
             seed_time: None,
             no_seed: false,
             hash_threads: 2,
+            hash_pool: None,
             rng_seed: None,
             resume_file: None,
             recheck: false,

@@ -20,7 +20,7 @@ use super::torrent::{Action, Torrent};
 use crate::layout::Layout;
 use crate::picker::PeerKey;
 use crate::storage::Storage;
-use crate::verify::HashPool;
+use crate::verify::PieceHasher;
 
 /// A connected peer, as the rest of the session sees it.
 #[derive(Debug)]
@@ -42,7 +42,7 @@ pub(crate) struct PeerEntry {
 pub(crate) struct State {
     pub(crate) torrent: Torrent,
     /// `None` once the session is closing.
-    pub(crate) pool: Option<HashPool>,
+    pub(crate) pool: Option<PieceHasher>,
     pub(crate) peers: HashMap<PeerKey, PeerEntry>,
 }
 
