@@ -634,12 +634,13 @@ impl Torrent {
 }
 
 /// The DHT nodes that peers named in a `port` message while the
-/// connection was in the metadata phase.
+/// connection was in the metadata phase: one per peer (its last word), so
+/// a peer repeating the message cannot make us ping many ports of its IP.
 fn dht_ports(conns: &[Established]) -> Vec<SocketAddr> {
     conns
         .iter()
-        .flat_map(|conn| {
-            conn.early.iter().filter_map(|message| match message {
+        .filter_map(|conn| {
+            conn.early.iter().rev().find_map(|message| match message {
                 Message::Port(port) => Some(SocketAddr::new(conn.addr.ip(), *port)),
                 _ => None,
             })
