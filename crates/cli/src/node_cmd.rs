@@ -55,8 +55,14 @@ fn dht_config(args: &NodeArgs, bind: Vec<SocketAddr>) -> DhtConfig {
         pool_file: args.state.as_ref().map(|d| d.join("pool.log")),
         save_interval: Some(Duration::from_secs_f64(args.save_interval.max(1.0))),
         socket_buffer: Some(args.socket_buffer),
+        shards: args.shards.map_or_else(cores, usize::from),
         node,
     }
+}
+
+/// Cores this process may run on (its CPU affinity, so `taskset` counts).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// Starts the DHT; with the default addresses a missing IPv6 stack is a
