@@ -25,7 +25,7 @@ Options (each also read from the environment variable in brackets):
   --dir PATH            scratch dir for swarm content and downloads [LODESTONE_BENCH_DIR] (/dev/shm)
   --out FILE            JSON report [LODESTONE_BENCH_OUT] (target/bench/scenarios-<time>.json)
   --lodestone PATH      lodestone binary [LODESTONE_BIN] (target/release/lodestone)
-  --rqbit PATH          rqbit binary [RQBIT_BIN] (~/.cargo/bin/rqbit)
+  --rqbit PATH          rqbit binary [RQBIT_BIN] (rqbit on PATH, else ~/.cargo/bin/rqbit)
   --help                this text";
 
 /// A part of the benchmark that can be selected.
@@ -116,8 +116,8 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// The lodestone binary.
     pub lodestone: PathBuf,
-    /// The rqbit binary.
-    pub rqbit: PathBuf,
+    /// The rqbit binary; `None`: `rqbit` on `PATH`, else `~/.cargo/bin/rqbit`.
+    pub rqbit: Option<PathBuf>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -133,7 +133,6 @@ pub fn workspace_root() -> PathBuf {
 
 impl Options {
     fn defaults() -> Options {
-        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
         Options {
             rounds: 5,
             size_mib: 512,
@@ -144,7 +143,7 @@ impl Options {
             dir: PathBuf::from("/dev/shm"),
             out: None,
             lodestone: workspace_root().join("target/release/lodestone"),
-            rqbit: home.join(".cargo/bin/rqbit"),
+            rqbit: None,
         }
     }
 
@@ -182,7 +181,7 @@ impl Options {
             o.lodestone = v.into();
         }
         if let Some(v) = env("RQBIT_BIN") {
-            o.rqbit = v.into();
+            o.rqbit = Some(v.into());
         }
 
         let mut args = args.iter();
@@ -209,7 +208,7 @@ impl Options {
                 "--dir" => o.dir = value(arg)?.into(),
                 "--out" => o.out = Some(value(arg)?.into()),
                 "--lodestone" => o.lodestone = value(arg)?.into(),
-                "--rqbit" => o.rqbit = value(arg)?.into(),
+                "--rqbit" => o.rqbit = Some(value(arg)?.into()),
                 other => return Err(format!("unknown option {other:?}")),
             }
         }

@@ -94,7 +94,7 @@ fn main() -> ExitCode {
 fn run(options: Options, scratch: &Path) -> Result<(), String> {
     let begun = Instant::now();
     let timestamp = Utc::now();
-    let tools = Tools::find(&options.lodestone, &options.rqbit);
+    let tools = Tools::find(&options.lodestone, options.rqbit.as_deref());
     let mut notes = vec![
         format!(
             "swarm content and downloads live under {}; /dev/shm (the default) is RAM, so there disk speed is not what is measured",
