@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
-use lodestone_core::compact::Family;
+use lodestone_core::compact::{self, Family};
 use lodestone_core::{NodeAddr, NodeId};
 
 use crate::secure_id::is_local;
@@ -96,74 +96,116 @@ const RADIX_BITS: u32 = 16;
 /// up to 30 contacts, more than fit in a datagram).
 const MAX_CANDIDATES: usize = 64;
 
-/// A flat copy of a large pool, sorted by id, with a radix index from the
-/// top [`RADIX_BITS`] of an id to its position. A lookup is one index read,
-/// a short binary search over 8-byte keys (the top 64 bits of each id, kept
-/// in their own array so the search touches one or two cache lines) and a
-/// contiguous slice, instead of two B-tree walks with a cache miss per
-/// level (about 6 µs per query at 200 000 entries), and its cost does not
-/// grow with the pool. Rebuilt at most once per second when the pool
+/// A flat copy of a large pool: the compact node infos (BEP 5's 26 bytes,
+/// BEP 32's 38), sorted by id, end to end in one buffer, with a radix index
+/// from the top [`RADIX_BITS`] of an id to its position. A lookup is one
+/// index read, a short binary search over the records of one bucket, and
+/// one contiguous window of about 1 KB, where a B-tree walk takes a cache
+/// miss per level (about 6 µs per query at 200 000 entries). So its cost
+/// does not grow with the pool, and the pool costs a third of the memory it
+/// would as `NodeAddr`s. Rebuilt at most once per second when the pool
 /// changed, so it may lag the tree by that much.
 #[derive(Debug, Default)]
 struct Snapshot {
-    /// `key(id)` of every node, ascending.
-    keys: Vec<u64>,
-    /// The nodes, in the order of `keys`.
-    nodes: Vec<NodeAddr>,
+    /// Bytes per record: [`Family::node_len`].
+    stride: usize,
+    /// The records, ascending by id.
+    records: Vec<u8>,
     /// `index[p]`: first position whose id prefix is ≥ `p`; one extra entry.
     index: Vec<u32>,
     taken: Option<Instant>,
 }
 
 impl Snapshot {
-    fn rebuild(&mut self, by_id: &BTreeMap<NodeId, Entry>, now: Instant) {
+    fn rebuild(&mut self, by_id: &BTreeMap<NodeId, Entry>, family: Family, now: Instant) {
         self.taken = Some(now);
-        self.keys.clear();
-        self.nodes.clear();
+        self.stride = family.node_len();
+        self.records.clear();
         self.index.clear();
         if by_id.len() < SNAPSHOT_MIN {
-            self.keys.shrink_to_fit();
-            self.nodes.shrink_to_fit();
+            self.records.shrink_to_fit();
             self.index.shrink_to_fit();
             return;
         }
-        self.nodes.extend(by_id.iter().map(|(id, e)| NodeAddr {
-            id: *id,
-            addr: e.addr,
-        }));
-        self.keys.extend(self.nodes.iter().map(|n| key(&n.id)));
+        self.records.reserve(by_id.len() * self.stride);
+        for (id, e) in by_id {
+            compact::write_node(
+                &NodeAddr {
+                    id: *id,
+                    addr: e.addr,
+                },
+                &mut self.records,
+            );
+        }
         let slots = 1usize << RADIX_BITS;
         self.index.reserve(slots + 1);
         let mut pos = 0usize;
         for prefix in 0..slots {
-            while pos < self.nodes.len() && radix(&self.nodes[pos].id) < prefix {
+            while pos < self.len() && radix(self.id(pos)) < prefix {
                 pos += 1;
             }
             self.index.push(pos as u32);
         }
-        self.index.push(self.nodes.len() as u32);
+        self.index.push(self.len() as u32);
     }
 
-    /// Position of the first node whose key is ≥ the target's (the first
-    /// with id ≥ `target`, or one of a run sharing its top 64 bits).
+    fn len(&self) -> usize {
+        self.records.len() / self.stride.max(1)
+    }
+
+    fn record(&self, i: usize) -> &[u8] {
+        &self.records[i * self.stride..(i + 1) * self.stride]
+    }
+
+    /// The id bytes of record `i`.
+    fn id(&self, i: usize) -> &[u8; 20] {
+        self.record(i)
+            .first_chunk()
+            // Invariant: a record is 26 or 38 bytes, the id its first 20.
+            .unwrap_or(&[0; 20])
+    }
+
+    /// The node of record `i`.
+    fn node(&self, i: usize) -> Option<NodeAddr> {
+        let (id, peer) = self.record(i).split_at(20);
+        Some(NodeAddr {
+            id: NodeId::from_slice(id)?,
+            addr: compact::decode_peer(peer)?,
+        })
+    }
+
+    /// Position of the first record with id ≥ `target`.
     fn lower_bound(&self, target: &NodeId) -> usize {
-        let p = radix(target);
+        let p = radix(&target.0);
         let (lo, hi) = (self.index[p] as usize, self.index[p + 1] as usize);
-        let k = key(target);
-        lo + self.keys[lo..hi].partition_point(|&n| n < k)
+        let (mut lo, mut hi) = (lo, hi);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.id(mid) < &target.0 {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 }
 
 /// The top 64 bits of an id: they order a pool as well as all 160 bits
 /// unless two ids share them, which the full comparison then settles.
-fn key(id: &NodeId) -> u64 {
+fn key(id: &[u8; 20]) -> u64 {
     let mut b = [0u8; 8];
-    b.copy_from_slice(&id.0[..8]);
+    b.copy_from_slice(&id[..8]);
     u64::from_be_bytes(b)
 }
 
-fn radix(id: &NodeId) -> usize {
-    (usize::from(id.0[0]) << 8) | usize::from(id.0[1])
+/// The XOR distance of two ids, for the rare tie in their top 64 bits.
+fn distance(a: &[u8; 20], b: &[u8; 20]) -> [u8; 20] {
+    std::array::from_fn(|i| a[i] ^ b[i])
+}
+
+fn radix(id: &[u8; 20]) -> usize {
+    (usize::from(id[0]) << 8) | usize::from(id[1])
 }
 
 /// What [`Pool::insert`] did.
@@ -333,7 +375,7 @@ impl Pool {
         // good enough for a starting point, and half the walk of 2n a side.
         let side = n + 2;
         let snapshot = &pool.snapshot;
-        if snapshot.nodes.is_empty() {
+        if snapshot.records.is_empty() {
             let map = &pool.by_id;
             let node = |(id, e): (&NodeId, &Entry)| NodeAddr {
                 id: *id,
@@ -348,44 +390,38 @@ impl Pool {
             out.retain(|n| n.id != *exclude);
             // The top 64 bits of the XOR distance order the candidates; the
             // whole distance only breaks their (rare) ties.
-            let k = key(target);
+            let k = key(&target.0);
             out.sort_unstable_by(|a, b| {
-                (key(&a.id) ^ k)
-                    .cmp(&(key(&b.id) ^ k))
-                    .then_with(|| a.id.distance(target).cmp(&b.id.distance(target)))
+                (key(&a.id.0) ^ k)
+                    .cmp(&(key(&b.id.0) ^ k))
+                    .then_with(|| distance(&a.id.0, &target.0).cmp(&distance(&b.id.0, &target.0)))
             });
             out.truncate(n);
             return;
         }
         let at = snapshot.lower_bound(target);
         let from = at.saturating_sub(side);
-        let to = (at + side).min(snapshot.nodes.len());
-        // Rank positions by the 64-bit distance alone, so the sort moves
-        // 16-byte pairs and reads only the key array; the nodes are copied
-        // once, the chosen ones only.
-        let k = key(target);
+        let to = (at + side).min(snapshot.len()).min(from + MAX_CANDIDATES);
+        // Rank the window by the 64-bit distance (reading it in order, which
+        // the prefetcher follows), then decode only the chosen records.
+        let k = key(&target.0);
         let mut ranked = [(0u64, 0u32); MAX_CANDIDATES];
-        let mut len = 0;
-        for (i, &nk) in snapshot.keys[from..to].iter().enumerate() {
-            if len == ranked.len() {
-                break;
-            }
-            ranked[len] = (nk ^ k, (from + i) as u32);
-            len += 1;
+        for (slot, i) in ranked.iter_mut().zip(from..to) {
+            *slot = (key(snapshot.id(i)) ^ k, i as u32);
         }
-        let ranked = &mut ranked[..len];
+        let ranked = &mut ranked[..to - from];
         ranked.sort_unstable_by(|a, b| {
             a.0.cmp(&b.0).then_with(|| {
-                let (x, y) = (&snapshot.nodes[a.1 as usize], &snapshot.nodes[b.1 as usize]);
-                x.id.distance(target).cmp(&y.id.distance(target))
+                let (x, y) = (snapshot.id(a.1 as usize), snapshot.id(b.1 as usize));
+                distance(x, &target.0).cmp(&distance(y, &target.0))
             })
         });
         out.extend(
             ranked
                 .iter()
-                .map(|&(_, i)| snapshot.nodes[i as usize])
-                .filter(|node| node.id != *exclude)
-                .take(n),
+                .filter(|&&(_, i)| snapshot.id(i as usize) != &exclude.0)
+                .take(n)
+                .filter_map(|&(_, i)| snapshot.node(i as usize)),
         );
     }
 
@@ -443,7 +479,7 @@ impl Pool {
         let small = pool.by_id.len() < SNAPSHOT_MIN;
         if pool.dirty && (due || small) {
             pool.dirty = false;
-            pool.snapshot.rebuild(&pool.by_id, now);
+            pool.snapshot.rebuild(&pool.by_id, family, now);
         }
     }
 
@@ -636,7 +672,7 @@ mod tests {
         }
         let nobody = NodeId([0xff; 20]);
         pool.refresh_snapshot(Family::V4, now);
-        assert!(!pool.families[0].snapshot.nodes.is_empty());
+        assert!(!pool.families[0].snapshot.records.is_empty());
         ids.sort();
         let mut got = Vec::new();
         for target in ids.iter().step_by(97).chain([&NodeId([0; 20]), &nobody]) {
