@@ -351,7 +351,8 @@ fn node_scenario(
         Ok(l) => {
             // One shard, then two: the cost per answer of sharing the node.
             for shards in [1, 2] {
-                eprintln!("loading lodestone node ({shards} shards)...");
+                let plural = if shards == 1 { "" } else { "s" };
+                eprintln!("loading lodestone node, {shards} shard{plural}...");
                 let dir = scratch.join(format!("node-lodestone-{shards}"));
                 let result = std::fs::create_dir_all(&dir)
                     .map_err(|e| e.to_string())
