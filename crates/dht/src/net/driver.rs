@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use lodestone_core::compact::Family;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use super::shard::{Burst, SharedNode, Sockets, lock, recv};
+use super::shard::{Burst, SharedNode, Sockets, lock, readable};
 use super::{AnnounceSummary, Command, DhtStats, PoolLog, SavedState};
 use crate::node::{Event, LookupId, Transmit};
 
@@ -108,17 +108,17 @@ impl Driver {
                 }
             };
             tokio::select! {
-                r = recv(self.sockets.v4.as_ref(), b4.buf()) => {
-                    if let Some(s) = &self.sockets.v4 {
-                        b4.fill(r, s);
+                r = readable(self.sockets.v4.as_ref()) => {
+                    if let (Ok(()), Some(s)) = (r, &self.sockets.v4) {
+                        b4.fill(s);
+                        b4.handle(&mut lock(&self.node), &mut self.out);
                     }
-                    b4.handle(&mut lock(&self.node), &mut self.out);
                 }
-                r = recv(self.sockets.v6.as_ref(), b6.buf()) => {
-                    if let Some(s) = &self.sockets.v6 {
-                        b6.fill(r, s);
+                r = readable(self.sockets.v6.as_ref()) => {
+                    if let (Ok(()), Some(s)) = (r, &self.sockets.v6) {
+                        b6.fill(s);
+                        b6.handle(&mut lock(&self.node), &mut self.out);
                     }
-                    b6.handle(&mut lock(&self.node), &mut self.out);
                 }
                 () = sleep => lock(&self.node).handle_timeout(Instant::now()),
                 () = self.wake.notified() => {}

@@ -7,6 +7,7 @@
 //! [`Node`]'s events.
 
 mod driver;
+mod mmsg;
 mod pool_log;
 mod shard;
 mod state;

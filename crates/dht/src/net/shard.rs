@@ -15,18 +15,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, watch};
+
+use super::mmsg;
 
 use crate::node::{Node, Transmit};
 
 /// Datagrams handled per burst before the loop looks at its other inputs
 /// (timer, commands, the other socket) again.
 pub(super) const BATCH: usize = 64;
-
-/// Largest datagram read; bigger ones are truncated by the OS and then
-/// refused by the decoder.
-const RECV_BUFFER: usize = 65_536;
 
 /// The node every shard serves from.
 pub(super) type SharedNode = Arc<Mutex<Node>>;
@@ -53,93 +52,87 @@ impl Sockets {
         }
     }
 
-    /// Sends every datagram of `out` (emptied): try first (no await, the
-    /// common case), and on a full send buffer wait for room rather than
-    /// silently drop the datagram.
+    /// Sends every datagram of `out` (emptied), as many per system call as
+    /// the kernel takes; on a full send buffer it waits for room rather than
+    /// silently drop a datagram.
     pub(super) async fn send_all(&self, out: &mut Vec<Transmit>) {
-        for t in out.drain(..) {
-            let Some(socket) = self.for_addr(&t.to) else {
+        let mut rest = &out[..];
+        while let Some(first) = rest.first() {
+            let family = first.to.is_ipv4();
+            let run = rest
+                .iter()
+                .position(|t| t.to.is_ipv4() != family)
+                .unwrap_or(rest.len());
+            let Some(socket) = self.for_addr(&first.to) else {
+                rest = &rest[run..];
                 continue;
             };
-            let sent = match socket.try_send_to(&t.bytes, t.to) {
+            match socket.try_io(Interest::WRITABLE, || mmsg::send(socket, &rest[..run])) {
+                Ok(sent) => rest = &rest[sent.max(1)..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    socket.send_to(&t.bytes, t.to).await.map(drop)
+                    if let Err(e) = socket.writable().await {
+                        tracing::trace!("DHT socket not writable: {e}");
+                        rest = &rest[1..];
+                    }
                 }
-                other => other.map(drop),
-            };
-            if let Err(e) = sent {
-                tracing::trace!("DHT send to {} failed: {e}", t.to);
+                Err(e) => {
+                    // One destination refused (e.g. unreachable): skip it.
+                    tracing::trace!("DHT send to {} failed: {e}", first.to);
+                    rest = &rest[1..];
+                }
             }
         }
+        out.clear();
     }
 }
 
-/// Receives on `socket`, or never when there is none.
-pub(super) async fn recv(
-    socket: Option<&UdpSocket>,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr)> {
+/// Waits until `socket` has something to read, or forever when there is
+/// no socket. Cancel-safe, so it can sit in a `select!`.
+pub(super) async fn readable(socket: Option<&UdpSocket>) -> io::Result<()> {
     match socket {
-        Some(s) => s.recv_from(buf).await,
+        Some(s) => s.readable().await,
         None => std::future::pending().await,
     }
 }
 
-/// Datagrams read off a socket in one burst, copied end to end into one
-/// buffer so the node's lock is taken once for all of them.
+/// Datagrams read off a socket in one burst (one `recvmmsg` where there is
+/// one), each in its own slot of one buffer, so the node's lock is taken
+/// once for all of them.
 #[derive(Debug)]
 pub(super) struct Burst {
     buf: Vec<u8>,
-    bytes: Vec<u8>,
-    datagrams: Vec<(SocketAddr, usize, usize)>,
+    /// Sender and length of the datagram in each filled slot, in order.
+    datagrams: Vec<(SocketAddr, usize)>,
 }
 
 impl Default for Burst {
     fn default() -> Self {
         Self {
-            buf: vec![0u8; RECV_BUFFER],
-            bytes: Vec::with_capacity(BATCH * 256),
+            buf: vec![0u8; BATCH * mmsg::SLOT],
             datagrams: Vec::with_capacity(BATCH),
         }
     }
 }
 
 impl Burst {
-    /// The buffer to hand to the first (awaited) receive.
-    pub(super) fn buf(&mut self) -> &mut [u8] {
-        &mut self.buf
-    }
-
-    /// Keeps the datagram `first` returned (now in [`Burst::buf`]) and reads
-    /// whatever else is already queued on `socket`, up to [`BATCH`].
-    pub(super) fn fill(&mut self, first: io::Result<(usize, SocketAddr)>, socket: &UdpSocket) {
-        self.bytes.clear();
+    /// Reads what is queued on `socket` (at most [`BATCH`] datagrams) after
+    /// it was reported readable; none when the readiness was stale.
+    pub(super) fn fill(&mut self, socket: &UdpSocket) {
         self.datagrams.clear();
-        let mut result = first;
-        for read in 1..=BATCH {
-            match result {
-                Ok((len, from)) => {
-                    let start = self.bytes.len();
-                    self.bytes.extend_from_slice(&self.buf[..len]);
-                    self.datagrams.push((from, start, len));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // ICMP errors surface here on some systems; they concern one peer only.
-                Err(e) => tracing::trace!("DHT receive error: {e}"),
-            }
-            // Read no datagram past the batch: it would be dropped.
-            if read == BATCH {
-                return;
-            }
-            result = socket.try_recv_from(&mut self.buf);
+        let (buf, datagrams) = (&mut self.buf, &mut self.datagrams);
+        match socket.try_io(Interest::READABLE, || mmsg::recv(socket, buf, datagrams)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // ICMP errors surface here on some systems; they concern one peer only.
+            Err(e) => tracing::trace!("DHT receive error: {e}"),
         }
     }
 
     /// Feeds the burst to `node` and moves its datagrams to send into `out`.
     pub(super) fn handle(&self, node: &mut Node, out: &mut Vec<Transmit>) {
         let now = Instant::now();
-        for &(from, start, len) in &self.datagrams {
-            node.handle_datagram(now, from, &self.bytes[start..start + len]);
+        for (slot, &(from, len)) in self.buf.chunks(mmsg::SLOT).zip(&self.datagrams) {
+            node.handle_datagram(now, from, &slot[..len]);
         }
         out.extend(std::iter::from_fn(|| node.poll_transmit()));
     }
@@ -162,17 +155,17 @@ impl Shard {
         let mut out = Vec::new();
         loop {
             tokio::select! {
-                r = recv(sockets.v4.as_ref(), b4.buf()) => {
-                    if let Some(s) = &sockets.v4 {
-                        b4.fill(r, s);
+                r = readable(sockets.v4.as_ref()) => {
+                    if let (Ok(()), Some(s)) = (r, &sockets.v4) {
+                        b4.fill(s);
+                        self.serve(&b4, &mut out);
                     }
-                    self.serve(&b4, &mut out);
                 }
-                r = recv(sockets.v6.as_ref(), b6.buf()) => {
-                    if let Some(s) = &sockets.v6 {
-                        b6.fill(r, s);
+                r = readable(sockets.v6.as_ref()) => {
+                    if let (Ok(()), Some(s)) = (r, &sockets.v6) {
+                        b6.fill(s);
+                        self.serve(&b6, &mut out);
                     }
-                    self.serve(&b6, &mut out);
                 }
                 _ = self.stop.changed() => return,
             }
