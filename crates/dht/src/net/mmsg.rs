@@ -17,6 +17,9 @@ use tokio::net::UdpSocket;
 
 use crate::node::Transmit;
 
+/// Most datagrams one [`send`] call passes to the kernel.
+pub(super) const MAX_BATCH: usize = 64;
+
 /// Bytes per receive slot. KRPC datagrams stay under about 1.5 KB; a longer
 /// one arrives cut (and flagged) and is dropped.
 pub(super) const SLOT: usize = 4096;
@@ -74,7 +77,7 @@ pub(super) fn send(socket: &UdpSocket, out: &[Transmit]) -> io::Result<usize> {
 
     use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 
-    let out = &out[..out.len().min(super::shard::BATCH)];
+    let out = &out[..out.len().min(MAX_BATCH)];
     let slices: Vec<[IoSlice<'_>; 1]> = out.iter().map(|t| [IoSlice::new(&t.bytes)]).collect();
     let addrs: Vec<Option<SockaddrStorage>> = out
         .iter()

@@ -25,7 +25,7 @@ use crate::node::{Node, Transmit};
 
 /// Datagrams handled per burst before the loop looks at its other inputs
 /// (timer, commands, the other socket) again.
-pub(super) const BATCH: usize = 64;
+pub(super) const BATCH: usize = mmsg::MAX_BATCH;
 
 /// The node every shard serves from.
 pub(super) type SharedNode = Arc<Mutex<Node>>;
