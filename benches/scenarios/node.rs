@@ -80,6 +80,9 @@ pub struct NodeRun {
     /// Share of the saturated phase the generator's core was busy (with
     /// anything): near 1.0 the generator may have been the limit.
     pub generator_busy: Option<f64>,
+    /// Share of the saturated phase the generator itself (this process)
+    /// spent on CPU: the part of `generator_busy` that was the generator.
+    pub generator_own: Option<f64>,
 }
 
 /// How to load a node.
@@ -251,14 +254,23 @@ fn load(
         .block_on(krpc_load::run(&light_config))
         .map_err(|e| format!("load generator: {e}"));
     let core = setup.plan.map(|p| p.generator);
-    let (gen_before, node_before) = (core.and_then(CoreTimes::read), cpu_seconds(pid));
+    let me = std::process::id();
+    let (gen_before, node_before, own_before) = (
+        core.and_then(CoreTimes::read),
+        cpu_seconds(pid),
+        cpu_seconds(me),
+    );
     let saturate = light.and_then(|light| {
         runtime
             .block_on(krpc_load::run(&saturate))
             .map(|saturate| (light, saturate))
             .map_err(|e| format!("load generator: {e}"))
     });
-    let (gen_after, node_after) = (core.and_then(CoreTimes::read), cpu_seconds(pid));
+    let (gen_after, node_after, own_after) = (
+        core.and_then(CoreTimes::read),
+        cpu_seconds(pid),
+        cpu_seconds(me),
+    );
     if let Some(plan) = setup.plan {
         plan.unpin_generator()?;
     }
@@ -268,6 +280,9 @@ fn load(
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         |p| p.generator,
     );
+    let generator_own = own_before
+        .zip(own_after)
+        .map(|(a, b)| (b - a) / saturate.active_s.max(1e-3));
     let node_busy = node_before
         .zip(node_after)
         .map(|(a, b)| (b - a) / saturate.active_s.max(1e-3) / node_cores as f64);
@@ -290,6 +305,7 @@ fn load(
         cores: setup.plan.map(|p| p.node.clone()),
         node_busy,
         generator_busy,
+        generator_own,
         addr: target,
         ready_s,
         light,

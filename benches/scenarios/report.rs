@@ -180,7 +180,7 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
     }
     let _ = writeln!(
         t,
-        "{:<13} {:>17} {:>8} {:>8}   {:>12} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>9}",
+        "{:<13} {:>17} {:>8} {:>8}   {:>12} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>9} {:>8}",
         "node",
         "light answered",
         "p50 us",
@@ -193,7 +193,8 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
         "CPU s",
         "CPU us/ans",
         "node busy",
-        "gen busy"
+        "gen busy",
+        "gen own"
     );
     let percent =
         |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{:.0}%", v * 100.0));
@@ -207,7 +208,7 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
         let (sp50, sp99) = lat(&r.saturate.latency_us);
         let _ = writeln!(
             t,
-            "{:<13} {:>17} {:>8} {:>8}   {:>12.0} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>9}",
+            "{:<13} {:>17} {:>8} {:>8}   {:>12.0} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>9} {:>8}",
             r.node,
             format!("{}/{}", r.light.answered, r.light.sent),
             lp50,
@@ -223,7 +224,8 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
             r.cpu_us_per_answer
                 .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
             percent(r.node_busy),
-            percent(r.generator_busy)
+            percent(r.generator_busy),
+            percent(r.generator_own)
         );
     }
     let find = |name: &str| runs.iter().find(|r| r.node == name);
@@ -247,8 +249,9 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
     let _ = writeln!(
         t,
         "   (node busy: its CPU time over the saturated phase per core it was given; gen busy: the \
-         generator's core, with anything on it. Near 100% gen busy, the generator, not the node, \
-         set the saturated rate; CPU us/ans compares cost either way)"
+         generator's core, with anything on it; gen own: the generator's own share of it. Near 100% \
+         gen busy, the generator, not the node, set the saturated rate; CPU us/ans compares cost \
+         either way)"
     );
     for why in skipped {
         let _ = writeln!(t, "skipped: {why}");
