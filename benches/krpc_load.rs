@@ -291,6 +291,11 @@ async fn worker(socket: UdpSocket, plan: Plan) -> Tally {
     let mut next_send = plan.start;
     let mut query = Vec::with_capacity(128);
     let mut buf = vec![0u8; 2048];
+    // One timer, moved only when the wake-up time changes: registering a
+    // new one on every turn of the loop cost the generator more than
+    // parsing the answers.
+    let sleep = tokio::time::sleep_until(plan.deadline);
+    tokio::pin!(sleep);
 
     loop {
         let now = Instant::now();
@@ -349,6 +354,9 @@ async fn worker(socket: UdpSocket, plan: Plan) -> Tally {
                 wake = wake.min(next_send);
             }
         }
+        if sleep.deadline() != wake {
+            sleep.as_mut().reset(wake);
+        }
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 if let Ok((n, from)) = received {
@@ -363,7 +371,7 @@ async fn worker(socket: UdpSocket, plan: Plan) -> Tally {
                     }
                 }
             }
-            _ = tokio::time::sleep_until(wake) => {}
+            () = &mut sleep => {}
         }
     }
     tally

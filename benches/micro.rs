@@ -9,8 +9,10 @@ use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use lodestone_bencode::{Limits, OwnedValue, encode, parse};
+use lodestone_core::compact::Family;
 use lodestone_core::{InfoHash, NodeAddr, NodeId};
 use lodestone_dht::krpc::{Body, Message, Query, Response, TransactionId};
+use lodestone_dht::pool::{Pool, PoolConfig};
 use lodestone_dht::routing::{RoutingConfig, RoutingTable};
 use lodestone_download::{Bitfield, BlockOutcome, Layout, PeerKey, Picker};
 use rand::rngs::StdRng;
@@ -161,6 +163,44 @@ fn routing(c: &mut Criterion) {
     group.finish();
 }
 
+/// A bootstrap node's pool of `entries` random ids on loopback addresses
+/// (exempt from the per-IP cap), with its serving snapshot built.
+fn full_pool(rng: &mut StdRng, entries: u32) -> Pool {
+    let now = Instant::now();
+    let mut pool = Pool::new(PoolConfig::default(), now);
+    for i in 0..entries {
+        let [_, a, b, c] = i.to_be_bytes();
+        let addr = SocketAddr::from((Ipv4Addr::new(127, 128 | a, b, c), 6881));
+        let id = NodeId(rng.random());
+        pool.insert(NodeAddr { id, addr }, now, now);
+    }
+    pool.refresh_snapshot(Family::V4, now);
+    pool
+}
+
+/// The 16 contacts a bootstrap node answers with, from pools in and far
+/// out of the cache: the cost per query must not grow with the pool.
+fn pool(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(43);
+    let targets: Vec<NodeId> = (0..1 << 16).map(|_| NodeId(rng.random())).collect();
+    let querier = NodeId([0xff; 20]);
+    let mut group = c.benchmark_group("pool");
+    group.throughput(Throughput::Elements(1));
+    for entries in [10_000, 1_000_000] {
+        let pool = full_pool(&mut rng, entries);
+        let mut out = Vec::with_capacity(16);
+        let mut i = 0;
+        group.bench_function(format!("closest 16 of {entries} entries"), |b| {
+            b.iter(|| {
+                i = (i + 1) % targets.len();
+                pool.closest_into(black_box(&targets[i]), Family::V4, 16, &querier, &mut out);
+                out.len()
+            })
+        });
+    }
+    group.finish();
+}
+
 fn piece_hashing(c: &mut Criterion) {
     let piece: Vec<u8> = (0..1u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -227,5 +267,5 @@ fn picker(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bencode, krpc, routing, piece_hashing, picker);
+criterion_group!(benches, bencode, krpc, routing, pool, piece_hashing, picker);
 criterion_main!(benches);

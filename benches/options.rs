@@ -22,10 +22,11 @@ Options (each also read from the environment variable in brackets):
   --scenarios LIST      any of ceilings,metadata,download,node [LODESTONE_BENCH_SCENARIOS] (all)
   --clients LIST        any of lodestone,rqbit,libtorrent,aria2c [LODESTONE_BENCH_CLIENTS] (all)
   --node-secs S         seconds of each load phase against a DHT node [LODESTONE_BENCH_NODE_SECS] (10)
+  --node-pool N         verified pool lodestone node starts with [LODESTONE_BENCH_NODE_POOL] (1000000)
   --dir PATH            scratch dir for swarm content and downloads [LODESTONE_BENCH_DIR] (/dev/shm)
   --out FILE            JSON report [LODESTONE_BENCH_OUT] (target/bench/scenarios-<time>.json)
   --lodestone PATH      lodestone binary [LODESTONE_BIN] (target/release/lodestone)
-  --rqbit PATH          rqbit binary [RQBIT_BIN] (~/.cargo/bin/rqbit)
+  --rqbit PATH          rqbit binary [RQBIT_BIN] (rqbit on PATH, else ~/.cargo/bin/rqbit)
   --help                this text";
 
 /// A part of the benchmark that can be selected.
@@ -110,14 +111,16 @@ pub struct Options {
     /// Length of each load phase against a DHT node.
     #[serde(serialize_with = "secs")]
     pub node_load: Duration,
+    /// Entries of the verified pool `lodestone node` starts with.
+    pub node_pool: u32,
     /// Scratch directory (swarm content, downloads).
     pub dir: PathBuf,
     /// JSON report path; `None` means the default under target/bench.
     pub out: Option<PathBuf>,
     /// The lodestone binary.
     pub lodestone: PathBuf,
-    /// The rqbit binary.
-    pub rqbit: PathBuf,
+    /// The rqbit binary; `None`: `rqbit` on `PATH`, else `~/.cargo/bin/rqbit`.
+    pub rqbit: Option<PathBuf>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -133,7 +136,6 @@ pub fn workspace_root() -> PathBuf {
 
 impl Options {
     fn defaults() -> Options {
-        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
         Options {
             rounds: 5,
             size_mib: 512,
@@ -141,10 +143,11 @@ impl Options {
             scenarios: Scenario::ALL.into_iter().collect(),
             clients: Client::ALL.into_iter().collect(),
             node_load: Duration::from_secs(10),
+            node_pool: 1_000_000,
             dir: PathBuf::from("/dev/shm"),
             out: None,
             lodestone: workspace_root().join("target/release/lodestone"),
-            rqbit: home.join(".cargo/bin/rqbit"),
+            rqbit: None,
         }
     }
 
@@ -172,6 +175,9 @@ impl Options {
         if let Some(v) = env("LODESTONE_BENCH_NODE_SECS") {
             o.node_load = seconds(&v, "LODESTONE_BENCH_NODE_SECS")?;
         }
+        if let Some(v) = env("LODESTONE_BENCH_NODE_POOL") {
+            o.node_pool = number(&v, "LODESTONE_BENCH_NODE_POOL")?;
+        }
         if let Some(v) = env("LODESTONE_BENCH_DIR") {
             o.dir = v.into();
         }
@@ -182,7 +188,7 @@ impl Options {
             o.lodestone = v.into();
         }
         if let Some(v) = env("RQBIT_BIN") {
-            o.rqbit = v.into();
+            o.rqbit = Some(v.into());
         }
 
         let mut args = args.iter();
@@ -206,10 +212,11 @@ impl Options {
                 "--scenarios" => o.scenarios = scenarios(&value(arg)?)?,
                 "--clients" => o.clients = clients(&value(arg)?)?,
                 "--node-secs" => o.node_load = seconds(&value(arg)?, arg)?,
+                "--node-pool" => o.node_pool = number(&value(arg)?, arg)?,
                 "--dir" => o.dir = value(arg)?.into(),
                 "--out" => o.out = Some(value(arg)?.into()),
                 "--lodestone" => o.lodestone = value(arg)?.into(),
-                "--rqbit" => o.rqbit = value(arg)?.into(),
+                "--rqbit" => o.rqbit = Some(value(arg)?.into()),
                 other => return Err(format!("unknown option {other:?}")),
             }
         }
@@ -224,6 +231,9 @@ impl Options {
                 "piece length must be 0 or a power of two >= 16 KiB, not {}",
                 o.piece_kib
             ));
+        }
+        if o.node_pool > 4_000_000 {
+            return Err("the node's pool is capped at 4000000 entries".to_owned());
         }
         if o.node_load > Duration::from_secs(300) {
             return Err("node load phases are capped at 300 s".to_owned());

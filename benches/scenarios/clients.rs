@@ -118,19 +118,37 @@ pub struct Tools {
     pub libtorrent: Result<PathBuf, String>,
 }
 
+/// The rqbit named on the command line, else `rqbit` on `PATH` (where
+/// `cargo install --root DIR` puts it when `DIR/bin` is on `PATH`), else
+/// cargo's default install directory.
+fn find_rqbit(named: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(path) = named {
+        return if path.is_file() {
+            Ok(path.to_owned())
+        } else {
+            Err(format!("{} not found", path.display()))
+        };
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let cargo = home.join(".cargo/bin/rqbit");
+    lodestone_tests::tools::require("rqbit").or_else(|_| {
+        if cargo.is_file() {
+            Ok(cargo)
+        } else {
+            Err(
+                "rqbit not found on PATH nor in ~/.cargo/bin (`cargo install rqbit --locked`)"
+                    .to_owned(),
+            )
+        }
+    })
+}
+
 impl Tools {
     /// Looks everything up.
-    pub fn find(lodestone: &Path, rqbit: &Path) -> Tools {
+    pub fn find(lodestone: &Path, rqbit: Option<&Path>) -> Tools {
         Tools {
             lodestone: Lodestone::probe(lodestone),
-            rqbit: if rqbit.is_file() {
-                Ok(rqbit.to_owned())
-            } else {
-                Err(format!(
-                    "{} not found (`cargo install rqbit --locked`)",
-                    rqbit.display()
-                ))
-            },
+            rqbit: find_rqbit(rqbit),
             aria2c: lodestone_tests::tools::require("aria2c").map_err(|e| e.to_string()),
             libtorrent: lodestone_tests::tools::python_with_libtorrent()
                 .map(Path::to_path_buf)

@@ -29,6 +29,7 @@ mod clients;
 mod isolate;
 mod launch;
 mod node;
+mod pin;
 mod report;
 
 use std::collections::BTreeMap;
@@ -94,7 +95,7 @@ fn main() -> ExitCode {
 fn run(options: Options, scratch: &Path) -> Result<(), String> {
     let begun = Instant::now();
     let timestamp = Utc::now();
-    let tools = Tools::find(&options.lodestone, &options.rqbit);
+    let tools = Tools::find(&options.lodestone, options.rqbit.as_deref());
     let mut notes = vec![
         format!(
             "swarm content and downloads live under {}; /dev/shm (the default) is RAM, so there disk speed is not what is measured",
@@ -255,7 +256,7 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
             report.download = Some(r);
         }
         if options.scenarios.contains(&Scenario::Node) {
-            node_scenario(&mut report, &tools, bootstrap, scratch, options.node_load);
+            node_scenario(&mut report, &tools, bootstrap, scratch, &options);
             print!("{}", report::node_table(&report.node, &report.node_skipped));
         }
         drop(swarm);
@@ -333,21 +334,35 @@ fn node_scenario(
     tools: &Tools,
     bootstrap: std::net::SocketAddr,
     scratch: &Path,
-    phase: Duration,
+    options: &Options,
 ) {
+    let plan = pin::Plan::find();
+    if let Err(e) = &plan {
+        println!("node: {e}");
+        report.node_skipped.push(e.clone());
+    }
+    let setup = node::Setup {
+        bootstrap,
+        phase: options.node_load,
+        plan: plan.as_ref().ok(),
+    };
     match &tools.lodestone {
         Err(e) => report.node_skipped.push(e.clone()),
         Ok(l) => {
-            eprintln!("loading lodestone node...");
-            let dir = scratch.join("node-lodestone");
-            let result = std::fs::create_dir_all(&dir)
-                .map_err(|e| e.to_string())
-                .and_then(|()| node::lodestone(l, bootstrap, &dir, phase));
-            match result {
-                Ok(run) => report.node.push(run),
-                Err(e) => {
-                    println!("lodestone node: {e}");
-                    report.node_skipped.push(e);
+            // One shard, then two: the cost per answer of sharing the node.
+            for shards in [1, 2] {
+                let plural = if shards == 1 { "" } else { "s" };
+                eprintln!("loading lodestone node, {shards} shard{plural}...");
+                let dir = scratch.join(format!("node-lodestone-{shards}"));
+                let result = std::fs::create_dir_all(&dir)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| node::lodestone(l, &setup, &dir, shards, options.node_pool));
+                match result {
+                    Ok(run) => report.node.push(run),
+                    Err(e) => {
+                        println!("lodestone node: {e}");
+                        report.node_skipped.push(e);
+                    }
                 }
             }
         }
@@ -356,7 +371,7 @@ fn node_scenario(
         Err(e) => report.node_skipped.push(e.clone()),
         Ok(_) => {
             eprintln!("loading libtorrent node...");
-            match node::libtorrent(bootstrap, phase) {
+            match node::libtorrent(&setup) {
                 Ok(run) => report.node.push(run),
                 Err(e) => report.node_skipped.push(format!("libtorrent node: {e}")),
             }

@@ -1,16 +1,23 @@
-//! A DHT bootstrap node under load: `lodestone node` against a lone
-//! libtorrent DHT node (`benches/py/dht_node.py`, rate limits raised).
+//! A DHT bootstrap node under load: `lodestone node` (one shard, then two)
+//! against a lone libtorrent DHT node (`benches/py/dht_node.py`, rate limits
+//! raised).
 //!
-//! Both join the swarm's DHT through the same bootstrap node, then take two
-//! phases of queries from 64 source addresses (127.0.20.1–64), generated in
-//! this process on one thread (the machine has two cores: the other is the
-//! node's):
+//! lodestone starts with a verified pool of `--node-pool` entries (a
+//! `pool.log` written here, loopback addresses that answer nothing), as a
+//! long-running public node has; libtorrent cannot be given one. All join
+//! the swarm's DHT through the same bootstrap node, then take two phases of
+//! queries from 64 source addresses (127.0.20.1–64), generated in this
+//! process on one thread:
 //! 1. open loop at a moderate fixed rate: reply latency when not saturated;
 //! 2. closed loop, a few queries in flight per source: answered queries/s.
 //!
-//! Memory is the node process's `VmHWM` (for libtorrent, python included)
-//! and CPU its user + system time over both phases.
+//! The node runs on every core but the last and the generator on the last
+//! ([`pin::Plan`]); how busy the generator's core was is reported, so a
+//! reader can tell whether the node or the generator set the rate. Memory
+//! is the node process's `VmHWM` (for libtorrent, python included) and CPU
+//! its user + system time over both phases.
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
@@ -24,8 +31,12 @@ use lodestone_tests::process::Proc;
 use lodestone_tests::tools::SYSTEM_PYTHON;
 use serde::Serialize;
 
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
 use crate::clients::{Lodestone, PORT};
 use crate::launch::{Launched, cpu_seconds, memory_kib};
+use crate::pin::{CoreTimes, Plan};
 
 /// Open-loop rate of the latency phase.
 pub const LIGHT_RATE: f64 = 2_000.0;
@@ -37,8 +48,14 @@ pub const SOURCES: u8 = 64;
 /// One node's results.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeRun {
-    /// `lodestone` or `libtorrent`.
-    pub node: &'static str,
+    /// `lodestone`, `lodestone x2` (two shards) or `libtorrent`.
+    pub node: String,
+    /// lodestone's `--shards`.
+    pub shards: Option<usize>,
+    /// Entries of the verified pool it served from (lodestone).
+    pub pool: Option<u32>,
+    /// The cores it was pinned to (`taskset` list), if pinned.
+    pub cores: Option<String>,
     /// Where it listened.
     pub addr: SocketAddr,
     /// Seconds from spawn to its first answer to a ping.
@@ -57,50 +74,124 @@ pub struct NodeRun {
     /// answer, which stays meaningful when the load generator, not the
     /// node, is what limits the saturated rate.
     pub cpu_us_per_answer: Option<f64>,
+    /// Share of the saturated phase the node's CPU time covers, per core
+    /// it was given (1.0: its cores were saturated).
+    pub node_busy: Option<f64>,
+    /// Share of the saturated phase the generator's core was busy (with
+    /// anything): near 1.0 the generator may have been the limit.
+    pub generator_busy: Option<f64>,
+    /// Share of the saturated phase the generator itself (this process)
+    /// spent on CPU: the part of `generator_busy` that was the generator.
+    pub generator_own: Option<f64>,
 }
 
-/// Benchmarks `lodestone node`, if the subcommand exists.
+/// How to load a node.
+pub struct Setup<'a> {
+    /// The swarm's bootstrap node.
+    pub bootstrap: SocketAddr,
+    /// Length of each phase.
+    pub phase: Duration,
+    /// Cores, when they can be pinned.
+    pub plan: Option<&'a Plan>,
+}
+
+/// Writes a `pool.log` (see `lodestone_dht::net::PoolLog`) of `entries`
+/// random ids on loopback addresses in 127.128.0.0/9, which no benchmark
+/// process uses: the node's verification pings to them find nobody.
+pub fn write_pool(path: &Path, entries: u32) -> std::io::Result<()> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut out = Vec::with_capacity(8 + entries as usize * 28);
+    out.extend_from_slice(b"LDPOOL1\n");
+    for i in 0..entries {
+        let id: [u8; 20] = rng.random();
+        let [_, a, b, c] = i.to_be_bytes();
+        out.extend_from_slice(b"+\x04");
+        out.extend_from_slice(&id);
+        out.extend_from_slice(&[127, 128 | (a & 0x7f), b, c]);
+        out.extend_from_slice(&6881u16.to_be_bytes());
+    }
+    std::fs::File::create(path)?.write_all(&out)
+}
+
+/// Benchmarks `lodestone node` with `shards` shards and a pool of `pool`
+/// entries, if the subcommand exists.
 pub fn lodestone(
     l: &Lodestone,
-    bootstrap: SocketAddr,
+    setup: &Setup<'_>,
     dir: &Path,
-    phase: Duration,
+    shards: usize,
+    pool: u32,
 ) -> Result<NodeRun, String> {
     let help = l
         .node
         .as_deref()
         .ok_or("lodestone: node command not available yet")?;
     let bind = SocketAddr::from((addr(BLOCK_LODESTONE, 200), PORT));
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
+    write_pool(&state.join("pool.log"), pool).map_err(|e| format!("writing the pool: {e}"))?;
     let mut args = vec!["node".to_owned(), "--bind".to_owned(), bind.to_string()];
+    args.extend(["--state".to_owned(), state.display().to_string()]);
     if help.contains("--bootstrap") {
-        args.extend(["--bootstrap".to_owned(), bootstrap.to_string()]);
+        args.extend(["--bootstrap".to_owned(), setup.bootstrap.to_string()]);
     }
-    let mut node = Launched::spawn("lodestone-node", &l.bin, &args, dir, false)?;
+    if help.contains("--shards") {
+        args.extend(["--shards".to_owned(), shards.to_string()]);
+    } else if shards > 1 {
+        return Err("lodestone node has no --shards".to_owned());
+    }
+    let (program, args) = pinned(setup.plan, &l.bin, args);
+    let name = format!("lodestone-node-{shards}");
+    let mut node = Launched::spawn(&name, &program, &args, dir, false)?;
     let (started, pid) = (node.started(), node.pid());
-    let result = load(
-        &mut || node.exited(),
-        pid,
-        started,
-        bind,
-        "lodestone",
-        phase,
-    );
+    let label = match shards {
+        1 => "lodestone".to_owned(),
+        n => format!("lodestone x{n}"),
+    };
+    let result = load(&mut || node.exited(), pid, started, bind, label, setup).map(|mut run| {
+        run.shards = Some(shards);
+        run.pool = Some(pool);
+        run
+    });
     if result.is_err() {
         eprintln!("lodestone node output:\n{}", node.log_tail(20));
     }
     result
 }
 
+/// `program args` under `taskset -c <node cores>` when there is a plan.
+fn pinned(
+    plan: Option<&Plan>,
+    program: &Path,
+    args: Vec<String>,
+) -> (std::path::PathBuf, Vec<String>) {
+    match plan {
+        Some(plan) => {
+            let mut all = vec!["-c".to_owned(), plan.node.clone()];
+            all.push(program.display().to_string());
+            all.extend(args);
+            ("taskset".into(), all)
+        }
+        None => (program.to_owned(), args),
+    }
+}
+
 /// Benchmarks a lone libtorrent DHT node.
-pub fn libtorrent(bootstrap: SocketAddr, phase: Duration) -> Result<NodeRun, String> {
+pub fn libtorrent(setup: &Setup<'_>) -> Result<NodeRun, String> {
     let bind = SocketAddr::from((addr(BLOCK_LIBTORRENT, 200), PORT));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/dht_node.py");
-    let mut command = Command::new(SYSTEM_PYTHON);
-    command
-        .arg(script)
-        .args(["--ip", &bind.ip().to_string()])
-        .args(["--port", &PORT.to_string()])
-        .args(["--bootstrap", &bootstrap.to_string()]);
+    let args = vec![
+        script.display().to_string(),
+        "--ip".to_owned(),
+        bind.ip().to_string(),
+        "--port".to_owned(),
+        PORT.to_string(),
+        "--bootstrap".to_owned(),
+        setup.bootstrap.to_string(),
+    ];
+    let (program, args) = pinned(setup.plan, Path::new(SYSTEM_PYTHON), args);
+    let mut command = Command::new(program);
+    command.args(args);
     let started = Instant::now();
     let mut proc = Proc::spawn("libtorrent-node", command).map_err(|e| e.to_string())?;
     proc.wait_event("ready", Duration::from_secs(30))
@@ -108,7 +199,14 @@ pub fn libtorrent(bootstrap: SocketAddr, phase: Duration) -> Result<NodeRun, Str
     let pid = proc.pid();
     // The process handle reports an exit only as a missing /proc entry.
     let mut gone = || !Path::new(&format!("/proc/{pid}")).exists();
-    load(&mut gone, pid, started, bind, "libtorrent", phase)
+    load(
+        &mut gone,
+        pid,
+        started,
+        bind,
+        "libtorrent".to_owned(),
+        setup,
+    )
 }
 
 fn load(
@@ -116,9 +214,10 @@ fn load(
     pid: u32,
     started: Instant,
     target: SocketAddr,
-    name: &'static str,
-    phase: Duration,
+    name: String,
+    setup: &Setup<'_>,
 ) -> Result<NodeRun, String> {
+    let phase = setup.phase;
     let ready_s = wait_ready(gone, target, started)?;
     let rss_before_kib = memory_kib(pid).map(|(_, rss)| rss);
     let cpu_before = cpu_seconds(pid);
@@ -148,12 +247,45 @@ fn load(
         seed: 2,
         ..light_config.clone()
     };
+    if let Some(plan) = setup.plan {
+        plan.pin_generator()?;
+    }
     let light = runtime
         .block_on(krpc_load::run(&light_config))
-        .map_err(|e| format!("load generator: {e}"))?;
-    let saturate = runtime
-        .block_on(krpc_load::run(&saturate))
-        .map_err(|e| format!("load generator: {e}"))?;
+        .map_err(|e| format!("load generator: {e}"));
+    let core = setup.plan.map(|p| p.generator);
+    let me = std::process::id();
+    let (gen_before, node_before, own_before) = (
+        core.and_then(CoreTimes::read),
+        cpu_seconds(pid),
+        cpu_seconds(me),
+    );
+    let saturate = light.and_then(|light| {
+        runtime
+            .block_on(krpc_load::run(&saturate))
+            .map(|saturate| (light, saturate))
+            .map_err(|e| format!("load generator: {e}"))
+    });
+    let (gen_after, node_after, own_after) = (
+        core.and_then(CoreTimes::read),
+        cpu_seconds(pid),
+        cpu_seconds(me),
+    );
+    if let Some(plan) = setup.plan {
+        plan.unpin_generator()?;
+    }
+    let (light, saturate) = saturate?;
+    let generator_busy = gen_before.zip(gen_after).and_then(|(a, b)| a.busy_until(b));
+    let node_cores = setup.plan.map_or(
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |p| p.generator,
+    );
+    let generator_own = own_before
+        .zip(own_after)
+        .map(|(a, b)| (b - a) / saturate.active_s.max(1e-3));
+    let node_busy = node_before
+        .zip(node_after)
+        .map(|(a, b)| (b - a) / saturate.active_s.max(1e-3) / node_cores as f64);
     if gone() {
         return Err(format!("{name} node died under load"));
     }
@@ -168,6 +300,12 @@ fn load(
     Ok(NodeRun {
         cpu_us_per_answer,
         node: name,
+        shards: None,
+        pool: None,
+        cores: setup.plan.map(|p| p.node.clone()),
+        node_busy,
+        generator_busy,
+        generator_own,
         addr: target,
         ready_s,
         light,

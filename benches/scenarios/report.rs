@@ -168,9 +168,19 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
         crate::node::LIGHT_RATE,
         crate::node::WINDOW
     );
+    if let Some(r) = runs.first() {
+        let _ = writeln!(
+            t,
+            "   node on cores {}, generator on the other; lodestone's verified pool: {} entries",
+            r.cores.as_deref().unwrap_or("(not pinned)"),
+            runs.iter()
+                .find_map(|r| r.pool)
+                .map_or_else(|| "-".to_owned(), |p| p.to_string())
+        );
+    }
     let _ = writeln!(
         t,
-        "{:<11} {:>17} {:>8} {:>8}   {:>12} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10}",
+        "{:<13} {:>17} {:>8} {:>8}   {:>12} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>9} {:>8}",
         "node",
         "light answered",
         "p50 us",
@@ -181,8 +191,13 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
         "p99 us",
         "peak MiB",
         "CPU s",
-        "CPU us/ans"
+        "CPU us/ans",
+        "node busy",
+        "gen busy",
+        "gen own"
     );
+    let percent =
+        |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{:.0}%", v * 100.0));
     for r in runs {
         let lat = |l: &Option<lodestone_benches::krpc_load::Latency>| {
             l.map_or(("-".to_owned(), "-".to_owned()), |l| {
@@ -193,7 +208,7 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
         let (sp50, sp99) = lat(&r.saturate.latency_us);
         let _ = writeln!(
             t,
-            "{:<11} {:>17} {:>8} {:>8}   {:>12.0} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10}",
+            "{:<13} {:>17} {:>8} {:>8}   {:>12.0} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>9} {:>8}",
             r.node,
             format!("{}/{}", r.light.answered, r.light.sent),
             lp50,
@@ -207,23 +222,36 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
             r.cpu_s
                 .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
             r.cpu_us_per_answer
-                .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"))
+                .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
+            percent(r.node_busy),
+            percent(r.generator_busy),
+            percent(r.generator_own)
         );
     }
-    if let (Some(l), Some(lt)) = (
-        runs.iter().find(|r| r.node == "lodestone"),
-        runs.iter().find(|r| r.node == "libtorrent"),
-    ) {
+    let find = |name: &str| runs.iter().find(|r| r.node == name);
+    if let (Some(l), Some(lt)) = (find("lodestone"), find("libtorrent")) {
         let _ = writeln!(
             t,
             "lodestone answers {:.2}x libtorrent's queries/s",
             l.saturate.answered_per_s / lt.saturate.answered_per_s.max(1e-9)
         );
     }
+    if let (Some(one), Some(two)) = (
+        find("lodestone").and_then(|r| r.cpu_us_per_answer),
+        find("lodestone x2").and_then(|r| r.cpu_us_per_answer),
+    ) {
+        let _ = writeln!(
+            t,
+            "lodestone with 2 shards spends {:.2}x the CPU per answer of 1 shard",
+            two / one.max(1e-9)
+        );
+    }
     let _ = writeln!(
         t,
-        "   (the generator runs on one core of two: when a node's CPU s is well under the phase \
-         time, the generator, not the node, set the saturated rate; CPU us/ans compares cost)"
+        "   (node busy: its CPU time over the saturated phase per core it was given; gen busy: the \
+         generator's core, with anything on it; gen own: the generator's own share of it. Near 100% \
+         gen busy, the generator, not the node, set the saturated rate; CPU us/ans compares cost \
+         either way)"
     );
     for why in skipped {
         let _ = writeln!(t, "skipped: {why}");

@@ -60,6 +60,7 @@ def main():
     commands = stdin_commands()
     seen_peers = set()
     finished = False
+    flushed = False
     while True:
         try:
             if commands.get_nowait() is None:
@@ -72,7 +73,13 @@ def main():
             if isinstance(alert, lt.metadata_received_alert):
                 emit("metadata")
             elif isinstance(alert, lt.torrent_finished_alert) and not finished:
+                # libtorrent hashes pieces from its write buffers and may
+                # report them done before they reach the files: flush, and
+                # say "finished" once the files hold every byte.
                 finished = True
+                handle.flush_cache()
+            elif isinstance(alert, lt.cache_flushed_alert) and finished and not flushed:
+                flushed = True
                 status = handle.status()
                 emit("finished", total_length=status.total_wanted)
                 if args.exit_when_done:

@@ -245,4 +245,8 @@ pub struct NodeArgs {
     /// Socket send/receive buffer size to ask the kernel for.
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     pub socket_buffer: usize,
+    /// Receive shards, each with its own socket per address (SO_REUSEPORT) and thread,
+    /// all serving one pool [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub shards: Option<u16>,
 }

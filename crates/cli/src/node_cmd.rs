@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use lodestone_dht::ratelimit::RateLimitConfig;
 use lodestone_dht::{Config, DEFAULT_BOOTSTRAP, Dht, DhtConfig, DhtStats};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::args::NodeArgs;
 use crate::failure::Failure;
 use crate::output::outln;
+
+mod metrics;
 
 /// Default listening addresses: both families on the standard DHT port.
 const DEFAULT_BIND: [&str; 2] = ["0.0.0.0:6881", "[::]:6881"];
@@ -54,8 +55,14 @@ fn dht_config(args: &NodeArgs, bind: Vec<SocketAddr>) -> DhtConfig {
         pool_file: args.state.as_ref().map(|d| d.join("pool.log")),
         save_interval: Some(Duration::from_secs_f64(args.save_interval.max(1.0))),
         socket_buffer: Some(args.socket_buffer),
+        shards: args.shards.map_or_else(cores, usize::from),
         node,
     }
+}
+
+/// Cores this process may run on (its CPU affinity, so `taskset` counts).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// Starts the DHT; with the default addresses a missing IPv6 stack is a
@@ -112,7 +119,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| failed(e, &format!("cannot listen for metrics on {addr}")))?;
-        tokio::spawn(serve_metrics(listener, dht.clone()));
+        tokio::spawn(metrics::serve(listener, dht.clone()));
     }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| failed(e, "cannot watch SIGTERM"))?;
@@ -152,7 +159,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
 }
 
 /// Resident memory from /proc/self/status, in bytes.
-fn rss() -> Option<u64> {
+pub(crate) fn rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -184,143 +191,4 @@ fn stats_line(before: &DhtStats, now: &DhtStats, elapsed: Duration) -> String {
         rate(t0.rate_limited, t1.rate_limited),
         rss().unwrap_or(0) as f64 / (1024.0 * 1024.0),
     )
-}
-
-/// The Prometheus text exposition of `s`.
-fn metrics_text(s: &DhtStats) -> String {
-    let t = &s.traffic;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, value) in samples {
-            out.push_str(&format!("{name}{labels} {value}\n"));
-        }
-    };
-    metric(
-        "lodestone_dht_queries_total",
-        "counter",
-        "Queries answered, by method.",
-        &[
-            ("{method=\"ping\"}", t.queries_by_method[0]),
-            ("{method=\"find_node\"}", t.queries_by_method[1]),
-            ("{method=\"get_peers\"}", t.queries_by_method[2]),
-            ("{method=\"announce_peer\"}", t.queries_by_method[3]),
-        ],
-    );
-    metric(
-        "lodestone_dht_replies_total",
-        "counter",
-        "Answers sent.",
-        &[("", t.replies_out)],
-    );
-    metric(
-        "lodestone_dht_errors_total",
-        "counter",
-        "Error answers sent.",
-        &[("", t.errors_out)],
-    );
-    metric(
-        "lodestone_dht_dropped_total",
-        "counter",
-        "Datagrams dropped unanswered.",
-        &[("", t.dropped)],
-    );
-    metric(
-        "lodestone_dht_rate_limited_total",
-        "counter",
-        "Datagrams refused or answers withheld by the rate limits.",
-        &[("", t.rate_limited)],
-    );
-    metric(
-        "lodestone_dht_queries_sent_total",
-        "counter",
-        "Queries we sent.",
-        &[("", t.queries_out)],
-    );
-    metric(
-        "lodestone_dht_table_nodes",
-        "gauge",
-        "Routing table entries.",
-        &[
-            ("{family=\"v4\"}", s.ipv4_nodes as u64),
-            ("{family=\"v6\"}", s.ipv6_nodes as u64),
-        ],
-    );
-    metric(
-        "lodestone_dht_pool_nodes",
-        "gauge",
-        "Verified pool entries.",
-        &[
-            ("{family=\"v4\"}", s.pool.0 as u64),
-            ("{family=\"v6\"}", s.pool.1 as u64),
-        ],
-    );
-    metric(
-        "lodestone_dht_verify_queue",
-        "gauge",
-        "Nodes waiting for a verification ping.",
-        &[("", s.verify_queued as u64)],
-    );
-    metric(
-        "lodestone_dht_stored_swarms",
-        "gauge",
-        "Swarms in the peer store.",
-        &[("", s.stored.0 as u64)],
-    );
-    metric(
-        "lodestone_dht_stored_peers",
-        "gauge",
-        "Peers in the peer store.",
-        &[("", s.stored.1 as u64)],
-    );
-    metric(
-        "process_resident_memory_bytes",
-        "gauge",
-        "Resident memory.",
-        &[("", rss().unwrap_or(0))],
-    );
-    out
-}
-
-/// Longest request head read from a metrics client.
-const MAX_REQUEST: usize = 4096;
-/// Time a metrics client gets to send its request and read the answer.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A minimal HTTP/1.0 responder: one client at a time, bounded request size
-/// and time; every path gets the metrics.
-async fn serve_metrics(listener: TcpListener, dht: Dht) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let exchange = async {
-            let mut buf = vec![0u8; MAX_REQUEST];
-            let mut len = 0;
-            while len < buf.len() && !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = stream.read(&mut buf[len..]).await?;
-                if n == 0 {
-                    break;
-                }
-                len += n;
-            }
-            let body = match dht.stats().await {
-                Ok(stats) => metrics_text(&stats),
-                Err(_) => return Ok::<_, std::io::Error>(()),
-            };
-            let head = format!(
-                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            stream.write_all(head.as_bytes()).await?;
-            stream.write_all(body.as_bytes()).await?;
-            stream.shutdown().await
-        };
-        if tokio::time::timeout(CLIENT_TIMEOUT, exchange)
-            .await
-            .is_err()
-        {
-            tracing::debug!("metrics client too slow; dropped");
-        }
-    }
 }

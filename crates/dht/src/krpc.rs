@@ -155,6 +155,12 @@ pub struct Response {
     pub values: Vec<SocketAddr>,
     /// Write token of a `get_peers` answer.
     pub token: Option<Token>,
+    /// Which node lists the message carries even when empty. BEP 5 answers
+    /// to `find_node` and `get_peers` always have a `nodes` key (BEP 32: and
+    /// `nodes6` when asked for), so a node with nothing to give sends an
+    /// empty string rather than leaving the key out. Decoding sets it from
+    /// the keys present; a non-empty list is always encoded.
+    pub node_lists: Want,
 }
 
 /// The error codes of BEP 5.
@@ -438,11 +444,16 @@ fn decode_response(root: Dict<'_>) -> Result<Response, DecodeError> {
         .get_bytes(b"id")
         .and_then(NodeId::from_slice)
         .ok_or(bad("id must be 20 bytes"))?;
-    let nodes = match r.get(b"nodes") {
+    let (nodes4, nodes6) = (r.get(b"nodes"), r.get(b"nodes6"));
+    let node_lists = Want {
+        n4: nodes4.is_some(),
+        n6: nodes6.is_some(),
+    };
+    let nodes = match nodes4 {
         None => Vec::new(),
         Some(v) => decode_nodes(v.as_bytes().ok_or(bad("nodes not a string"))?, Family::V4)?,
     };
-    let nodes6 = match r.get(b"nodes6") {
+    let nodes6 = match nodes6 {
         None => Vec::new(),
         Some(v) => decode_nodes(v.as_bytes().ok_or(bad("nodes6 not a string"))?, Family::V6)?,
     };
@@ -473,6 +484,7 @@ fn decode_response(root: Dict<'_>) -> Result<Response, DecodeError> {
         nodes6,
         values,
         token,
+        node_lists,
     })
 }
 
@@ -554,10 +566,10 @@ fn encode_want(w: Option<&mut Writer<'_>>, want: &Option<Want>) {
 fn encode_response(w: &mut Writer<'_>, r: &Response) {
     w.dict(|d| {
         d.bytes(b"id", r.id.as_bytes());
-        if !r.nodes.is_empty() {
+        if r.node_lists.n4 || !r.nodes.is_empty() {
             write_compact_nodes(d.key(b"nodes"), &r.nodes, Family::V4);
         }
-        if !r.nodes6.is_empty() {
+        if r.node_lists.n6 || !r.nodes6.is_empty() {
             write_compact_nodes(d.key(b"nodes6"), &r.nodes6, Family::V6);
         }
         if let Some(token) = &r.token {

@@ -286,15 +286,21 @@ fn arb_body() -> impl Strategy<Value = Body> {
             proptest::collection::vec(arb_node(false), 0..10),
             proptest::collection::vec(arb_node(true), 0..10),
             proptest::collection::vec(arb_addr(), 0..20),
-            proptest::option::of(arb_bytes())
+            proptest::option::of(arb_bytes()),
+            any::<(bool, bool)>(),
         )
             .prop_map(
-                |(id, nodes, nodes6, values, token)| Body::Response(Response {
+                |(id, nodes, nodes6, values, token, (n4, n6))| Body::Response(Response {
                     id: NodeId(id),
+                    // A non-empty list is always on the wire.
+                    node_lists: Want {
+                        n4: n4 || !nodes.is_empty(),
+                        n6: n6 || !nodes6.is_empty(),
+                    },
                     nodes,
                     nodes6,
                     values,
-                    token
+                    token,
                 })
             ),
         (any::<i64>(), "[a-zA-Z ]{0,40}")
@@ -323,4 +329,25 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = Message::decode(&bytes);
     }
+}
+
+#[test]
+fn bep5_empty_node_list_is_an_empty_string() {
+    golden(
+        Message {
+            tid: tid(b"aa"),
+            body: Body::Response(Response {
+                id: id(b"0123456789abcdefghij"),
+                node_lists: Want {
+                    n4: true,
+                    n6: false,
+                },
+                ..Response::default()
+            }),
+            ip: None,
+            read_only: false,
+            version: None,
+        },
+        b"d1:rd2:id20:0123456789abcdefghij5:nodes0:e1:t2:aa1:y1:re",
+    );
 }

@@ -1,5 +1,9 @@
 //! Real sockets on 127.0.0.1, in process: three drivers, announce → get_peers,
+//! a node of two shards,
 //! and the state file carrying the node id across a restart.
+
+// The helpers outside the test functions panic on failure like the tests.
+#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -94,4 +98,96 @@ async fn spawn_refuses_two_sockets_of_one_family() {
     let mut cfg = config(&[], None);
     cfg.bind.push(SocketAddr::from(([127, 0, 0, 1], 0)));
     assert!(Dht::spawn(cfg).await.is_err());
+}
+
+/// Sends `bytes` to `server` and waits for its answer (loopback loses
+/// nothing here; a lost answer fails the caller's timeout).
+async fn exchange(
+    socket: &tokio::net::UdpSocket,
+    server: SocketAddr,
+    bytes: &[u8],
+) -> lodestone_dht::krpc::Message {
+    use lodestone_dht::krpc::{Body, Message};
+    let mut buf = [0u8; 1500];
+    socket.send_to(bytes, server).await.unwrap();
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+        let msg = Message::decode(&buf[..n]).unwrap();
+        if from == server && matches!(msg.body, Body::Response(_)) {
+            return msg;
+        }
+    }
+}
+
+/// Two shards on one address: queries from many source ports (which the
+/// kernel spreads over both sockets) are all answered, by one node with one
+/// peer store: a peer announced through one shard is found through every
+/// one, with a token that any shard accepts.
+#[tokio::test]
+async fn shards_share_one_node() {
+    use lodestone_core::NodeId;
+    use lodestone_dht::Config;
+    use lodestone_dht::krpc::{Body, Message, Query, TransactionId};
+
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let node = Dht::spawn(DhtConfig {
+            bootstrap: Vec::new(),
+            shards: 2,
+            node: Config::server(),
+            ..config(&[], None)
+        })
+        .await
+        .unwrap();
+        let server = node.local_addrs()[0];
+        let info_hash = InfoHash([5; 20]);
+        let ask = |i: u8, query: Query| {
+            Message {
+                tid: TransactionId::new(&[i]).unwrap(),
+                body: Body::Query {
+                    id: NodeId([i; 20]),
+                    query,
+                },
+                ip: None,
+                read_only: false,
+                version: None,
+            }
+            .to_bytes()
+        };
+        let get_peers = Query::GetPeers {
+            info_hash,
+            want: None,
+        };
+        // Announce from one source, with the token its get_peers got.
+        let announcer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let Body::Response(r) = exchange(&announcer, server, &ask(1, get_peers.clone()))
+            .await
+            .body
+        else {
+            unreachable!()
+        };
+        let announce = Query::AnnouncePeer {
+            info_hash,
+            port: 4321,
+            implied_port: false,
+            token: r.token.unwrap(),
+        };
+        exchange(&announcer, server, &ask(1, announce)).await;
+        // Every other source port finds the peer.
+        let mut ids = std::collections::BTreeSet::new();
+        for i in 2..34u8 {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let msg = exchange(&socket, server, &ask(i, get_peers.clone())).await;
+            let Body::Response(r) = msg.body else {
+                unreachable!()
+            };
+            assert_eq!(r.values, vec![SocketAddr::from(([127, 0, 0, 1], 4321))]);
+            ids.insert(r.id);
+        }
+        assert_eq!(ids.len(), 1, "one node id behind every shard");
+        let stats = node.stats().await.unwrap();
+        assert_eq!(stats.traffic.queries_in, 34);
+        node.shutdown().await.unwrap();
+    })
+    .await
+    .unwrap();
 }

@@ -197,6 +197,9 @@ enum Stage {
     Download {
         conns: mpsc::Sender<Established>,
         handle: DownloadHandle,
+        /// The download's snapshots, forwarded as they come so that a
+        /// follower sees every phase, not only what a tick samples.
+        progress: watch::Receiver<DownloadProgress>,
     },
     /// Paused; what the last phase ended with, to report if removed now.
     Paused(Option<Result<Summary, TorrentError>>),
@@ -323,6 +326,10 @@ pub(crate) async fn run(
             () = sleep_until(next_due) => {}
             end = phase_end(&mut stage) => {
                 let fetched = match end {
+                    PhaseEnd::Progressed => {
+                        t.publish(&stage);
+                        continue;
+                    }
                     PhaseEnd::Metadata(Ok(Ok(f))) => f,
                     PhaseEnd::Metadata(Ok(Err(e))) => break Err(e.into()),
                     PhaseEnd::Metadata(Err(e)) => break Err(TorrentError::Crashed(e.to_string())),
@@ -379,19 +386,29 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// How the current phase ended.
+/// What the current phase did: moved on, or ended.
 enum PhaseEnd {
+    /// The download published a snapshot.
+    Progressed,
     Metadata(Result<Result<Fetched, FetchError>, tokio::task::JoinError>),
     Download(Result<Summary, TorrentError>),
 }
 
-/// Waits for the current phase to end.
+/// Waits for the current phase to move on or end.
 async fn phase_end(stage: &mut Stage) -> PhaseEnd {
     match stage {
         Stage::Metadata { task, .. } => PhaseEnd::Metadata(task.await),
-        Stage::Download { handle, .. } => {
-            PhaseEnd::Download(handle.join().await.map_err(Into::into))
-        }
+        Stage::Download {
+            handle, progress, ..
+        } => tokio::select! {
+            biased;
+            changed = progress.changed() => match changed {
+                Ok(()) => PhaseEnd::Progressed,
+                // The download's task is gone: its end is ready.
+                Err(_) => PhaseEnd::Download(handle.join().await.map_err(Into::into)),
+            },
+            result = handle.join() => PhaseEnd::Download(result.map_err(Into::into)),
+        },
         Stage::Paused(_) => std::future::pending().await,
     }
 }
@@ -449,7 +466,12 @@ impl Torrent {
             let _ = conns.try_send(conn);
         }
         let handle = Download::start(metainfo, config, conns_rx, self.exits_tx.clone());
-        Ok(Stage::Download { conns, handle })
+        let progress = handle.progress();
+        Ok(Stage::Download {
+            conns,
+            handle,
+            progress,
+        })
     }
 
     /// Dials addresses from the book while there is room and peers are

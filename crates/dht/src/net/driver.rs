@@ -4,22 +4,15 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lodestone_core::compact::Family;
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use super::shard::{Burst, SharedNode, Sockets, lock, readable};
 use super::{AnnounceSummary, Command, DhtStats, PoolLog, SavedState};
-use crate::node::{Event, LookupId, Node};
-
-/// Largest datagram read; bigger ones are truncated by the OS and then
-/// refused by the decoder.
-const RECV_BUFFER: usize = 65_536;
-
-/// Datagrams handled per wake-up before the loop looks at its other inputs
-/// (timer, commands, the other socket) again.
-const BATCH: usize = 256;
+use crate::node::{Event, LookupId, Transmit};
 
 /// What to write to disk, and how often.
 pub(super) struct Persist {
@@ -38,35 +31,36 @@ enum Waiter {
     },
 }
 
+/// The task that owns the node's timers, commands, events and persistence,
+/// and receives on the first shard's sockets.
 pub(super) struct Driver {
-    node: Node,
-    v4: Option<UdpSocket>,
-    v6: Option<UdpSocket>,
-    persist: Persist,
+    pub(super) node: SharedNode,
+    pub(super) sockets: Sockets,
+    pub(super) persist: Persist,
+    /// Extra shards ring this when the node needs the driver's attention.
+    pub(super) wake: Arc<Notify>,
+    /// Tells the extra shards to stop; dropping it does too.
+    pub(super) stop: watch::Sender<bool>,
     waiters: HashMap<LookupId, Waiter>,
-}
-
-/// Receives on `socket`, or never when there is none.
-async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    match socket {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
+    out: Vec<Transmit>,
 }
 
 impl Driver {
     pub(super) fn new(
-        node: Node,
-        v4: Option<UdpSocket>,
-        v6: Option<UdpSocket>,
+        node: SharedNode,
+        sockets: Sockets,
         persist: Persist,
+        wake: Arc<Notify>,
+        stop: watch::Sender<bool>,
     ) -> Self {
         Self {
             node,
-            v4,
-            v6,
+            sockets,
             persist,
+            wake,
+            stop,
             waiters: HashMap::new(),
+            out: Vec::new(),
         }
     }
 
@@ -85,19 +79,20 @@ impl Driver {
             }
         }
         let mut seen = std::collections::HashSet::new();
-        seeds.retain(|a| self.socket_for(a).is_some() && seen.insert(*a));
-        self.node.bootstrap(Instant::now(), &seeds);
+        seeds.retain(|a| self.sockets.for_addr(a).is_some() && seen.insert(*a));
+        lock(&self.node).bootstrap(Instant::now(), &seeds);
         self.flush().await;
 
-        let mut buf4 = vec![0u8; RECV_BUFFER];
-        let mut buf6 = vec![0u8; RECV_BUFFER];
+        let (mut b4, mut b6) = (Burst::default(), Burst::default());
         let mut save_timer = self.persist.interval.map(|every| {
             let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
         loop {
-            let deadline = self.node.poll_timeout().map(tokio::time::Instant::from_std);
+            let deadline = lock(&self.node)
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -113,9 +108,20 @@ impl Driver {
                 }
             };
             tokio::select! {
-                r = recv(self.v4.as_ref(), &mut buf4) => self.received(r, &mut buf4, false),
-                r = recv(self.v6.as_ref(), &mut buf6) => self.received(r, &mut buf6, true),
-                () = sleep => self.node.handle_timeout(Instant::now()),
+                r = readable(self.sockets.v4.as_ref()) => {
+                    if let (Ok(()), Some(s)) = (r, &self.sockets.v4) {
+                        b4.fill(s);
+                        b4.handle(&mut lock(&self.node), &mut self.out);
+                    }
+                }
+                r = readable(self.sockets.v6.as_ref()) => {
+                    if let (Ok(()), Some(s)) = (r, &self.sockets.v6) {
+                        b6.fill(s);
+                        b6.handle(&mut lock(&self.node), &mut self.out);
+                    }
+                }
+                () = sleep => lock(&self.node).handle_timeout(Instant::now()),
+                () = self.wake.notified() => {}
                 () = save_tick => {
                     if let Err(e) = self.save() {
                         tracing::warn!("cannot save DHT state: {e}");
@@ -123,6 +129,8 @@ impl Driver {
                 }
                 command = commands.recv() => match command {
                     Some(Command::Shutdown(done)) => {
+                        // The shards stop serving before the state is saved.
+                        let _ = self.stop.send(true);
                         let _ = done.send(self.save());
                         return;
                     }
@@ -139,41 +147,19 @@ impl Driver {
         }
     }
 
-    /// Handles the datagram `recv` returned and then whatever else is
-    /// already queued on that socket (up to [`BATCH`]), so one wake-up of
-    /// the task serves a burst.
-    fn received(&mut self, first: io::Result<(usize, SocketAddr)>, buf: &mut [u8], v6: bool) {
-        let now = Instant::now();
-        let mut result = first;
-        for _ in 0..BATCH {
-            match result {
-                Ok((len, from)) => self.node.handle_datagram(now, from, &buf[..len]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // ICMP errors surface here on some systems; they concern one peer only.
-                Err(e) => tracing::trace!("DHT receive error: {e}"),
-            }
-            let socket = if v6 {
-                self.v6.as_ref()
-            } else {
-                self.v4.as_ref()
-            };
-            let Some(socket) = socket else { return };
-            result = socket.try_recv_from(buf);
-        }
-    }
-
     fn command(&mut self, command: Command) {
         let now = Instant::now();
+        let mut node = lock(&self.node);
         match command {
             Command::GetPeers(info_hash, announce, tx) => {
                 let id = match announce {
-                    Some(port) => self.node.announce(now, info_hash, Some(port)),
-                    None => self.node.get_peers(now, info_hash),
+                    Some(port) => node.announce(now, info_hash, Some(port)),
+                    None => node.get_peers(now, info_hash),
                 };
                 self.waiters.insert(id, Waiter::Peers(tx));
             }
             Command::Announce(info_hash, port, reply) => {
-                let id = self.node.announce(now, info_hash, port);
+                let id = node.announce(now, info_hash, port);
                 self.waiters.insert(
                     id,
                     Waiter::Announce {
@@ -183,21 +169,20 @@ impl Driver {
                     },
                 );
             }
-            Command::AddNode(addr) => self.node.add_node(now, addr),
+            Command::AddNode(addr) => node.add_node(now, addr),
             Command::Stats(reply) => {
                 let _ = reply.send(DhtStats {
-                    id: self.node.id(),
-                    ipv4_nodes: self.node.table(Family::V4).len(),
-                    ipv6_nodes: self.node.table(Family::V6).len(),
-                    traffic: self.node.stats().clone(),
-                    active_lookups: self.node.active_lookups(),
-                    stored: self.node.stored(),
-                    external_ip: self.node.external_ip(),
-                    pool: self
-                        .node
+                    id: node.id(),
+                    ipv4_nodes: node.table(Family::V4).len(),
+                    ipv6_nodes: node.table(Family::V6).len(),
+                    traffic: node.stats().clone(),
+                    active_lookups: node.active_lookups(),
+                    stored: node.stored(),
+                    external_ip: node.external_ip(),
+                    pool: node
                         .pool()
                         .map_or((0, 0), |p| (p.len(Family::V4), p.len(Family::V6))),
-                    verify_queued: self.node.verify_queued(),
+                    verify_queued: node.verify_queued(),
                 });
             }
             // Handled by the loop, which must stop right after.
@@ -205,32 +190,15 @@ impl Driver {
         }
     }
 
-    fn socket_for(&self, addr: &SocketAddr) -> Option<&UdpSocket> {
-        match addr {
-            SocketAddr::V4(_) => self.v4.as_ref(),
-            SocketAddr::V6(_) => self.v6.as_ref(),
-        }
-    }
-
     /// Sends every queued datagram and dispatches every event.
     async fn flush(&mut self) {
-        while let Some(t) = self.node.poll_transmit() {
-            let Some(socket) = self.socket_for(&t.to) else {
-                continue;
-            };
-            // Try first (no await, the common case); on a full send buffer
-            // wait for writability rather than silently drop the datagram.
-            let sent = match socket.try_send_to(&t.bytes, t.to) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    socket.send_to(&t.bytes, t.to).await.map(drop)
-                }
-                other => other.map(drop),
-            };
-            if let Err(e) = sent {
-                tracing::trace!("DHT send to {} failed: {e}", t.to);
-            }
-        }
-        while let Some(event) = self.node.poll_event() {
+        let events: Vec<Event> = {
+            let mut node = lock(&self.node);
+            self.out.extend(std::iter::from_fn(|| node.poll_transmit()));
+            std::iter::from_fn(|| node.poll_event()).collect()
+        };
+        self.sockets.send_all(&mut self.out).await;
+        for event in events {
             self.event(event);
         }
     }
@@ -241,7 +209,7 @@ impl Driver {
                 Some(Waiter::Peers(tx)) => {
                     for peer in peers {
                         if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(peer) {
-                            self.node.cancel(lookup);
+                            lock(&self.node).cancel(lookup);
                             self.waiters.remove(&lookup);
                             break;
                         }
@@ -278,16 +246,17 @@ impl Driver {
     /// Brings the state file (id, good table contacts: small, rewritten)
     /// and the pool log (appended, see [`PoolLog`]) up to date.
     fn save(&mut self) -> io::Result<()> {
+        let mut node = lock(&self.node);
         if let Some(path) = &self.persist.state_file {
             SavedState {
-                id: Some(self.node.id()),
-                nodes: self.node.good_nodes(Instant::now()),
+                id: Some(node.id()),
+                nodes: node.good_nodes(Instant::now()),
             }
             .save(path)?;
         }
         if let Some(log) = &mut self.persist.pool_log {
-            let journal = self.node.take_pool_journal();
-            if let Some(pool) = self.node.pool() {
+            let journal = node.take_pool_journal();
+            if let Some(pool) = node.pool() {
                 let len = pool.len(Family::V4) + pool.len(Family::V6);
                 log.save(journal, len, pool.nodes())?;
             }

@@ -7,17 +7,20 @@
 //! [`Node`]'s events.
 
 mod driver;
+mod mmsg;
 mod pool_log;
+mod shard;
 mod state;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lodestone_core::{InfoHash, NodeId};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::node::{Config, LookupStats, Node, NodeStats};
 pub use pool_log::PoolLog;
@@ -53,6 +56,11 @@ pub struct DhtConfig {
     /// `SO_RCVBUF`/`SO_SNDBUF` to ask for (the kernel may cap it); `None`
     /// keeps the system default.
     pub socket_buffer: Option<usize>,
+    /// Receive shards: with more than one, every shard binds its own socket
+    /// per family on the same address (`SO_REUSEPORT`, so the kernel spreads
+    /// datagrams over them) and serves it from its own thread, all sharing
+    /// the one node. 0 counts as 1.
+    pub shards: usize,
     /// The node's protocol settings.
     pub node: Config,
 }
@@ -66,6 +74,7 @@ impl Default for DhtConfig {
             pool_file: None,
             save_interval: None,
             socket_buffer: None,
+            shards: 1,
             node: Config::default(),
         }
     }
@@ -106,12 +115,16 @@ pub struct DhtStats {
 }
 
 /// A non-blocking UDP socket on `addr`; IPv6 sockets are IPv6-only so that
-/// `0.0.0.0:P` and `[::]:P` can both be bound.
-fn bind(addr: SocketAddr, buffer: Option<usize>) -> io::Result<UdpSocket> {
+/// `0.0.0.0:P` and `[::]:P` can both be bound. `shared`: other sockets of
+/// this process will bind the same address (`SO_REUSEPORT`).
+fn bind(addr: SocketAddr, buffer: Option<usize>, shared: bool) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
+    }
+    if shared {
+        socket.set_reuse_port(true)?;
     }
     if let Some(size) = buffer {
         // Best effort: the kernel caps these at net.core.{r,w}mem_max.
@@ -120,7 +133,79 @@ fn bind(addr: SocketAddr, buffer: Option<usize>) -> io::Result<UdpSocket> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// Binds one socket per address of `bind` for each of `shards` shards: the
+/// first set where asked (port 0: any), the others on the very addresses
+/// the first got. Sockets are returned unregistered, to be handed to the
+/// runtime of the thread that serves them.
+fn bind_shards(
+    bind_addrs: &[SocketAddr],
+    buffer: Option<usize>,
+    shards: usize,
+) -> io::Result<Vec<[Option<std::net::UdpSocket>; 2]>> {
+    let shared = shards > 1;
+    let mut first: [Option<std::net::UdpSocket>; 2] = [None, None];
+    for addr in bind_addrs {
+        let slot = &mut first[usize::from(addr.is_ipv6())];
+        if slot.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("more than one bind address of the family of {addr}"),
+            ));
+        }
+        *slot = Some(bind(*addr, buffer, shared)?);
+    }
+    if first.iter().all(Option::is_none) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no bind address",
+        ));
+    }
+    let bound: Vec<SocketAddr> = first
+        .iter()
+        .flatten()
+        .map(std::net::UdpSocket::local_addr)
+        .collect::<io::Result<_>>()?;
+    let mut all = vec![first];
+    for _ in 1..shards {
+        let mut set: [Option<std::net::UdpSocket>; 2] = [None, None];
+        for addr in &bound {
+            set[usize::from(addr.is_ipv6())] = Some(bind(*addr, buffer, true)?);
+        }
+        all.push(set);
+    }
+    Ok(all)
+}
+
+/// Registers a shard's sockets with the current runtime.
+fn register([v4, v6]: [Option<std::net::UdpSocket>; 2]) -> io::Result<shard::Sockets> {
+    Ok(shard::Sockets {
+        v4: v4.map(UdpSocket::from_std).transpose()?,
+        v6: v6.map(UdpSocket::from_std).transpose()?,
+    })
+}
+
+/// The thread of an extra shard: its own single-threaded runtime, so the
+/// shards receive and send in parallel with the driver's runtime.
+fn serve_shard(shard: shard::Shard, sockets: [Option<std::net::UdpSocket>; 2]) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::warn!("DHT shard not started: {e}");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match register(sockets) {
+            Ok(sockets) => shard.run(sockets).await,
+            Err(e) => tracing::warn!("DHT shard not started: {e}"),
+        }
+    });
 }
 
 /// Requests from handles to the task.
@@ -150,27 +235,13 @@ impl Dht {
     /// Binds the sockets, loads the state file and starts the task, which
     /// resolves the routers and bootstraps (remembered contacts first).
     pub async fn spawn(config: DhtConfig) -> io::Result<Dht> {
-        let mut v4 = None;
-        let mut v6 = None;
-        for addr in &config.bind {
-            let slot = if addr.is_ipv4() { &mut v4 } else { &mut v6 };
-            if slot.is_some() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("more than one bind address of the family of {addr}"),
-                ));
-            }
-            *slot = Some(bind(*addr, config.socket_buffer)?);
-        }
-        if v4.is_none() && v6.is_none() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no bind address",
-            ));
-        }
-        let local = v4
+        let mut shard_sockets =
+            bind_shards(&config.bind, config.socket_buffer, config.shards.max(1))?.into_iter();
+        let sockets = register(shard_sockets.next().unwrap_or_default())?;
+        let local = sockets
+            .v4
             .iter()
-            .chain(v6.iter())
+            .chain(sockets.v6.iter())
             .map(UdpSocket::local_addr)
             .collect::<io::Result<Vec<_>>>()?;
         let saved = match &config.state_file {
@@ -181,7 +252,7 @@ impl Dht {
             None => SavedState::default(),
         };
         let mut node_config = config.node.clone();
-        node_config.want_ipv6 |= v6.is_some();
+        node_config.want_ipv6 |= sockets.v6.is_some();
         let seed = rand::random();
         let now = std::time::Instant::now();
         let mut node = Node::new(node_config, saved.id, seed, now);
@@ -202,15 +273,29 @@ impl Dht {
             None => None,
         };
         let (tx, rx) = mpsc::channel(64);
+        let node = Arc::new(Mutex::new(node));
+        let wake = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        for (i, sockets) in shard_sockets.enumerate() {
+            let shard = shard::Shard {
+                node: node.clone(),
+                driver: wake.clone(),
+                stop: stopped.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("dht-shard-{}", i + 1))
+                .spawn(move || serve_shard(shard, sockets))?;
+        }
         let driver = driver::Driver::new(
             node,
-            v4,
-            v6,
+            sockets,
             driver::Persist {
                 state_file: config.state_file.clone(),
                 pool_log,
                 interval: config.save_interval,
             },
+            wake,
+            stop,
         );
         tokio::spawn(driver.run(rx, saved.nodes, config.bootstrap));
         Ok(Dht {

@@ -381,6 +381,11 @@ impl Node {
         self.events.pop_front()
     }
 
+    /// Whether [`poll_event`](Self::poll_event) has something.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.next_maintenance;

@@ -56,6 +56,7 @@ impl Node {
         response.nodes6.clear();
         response.values.clear();
         response.token = None;
+        response.node_lists = Want::default();
         let family = family_index(&from);
         match query {
             Query::Ping => {}
@@ -137,6 +138,8 @@ impl Node {
             n4: family == V4,
             n6: family == V6,
         });
+        // BEP 5: the list is there even when we know nobody.
+        r.node_lists = want;
         let k = self.config.routing.bucket_size;
         let n = self.server.as_ref().map_or(k, |s| s.config.reply_nodes);
         // 16 IPv4 + 16 IPv6 contacts would not fit in 1024 bytes.

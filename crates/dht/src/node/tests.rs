@@ -485,3 +485,47 @@ mod hostile {
         }
     }
 }
+
+/// BEP 5: `find_node` and `get_peers` answers carry `nodes` even when the
+/// node knows nobody (an empty string), and BEP 32's `nodes6` when asked for.
+#[test]
+fn empty_node_lists_are_sent_not_left_out() {
+    let now = Instant::now();
+    for config in [Config::default(), Config::server()] {
+        let mut n = Node::new(config, Some(NodeId([1; 20])), 1, now);
+        let target = NodeId([7; 20]);
+        let queries = [
+            Query::FindNode { target, want: None },
+            Query::GetPeers {
+                info_hash: InfoHash(target.0),
+                want: None,
+            },
+            Query::FindNode {
+                target,
+                want: Some(Want { n4: true, n6: true }),
+            },
+        ];
+        for (i, query) in queries.into_iter().enumerate() {
+            let both = matches!(query, Query::FindNode { want: Some(_), .. });
+            let bytes = query_bytes(&[i as u8], NodeId([9; 20]), query, true);
+            n.handle_datagram(now, addr("127.0.0.2:7000"), &bytes);
+            let reply = n.poll_transmit().unwrap().bytes;
+            let has = |key: &[u8]| reply.windows(key.len()).any(|w| w == key);
+            assert!(has(b"5:nodes0:"), "{}", String::from_utf8_lossy(&reply));
+            assert_eq!(has(b"6:nodes60:"), both);
+            let msg = Message::decode(&reply).unwrap();
+            let Body::Response(r) = msg.body else {
+                panic!("not an answer: {msg:?}");
+            };
+            assert_eq!(r.node_lists, Want { n4: true, n6: both });
+        }
+        // A ping answer has no node list.
+        n.handle_datagram(
+            now,
+            addr("127.0.0.2:7000"),
+            &query_bytes(b"p", NodeId([9; 20]), Query::Ping, true),
+        );
+        let reply = n.poll_transmit().unwrap().bytes;
+        assert!(!reply.windows(5).any(|w| w == b"nodes"));
+    }
+}

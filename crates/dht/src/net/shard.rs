@@ -1,0 +1,184 @@
+//! The socket side shared by the driver task and the extra receive shards.
+//!
+//! A sharded node binds one socket per family and shard on the same address
+//! with `SO_REUSEPORT`; the kernel spreads incoming datagrams over them by a
+//! hash of the source address. Every shard serves from the same [`Node`]
+//! behind a mutex, so every answer is drawn from the whole pool, a write
+//! token from one shard is good on another, and an answer to a query we
+//! sent (which the kernel may hand to any shard) reaches the state that
+//! waits for it. The lock is taken once per burst of datagrams, never across
+//! a system call: receiving and sending, most of a query's cost, run in
+//! parallel on the shards.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, watch};
+
+use super::mmsg;
+
+use crate::node::{Node, Transmit};
+
+/// Datagrams handled per burst before the loop looks at its other inputs
+/// (timer, commands, the other socket) again.
+pub(super) const BATCH: usize = mmsg::MAX_BATCH;
+
+/// The node every shard serves from.
+pub(super) type SharedNode = Arc<Mutex<Node>>;
+
+/// Locks the node. A panic while it was held is a bug that already
+/// surfaced; the state it left is still the best there is to serve from.
+pub(super) fn lock(node: &SharedNode) -> MutexGuard<'_, Node> {
+    node.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One shard's sockets: at most one per family.
+#[derive(Debug)]
+pub(super) struct Sockets {
+    pub(super) v4: Option<UdpSocket>,
+    pub(super) v6: Option<UdpSocket>,
+}
+
+impl Sockets {
+    /// The socket that reaches `addr`.
+    pub(super) fn for_addr(&self, addr: &SocketAddr) -> Option<&UdpSocket> {
+        match addr {
+            SocketAddr::V4(_) => self.v4.as_ref(),
+            SocketAddr::V6(_) => self.v6.as_ref(),
+        }
+    }
+
+    /// Sends every datagram of `out` (emptied), as many per system call as
+    /// the kernel takes; on a full send buffer it waits for room rather than
+    /// silently drop a datagram.
+    pub(super) async fn send_all(&self, out: &mut Vec<Transmit>) {
+        let mut rest = &out[..];
+        while let Some(first) = rest.first() {
+            let family = first.to.is_ipv4();
+            let run = rest
+                .iter()
+                .position(|t| t.to.is_ipv4() != family)
+                .unwrap_or(rest.len());
+            let Some(socket) = self.for_addr(&first.to) else {
+                rest = &rest[run..];
+                continue;
+            };
+            match socket.try_io(Interest::WRITABLE, || mmsg::send(socket, &rest[..run])) {
+                Ok(sent) => rest = &rest[sent.max(1)..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = socket.writable().await {
+                        tracing::trace!("DHT socket not writable: {e}");
+                        rest = &rest[1..];
+                    }
+                }
+                Err(e) => {
+                    // One destination refused (e.g. unreachable): skip it.
+                    tracing::trace!("DHT send to {} failed: {e}", first.to);
+                    rest = &rest[1..];
+                }
+            }
+        }
+        out.clear();
+    }
+}
+
+/// Waits until `socket` has something to read, or forever when there is
+/// no socket. Cancel-safe, so it can sit in a `select!`.
+pub(super) async fn readable(socket: Option<&UdpSocket>) -> io::Result<()> {
+    match socket {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Datagrams read off a socket in one burst (one `recvmmsg` where there is
+/// one), each in its own slot of one buffer, so the node's lock is taken
+/// once for all of them.
+#[derive(Debug)]
+pub(super) struct Burst {
+    buf: Vec<u8>,
+    /// Sender and length of the datagram in each filled slot, in order.
+    datagrams: Vec<(SocketAddr, usize)>,
+}
+
+impl Default for Burst {
+    fn default() -> Self {
+        Self {
+            buf: vec![0u8; BATCH * mmsg::SLOT],
+            datagrams: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+impl Burst {
+    /// Reads what is queued on `socket` (at most [`BATCH`] datagrams) after
+    /// it was reported readable; none when the readiness was stale.
+    pub(super) fn fill(&mut self, socket: &UdpSocket) {
+        self.datagrams.clear();
+        let (buf, datagrams) = (&mut self.buf, &mut self.datagrams);
+        match socket.try_io(Interest::READABLE, || mmsg::recv(socket, buf, datagrams)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // ICMP errors surface here on some systems; they concern one peer only.
+            Err(e) => tracing::trace!("DHT receive error: {e}"),
+        }
+    }
+
+    /// Feeds the burst to `node` and moves its datagrams to send into `out`.
+    pub(super) fn handle(&self, node: &mut Node, out: &mut Vec<Transmit>) {
+        let now = Instant::now();
+        for (slot, &(from, len)) in self.buf.chunks(mmsg::SLOT).zip(&self.datagrams) {
+            node.handle_datagram(now, from, &slot[..len]);
+        }
+        out.extend(std::iter::from_fn(|| node.poll_transmit()));
+    }
+}
+
+/// An extra receive shard: its own sockets, serving the shared node.
+pub(super) struct Shard {
+    pub(super) node: SharedNode,
+    /// Wakes the driver task when the node has events for it or an earlier
+    /// deadline than the one it sleeps until.
+    pub(super) driver: Arc<Notify>,
+    /// Becomes true when the DHT shuts down.
+    pub(super) stop: watch::Receiver<bool>,
+}
+
+impl Shard {
+    /// Serves `sockets` until the DHT stops.
+    pub(super) async fn run(mut self, sockets: Sockets) {
+        let (mut b4, mut b6) = (Burst::default(), Burst::default());
+        let mut out = Vec::new();
+        loop {
+            tokio::select! {
+                r = readable(sockets.v4.as_ref()) => {
+                    if let (Ok(()), Some(s)) = (r, &sockets.v4) {
+                        b4.fill(s);
+                        self.serve(&b4, &mut out);
+                    }
+                }
+                r = readable(sockets.v6.as_ref()) => {
+                    if let (Ok(()), Some(s)) = (r, &sockets.v6) {
+                        b6.fill(s);
+                        self.serve(&b6, &mut out);
+                    }
+                }
+                _ = self.stop.changed() => return,
+            }
+            sockets.send_all(&mut out).await;
+        }
+    }
+
+    fn serve(&self, burst: &Burst, out: &mut Vec<Transmit>) {
+        let mut node = lock(&self.node);
+        let deadline = node.poll_timeout();
+        burst.handle(&mut node, out);
+        if node.has_events() || node.poll_timeout() < deadline {
+            self.driver.notify_one();
+        }
+    }
+}
