@@ -596,6 +596,9 @@ impl Torrent {
     /// The metadata phase has its own timeout, and seeding cannot stall.
     async fn stalled(&mut self, stage: &Stage, limit: Duration) -> Option<StallReason> {
         let Stage::Download { handle, .. } = stage else {
+            // The clock starts with the download: a long metadata phase (it
+            // has its own timeout) or a pause is no stall.
+            self.last_progress = (0, Instant::now());
             return None;
         };
         let (verified, phase) = {
