@@ -117,6 +117,9 @@ pub struct AddressBook {
     /// Per source, addresses in insertion order (stale ones skipped lazily).
     by_source: [VecDeque<(u64, SocketAddr)>; 3],
     counts: [usize; 3],
+    /// Entries that are [`Status::Busy`], kept as they change: the owner
+    /// asks on every event whether it may dial more.
+    busy: usize,
     /// Banned addresses; on loopback the address, elsewhere the whole IP.
     banned_addrs: BTreeSet<SocketAddr>,
     banned_ips: BTreeSet<IpAddr>,
@@ -137,6 +140,7 @@ impl AddressBook {
             queue: BTreeSet::new(),
             by_source: Default::default(),
             counts: [0; 3],
+            busy: 0,
             banned_addrs: BTreeSet::new(),
             banned_ips: BTreeSet::new(),
             next_seq: 0,
@@ -220,11 +224,12 @@ impl AddressBook {
             return false;
         }
         self.add(now, addr, PeerSource::Incoming);
-        if let Some(entry) = self.entries.get_mut(&addr) {
-            if let Status::Idle { due } = entry.status {
-                self.queue.remove(&(due, entry.source, entry.seq, addr));
-            }
+        if let Some(entry) = self.entries.get_mut(&addr)
+            && let Status::Idle { due } = entry.status
+        {
+            self.queue.remove(&(due, entry.source, entry.seq, addr));
             entry.status = Status::Busy;
+            self.busy += 1;
         }
         true
     }
@@ -238,6 +243,7 @@ impl AddressBook {
         self.queue.remove(&(due, source, seq, addr));
         if let Some(entry) = self.entries.get_mut(&addr) {
             entry.status = Status::Busy;
+            self.busy += 1;
         }
         Some(addr)
     }
@@ -271,8 +277,11 @@ impl AddressBook {
             self.forget(addr, &entry);
             return;
         }
-        if let Status::Idle { due } = entry.status {
-            self.queue.remove(&(due, entry.source, entry.seq, addr));
+        match entry.status {
+            Status::Idle { due } => {
+                self.queue.remove(&(due, entry.source, entry.seq, addr));
+            }
+            Status::Busy => self.busy -= 1,
         }
         let exponent = entry.failures.saturating_sub(1).min(16);
         let wait = self
@@ -315,11 +324,7 @@ impl AddressBook {
     pub fn stats(&self) -> BookStats {
         BookStats {
             known: self.entries.len(),
-            busy: self
-                .entries
-                .values()
-                .filter(|e| e.status == Status::Busy)
-                .count(),
+            busy: self.busy,
             failures: self.failures,
             banned: self.banned_addrs.len() + self.banned_ips.len(),
         }
@@ -332,8 +337,11 @@ impl AddressBook {
 
     /// Removes an entry's traces (its map slot is already gone).
     fn forget(&mut self, addr: SocketAddr, entry: &Entry) {
-        if let Status::Idle { due } = entry.status {
-            self.queue.remove(&(due, entry.source, entry.seq, addr));
+        match entry.status {
+            Status::Idle { due } => {
+                self.queue.remove(&(due, entry.source, entry.seq, addr));
+            }
+            Status::Busy => self.busy -= 1,
         }
         self.counts[entry.source.index()] -= 1;
     }

@@ -22,6 +22,11 @@ use tokio::task::JoinHandle;
 /// Ports tried after the one asked for before letting the OS choose.
 const PORT_ATTEMPTS: u16 = 10;
 
+/// Incoming connections whose handshake may be pending at once per
+/// listener; past it new connections are closed at once, so a crowd that
+/// connects and says nothing costs a bounded number of tasks and sockets.
+const MAX_PENDING_HANDSHAKES: usize = 128;
+
 /// Where incoming connections for one torrent go.
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
@@ -91,6 +96,7 @@ pub(crate) fn spawn_acceptor(
     router: Router,
     handshake_timeout: Duration,
 ) -> JoinHandle<()> {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let (stream, addr) = match listener.accept().await {
@@ -102,8 +108,13 @@ pub(crate) fn spawn_acceptor(
                     continue;
                 }
             };
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                tracing::debug!(%addr, "too many handshakes pending: connection closed");
+                continue;
+            };
             let router = router.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let mut inbox = None;
                 let accepted = Connection::accept_with(stream, handshake_timeout, |prefix| {
                     let route = router.get(&prefix.info_hash)?;

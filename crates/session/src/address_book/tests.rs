@@ -157,7 +157,7 @@ proptest! {
 
     /// Counts agree with the entries whatever the sequence of operations.
     #[test]
-    fn counts_stay_consistent(ops in proptest::collection::vec((0u8..5, 0u32..30, 0u8..3), 1..400)) {
+    fn counts_stay_consistent(ops in proptest::collection::vec((0u8..7, 0u32..30, 0u8..3), 1..400)) {
         let t0 = Instant::now();
         let mut b = book(16);
         let mut now = t0;
@@ -168,12 +168,16 @@ proptest! {
                 1 => { b.next_dial(now); }
                 2 => b.ended(now, addr(a), Outcome::Failed),
                 3 => b.ended(now, addr(a), Outcome::Closed),
+                4 => { b.incoming(now, addr(a)); }
+                5 => b.ended(now, addr(a), Outcome::Misbehaved),
                 _ => now += Duration::from_secs(u64::from(a)),
             }
             let total: usize = PeerSource::ALL.iter().map(|&s| b.count(s)).sum();
             prop_assert_eq!(total, b.stats().known);
             prop_assert!(b.stats().known <= 16);
             prop_assert!(b.queue.len() <= b.stats().known);
+            let busy = b.entries.values().filter(|e| e.status == Status::Busy).count();
+            prop_assert_eq!(b.stats().busy, busy);
         }
     }
 }
