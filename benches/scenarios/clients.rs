@@ -35,7 +35,7 @@ use lodestone_tests::torrent::TorrentFacts;
 use lodestone_tests::workdir::KEEP_ENV;
 use serde::Serialize;
 
-use crate::launch::{Ended, Launched, TIME};
+use crate::launch::{Ended, Launched, TIME, TIME_FORMAT, Usage};
 
 /// rqbit has no block in the harness's address plan; this one is free.
 pub const BLOCK_RQBIT: u8 = 6;
@@ -64,6 +64,9 @@ pub struct Run {
     /// Peak resident set size in KiB (GNU time; for libtorrent the python
     /// process, interpreter included).
     pub peak_rss_kib: Option<u64>,
+    /// User + system CPU seconds of the whole process life (GNU time; for
+    /// libtorrent the python process, start-up and shut-down included).
+    pub cpu_s: Option<f64>,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -241,7 +244,7 @@ pub fn run(arena: &Arena<'_>, client: Client, race: Race, round: usize, timeout:
         client.name()
     ));
     let outcome = std::fs::create_dir_all(&dir)
-        .map_err(|e| (format!("creating {}: {e}", dir.display()), None))
+        .map_err(|e| (format!("creating {}: {e}", dir.display()), Usage::default()))
         .and_then(|()| match client {
             Client::Libtorrent => libtorrent(arena, race, round, &dir, timeout),
             _ => command_line(arena, client, race, round, &dir, timeout),
@@ -252,24 +255,26 @@ pub fn run(arena: &Arena<'_>, client: Client, race: Race, round: usize, timeout:
         let _ = std::fs::remove_dir_all(&dir);
     }
     match outcome {
-        Ok((seconds, peak_rss_kib)) => Run {
+        Ok((seconds, usage)) => Run {
             client,
             round,
             seconds: Some(seconds),
-            peak_rss_kib,
+            peak_rss_kib: usage.peak_rss_kib,
+            cpu_s: usage.cpu_s,
             error: None,
         },
-        Err((error, peak_rss_kib)) => Run {
+        Err((error, usage)) => Run {
             client,
             round,
             seconds: None,
-            peak_rss_kib,
+            peak_rss_kib: usage.peak_rss_kib,
+            cpu_s: usage.cpu_s,
             error: Some(error),
         },
     }
 }
 
-type Outcome = Result<(f64, Option<u64>), (String, Option<u64>)>;
+type Outcome = Result<(f64, Usage), (String, Usage)>;
 
 fn command_line(
     arena: &Arena<'_>,
@@ -286,7 +291,7 @@ fn command_line(
     let (program, args): (PathBuf, Vec<String>) = match client {
         Client::Lodestone => {
             let Ok(l) = &arena.tools.lodestone else {
-                return Err(("lodestone missing".to_owned(), None));
+                return Err(("lodestone missing".to_owned(), Usage::default()));
             };
             let help = match race {
                 Race::Metadata => l.metadata.as_deref(),
@@ -314,7 +319,7 @@ fn command_line(
         }
         Client::Rqbit => {
             let Ok(bin) = &arena.tools.rqbit else {
-                return Err(("rqbit missing".to_owned(), None));
+                return Err(("rqbit missing".to_owned(), Usage::default()));
             };
             let mut args: Vec<String> = vec![
                 "--dht-bootstrap-addrs".into(),
@@ -340,7 +345,7 @@ fn command_line(
         }
         Client::Aria2c => {
             let Ok(bin) = &arena.tools.aria2c else {
-                return Err(("aria2c missing".to_owned(), None));
+                return Err(("aria2c missing".to_owned(), Usage::default()));
             };
             let mut args: Vec<String> = vec![
                 format!("--dir={d}"),
@@ -373,10 +378,10 @@ fn command_line(
         Client::Libtorrent => unreachable!("libtorrent runs through downloader.py"),
     };
 
-    let mut launched =
-        Launched::spawn(client.name(), &program, &args, dir, true).map_err(|e| (e, None))?;
-    let ended = launched.wait(timeout).map_err(|e| (e, None))?;
-    let rss = launched.peak_rss_kib();
+    let mut launched = Launched::spawn(client.name(), &program, &args, dir, true)
+        .map_err(|e| (e, Usage::default()))?;
+    let ended = launched.wait(timeout).map_err(|e| (e, Usage::default()))?;
+    let rss = launched.usage();
     let seconds = match ended {
         Ended::Exited(status, after) if status.success() => after.as_secs_f64(),
         Ended::Exited(status, _) => {
@@ -486,7 +491,7 @@ fn libtorrent(
     let mut command = if Path::new(TIME).is_file() {
         let mut c = Command::new(TIME);
         c.arg("-f")
-            .arg("%M")
+            .arg(TIME_FORMAT)
             .arg("-o")
             .arg(&rss_file)
             .arg(SYSTEM_PYTHON);
@@ -520,8 +525,6 @@ fn libtorrent(
         }
         Ok::<f64, String>(t)
     })();
-    let rss = std::fs::read_to_string(&rss_file)
-        .ok()
-        .and_then(|t| t.lines().rev().find_map(|l| l.trim().parse().ok()));
-    result.map(|t| (t, rss)).map_err(|e| (e, rss))
+    let usage = Usage::read(&rss_file);
+    result.map(|t| (t, usage)).map_err(|e| (e, usage))
 }

@@ -18,6 +18,45 @@ use std::time::{Duration, Instant, SystemTime};
 /// GNU time, for peak RSS.
 pub const TIME: &str = "/usr/bin/time";
 
+/// What GNU time is asked to write: peak RSS in KiB, user and system CPU
+/// seconds, on one line that [`Usage::parse`] reads back.
+pub const TIME_FORMAT: &str = "%M %U %S";
+
+/// A finished process's resource use as GNU time reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// Peak resident set size, KiB.
+    pub peak_rss_kib: Option<u64>,
+    /// User + system CPU seconds over the whole life of the process.
+    pub cpu_s: Option<f64>,
+}
+
+impl Usage {
+    /// Reads the [`TIME_FORMAT`] line of a GNU time output file. On a
+    /// non-zero exit GNU time writes a "Command exited..." line first, so
+    /// the last line that parses counts.
+    pub fn parse(text: &str) -> Usage {
+        text.lines()
+            .rev()
+            .find_map(|line| {
+                let mut fields = line.split_whitespace();
+                let rss = fields.next()?.parse().ok()?;
+                let user: f64 = fields.next()?.parse().ok()?;
+                let system: f64 = fields.next()?.parse().ok()?;
+                Some(Usage {
+                    peak_rss_kib: Some(rss),
+                    cpu_s: Some(user + system),
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    /// Reads a GNU time output file; a missing file gives no figures.
+    pub fn read(path: &Path) -> Usage {
+        std::fs::read_to_string(path).map_or_else(|_| Usage::default(), |t| Usage::parse(&t))
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy)]
 pub enum Ended {
@@ -42,7 +81,7 @@ pub struct Launched {
 
 impl Launched {
     /// Starts `program args` with its output in `dir/<name>.log`; with
-    /// `measure_rss`, under GNU time writing `dir/<name>.rss`.
+    /// `measure_rss`, under GNU time writing its [`Usage`] to `dir/<name>.rss`.
     pub fn spawn(
         name: &str,
         program: &Path,
@@ -59,7 +98,7 @@ impl Launched {
         let mut command = match &rss {
             Some(rss) => {
                 let mut c = Command::new(TIME);
-                c.arg("-f").arg("%M").arg("-o").arg(rss).arg(program);
+                c.arg("-f").arg(TIME_FORMAT).arg("-o").arg(rss).arg(program);
                 c
             }
             None => Command::new(program),
@@ -135,11 +174,9 @@ impl Launched {
         self.done
     }
 
-    /// Peak RSS in KiB as GNU time reported it (after the exit).
-    pub fn peak_rss_kib(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(self.rss.as_ref()?).ok()?;
-        // On a non-zero exit GNU time writes a "Command exited..." line first.
-        text.lines().rev().find_map(|l| l.trim().parse().ok())
+    /// Peak RSS and CPU time as GNU time reported them (after the exit).
+    pub fn usage(&self) -> Usage {
+        self.rss.as_deref().map(Usage::read).unwrap_or_default()
     }
 
     /// The last `n` lines of its output, for error reports.

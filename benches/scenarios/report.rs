@@ -26,6 +26,10 @@ pub struct ClientSummary {
     pub median_mb_s: Option<f64>,
     /// Median of the peak RSS of its runs, MiB.
     pub median_peak_rss_mib: Option<f64>,
+    /// Median CPU seconds (user + system, whole process) per GiB of
+    /// content (downloads only): on a 2-core machine shared with the
+    /// seeders, the figure a client can win on.
+    pub median_cpu_s_per_gib: Option<f64>,
     /// This client's median time / lodestone's (> 1: lodestone is faster).
     pub time_vs_lodestone: Option<f64>,
 }
@@ -65,6 +69,12 @@ impl RaceReport {
                     .map(|k| k as f64 / 1024.0)
                     .collect();
                 let seconds = Summary::of(&times);
+                let gib = bytes.map(|b| b as f64 / f64::from(1u32 << 30));
+                let cpu: Vec<f64> = mine
+                    .iter()
+                    .filter(|r| r.seconds.is_some())
+                    .filter_map(|r| Some(r.cpu_s? / gib?.max(1e-12)))
+                    .collect();
                 ClientSummary {
                     client,
                     ok: times.len(),
@@ -74,6 +84,7 @@ impl RaceReport {
                         .zip(seconds)
                         .map(|(b, s)| b as f64 / 1e6 / s.median.max(1e-9)),
                     median_peak_rss_mib: Summary::of(&rss).map(|s| s.median),
+                    median_cpu_s_per_gib: Summary::of(&cpu).map(|s| s.median),
                     time_vs_lodestone: None,
                 }
             })
@@ -104,8 +115,8 @@ impl RaceReport {
         let download = self.summary.iter().any(|s| s.median_mb_s.is_some());
         let _ = writeln!(
             t,
-            "{:<11} {:>5}  {:>9}  {:>15}  {:>8}  {:>10}   time vs lodestone",
-            "client", "ok", "median s", "min-max s", "MB/s", "peak MiB",
+            "{:<11} {:>5}  {:>9}  {:>15}  {:>8}  {:>10}  {:>10}   time vs lodestone",
+            "client", "ok", "median s", "min-max s", "MB/s", "CPU s/GiB", "peak MiB",
         );
         for s in &self.summary {
             let (median, range) = match s.seconds {
@@ -121,6 +132,9 @@ impl RaceReport {
             let rss = s
                 .median_peak_rss_mib
                 .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+            let cpu = s
+                .median_cpu_s_per_gib
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
             let ratio = match (s.client, s.time_vs_lodestone) {
                 (Client::Lodestone, Some(_)) => "1.00 (reference)".to_owned(),
                 (_, Some(r)) => format!("{r:.2}x"),
@@ -128,12 +142,13 @@ impl RaceReport {
             };
             let _ = writeln!(
                 t,
-                "{:<11} {:>5}  {:>9}  {:>15}  {:>8}  {:>10}   {}",
+                "{:<11} {:>5}  {:>9}  {:>15}  {:>8}  {:>10}  {:>10}   {}",
                 s.client.name(),
                 format!("{}/{}", s.ok, s.rounds),
                 median,
                 range,
                 if download { mb } else { "".to_owned() },
+                if download { cpu } else { "".to_owned() },
                 rss,
                 ratio
             );
