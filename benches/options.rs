@@ -19,6 +19,8 @@ Options (each also read from the environment variable in brackets):
   --rounds N            rounds per scenario, clients alternating [LODESTONE_BENCH_ROUNDS] (5)
   --size-mib N          download size in MiB, spread over 8 files [LODESTONE_BENCH_SIZE_MIB] (512)
   --piece-kib N         piece length in KiB, 0 lets libtorrent choose [LODESTONE_BENCH_PIECE_KIB] (0)
+  --seeders LIST        libtorrent seeders per swarm, e.g. 3,48: one download race each; the
+                        other scenarios use the first [LODESTONE_BENCH_SEEDERS] (3)
   --scenarios LIST      any of ceilings,metadata,download,node [LODESTONE_BENCH_SCENARIOS] (all)
   --clients LIST        any of lodestone,rqbit,libtorrent,aria2c [LODESTONE_BENCH_CLIENTS] (all)
   --node-secs S         seconds of each load phase against a DHT node [LODESTONE_BENCH_NODE_SECS] (10)
@@ -104,6 +106,8 @@ pub struct Options {
     pub size_mib: u64,
     /// Piece length in KiB; 0 lets libtorrent choose.
     pub piece_kib: u32,
+    /// Seeders of each swarm: one download race per entry, in order.
+    pub seeders: Vec<u8>,
     /// Selected scenarios.
     pub scenarios: BTreeSet<Scenario>,
     /// Selected clients.
@@ -140,6 +144,7 @@ impl Options {
             rounds: 5,
             size_mib: 512,
             piece_kib: 0,
+            seeders: vec![3],
             scenarios: Scenario::ALL.into_iter().collect(),
             clients: Client::ALL.into_iter().collect(),
             node_load: Duration::from_secs(10),
@@ -165,6 +170,9 @@ impl Options {
         }
         if let Some(v) = env("LODESTONE_BENCH_PIECE_KIB") {
             o.piece_kib = number(&v, "LODESTONE_BENCH_PIECE_KIB")?;
+        }
+        if let Some(v) = env("LODESTONE_BENCH_SEEDERS") {
+            o.seeders = seeder_counts(&v)?;
         }
         if let Some(v) = env("LODESTONE_BENCH_SCENARIOS") {
             o.scenarios = scenarios(&v)?;
@@ -209,6 +217,7 @@ impl Options {
                 "--rounds" => o.rounds = number(&value(arg)?, arg)?,
                 "--size-mib" => o.size_mib = number(&value(arg)?, arg)?,
                 "--piece-kib" => o.piece_kib = number(&value(arg)?, arg)?,
+                "--seeders" => o.seeders = seeder_counts(&value(arg)?)?,
                 "--scenarios" => o.scenarios = scenarios(&value(arg)?)?,
                 "--clients" => o.clients = clients(&value(arg)?)?,
                 "--node-secs" => o.node_load = seconds(&value(arg)?, arg)?,
@@ -246,6 +255,26 @@ fn number<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, String> {
     text.trim()
         .parse()
         .map_err(|_| format!("{what}: not a number: {text:?}"))
+}
+
+/// Most seeders in one swarm: each is a libtorrent session in one python
+/// process, sharing the two cores with the downloader.
+const MAX_SEEDERS: u8 = 64;
+
+fn seeder_counts(text: &str) -> Result<Vec<u8>, String> {
+    let counts = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match number::<u8>(s, "--seeders")? {
+            n @ 1..=MAX_SEEDERS => Ok(n),
+            n => Err(format!("--seeders: {n} is outside 1..={MAX_SEEDERS}")),
+        })
+        .collect::<Result<Vec<u8>, String>>()?;
+    if counts.is_empty() {
+        return Err("--seeders: no count given".to_owned());
+    }
+    Ok(counts)
 }
 
 fn seconds(text: &str, what: &str) -> Result<Duration, String> {
@@ -294,7 +323,14 @@ mod tests {
         let o = Options::parse(&args(&["--bench", "--quick", "--rounds", "3"]))
             .unwrap()
             .unwrap();
-        assert_eq!((o.rounds, o.size_mib), (3, 128));
+        assert_eq!(
+            (o.rounds, o.size_mib, o.seeders.as_slice()),
+            (3, 128, &[3][..])
+        );
+        let o = Options::parse(&args(&["--seeders", "3, 48"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.seeders, [3, 48]);
         let o = Options::parse(&args(&[
             "--clients",
             "rqbit,lodestone",
@@ -319,6 +355,9 @@ mod tests {
         assert!(Options::parse(&args(&["--rounds", "0"])).is_err());
         assert!(Options::parse(&args(&["--clients", "utorrent"])).is_err());
         assert!(Options::parse(&args(&["--piece-kib", "100"])).is_err());
+        assert!(Options::parse(&args(&["--seeders", "0"])).is_err());
+        assert!(Options::parse(&args(&["--seeders", ","])).is_err());
+        assert!(Options::parse(&args(&["--seeders", "65"])).is_err());
         assert!(Options::parse(&args(&["--frobnicate"])).is_err());
         assert!(Options::parse(&args(&["--help"])).unwrap().is_none());
     }

@@ -46,8 +46,6 @@ use crate::report::{RaceReport, Report, SwarmSummary};
 
 /// Libtorrent DHT nodes in the swarm.
 const DHT_NODES: u8 = 8;
-/// Libtorrent seeders in the swarm.
-const SEEDERS: u8 = 3;
 /// Which swarm node every client bootstraps from (not the one the swarm
 /// probes with, so lookups have to walk).
 const BOOTSTRAP_INDEX: usize = 2;
@@ -142,10 +140,10 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
             .map(|&c| (c.name().to_owned(), clients::settings(c).to_owned()))
             .collect(),
         notes,
-        swarm: None,
+        swarm: Vec::new(),
         ceilings: None,
         metadata: None,
-        download: None,
+        download: Vec::new(),
         node: Vec::new(),
         node_skipped: Vec::new(),
     };
@@ -165,101 +163,19 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
         .iter()
         .any(|s| options.scenarios.contains(s));
     if needs_swarm {
-        // Content only matters to the download race.
-        let size = if options.scenarios.contains(&Scenario::Download) {
-            options.size_mib << 20
-        } else {
-            16 << 20
-        };
-        eprintln!(
-            "starting the swarm: {DHT_NODES} DHT nodes, {SEEDERS} seeders, {} MiB...",
-            size >> 20
-        );
-        let swarm = Swarm::start(SwarmConfig {
-            dht_nodes: DHT_NODES,
-            seeders: SEEDERS,
-            file_sizes: file_sizes(size),
-            single_file: false,
-            name: "content".to_owned(),
-            piece_length: (options.piece_kib > 0).then_some(options.piece_kib * 1024),
-            seed: 7,
-            port: clients::PORT,
-            utp: false,
-            ready_timeout: Duration::from_secs(180),
-        })
-        .map_err(|e| format!("swarm: {e}"))?;
-        let info = swarm.info().clone();
-        let bootstrap = info.dht_nodes[BOOTSTRAP_INDEX.min(info.dht_nodes.len() - 1)];
-        let swarm_summary = SwarmSummary {
-            dht_nodes: info.dht_nodes.len(),
-            seeders: info.seeders.len(),
-            bootstrap: bootstrap.to_string(),
-            info_hash: info.info_hash.clone(),
-            total_length: info.total_length,
-            files: info.files.len(),
-            piece_length: info.piece_length,
-            ready_s: info.ready_s,
-        };
-        println!(
-            "\nswarm: {} libtorrent DHT nodes, {} seeders, {} files, {:.1} MiB in {} KiB pieces, ready in {:.1} s; every client bootstraps from {bootstrap}",
-            swarm_summary.dht_nodes,
-            swarm_summary.seeders,
-            swarm_summary.files,
-            info.total_length as f64 / 1048576.0,
-            info.piece_length / 1024,
-            info.ready_s
-        );
-        report.swarm = Some(swarm_summary);
-        let arena = Arena {
-            swarm: &info,
-            bootstrap,
-            scratch,
-            tools: &tools,
-        };
-
-        if options.scenarios.contains(&Scenario::Metadata) {
-            let race = race(
-                &arena,
+        // The first swarm runs every scenario; each further seeder count
+        // gets a swarm of its own for the download race only.
+        for (i, &seeders) in options.seeders.iter().enumerate() {
+            swarm_scenarios(
+                &mut report,
+                &options,
+                &tools,
                 &chosen,
-                Race::Metadata,
-                options.rounds,
-                METADATA_TIMEOUT,
-            );
-            let r = RaceReport::new(
-                "magnet (infohash only) -> metainfo known, through the DHT only; seconds to each client's own signal",
-                race.0,
-                race.1,
-                None,
-            );
-            print!("{}", r.table("time to metadata"));
-            report.metadata = Some(r);
+                scratch,
+                seeders,
+                i == 0,
+            )?;
         }
-        if options.scenarios.contains(&Scenario::Download) {
-            // Generous: 10 MB/s would still finish.
-            let timeout = Duration::from_secs(60 + info.total_length / 10_000_000);
-            let race = race(&arena, &chosen, Race::Download, options.rounds, timeout);
-            let r = RaceReport::new(
-                "magnet -> all files written and verified by the client (then checked here by SHA-1); wall seconds",
-                race.0,
-                race.1,
-                Some(info.total_length),
-            );
-            print!(
-                "{}",
-                r.table(&format!(
-                    "download of {:.0} MiB in {} files from {} seeders",
-                    info.total_length as f64 / 1048576.0,
-                    info.files.len(),
-                    info.seeders.len()
-                ))
-            );
-            report.download = Some(r);
-        }
-        if options.scenarios.contains(&Scenario::Node) {
-            node_scenario(&mut report, &tools, bootstrap, scratch, &options);
-            print!("{}", report::node_table(&report.node, &report.node_skipped));
-        }
-        drop(swarm);
     }
 
     println!("\nnotes:");
@@ -283,6 +199,116 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
         if report.git_dirty { ", dirty" } else { "" },
         begun.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Starts a swarm of `seeders` libtorrent seeders and runs the races that
+/// need one: all of them for the `first` swarm, only the download after.
+fn swarm_scenarios(
+    report: &mut Report,
+    options: &Options,
+    tools: &Tools,
+    chosen: &[Client],
+    scratch: &Path,
+    seeders: u8,
+    first: bool,
+) -> Result<(), String> {
+    let download = options.scenarios.contains(&Scenario::Download);
+    // Content only matters to the download race.
+    let size = if download {
+        options.size_mib << 20
+    } else {
+        16 << 20
+    };
+    eprintln!(
+        "starting the swarm: {DHT_NODES} DHT nodes, {seeders} seeders, {} MiB...",
+        size >> 20
+    );
+    let swarm = Swarm::start(SwarmConfig {
+        dht_nodes: DHT_NODES,
+        seeders,
+        file_sizes: file_sizes(size),
+        single_file: false,
+        name: "content".to_owned(),
+        piece_length: (options.piece_kib > 0).then_some(options.piece_kib * 1024),
+        seed: 7,
+        port: clients::PORT,
+        utp: false,
+        ready_timeout: Duration::from_secs(180),
+    })
+    .map_err(|e| format!("swarm: {e}"))?;
+    let info = swarm.info().clone();
+    let bootstrap = info.dht_nodes[BOOTSTRAP_INDEX.min(info.dht_nodes.len() - 1)];
+    let swarm_summary = SwarmSummary {
+        dht_nodes: info.dht_nodes.len(),
+        seeders: info.seeders.len(),
+        bootstrap: bootstrap.to_string(),
+        info_hash: info.info_hash.clone(),
+        total_length: info.total_length,
+        files: info.files.len(),
+        piece_length: info.piece_length,
+        ready_s: info.ready_s,
+    };
+    println!(
+        "\nswarm: {} libtorrent DHT nodes, {} seeders, {} files, {:.1} MiB in {} KiB pieces, ready in {:.1} s; every client bootstraps from {bootstrap}",
+        swarm_summary.dht_nodes,
+        swarm_summary.seeders,
+        swarm_summary.files,
+        info.total_length as f64 / 1048576.0,
+        info.piece_length / 1024,
+        info.ready_s
+    );
+    report.swarm.push(swarm_summary);
+    let arena = Arena {
+        swarm: &info,
+        bootstrap,
+        scratch,
+        tools,
+    };
+
+    if first && options.scenarios.contains(&Scenario::Metadata) {
+        let race = race(
+            &arena,
+            chosen,
+            Race::Metadata,
+            options.rounds,
+            METADATA_TIMEOUT,
+        );
+        let r = RaceReport::new(
+            "magnet (infohash only) -> metainfo known, through the DHT only; seconds to each client's own signal",
+            race.0,
+            race.1,
+            None,
+        );
+        print!("{}", r.table("time to metadata"));
+        report.metadata = Some(r);
+    }
+    if download {
+        // Generous: 10 MB/s would still finish.
+        let timeout = Duration::from_secs(60 + info.total_length / 10_000_000);
+        let race = race(&arena, chosen, Race::Download, options.rounds, timeout);
+        let r = RaceReport::new(
+            "magnet -> all files written and verified by the client (then checked here by SHA-1); wall seconds",
+            race.0,
+            race.1,
+            Some(info.total_length),
+        );
+        print!(
+            "{}",
+            r.table(&format!(
+                "download of {:.0} MiB in {} files from {} seeders",
+                info.total_length as f64 / 1048576.0,
+                info.files.len(),
+                info.seeders.len()
+            ))
+        );
+        report.download.push(r);
+    }
+    if first && options.scenarios.contains(&Scenario::Node) {
+        node_scenario(report, tools, bootstrap, scratch, options);
+        print!("{}", report::node_table(&report.node, &report.node_skipped));
+    }
+    drop(swarm);
     Ok(())
 }
 

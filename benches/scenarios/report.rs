@@ -330,14 +330,14 @@ pub struct Report {
     pub settings: BTreeMap<String, String>,
     /// Remarks a reader needs (skips, caveats).
     pub notes: Vec<String>,
-    /// The private DHT and its content.
-    pub swarm: Option<SwarmSummary>,
+    /// The private DHTs and their content, one per seeder count.
+    pub swarm: Vec<SwarmSummary>,
     /// Machine ceilings.
     pub ceilings: Option<Ceilings>,
     /// Magnet → metainfo.
     pub metadata: Option<RaceReport>,
-    /// Magnet → verified files.
-    pub download: Option<RaceReport>,
+    /// Magnet → verified files, one race per seeder count.
+    pub download: Vec<RaceReport>,
     /// DHT nodes under load.
     pub node: Vec<NodeRun>,
     /// Nodes that did not run, and why.

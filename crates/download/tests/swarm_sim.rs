@@ -36,6 +36,9 @@ use rand::{RngExt, SeedableRng};
 /// Two blocks per piece, 512 pieces: 16 MiB.
 const PIECE_LEN: u32 = 2 * BLOCK_SIZE;
 const PIECES: u32 = 512;
+/// The budget of pieces started and not yet verified: what the download
+/// gives 32 KiB pieces (8 MiB), less than the 56 peers' first pipelines.
+const OPEN_PIECES: usize = 256;
 
 /// Simulated remote peers, by behaviour (56 in all).
 const MIX: [(Kind, usize); 7] = [
@@ -228,6 +231,9 @@ impl Sim {
             8,
             base,
         );
+        // The sessions share pieces within the budget and wait for the
+        // wake when one closes, as in a real download.
+        torrent.set_open_limit(OPEN_PIECES);
         let config = SessionConfig {
             metainfo: Arc::new(metainfo),
             layout: layout.clone(),
@@ -629,19 +635,20 @@ impl Sim {
             .expect("verdicts are on real pieces");
         self.trace
             .add(&[self.now.as_nanos() as u64, piece.get().into(), good.into()]);
-        if good {
+        let banned = if good {
             self.verified.set(piece.get());
-            self.torrent.piece_verified(piece, data, true);
+            self.torrent.piece_verified(piece, data, true).banned
         } else {
-            let now = self.instant();
-            for k in self.torrent.piece_failed(piece, data) {
-                let i = k.0 as usize - 1;
-                self.banned.insert(i);
-                if let Some(s) = self.peers[i].session.as_mut() {
-                    s.handle_command(now, PeerCmd::Close(CloseReason::Banned));
-                }
-                self.flush(i);
+            self.torrent.piece_failed(piece, data)
+        };
+        let now = self.instant();
+        for k in banned {
+            let i = k.0 as usize - 1;
+            self.banned.insert(i);
+            if let Some(s) = self.peers[i].session.as_mut() {
+                s.handle_command(now, PeerCmd::Close(CloseReason::Banned));
             }
+            self.flush(i);
         }
         self.settle(BTreeSet::new());
     }

@@ -101,6 +101,11 @@ pub struct Picker {
     missing_in_partial: u64,
     peers: BTreeMap<PeerKey, Peer>,
     rng: StdRng,
+    /// Most pieces started and not yet verified; see [`Picker::set_open_limit`].
+    open_limit: usize,
+    /// A peer went without requests only because of `open_limit`: the
+    /// next piece to close should wake the sessions.
+    held_by_limit: bool,
 }
 
 impl Picker {
@@ -123,7 +128,26 @@ impl Picker {
             missing_in_partial: 0,
             peers: BTreeMap::new(),
             rng,
+            open_limit: usize::MAX,
+            held_by_limit: false,
         }
+    }
+
+    /// Caps the pieces started and not yet verified at `pieces` (at least
+    /// one). Each holds a piece buffer from its first block to its
+    /// verdict, so this bounds the memory of a download by a budget, not
+    /// by the number of peers or their pipelines. A peer that has none of
+    /// the open pieces may still start one, so pieces no connected peer
+    /// can finish never stall the rest.
+    pub fn set_open_limit(&mut self, pieces: usize) {
+        self.open_limit = pieces.max(1);
+    }
+
+    /// Whether a peer went without requests because of the open limit
+    /// since the last call: if so, a piece just closed and the sessions
+    /// should ask again.
+    pub fn take_held_by_limit(&mut self) -> bool {
+        std::mem::take(&mut self.held_by_limit)
     }
 
     /// Verified pieces: what we advertise (subject to storage) and serve.
@@ -244,6 +268,7 @@ impl Picker {
     /// The peer choked us: its outstanding requests will not be answered.
     pub fn peer_choked(&mut self, peer: PeerKey) {
         self.release_requests(peer);
+        self.close_untouched();
     }
 
     /// The peer disconnected.
@@ -251,6 +276,28 @@ impl Picker {
         self.release_requests(peer);
         self.forget_pieces(peer);
         self.peers.remove(&peer);
+        self.close_untouched();
+    }
+
+    /// Started pieces of which nothing is requested or received any more
+    /// go back to the queue: they hold no buffer and must not count
+    /// against the open limit.
+    fn close_untouched(&mut self) {
+        let untouched: Vec<PieceIndex> = self
+            .partial
+            .iter()
+            .filter(|(_, partial)| {
+                partial.received == 0 && partial.missing as usize == partial.slots.len()
+            })
+            .map(|(&piece, _)| piece)
+            .collect();
+        for piece in untouched {
+            if let Some(partial) = self.partial.remove(&piece) {
+                self.missing_in_partial -= u64::from(partial.missing);
+                let p = piece.get();
+                self.queue.insert(p, self.availability[p as usize]);
+            }
+        }
     }
 
     /// Undoes the peer's contribution to availability.
@@ -321,8 +368,14 @@ impl Picker {
                 }
             }
         }
-        // 2. Start the rarest pieces the peer has.
+        // 2. Start the rarest pieces the peer has, within the open limit.
         while out.len() < max {
+            if self.partial.len() >= self.open_limit
+                && (!out.is_empty() || self.has_open_piece(peer))
+            {
+                self.held_by_limit = true;
+                break;
+            }
             let Some(piece) = self.rarest_for(peer) else {
                 break;
             };
@@ -344,6 +397,13 @@ impl Picker {
             self.endgame_requests(peer, max, &mut out);
         }
         out
+    }
+
+    /// Whether the peer has one of the started pieces.
+    fn has_open_piece(&self, peer: PeerKey) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|info| self.partial.keys().any(|p| info.has.get(p.get())))
     }
 
     /// The rarest queued piece the peer has; scans each bucket from a
@@ -470,16 +530,15 @@ impl Picker {
     }
 
     /// The completed piece failed its hash: every block is requestable
-    /// again. Returns the peers that sent its blocks (one may be lying).
+    /// again. Returns who sent each block, in block order (every block is
+    /// in when a piece is hashed), so the liar can be found later.
     pub fn piece_failed(&mut self, piece: PieceIndex) -> Vec<PeerKey> {
         let Some(partial) = self.partial.get_mut(&piece) else {
             return Vec::new();
         };
-        let mut senders = Vec::new();
+        let mut senders = Vec::with_capacity(partial.slots.len());
         for slot in &mut partial.slots {
-            if let Slot::Received(q) = *slot
-                && !senders.contains(&q)
-            {
+            if let Slot::Received(q) = *slot {
                 senders.push(q);
             }
             *slot = Slot::Missing;

@@ -221,6 +221,72 @@ fn choke_and_reject_release_requests() {
 }
 
 #[test]
+fn the_open_limit_bounds_started_pieces() {
+    let l = layout(8, 4);
+    let mut pk = picker(&l, 1);
+    pk.set_open_limit(2);
+    let (a, b) = (PeerKey(1), PeerKey(2));
+    for p in [a, b] {
+        pk.peer_connected(p);
+        pk.peer_have_all(p);
+    }
+    // Two pieces of four blocks open; a third is refused.
+    let first = pk.next_requests(a, 16);
+    assert_eq!(first.len(), 8);
+    assert!(pk.next_requests(b, 16).is_empty());
+    assert!(pk.take_held_by_limit());
+    assert!(!pk.take_held_by_limit());
+    // Closing one piece lets the next one open.
+    let piece = first[0].piece();
+    for &block in first.iter().filter(|x| x.piece() == piece) {
+        pk.block_received(a, block);
+    }
+    assert!(pk.piece_verified(piece));
+    let next = pk.next_requests(b, 16);
+    assert_eq!(next.len(), 4);
+    assert!(next.iter().all(|x| x.piece() != piece));
+}
+
+#[test]
+fn a_peer_without_the_open_pieces_may_open_one() {
+    let l = layout(8, 4);
+    let mut pk = picker(&l, 1);
+    pk.set_open_limit(1);
+    let (a, b) = (PeerKey(1), PeerKey(2));
+    pk.peer_connected(a);
+    pk.peer_bitfield(a, bits(8, &[0]));
+    pk.peer_connected(b);
+    pk.peer_bitfield(b, bits(8, &[5, 6]));
+    assert_eq!(pk.next_requests(a, 16).len(), 4);
+    // b cannot help with piece 0: it opens one piece, not two.
+    let got = pk.next_requests(b, 16);
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|x| x.piece() == got[0].piece()));
+    assert!(pk.next_requests(b, 16).is_empty());
+}
+
+#[test]
+fn pieces_left_untouched_by_a_departed_peer_are_requeued() {
+    let l = layout(8, 4);
+    let mut pk = picker(&l, 1);
+    pk.set_open_limit(2);
+    let (a, b) = (PeerKey(1), PeerKey(2));
+    for p in [a, b] {
+        pk.peer_connected(p);
+        pk.peer_have_all(p);
+    }
+    let asked = pk.next_requests(a, 8);
+    assert_eq!(asked.len(), 8);
+    // One block of the first piece arrived; then a leaves.
+    pk.block_received(a, asked[0]);
+    pk.peer_gone(a);
+    // The untouched piece no longer counts: b opens another besides
+    // finishing the started one.
+    let got = pk.next_requests(b, 16);
+    assert_eq!(got.len(), 3 + 4);
+}
+
+#[test]
 fn availability_counts_seeds_and_departures() {
     let l = layout(3, 1);
     let mut pk = picker(&l, 0);
@@ -342,6 +408,7 @@ proptest! {
         pieces in 1u32..12,
         blocks in 1u32..4,
         seed in any::<u64>(),
+        open_limit in 1usize..16,
         ops in proptest::collection::vec(op(), 0..120),
     ) {
         let layout = layout(pieces, blocks);
@@ -353,6 +420,7 @@ proptest! {
             received: BTreeSet::new(),
             fail_next: false,
         };
+        h.pk.set_open_limit(open_limit);
         for op in ops {
             match op {
                 Op::Connect(p, b) => {

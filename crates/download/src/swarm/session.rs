@@ -743,7 +743,7 @@ impl PeerSession {
                         cancel,
                         piece_complete,
                     } => {
-                        t.assembly.put(&self.config.layout, b, &data, key);
+                        t.assembly.put(&self.config.layout, b, &data);
                         for peer in cancel {
                             t.push(Action::Cancel { peer, block: b });
                         }

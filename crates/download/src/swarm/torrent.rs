@@ -49,6 +49,16 @@ pub enum Action {
     Have(PieceIndex),
 }
 
+/// What a passing hash changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// The piece was not verified before (so `have` goes out once).
+    pub news: bool,
+    /// Peers whose blocks in an earlier, failed download of the piece
+    /// differ from the good data: ban them.
+    pub banned: Vec<PeerKey>,
+}
+
 /// Session-wide byte counters.
 #[derive(Debug)]
 pub struct Counters {
@@ -119,6 +129,14 @@ impl Torrent {
         }
     }
 
+    /// Caps the pieces under assembly or at the hash pool at `pieces`
+    /// (see [`Picker::set_open_limit`]); spare buffers kept for reuse stay
+    /// within the same count, so the piece buffers never exceed it.
+    pub fn set_open_limit(&mut self, pieces: usize) {
+        self.picker.set_open_limit(pieces);
+        self.assembly.set_buffer_limit(pieces);
+    }
+
     /// Limits download and upload to these token buckets (shared with
     /// other torrents when the limit is the session's).
     pub fn set_limits(&mut self, download: Option<SharedBucket>, upload: Option<SharedBucket>) {
@@ -169,25 +187,27 @@ impl Torrent {
     /// woken to take them.
     pub fn peer_gone(&mut self, peer: PeerKey) {
         self.picker.peer_gone(peer);
-        self.blame.forget(peer);
         self.push(Action::Wake);
     }
 
     /// The piece hashed correctly; `stored` says whether it can be read
-    /// back (a piece straddling an unselected file may not be). Returns
-    /// whether it was news. `buffer` is the one [`Action::Verify`] carried.
-    pub fn piece_verified(&mut self, piece: PieceIndex, buffer: Vec<u8>, stored: bool) -> bool {
+    /// back (a piece straddling an unselected file may not be). `buffer`
+    /// is the one [`Action::Verify`] carried. Says whether it was news,
+    /// and whom an earlier failure of the piece now convicts.
+    pub fn piece_verified(&mut self, piece: PieceIndex, buffer: Vec<u8>, stored: bool) -> Verified {
         let was_full = self.hash_backlog_full();
+        let banned = self.blame.piece_verified(piece, &buffer);
         self.assembly.finished(piece, buffer);
         let news = self.picker.piece_verified(piece);
         if news && stored {
             self.servable.set(piece.get());
             self.push(Action::Have(piece));
         }
-        if was_full && !self.hash_backlog_full() {
+        let held = self.picker.take_held_by_limit();
+        if held || (was_full && !self.hash_backlog_full()) {
             self.push(Action::Wake);
         }
-        news
+        Verified { news, banned }
     }
 
     /// Found on disk but not yet trusted: not requested until
@@ -216,10 +236,10 @@ impl Torrent {
     /// The piece failed its hash: its blocks are requestable again. Returns
     /// the peers to ban (see `blame`).
     pub fn piece_failed(&mut self, piece: PieceIndex, buffer: Vec<u8>) -> Vec<PeerKey> {
-        let contributors = self.assembly.finished(piece, buffer);
-        tracing::warn!(%piece, ?contributors, "piece failed its hash check");
-        self.picker.piece_failed(piece);
-        let banned = self.blame.piece_failed(&contributors);
+        let senders = self.picker.piece_failed(piece);
+        tracing::warn!(%piece, ?senders, "piece failed its hash check");
+        let banned = self.blame.piece_failed(piece, &senders, &buffer);
+        self.assembly.finished(piece, buffer);
         self.push(Action::Wake);
         banned
     }
