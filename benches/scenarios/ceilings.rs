@@ -2,6 +2,8 @@
 //! no client can verify faster than SHA-1 on its cores, move pieces faster
 //! than loopback TCP, or store them faster than the output directory takes.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -45,15 +47,9 @@ pub fn measure(bytes: u64, ip: std::net::Ipv4Addr, dir: &Path) -> Result<Ceiling
 
 /// 1 MiB of bytes that no layer can compress or deduplicate trivially.
 fn pattern() -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..CHUNK)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut data = vec![0; CHUNK];
+    StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15).fill_bytes(&mut data);
+    data
 }
 
 fn mb_s(bytes: u64, since: Instant) -> f64 {

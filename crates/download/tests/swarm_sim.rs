@@ -31,7 +31,7 @@ use lodestone_download::swarm::torrent::{Action, Torrent};
 use lodestone_download::{BLOCK_SIZE, Bitfield, Layout, PeerKey};
 use lodestone_wire::{Block, BlockRequest, Message, Reserved};
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 
 /// Two blocks per piece, 512 pieces: 16 MiB.
 const PIECE_LEN: u32 = 2 * BLOCK_SIZE;
@@ -202,15 +202,9 @@ struct Sim {
 }
 
 fn pseudo_random_data(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut data = vec![0; len];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    data
 }
 
 impl Sim {

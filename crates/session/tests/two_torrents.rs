@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU64;
 use std::path::Path;
@@ -21,15 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Pseudo-random bytes, the same for the same seed.
 fn bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut data = vec![0; n];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    data
 }
 
 /// A two-file torrent named `name`, written under `dir`.

@@ -220,16 +220,21 @@ fn choke_and_reject_release_requests() {
     assert_eq!(rest, vec![got[0], got[2]]);
 }
 
-#[test]
-fn the_open_limit_bounds_started_pieces() {
-    let l = layout(8, 4);
-    let mut pk = picker(&l, 1);
-    pk.set_open_limit(2);
+/// A picker of 8 pieces of 4 blocks, at most `limit` open, and two seeds.
+fn two_seeds_with_open_limit(limit: usize) -> (Picker, PeerKey, PeerKey) {
+    let mut pk = picker(&layout(8, 4), 1);
+    pk.set_open_limit(limit);
     let (a, b) = (PeerKey(1), PeerKey(2));
     for p in [a, b] {
         pk.peer_connected(p);
         pk.peer_have_all(p);
     }
+    (pk, a, b)
+}
+
+#[test]
+fn the_open_limit_bounds_started_pieces() {
+    let (mut pk, a, b) = two_seeds_with_open_limit(2);
     // Two pieces of four blocks open; a third is refused.
     let first = pk.next_requests(a, 16);
     assert_eq!(first.len(), 8);
@@ -267,14 +272,7 @@ fn a_peer_without_the_open_pieces_may_open_one() {
 
 #[test]
 fn pieces_left_untouched_by_a_departed_peer_are_requeued() {
-    let l = layout(8, 4);
-    let mut pk = picker(&l, 1);
-    pk.set_open_limit(2);
-    let (a, b) = (PeerKey(1), PeerKey(2));
-    for p in [a, b] {
-        pk.peer_connected(p);
-        pk.peer_have_all(p);
-    }
+    let (mut pk, a, b) = two_seeds_with_open_limit(2);
     let asked = pk.next_requests(a, 8);
     assert_eq!(asked.len(), 8);
     // One block of the first piece arrived; then a leaves.
