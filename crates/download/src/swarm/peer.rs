@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use lodestone_wire::pex::PexReport;
 use lodestone_wire::{BlockRequest, ConnectionReader, ConnectionWriter, Decoder, Established};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -136,6 +137,15 @@ async fn pump(
             match event {
                 PeerEvent::Read(batch) => {
                     read_job = Some(start_read(shared.storage.clone(), batch));
+                }
+                PeerEvent::Pex(peers) => {
+                    if let Some(pex) = &shared.pex {
+                        // A full queue drops the hint: PEX is best effort.
+                        let _ = pex.try_send(PexReport {
+                            from: session.addr(),
+                            peers,
+                        });
+                    }
                 }
                 PeerEvent::Closed(e) => return Err(e),
             }
