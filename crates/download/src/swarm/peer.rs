@@ -70,7 +70,7 @@ pub(crate) async fn run(
         addr,
         early,
         greeted,
-        ..
+        incoming,
     } = established;
     if theirs.peer_id == shared.handshake.peer_id {
         return Err(PeerError::Duplicate);
@@ -109,6 +109,9 @@ pub(crate) async fn run(
     };
     let (mut reader, mut writer) = conn.into_split();
     reader.set_decoder(Decoder::new().with_piece_count(shared.layout.piece_count()));
+    if !incoming {
+        session.dialed_at(addr);
+    }
     for message in early {
         session.handle_message(now, message);
     }

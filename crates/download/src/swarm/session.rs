@@ -358,6 +358,16 @@ impl PeerSession {
         }
     }
 
+    /// We dialed the peer at `addr`, so it listens there: other peers may
+    /// hear of it by PEX. (A peer we dialed does not send its port: libtorrent
+    /// sends `p` only on connections it made.) Follow with [`Self::update`].
+    pub fn dialed_at(&mut self, addr: SocketAddr) {
+        if self.config.pex && self.listen_addr.is_none() {
+            self.listen_addr = Some(addr);
+            self.ops.push(Op::Listening(addr));
+        }
+    }
+
     /// The peer's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -567,14 +577,15 @@ impl PeerSession {
         if self.their_pex_id.is_some() && self.pex_outbox.is_none() {
             self.pex_outbox = Some(PexOutbox::new(now));
         }
-        // Without `p` we cannot tell where an incoming peer listens, so we
-        // do not pass it on at all.
-        if let Some(port) = h.p {
+        // Where a peer that dialed us listens, only its `p` says; without
+        // it we do not pass the peer on at all. A peer we dialed is known
+        // already ([`Self::dialed_at`]).
+        if let Some(port) = h.p
+            && self.listen_addr.is_none()
+        {
             let listen = SocketAddr::new(self.addr.ip(), port);
-            if self.listen_addr != Some(listen) {
-                self.listen_addr = Some(listen);
-                self.ops.push(Op::Listening(listen));
-            }
+            self.listen_addr = Some(listen);
+            self.ops.push(Op::Listening(listen));
         }
     }
 
@@ -600,6 +611,12 @@ impl PeerSession {
         }
         let connected = t.pex_peers(self.key);
         if let Some(message) = outbox.poll(now, &connected) {
+            tracing::debug!(
+                peer = %self.addr,
+                added = message.added.len(),
+                dropped = message.dropped.len(),
+                "ut_pex sent"
+            );
             self.send(now, message.to_message(id));
         }
     }
