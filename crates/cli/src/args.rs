@@ -94,6 +94,11 @@ pub struct DownloadArgs {
     /// TCP port for incoming peers; the next free one is used if taken.
     #[arg(long, default_value_t = 6881)]
     pub port: u16,
+    /// IP address to accept peers on (repeatable, at most one IPv4 and one
+    /// IPv6). Without it: every address of both families (0.0.0.0 and
+    /// [::]); naming only one family leaves the other off.
+    #[arg(long = "bind", value_name = "IP")]
+    pub bind_ips: Vec<std::net::IpAddr>,
     /// Cap on the download rate of all torrents together, bytes per second
     /// (500K, 10M, 1.5G).
     #[arg(long, value_name = "RATE")]

@@ -5,7 +5,8 @@
 //! * lodestone, told of one libtorrent seeder, learns the other two from
 //!   its PEX and downloads from all three; a libtorrent downloader that
 //!   knows only lodestone learns a seeder from lodestone's PEX;
-//! * a libtorrent seeder listening on `[::1]` only is downloaded from;
+//! * a libtorrent seeder listening on `[::1]` only is downloaded from by a
+//!   lodestone bound to `[::1]` only;
 //! * a hostile peer flooding PEX with made-up addresses, far too often,
 //!   gets no more dials to them than the address book's PEX budget, and
 //!   the download completes from the honest seeder.
@@ -178,7 +179,8 @@ lodestone_tests::isolated_test! {
         let v6 = *swarm.ready.seeders.last().expect("the IPv6 seeder");
         assert!(v6.is_ipv6());
         let out = WorkDir::new("pex-ipv6").expect("work dir");
-        let mut proc = lodestone(&swarm.ready, &out, &[v6], &[]);
+        // IPv6 only, on both sides.
+        let mut proc = lodestone(&swarm.ready, &out, &[v6], &["--bind", "::1"]);
         let done = proc.wait_event("done", Duration::from_secs(60)).expect("download finishes");
         assert_eq!(done["complete"], true, "{done}");
         verify_files(out.path(), &swarm.ready.files).expect("files match");
