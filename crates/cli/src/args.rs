@@ -124,7 +124,7 @@ pub struct DownloadArgs {
     #[arg(long)]
     pub json: bool,
     /// Use only the peers named in the magnet link (x.pe) or by --peer,
-    /// not the DHT.
+    /// and those they tell of by PEX, not the DHT.
     #[arg(long)]
     pub no_dht: bool,
     /// A peer to connect to (repeatable), like a magnet's x.pe; the one way
