@@ -168,12 +168,10 @@ pub struct DhtArgs {
     /// Replaces the default public routers.
     #[arg(long = "bootstrap", value_name = "HOST:PORT")]
     pub bootstrap: Vec<String>,
-    /// UDP address to listen on (repeatable, one per address family).
-    #[arg(
-        long = "dht-bind",
-        value_name = "ADDR:PORT",
-        default_value = "0.0.0.0:0"
-    )]
+    /// UDP address to listen on (repeatable, one per address family)
+    /// [default: 0.0.0.0:0 and [::]:0, dual-stack (BEP 32); IPv4 only on a
+    /// host without IPv6].
+    #[arg(long = "dht-bind", value_name = "ADDR:PORT")]
     pub bind: Vec<std::net::SocketAddr>,
     /// File keeping the node id and known nodes between runs
     /// [default: dht.state in the state directory].
