@@ -162,8 +162,9 @@ pub struct AddressBook {
     /// Per source, addresses in insertion order (stale ones skipped lazily).
     by_source: [VecDeque<(u64, SocketAddr)>; 4],
     counts: [usize; 4],
-    /// Dials PEX-learned addresses may still make now, and when it was
-    /// last topped up (`None` before the first PEX dial: a full burst).
+    /// Dials PEX-learned addresses may still make now (a token bucket that
+    /// starts full), and when it was last topped up (`None` before the
+    /// first [`AddressBook::next_dial`]).
     pex_tokens: f64,
     pex_refilled: Option<Instant>,
     /// Entries that are [`Status::Busy`], kept as they change: the owner
