@@ -74,6 +74,7 @@ fn fixture() -> &'static Fixture {
                 reserved: Reserved::LODESTONE,
                 listen_port: Some(6881),
                 stall_timeout: Duration::from_secs(10),
+                pex: true,
             },
         }
     })
@@ -450,6 +451,8 @@ impl Harness {
                     assert!(!batch.is_empty(), "an empty read");
                     self.read = Some(batch);
                 }
+                // Within the inbox's cap: the session bounds what it passes on.
+                PeerEvent::Pex(peers) => assert!(peers.len() <= lodestone_wire::pex::MAX_PEX_ADDED),
                 PeerEvent::Closed(_) => {
                     self.closed = true;
                     self.torrent.peer_gone(KEY);

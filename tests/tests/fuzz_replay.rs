@@ -30,6 +30,8 @@ mod peer_session;
 mod script;
 #[path = "../../fuzz/checks/ut_metadata.rs"]
 mod ut_metadata;
+#[path = "../../fuzz/checks/ut_pex.rs"]
+mod ut_pex;
 #[path = "../../fuzz/checks/wire_stream.rs"]
 mod wire_stream;
 
@@ -121,6 +123,11 @@ fn extension_corpus() {
 #[test]
 fn ut_metadata_corpus() {
     replay("ut_metadata", 3, ut_metadata::check);
+}
+
+#[test]
+fn ut_pex_corpus() {
+    replay("ut_pex", 5, ut_pex::check);
 }
 
 #[test]

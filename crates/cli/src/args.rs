@@ -94,6 +94,11 @@ pub struct DownloadArgs {
     /// TCP port for incoming peers; the next free one is used if taken.
     #[arg(long, default_value_t = 6881)]
     pub port: u16,
+    /// IP address to accept peers on (repeatable, at most one IPv4 and one
+    /// IPv6). Without it: every address of both families (0.0.0.0 and
+    /// [::]); naming only one family leaves the other off.
+    #[arg(long = "bind", value_name = "IP")]
+    pub bind_ips: Vec<std::net::IpAddr>,
     /// Cap on the download rate of all torrents together, bytes per second
     /// (500K, 10M, 1.5G).
     #[arg(long, value_name = "RATE")]
@@ -119,7 +124,7 @@ pub struct DownloadArgs {
     #[arg(long)]
     pub json: bool,
     /// Use only the peers named in the magnet link (x.pe) or by --peer,
-    /// not the DHT.
+    /// and those they tell of by PEX, not the DHT.
     #[arg(long)]
     pub no_dht: bool,
     /// A peer to connect to (repeatable), like a magnet's x.pe; the one way
@@ -163,12 +168,10 @@ pub struct DhtArgs {
     /// Replaces the default public routers.
     #[arg(long = "bootstrap", value_name = "HOST:PORT")]
     pub bootstrap: Vec<String>,
-    /// UDP address to listen on (repeatable, one per address family).
-    #[arg(
-        long = "dht-bind",
-        value_name = "ADDR:PORT",
-        default_value = "0.0.0.0:0"
-    )]
+    /// UDP address to listen on (repeatable, one per address family)
+    /// [default: 0.0.0.0:0 and [::]:0, dual-stack (BEP 32); IPv4 only on a
+    /// host without IPv6].
+    #[arg(long = "dht-bind", value_name = "ADDR:PORT")]
     pub bind: Vec<std::net::SocketAddr>,
     /// File keeping the node id and known nodes between runs
     /// [default: dht.state in the state directory].

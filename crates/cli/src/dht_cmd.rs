@@ -1,5 +1,6 @@
 //! `lodestone dht get-peers` and `lodestone dht announce`.
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -66,8 +67,12 @@ pub async fn config(args: &DhtArgs) -> Result<DhtConfig, Failure> {
     } else {
         bootstrap::resolve(&args.bootstrap).await?
     };
+    let bind = match args.bind.is_empty() {
+        true => default_bind(),
+        false => args.bind.clone(),
+    };
     Ok(DhtConfig {
-        bind: args.bind.clone(),
+        bind,
         bootstrap,
         state_file: args
             .state
@@ -76,6 +81,20 @@ pub async fn config(args: &DhtArgs) -> Result<DhtConfig, Failure> {
         save_interval: Some(DHT_SAVE_INTERVAL),
         ..DhtConfig::default()
     })
+}
+
+/// Both families' wildcard addresses (BEP 32: one node, a socket per
+/// family), or IPv4 alone where no IPv6 socket can be opened.
+fn default_bind() -> Vec<SocketAddr> {
+    let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0));
+    match std::net::UdpSocket::bind(v6) {
+        Ok(_) => vec![v4, v6],
+        Err(e) => {
+            tracing::info!("IPv6 unavailable ({e}): the DHT runs on IPv4 only");
+            vec![v4]
+        }
+    }
 }
 
 /// Starts a DHT node as `args` say.

@@ -1,6 +1,7 @@
 //! `lodestone download`: magnet links or .torrent files in, verified files
 //! out, then seeding; several torrents share one session.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::Instant;
 
@@ -103,6 +104,9 @@ async fn session_config(args: &DownloadArgs) -> Result<SessionConfig, Failure> {
         false => Some(dht_cmd::config(&args.dht).await?),
     };
     config.listen_port = args.port;
+    if !args.bind_ips.is_empty() {
+        (config.listen_ipv4, config.listen_ipv6) = listen_ips(&args.bind_ips).map_err(bad)?;
+    }
     config.download_limit = args
         .max_download_rate
         .as_deref()
@@ -116,6 +120,23 @@ async fn session_config(args: &DownloadArgs) -> Result<SessionConfig, Failure> {
         .transpose()
         .map_err(bad)?;
     Ok(config)
+}
+
+/// The IPv4 and IPv6 listen addresses `--bind` names: at most one each.
+fn listen_ips(ips: &[IpAddr]) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), String> {
+    let (mut v4, mut v6) = (None, None);
+    for ip in ips {
+        let taken = match *ip {
+            IpAddr::V4(ip) => v4.replace(ip).is_some(),
+            IpAddr::V6(ip) => v6.replace(ip).is_some(),
+        };
+        if taken {
+            return Err(format!(
+                "--bind: more than one address of the family of {ip}"
+            ));
+        }
+    }
+    Ok((v4, v6))
 }
 
 fn bad(message: String) -> Failure {

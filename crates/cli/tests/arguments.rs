@@ -54,3 +54,16 @@ lodestone_tests::isolated_test! {
         assert!(stderr(&output).contains("supported only as http:// and https://"), "{}", stderr(&output));
     }
 }
+
+lodestone_tests::isolated_test! {
+    /// `--bind` takes at most one address per family.
+    fn two_bind_addresses_of_one_family_are_bad_input() {
+        let output = lodestone(&[
+            "download", HASH, "--no-dht", "--bind", "127.0.0.1", "--bind", "127.0.0.2",
+        ]);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        assert!(text.starts_with("lodestone: --bind: more than one address"), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
+}

@@ -234,6 +234,7 @@ impl Sim {
             reserved: Reserved::LODESTONE,
             listen_port: None,
             stall_timeout: Duration::from_secs(10),
+            pex: true,
         };
         let mut peers = Vec::new();
         for (i, kind) in kinds().into_iter().enumerate() {
@@ -419,6 +420,8 @@ impl Sim {
                         .collect();
                     self.push(now + Duration::from_micros(100), Ev::ReadDone(i, blocks));
                 }
+                // The simulated peers never send ut_pex.
+                PeerEvent::Pex(_) => {}
                 PeerEvent::Closed(e) => self.closed(i, &e),
             }
         }

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lodestone_core::{InfoHash, Metainfo, MetainfoError};
+use lodestone_wire::pex::PexReport;
 use lodestone_wire::{Established, PeerExit};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -56,6 +57,9 @@ pub struct FetchOptions {
     pub client_name: Option<String>,
     /// `p` in our extension handshake: where we accept connections.
     pub listen_port: Option<u16>,
+    /// Where peers learned by ut_pex (BEP 11) go; `None` leaves ut_pex out
+    /// of our extension handshake.
+    pub pex: Option<mpsc::Sender<PexReport>>,
 }
 
 impl Default for FetchOptions {
@@ -66,6 +70,7 @@ impl Default for FetchOptions {
             timeout: Duration::from_secs(300),
             client_name: Some(concat!("lodestone ", env!("CARGO_PKG_VERSION")).to_owned()),
             listen_port: None,
+            pex: None,
         }
     }
 }
@@ -124,6 +129,7 @@ pub async fn fetch_metainfo(
         greeting: Greeting {
             client_name: options.client_name.clone(),
             listen_port: options.listen_port,
+            pex: options.pex.clone(),
         },
         options,
         incoming: Some(conns),

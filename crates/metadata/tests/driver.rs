@@ -19,10 +19,11 @@ use lodestone_metadata::{
     FetchError, FetchOptions, Fetched, Message, PIECE_SIZE, Progress, RequestBudget,
     fetch_metainfo, respond,
 };
-use lodestone_wire::extension::UT_METADATA;
+use lodestone_wire::extension::{UT_METADATA, UT_PEX};
+use lodestone_wire::pex::{PexFlags, PexMessage, PexPeer};
 use lodestone_wire::{
     Connection, Established, ExtendedHandshake, Handshake, MAX_EARLY_MESSAGES, Message as Wire,
-    OUR_UT_METADATA_ID, PeerExit, Reserved,
+    OUR_UT_METADATA_ID, OUR_UT_PEX_ID, PeerExit, Reserved,
 };
 use sha1::{Digest, Sha1};
 use tokio::net::TcpListener;
@@ -83,6 +84,31 @@ enum Behaviour {
     AnnouncesTwice,
     /// Extension handshakes of 30 KB each, until the early bytes overflow.
     HandshakeFlood,
+    /// Offers ut_pex too, and sends two PEX messages back to back.
+    Pex,
+}
+
+/// The peers in the first and the second PEX message of [`Behaviour::Pex`].
+fn pex_batch(second: bool) -> Vec<SocketAddr> {
+    let base = if second { 10 } else { 1 };
+    (base..base + 3)
+        .map(|i| SocketAddr::from(([10, 0, 0, i], 6881)))
+        .collect()
+}
+
+fn pex_message(second: bool) -> Wire {
+    let added = pex_batch(second)
+        .into_iter()
+        .map(|addr| PexPeer {
+            addr,
+            flags: PexFlags::default(),
+        })
+        .collect();
+    PexMessage {
+        added,
+        dropped: vec![],
+    }
+    .to_message(OUR_UT_PEX_ID)
 }
 
 /// A fake peer listening on 127.0.0.1.
@@ -146,6 +172,9 @@ fn seeder_handshake(info: &[u8], behaviour: Behaviour) -> Wire {
     if behaviour == Behaviour::HandshakeFlood {
         hs.v = Some("x".repeat(30_000));
     }
+    if behaviour == Behaviour::Pex {
+        hs.m.insert(UT_PEX.to_owned(), 5);
+    }
     hs.to_message()
 }
 
@@ -160,6 +189,7 @@ fn opening(info: &[u8], behaviour: Behaviour) -> Vec<Wire> {
             .collect(),
         Behaviour::AnnouncesTwice => vec![bitfield.clone(), bitfield],
         Behaviour::HandshakeFlood => vec![handshake; 40],
+        Behaviour::Pex => vec![bitfield, handshake, pex_message(false), pex_message(true)],
         _ => vec![bitfield, handshake, Wire::Have(1)],
     }
 }
@@ -447,7 +477,7 @@ async fn hands_over_the_same_connection_with_its_early_messages() {
         panic!("expected our extension handshake");
     };
     let ours = ExtendedHandshake::decode(&payload).unwrap();
-    assert_eq!(ours.m, lodestone_wire::our_extensions());
+    assert_eq!(ours.m, lodestone_wire::our_extensions(false));
     assert!(ours.v.is_some());
 
     // The connection still works and is the one the peer accepted.
@@ -544,4 +574,23 @@ async fn an_extension_handshake_read_by_a_previous_owner_counts() {
     let fetched = result.unwrap();
     assert_eq!(fetched.metainfo.raw_info(), &info[..]);
     assert_eq!(fetched.conns[0].early, opening);
+}
+
+#[tokio::test]
+async fn pex_peers_are_reported_once_per_interval() {
+    let info = info_dict(10);
+    let peer = FakePeer::start(&info, Behaviour::Pex).await;
+    let (conns, _open) = dial(&info, &[&peer], true).await;
+    let (pex_tx, mut pex_rx) = mpsc::channel(8);
+    let mut options = options();
+    options.pex = Some(pex_tx);
+    let (result, _, _) = run(&info, conns, options).await;
+    result.unwrap();
+    // The messages came before the metadata on the one connection, so their
+    // reports are in; the second came too soon after the first.
+    let report = pex_rx.try_recv().expect("a PEX report");
+    assert_eq!(report.from, peer.addr);
+    let added: Vec<_> = report.peers.iter().map(|p| p.addr).collect();
+    assert_eq!(added, pex_batch(false));
+    assert!(pex_rx.try_recv().is_err(), "the second message was taken");
 }

@@ -11,9 +11,19 @@
 //! from one source (a hostile PEX peer, a tracker, Sybil DHT nodes) can
 //! take over only its own share and never evicts what the other sources
 //! found. Dialing prefers sources we trust more (the magnet's own `x.pe`,
-//! peers that connected to us) and, within a source, the oldest entry, so a
-//! burst of new addresses cannot jump the queue either.
+//! peers that connected to us) and, within a source, addresses never tried
+//! before those waiting for a redial, then the oldest entry, so a burst of
+//! new addresses cannot jump the queue either.
+//!
+//! **PEX** (BEP 11) is the least trusted source: any connected peer can
+//! name any address. Its addresses are dialed at most at a fixed rate
+//! ([`AddressBookConfig::pex_dials_per_sec`] after a burst of
+//! [`AddressBookConfig::pex_dial_burst`]), however many arrive and however
+//! fast they fail, so a flood cannot aim our dials at an address space of
+//! its choosing faster than that; and among them, those that more distinct
+//! peers reported are dialed first.
 
+use std::cmp::Reverse;
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -28,10 +38,17 @@ pub enum PeerSource {
     Incoming,
     /// A DHT `get_peers` lookup.
     Dht,
+    /// A connected peer's ut_pex message.
+    Pex,
 }
 
 impl PeerSource {
-    const ALL: [PeerSource; 3] = [PeerSource::Magnet, PeerSource::Incoming, PeerSource::Dht];
+    const ALL: [PeerSource; 4] = [
+        PeerSource::Magnet,
+        PeerSource::Incoming,
+        PeerSource::Dht,
+        PeerSource::Pex,
+    ];
 
     fn index(self) -> usize {
         self as usize
@@ -50,17 +67,25 @@ pub struct AddressBookConfig {
     pub max_retry: Duration,
     /// Failures in a row after which an address is forgotten.
     pub max_failures: u32,
+    /// PEX-learned addresses dialed at once before the rate applies.
+    pub pex_dial_burst: u32,
+    /// PEX-learned addresses dialed per second, at most, in the long run.
+    pub pex_dials_per_sec: f64,
 }
 
 impl Default for AddressBookConfig {
     /// 2,000 addresses; redials after 2 s, 4 s, … up to 5 minutes; forgotten
-    /// after 8 failures in a row (about ten minutes of trying).
+    /// after 8 failures in a row (about ten minutes of trying); PEX dials
+    /// 20 at once, then 2 a second (one honest message of 50 peers is all
+    /// dialed within 15 s).
     fn default() -> Self {
         Self {
             capacity: 2_000,
             first_retry: Duration::from_secs(2),
             max_retry: Duration::from_secs(300),
             max_failures: 8,
+            pex_dial_burst: 20,
+            pex_dials_per_sec: 2.0,
         }
     }
 }
@@ -68,8 +93,8 @@ impl Default for AddressBookConfig {
 /// Where an address stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
-    /// May be dialed from `due` on.
-    Idle { due: Instant },
+    /// May be dialed from `due` on; `None`: never tried, dialable now.
+    Idle { due: Option<Instant> },
     /// Being dialed, or connected: not offered again until it ends.
     Busy,
 }
@@ -81,6 +106,26 @@ struct Entry {
     failures: u32,
     /// Insertion order, for fairness and deterministic ties.
     seq: u64,
+    /// Distinct peers that reported it by PEX (at most [`MAX_REPORTERS`]).
+    reporters: Vec<SocketAddr>,
+}
+
+/// Most distinct PEX reporters counted per address.
+const MAX_REPORTERS: usize = 8;
+
+/// An idle entry's place in its source's queue: never tried before
+/// waiting for a redial, then earlier due, more reporters, older.
+type QueueKey = (Option<Instant>, Reverse<u8>, u64, SocketAddr);
+
+impl Entry {
+    fn key(&self, addr: SocketAddr) -> Option<QueueKey> {
+        match self.status {
+            Status::Idle { due } => {
+                Some((due, Reverse(self.reporters.len() as u8), self.seq, addr))
+            }
+            Status::Busy => None,
+        }
+    }
 }
 
 /// What happened to a connection the book handed out or was told of.
@@ -112,11 +157,16 @@ pub struct BookStats {
 pub struct AddressBook {
     config: AddressBookConfig,
     entries: HashMap<SocketAddr, Entry>,
-    /// Idle entries by (due, source, seq): the next to dial comes first.
-    queue: BTreeSet<(Instant, PeerSource, u64, SocketAddr)>,
+    /// Idle entries per source, the next to dial first.
+    queues: [BTreeSet<QueueKey>; 4],
     /// Per source, addresses in insertion order (stale ones skipped lazily).
-    by_source: [VecDeque<(u64, SocketAddr)>; 3],
-    counts: [usize; 3],
+    by_source: [VecDeque<(u64, SocketAddr)>; 4],
+    counts: [usize; 4],
+    /// Dials PEX-learned addresses may still make now (a token bucket that
+    /// starts full), and when it was last topped up (`None` before the
+    /// first [`AddressBook::next_dial`]).
+    pex_tokens: f64,
+    pex_refilled: Option<Instant>,
     /// Entries that are [`Status::Busy`], kept as they change: the owner
     /// asks on every event whether it may dial more.
     busy: usize,
@@ -125,6 +175,7 @@ pub struct AddressBook {
     banned_ips: BTreeSet<IpAddr>,
     next_seq: u64,
     failures: u64,
+    pex_dials: u64,
 }
 
 /// Most bans remembered; past it the ban list stops growing (the
@@ -135,16 +186,19 @@ impl AddressBook {
     /// An empty book.
     pub fn new(config: AddressBookConfig) -> Self {
         Self {
+            pex_tokens: f64::from(config.pex_dial_burst),
+            pex_refilled: None,
             config,
             entries: HashMap::new(),
-            queue: BTreeSet::new(),
+            queues: Default::default(),
             by_source: Default::default(),
-            counts: [0; 3],
+            counts: [0; 4],
             busy: 0,
             banned_addrs: BTreeSet::new(),
             banned_ips: BTreeSet::new(),
             next_seq: 0,
             failures: 0,
+            pex_dials: 0,
         }
     }
 
@@ -157,7 +211,23 @@ impl AddressBook {
     /// whether it is new. Banned and unusable addresses (port 0,
     /// unspecified or multicast IPs) are ignored; a full book makes room as
     /// the module docs say.
-    pub fn add(&mut self, now: Instant, addr: SocketAddr, source: PeerSource) -> bool {
+    pub fn add(&mut self, addr: SocketAddr, source: PeerSource) -> bool {
+        self.add_reported(addr, source, None)
+    }
+
+    /// Records an address a connected peer, `reporter`, told us of by PEX.
+    /// Returns whether it is new. Each distinct reporter moves it up among
+    /// the PEX-learned addresses.
+    pub fn add_pex(&mut self, addr: SocketAddr, reporter: SocketAddr) -> bool {
+        self.add_reported(addr, PeerSource::Pex, Some(reporter))
+    }
+
+    fn add_reported(
+        &mut self,
+        addr: SocketAddr,
+        source: PeerSource,
+        reporter: Option<SocketAddr>,
+    ) -> bool {
         if addr.port() == 0
             || addr.ip().is_unspecified()
             || addr.ip().is_multicast()
@@ -166,17 +236,23 @@ impl AddressBook {
             return false;
         }
         if let Some(entry) = self.entries.get_mut(&addr) {
+            let (old, old_key) = (entry.source, entry.key(addr));
+            if let Some(r) = reporter
+                && entry.reporters.len() < MAX_REPORTERS
+                && !entry.reporters.contains(&r)
+            {
+                entry.reporters.push(r);
+            }
             // A more trusted source vouching for it moves it up the queue.
             if source < entry.source {
-                let old = entry.source;
                 entry.source = source;
                 self.counts[old.index()] -= 1;
                 self.counts[source.index()] += 1;
                 self.by_source[source.index()].push_back((entry.seq, addr));
-                if let Status::Idle { due } = entry.status {
-                    self.queue.remove(&(due, old, entry.seq, addr));
-                    self.queue.insert((due, source, entry.seq, addr));
-                }
+            }
+            if let Some(key) = old_key {
+                self.queues[old.index()].remove(&key);
+                self.queues[entry.source.index()].insert(entry.key(addr).unwrap_or(key));
             }
             return false;
         }
@@ -185,16 +261,17 @@ impl AddressBook {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.entries.insert(
-            addr,
-            Entry {
-                source,
-                status: Status::Idle { due: now },
-                failures: 0,
-                seq,
-            },
-        );
-        self.queue.insert((now, source, seq, addr));
+        let entry = Entry {
+            source,
+            status: Status::Idle { due: None },
+            failures: 0,
+            seq,
+            reporters: reporter.into_iter().collect(),
+        };
+        if let Some(key) = entry.key(addr) {
+            self.queues[source.index()].insert(key);
+        }
+        self.entries.insert(addr, entry);
         self.by_source[source.index()].push_back((seq, addr));
         self.counts[source.index()] += 1;
         self.compact(source);
@@ -219,28 +296,36 @@ impl AddressBook {
 
     /// Records a connection that reached us: it is busy until it ends.
     /// Returns false (refuse it) if the address is banned.
-    pub fn incoming(&mut self, now: Instant, addr: SocketAddr) -> bool {
+    pub fn incoming(&mut self, addr: SocketAddr) -> bool {
         if self.is_banned(addr) {
             return false;
         }
-        self.add(now, addr, PeerSource::Incoming);
+        self.add(addr, PeerSource::Incoming);
         if let Some(entry) = self.entries.get_mut(&addr)
-            && let Status::Idle { due } = entry.status
+            && let Some(key) = entry.key(addr)
         {
-            self.queue.remove(&(due, entry.source, entry.seq, addr));
+            self.queues[entry.source.index()].remove(&key);
             entry.status = Status::Busy;
             self.busy += 1;
         }
         true
     }
 
-    /// Takes the next address to dial at `now`, marking it busy.
+    /// Takes the next address to dial at `now`, marking it busy: the most
+    /// trusted source with one due, within the PEX dial budget.
     pub fn next_dial(&mut self, now: Instant) -> Option<SocketAddr> {
-        let &(due, source, seq, addr) = self.queue.first()?;
-        if due > now {
-            return None;
+        self.refill_pex(now);
+        let source = PeerSource::ALL.into_iter().find(|&s| {
+            let due = self.queues[s.index()]
+                .first()
+                .is_some_and(|&(due, ..)| due.is_none_or(|d| d <= now));
+            due && (s != PeerSource::Pex || self.pex_tokens >= 1.0)
+        })?;
+        let (.., addr) = self.queues[source.index()].pop_first()?;
+        if source == PeerSource::Pex {
+            self.pex_tokens -= 1.0;
+            self.pex_dials += 1;
         }
-        self.queue.remove(&(due, source, seq, addr));
         if let Some(entry) = self.entries.get_mut(&addr) {
             entry.status = Status::Busy;
             self.busy += 1;
@@ -248,9 +333,49 @@ impl AddressBook {
         Some(addr)
     }
 
-    /// When the next address becomes dialable, if none is now.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.queue.first().map(|&(due, ..)| due)
+    /// Tops up the PEX dial budget for the time since the last call.
+    fn refill_pex(&mut self, now: Instant) {
+        let last = self.pex_refilled.replace(now).unwrap_or(now);
+        let earned =
+            now.saturating_duration_since(last).as_secs_f64() * self.config.pex_dials_per_sec;
+        self.pex_tokens = (self.pex_tokens + earned).min(f64::from(self.config.pex_dial_burst));
+    }
+
+    /// When the next address becomes dialable (`now` if one is), if ever.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        PeerSource::ALL
+            .into_iter()
+            .filter_map(|s| {
+                let &(due, ..) = self.queues[s.index()].first()?;
+                let due = due.unwrap_or(now);
+                if s != PeerSource::Pex || self.pex_tokens >= 1.0 {
+                    return Some(due);
+                }
+                // The budget's next whole dial (never sooner than a
+                // millisecond, so a zero rate cannot spin).
+                let missing = (1.0 - self.pex_tokens) / self.config.pex_dials_per_sec;
+                let wait = Duration::try_from_secs_f64(missing)
+                    .unwrap_or(Duration::MAX)
+                    .max(Duration::from_millis(1));
+                Some(due.max(now.checked_add(wait)?))
+            })
+            .min()
+    }
+
+    /// Dials of PEX-learned addresses so far.
+    pub fn pex_dials(&self) -> u64 {
+        self.pex_dials
+    }
+
+    /// Forgets every idle address learned only by PEX (a magnet turned out
+    /// to be a private torrent, which must not use them).
+    pub fn forget_pex(&mut self) {
+        let queue = std::mem::take(&mut self.queues[PeerSource::Pex.index()]);
+        for (.., addr) in queue {
+            if let Some(entry) = self.entries.remove(&addr) {
+                self.counts[entry.source.index()] -= 1;
+            }
+        }
     }
 
     /// A connection handed out by [`AddressBook::next_dial`] or recorded by
@@ -277,11 +402,11 @@ impl AddressBook {
             self.forget(addr, &entry);
             return;
         }
-        match entry.status {
-            Status::Idle { due } => {
-                self.queue.remove(&(due, entry.source, entry.seq, addr));
+        match entry.key(addr) {
+            Some(key) => {
+                self.queues[entry.source.index()].remove(&key);
             }
-            Status::Busy => self.busy -= 1,
+            None => self.busy -= 1,
         }
         let exponent = entry.failures.saturating_sub(1).min(16);
         let wait = self
@@ -289,9 +414,12 @@ impl AddressBook {
             .first_retry
             .saturating_mul(1 << exponent)
             .min(self.config.max_retry);
-        let due = now + wait;
-        entry.status = Status::Idle { due };
-        self.queue.insert((due, entry.source, entry.seq, addr));
+        entry.status = Status::Idle {
+            due: Some(now + wait),
+        };
+        if let Some(key) = entry.key(addr) {
+            self.queues[entry.source.index()].insert(key);
+        }
     }
 
     /// Never dial `addr` again. On loopback only that address is banned
@@ -337,11 +465,11 @@ impl AddressBook {
 
     /// Removes an entry's traces (its map slot is already gone).
     fn forget(&mut self, addr: SocketAddr, entry: &Entry) {
-        match entry.status {
-            Status::Idle { due } => {
-                self.queue.remove(&(due, entry.source, entry.seq, addr));
+        match entry.key(addr) {
+            Some(key) => {
+                self.queues[entry.source.index()].remove(&key);
             }
-            Status::Busy => self.busy -= 1,
+            None => self.busy -= 1,
         }
         self.counts[entry.source.index()] -= 1;
     }

@@ -20,6 +20,7 @@ use lodestone_download::swarm::{
     Summary,
 };
 use lodestone_metadata::{FetchError, FetchOptions, Fetched, Progress};
+use lodestone_wire::pex::PexReport;
 use lodestone_wire::{Established, Handshake, Message, PeerExit, Reserved};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -35,6 +36,10 @@ const STATUS_PERIOD: Duration = Duration::from_millis(250);
 
 /// Connections queued between the dialer or listener and a phase.
 const HANDOFF_QUEUE: usize = 64;
+
+/// ut_pex reports queued from the phases to the address book; past it a
+/// report is dropped (PEX is a hint, and each report is capped already).
+const PEX_QUEUE: usize = 64;
 
 /// Picks the files to download once the metainfo is known: `None` for
 /// all, or the indices; an `Err` explains a selection that fits no file.
@@ -224,6 +229,9 @@ pub(crate) struct Torrent {
     dht_nodes: Option<usize>,
     /// The files selected, once resolved (`None`: all).
     files: Option<BTreeSet<usize>>,
+    /// Where the phases send peers learned by ut_pex; `None` for a private
+    /// torrent (BEP 27), which neither offers nor takes PEX.
+    pex: Option<mpsc::Sender<PexReport>>,
 }
 
 /// Runs a torrent to its end; `incoming` carries connections the listener
@@ -239,15 +247,15 @@ pub(crate) async fn run(
     let info_hash = source.info_hash();
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
     let (found_tx, mut found) = mpsc::channel(256);
+    let (pex_tx, mut pex_rx) = mpsc::channel(PEX_QUEUE);
     let (wanted, wanted_rx) = watch::channel(true);
-    let now = Instant::now().into_std();
     let mut book = AddressBook::new(AddressBookConfig::default());
     let (metainfo, direct) = match source {
         TorrentSource::Magnet(m) => (None, m.peers),
         TorrentSource::Metainfo(m) => (Some(m), Vec::new()),
     };
     for addr in direct.iter().chain(&options.peers) {
-        book.add(now, *addr, PeerSource::Magnet);
+        book.add(*addr, PeerSource::Magnet);
     }
     // BEP 27: a private torrent takes peers from its trackers and the
     // magnet only, and never speaks of itself in the DHT.
@@ -276,6 +284,7 @@ pub(crate) async fn run(
         uses_dht: discovery.is_some(),
         dht_nodes: None,
         files: None,
+        pex: (!private).then_some(pex_tx),
     };
     let mut stage = match t.metainfo.clone() {
         Some(m) => t.start_download(m, &mut options, Vec::new())?,
@@ -284,8 +293,14 @@ pub(crate) async fn run(
     let mut tick = tokio::time::interval(STATUS_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
-        t.dial_more(&stage);
-        let next_due = t.book.poll_timeout().map(Instant::from_std);
+        // With no room to dial, a due address must not wake us in a loop.
+        let next_due = if t.dial_more(&stage) {
+            t.book
+                .poll_timeout(Instant::now().into_std())
+                .map(Instant::from_std)
+        } else {
+            None
+        };
         tokio::select! {
             changed = control.changed() => {
                 let asked = if changed.is_err() { Control::Remove } else { *control.borrow_and_update() };
@@ -307,10 +322,19 @@ pub(crate) async fn run(
                 t.publish(&stage);
             }
             Some(addr) = found.recv() => {
-                t.book.add(Instant::now().into_std(), addr, PeerSource::Dht);
+                t.book.add(addr, PeerSource::Dht);
+            }
+            Some(report) = pex_rx.recv() => {
+                // A magnet found private drops its sender, but reports
+                // already queued still arrive: they are ignored.
+                if t.pex.is_some() {
+                    for peer in report.peers {
+                        t.book.add_pex(peer.addr, report.from);
+                    }
+                }
             }
             Some(conn) = incoming.recv() => {
-                if t.book.incoming(Instant::now().into_std(), conn.addr) {
+                if t.book.incoming(conn.addr) {
                     t.hand(&mut stage, conn);
                 }
             }
@@ -341,6 +365,9 @@ pub(crate) async fn run(
                         task.abort();
                     }
                     t.uses_dht = false;
+                    // Nor does it take peers from other peers.
+                    t.pex = None;
+                    t.book.forget_pex();
                 }
                 let inside = match &mut stage {
                     Stage::Metadata { inside, .. } => std::mem::take(inside),
@@ -421,6 +448,7 @@ impl Torrent {
             timeout: options.metadata_timeout,
             max_connections: self.shared.config.max_peers_per_torrent,
             listen_port: Some(self.shared.listen_port),
+            pex: self.pex.clone(),
             ..FetchOptions::default()
         };
         let (info_hash, exits) = (self.info_hash, self.exits_tx.clone());
@@ -460,6 +488,7 @@ impl Torrent {
         config.no_seed = options.no_seed;
         config.resume_file = options.resume_file.clone();
         config.recheck = options.recheck;
+        config.pex = self.pex.clone();
         let (conns, conns_rx) = mpsc::channel(HANDOFF_QUEUE.max(handed.len()));
         for conn in handed {
             // Room was made for every one of them above.
@@ -475,8 +504,9 @@ impl Torrent {
     }
 
     /// Dials addresses from the book while there is room and peers are
-    /// wanted.
-    fn dial_more(&mut self, stage: &Stage) {
+    /// wanted. Returns whether there is room left (then the book has
+    /// nothing due).
+    fn dial_more(&mut self, stage: &Stage) -> bool {
         let wanted = match stage {
             Stage::Paused(_) => false,
             Stage::Metadata { .. } => true,
@@ -487,7 +517,7 @@ impl Torrent {
         self.wanted
             .send_if_modified(|w| std::mem::replace(w, wanted) != wanted);
         if !wanted {
-            return;
+            return false;
         }
         let cfg = &self.shared.config;
         let now = Instant::now().into_std();
@@ -495,7 +525,7 @@ impl Torrent {
             && self.book.stats().busy < cfg.max_peers_per_torrent
         {
             let Some(addr) = self.book.next_dial(now) else {
-                return;
+                return true;
             };
             let (timeout, ours) = (cfg.connect_timeout, self.handshake);
             self.dials.spawn(async move {
@@ -508,6 +538,7 @@ impl Torrent {
                 }
             });
         }
+        false
     }
 
     /// Gives a handshaken connection to the current phase.

@@ -27,11 +27,19 @@ pub const UT_PEX: &str = "ut_pex";
 /// when it moves from the metadata phase to the download phase.
 pub const OUR_UT_METADATA_ID: u8 = 1;
 
+/// The id under which we ask peers to send us ut_pex messages.
+pub const OUR_UT_PEX_ID: u8 = 2;
+
 /// The `m` dictionary of our extension handshake: every extension we
 /// receive, by name, under the id we chose for it. The one registry that
-/// every phase of a connection advertises from.
-pub fn our_extensions() -> BTreeMap<String, u8> {
-    BTreeMap::from([(UT_METADATA.to_owned(), OUR_UT_METADATA_ID)])
+/// every phase of a connection advertises from. `pex` is false for a
+/// private torrent (BEP 27): ut_pex is then not offered at all.
+pub fn our_extensions(pex: bool) -> BTreeMap<String, u8> {
+    let mut m = BTreeMap::from([(UT_METADATA.to_owned(), OUR_UT_METADATA_ID)]);
+    if pex {
+        m.insert(UT_PEX.to_owned(), OUR_UT_PEX_ID);
+    }
+    m
 }
 
 /// Most entries accepted in an `m` dictionary; real clients send fewer than 20.

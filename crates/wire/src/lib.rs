@@ -10,6 +10,7 @@
 //!   [`bytes::BytesMut`] and an [`encode`] function. Unknown ids decode to
 //!   [`Message::Unknown`] and are skipped, not fatal.
 //! * [`extension`]: the BEP 10 extension handshake dictionary.
+//! * [`pex`]: the BEP 11 peer exchange message and its per-peer caps.
 //! * [`established`]: a handshaken connection changing hands (dialer →
 //!   metadata fetch → download) with the messages already received.
 //! * [`transport`]: the byte streams a connection runs over (TCP, or any
@@ -56,6 +57,7 @@ pub mod established;
 pub mod extension;
 pub mod handshake;
 pub mod message;
+pub mod pex;
 pub mod transport;
 
 pub use codec::{Decoder, MessageError, encode, encode_piece_header, encoded_len};
@@ -63,7 +65,9 @@ pub use connection::{
     Connection, ConnectionError, ConnectionReader, ConnectionWriter, ProtocolError,
 };
 pub use established::{Established, MAX_EARLY_MESSAGES, PeerExit};
-pub use extension::{ExtendedHandshake, ExtensionError, OUR_UT_METADATA_ID, our_extensions};
+pub use extension::{
+    ExtendedHandshake, ExtensionError, OUR_UT_METADATA_ID, OUR_UT_PEX_ID, our_extensions,
+};
 pub use handshake::{Handshake, HandshakeError, HandshakePrefix, Reserved};
 pub use message::{Block, BlockRequest, Message};
 pub use transport::{ByteStream, PeerStream};

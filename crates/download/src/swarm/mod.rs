@@ -49,6 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lodestone_core::{Metainfo, PeerId};
+use lodestone_wire::pex::PexReport;
 use lodestone_wire::{Established, PeerExit};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -107,6 +108,9 @@ pub struct DownloadConfig {
     pub resume_file: Option<PathBuf>,
     /// Ignore the resume record and hash everything on disk again.
     pub recheck: bool,
+    /// Where peers learned by ut_pex (BEP 11) go; `None`, or a private
+    /// torrent, leaves ut_pex out: neither offered nor answered.
+    pub pex: Option<mpsc::Sender<PexReport>>,
 }
 
 impl DownloadConfig {
@@ -130,6 +134,7 @@ impl DownloadConfig {
             rng_seed: None,
             resume_file: None,
             recheck: false,
+            pex: None,
         }
     }
 }

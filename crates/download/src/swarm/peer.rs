@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use lodestone_wire::pex::PexReport;
 use lodestone_wire::{BlockRequest, ConnectionReader, ConnectionWriter, Decoder, Established};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -69,7 +70,7 @@ pub(crate) async fn run(
         addr,
         early,
         greeted,
-        ..
+        incoming,
     } = established;
     if theirs.peer_id == shared.handshake.peer_id {
         return Err(PeerError::Duplicate);
@@ -108,6 +109,9 @@ pub(crate) async fn run(
     };
     let (mut reader, mut writer) = conn.into_split();
     reader.set_decoder(Decoder::new().with_piece_count(shared.layout.piece_count()));
+    if !incoming {
+        session.dialed_at(addr);
+    }
     for message in early {
         session.handle_message(now, message);
     }
@@ -136,6 +140,15 @@ async fn pump(
             match event {
                 PeerEvent::Read(batch) => {
                     read_job = Some(start_read(shared.storage.clone(), batch));
+                }
+                PeerEvent::Pex(peers) => {
+                    if let Some(pex) = &shared.pex {
+                        // A full queue drops the hint: PEX is best effort.
+                        let _ = pex.try_send(PexReport {
+                            from: session.addr(),
+                            peers,
+                        });
+                    }
                 }
                 PeerEvent::Closed(e) => return Err(e),
             }

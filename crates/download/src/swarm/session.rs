@@ -38,10 +38,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use lodestone_core::Metainfo;
 use lodestone_metadata::RequestBudget;
-use lodestone_wire::extension::UT_METADATA;
+use lodestone_wire::extension::{UT_METADATA, UT_PEX};
+use lodestone_wire::pex::{PexInbox, PexOutbox, PexPeer};
 use lodestone_wire::{
-    Block, BlockRequest, ConnectionError, ExtendedHandshake, Message, OUR_UT_METADATA_ID, Reserved,
-    encoded_len, our_extensions,
+    Block, BlockRequest, ConnectionError, ExtendedHandshake, Message, OUR_UT_METADATA_ID,
+    OUR_UT_PEX_ID, Reserved, encoded_len, our_extensions,
 };
 
 use super::abuse::AbuseMeter;
@@ -162,6 +163,9 @@ pub enum PeerEvent {
     /// Read these blocks from storage and hand them to
     /// [`PeerSession::handle_read`]. At most one read is outstanding.
     Read(Vec<ReadRequest>),
+    /// The peer told us of these peers by ut_pex (BEP 11), within the
+    /// caps of [`PexInbox`]: hand them to whoever keeps the addresses.
+    Pex(Vec<PexPeer>),
     /// The connection is over: close it. Nothing else comes out afterwards.
     Closed(PeerError),
 }
@@ -180,6 +184,8 @@ pub struct SessionConfig {
     /// A peer with requests outstanding that sends no block for this long
     /// is dropped and its requests go to others.
     pub stall_timeout: Duration,
+    /// Whether to exchange peers (BEP 11): never for a private torrent.
+    pub pex: bool,
 }
 
 /// How a session opens the conversation.
@@ -206,6 +212,8 @@ enum Op {
     Choked,
     Rejected(BlockIndex),
     Block(BlockIndex, Bytes),
+    /// The peer told us where it listens: others may hear of it by PEX.
+    Listening(SocketAddr),
 }
 
 /// The protocol state of one connection. See the module docs.
@@ -230,6 +238,16 @@ pub struct PeerSession {
     peer_interested: bool,
     their_metadata_id: Option<u8>,
     metadata_budget: RequestBudget,
+    /// The id the peer receives ut_pex under, once it offered it.
+    their_pex_id: Option<u8>,
+    pex_inbox: PexInbox,
+    /// What we told the peer by ut_pex; `None` until it offers ut_pex.
+    pex_outbox: Option<PexOutbox>,
+    /// Where the peer listens (its address with its handshake's `p`), the
+    /// one address of it we pass on by PEX.
+    listen_addr: Option<SocketAddr>,
+    /// The peer's address.
+    addr: SocketAddr,
     unsolicited: AbuseMeter,
     refused_requests: AbuseMeter,
     up_rate: RateEstimator,
@@ -284,6 +302,11 @@ impl PeerSession {
             peer_interested: false,
             their_metadata_id: None,
             metadata_budget: RequestBudget::default(),
+            their_pex_id: None,
+            pex_inbox: PexInbox::default(),
+            pex_outbox: None,
+            listen_addr: None,
+            addr,
             unsolicited: AbuseMeter::new(MAX_UNSOLICITED),
             refused_requests: AbuseMeter::new(MAX_REFUSED_REQUESTS),
             up_rate: RateEstimator::standard(now),
@@ -323,7 +346,7 @@ impl PeerSession {
         }
         if self.config.reserved.supports_extensions() && theirs.supports_extensions() {
             let handshake = ExtendedHandshake {
-                m: our_extensions(),
+                m: our_extensions(self.config.pex),
                 p: self.config.listen_port,
                 v: Some(concat!("lodestone ", env!("CARGO_PKG_VERSION")).to_owned()),
                 yourip: Some(addr.ip()),
@@ -333,6 +356,21 @@ impl PeerSession {
             };
             self.send(now, handshake.to_message());
         }
+    }
+
+    /// We dialed the peer at `addr`, so it listens there: other peers may
+    /// hear of it by PEX. (A peer we dialed does not send its port: libtorrent
+    /// sends `p` only on connections it made.) Follow with [`Self::update`].
+    pub fn dialed_at(&mut self, addr: SocketAddr) {
+        if self.config.pex && self.listen_addr.is_none() {
+            self.listen_addr = Some(addr);
+            self.ops.push(Op::Listening(addr));
+        }
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The peer's key.
@@ -509,19 +547,78 @@ impl PeerSession {
                 // A malformed extension handshake costs the extensions,
                 // not the peer.
                 if let Ok(h) = ExtendedHandshake::decode(&payload) {
-                    self.their_metadata_id = h.extension_id(UT_METADATA);
-                    if let Some(reqq) = h.reqq {
-                        self.pipeline.set_peer_cap(reqq);
-                    }
+                    self.on_extension_handshake(now, &h);
                 }
             }
             Message::Extended {
                 id: OUR_UT_METADATA_ID,
                 payload,
             } => self.on_metadata(now, &payload)?,
+            Message::Extended {
+                id: OUR_UT_PEX_ID,
+                payload,
+            } if self.config.pex => self.on_pex(now, &payload),
             Message::Extended { .. } | Message::Unknown { .. } => {}
         }
         Ok(())
+    }
+
+    /// Learns the peer's extension ids, queue depth and listen port (BEP
+    /// 10 allows the handshake to be repeated; each one updates).
+    fn on_extension_handshake(&mut self, now: Instant, h: &ExtendedHandshake) {
+        self.their_metadata_id = h.extension_id(UT_METADATA);
+        if let Some(reqq) = h.reqq {
+            self.pipeline.set_peer_cap(reqq);
+        }
+        if !self.config.pex {
+            return;
+        }
+        self.their_pex_id = h.extension_id(UT_PEX);
+        if self.their_pex_id.is_some() && self.pex_outbox.is_none() {
+            self.pex_outbox = Some(PexOutbox::new(now));
+        }
+        // Where a peer that dialed us listens, only its `p` says; without
+        // it we do not pass the peer on at all. A peer we dialed is known
+        // already ([`Self::dialed_at`]).
+        if let Some(port) = h.p
+            && self.listen_addr.is_none()
+        {
+            let listen = SocketAddr::new(self.addr.ip(), port);
+            self.listen_addr = Some(listen);
+            self.ops.push(Op::Listening(listen));
+        }
+    }
+
+    /// A ut_pex message: its peers go to the host, within the inbox's caps.
+    /// A malformed one costs its addresses, not the peer (as a bad
+    /// extension handshake does).
+    fn on_pex(&mut self, now: Instant, payload: &[u8]) {
+        if let Ok(peers) = self.pex_inbox.receive(now, payload)
+            && !peers.is_empty()
+        {
+            self.events.push_back(PeerEvent::Pex(peers));
+        }
+    }
+
+    /// Our own ut_pex message, when due: the listen addresses of the
+    /// torrent's other peers.
+    fn send_pex(&mut self, now: Instant, t: &Torrent) {
+        let (Some(id), Some(outbox)) = (self.their_pex_id, &mut self.pex_outbox) else {
+            return;
+        };
+        if now < outbox.due() {
+            return;
+        }
+        let connected = t.pex_peers(self.key);
+        if let Some(message) = outbox.poll(now, &connected) {
+            tracing::debug!(
+                peer = %self.addr,
+                added = message.added.len(),
+                dropped = message.dropped.len(),
+                "ut_pex sent"
+            );
+            self.send(now, message.to_message(id));
+        }
     }
 
     fn on_block(&mut self, now: Instant, block: Block) -> Result<(), PeerError> {
@@ -719,6 +816,7 @@ impl PeerSession {
                 }
             }
         }
+        self.send_pex(now, torrent);
         self.top_up(now, torrent);
         self.maybe_read(now);
     }
@@ -734,6 +832,7 @@ impl PeerSession {
                 t.push(Action::Wake);
             }
             Op::Rejected(b) => t.picker.request_failed(key, b),
+            Op::Listening(addr) => t.peer_listening(key, addr),
             Op::Block(b, data) => {
                 let len = data.len() as u64;
                 t.counters.downloaded += len;
@@ -898,6 +997,7 @@ mod tests {
             reserved: Reserved::LODESTONE,
             listen_port: None,
             stall_timeout: Duration::from_secs(10),
+            pex: true,
         };
         let addr = SocketAddr::from(([10, 0, 0, 1], 6881));
         let session = PeerSession::new(now, config, KEY, (theirs, addr), greeting, &mut torrent);
@@ -1016,5 +1116,125 @@ mod tests {
             Some(PeerEvent::Closed(PeerError::Misbehaved(_)))
         ));
         assert!(s.poll_timeout().is_none());
+    }
+
+    /// The peer's extension handshake, offering ut_pex under id 9 and
+    /// listening on `port`.
+    fn pex_handshake(port: u16) -> Message {
+        ExtendedHandshake {
+            m: [(UT_PEX.to_owned(), 9)].into(),
+            p: Some(port),
+            ..ExtendedHandshake::default()
+        }
+        .to_message()
+    }
+
+    fn pex_payload(added: &[SocketAddr]) -> Bytes {
+        let added = added
+            .iter()
+            .map(|&addr| PexPeer {
+                addr,
+                flags: Default::default(),
+            })
+            .collect();
+        Bytes::from(
+            lodestone_wire::pex::PexMessage {
+                added,
+                dropped: vec![],
+            }
+            .encode(),
+        )
+    }
+
+    #[test]
+    fn pex_in_becomes_an_event_and_pex_out_lists_the_other_peers() {
+        use lodestone_wire::pex::{MIN_PEX_INTERVAL, PEX_FIRST_DELAY, PexMessage};
+        let (mut t, mut s, now) = setup(Reserved::LODESTONE);
+        let other = SocketAddr::from(([10, 0, 0, 2], 40000));
+        let mut s2 = PeerSession::new(
+            now,
+            s.config.clone(),
+            PeerKey(2),
+            (Reserved::LODESTONE, other),
+            Greeting::Fresh,
+            &mut t,
+        );
+        s.handle_message(now, pex_handshake(7001));
+        s2.handle_message(now, pex_handshake(7002));
+        s.update(now, &mut t);
+        s2.update(now, &mut t);
+        drain(&mut s);
+
+        // Theirs: passed on as an event, and a second message within the
+        // interval is ignored.
+        let learned = SocketAddr::from(([10, 9, 9, 9], 1234));
+        let pex = |payload| Message::Extended {
+            id: OUR_UT_PEX_ID,
+            payload,
+        };
+        s.handle_message(now, pex(pex_payload(&[learned])));
+        let Some(PeerEvent::Pex(peers)) = s.poll_event() else {
+            panic!("no PEX event");
+        };
+        assert_eq!(peers.iter().map(|p| p.addr).collect::<Vec<_>>(), [learned]);
+        s.handle_message(now + MIN_PEX_INTERVAL / 2, pex(pex_payload(&[other])));
+        assert!(s.poll_event().is_none());
+
+        // Ours: after the first delay, the other peer's listen address
+        // (never the recipient's own), under the id the peer chose.
+        let later = now + PEX_FIRST_DELAY;
+        s.handle_timeout(later);
+        s.update(later, &mut t);
+        let sent: Vec<_> = drain(&mut s)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Extended { id: 9, payload } => Some(PexMessage::decode(&payload).unwrap()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent.len(), 1);
+        let listed: Vec<_> = sent[0].added.iter().map(|p| p.addr).collect();
+        assert_eq!(listed, [SocketAddr::from(([10, 0, 0, 2], 7002))]);
+    }
+
+    #[test]
+    fn a_private_torrent_neither_offers_nor_takes_pex() {
+        let (mut t, mut s, now) = start(Reserved::LODESTONE, &[], Greeting::Fresh);
+        // Rebuild the session with PEX off, as for a private torrent.
+        let mut config = s.config.clone();
+        config.pex = false;
+        s = PeerSession::new(
+            now,
+            config,
+            PeerKey(3),
+            (Reserved::LODESTONE, s.addr),
+            Greeting::Fresh,
+            &mut t,
+        );
+        let ours = drain(&mut s)
+            .into_iter()
+            .find_map(|m| match m {
+                Message::Extended { id: 0, payload } => ExtendedHandshake::decode(&payload).ok(),
+                _ => None,
+            })
+            .expect("our extension handshake");
+        assert_eq!(ours.extension_id(UT_PEX), None);
+        s.handle_message(now, pex_handshake(7001));
+        s.handle_message(
+            now,
+            Message::Extended {
+                id: OUR_UT_PEX_ID,
+                payload: pex_payload(&[SocketAddr::from(([10, 9, 9, 9], 1))]),
+            },
+        );
+        assert!(s.poll_event().is_none());
+        let later = now + Duration::from_secs(120);
+        s.handle_timeout(later);
+        s.update(later, &mut t);
+        assert!(
+            !drain(&mut s)
+                .iter()
+                .any(|m| matches!(m, Message::Extended { id: 9, .. }))
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use lodestone_core::PeerId;
 use lodestone_wire::Handshake;
+use lodestone_wire::pex::PexReport;
 use tokio::sync::mpsc;
 
 use super::session::SessionConfig;
@@ -92,6 +93,8 @@ pub(crate) struct Shared {
     pub(crate) handshake: Handshake,
     /// What every peer session is created with.
     pub(crate) session: SessionConfig,
+    /// Where peers learned by ut_pex go, if ut_pex is on.
+    pub(crate) pex: Option<mpsc::Sender<PexReport>>,
     pub(crate) state: Mutex<State>,
 }
 

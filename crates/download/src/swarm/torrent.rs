@@ -8,7 +8,8 @@
 //! with [`Torrent::poll_action`] by whoever hosts it — the tokio swarm under
 //! its mutex, or the deterministic simulation.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -98,6 +99,9 @@ pub struct Torrent {
     pub(crate) upload_limit: Option<SharedBucket>,
     /// Most pieces at the hash pool before sessions stop requesting.
     pub(crate) hash_backlog: usize,
+    /// Where each connected peer listens, as far as it told us: what we
+    /// pass on by PEX.
+    listening: BTreeMap<PeerKey, SocketAddr>,
     actions: VecDeque<Action>,
 }
 
@@ -125,6 +129,7 @@ impl Torrent {
             download_limit: None,
             upload_limit: None,
             hash_backlog: hash_backlog.max(1),
+            listening: BTreeMap::new(),
             actions: VecDeque::new(),
         }
     }
@@ -183,10 +188,27 @@ impl Torrent {
         self.picker.peer_connected(peer);
     }
 
+    /// A connected peer listens at `addr`.
+    pub(crate) fn peer_listening(&mut self, peer: PeerKey, addr: SocketAddr) {
+        self.listening.insert(peer, addr);
+    }
+
+    /// Where our connected peers listen, but for `to` and any peer sharing
+    /// its address: what a ut_pex message to `to` may carry.
+    pub(crate) fn pex_peers(&self, to: PeerKey) -> BTreeSet<SocketAddr> {
+        let own = self.listening.get(&to);
+        self.listening
+            .iter()
+            .filter(|&(&k, a)| k != to && Some(a) != own)
+            .map(|(_, &a)| a)
+            .collect()
+    }
+
     /// A session ended: its requests go back to the picker, the others are
     /// woken to take them.
     pub fn peer_gone(&mut self, peer: PeerKey) {
         self.picker.peer_gone(peer);
+        self.listening.remove(&peer);
         self.push(Action::Wake);
     }
 

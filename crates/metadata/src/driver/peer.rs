@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use lodestone_core::ErrorChain;
 use lodestone_wire::extension::UT_METADATA;
+use lodestone_wire::pex::{PexInbox, PexReport};
 use lodestone_wire::{
     Connection, ConnectionError, ConnectionReader, ConnectionWriter, Established,
-    ExtendedHandshake, Handshake, MAX_EARLY_MESSAGES, Message, OUR_UT_METADATA_ID, Reserved,
-    encoded_len, our_extensions,
+    ExtendedHandshake, Handshake, MAX_EARLY_MESSAGES, Message, OUR_UT_METADATA_ID, OUR_UT_PEX_ID,
+    Reserved, encoded_len, our_extensions,
 };
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
@@ -59,6 +60,8 @@ pub(super) struct Greeting {
     pub client_name: Option<String>,
     /// `p` in our extension handshake.
     pub listen_port: Option<u16>,
+    /// Where peers learned by ut_pex go; `None` turns ut_pex off.
+    pub pex: Option<mpsc::Sender<PexReport>>,
 }
 
 /// Why a connection task stopped, for the log and the `misbehaved` flag.
@@ -103,6 +106,9 @@ pub(super) struct PeerTask {
     /// The id the peer receives ut_metadata under, once it offered it.
     their_id: Option<u8>,
     events: mpsc::Sender<(ConnId, PeerEvent)>,
+    /// Where ut_pex reports go, if ut_pex is on.
+    pex: Option<mpsc::Sender<PexReport>>,
+    pex_inbox: PexInbox,
 }
 
 impl PeerTask {
@@ -136,6 +142,8 @@ impl PeerTask {
             greeted,
             their_id: None,
             events,
+            pex: greeting.pex.clone(),
+            pex_inbox: PexInbox::default(),
         };
         let (reader, writer) = conn.into_split();
         let end = task.talk(reader, writer, &greeting, &mut commands).await;
@@ -233,7 +241,7 @@ impl PeerTask {
         }
         if ours.supports_extensions() && self.theirs.reserved.supports_extensions() {
             let handshake = ExtendedHandshake {
-                m: our_extensions(),
+                m: our_extensions(greeting.pex.is_some()),
                 v: greeting.client_name.clone(),
                 p: greeting.listen_port,
                 yourip: Some(self.addr.ip()),
@@ -258,10 +266,15 @@ impl PeerTask {
                 id: OUR_UT_METADATA_ID,
                 payload,
             } => self.report(PeerEvent::Metadata(payload)).await,
-            Message::Extended { id, .. } if !our_extensions().values().any(|&ours| ours == id) => {
-                // An id we never assigned: nobody can read it.
+            Message::Extended {
+                id: OUR_UT_PEX_ID,
+                payload,
+            } => {
+                self.on_pex(&payload);
                 Ok(())
             }
+            // An id we never assigned: nobody can read it.
+            Message::Extended { .. } => Ok(()),
             // Nothing the download needs: we choke everyone and requested
             // nothing in this phase, so requests, cancels, blocks and
             // rejects refer to nothing.
@@ -294,6 +307,23 @@ impl PeerTask {
             metadata_size: handshake.metadata_size,
         })
         .await
+    }
+
+    /// Passes the peers of a ut_pex message on, within the inbox's caps.
+    /// A malformed one costs its addresses, not the peer; a full queue
+    /// drops them (the owner is busy, and PEX is only a hint).
+    fn on_pex(&mut self, payload: &[u8]) {
+        let Some(pex) = &self.pex else { return };
+        match self.pex_inbox.receive(std::time::Instant::now(), payload) {
+            Ok(peers) if !peers.is_empty() => {
+                let _ = pex.try_send(PexReport {
+                    from: self.addr,
+                    peers,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(peer = %self.addr, "bad ut_pex message: {e}"),
+        }
     }
 
     /// Keeps a message for the download, within the flood bounds.

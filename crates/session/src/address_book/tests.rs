@@ -19,15 +19,15 @@ fn book(capacity: usize) -> AddressBook {
 fn dials_trusted_sources_first_then_oldest() {
     let t0 = Instant::now();
     let mut b = book(10);
-    b.add(t0, addr(1), PeerSource::Dht);
-    b.add(t0, addr(2), PeerSource::Dht);
-    b.add(t0, addr(3), PeerSource::Magnet);
+    b.add(addr(1), PeerSource::Dht);
+    b.add(addr(2), PeerSource::Dht);
+    b.add(addr(3), PeerSource::Magnet);
     assert_eq!(b.next_dial(t0), Some(addr(3)));
     assert_eq!(b.next_dial(t0), Some(addr(1)));
     assert_eq!(b.next_dial(t0), Some(addr(2)));
     assert_eq!(b.next_dial(t0), None);
     // Busy addresses are not offered again when re-announced.
-    assert!(!b.add(t0, addr(1), PeerSource::Dht));
+    assert!(!b.add(addr(1), PeerSource::Dht));
     assert_eq!(b.next_dial(t0), None);
 }
 
@@ -35,13 +35,15 @@ fn dials_trusted_sources_first_then_oldest() {
 fn failures_back_off_exponentially_then_forget() {
     let t0 = Instant::now();
     let mut b = book(10);
-    b.add(t0, addr(1), PeerSource::Dht);
+    b.add(addr(1), PeerSource::Dht);
     let mut now = t0;
     let mut waits = Vec::new();
     for _ in 0..AddressBookConfig::default().max_failures {
         assert_eq!(b.next_dial(now), Some(addr(1)));
         b.ended(now, addr(1), Outcome::Failed);
-        let Some(due) = b.poll_timeout() else { break };
+        let Some(due) = b.poll_timeout(now) else {
+            break;
+        };
         assert_eq!(b.next_dial(due - Duration::from_millis(1)), None);
         waits.push((due - now).as_secs());
         now = due;
@@ -49,20 +51,20 @@ fn failures_back_off_exponentially_then_forget() {
     assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128]);
     assert_eq!(b.stats().known, 0, "forgotten after max_failures");
     // A new report brings it back.
-    assert!(b.add(now, addr(1), PeerSource::Dht));
+    assert!(b.add(addr(1), PeerSource::Dht));
 }
 
 #[test]
 fn a_connection_that_worked_resets_the_backoff() {
     let t0 = Instant::now();
     let mut b = book(10);
-    b.add(t0, addr(1), PeerSource::Dht);
+    b.add(addr(1), PeerSource::Dht);
     b.next_dial(t0);
     b.ended(t0, addr(1), Outcome::Failed);
-    let due = b.poll_timeout().unwrap();
+    let due = b.poll_timeout(t0).unwrap();
     b.next_dial(due);
     b.ended(due, addr(1), Outcome::Closed);
-    assert_eq!(b.poll_timeout(), Some(due + Duration::from_secs(2)));
+    assert_eq!(b.poll_timeout(due), Some(due + Duration::from_secs(2)));
 }
 
 #[test]
@@ -71,28 +73,27 @@ fn misbehaving_peers_are_banned_by_ip_except_on_loopback() {
     let mut b = book(10);
     let a = addr(1);
     let same_ip = SocketAddr::new(a.ip(), 7000);
-    b.add(t0, a, PeerSource::Dht);
-    b.add(t0, same_ip, PeerSource::Dht);
+    b.add(a, PeerSource::Dht);
+    b.add(same_ip, PeerSource::Dht);
     b.next_dial(t0);
     b.ended(t0, a, Outcome::Misbehaved);
     assert_eq!(b.stats().known, 0);
-    assert!(!b.add(t0, same_ip, PeerSource::Magnet));
-    assert!(!b.incoming(t0, same_ip));
+    assert!(!b.add(same_ip, PeerSource::Magnet));
+    assert!(!b.incoming(same_ip));
 
     let l1 = SocketAddr::from(([127, 0, 0, 1], 1000));
     let l2 = SocketAddr::from(([127, 0, 0, 1], 1001));
     b.ban(l1);
     assert!(b.is_banned(l1) && !b.is_banned(l2));
-    assert!(b.add(t0, l2, PeerSource::Dht));
+    assert!(b.add(l2, PeerSource::Dht));
 }
 
 #[test]
 fn unusable_addresses_are_ignored() {
-    let t0 = Instant::now();
     let mut b = book(10);
-    assert!(!b.add(t0, SocketAddr::from(([1, 2, 3, 4], 0)), PeerSource::Dht));
-    assert!(!b.add(t0, SocketAddr::from(([0, 0, 0, 0], 1)), PeerSource::Dht));
-    assert!(!b.add(t0, SocketAddr::from(([224, 0, 0, 1], 1)), PeerSource::Dht));
+    assert!(!b.add(SocketAddr::from(([1, 2, 3, 4], 0)), PeerSource::Dht));
+    assert!(!b.add(SocketAddr::from(([0, 0, 0, 0], 1)), PeerSource::Dht));
+    assert!(!b.add(SocketAddr::from(([224, 0, 0, 1], 1)), PeerSource::Dht));
     assert_eq!(b.stats().known, 0);
 }
 
@@ -100,7 +101,7 @@ fn unusable_addresses_are_ignored() {
 fn incoming_connections_are_busy_until_they_end() {
     let t0 = Instant::now();
     let mut b = book(10);
-    assert!(b.incoming(t0, addr(5)));
+    assert!(b.incoming(addr(5)));
     assert_eq!(b.next_dial(t0), None);
     assert_eq!(b.stats().busy, 1);
     b.ended(t0, addr(5), Outcome::Closed);
@@ -111,11 +112,11 @@ fn incoming_connections_are_busy_until_they_end() {
 fn a_full_book_of_busy_entries_refuses_newcomers() {
     let t0 = Instant::now();
     let mut b = book(2);
-    b.add(t0, addr(1), PeerSource::Dht);
-    b.add(t0, addr(2), PeerSource::Dht);
+    b.add(addr(1), PeerSource::Dht);
+    b.add(addr(2), PeerSource::Dht);
     b.next_dial(t0);
     b.next_dial(t0);
-    assert!(!b.add(t0, addr(3), PeerSource::Dht));
+    assert!(!b.add(addr(3), PeerSource::Dht));
     assert_eq!(b.stats().known, 2);
 }
 
@@ -134,16 +135,16 @@ proptest! {
         let mut b = book(capacity);
         let mut f = 0;
         for i in 0..honest {
-            b.add(t0, addr(i as u32), if i % 2 == 0 { PeerSource::Magnet } else { PeerSource::Incoming });
+            b.add(addr(i as u32), if i % 2 == 0 { PeerSource::Magnet } else { PeerSource::Incoming });
             for _ in 0..interleave {
                 if f < flood {
-                    b.add(t0, addr(1_000_000 + f as u32), PeerSource::Dht);
+                    b.add(addr(1_000_000 + f as u32), PeerSource::Dht);
                     f += 1;
                 }
             }
         }
         while f < flood {
-            b.add(t0, addr(1_000_000 + f as u32), PeerSource::Dht);
+            b.add(addr(1_000_000 + f as u32), PeerSource::Dht);
             f += 1;
         }
         prop_assert!(b.stats().known <= capacity);
@@ -157,27 +158,126 @@ proptest! {
 
     /// Counts agree with the entries whatever the sequence of operations.
     #[test]
-    fn counts_stay_consistent(ops in proptest::collection::vec((0u8..7, 0u32..30, 0u8..3), 1..400)) {
+    fn counts_stay_consistent(ops in proptest::collection::vec((0u8..9, 0u32..30, 0u8..4), 1..400)) {
         let t0 = Instant::now();
         let mut b = book(16);
         let mut now = t0;
         for (op, a, s) in ops {
             let source = PeerSource::ALL[s as usize];
             match op {
-                0 => { b.add(now, addr(a), source); }
+                0 => { b.add(addr(a), source); }
+                7 => { b.add_pex(addr(a), addr(100 + u32::from(s))); }
+                8 => b.forget_pex(),
                 1 => { b.next_dial(now); }
                 2 => b.ended(now, addr(a), Outcome::Failed),
                 3 => b.ended(now, addr(a), Outcome::Closed),
-                4 => { b.incoming(now, addr(a)); }
+                4 => { b.incoming(addr(a)); }
                 5 => b.ended(now, addr(a), Outcome::Misbehaved),
                 _ => now += Duration::from_secs(u64::from(a)),
             }
             let total: usize = PeerSource::ALL.iter().map(|&s| b.count(s)).sum();
             prop_assert_eq!(total, b.stats().known);
             prop_assert!(b.stats().known <= 16);
-            prop_assert!(b.queue.len() <= b.stats().known);
+            let queued: usize = b.queues.iter().map(BTreeSet::len).sum();
+            prop_assert_eq!(queued + b.stats().busy, b.stats().known);
             let busy = b.entries.values().filter(|e| e.status == Status::Busy).count();
             prop_assert_eq!(b.stats().busy, busy);
         }
     }
+}
+
+#[test]
+fn a_pex_flood_never_evicts_the_other_sources() {
+    let t0 = Instant::now();
+    let mut b = book(200);
+    for i in 0..30 {
+        b.add(addr(i), PeerSource::Dht);
+    }
+    b.add(addr(99), PeerSource::Magnet);
+    for f in 0..10_000 {
+        b.add_pex(addr(1_000_000 + f), addr(7));
+    }
+    assert_eq!(b.stats().known, 200);
+    assert_eq!(b.count(PeerSource::Dht), 30);
+    assert_eq!(b.count(PeerSource::Magnet), 1);
+    assert_eq!(b.count(PeerSource::Pex), 169);
+    // Every honest address is dialed before any PEX-learned one.
+    for _ in 0..31 {
+        assert!(b.next_dial(t0).unwrap().ip() < Ipv4Addr::from(0x0a00_0000 + 1_000_000));
+    }
+}
+
+#[test]
+fn pex_addresses_reported_by_more_peers_are_dialed_first() {
+    let t0 = Instant::now();
+    let mut b = book(100);
+    for i in 0..5 {
+        b.add_pex(addr(i), addr(50));
+    }
+    // addr(3) is confirmed by two more peers, addr(4) by one; the same
+    // reporter twice counts once.
+    b.add_pex(addr(3), addr(51));
+    b.add_pex(addr(3), addr(52));
+    b.add_pex(addr(4), addr(51));
+    b.add_pex(addr(4), addr(51));
+    let order: Vec<_> = std::iter::from_fn(|| b.next_dial(t0)).collect();
+    assert_eq!(order, [addr(3), addr(4), addr(0), addr(1), addr(2)]);
+}
+
+#[test]
+fn pex_dials_stay_within_the_budget_however_fast_they_fail() {
+    let config = AddressBookConfig::default();
+    let t0 = Instant::now();
+    let mut b = book(2_000);
+    for f in 0..10_000 {
+        b.add_pex(addr(f), addr(1_000_000));
+    }
+    // A DHT address arriving in the middle of the flood is dialed at once.
+    b.add(addr(5_000_000), PeerSource::Dht);
+    let mut now = t0;
+    let mut dials = 0u64;
+    let minutes = 10;
+    let end = t0 + Duration::from_secs(60 * minutes);
+    let mut dht_dialed = false;
+    while now < end {
+        // Dial everything the book allows, as a torrent with unlimited
+        // dial slots would, and every dial fails at once (connection
+        // refused on a made-up address).
+        while let Some(a) = b.next_dial(now) {
+            dht_dialed |= a == addr(5_000_000);
+            if a != addr(5_000_000) {
+                dials += 1;
+            }
+            b.ended(now, a, Outcome::Failed);
+        }
+        now = b
+            .poll_timeout(now)
+            .unwrap()
+            .max(now + Duration::from_millis(1));
+    }
+    assert!(dht_dialed);
+    let budget = u64::from(config.pex_dial_burst)
+        + (config.pex_dials_per_sec * 60.0 * minutes as f64) as u64;
+    assert!(dials <= budget, "{dials} PEX dials, budget {budget}");
+    assert!(
+        dials >= budget - 2,
+        "the budget is used: {dials} of {budget}"
+    );
+    assert_eq!(dials, b.pex_dials());
+}
+
+#[test]
+fn forget_pex_drops_idle_pex_entries_only() {
+    let t0 = Instant::now();
+    let mut b = book(100);
+    b.add_pex(addr(1), addr(50));
+    b.add_pex(addr(2), addr(50));
+    b.add(addr(3), PeerSource::Dht);
+    // Vouched for by the DHT too: no longer PEX's alone.
+    b.add_pex(addr(3), addr(50));
+    assert_eq!(b.next_dial(t0), Some(addr(3)));
+    b.forget_pex();
+    assert_eq!(b.count(PeerSource::Pex), 0);
+    assert_eq!(b.stats().known, 1);
+    assert_eq!(b.next_dial(t0), None);
 }
