@@ -118,10 +118,14 @@ pub struct DownloadArgs {
     /// Print one JSON event per line on stdout instead of a progress display.
     #[arg(long)]
     pub json: bool,
-    /// Use only the peers named in the magnet link (x.pe) or by --peer,
-    /// not the DHT.
+    /// Do not use the DHT: peers come from the trackers, the magnet
+    /// link's x.pe and --peer.
     #[arg(long)]
     pub no_dht: bool,
+    /// Do not announce to trackers (the magnet's tr=, the .torrent's
+    /// announce list) nor take peers from them.
+    #[arg(long)]
+    pub no_trackers: bool,
     /// A peer to connect to (repeatable), like a magnet's x.pe; the one way
     /// to name peers for a .torrent file.
     #[arg(long = "peer", value_name = "IP:PORT")]

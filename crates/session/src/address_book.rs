@@ -26,12 +26,20 @@ pub enum PeerSource {
     Magnet,
     /// The peer connected to us.
     Incoming,
+    /// A tracker of the torrent: one party the torrent names, trusted more
+    /// than whoever answers in the DHT.
+    Tracker,
     /// A DHT `get_peers` lookup.
     Dht,
 }
 
 impl PeerSource {
-    const ALL: [PeerSource; 3] = [PeerSource::Magnet, PeerSource::Incoming, PeerSource::Dht];
+    const ALL: [PeerSource; 4] = [
+        PeerSource::Magnet,
+        PeerSource::Incoming,
+        PeerSource::Tracker,
+        PeerSource::Dht,
+    ];
 
     fn index(self) -> usize {
         self as usize
@@ -115,8 +123,8 @@ pub struct AddressBook {
     /// Idle entries by (due, source, seq): the next to dial comes first.
     queue: BTreeSet<(Instant, PeerSource, u64, SocketAddr)>,
     /// Per source, addresses in insertion order (stale ones skipped lazily).
-    by_source: [VecDeque<(u64, SocketAddr)>; 3],
-    counts: [usize; 3],
+    by_source: [VecDeque<(u64, SocketAddr)>; PeerSource::ALL.len()],
+    counts: [usize; PeerSource::ALL.len()],
     /// Entries that are [`Status::Busy`], kept as they change: the owner
     /// asks on every event whether it may dial more.
     busy: usize,
@@ -139,7 +147,7 @@ impl AddressBook {
             entries: HashMap::new(),
             queue: BTreeSet::new(),
             by_source: Default::default(),
-            counts: [0; 3],
+            counts: [0; PeerSource::ALL.len()],
             busy: 0,
             banned_addrs: BTreeSet::new(),
             banned_ips: BTreeSet::new(),

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use crate::address_book::{AddressBook, AddressBookConfig, Outcome, PeerSource};
 use crate::session::Shared;
 use crate::stall::StallReason;
+use crate::trackers::{Identity, Trackers, Transfer};
 use crate::{dialer, discovery};
 
 /// How often the status is published.
@@ -224,6 +225,9 @@ pub(crate) struct Torrent {
     dht_nodes: Option<usize>,
     /// The files selected, once resolved (`None`: all).
     files: Option<BTreeSet<usize>>,
+    /// The announces to the torrent's trackers, if it has any and the
+    /// session uses trackers.
+    trackers: Option<Trackers>,
 }
 
 /// Runs a torrent to its end; `incoming` carries connections the listener
@@ -242,6 +246,7 @@ pub(crate) async fn run(
     let (wanted, wanted_rx) = watch::channel(true);
     let now = Instant::now().into_std();
     let mut book = AddressBook::new(AddressBookConfig::default());
+    let tiers = tracker_tiers(&source);
     let (metainfo, direct) = match source {
         TorrentSource::Magnet(m) => (None, m.peers),
         TorrentSource::Metainfo(m) => (Some(m), Vec::new()),
@@ -262,6 +267,19 @@ pub(crate) async fn run(
         )),
         _ => None,
     };
+    let (tracker_tx, mut from_trackers) = mpsc::channel(256);
+    let trackers = match &shared.trackers {
+        Some(client) if !tiers.is_empty() => {
+            let me = Identity {
+                info_hash,
+                peer_id: shared.peer_id,
+                port: shared.listen_port,
+                key: rand::random(),
+            };
+            Some(Trackers::spawn(client, tiers, me, tracker_tx))
+        }
+        _ => None,
+    };
     let mut t = Torrent {
         handshake: Handshake::new(Reserved::LODESTONE, info_hash, shared.peer_id),
         shared,
@@ -276,6 +294,7 @@ pub(crate) async fn run(
         uses_dht: discovery.is_some(),
         dht_nodes: None,
         files: None,
+        trackers,
     };
     let mut stage = match t.metainfo.clone() {
         Some(m) => t.start_download(m, &mut options, Vec::new())?,
@@ -308,6 +327,9 @@ pub(crate) async fn run(
             }
             Some(addr) = found.recv() => {
                 t.book.add(Instant::now().into_std(), addr, PeerSource::Dht);
+            }
+            Some(addr) = from_trackers.recv() => {
+                t.book.add(Instant::now().into_std(), addr, PeerSource::Tracker);
             }
             Some(conn) = incoming.recv() => {
                 if t.book.incoming(Instant::now().into_std(), conn.addr) {
@@ -376,7 +398,27 @@ pub(crate) async fn run(
     // The last word, so that a follower sees the final phase even when
     // the torrent ended between two ticks.
     t.publish(&stage);
+    if let Some(trackers) = t.trackers.take() {
+        trackers.stop().await;
+    }
     result
+}
+
+/// The torrent's trackers in BEP 12 tiers: a metainfo's `announce-list`
+/// (or `announce`), a magnet's `tr=` each a tier of its own.
+fn tracker_tiers(source: &TorrentSource) -> Vec<lodestone_tracker::tier::Tier> {
+    let mut rng = rand::rng();
+    match source {
+        TorrentSource::Magnet(m) => {
+            lodestone_tracker::tier::tiers_of(None, &[], &m.trackers, &mut rng)
+        }
+        TorrentSource::Metainfo(m) => lodestone_tracker::tier::tiers_of(
+            m.announce.as_deref(),
+            &m.announce_list,
+            &[],
+            &mut rng,
+        ),
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -583,6 +625,23 @@ impl Torrent {
             }
             Stage::Paused(_) => TorrentPhase::Paused,
         };
+        if let Some(trackers) = &self.trackers {
+            match &phase {
+                TorrentPhase::Download(p) => {
+                    let left = p.wanted_bytes.saturating_sub(p.verified_bytes);
+                    trackers.update(Transfer {
+                        uploaded: p.uploaded,
+                        downloaded: p.downloaded,
+                        left: Some(left),
+                        // Completed by this session's download, not found
+                        // complete on disk.
+                        completed: left == 0 && p.downloaded > 0,
+                    });
+                }
+                TorrentPhase::Metadata(_) => trackers.update(Transfer::default()),
+                TorrentPhase::Paused => {}
+            }
+        }
         self.status.send_replace(TorrentStatus {
             phase,
             metainfo: self.metainfo.clone(),
