@@ -15,7 +15,7 @@ Examples:
   lodestone inspect 'magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=example'
   lodestone inspect --json ubuntu.torrent";
 
-/// lodestone: a trackerless BitTorrent client.
+/// lodestone: a BitTorrent client that needs no tracker (and uses one when named).
 #[derive(Debug, Parser)]
 #[command(name = "lodestone", version, after_help = EXAMPLES)]
 pub struct Cli {
