@@ -272,10 +272,13 @@ lodestone_tests::isolated_test! {
         let work = WorkDir::new("hostile-trackers").expect("work dir");
         let out = work.subdir("out").expect("out dir");
         let started = Instant::now();
-        let output = lodestone(&[
-            "download", &magnet, "-o", &out.to_string_lossy(), "--no-seed",
-            "--bootstrap", &info.dht_nodes[0].to_string(), &dht_bind(1),
-        ]);
+        // GNU time reports the peak resident set as the process ends.
+        let output = Command::new("/usr/bin/time")
+            .args(["-f", "peak-rss-kib %M", env!("CARGO_BIN_EXE_lodestone")])
+            .args(["download", &magnet, "-o", &out.to_string_lossy(), "--no-seed"])
+            .args(["--bootstrap", &info.dht_nodes[0].to_string(), &dht_bind(1)])
+            .output()
+            .expect("/usr/bin/time runs lodestone (tests/setup installs time)");
         let took = started.elapsed();
         assert_success(&output, "download beside hostile trackers");
         verify_files(&out, &info.files).expect("files verified");
@@ -286,6 +289,12 @@ lodestone_tests::isolated_test! {
         // (plus what socket buffers hold).
         let bytes = pushed.load(Ordering::Relaxed);
         assert!(bytes < 16 * MIB, "{bytes} bytes of the endless reply were taken");
+        let peak_kib: u64 = stderr(&output)
+            .lines()
+            .find_map(|l| l.strip_prefix("peak-rss-kib ")?.trim().parse().ok())
+            .expect("peak RSS reported");
+        eprintln!("hostile trackers: {bytes} bytes of the endless reply sent, {took:?}, peak RSS {peak_kib} KiB");
+        assert!(peak_kib < 64 * 1024, "peak RSS {peak_kib} KiB");
         let events = events.lock().expect("events").clone();
         assert_eq!(events, ["started", "completed", "stopped"], "{}", stderr(&output));
     }
