@@ -158,9 +158,15 @@ async fn run_tier(
             Event::None
         };
         let request = announce(me, now, event);
-        let result = tokio::select! {
-            r = tier.announce(&client, &request) => r,
-            _ = stop.changed() => break,
+        let result = if event == Event::Completed {
+            // Not cut short by the end: once sent it may have counted, and
+            // the last words would tell it twice (STOP_WAIT bounds it).
+            tier.announce(&client, &request).await
+        } else {
+            tokio::select! {
+                r = tier.announce(&client, &request) => r,
+                _ = stop.changed() => break,
+            }
         };
         let wait = match result {
             Ok(reply) => {
@@ -176,10 +182,6 @@ async fn run_tier(
                         return;
                     }
                 }
-                if !scraped {
-                    scraped = true;
-                    scrape(&client, &mut tier, &me.info_hash).await;
-                }
                 if transfer.borrow().completed && !completed_sent {
                     // Completed while this announce was under way.
                     Duration::ZERO
@@ -194,6 +196,14 @@ async fn run_tier(
                 wait
             }
         };
+        if started && !scraped {
+            scraped = true;
+            // The scrape only informs: leaving must not wait for it.
+            tokio::select! {
+                () = scrape(&client, &mut tier, &me.info_hash) => {}
+                _ = stop.changed() => break,
+            }
+        }
         let deadline = Instant::now() + wait;
         loop {
             tokio::select! {
@@ -263,7 +273,74 @@ fn front_url(tier: &Tier) -> String {
 
 #[cfg(test)]
 mod tests {
+    use lodestone_tracker::udp::UdpConfig;
+    use tokio::net::UdpSocket;
+
     use super::*;
+
+    /// A UDP tracker on loopback that answers every connect and announce,
+    /// handing out `peer`, and reports each announce's event code.
+    async fn recording_tracker(peer: SocketAddr) -> (String, mpsc::UnboundedReceiver<u32>) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("udp://{}", socket.local_addr().expect("addr"));
+        let (events, seen) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let d = &buf[..n];
+                let mut reply = Vec::new();
+                if n == 16 {
+                    reply.extend_from_slice(&0u32.to_be_bytes());
+                    reply.extend_from_slice(&d[12..16]);
+                    reply.extend_from_slice(&42u64.to_be_bytes());
+                } else if n == 98 {
+                    let _ = events.send(u32::from_be_bytes(d[80..84].try_into().expect("event")));
+                    reply.extend_from_slice(&1u32.to_be_bytes());
+                    reply.extend_from_slice(&d[12..16]);
+                    for v in [1800u32, 0, 1] {
+                        reply.extend_from_slice(&v.to_be_bytes());
+                    }
+                    lodestone_core::compact::write_peer(&peer, &mut reply);
+                }
+                let _ = socket.send_to(&reply, from).await;
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn a_tier_says_started_completed_stopped_and_passes_peers_on() {
+        let peer: SocketAddr = "127.0.0.9:6881".parse().expect("addr");
+        let (url, mut seen) = recording_tracker(peer).await;
+        let client = Client::new(Duration::from_secs(5), UdpConfig::default()).expect("client");
+        let tiers = lodestone_tracker::tier::tiers_of(None, &[], &[url], &mut rand::rng());
+        let me = Identity {
+            info_hash: InfoHash([1; 20]),
+            peer_id: PeerId([2; 20]),
+            port: 7000,
+            key: 3,
+        };
+        let (found_tx, mut found) = mpsc::channel(8);
+        let trackers = Trackers::spawn(&client, tiers, me, found_tx);
+        assert_eq!(found.recv().await, Some(peer));
+        assert_eq!(seen.recv().await, Some(Event::Started.udp_code()));
+        // Completion just before the end is still told, before `stopped`.
+        trackers.update(Transfer {
+            uploaded: 0,
+            downloaded: 10,
+            left: Some(0),
+            completed: true,
+        });
+        trackers.stop().await;
+        let mut rest = Vec::new();
+        while let Ok(code) = seen.try_recv() {
+            rest.push(code);
+        }
+        assert_eq!(
+            rest,
+            [Event::Completed.udp_code(), Event::Stopped.udp_code()]
+        );
+    }
 
     #[test]
     fn intervals_are_bounded_and_honour_min_interval() {
