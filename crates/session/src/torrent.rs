@@ -399,6 +399,8 @@ pub(crate) async fn run(
     // the torrent ended between two ticks.
     t.publish(&stage);
     if let Some(trackers) = t.trackers.take() {
+        // No more peers: a tier waiting to hand some over goes on to leave.
+        drop(from_trackers);
         trackers.stop().await;
     }
     result

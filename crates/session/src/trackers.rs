@@ -179,7 +179,8 @@ async fn run_tier(
                 );
                 for addr in reply.peers {
                     if found.send(addr).await.is_err() {
-                        return;
+                        // The torrent is ending and takes no more peers.
+                        break;
                     }
                 }
                 if transfer.borrow().completed && !completed_sent {
