@@ -28,6 +28,10 @@ mod metainfo;
 mod peer_session;
 #[path = "../../fuzz/checks/script.rs"]
 mod script;
+#[path = "../../fuzz/checks/tracker_http.rs"]
+mod tracker_http;
+#[path = "../../fuzz/checks/tracker_udp.rs"]
+mod tracker_udp;
 #[path = "../../fuzz/checks/ut_metadata.rs"]
 mod ut_metadata;
 #[path = "../../fuzz/checks/ut_pex.rs"]
@@ -133,6 +137,16 @@ fn ut_pex_corpus() {
 #[test]
 fn metadata_fetch_corpus() {
     replay("metadata_fetch", 10, metadata_fetch::check);
+}
+
+#[test]
+fn tracker_http_corpus() {
+    replay("tracker_http", 8, tracker_http::check);
+}
+
+#[test]
+fn tracker_udp_corpus() {
+    replay("tracker_udp", 6, tracker_udp::check);
 }
 
 #[test]

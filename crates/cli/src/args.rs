@@ -15,7 +15,7 @@ Examples:
   lodestone inspect 'magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=example'
   lodestone inspect --json ubuntu.torrent";
 
-/// lodestone: a trackerless BitTorrent client.
+/// lodestone: a BitTorrent client that needs no tracker (and uses one when named).
 #[derive(Debug, Parser)]
 #[command(name = "lodestone", version, after_help = EXAMPLES)]
 pub struct Cli {
@@ -123,10 +123,14 @@ pub struct DownloadArgs {
     /// Print one JSON event per line on stdout instead of a progress display.
     #[arg(long)]
     pub json: bool,
-    /// Use only the peers named in the magnet link (x.pe) or by --peer,
-    /// and those they tell of by PEX, not the DHT.
+    /// Do not use the DHT: peers come from the trackers, the magnet
+    /// link's x.pe and --peer, and those they tell of by PEX.
     #[arg(long)]
     pub no_dht: bool,
+    /// Do not announce to trackers (the magnet's tr=, the .torrent's
+    /// announce list) nor take peers from them.
+    #[arg(long)]
+    pub no_trackers: bool,
     /// A peer to connect to (repeatable), like a magnet's x.pe; the one way
     /// to name peers for a .torrent file.
     #[arg(long = "peer", value_name = "IP:PORT")]

@@ -60,9 +60,14 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
                         (TorrentSource::Metainfo(kept.into()), so)
                     }
                     None => {
-                        if args.no_dht && magnet.peers.is_empty() && args.peers.is_empty() {
+                        let trackers = !args.no_trackers && !magnet.trackers.is_empty();
+                        if args.no_dht
+                            && !trackers
+                            && magnet.peers.is_empty()
+                            && args.peers.is_empty()
+                        {
                             return Err(Failure::BadInput(anyhow!(
-                                "with --no-dht the magnet link must name peers (x.pe=IP:PORT)"
+                                "with --no-dht the magnet link must name peers (x.pe=IP:PORT) or trackers (tr=)"
                             )));
                         }
                         keep = state.clone();
@@ -103,6 +108,7 @@ async fn session_config(args: &DownloadArgs) -> Result<SessionConfig, Failure> {
         true => None,
         false => Some(dht_cmd::config(&args.dht).await?),
     };
+    config.trackers = !args.no_trackers;
     config.listen_port = args.port;
     if !args.bind_ips.is_empty() {
         (config.listen_ipv4, config.listen_ipv6) = listen_ips(&args.bind_ips).map_err(bad)?;

@@ -61,7 +61,10 @@ pub fn print_metainfo(metainfo: &Metainfo, as_json: bool) {
     }
     for (tier, trackers) in tracker_tiers(metainfo).iter().enumerate() {
         for tracker in trackers {
-            outln!("tracker:     {tracker} (tier {tier}; unused: lodestone is trackerless)");
+            outln!(
+                "tracker:     {tracker} (tier {tier}; {})",
+                tracker_use(tracker)
+            );
         }
     }
     outln!("magnet:      {}", metainfo.magnet());
@@ -92,6 +95,14 @@ fn tracker_tiers(metainfo: &Metainfo) -> Vec<Vec<String>> {
     metainfo.announce.iter().map(|a| vec![a.clone()]).collect()
 }
 
+/// Whether `download` announces to a tracker URL.
+fn tracker_use(url: &str) -> &'static str {
+    match lodestone_tracker::Tracker::parse(url) {
+        Ok(_) => "announced unless --no-trackers",
+        Err(_) => "unused: lodestone speaks http, https and udp trackers",
+    }
+}
+
 fn print_magnet(magnet: &Magnet, as_json: bool) {
     let peers: Vec<String> = magnet.peers.iter().map(ToString::to_string).collect();
     if as_json {
@@ -110,7 +121,7 @@ fn print_magnet(magnet: &Magnet, as_json: bool) {
         outln!("name:        {name}");
     }
     for tracker in &magnet.trackers {
-        outln!("tracker:     {tracker} (unused: lodestone is trackerless)");
+        outln!("tracker:     {tracker} ({})", tracker_use(tracker));
     }
     for peer in &peers {
         outln!("peer:        {peer}");

@@ -15,7 +15,7 @@ pub fn init(verbose: u8) {
             2 => "debug",
             _ => "trace",
         };
-        EnvFilter::new(format!("warn,lodestone={level},lodestone_cli={level},lodestone_dht={level},lodestone_wire={level},lodestone_metadata={level},lodestone_download={level}"))
+        EnvFilter::new(format!("warn,lodestone={level},lodestone_cli={level},lodestone_dht={level},lodestone_wire={level},lodestone_metadata={level},lodestone_download={level},lodestone_session={level},lodestone_tracker={level}"))
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,4 +1,4 @@
-//! `lodestone`: a trackerless BitTorrent client.
+//! `lodestone`: a BitTorrent client that needs no tracker.
 //!
 //! This crate only wires the library crates to a command line: argument
 //! parsing, logging, progress output and exit codes. Protocol code lives in

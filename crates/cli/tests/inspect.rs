@@ -162,8 +162,8 @@ fn a_torrent_shows_its_tracker_tiers_and_magnet_link() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     for line in [
-        "tracker:     http://tracker.invalid/announce (tier 0; unused: lodestone is trackerless)",
-        "tracker:     http://backup.invalid/announce (tier 1; unused: lodestone is trackerless)",
+        "tracker:     http://tracker.invalid/announce (tier 0; announced unless --no-trackers)",
+        "tracker:     http://backup.invalid/announce (tier 1; announced unless --no-trackers)",
         &format!("magnet:      {magnet}"),
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");

@@ -36,6 +36,9 @@ pub enum PeerSource {
     Magnet,
     /// The peer connected to us.
     Incoming,
+    /// A tracker of the torrent: one party the torrent names, trusted more
+    /// than whoever answers in the DHT.
+    Tracker,
     /// A DHT `get_peers` lookup.
     Dht,
     /// A connected peer's ut_pex message.
@@ -43,9 +46,10 @@ pub enum PeerSource {
 }
 
 impl PeerSource {
-    const ALL: [PeerSource; 4] = [
+    const ALL: [PeerSource; 5] = [
         PeerSource::Magnet,
         PeerSource::Incoming,
+        PeerSource::Tracker,
         PeerSource::Dht,
         PeerSource::Pex,
     ];
@@ -158,10 +162,10 @@ pub struct AddressBook {
     config: AddressBookConfig,
     entries: HashMap<SocketAddr, Entry>,
     /// Idle entries per source, the next to dial first.
-    queues: [BTreeSet<QueueKey>; 4],
+    queues: [BTreeSet<QueueKey>; PeerSource::ALL.len()],
     /// Per source, addresses in insertion order (stale ones skipped lazily).
-    by_source: [VecDeque<(u64, SocketAddr)>; 4],
-    counts: [usize; 4],
+    by_source: [VecDeque<(u64, SocketAddr)>; PeerSource::ALL.len()],
+    counts: [usize; PeerSource::ALL.len()],
     /// Dials PEX-learned addresses may still make now (a token bucket that
     /// starts full), and when it was last topped up (`None` before the
     /// first [`AddressBook::next_dial`]).
@@ -192,7 +196,7 @@ impl AddressBook {
             entries: HashMap::new(),
             queues: Default::default(),
             by_source: Default::default(),
-            counts: [0; 4],
+            counts: [0; PeerSource::ALL.len()],
             busy: 0,
             banned_addrs: BTreeSet::new(),
             banned_ips: BTreeSet::new(),

@@ -14,6 +14,7 @@
 //! * [`dialer`]: the transport seam (TCP now);
 //! * `listener`: listen sockets and routing by infohash;
 //! * `discovery`: one DHT lookup per interval, which also announces;
+//! * `trackers`: the torrent's trackers, one task per BEP 12 tier;
 //! * `torrent`: the per-torrent task;
 //! * `session`: the [`Session`] and [`TorrentHandle`].
 //!
@@ -41,6 +42,7 @@ mod listener;
 mod session;
 mod stall;
 mod torrent;
+mod trackers;
 
 pub use address_book::{AddressBook, AddressBookConfig, BookStats, Outcome, PeerSource};
 pub use discovery::{ANNOUNCE_INTERVAL, LOOKUP_INTERVAL};
@@ -49,3 +51,4 @@ pub use stall::StallReason;
 pub use torrent::{
     AddOptions, FileFilter, TorrentError, TorrentPhase, TorrentSource, TorrentStatus,
 };
+pub use trackers::{MAX_INTERVAL as TRACKER_MAX_INTERVAL, MIN_INTERVAL as TRACKER_MIN_INTERVAL};

@@ -25,6 +25,9 @@ use crate::torrent::{
 /// Connections waiting for a torrent's task, from the listener.
 const INCOMING_QUEUE: usize = 32;
 
+/// Deadline of one HTTP tracker exchange.
+const TRACKER_HTTP_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// How to run a session.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -51,12 +54,18 @@ pub struct SessionConfig {
     pub connect_timeout: Duration,
     /// Threads hashing and writing pieces for every torrent together.
     pub hash_threads: usize,
+    /// Announce to the trackers a torrent names (magnet `tr=`, metainfo
+    /// `announce`/`announce-list`) and take peers from them.
+    pub trackers: bool,
+    /// Timing of UDP tracker exchanges (BEP 15 retries).
+    pub tracker_udp: lodestone_tracker::udp::UdpConfig,
 }
 
 impl SessionConfig {
     /// Defaults: a fresh peer id, the DHT on the public routers, port 6881
     /// on every IPv4 and IPv6 address, no limits, 50 peers per torrent
-    /// dialed 16 at a time with 5 s to connect, one hashing thread per core.
+    /// dialed 16 at a time with 5 s to connect, one hashing thread per core,
+    /// trackers used.
     pub fn new() -> Self {
         Self {
             peer_id: new_peer_id(),
@@ -70,6 +79,8 @@ impl SessionConfig {
             max_dials_per_torrent: 16,
             connect_timeout: Duration::from_secs(5),
             hash_threads: std::thread::available_parallelism().map_or(2, usize::from),
+            trackers: true,
+            tracker_udp: lodestone_tracker::udp::UdpConfig::default(),
         }
     }
 }
@@ -98,6 +109,9 @@ pub enum SessionError {
     /// The DHT could not start (local failure, or a bad bootstrap list).
     #[error("cannot start the DHT")]
     Dht(#[source] io::Error),
+    /// The tracker client could not be set up (local failure).
+    #[error("cannot set up the tracker client")]
+    Trackers(#[source] lodestone_tracker::TrackerError),
     /// The torrent is in the session already.
     #[error("torrent {0} is added already")]
     Duplicate(InfoHash),
@@ -108,6 +122,9 @@ pub(crate) struct Shared {
     pub(crate) config: SessionConfig,
     pub(crate) peer_id: PeerId,
     pub(crate) dht: Option<Dht>,
+    /// The client every torrent's tracker announces share, if trackers
+    /// are used.
+    pub(crate) trackers: Option<lodestone_tracker::Client>,
     pub(crate) listen_port: u16,
     pub(crate) download_limit: Option<SharedBucket>,
     pub(crate) upload_limit: Option<SharedBucket>,
@@ -140,10 +157,18 @@ impl Session {
             Some(dht) => Some(Dht::spawn(dht.clone()).await.map_err(SessionError::Dht)?),
             None => None,
         };
+        let trackers = if config.trackers {
+            let client = lodestone_tracker::Client::new(TRACKER_HTTP_TIMEOUT, config.tracker_udp)
+                .map_err(SessionError::Trackers)?;
+            Some(client)
+        } else {
+            None
+        };
         let now = Instant::now();
         let shared = Arc::new(Shared {
             peer_id: config.peer_id,
             dht,
+            trackers,
             listen_port,
             download_limit: config.download_limit.map(|r| SharedBucket::new(now, r)),
             upload_limit: config.upload_limit.map(|r| SharedBucket::new(now, r)),

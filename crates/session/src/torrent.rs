@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use crate::address_book::{AddressBook, AddressBookConfig, Outcome, PeerSource};
 use crate::session::Shared;
 use crate::stall::StallReason;
+use crate::trackers::{Identity, Trackers, Transfer};
 use crate::{dialer, discovery};
 
 /// How often the status is published.
@@ -232,6 +233,9 @@ pub(crate) struct Torrent {
     /// Where the phases send peers learned by ut_pex; `None` for a private
     /// torrent (BEP 27), which neither offers nor takes PEX.
     pex: Option<mpsc::Sender<PexReport>>,
+    /// The announces to the torrent's trackers, if it has any and the
+    /// session uses trackers.
+    trackers: Option<Trackers>,
 }
 
 /// Runs a torrent to its end; `incoming` carries connections the listener
@@ -250,6 +254,7 @@ pub(crate) async fn run(
     let (pex_tx, mut pex_rx) = mpsc::channel(PEX_QUEUE);
     let (wanted, wanted_rx) = watch::channel(true);
     let mut book = AddressBook::new(AddressBookConfig::default());
+    let tiers = tracker_tiers(&source);
     let (metainfo, direct) = match source {
         TorrentSource::Magnet(m) => (None, m.peers),
         TorrentSource::Metainfo(m) => (Some(m), Vec::new()),
@@ -270,6 +275,19 @@ pub(crate) async fn run(
         )),
         _ => None,
     };
+    let (tracker_tx, mut from_trackers) = mpsc::channel(256);
+    let trackers = match &shared.trackers {
+        Some(client) if !tiers.is_empty() => {
+            let me = Identity {
+                info_hash,
+                peer_id: shared.peer_id,
+                port: shared.listen_port,
+                key: rand::random(),
+            };
+            Some(Trackers::spawn(client, tiers, me, tracker_tx))
+        }
+        _ => None,
+    };
     let mut t = Torrent {
         handshake: Handshake::new(Reserved::LODESTONE, info_hash, shared.peer_id),
         shared,
@@ -285,6 +303,7 @@ pub(crate) async fn run(
         dht_nodes: None,
         files: None,
         pex: (!private).then_some(pex_tx),
+        trackers,
     };
     let mut stage = match t.metainfo.clone() {
         Some(m) => t.start_download(m, &mut options, Vec::new())?,
@@ -332,6 +351,9 @@ pub(crate) async fn run(
                         t.book.add_pex(peer.addr, report.from);
                     }
                 }
+            }
+            Some(addr) = from_trackers.recv() => {
+                t.book.add(addr, PeerSource::Tracker);
             }
             Some(conn) = incoming.recv() => {
                 if t.book.incoming(conn.addr) {
@@ -403,7 +425,29 @@ pub(crate) async fn run(
     // The last word, so that a follower sees the final phase even when
     // the torrent ended between two ticks.
     t.publish(&stage);
+    if let Some(trackers) = t.trackers.take() {
+        // No more peers: a tier waiting to hand some over goes on to leave.
+        drop(from_trackers);
+        trackers.stop().await;
+    }
     result
+}
+
+/// The torrent's trackers in BEP 12 tiers: a metainfo's `announce-list`
+/// (or `announce`), a magnet's `tr=` each a tier of its own.
+fn tracker_tiers(source: &TorrentSource) -> Vec<lodestone_tracker::tier::Tier> {
+    let mut rng = rand::rng();
+    match source {
+        TorrentSource::Magnet(m) => {
+            lodestone_tracker::tier::tiers_of(None, &[], &m.trackers, &mut rng)
+        }
+        TorrentSource::Metainfo(m) => lodestone_tracker::tier::tiers_of(
+            m.announce.as_deref(),
+            &m.announce_list,
+            &[],
+            &mut rng,
+        ),
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -614,6 +658,23 @@ impl Torrent {
             }
             Stage::Paused(_) => TorrentPhase::Paused,
         };
+        if let Some(trackers) = &self.trackers {
+            match &phase {
+                TorrentPhase::Download(p) => {
+                    let left = p.wanted_bytes.saturating_sub(p.verified_bytes);
+                    trackers.update(Transfer {
+                        uploaded: p.uploaded,
+                        downloaded: p.downloaded,
+                        left: Some(left),
+                        // Completed by this session's download, not found
+                        // complete on disk.
+                        completed: left == 0 && p.downloaded > 0,
+                    });
+                }
+                TorrentPhase::Metadata(_) => trackers.update(Transfer::default()),
+                TorrentPhase::Paused => {}
+            }
+        }
         self.status.send_replace(TorrentStatus {
             phase,
             metainfo: self.metainfo.clone(),

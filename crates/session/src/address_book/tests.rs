@@ -158,7 +158,7 @@ proptest! {
 
     /// Counts agree with the entries whatever the sequence of operations.
     #[test]
-    fn counts_stay_consistent(ops in proptest::collection::vec((0u8..9, 0u32..30, 0u8..4), 1..400)) {
+    fn counts_stay_consistent(ops in proptest::collection::vec((0u8..9, 0u32..30, 0u8..5), 1..400)) {
         let t0 = Instant::now();
         let mut b = book(16);
         let mut now = t0;

@@ -1,0 +1,145 @@
+//! One tracker, whatever its transport, and the client shared by all.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lodestone_core::InfoHash;
+use url::Url;
+
+use crate::announce::{Announce, AnnounceReply, ScrapeStats};
+use crate::error::TrackerError;
+use crate::http;
+use crate::udp::{UdpConfig, UdpDone, UdpLink, UdpRequest};
+
+/// What every tracker exchange of a session uses: one HTTP client (so
+/// connections are reused) and the UDP timing.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: lodestone_http::Client,
+    udp: UdpConfig,
+}
+
+impl Client {
+    /// A client whose HTTP exchanges end within `http_timeout` and read at
+    /// most [`http::MAX_REPLY`] bytes.
+    pub fn new(http_timeout: Duration, udp: UdpConfig) -> Result<Client, TrackerError> {
+        let http = lodestone_http::Client::new(lodestone_http::Limits {
+            max_body: http::MAX_REPLY,
+            timeout: http_timeout,
+            max_redirects: 2,
+        })?;
+        Ok(Client { http, udp })
+    }
+}
+
+#[derive(Debug)]
+enum Transport {
+    Http,
+    /// The link, once the host is resolved and a socket bound (boxed: it
+    /// holds the exchange state).
+    Udp(Option<Box<UdpLink>>),
+}
+
+/// One tracker URL and what talking to it keeps (a UDP connection id).
+#[derive(Debug)]
+pub struct Tracker {
+    url: Url,
+    transport: Transport,
+}
+
+impl Tracker {
+    /// A tracker from its announce URL: `http`, `https` or `udp`.
+    pub fn parse(text: &str) -> Result<Tracker, TrackerError> {
+        let unsupported = || TrackerError::UnsupportedUrl(text.to_owned());
+        let url = Url::parse(text).map_err(|_| unsupported())?;
+        let transport = match url.scheme() {
+            "http" | "https" => Transport::Http,
+            "udp" if url.host().is_some() && url.port().is_some() => Transport::Udp(None),
+            _ => return Err(unsupported()),
+        };
+        Ok(Tracker { url, transport })
+    }
+
+    /// The announce URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Announces `a` and returns the reply.
+    pub async fn announce(
+        &mut self,
+        client: &Client,
+        a: &Announce,
+    ) -> Result<AnnounceReply, TrackerError> {
+        match &mut self.transport {
+            Transport::Http => {
+                let body = client.http.get(&http::announce_url(&self.url, a)).await?;
+                http::parse_announce(&body)
+            }
+            Transport::Udp(link) => {
+                let link = udp_link(link, &self.url, client.udp).await?;
+                match link.exchange(UdpRequest::Announce(*a)).await? {
+                    UdpDone::Announced(reply) => Ok(reply),
+                    UdpDone::Scraped(_) => {
+                        Err(TrackerError::Malformed("scrape reply to an announce"))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The tracker's counts for `info_hash`; `None` when an HTTP tracker
+    /// has no scrape URL by the BEP 48 convention.
+    pub async fn scrape(
+        &mut self,
+        client: &Client,
+        info_hash: &InfoHash,
+    ) -> Result<Option<ScrapeStats>, TrackerError> {
+        match &mut self.transport {
+            Transport::Http => {
+                let Some(url) = http::scrape_url(&self.url, info_hash) else {
+                    return Ok(None);
+                };
+                let body = client.http.get(&url).await?;
+                http::parse_scrape(&body, info_hash).map(Some)
+            }
+            Transport::Udp(link) => {
+                let link = udp_link(link, &self.url, client.udp).await?;
+                match link.exchange(UdpRequest::Scrape(*info_hash)).await? {
+                    UdpDone::Scraped(stats) => Ok(Some(stats)),
+                    UdpDone::Announced(_) => {
+                        Err(TrackerError::Malformed("announce reply to a scrape"))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The UDP link, opened on first use: the host is resolved then.
+async fn udp_link<'l>(
+    slot: &'l mut Option<Box<UdpLink>>,
+    url: &Url,
+    config: UdpConfig,
+) -> Result<&'l mut UdpLink, TrackerError> {
+    let link = match slot.take() {
+        Some(link) => link,
+        None => Box::new(UdpLink::open(resolve(url).await?, config).await?),
+    };
+    Ok(slot.insert(link))
+}
+
+async fn resolve(url: &Url) -> Result<SocketAddr, TrackerError> {
+    let fail = || TrackerError::Resolve(url.to_string());
+    let (host, port) = (
+        url.host_str().ok_or_else(fail)?,
+        url.port().ok_or_else(fail)?,
+    );
+    // IPv6 literals come bracketed in URLs.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| fail())?
+        .next()
+        .ok_or_else(fail)
+}
