@@ -207,6 +207,31 @@ pub enum Source {
     Torrent(PathBuf),
 }
 
+/// Extra libtorrent settings by name (`settings_pack` keys).
+pub type LtSettings = std::collections::BTreeMap<String, i64>;
+
+/// libtorrent settings that require RC4 encryption both ways
+/// (`pe_forced`, RC4 only).
+pub fn lt_forced_encryption() -> LtSettings {
+    lt_encryption(0, 2)
+}
+
+/// libtorrent settings that refuse encryption both ways (`pe_disabled`).
+pub fn lt_no_encryption() -> LtSettings {
+    lt_encryption(2, 1)
+}
+
+fn lt_encryption(policy: i64, level: i64) -> LtSettings {
+    [
+        ("in_enc_policy", policy),
+        ("out_enc_policy", policy),
+        ("allowed_enc_level", level),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
 /// Settings for [`LibtorrentDownloader::start`].
 #[derive(Debug, Clone)]
 pub struct DownloaderConfig {
@@ -244,6 +269,14 @@ pub struct LibtorrentDownloader {
 impl LibtorrentDownloader {
     /// Starts the download; returns once libtorrent has added the torrent.
     pub fn start(config: DownloaderConfig) -> Result<LibtorrentDownloader> {
+        Self::start_with(config, &LtSettings::new())
+    }
+
+    /// [`LibtorrentDownloader::start`] with extra libtorrent settings.
+    pub fn start_with(
+        config: DownloaderConfig,
+        settings: &LtSettings,
+    ) -> Result<LibtorrentDownloader> {
         let python = python_with_libtorrent()?;
         let dir = WorkDir::new("libtorrent-dl")?;
         let save_path = dir.subdir("download")?;
@@ -265,6 +298,7 @@ impl LibtorrentDownloader {
         if config.utp {
             command.arg("--utp");
         }
+        command.args(["--settings", &serde_json::json!(settings).to_string()]);
         let mut proc = Proc::spawn(format!("libtorrent {}", config.ip), command)?;
         proc.wait_event("started", Duration::from_secs(30))?;
         Ok(LibtorrentDownloader {

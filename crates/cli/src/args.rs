@@ -133,6 +133,12 @@ pub struct DownloadArgs {
     /// resume record (it still runs alongside the download).
     #[arg(long)]
     pub recheck: bool,
+    /// Peer connection encryption (MSE/PE), both ways: `prefer` encrypts
+    /// when the peer can (outgoing: encrypted first, plaintext fallback);
+    /// `require` never sends a plaintext BitTorrent byte and refuses
+    /// plaintext peers; `off` speaks plaintext only.
+    #[arg(long, value_name = "prefer|require|off", default_value = "prefer")]
+    pub encryption: lodestone_session::Encryption,
     #[command(flatten)]
     pub dht: DhtArgs,
 }

@@ -38,6 +38,17 @@ impl PeerSource {
     }
 }
 
+/// How a connection to an address was wrapped before the BitTorrent
+/// handshake; the book remembers what worked so that the next dial starts
+/// with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrapping {
+    /// A plaintext BitTorrent handshake.
+    Plain,
+    /// An MSE/PE encryption handshake first.
+    Mse,
+}
+
 /// Tunables of an [`AddressBook`].
 #[derive(Debug, Clone)]
 pub struct AddressBookConfig {
@@ -81,6 +92,8 @@ struct Entry {
     failures: u32,
     /// Insertion order, for fairness and deterministic ties.
     seq: u64,
+    /// The wrapping that last worked with this address.
+    wrapping: Option<Wrapping>,
 }
 
 /// What happened to a connection the book handed out or was told of.
@@ -192,6 +205,7 @@ impl AddressBook {
                 status: Status::Idle { due: now },
                 failures: 0,
                 seq,
+                wrapping: None,
             },
         );
         self.queue.insert((now, source, seq, addr));
@@ -317,6 +331,18 @@ impl AddressBook {
             if let Some(entry) = self.entries.remove(&a) {
                 self.forget(a, &entry);
             }
+        }
+    }
+
+    /// The wrapping that last worked with `addr`, if any did.
+    pub fn wrapping(&self, addr: SocketAddr) -> Option<Wrapping> {
+        self.entries.get(&addr).and_then(|e| e.wrapping)
+    }
+
+    /// Records that `wrapping` worked with `addr`.
+    pub fn worked(&mut self, addr: SocketAddr, wrapping: Wrapping) {
+        if let Some(entry) = self.entries.get_mut(&addr) {
+            entry.wrapping = Some(wrapping);
         }
     }
 

@@ -17,6 +17,7 @@ use lodestone_download::verify::HashPool;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::encryption::Encryption;
 use crate::listener::{self, Route, Router};
 use crate::torrent::{
     self, AddOptions, Control, TorrentError, TorrentPhase, TorrentSource, TorrentStatus,
@@ -51,12 +52,15 @@ pub struct SessionConfig {
     pub connect_timeout: Duration,
     /// Threads hashing and writing pieces for every torrent together.
     pub hash_threads: usize,
+    /// Whether peer connections are encrypted (MSE/PE), both ways.
+    pub encryption: Encryption,
 }
 
 impl SessionConfig {
     /// Defaults: a fresh peer id, the DHT on the public routers, port 6881
     /// on every IPv4 and IPv6 address, no limits, 50 peers per torrent
-    /// dialed 16 at a time with 5 s to connect, one hashing thread per core.
+    /// dialed 16 at a time with 5 s to connect, one hashing thread per core,
+    /// encryption preferred.
     pub fn new() -> Self {
         Self {
             peer_id: new_peer_id(),
@@ -70,6 +74,7 @@ impl SessionConfig {
             max_dials_per_torrent: 16,
             connect_timeout: Duration::from_secs(5),
             hash_threads: std::thread::available_parallelism().map_or(2, usize::from),
+            encryption: Encryption::Prefer,
         }
     }
 }
@@ -153,7 +158,10 @@ impl Session {
         let router = Router::default();
         let acceptors = listeners
             .into_iter()
-            .map(|l| listener::spawn_acceptor(l, router.clone(), shared.config.connect_timeout))
+            .map(|l| {
+                let timeout = shared.config.connect_timeout;
+                listener::spawn_acceptor(l, router.clone(), timeout, shared.config.encryption)
+            })
             .collect();
         Ok(Session {
             shared,
