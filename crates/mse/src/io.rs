@@ -9,7 +9,7 @@ use lodestone_core::InfoHash;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::types::{Entropy, Methods, MseError, Outcome};
-use crate::{Initiator, Responder};
+use crate::{Initiator, Responder, Side};
 
 /// Bytes read at once during the handshake.
 pub const READ_CHUNK: usize = 4096;
@@ -29,40 +29,16 @@ pub enum StreamError {
     Protocol(#[from] MseError),
 }
 
-/// A handshake state machine, as the driver sees it.
-trait Machine {
-    fn input(&mut self, bytes: &[u8]) -> Result<Option<Outcome>, MseError>;
-    fn transmit(&mut self) -> Option<Vec<u8>>;
-}
-
-impl Machine for Initiator {
-    fn input(&mut self, bytes: &[u8]) -> Result<Option<Outcome>, MseError> {
-        self.handle_input(bytes)
-    }
-    fn transmit(&mut self) -> Option<Vec<u8>> {
-        self.poll_transmit()
-    }
-}
-
-impl<L: FnMut(&[u8; 20]) -> Option<InfoHash>> Machine for Responder<L> {
-    fn input(&mut self, bytes: &[u8]) -> Result<Option<Outcome>, MseError> {
-        self.handle_input(bytes)
-    }
-    fn transmit(&mut self) -> Option<Vec<u8>> {
-        self.poll_transmit()
-    }
-}
-
 /// Feeds `machine` from `stream` and sends its output until it finishes.
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
-    mut machine: impl Machine,
+    mut machine: impl Side,
     first: &[u8],
 ) -> Result<Outcome, StreamError> {
-    let mut outcome = machine.input(first)?;
+    let mut outcome = machine.handle_input(first)?;
     let mut buf = [0u8; READ_CHUNK];
     loop {
-        if let Some(bytes) = machine.transmit() {
+        if let Some(bytes) = machine.poll_transmit() {
             stream.write_all(&bytes).await?;
             stream.flush().await?;
         }
@@ -73,7 +49,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if n == 0 {
             return Err(StreamError::Closed);
         }
-        outcome = machine.input(&buf[..n])?;
+        outcome = machine.handle_input(&buf[..n])?;
     }
 }
 

@@ -50,5 +50,32 @@ pub use responder::Responder;
 pub use stream::Rc4Stream;
 pub use types::{Crypto, Entropy, MAX_PAD, Method, Methods, MseError, Outcome};
 
+/// The call shape both handshake sides share, so that a driver, a test or
+/// a fuzzer can run either.
+pub trait Side {
+    /// Takes bytes received; the outcome once the handshake is complete.
+    fn handle_input(&mut self, bytes: &[u8]) -> Result<Option<Outcome>, MseError>;
+    /// Bytes to send now, if any.
+    fn poll_transmit(&mut self) -> Option<Vec<u8>>;
+}
+
+impl Side for Initiator {
+    fn handle_input(&mut self, bytes: &[u8]) -> Result<Option<Outcome>, MseError> {
+        Initiator::handle_input(self, bytes)
+    }
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        Initiator::poll_transmit(self)
+    }
+}
+
+impl<L: FnMut(&[u8; 20]) -> Option<lodestone_core::InfoHash>> Side for Responder<L> {
+    fn handle_input(&mut self, bytes: &[u8]) -> Result<Option<Outcome>, MseError> {
+        Responder::handle_input(self, bytes)
+    }
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        Responder::poll_transmit(self)
+    }
+}
+
 #[cfg(test)]
 mod tests;
