@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::dht_bind;
 use lodestone_tests::clients::{
-    DownloaderConfig, LibtorrentDownloader, Source, lt_forced_encryption,
+    DownloaderConfig, LibtorrentDownloader, Source, lt_forced_encryption, transmission_seeder_with,
 };
 use lodestone_tests::content::verify_files;
-use lodestone_tests::netns::{BLOCK_LIBTORRENT, BLOCK_RELAY, addr};
+use lodestone_tests::netns::{BLOCK_LIBTORRENT, BLOCK_RELAY, BLOCK_TRANSMISSION, addr};
 use lodestone_tests::process::Proc;
 use lodestone_tests::relay::CountingRelay;
 use lodestone_tests::swarm::{Swarm, SwarmConfig, SwarmInfo};
@@ -117,5 +117,17 @@ lodestone_tests::isolated_test! {
         .expect("libtorrent starts");
         downloader.wait_finished(Duration::from_secs(90)).expect("libtorrent finishes");
         verify_files(downloader.save_path(), &info.files).expect("libtorrent got the exact content");
+    }
+
+    /// A transmission seeder that requires encryption (`-er`), named by
+    /// x.pe (it cannot join a loopback DHT); lodestone's default policy
+    /// reaches it.
+    fn from_transmission_requiring_encryption() {
+        let swarm = swarm(0, false);
+        let info = swarm.info();
+        let seeder = transmission_seeder_with(&info.torrent, &info.content_dir, addr(BLOCK_TRANSMISSION, 1), 6881, true)
+            .expect("transmission seeding");
+        let magnet = format!("{}&x.pe={}", info.magnet(), seeder.addr());
+        download("transmission", info, &[&magnet, "--no-dht"]);
     }
 }
