@@ -15,6 +15,7 @@ pub struct CountingRelay {
     addr: SocketAddr,
     count: Arc<AtomicUsize>,
     plaintext: Arc<AtomicUsize>,
+    served: Arc<AtomicUsize>,
 }
 
 /// The start of a plaintext BitTorrent handshake.
@@ -27,15 +28,16 @@ impl CountingRelay {
         let addr = listener.local_addr()?;
         let count = Arc::new(AtomicUsize::new(0));
         let plaintext = Arc::new(AtomicUsize::new(0));
-        let (counted, seen) = (count.clone(), plaintext.clone());
+        let served = Arc::new(AtomicUsize::new(0));
+        let (counted, seen, sent) = (count.clone(), plaintext.clone(), served.clone());
         thread::spawn(move || {
             for inbound in listener.incoming() {
                 let Ok(inbound) = inbound else { continue };
                 counted.fetch_add(1, Ordering::SeqCst);
-                let seen = seen.clone();
+                let (seen, sent) = (seen.clone(), sent.clone());
                 thread::spawn(move || {
                     if let Ok(outbound) = TcpStream::connect(to) {
-                        pipe(inbound, outbound, &seen);
+                        pipe(inbound, outbound, &seen, sent);
                     }
                 });
             }
@@ -44,6 +46,7 @@ impl CountingRelay {
             addr,
             count,
             plaintext,
+            served,
         })
     }
 
@@ -62,46 +65,53 @@ impl CountingRelay {
     pub fn plaintext_handshakes(&self) -> usize {
         self.plaintext.load(Ordering::SeqCst)
     }
+
+    /// Bytes the peer sent to clients so far.
+    pub fn bytes_served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
 }
 
 /// Copies both directions until either side closes, counting plaintext
-/// handshakes in the client's direction into `seen`.
-fn pipe(a: TcpStream, b: TcpStream, seen: &AtomicUsize) {
+/// handshakes in the client's direction into `seen` and the bytes of the
+/// peer's into `sent`.
+fn pipe(a: TcpStream, b: TcpStream, seen: &AtomicUsize, sent: Arc<AtomicUsize>) {
     let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
         return;
     };
-    let backward = thread::spawn(move || copy_then_close(b2, a2));
-    watch_then_close(a, b, seen);
-    let _ = backward.join();
-}
-
-/// Like [`copy_then_close`], counting every `HANDSHAKE_HEADER` that passes,
-/// also across reads.
-fn watch_then_close(mut from: TcpStream, mut to: TcpStream, seen: &AtomicUsize) {
-    let mut buf = vec![0u8; 64 * 1024];
+    let backward = thread::spawn(move || {
+        copy_then_close(b2, a2, |chunk| {
+            sent.fetch_add(chunk.len(), Ordering::SeqCst);
+        });
+    });
     // The tail of the previous read, so a header split across reads counts.
     let mut carry: Vec<u8> = Vec::new();
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        carry.extend_from_slice(&buf[..n]);
+    copy_then_close(a, b, |chunk| {
+        carry.extend_from_slice(chunk);
         let found = carry
             .windows(HANDSHAKE_HEADER.len())
             .filter(|w| *w == HANDSHAKE_HEADER)
             .count();
         seen.fetch_add(found, Ordering::SeqCst);
+        // Too short to hold a whole header, so none is counted twice.
+        carry.drain(..carry.len().saturating_sub(HANDSHAKE_HEADER.len() - 1));
+    });
+    let _ = backward.join();
+}
+
+/// Copies until either side closes, showing each chunk to `watch` before
+/// passing it on (so it has seen every byte the receiver has).
+fn copy_then_close(mut from: TcpStream, mut to: TcpStream, mut watch: impl FnMut(&[u8])) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        watch(&buf[..n]);
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
-        let keep = HANDSHAKE_HEADER.len() - 1;
-        carry.drain(..carry.len().saturating_sub(keep));
     }
-    let _ = to.shutdown(Shutdown::Write);
-}
-
-fn copy_then_close(mut from: TcpStream, mut to: TcpStream) {
-    let _ = io::copy(&mut from, &mut to);
     let _ = to.shutdown(Shutdown::Write);
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use common::dht_bind;
 use lodestone_tests::clients::{
-    DownloaderConfig, LibtorrentDownloader, Source, lt_forced_encryption, transmission_seeder_with,
+    DownloaderConfig, LibtorrentDownloader, Source, lt_forced_encryption, lt_no_encryption,
+    transmission_seeder_with,
 };
 use lodestone_tests::content::verify_files;
 use lodestone_tests::netns::{BLOCK_LIBTORRENT, BLOCK_RELAY, BLOCK_TRANSMISSION, addr};
@@ -129,5 +130,39 @@ lodestone_tests::isolated_test! {
             .expect("transmission seeding");
         let magnet = format!("{}&x.pe={}", info.magnet(), seeder.addr());
         download("transmission", info, &[&magnet, "--no-dht"]);
+    }
+
+    /// A mixed swarm: a plaintext-only seeder, one that forces RC4 and one
+    /// that takes either. Under `prefer` lodestone gets blocks from all
+    /// three (each behind a relay counting what it served); the download is
+    /// rate-capped so that it lasts long enough for every peer to join.
+    fn prefer_uses_every_kind_of_seeder() {
+        let swarm = Swarm::start(SwarmConfig {
+            dht_nodes: 8,
+            seeders: 3,
+            file_sizes: vec![12 * MIB],
+            seeder_settings: vec![lt_no_encryption(), lt_forced_encryption(), Default::default()],
+            ..SwarmConfig::default()
+        })
+        .expect("swarm ready");
+        let info = swarm.info();
+        let relays: Vec<CountingRelay> = info
+            .seeders
+            .iter()
+            .enumerate()
+            .map(|(i, seeder)| CountingRelay::start(addr(BLOCK_RELAY, i as u8 + 1), *seeder).expect("relay"))
+            .collect();
+        let mut magnet = info.magnet();
+        for relay in &relays {
+            magnet.push_str(&format!("&x.pe={}", relay.addr()));
+        }
+        download("mixed", info, &[&magnet, "--no-dht", "--max-download-rate", "4M"]);
+        for (kind, relay) in ["plaintext-only", "forced", "either"].iter().zip(&relays) {
+            assert!(relay.bytes_served() > 16 * 1024, "the {kind} seeder served {} bytes", relay.bytes_served());
+        }
+        // Encrypted first: only the plaintext-only seeder needed a second
+        // connection.
+        let connections: Vec<usize> = relays.iter().map(CountingRelay::connections).collect();
+        assert_eq!(connections, [2, 1, 1]);
     }
 }

@@ -88,3 +88,18 @@ async fn attempt(
     let (conn, theirs) = Connection::initiate_after(stream, timeout, ours, preamble).await?;
     Ok(Established::new(conn, theirs, addr, false))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_order_their_attempts() {
+        use Wrapping::{Mse, Plain};
+        assert_eq!(attempts(Encryption::Off, Some(Mse)), [Plain]);
+        assert_eq!(attempts(Encryption::Require, Some(Plain)), [Mse]);
+        assert_eq!(attempts(Encryption::Prefer, None), [Mse, Plain]);
+        assert_eq!(attempts(Encryption::Prefer, Some(Mse)), [Mse, Plain]);
+        assert_eq!(attempts(Encryption::Prefer, Some(Plain)), [Plain, Mse]);
+    }
+}
