@@ -235,6 +235,7 @@ fn swarm_scenarios(
         port: clients::PORT,
         utp: false,
         ready_timeout: Duration::from_secs(180),
+        ..SwarmConfig::default()
     })
     .map_err(|e| format!("swarm: {e}"))?;
     let info = swarm.info().clone();

@@ -16,6 +16,7 @@ until stdin closes (or exits at once with --exit-when-done).
 """
 
 import argparse
+import json
 import queue
 import time
 
@@ -36,13 +37,14 @@ def parse_args():
     p.add_argument("--utp", action="store_true")
     p.add_argument("--no-dht", action="store_true", help="peers only from the magnet's x.pe")
     p.add_argument("--exit-when-done", action="store_true")
+    p.add_argument("--settings", default="{}", help="JSON dict of extra libtorrent settings")
     return p.parse_args()
 
 
 def main():
     args = parse_args()
     session = make_session(args.ip, args.port, utp=args.utp,
-                           extra={"enable_dht": not args.no_dht})
+                           extra={"enable_dht": not args.no_dht, **json.loads(args.settings)})
     if not args.no_dht:
         wait_listening(session, time.monotonic() + 30)
     for node in filter(None, args.bootstrap.split(",")):

@@ -20,6 +20,7 @@ Run by lodestone_tests::swarm::Swarm inside a loopback-only network namespace.
 
 import argparse
 import hashlib
+import json
 import os
 import queue
 import random
@@ -45,6 +46,8 @@ def parse_args():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout", type=float, default=60.0, help="readiness deadline, s")
     p.add_argument("--utp", action="store_true")
+    p.add_argument("--seeder-settings", default="[]",
+                   help="JSON list of libtorrent settings dicts, one per seeder (cycled)")
     return p.parse_args()
 
 
@@ -147,9 +150,10 @@ def main():
     dht_ready = time.monotonic() - started
 
     seeders = []
-    for ip in seeder_ips:
-        session = make_session(ip, args.port, utp=args.utp,
-                               extra={"dht_announce_interval": 2})
+    seeder_settings = json.loads(args.seeder_settings) or [{}]
+    for index, ip in enumerate(seeder_ips):
+        extra = {"dht_announce_interval": 2, **seeder_settings[index % len(seeder_settings)]}
+        session = make_session(ip, args.port, utp=args.utp, extra=extra)
         wait_listening(session, deadline)
         for node_ip in dht_ips:
             session.add_dht_node((node_ip, args.port))

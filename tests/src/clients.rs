@@ -46,6 +46,8 @@ impl Seeder {
         &self.proc
     }
 
+    /// Starts a seeder; with `probe`, returns once a plaintext handshake
+    /// shows it has every piece, otherwise once it accepts connections.
     fn launch(
         name: &str,
         torrent: &Path,
@@ -53,18 +55,23 @@ impl Seeder {
         dir: WorkDir,
         program: PathBuf,
         args: Vec<String>,
+        probe: bool,
     ) -> Result<Seeder> {
         let facts = TorrentFacts::read(torrent)?;
         let mut command = Command::new(SYSTEM_PYTHON);
         command.arg(script("supervise.py")).arg(program).args(args);
         let mut proc = Proc::spawn(format!("{name} {addr}"), command)?;
         proc.wait_event("started", Duration::from_secs(10))?;
-        wait_seeding(
-            addr,
-            facts.info_hash,
-            facts.piece_count,
-            SEEDER_READY_TIMEOUT,
-        )?;
+        if probe {
+            wait_seeding(
+                addr,
+                facts.info_hash,
+                facts.piece_count,
+                SEEDER_READY_TIMEOUT,
+            )?;
+        } else {
+            wait_listening(addr, SEEDER_READY_TIMEOUT)?;
+        }
         Ok(Seeder {
             addr,
             facts,
@@ -72,6 +79,22 @@ impl Seeder {
             _dir: dir,
         })
     }
+}
+
+/// Waits until `addr` accepts TCP connections.
+fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        if std::time::Instant::now() >= deadline {
+            return Err(HarnessError::Timeout {
+                what: format!("{addr} listening"),
+                waited: timeout,
+            });
+        }
+        // Polling a remote process's state: the retry interval is not synchronisation.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// Starts aria2c seeding `torrent` from `content_dir` (its save path) on
@@ -116,7 +139,7 @@ pub fn aria2_seeder(
     }
     args.push(torrent.display().to_string());
     let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
-    Seeder::launch("aria2c", torrent, addr, dir, program, args)
+    Seeder::launch("aria2c", torrent, addr, dir, program, args, true)
 }
 
 /// Starts transmission-cli seeding `torrent` from `content_dir` on `ip:port`.
@@ -131,6 +154,18 @@ pub fn transmission_seeder(
     ip: Ipv4Addr,
     port: u16,
 ) -> Result<Seeder> {
+    transmission_seeder_with(torrent, content_dir, ip, port, false)
+}
+
+/// [`transmission_seeder`], refusing unencrypted peers when
+/// `require_encryption` (`-er`; otherwise encryption is tolerated, `-et`).
+pub fn transmission_seeder_with(
+    torrent: &Path,
+    content_dir: &Path,
+    ip: Ipv4Addr,
+    port: u16,
+    require_encryption: bool,
+) -> Result<Seeder> {
     let program = require("transmission-cli")?;
     let dir = WorkDir::new("transmission")?;
     let config = dir.subdir("config")?;
@@ -144,7 +179,8 @@ pub fn transmission_seeder(
         "lpd-enabled": false,
         "utp-enabled": false,
         "pex-enabled": true,
-        "encryption": 0,
+        // 0 prefers plaintext, 2 requires encryption.
+        "encryption": if require_encryption { 2 } else { 0 },
         "blocklist-enabled": false,
         "ratio-limit-enabled": false,
         "idle-seeding-limit-enabled": false,
@@ -166,12 +202,22 @@ pub fn transmission_seeder(
         "-M".to_owned(),
         "-B".to_owned(),
         "-U".to_owned(),
-        "-et".to_owned(),
+        if require_encryption { "-er" } else { "-et" }.to_owned(),
         "-v".to_owned(),
         torrent.display().to_string(),
     ];
     let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
-    Seeder::launch("transmission-cli", torrent, addr, dir, program, args)
+    // Our probe speaks plaintext, which a seeder requiring encryption
+    // ignores: then only wait for its port.
+    Seeder::launch(
+        "transmission-cli",
+        torrent,
+        addr,
+        dir,
+        program,
+        args,
+        !require_encryption,
+    )
 }
 
 /// Announces `peer` for `info_hash` (hex) to each of `dht_nodes` with KRPC
@@ -205,6 +251,31 @@ pub enum Source {
     Magnet(String),
     /// A .torrent file.
     Torrent(PathBuf),
+}
+
+/// Extra libtorrent settings by name (`settings_pack` keys).
+pub type LtSettings = std::collections::BTreeMap<String, i64>;
+
+/// libtorrent settings that require RC4 encryption both ways
+/// (`pe_forced`, RC4 only).
+pub fn lt_forced_encryption() -> LtSettings {
+    lt_encryption(0, 2)
+}
+
+/// libtorrent settings that refuse encryption both ways (`pe_disabled`).
+pub fn lt_no_encryption() -> LtSettings {
+    lt_encryption(2, 1)
+}
+
+fn lt_encryption(policy: i64, level: i64) -> LtSettings {
+    [
+        ("in_enc_policy", policy),
+        ("out_enc_policy", policy),
+        ("allowed_enc_level", level),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 /// Settings for [`LibtorrentDownloader::start`].
@@ -244,6 +315,14 @@ pub struct LibtorrentDownloader {
 impl LibtorrentDownloader {
     /// Starts the download; returns once libtorrent has added the torrent.
     pub fn start(config: DownloaderConfig) -> Result<LibtorrentDownloader> {
+        Self::start_with(config, &LtSettings::new())
+    }
+
+    /// [`LibtorrentDownloader::start`] with extra libtorrent settings.
+    pub fn start_with(
+        config: DownloaderConfig,
+        settings: &LtSettings,
+    ) -> Result<LibtorrentDownloader> {
         let python = python_with_libtorrent()?;
         let dir = WorkDir::new("libtorrent-dl")?;
         let save_path = dir.subdir("download")?;
@@ -265,6 +344,7 @@ impl LibtorrentDownloader {
         if config.utp {
             command.arg("--utp");
         }
+        command.args(["--settings", &serde_json::json!(settings).to_string()]);
         let mut proc = Proc::spawn(format!("libtorrent {}", config.ip), command)?;
         proc.wait_event("started", Duration::from_secs(30))?;
         Ok(LibtorrentDownloader {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::clients::LtSettings;
 use crate::netns::{BLOCK_SWARM_DHT, BLOCK_SWARM_SEEDERS, addr};
 use crate::process::Proc;
 use crate::tools::{python_with_libtorrent, script};
@@ -42,6 +43,9 @@ pub struct SwarmConfig {
     pub utp: bool,
     /// Deadline for the whole swarm to become ready.
     pub ready_timeout: Duration,
+    /// Extra libtorrent settings per seeder, cycled (e.g.
+    /// [`crate::clients::lt_forced_encryption`]); empty for none.
+    pub seeder_settings: Vec<LtSettings>,
 }
 
 impl Default for SwarmConfig {
@@ -57,6 +61,7 @@ impl Default for SwarmConfig {
             port: 6881,
             utp: false,
             ready_timeout: Duration::from_secs(60),
+            seeder_settings: Vec::new(),
         }
     }
 }
@@ -159,6 +164,12 @@ impl Swarm {
             ])
             .args(["--seed", &config.seed.to_string()])
             .args(["--timeout", &config.ready_timeout.as_secs_f64().to_string()]);
+        if !config.seeder_settings.is_empty() {
+            command.args([
+                "--seeder-settings",
+                &json!(config.seeder_settings).to_string(),
+            ]);
+        }
         if config.single_file {
             command.arg("--single-file");
         }

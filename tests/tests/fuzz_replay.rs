@@ -24,6 +24,8 @@ mod magnet;
 mod metadata_fetch;
 #[path = "../../fuzz/checks/metainfo.rs"]
 mod metainfo;
+#[path = "../../fuzz/checks/mse.rs"]
+mod mse;
 #[path = "../../fuzz/checks/peer_session.rs"]
 mod peer_session;
 #[path = "../../fuzz/checks/script.rs"]
@@ -147,6 +149,39 @@ fn tracker_http_corpus() {
 #[test]
 fn tracker_udp_corpus() {
     replay("tracker_udp", 6, tracker_udp::check);
+}
+
+#[test]
+fn mse_initiator_corpus() {
+    replay("mse_initiator", 5, |data| {
+        mse::check_initiator(data);
+    });
+    finished("mse_initiator", mse::check_initiator);
+}
+
+#[test]
+fn mse_responder_corpus() {
+    replay("mse_responder", 5, |data| {
+        mse::check_responder(data);
+    });
+    finished("mse_responder", mse::check_responder);
+}
+
+/// Some corpus inputs of an MSE target must complete the handshake:
+/// otherwise the replay would only ever see refusals.
+fn finished(target: &str, check: fn(&[u8]) -> bool) {
+    let dir = fuzz_dir().join("corpus").join(target);
+    let done = std::fs::read_dir(&dir)
+        .expect("corpus directory")
+        .filter(|e| {
+            let path = e.as_ref().expect("corpus entry").path();
+            check(&std::fs::read(path).expect("read corpus file"))
+        })
+        .count();
+    assert!(
+        done >= 2,
+        "{target}: only {done} corpus inputs finish the handshake"
+    );
 }
 
 #[test]

@@ -143,7 +143,25 @@ pub struct DownloadArgs {
     #[arg(long)]
     pub recheck: bool,
     #[command(flatten)]
+    pub encryption: EncryptionArgs,
+    #[command(flatten)]
     pub dht: DhtArgs,
+}
+
+/// Peer connection encryption; shared by every command that connects to
+/// peers.
+#[derive(Debug, Args, Clone)]
+pub struct EncryptionArgs {
+    /// Peer connection encryption (MSE/PE), both ways: `prefer` encrypts
+    /// when the peer can (outgoing: encrypted first, plaintext fallback);
+    /// `require` never sends a plaintext BitTorrent byte and refuses
+    /// plaintext peers; `off` speaks plaintext only.
+    #[arg(
+        long = "encryption",
+        value_name = "prefer|require|off",
+        default_value = "prefer"
+    )]
+    pub policy: lodestone_session::Encryption,
 }
 
 /// Arguments of `lodestone metadata`.
@@ -161,6 +179,8 @@ pub struct MetadataArgs {
     /// Use only the peers named in the magnet link (x.pe), not the DHT.
     #[arg(long)]
     pub no_dht: bool,
+    #[command(flatten)]
+    pub encryption: EncryptionArgs,
     #[command(flatten)]
     pub dht: DhtArgs,
 }

@@ -113,6 +113,7 @@ async fn session_config(args: &DownloadArgs) -> Result<SessionConfig, Failure> {
     if !args.bind_ips.is_empty() {
         (config.listen_ipv4, config.listen_ipv6) = listen_ips(&args.bind_ips).map_err(bad)?;
     }
+    config.encryption = args.encryption.policy;
     config.download_limit = args
         .max_download_rate
         .as_deref()

@@ -64,6 +64,7 @@ async fn fetch(
     };
     // Nothing is served: any free port will do.
     config.listen_port = 0;
+    config.encryption = args.encryption.policy;
     let session = Session::start(config)
         .await
         .map_err(|e| Failure::Failed(anyhow!(e)))?;

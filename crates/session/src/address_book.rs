@@ -59,6 +59,17 @@ impl PeerSource {
     }
 }
 
+/// How a connection to an address was wrapped before the BitTorrent
+/// handshake; the book remembers what worked so that the next dial starts
+/// with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrapping {
+    /// A plaintext BitTorrent handshake.
+    Plain,
+    /// An MSE/PE encryption handshake first.
+    Mse,
+}
+
 /// Tunables of an [`AddressBook`].
 #[derive(Debug, Clone)]
 pub struct AddressBookConfig {
@@ -112,6 +123,8 @@ struct Entry {
     seq: u64,
     /// Distinct peers that reported it by PEX (at most [`MAX_REPORTERS`]).
     reporters: Vec<SocketAddr>,
+    /// The wrapping that last worked with this address.
+    wrapping: Option<Wrapping>,
 }
 
 /// Most distinct PEX reporters counted per address.
@@ -271,6 +284,7 @@ impl AddressBook {
             failures: 0,
             seq,
             reporters: reporter.into_iter().collect(),
+            wrapping: None,
         };
         if let Some(key) = entry.key(addr) {
             self.queues[source.index()].insert(key);
@@ -449,6 +463,18 @@ impl AddressBook {
             if let Some(entry) = self.entries.remove(&a) {
                 self.forget(a, &entry);
             }
+        }
+    }
+
+    /// The wrapping that last worked with `addr`, if any did.
+    pub fn wrapping(&self, addr: SocketAddr) -> Option<Wrapping> {
+        self.entries.get(&addr).and_then(|e| e.wrapping)
+    }
+
+    /// Records that `wrapping` worked with `addr`.
+    pub fn worked(&mut self, addr: SocketAddr, wrapping: Wrapping) {
+        if let Some(entry) = self.entries.get_mut(&addr) {
+            entry.wrapping = Some(wrapping);
         }
     }
 

@@ -11,7 +11,8 @@
 //!
 //! * [`address_book`]: sans-IO, bounded peer addresses with sources,
 //!   backoff and bans;
-//! * [`dialer`]: the transport seam (TCP now);
+//! * [`dialer`]: the transport seam: TCP, plaintext or encrypted;
+//! * `encryption`: the [`Encryption`] policy and the MSE/PE handshakes;
 //! * `listener`: listen sockets and routing by infohash;
 //! * `discovery`: one DHT lookup per interval, which also announces;
 //! * `trackers`: the torrent's trackers, one task per BEP 12 tier;
@@ -38,14 +39,16 @@
 pub mod address_book;
 pub mod dialer;
 mod discovery;
+mod encryption;
 mod listener;
 mod session;
 mod stall;
 mod torrent;
 mod trackers;
 
-pub use address_book::{AddressBook, AddressBookConfig, BookStats, Outcome, PeerSource};
+pub use address_book::{AddressBook, AddressBookConfig, BookStats, Outcome, PeerSource, Wrapping};
 pub use discovery::{ANNOUNCE_INTERVAL, LOOKUP_INTERVAL};
+pub use encryption::Encryption;
 pub use session::{Session, SessionConfig, SessionError, TorrentHandle, new_peer_id};
 pub use stall::StallReason;
 pub use torrent::{

@@ -1,8 +1,11 @@
 //! The session's TCP listen sockets (IPv4 and IPv6 on one port) and the
 //! routing of incoming connections to torrents by infohash.
 //!
-//! An acceptor reads the first 48 bytes of the peer's handshake, looks the
-//! infohash up in the [`Router`] (a concurrent map the session writes when
+//! An acceptor tells a plaintext handshake from an MSE/PE encrypted one
+//! by its first bytes (the encrypted one finds its torrent by trying each
+//! infohash of the [`Router`] against the hash the peer sent), then reads
+//! the first 48 bytes of the peer's handshake, looks the infohash up in
+//! the [`Router`] (a concurrent map the session writes when
 //! torrents are added or removed), answers with that torrent's handshake
 //! and hands the connection to the torrent's task. Unknown infohashes are
 //! refused before we say anything.
@@ -14,10 +17,13 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use lodestone_core::{ErrorChain, InfoHash};
-use lodestone_wire::{Connection, Established, Handshake};
-use tokio::net::TcpListener;
+use lodestone_mse::io::StreamError;
+use lodestone_wire::{ByteStream, Connection, ConnectionError, Established, Handshake};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+use crate::encryption::{self, Encryption, Opening};
 
 /// Ports tried after the one asked for before letting the OS choose.
 const PORT_ATTEMPTS: u16 = 10;
@@ -95,6 +101,7 @@ pub(crate) fn spawn_acceptor(
     listener: TcpListener,
     router: Router,
     handshake_timeout: Duration,
+    encryption: Encryption,
 ) -> JoinHandle<()> {
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
@@ -115,24 +122,86 @@ pub(crate) fn spawn_acceptor(
             let router = router.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let mut inbox = None;
-                let accepted = Connection::accept_with(stream, handshake_timeout, |prefix| {
-                    let route = router.get(&prefix.info_hash)?;
-                    inbox = Some(route.conns.clone());
-                    Some(route.handshake)
-                })
-                .await;
-                match (accepted, inbox) {
-                    (Ok((conn, theirs)), Some(inbox)) => {
+                let accepted = tokio::time::timeout(
+                    handshake_timeout,
+                    accept(stream, addr, &router, handshake_timeout, encryption),
+                )
+                .await
+                .unwrap_or(Err(AcceptError::Timeout));
+                match accepted {
+                    Ok((conn, inbox)) => {
                         // A full inbox means the torrent is swamped: drop it.
-                        let _ = inbox.try_send(Established::new(conn, theirs, addr, true));
+                        let _ = inbox.try_send(conn);
                     }
-                    (Err(e), _) => {
+                    Err(e) => {
                         tracing::debug!(%addr, "incoming handshake failed: {}", ErrorChain(&e));
                     }
-                    (Ok(_), None) => {}
                 }
             });
         }
     })
+}
+
+/// Why an incoming connection was not handed to a torrent.
+#[derive(Debug, thiserror::Error)]
+enum AcceptError {
+    #[error("handshakes took too long")]
+    Timeout,
+    #[error("closed before its first bytes")]
+    Closed,
+    #[error("reading its first bytes")]
+    Io(#[from] io::Error),
+    #[error("a {0} handshake, which our encryption policy refuses")]
+    Refused(&'static str),
+    #[error(transparent)]
+    Encryption(#[from] StreamError),
+    #[error(transparent)]
+    Handshake(#[from] ConnectionError),
+    #[error("the torrent went away")]
+    Gone,
+}
+
+/// Handshakes an incoming connection, plaintext or encrypted as its first
+/// bytes show and `encryption` allows, and finds its torrent's inbox.
+async fn accept(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    router: &Router,
+    timeout: Duration,
+    encryption: Encryption,
+) -> Result<(Established, mpsc::Sender<Established>), AcceptError> {
+    let opening = encryption::sniff(&mut stream)
+        .await?
+        .ok_or(AcceptError::Closed)?;
+    let (stream, received, encrypted_for) = match (opening, encryption) {
+        (Opening::Plaintext(_), Encryption::Require) => {
+            return Err(AcceptError::Refused("plaintext"));
+        }
+        (Opening::Encrypted(_), Encryption::Off) => return Err(AcceptError::Refused("encrypted")),
+        (Opening::Plaintext(read), _) => (ByteStream::Tcp(stream), read, None),
+        (Opening::Encrypted(read), _) => {
+            let lookup = |req2: &[u8; 20]| {
+                router
+                    .iter()
+                    .map(|route| *route.key())
+                    .find(|info_hash| lodestone_mse::req2(info_hash) == *req2)
+            };
+            let (info_hash, stream, received) =
+                encryption::respond(stream, addr, &read, encryption.methods(), lookup).await?;
+            (stream, received, Some(info_hash))
+        }
+    };
+    let mut inbox = None;
+    let (conn, theirs) = Connection::accept_after(stream, timeout, &received, |prefix| {
+        // Under encryption the handshake must name the torrent it hid.
+        if encrypted_for.is_some_and(|ih| ih != prefix.info_hash) {
+            return None;
+        }
+        let route = router.get(&prefix.info_hash)?;
+        inbox = Some(route.conns.clone());
+        Some(route.handshake)
+    })
+    .await?;
+    let inbox = inbox.ok_or(AcceptError::Gone)?;
+    Ok((Established::new(conn, theirs, addr, true), inbox))
 }

@@ -17,6 +17,7 @@ use lodestone_download::verify::HashPool;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::encryption::Encryption;
 use crate::listener::{self, Route, Router};
 use crate::torrent::{
     self, AddOptions, Control, TorrentError, TorrentPhase, TorrentSource, TorrentStatus,
@@ -59,13 +60,15 @@ pub struct SessionConfig {
     pub trackers: bool,
     /// Timing of UDP tracker exchanges (BEP 15 retries).
     pub tracker_udp: lodestone_tracker::udp::UdpConfig,
+    /// Whether peer connections are encrypted (MSE/PE), both ways.
+    pub encryption: Encryption,
 }
 
 impl SessionConfig {
     /// Defaults: a fresh peer id, the DHT on the public routers, port 6881
     /// on every IPv4 and IPv6 address, no limits, 50 peers per torrent
     /// dialed 16 at a time with 5 s to connect, one hashing thread per core,
-    /// trackers used.
+    /// trackers used, encryption preferred.
     pub fn new() -> Self {
         Self {
             peer_id: new_peer_id(),
@@ -81,6 +84,7 @@ impl SessionConfig {
             hash_threads: std::thread::available_parallelism().map_or(2, usize::from),
             trackers: true,
             tracker_udp: lodestone_tracker::udp::UdpConfig::default(),
+            encryption: Encryption::Prefer,
         }
     }
 }
@@ -178,7 +182,10 @@ impl Session {
         let router = Router::default();
         let acceptors = listeners
             .into_iter()
-            .map(|l| listener::spawn_acceptor(l, router.clone(), shared.config.connect_timeout))
+            .map(|l| {
+                let timeout = shared.config.connect_timeout;
+                listener::spawn_acceptor(l, router.clone(), timeout, shared.config.encryption)
+            })
             .collect();
         Ok(Session {
             shared,

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::address_book::{AddressBook, AddressBookConfig, Outcome, PeerSource};
+use crate::address_book::{AddressBook, AddressBookConfig, Outcome, PeerSource, Wrapping};
 use crate::session::Shared;
 use crate::stall::StallReason;
 use crate::trackers::{Identity, Trackers, Transfer};
@@ -218,7 +218,7 @@ pub(crate) struct Torrent {
     handshake: Handshake,
     book: AddressBook,
     metainfo: Option<Arc<Metainfo>>,
-    dials: JoinSet<(SocketAddr, Option<Established>)>,
+    dials: JoinSet<(SocketAddr, Option<(Established, Wrapping)>)>,
     exits_tx: mpsc::UnboundedSender<PeerExit>,
     wanted: watch::Sender<bool>,
     status: watch::Sender<TorrentStatus>,
@@ -363,7 +363,10 @@ pub(crate) async fn run(
             Some(dialed) = t.dials.join_next() => {
                 if let Ok((addr, conn)) = dialed {
                     match conn {
-                        Some(conn) => t.hand(&mut stage, conn),
+                        Some((conn, wrapping)) => {
+                            t.book.worked(addr, wrapping);
+                            t.hand(&mut stage, conn);
+                        }
                         None => t.book.ended(Instant::now().into_std(), addr, Outcome::Failed),
                     }
                 }
@@ -572,8 +575,9 @@ impl Torrent {
                 return true;
             };
             let (timeout, ours) = (cfg.connect_timeout, self.handshake);
+            let (policy, known) = (cfg.encryption, self.book.wrapping(addr));
             self.dials.spawn(async move {
-                match dialer::dial(addr, timeout, ours).await {
+                match dialer::dial(addr, timeout, ours, policy, known).await {
                     Ok(conn) => (addr, Some(conn)),
                     Err(e) => {
                         tracing::debug!(%addr, "dial failed: {}", ErrorChain(&e));

@@ -78,6 +78,16 @@ impl From<MessageError> for ConnectionError {
     }
 }
 
+/// What happened on a stream before the BitTorrent handshake (an
+/// encryption handshake, say) that the handshake must take into account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preamble {
+    /// The peer's bytes read past the preamble: the start of its stream.
+    pub received: Vec<u8>,
+    /// Whether our handshake went out inside the preamble already.
+    pub handshake_sent: bool,
+}
+
 /// A handshaken peer connection. Use [`Connection::into_split`] to read and
 /// write from separate tasks or `select!` arms.
 #[derive(Debug)]
@@ -97,7 +107,7 @@ impl Connection {
     ) -> Result<(Self, Handshake), ConnectionError> {
         with_timeout(timeout, async {
             let stream = TcpStream::connect(addr).await?;
-            Self::initiate_inner(stream, ours).await
+            Self::initiate_inner(stream, ours, Preamble::default()).await
         })
         .await
     }
@@ -109,15 +119,35 @@ impl Connection {
         timeout: Duration,
         ours: Handshake,
     ) -> Result<(Self, Handshake), ConnectionError> {
-        with_timeout(timeout, Self::initiate_inner(stream, ours)).await
+        with_timeout(
+            timeout,
+            Self::initiate_inner(stream, ours, Preamble::default()),
+        )
+        .await
+    }
+
+    /// Like [`Connection::initiate`] after a preamble on the stream (an
+    /// encryption handshake) that may have sent our handshake already and
+    /// received bytes past its end.
+    pub async fn initiate_after(
+        stream: impl Into<ByteStream>,
+        timeout: Duration,
+        ours: Handshake,
+        preamble: Preamble,
+    ) -> Result<(Self, Handshake), ConnectionError> {
+        with_timeout(timeout, Self::initiate_inner(stream, ours, preamble)).await
     }
 
     async fn initiate_inner(
         stream: impl Into<ByteStream>,
         ours: Handshake,
+        preamble: Preamble,
     ) -> Result<(Self, Handshake), ConnectionError> {
         let mut conn = Self::new(stream.into())?;
-        conn.writer.write_raw(&ours.to_bytes()).await?;
+        conn.reader.buf.extend_from_slice(&preamble.received);
+        if !preamble.handshake_sent {
+            conn.writer.write_raw(&ours.to_bytes()).await?;
+        }
         let prefix = conn.reader.read_prefix().await?;
         prefix.check_info_hash(&ours.info_hash)?;
         let theirs = conn.reader.read_peer_id(prefix).await?;
@@ -147,8 +177,21 @@ impl Connection {
         timeout: Duration,
         route: impl FnOnce(&HandshakePrefix) -> Option<Handshake>,
     ) -> Result<(Self, Handshake), ConnectionError> {
+        Self::accept_after(stream, timeout, &[], route).await
+    }
+
+    /// Like [`Connection::accept_with`] when `received`, the start of the
+    /// peer's stream, was read already (while telling an encrypted
+    /// connection from a plaintext one, or by an encryption handshake).
+    pub async fn accept_after(
+        stream: impl Into<ByteStream>,
+        timeout: Duration,
+        received: &[u8],
+        route: impl FnOnce(&HandshakePrefix) -> Option<Handshake>,
+    ) -> Result<(Self, Handshake), ConnectionError> {
         with_timeout(timeout, async {
             let mut conn = Self::new(stream.into())?;
+            conn.reader.buf.extend_from_slice(received);
             let prefix = conn.reader.read_prefix().await?;
             let ours = route(&prefix).ok_or(ProtocolError::UnknownInfoHash(prefix.info_hash))?;
             conn.writer.write_raw(&ours.to_bytes()).await?;
@@ -393,6 +436,9 @@ impl ConnectionWriter {
                 self.queue.pop_front();
             }
         }
+        // A no-op on TCP; a buffering stream (an encrypting one) sends its
+        // last bytes here.
+        self.stream.flush().await?;
         Ok(())
     }
 

@@ -62,7 +62,7 @@ pub mod transport;
 
 pub use codec::{Decoder, MessageError, encode, encode_piece_header, encoded_len};
 pub use connection::{
-    Connection, ConnectionError, ConnectionReader, ConnectionWriter, ProtocolError,
+    Connection, ConnectionError, ConnectionReader, ConnectionWriter, Preamble, ProtocolError,
 };
 pub use established::{Established, MAX_EARLY_MESSAGES, PeerExit};
 pub use extension::{

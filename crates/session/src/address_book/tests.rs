@@ -89,6 +89,20 @@ fn misbehaving_peers_are_banned_by_ip_except_on_loopback() {
 }
 
 #[test]
+fn remembers_the_wrapping_that_worked() {
+    let now = Instant::now();
+    let mut b = book(4);
+    b.add(addr(1), PeerSource::Dht);
+    assert_eq!(b.wrapping(addr(1)), None);
+    b.worked(addr(1), Wrapping::Plain);
+    b.ended(now, addr(1), Outcome::Closed);
+    assert_eq!(b.wrapping(addr(1)), Some(Wrapping::Plain));
+    // An address the book does not hold keeps nothing.
+    b.worked(addr(2), Wrapping::Mse);
+    assert_eq!(b.wrapping(addr(2)), None);
+}
+
+#[test]
 fn unusable_addresses_are_ignored() {
     let mut b = book(10);
     assert!(!b.add(SocketAddr::from(([1, 2, 3, 4], 0)), PeerSource::Dht));
