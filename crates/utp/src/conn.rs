@@ -196,9 +196,10 @@ impl Conn {
         self.addr
     }
 
-    /// Closed: the socket drops it.
-    pub fn is_closed(&self) -> bool {
-        self.state == State::Closed
+    /// Closed and nothing left for the reader (or the reader left): the
+    /// socket drops it.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Closed && (self.recv_buf.is_empty() || self.close_requested)
     }
 
     /// The congestion window, for tests and logs.

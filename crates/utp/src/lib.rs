@@ -4,8 +4,8 @@
 //!
 //! [`Socket`] is sans-IO, like the DHT node: one state machine for every
 //! connection on a UDP port, fed datagrams and the time, drained of datagrams
-//! and events. The tokio driver around it lives with the session, which
-//! shares the port with the DHT.
+//! and events. [`net`] is the tokio driver around it and the stream type;
+//! the session feeds it from the DHT's port through the demultiplexer.
 //!
 //! What it does: SYN/STATE connection setup, wrapping sequence and ack
 //! numbers, selective acks both ways, retransmission on timeout (RTT
@@ -17,6 +17,7 @@
 
 mod congestion;
 mod conn;
+pub mod net;
 pub mod packet;
 mod socket;
 

@@ -135,9 +135,9 @@ impl Socket {
         }
     }
 
-    /// Drops a closed connection.
+    /// Drops a closed connection once nothing is left for the reader.
     fn reap(&mut self, id: StreamId) {
-        if self.conns.get(&id).is_some_and(Conn::is_closed)
+        if self.conns.get(&id).is_some_and(Conn::is_done)
             && let Some(conn) = self.conns.remove(&id)
         {
             self.by_key.remove(&(conn.addr(), conn.recv_id));
@@ -161,6 +161,7 @@ impl Socket {
         if conn.wants_flush() {
             self.dirty.push(id);
         }
+        self.reap(id);
         Ok(n)
     }
 
@@ -224,6 +225,12 @@ impl Socket {
             }
             self.reap(id);
         }
+    }
+
+    /// Reads or writes left something to send: the driver should call
+    /// [`Socket::poll_transmit`].
+    pub fn needs_flush(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     /// How many connections are open.
