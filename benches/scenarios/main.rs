@@ -185,6 +185,7 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
             seed: 7,
             port: clients::PORT,
             utp: false,
+            utp_only_seeders: 0,
             ready_timeout: Duration::from_secs(180),
         })
         .map_err(|e| format!("swarm: {e}"))?;

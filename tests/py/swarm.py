@@ -15,6 +15,7 @@ Run by lodestone_tests::swarm::Swarm inside a loopback-only network namespace.
 5. Serves commands read from stdin, one JSON object per line:
      {"cmd": "get_peers", "info_hash": HEX}  -> {"event": "peers", ...}
      {"cmd": "add_node", "addr": "IP:PORT"}  -> {"event": "node_added", ...}
+     {"cmd": "uploads"}  -> {"event": "uploads", "uploads": {SEEDER: BYTES}}
    and exits when stdin closes.
 """
 
@@ -45,6 +46,8 @@ def parse_args():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout", type=float, default=60.0, help="readiness deadline, s")
     p.add_argument("--utp", action="store_true")
+    p.add_argument("--utp-only-seeders", type=int, default=0,
+                   help="the first N seeders speak uTP only, without TCP")
     return p.parse_args()
 
 
@@ -147,8 +150,9 @@ def main():
     dht_ready = time.monotonic() - started
 
     seeders = []
-    for ip in seeder_ips:
+    for index, ip in enumerate(seeder_ips):
         session = make_session(ip, args.port, utp=args.utp,
+                               utp_only=index < args.utp_only_seeders,
                                extra={"dht_announce_interval": 2})
         wait_listening(session, deadline)
         for node_ip in dht_ips:
@@ -210,6 +214,12 @@ def serve(args, nodes, seeders):
             for session in nodes + seeders:
                 session.add_dht_node((host, int(port)))
             emit("node_added", addr=command["addr"])
+        elif kind == "uploads":
+            uploads = {}
+            for ip, session in zip(filter(None, args.seeder_ips.split(",")), seeders):
+                uploads[endpoint(ip, args.port)] = sum(
+                    h.status().total_payload_upload for h in session.get_torrents())
+            emit("uploads", uploads=uploads)
         else:
             emit("error", message=f"unknown command {command!r}")
 

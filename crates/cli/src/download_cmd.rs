@@ -103,6 +103,7 @@ async fn session_config(args: &DownloadArgs) -> Result<SessionConfig, Failure> {
         false => Some(dht_cmd::config(&args.dht).await?),
     };
     config.listen_port = args.port;
+    config.transport = args.transport.into();
     config.download_limit = args
         .max_download_rate
         .as_deref()

@@ -1,5 +1,5 @@
-//! The session's TCP listen sockets (IPv4 and IPv6 on one port) and the
-//! routing of incoming connections to torrents by infohash.
+//! The session's TCP listen sockets (IPv4 and IPv6 on one port), incoming
+//! uTP connections, and the routing of both to torrents by infohash.
 //!
 //! An acceptor reads the first 48 bytes of the peer's handshake, looks the
 //! infohash up in the [`Router`] (a concurrent map the session writes when
@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use lodestone_core::{ErrorChain, InfoHash};
-use lodestone_wire::{Connection, Established, Handshake};
+use lodestone_utp::net::UtpStream;
+use lodestone_wire::{ByteStream, Connection, Established, Handshake};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -108,31 +109,61 @@ pub(crate) fn spawn_acceptor(
                     continue;
                 }
             };
-            let Ok(permit) = pending.clone().try_acquire_owned() else {
-                tracing::debug!(%addr, "too many handshakes pending: connection closed");
-                continue;
-            };
-            let router = router.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let mut inbox = None;
-                let accepted = Connection::accept_with(stream, handshake_timeout, |prefix| {
-                    let route = router.get(&prefix.info_hash)?;
-                    inbox = Some(route.conns.clone());
-                    Some(route.handshake)
-                })
-                .await;
-                match (accepted, inbox) {
-                    (Ok((conn, theirs)), Some(inbox)) => {
-                        // A full inbox means the torrent is swamped: drop it.
-                        let _ = inbox.try_send(Established::new(conn, theirs, addr, true));
-                    }
-                    (Err(e), _) => {
-                        tracing::debug!(%addr, "incoming handshake failed: {}", ErrorChain(&e));
-                    }
-                    (Ok(_), None) => {}
-                }
-            });
+            route(stream.into(), addr, &pending, &router, handshake_timeout);
         }
     })
+}
+
+/// Accepts incoming uTP connections from the uTP driver until it stops,
+/// routing each like a TCP one.
+pub(crate) fn spawn_utp_acceptor(
+    mut incoming: mpsc::Receiver<UtpStream>,
+    router: Router,
+    handshake_timeout: Duration,
+) -> JoinHandle<()> {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    tokio::spawn(async move {
+        while let Some(stream) = incoming.recv().await {
+            let addr = stream.peer_addr();
+            let stream = ByteStream::Other(Box::new(stream), addr);
+            route(stream, addr, &pending, &router, handshake_timeout);
+        }
+    })
+}
+
+/// Reads the handshake of an incoming connection on its own task, answers
+/// for the torrent it names and hands the connection over; refuses it when
+/// `pending` handshakes are already under way.
+fn route(
+    stream: ByteStream,
+    addr: SocketAddr,
+    pending: &Arc<tokio::sync::Semaphore>,
+    router: &Router,
+    handshake_timeout: Duration,
+) {
+    let Ok(permit) = pending.clone().try_acquire_owned() else {
+        tracing::debug!(%addr, "too many handshakes pending: connection closed");
+        return;
+    };
+    let router = router.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut inbox = None;
+        let accepted = Connection::accept_with(stream, handshake_timeout, |prefix| {
+            let route = router.get(&prefix.info_hash)?;
+            inbox = Some(route.conns.clone());
+            Some(route.handshake)
+        })
+        .await;
+        match (accepted, inbox) {
+            (Ok((conn, theirs)), Some(inbox)) => {
+                // A full inbox means the torrent is swamped: drop it.
+                let _ = inbox.try_send(Established::new(conn, theirs, addr, true));
+            }
+            (Err(e), _) => {
+                tracing::debug!(%addr, "incoming handshake failed: {}", ErrorChain(&e));
+            }
+            (Ok(_), None) => {}
+        }
+    });
 }

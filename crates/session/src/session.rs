@@ -17,10 +17,12 @@ use lodestone_download::verify::HashPool;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::dialer::Transport;
 use crate::listener::{self, Route, Router};
 use crate::torrent::{
     self, AddOptions, Control, TorrentError, TorrentPhase, TorrentSource, TorrentStatus,
 };
+use lodestone_utp::net::{Senders, UtpHandle, UtpStream};
 
 /// Connections waiting for a torrent's task, from the listener.
 const INCOMING_QUEUE: usize = 32;
@@ -51,6 +53,10 @@ pub struct SessionConfig {
     pub connect_timeout: Duration,
     /// Threads hashing and writing pieces for every torrent together.
     pub hash_threads: usize,
+    /// Transports to peers. uTP runs on the DHT's UDP port, which is bound
+    /// on the TCP listen port's number when the DHT asked for any port, so
+    /// that peers reach both at the port we announce.
+    pub transport: Transport,
 }
 
 impl SessionConfig {
@@ -70,6 +76,7 @@ impl SessionConfig {
             max_dials_per_torrent: 16,
             connect_timeout: Duration::from_secs(5),
             hash_threads: std::thread::available_parallelism().map_or(2, usize::from),
+            transport: Transport::Both,
         }
     }
 }
@@ -78,6 +85,75 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Datagrams from the UDP port waiting for the uTP driver, in bursts.
+const UTP_QUEUE: usize = 1024;
+
+/// A running uTP driver and its incoming connections.
+type Utp = (UtpHandle, mpsc::Receiver<UtpStream>);
+
+/// Starts the DHT and uTP on one UDP port: the DHT's, demultiplexed, or
+/// without a DHT a socket of uTP's own on the TCP port's number.
+async fn start_udp(
+    config: &SessionConfig,
+    tcp_port: u16,
+) -> Result<(Option<Dht>, Option<Utp>), SessionError> {
+    if !config.transport.utp() {
+        let dht = match &config.dht {
+            Some(dht) => Some(Dht::spawn(dht.clone()).await.map_err(SessionError::Dht)?),
+            None => None,
+        };
+        return Ok((dht, None));
+    }
+    let (tx, rx) = mpsc::channel(UTP_QUEUE);
+    let (dht, senders) = match &config.dht {
+        Some(dht) => {
+            let (dht, udp) = spawn_dht_on(dht, tcp_port, tx).await?;
+            let senders = Senders {
+                v4: udp.v4,
+                v6: udp.v6,
+            };
+            (Some(dht), senders)
+        }
+        None => {
+            let ip = config.listen_ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let socket = tokio::net::UdpSocket::bind((ip, tcp_port))
+                .await
+                .map_err(SessionError::Listen)?;
+            let socket = Arc::new(socket);
+            tokio::spawn(lodestone_utp::net::recv_loop(socket.clone(), tx));
+            let senders = Senders {
+                v4: Some(socket),
+                v6: None,
+            };
+            (None, senders)
+        }
+    };
+    let utp = lodestone_utp::net::spawn(lodestone_utp::Config::default(), rx, senders);
+    Ok((dht, Some(utp)))
+}
+
+/// Spawns the DHT sharing its port with uTP: where it asked for any port,
+/// on `port` first (so uTP answers where TCP does), else anywhere.
+async fn spawn_dht_on(
+    config: &DhtConfig,
+    port: u16,
+    sink: lodestone_dht::OtherSink,
+) -> Result<(Dht, lodestone_dht::SharedUdp), SessionError> {
+    if config.bind.iter().all(|a| a.port() == 0) && port != 0 {
+        let mut on_port = config.clone();
+        for addr in &mut on_port.bind {
+            addr.set_port(port);
+        }
+        match Dht::spawn_shared(on_port, sink.clone()).await {
+            Ok(started) => return Ok(started),
+            Err(e) => tracing::info!("uTP not on the TCP port {port}: {e}"),
+        }
+    }
+    Dht::spawn_shared(config.clone(), sink)
+        .await
+        .map_err(SessionError::Dht)
 }
 
 /// A fresh peer id: our client prefix in the Azureus style, then random
@@ -108,6 +184,8 @@ pub(crate) struct Shared {
     pub(crate) config: SessionConfig,
     pub(crate) peer_id: PeerId,
     pub(crate) dht: Option<Dht>,
+    /// The uTP driver, when uTP is on.
+    pub(crate) utp: Option<UtpHandle>,
     pub(crate) listen_port: u16,
     pub(crate) download_limit: Option<SharedBucket>,
     pub(crate) upload_limit: Option<SharedBucket>,
@@ -136,14 +214,16 @@ impl Session {
             .collect::<io::Result<Vec<_>>>()
             .map_err(SessionError::Listen)?;
         let listen_port = listen_addrs.first().map_or(0, SocketAddr::port);
-        let dht = match &config.dht {
-            Some(dht) => Some(Dht::spawn(dht.clone()).await.map_err(SessionError::Dht)?),
-            None => None,
+        let (dht, utp) = start_udp(&config, listen_port).await?;
+        let (utp, utp_incoming) = match utp {
+            Some((handle, incoming)) => (Some(handle), Some(incoming)),
+            None => (None, None),
         };
         let now = Instant::now();
         let shared = Arc::new(Shared {
             peer_id: config.peer_id,
             dht,
+            utp,
             listen_port,
             download_limit: config.download_limit.map(|r| SharedBucket::new(now, r)),
             upload_limit: config.upload_limit.map(|r| SharedBucket::new(now, r)),
@@ -151,10 +231,19 @@ impl Session {
             config,
         });
         let router = Router::default();
-        let acceptors = listeners
+        let timeout = shared.config.connect_timeout;
+        let mut acceptors: Vec<_> = listeners
             .into_iter()
-            .map(|l| listener::spawn_acceptor(l, router.clone(), shared.config.connect_timeout))
+            .filter(|_| shared.config.transport.tcp())
+            .map(|l| listener::spawn_acceptor(l, router.clone(), timeout))
             .collect();
+        if let Some(incoming) = utp_incoming {
+            acceptors.push(listener::spawn_utp_acceptor(
+                incoming,
+                router.clone(),
+                timeout,
+            ));
+        }
         Ok(Session {
             shared,
             router,

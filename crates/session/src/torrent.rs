@@ -498,8 +498,9 @@ impl Torrent {
                 return;
             };
             let (timeout, ours) = (cfg.connect_timeout, self.handshake);
+            let (tcp, utp) = (cfg.transport.tcp(), self.shared.utp.clone());
             self.dials.spawn(async move {
-                match dialer::dial(addr, timeout, ours).await {
+                match dialer::dial(addr, timeout, ours, tcp, utp.as_ref()).await {
                     Ok(conn) => (addr, Some(conn)),
                     Err(e) => {
                         tracing::debug!(%addr, "dial failed: {}", ErrorChain(&e));

@@ -289,13 +289,14 @@ impl Conn {
         let sack_len = self.sack(&mut mask);
         let sack = sack_len.map(|n| &mask[..n]);
         let window = self.cc.window().min(self.peer_wnd);
-        // Resends, oldest first.
+        // Resends, oldest first; the oldest one holds everything up, so it
+        // goes regardless of the window (fast retransmit).
         for i in 0..self.inflight.len() {
             let p = &self.inflight[i];
             if !p.lost || p.sacked {
                 continue;
             }
-            if self.inflight_bytes > 0 && self.inflight_bytes + p.payload.len() > window {
+            if i > 0 && self.inflight_bytes > 0 && self.inflight_bytes + p.payload.len() > window {
                 break;
             }
             let header = self.header(p.kind, p.seq, io);
@@ -404,6 +405,16 @@ impl Conn {
 
     fn on_ack(&mut self, p: &Packet<'_>, io: &mut Io<'_>) {
         let ack = p.header.ack_nr;
+        tracing::trace!(
+            addr = %self.addr,
+            kind = ?p.header.kind,
+            ack,
+            wnd = p.header.wnd_size,
+            sack = ?p.sack,
+            oldest = ?self.inflight.front().map(|s| s.seq),
+            cwnd = self.cc.window(),
+            "uTP packet"
+        );
         // An ack for something never sent is garbage.
         if !seq_lt(ack, self.seq_nr) {
             return;
@@ -615,7 +626,10 @@ impl Conn {
             self.transmit(io, header, None, &[]);
         }
         if self.state != State::Closed {
+            tracing::debug!(addr = %self.addr, ?reason, "uTP closed");
             self.state = State::Closed;
+            self.rto_at = None;
+            self.linger_until = None;
             io.events.push_back(Event::Closed(self.id, reason));
         }
     }
@@ -664,6 +678,13 @@ impl Conn {
             return;
         }
         self.timeouts += 1;
+        tracing::debug!(
+            addr = %self.addr,
+            inflight = self.inflight.len(),
+            cwnd = self.cc.window(),
+            peer_wnd = self.peer_wnd,
+            "uTP retransmission timeout"
+        );
         if self.timeouts > MAX_TIMEOUTS {
             self.close_with(CloseReason::TimedOut, io);
             return;

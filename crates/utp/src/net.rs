@@ -168,6 +168,7 @@ async fn run(
 /// Moves the socket's datagrams into `out` and its events to the streams.
 fn drain(inner: &Arc<Inner>, incoming: &mpsc::Sender<UtpStream>, out: &mut Datagrams) {
     let now = Instant::now();
+    let mut refused = Vec::new();
     let mut shared = inner.lock();
     let Shared { socket, waiters } = &mut *shared;
     while let Some(t) = socket.poll_transmit(now) {
@@ -183,8 +184,9 @@ fn drain(inner: &Arc<Inner>, incoming: &mpsc::Sender<UtpStream>, out: &mut Datag
                     addr,
                 };
                 if let Err(e) = incoming.try_send(stream) {
-                    // Nobody takes it: the stream's drop closes it.
-                    drop(e);
+                    // Nobody takes it: its drop closes it, once the lock is
+                    // released (dropping locks).
+                    refused.push(e.into_inner());
                 }
             }
             Event::Connected(id) => {
@@ -222,6 +224,8 @@ fn drain(inner: &Arc<Inner>, incoming: &mpsc::Sender<UtpStream>, out: &mut Datag
     if socket.poll_timeout().is_some_and(|t| t <= now) {
         inner.wake.notify_one();
     }
+    drop(shared);
+    drop(refused);
 }
 
 fn closed_error(reason: CloseReason) -> io::Error {
