@@ -30,6 +30,8 @@ mod peer_session;
 mod script;
 #[path = "../../fuzz/checks/ut_metadata.rs"]
 mod ut_metadata;
+#[path = "../../fuzz/checks/utp.rs"]
+mod utp;
 #[path = "../../fuzz/checks/wire_stream.rs"]
 mod wire_stream;
 
@@ -81,6 +83,11 @@ fn run_all(target: &str, inputs: &[PathBuf], check: Check) {
 #[test]
 fn bencode_corpus() {
     replay("bencode", 10, bencode::check);
+}
+
+#[test]
+fn utp_corpus() {
+    replay("utp", 4, utp::check);
 }
 
 #[test]
