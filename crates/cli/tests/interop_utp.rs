@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::dht_bind;
+use lodestone_tests::clients::{DownloaderConfig, LibtorrentDownloader, Source};
 use lodestone_tests::content::verify_files;
+use lodestone_tests::netns::{BLOCK_LIBTORRENT, addr};
 use lodestone_tests::process::Proc;
 use lodestone_tests::swarm::{Swarm, SwarmConfig};
 use lodestone_tests::workdir::WorkDir;
@@ -86,5 +88,45 @@ lodestone_tests::isolated_test! {
             // The first seeder is uTP-only, the second TCP-only.
             assert!(sent > 0, "nothing came from {seeder}: {uploads:?}");
         }
+    }
+
+    /// A libtorrent downloader that speaks uTP only fetches the magnet from
+    /// lodestone seeding the files it has.
+    fn libtorrent_over_utp_downloads_from_lodestone() {
+        let swarm = Swarm::start(SwarmConfig {
+            dht_nodes: 6,
+            seeders: 0,
+            file_sizes: vec![4 * MIB, 1_000_001],
+            ..SwarmConfig::default()
+        })
+        .expect("swarm ready");
+        let info = swarm.info();
+        let seed_dir = info.content_dir.to_string_lossy().into_owned();
+        let torrent = info.torrent.to_string_lossy().into_owned();
+        let bootstrap = info.dht_nodes[2].to_string();
+        let bind = dht_bind(3);
+        let mut seeder = download_process(
+            "lodestone-seeder",
+            &[&torrent, "--bootstrap", &bootstrap, &bind, "-o", &seed_dir, "--seed-ratio", "1000", "--transport", "utp"],
+        );
+        loop {
+            let event = seeder.next_event(Duration::from_secs(30)).expect("lodestone reaches seeding");
+            if event["phase"] == "seeding" {
+                break;
+            }
+        }
+        let mut downloader = LibtorrentDownloader::start(DownloaderConfig {
+            ip: addr(BLOCK_LIBTORRENT, 1),
+            port: 6881,
+            source: Source::Magnet(info.magnet()),
+            bootstrap: info.dht_nodes.clone(),
+            no_dht: false,
+            utp: true,
+            utp_only: true,
+        })
+        .expect("downloader");
+        downloader.wait_metadata(Duration::from_secs(60)).expect("metadata over uTP");
+        downloader.wait_finished(Duration::from_secs(60)).expect("finished over uTP");
+        verify_files(downloader.save_path(), &info.files).expect("content intact");
     }
 }
