@@ -35,6 +35,7 @@ def parse_args():
     source.add_argument("--torrent")
     p.add_argument("--save-path", required=True)
     p.add_argument("--utp", action="store_true")
+    p.add_argument("--utp-only", action="store_true", help="uTP and no TCP at all")
     p.add_argument("--no-dht", action="store_true", help="peers only from the magnet's x.pe")
     p.add_argument("--exit-when-done", action="store_true")
     p.add_argument("--settings", default="{}", help="JSON dict of extra libtorrent settings")
@@ -43,7 +44,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    session = make_session(args.ip, args.port, utp=args.utp,
+    session = make_session(args.ip, args.port, utp=args.utp, utp_only=args.utp_only,
                            extra={"enable_dht": not args.no_dht, **json.loads(args.settings)})
     if not args.no_dht:
         wait_listening(session, time.monotonic() + 30)

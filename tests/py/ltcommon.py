@@ -47,8 +47,10 @@ def parse_endpoint(text):
     return host, int(port)
 
 
-def make_session(ip, port, utp=False, extra=None):
-    """A libtorrent session listening on ip:port (TCP and the DHT's UDP)."""
+def make_session(ip, port, utp=False, extra=None, utp_only=False):
+    """A libtorrent session listening on ip:port (TCP and the DHT's UDP).
+    `utp`: uTP as well as TCP; `utp_only`: uTP and no TCP at all."""
+    utp = utp or utp_only
     settings = {
         "listen_interfaces": f"{ip}:{port}",
         "outgoing_interfaces": ip,
@@ -61,6 +63,8 @@ def make_session(ip, port, utp=False, extra=None):
         "enable_ip_notifier": False,
         "enable_incoming_utp": utp,
         "enable_outgoing_utp": utp,
+        "enable_incoming_tcp": not utp_only,
+        "enable_outgoing_tcp": not utp_only,
         # Loopback peers share a /24 and look "dark"; accept them anyway.
         "dht_restrict_routing_ips": False,
         "dht_restrict_search_ips": False,

@@ -15,6 +15,7 @@ Run by lodestone_tests::swarm::Swarm inside a loopback-only network namespace.
 5. Serves commands read from stdin, one JSON object per line:
      {"cmd": "get_peers", "info_hash": HEX}  -> {"event": "peers", ...}
      {"cmd": "add_node", "addr": "IP:PORT"}  -> {"event": "node_added", ...}
+     {"cmd": "uploads"}  -> {"event": "uploads", "uploads": {SEEDER: BYTES}}
    and exits when stdin closes.
 """
 
@@ -48,6 +49,8 @@ def parse_args():
     p.add_argument("--utp", action="store_true")
     p.add_argument("--seeder-settings", default="[]",
                    help="JSON list of libtorrent settings dicts, one per seeder (cycled)")
+    p.add_argument("--utp-only-seeders", type=int, default=0,
+                   help="the first N seeders speak uTP only, without TCP")
     return p.parse_args()
 
 
@@ -153,7 +156,8 @@ def main():
     seeder_settings = json.loads(args.seeder_settings) or [{}]
     for index, ip in enumerate(seeder_ips):
         extra = {"dht_announce_interval": 2, **seeder_settings[index % len(seeder_settings)]}
-        session = make_session(ip, args.port, utp=args.utp, extra=extra)
+        session = make_session(ip, args.port, utp=args.utp,
+                               utp_only=index < args.utp_only_seeders, extra=extra)
         wait_listening(session, deadline)
         for node_ip in dht_ips:
             session.add_dht_node((node_ip, args.port))
@@ -214,6 +218,12 @@ def serve(args, nodes, seeders):
             for session in nodes + seeders:
                 session.add_dht_node((host, int(port)))
             emit("node_added", addr=command["addr"])
+        elif kind == "uploads":
+            uploads = {}
+            for ip, session in zip(filter(None, args.seeder_ips.split(",")), seeders):
+                uploads[endpoint(ip, args.port)] = sum(
+                    h.status().total_payload_upload for h in session.get_torrents())
+            emit("uploads", uploads=uploads)
         else:
             emit("error", message=f"unknown command {command!r}")
 

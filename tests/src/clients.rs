@@ -293,6 +293,8 @@ pub struct DownloaderConfig {
     pub no_dht: bool,
     /// Allow uTP.
     pub utp: bool,
+    /// uTP only: no TCP at all, either way.
+    pub utp_only: bool,
 }
 
 /// Timestamps reported by `downloader.py`, in seconds since it started.
@@ -345,6 +347,9 @@ impl LibtorrentDownloader {
             command.arg("--utp");
         }
         command.args(["--settings", &serde_json::json!(settings).to_string()]);
+        if config.utp_only {
+            command.arg("--utp-only");
+        }
         let mut proc = Proc::spawn(format!("libtorrent {}", config.ip), command)?;
         proc.wait_event("started", Duration::from_secs(30))?;
         Ok(LibtorrentDownloader {

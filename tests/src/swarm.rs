@@ -41,6 +41,8 @@ pub struct SwarmConfig {
     pub port: u16,
     /// Let libtorrent use uTP as well as TCP.
     pub utp: bool,
+    /// The first this many seeders speak uTP only (no TCP at all).
+    pub utp_only_seeders: u8,
     /// Deadline for the whole swarm to become ready.
     pub ready_timeout: Duration,
     /// Extra libtorrent settings per seeder, cycled (e.g.
@@ -60,6 +62,7 @@ impl Default for SwarmConfig {
             seed: 1,
             port: 6881,
             utp: false,
+            utp_only_seeders: 0,
             ready_timeout: Duration::from_secs(60),
             seeder_settings: Vec::new(),
         }
@@ -176,6 +179,7 @@ impl Swarm {
         if config.utp {
             command.arg("--utp");
         }
+        command.args(["--utp-only-seeders", &config.utp_only_seeders.to_string()]);
         let mut proc = Proc::spawn("swarm", command)?;
         // The script enforces ready_timeout itself; the margin covers startup.
         let ready = proc.wait_event("ready", config.ready_timeout + Duration::from_secs(10))?;
@@ -203,6 +207,16 @@ impl Swarm {
         serde_json::from_value(event["peers"].clone()).map_err(|e| HarnessError::Protocol {
             what: "swarm".to_owned(),
             detail: format!("bad peers event: {e}"),
+        })
+    }
+
+    /// Payload bytes each seeder has uploaded so far.
+    pub fn uploads(&mut self) -> Result<std::collections::HashMap<SocketAddr, u64>> {
+        self.proc.send(&json!({"cmd": "uploads"}))?;
+        let event = self.proc.wait_event("uploads", Duration::from_secs(10))?;
+        serde_json::from_value(event["uploads"].clone()).map_err(|e| HarnessError::Protocol {
+            what: "swarm".to_owned(),
+            detail: format!("bad uploads event: {e}"),
         })
     }
 

@@ -38,6 +38,8 @@ mod tracker_udp;
 mod ut_metadata;
 #[path = "../../fuzz/checks/ut_pex.rs"]
 mod ut_pex;
+#[path = "../../fuzz/checks/utp.rs"]
+mod utp;
 #[path = "../../fuzz/checks/wire_stream.rs"]
 mod wire_stream;
 
@@ -89,6 +91,11 @@ fn run_all(target: &str, inputs: &[PathBuf], check: Check) {
 #[test]
 fn bencode_corpus() {
     replay("bencode", 10, bencode::check);
+}
+
+#[test]
+fn utp_corpus() {
+    replay("utp", 4, utp::check);
 }
 
 #[test]

@@ -34,6 +34,7 @@ lodestone_tests::isolated_test! {
             bootstrap: vec![info.dht_nodes[2]],
             no_dht: false,
             utp: false,
+            utp_only: false,
         })
         .expect("downloader");
         downloader.wait_metadata(Duration::from_secs(60)).expect("metadata");
@@ -82,6 +83,7 @@ lodestone_tests::isolated_test! {
                 bootstrap: vec![],
                 no_dht: true,
                 utp: false,
+                utp_only: false,
             })
             .expect("downloader");
             downloader.wait_finished(Duration::from_secs(60)).expect("finished");

@@ -74,6 +74,27 @@ pub enum DhtCommand {
     },
 }
 
+/// `--transport`: which transports to speak to peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportArg {
+    /// TCP only.
+    Tcp,
+    /// uTP only.
+    Utp,
+    /// Both.
+    Both,
+}
+
+impl From<TransportArg> for lodestone_session::Transport {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Tcp => lodestone_session::Transport::Tcp,
+            TransportArg::Utp => lodestone_session::Transport::Utp,
+            TransportArg::Both => lodestone_session::Transport::Both,
+        }
+    }
+}
+
 /// Arguments of `lodestone download`.
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
@@ -92,6 +113,7 @@ pub struct DownloadArgs {
     #[arg(long, value_name = "INDICES | GLOB")]
     pub select: Vec<String>,
     /// TCP port for incoming peers; the next free one is used if taken.
+    /// uTP listens on the same number over UDP, shared with the DHT.
     #[arg(long, default_value_t = 6881)]
     pub port: u16,
     /// IP address to accept peers on (repeatable, at most one IPv4 and one
@@ -99,6 +121,11 @@ pub struct DownloadArgs {
     /// [::]); naming only one family leaves the other off.
     #[arg(long = "bind", value_name = "IP")]
     pub bind_ips: Vec<std::net::IpAddr>,
+    /// Transports to peers: tcp, utp (BEP 29, LEDBAT: yields to other
+    /// traffic), or both (dial both at once, keep the first handshake;
+    /// accept both).
+    #[arg(long, value_enum, default_value_t = TransportArg::Both)]
+    pub transport: TransportArg,
     /// Cap on the download rate of all torrents together, bytes per second
     /// (500K, 10M, 1.5G).
     #[arg(long, value_name = "RATE")]

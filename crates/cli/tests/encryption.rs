@@ -112,6 +112,7 @@ lodestone_tests::isolated_test! {
                 bootstrap: Vec::new(),
                 no_dht: true,
                 utp: false,
+                utp_only: false,
             },
             &lt_forced_encryption(),
         )

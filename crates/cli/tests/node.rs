@@ -356,6 +356,7 @@ lodestone_tests::isolated_test! {
             bootstrap: vec![node.addr],
             no_dht: false,
             utp: false,
+            utp_only: false,
         })
         .expect("downloader");
         downloader.wait_metadata(Duration::from_secs(60)).expect("metadata");

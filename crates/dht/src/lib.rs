@@ -27,5 +27,8 @@ pub mod secure_id;
 pub mod store;
 pub mod token;
 
-pub use net::{AnnounceSummary, DEFAULT_BOOTSTRAP, Dht, DhtConfig, DhtStats};
+pub use net::{
+    AnnounceSummary, DEFAULT_BOOTSTRAP, Dht, DhtConfig, DhtStats, OtherDatagrams, OtherSink,
+    SharedUdp,
+};
 pub use node::{Config, Event, LookupId, LookupStats, Node, NodeStats, Transmit};

@@ -191,3 +191,42 @@ async fn shards_share_one_node() {
     .await
     .unwrap();
 }
+
+/// A shared port: KRPC still works, every other datagram reaches the other
+/// protocol's channel, and its sockets send from the DHT's port.
+#[tokio::test]
+async fn a_shared_port_hands_non_krpc_datagrams_over() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let a = Dht::spawn(config(&[], None)).await.unwrap();
+        let router = a.local_addrs()[0];
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let (b, udp) = Dht::spawn_shared(config(&[router], None), tx)
+            .await
+            .unwrap();
+        let port = b.local_addrs()[0];
+
+        // KRPC through the shared port.
+        let summary = b.announce(InfoHash([0x44; 20]), Some(4343)).await.unwrap();
+        assert!(summary.announced_to >= 1, "{summary:?}");
+
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let utp_like = [
+            0x41u8, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0,
+        ];
+        peer.send_to(&utp_like, port).await.unwrap();
+        let batch = rx.recv().await.unwrap();
+        assert_eq!(batch, vec![(peer.local_addr().unwrap(), utp_like.to_vec())]);
+
+        let socket = udp.for_addr(&peer.local_addr().unwrap()).unwrap();
+        assert_eq!(socket.local_addr().unwrap(), port);
+        socket
+            .send_to(b"back", peer.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = peer.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..n], from), (&b"back"[..], port));
+    })
+    .await
+    .unwrap();
+}

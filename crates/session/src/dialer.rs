@@ -1,28 +1,69 @@
 //! The transport seam: how a connection to a peer is made before the
-//! BitTorrent handshake. TCP, in plaintext or under MSE/PE encryption as
-//! the [`Encryption`] policy and what worked before for the address say,
-//! so that everything after the handshake stays the same.
+//! BitTorrent handshake: over TCP, uTP (BEP 29, on the DHT's UDP port) or
+//! both at once, in plaintext or under MSE/PE encryption as the
+//! [`Encryption`] policy and what worked before for the address say, so
+//! that everything after the handshake stays the same.
+//!
+//! The transport policy for [`Transport::Both`]: both transports are tried
+//! at once and the first to complete the BitTorrent handshake is kept; the
+//! other attempt is dropped (a TCP close, a uTP FIN). A peer speaking only
+//! one of them therefore costs no timeout, and a peer speaking both gets
+//! the faster path (on a LAN usually TCP; behind a UDP-only NAT, uTP). The
+//! price, a second handshake to peers that speak both, is paid once per
+//! peer and is cheaper than making every TCP-only peer wait out a uTP
+//! fallback timer. MSE runs over TCP only for now, so encrypted attempts
+//! use TCP and plaintext ones use whichever transports are on.
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::time::Duration;
 
 use lodestone_mse::io::StreamError;
-use lodestone_wire::{Connection, ConnectionError, Established, Handshake, Preamble};
+use lodestone_utp::net::UtpHandle;
+use lodestone_wire::{ByteStream, Connection, ConnectionError, Established, Handshake, Preamble};
 use tokio::net::TcpStream;
 
 use crate::address_book::Wrapping;
 use crate::encryption::{self, Encryption};
 
+/// Which transports the session speaks to peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// TCP only.
+    Tcp,
+    /// uTP only (BEP 29).
+    Utp,
+    /// Both: dial both at once, keep the first handshake; accept both.
+    #[default]
+    Both,
+}
+
+impl Transport {
+    /// TCP is used.
+    pub fn tcp(self) -> bool {
+        self != Transport::Utp
+    }
+
+    /// uTP is used.
+    pub fn utp(self) -> bool {
+        self != Transport::Tcp
+    }
+}
+
 /// Why a dial failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
-    /// The TCP connection could not be made.
+    /// The connection could not be made.
     #[error("cannot connect")]
     Connect(#[source] io::Error),
     /// Connecting or a handshake took longer than allowed.
     #[error("timed out")]
     Timeout,
+    /// No transport that the attempt may use is on (an encrypted attempt
+    /// with uTP only).
+    #[error("no transport for this attempt")]
+    NoTransport,
     /// The encryption handshake failed.
     #[error("encryption handshake failed")]
     Encryption(#[from] StreamError),
@@ -56,20 +97,25 @@ fn attempts(policy: Encryption, known: Option<Wrapping>) -> &'static [Wrapping] 
 
 /// Connects to `addr` and exchanges handshakes, each attempt within
 /// `timeout`, falling back to the other wrapping when `policy` allows.
-/// Returns the connection and the wrapping that worked.
+/// `tcp` and `utp` say which transports may be used. Returns the
+/// connection and the wrapping that worked.
 pub async fn dial(
     addr: SocketAddr,
     timeout: Duration,
     ours: Handshake,
     policy: Encryption,
     known: Option<Wrapping>,
+    tcp: bool,
+    utp: Option<&UtpHandle>,
 ) -> Result<(Established, Wrapping), DialError> {
     let mut last = DialError::Timeout;
     for &wrapping in attempts(policy, known) {
-        match tokio::time::timeout(timeout, attempt(addr, timeout, ours, policy, wrapping)).await {
+        let attempt = over_transports(addr, timeout, ours, policy, wrapping, tcp, utp);
+        match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(conn)) => return Ok((conn, wrapping)),
-            // Nobody listens: the other wrapping would fare no better.
-            Ok(Err(e @ DialError::Connect(_))) => return Err(e),
+            // Nobody listens on TCP: the other wrapping would fare no
+            // better, unless it may also try uTP (MSE runs over TCP only).
+            Ok(Err(e @ DialError::Connect(_))) if utp.is_none() => return Err(e),
             Ok(Err(e)) => last = e,
             Err(_) => last = DialError::Timeout,
         }
@@ -78,8 +124,41 @@ pub async fn dial(
     Err(last)
 }
 
-/// One connection and its handshakes.
-async fn attempt(
+/// One attempt with `wrapping` over the transports it may use; with both,
+/// they race and the first handshake is kept.
+async fn over_transports(
+    addr: SocketAddr,
+    timeout: Duration,
+    ours: Handshake,
+    policy: Encryption,
+    wrapping: Wrapping,
+    tcp: bool,
+    utp: Option<&UtpHandle>,
+) -> Result<Established, DialError> {
+    let utp = utp.filter(|_| wrapping == Wrapping::Plain);
+    match (tcp, utp) {
+        (true, None) => over_tcp(addr, timeout, ours, policy, wrapping).await,
+        (false, Some(utp)) => over_utp(utp, addr, timeout, ours).await,
+        (true, Some(utp)) => {
+            let mut tcp = pin!(over_tcp(addr, timeout, ours, policy, wrapping));
+            let mut utp = pin!(over_utp(utp, addr, timeout, ours));
+            tokio::select! {
+                r = &mut tcp => match r {
+                    Ok(conn) => Ok(conn),
+                    Err(_) => utp.await,
+                },
+                r = &mut utp => match r {
+                    Ok(conn) => Ok(conn),
+                    Err(_) => tcp.await,
+                },
+            }
+        }
+        (false, None) => Err(DialError::NoTransport),
+    }
+}
+
+/// A TCP connection and its handshakes.
+async fn over_tcp(
     addr: SocketAddr,
     timeout: Duration,
     ours: Handshake,
@@ -92,6 +171,19 @@ async fn attempt(
         Wrapping::Mse => encryption::initiate(tcp, addr, ours, policy.methods()).await?,
     };
     let (conn, theirs) = Connection::initiate_after(stream, timeout, ours, preamble).await?;
+    Ok(Established::new(conn, theirs, addr, false))
+}
+
+/// A uTP connection and the plaintext BitTorrent handshake.
+async fn over_utp(
+    utp: &UtpHandle,
+    addr: SocketAddr,
+    timeout: Duration,
+    ours: Handshake,
+) -> Result<Established, DialError> {
+    let stream = utp.connect(addr).await.map_err(DialError::Connect)?;
+    let (conn, theirs) =
+        Connection::initiate(ByteStream::Other(Box::new(stream), addr), timeout, ours).await?;
     Ok(Established::new(conn, theirs, addr, false))
 }
 

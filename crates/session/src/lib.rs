@@ -2,7 +2,7 @@
 //!
 //! A [`Session`] owns what a BitTorrent client has once: one DHT node, the
 //! TCP listen sockets (IPv4 and IPv6, incoming handshakes routed by
-//! infohash), session-wide rate limits and one peer id. Torrents are added
+//! infohash), uTP on the DHT's UDP port, session-wide rate limits and one peer id. Torrents are added
 //! with [`Session::add`] from a magnet link or a metainfo, and each runs as
 //! one task that owns the torrent's [`AddressBook`] and its peer sources
 //! and hands every handshaken connection to the torrent's current phase:
@@ -11,7 +11,8 @@
 //!
 //! * [`address_book`]: sans-IO, bounded peer addresses with sources,
 //!   backoff and bans;
-//! * [`dialer`]: the transport seam: TCP, plaintext or encrypted;
+//! * [`dialer`]: the transport seam: TCP, uTP or both at once, plaintext or
+//!   encrypted;
 //! * `encryption`: the [`Encryption`] policy and the MSE/PE handshakes;
 //! * `listener`: listen sockets and routing by infohash;
 //! * `discovery`: one DHT lookup per interval, which also announces;
@@ -47,6 +48,7 @@ mod torrent;
 mod trackers;
 
 pub use address_book::{AddressBook, AddressBookConfig, BookStats, Outcome, PeerSource, Wrapping};
+pub use dialer::Transport;
 pub use discovery::{ANNOUNCE_INTERVAL, LOOKUP_INTERVAL};
 pub use encryption::Encryption;
 pub use session::{Session, SessionConfig, SessionError, TorrentHandle, new_peer_id};

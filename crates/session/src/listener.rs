@@ -1,5 +1,5 @@
-//! The session's TCP listen sockets (IPv4 and IPv6 on one port) and the
-//! routing of incoming connections to torrents by infohash.
+//! The session's TCP listen sockets (IPv4 and IPv6 on one port), incoming
+//! uTP connections, and the routing of both to torrents by infohash.
 //!
 //! An acceptor tells a plaintext handshake from an MSE/PE encrypted one
 //! by its first bytes (the encrypted one finds its torrent by trying each
@@ -18,6 +18,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use lodestone_core::{ErrorChain, InfoHash};
 use lodestone_mse::io::StreamError;
+use lodestone_utp::net::UtpStream;
 use lodestone_wire::{ByteStream, Connection, ConnectionError, Established, Handshake};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -115,28 +116,9 @@ pub(crate) fn spawn_acceptor(
                     continue;
                 }
             };
-            let Ok(permit) = pending.clone().try_acquire_owned() else {
-                tracing::debug!(%addr, "too many handshakes pending: connection closed");
-                continue;
-            };
             let router = router.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let accepted = tokio::time::timeout(
-                    handshake_timeout,
-                    accept(stream, addr, &router, handshake_timeout, encryption),
-                )
-                .await
-                .unwrap_or(Err(AcceptError::Timeout));
-                match accepted {
-                    Ok((conn, inbox)) => {
-                        // A full inbox means the torrent is swamped: drop it.
-                        let _ = inbox.try_send(conn);
-                    }
-                    Err(e) => {
-                        tracing::debug!(%addr, "incoming handshake failed: {}", ErrorChain(&e));
-                    }
-                }
+            spawn_handshake(addr, &pending, handshake_timeout, async move {
+                accept(stream, addr, &router, handshake_timeout, encryption).await
             });
         }
     })
@@ -191,8 +173,23 @@ async fn accept(
             (stream, received, Some(info_hash))
         }
     };
+    answer(stream, addr, router, timeout, &received, encrypted_for).await
+}
+
+/// Reads the peer's BitTorrent handshake (after `received`, its first
+/// bytes already read), answers for the torrent it names, and finds that
+/// torrent's inbox. After MSE the handshake must name `encrypted_for`,
+/// the torrent the encrypted handshake hid.
+async fn answer(
+    stream: ByteStream,
+    addr: SocketAddr,
+    router: &Router,
+    timeout: Duration,
+    received: &[u8],
+    encrypted_for: Option<InfoHash>,
+) -> Result<(Established, mpsc::Sender<Established>), AcceptError> {
     let mut inbox = None;
-    let (conn, theirs) = Connection::accept_after(stream, timeout, &received, |prefix| {
+    let (conn, theirs) = Connection::accept_after(stream, timeout, received, |prefix| {
         // Under encryption the handshake must name the torrent it hid.
         if encrypted_for.is_some_and(|ih| ih != prefix.info_hash) {
             return None;
@@ -204,4 +201,62 @@ async fn accept(
     .await?;
     let inbox = inbox.ok_or(AcceptError::Gone)?;
     Ok((Established::new(conn, theirs, addr, true), inbox))
+}
+
+/// Runs `handshakes` for an incoming connection on its own task within
+/// `timeout` and hands the connection to its torrent; refuses the
+/// connection at once when `pending` handshakes are already under way.
+fn spawn_handshake<F>(
+    addr: SocketAddr,
+    pending: &Arc<tokio::sync::Semaphore>,
+    timeout: Duration,
+    handshakes: F,
+) where
+    F: Future<Output = Result<(Established, mpsc::Sender<Established>), AcceptError>>
+        + Send
+        + 'static,
+{
+    let Ok(permit) = pending.clone().try_acquire_owned() else {
+        tracing::debug!(%addr, "too many handshakes pending: connection closed");
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        match tokio::time::timeout(timeout, handshakes)
+            .await
+            .unwrap_or(Err(AcceptError::Timeout))
+        {
+            // A full inbox means the torrent is swamped: drop it.
+            Ok((conn, inbox)) => {
+                let _ = inbox.try_send(conn);
+            }
+            Err(e) => tracing::debug!(%addr, "incoming handshake failed: {}", ErrorChain(&e)),
+        }
+    });
+}
+
+/// Accepts incoming uTP connections from the uTP driver until it stops,
+/// routing each like a TCP one. MSE runs over TCP only, so uTP peers speak
+/// plaintext: under [`Encryption::Require`] they are refused.
+pub(crate) fn spawn_utp_acceptor(
+    mut incoming: mpsc::Receiver<UtpStream>,
+    router: Router,
+    handshake_timeout: Duration,
+    encryption: Encryption,
+) -> JoinHandle<()> {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    tokio::spawn(async move {
+        while let Some(stream) = incoming.recv().await {
+            let addr = stream.peer_addr();
+            if encryption == Encryption::Require {
+                tracing::debug!(%addr, "a plaintext uTP connection, which our encryption policy refuses");
+                continue;
+            }
+            let stream = ByteStream::Other(Box::new(stream), addr);
+            let router = router.clone();
+            spawn_handshake(addr, &pending, handshake_timeout, async move {
+                answer(stream, addr, &router, handshake_timeout, &[], None).await
+            });
+        }
+    })
 }

@@ -17,11 +17,13 @@ use lodestone_download::verify::HashPool;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::dialer::Transport;
 use crate::encryption::Encryption;
 use crate::listener::{self, Route, Router};
 use crate::torrent::{
     self, AddOptions, Control, TorrentError, TorrentPhase, TorrentSource, TorrentStatus,
 };
+use lodestone_utp::net::{Senders, UtpHandle, UtpStream};
 
 /// Connections waiting for a torrent's task, from the listener.
 const INCOMING_QUEUE: usize = 32;
@@ -62,6 +64,10 @@ pub struct SessionConfig {
     pub tracker_udp: lodestone_tracker::udp::UdpConfig,
     /// Whether peer connections are encrypted (MSE/PE), both ways.
     pub encryption: Encryption,
+    /// Transports to peers. uTP runs on the DHT's UDP port, which is bound
+    /// on the TCP listen port's number when the DHT asked for any port, so
+    /// that peers reach both at the port we announce.
+    pub transport: Transport,
 }
 
 impl SessionConfig {
@@ -85,6 +91,7 @@ impl SessionConfig {
             trackers: true,
             tracker_udp: lodestone_tracker::udp::UdpConfig::default(),
             encryption: Encryption::Prefer,
+            transport: Transport::Both,
         }
     }
 }
@@ -93,6 +100,75 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Datagrams from the UDP port waiting for the uTP driver, in bursts.
+const UTP_QUEUE: usize = 1024;
+
+/// A running uTP driver and its incoming connections.
+type Utp = (UtpHandle, mpsc::Receiver<UtpStream>);
+
+/// Starts the DHT and uTP on one UDP port: the DHT's, demultiplexed, or
+/// without a DHT a socket of uTP's own on the TCP port's number.
+async fn start_udp(
+    config: &SessionConfig,
+    tcp_port: u16,
+) -> Result<(Option<Dht>, Option<Utp>), SessionError> {
+    if !config.transport.utp() {
+        let dht = match &config.dht {
+            Some(dht) => Some(Dht::spawn(dht.clone()).await.map_err(SessionError::Dht)?),
+            None => None,
+        };
+        return Ok((dht, None));
+    }
+    let (tx, rx) = mpsc::channel(UTP_QUEUE);
+    let (dht, senders) = match &config.dht {
+        Some(dht) => {
+            let (dht, udp) = spawn_dht_on(dht, tcp_port, tx).await?;
+            let senders = Senders {
+                v4: udp.v4,
+                v6: udp.v6,
+            };
+            (Some(dht), senders)
+        }
+        None => {
+            let ip = config.listen_ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let socket = tokio::net::UdpSocket::bind((ip, tcp_port))
+                .await
+                .map_err(SessionError::Listen)?;
+            let socket = Arc::new(socket);
+            tokio::spawn(lodestone_utp::net::recv_loop(socket.clone(), tx));
+            let senders = Senders {
+                v4: Some(socket),
+                v6: None,
+            };
+            (None, senders)
+        }
+    };
+    let utp = lodestone_utp::net::spawn(lodestone_utp::Config::default(), rx, senders);
+    Ok((dht, Some(utp)))
+}
+
+/// Spawns the DHT sharing its port with uTP: where it asked for any port,
+/// on `port` first (so uTP answers where TCP does), else anywhere.
+async fn spawn_dht_on(
+    config: &DhtConfig,
+    port: u16,
+    sink: lodestone_dht::OtherSink,
+) -> Result<(Dht, lodestone_dht::SharedUdp), SessionError> {
+    if config.bind.iter().all(|a| a.port() == 0) && port != 0 {
+        let mut on_port = config.clone();
+        for addr in &mut on_port.bind {
+            addr.set_port(port);
+        }
+        match Dht::spawn_shared(on_port, sink.clone()).await {
+            Ok(started) => return Ok(started),
+            Err(e) => tracing::info!("uTP not on the TCP port {port}: {e}"),
+        }
+    }
+    Dht::spawn_shared(config.clone(), sink)
+        .await
+        .map_err(SessionError::Dht)
 }
 
 /// A fresh peer id: our client prefix in the Azureus style, then random
@@ -129,6 +205,8 @@ pub(crate) struct Shared {
     /// The client every torrent's tracker announces share, if trackers
     /// are used.
     pub(crate) trackers: Option<lodestone_tracker::Client>,
+    /// The uTP driver, when uTP is on.
+    pub(crate) utp: Option<UtpHandle>,
     pub(crate) listen_port: u16,
     pub(crate) download_limit: Option<SharedBucket>,
     pub(crate) upload_limit: Option<SharedBucket>,
@@ -157,9 +235,10 @@ impl Session {
             .collect::<io::Result<Vec<_>>>()
             .map_err(SessionError::Listen)?;
         let listen_port = listen_addrs.first().map_or(0, SocketAddr::port);
-        let dht = match &config.dht {
-            Some(dht) => Some(Dht::spawn(dht.clone()).await.map_err(SessionError::Dht)?),
-            None => None,
+        let (dht, utp) = start_udp(&config, listen_port).await?;
+        let (utp, utp_incoming) = match utp {
+            Some((handle, incoming)) => (Some(handle), Some(incoming)),
+            None => (None, None),
         };
         let trackers = if config.trackers {
             let client = lodestone_tracker::Client::new(TRACKER_HTTP_TIMEOUT, config.tracker_udp)
@@ -173,6 +252,7 @@ impl Session {
             peer_id: config.peer_id,
             dht,
             trackers,
+            utp,
             listen_port,
             download_limit: config.download_limit.map(|r| SharedBucket::new(now, r)),
             upload_limit: config.upload_limit.map(|r| SharedBucket::new(now, r)),
@@ -180,13 +260,20 @@ impl Session {
             config,
         });
         let router = Router::default();
-        let acceptors = listeners
+        let timeout = shared.config.connect_timeout;
+        let mut acceptors: Vec<_> = listeners
             .into_iter()
-            .map(|l| {
-                let timeout = shared.config.connect_timeout;
-                listener::spawn_acceptor(l, router.clone(), timeout, shared.config.encryption)
-            })
+            .filter(|_| shared.config.transport.tcp())
+            .map(|l| listener::spawn_acceptor(l, router.clone(), timeout, shared.config.encryption))
             .collect();
+        if let Some(incoming) = utp_incoming {
+            acceptors.push(listener::spawn_utp_acceptor(
+                incoming,
+                router.clone(),
+                timeout,
+                shared.config.encryption,
+            ));
+        }
         Ok(Session {
             shared,
             router,

@@ -576,8 +576,9 @@ impl Torrent {
             };
             let (timeout, ours) = (cfg.connect_timeout, self.handshake);
             let (policy, known) = (cfg.encryption, self.book.wrapping(addr));
+            let (tcp, utp) = (cfg.transport.tcp(), self.shared.utp.clone());
             self.dials.spawn(async move {
-                match dialer::dial(addr, timeout, ours, policy, known).await {
+                match dialer::dial(addr, timeout, ours, policy, known, tcp, utp.as_ref()).await {
                     Ok(conn) => (addr, Some(conn)),
                     Err(e) => {
                         tracing::debug!(%addr, "dial failed: {}", ErrorChain(&e));

@@ -36,6 +36,8 @@ enum Waiter {
 pub(super) struct Driver {
     pub(super) node: SharedNode,
     pub(super) sockets: Sockets,
+    /// Where non-KRPC datagrams go.
+    pub(super) other: Option<super::OtherSink>,
     pub(super) persist: Persist,
     /// Extra shards ring this when the node needs the driver's attention.
     pub(super) wake: Arc<Notify>,
@@ -49,6 +51,7 @@ impl Driver {
     pub(super) fn new(
         node: SharedNode,
         sockets: Sockets,
+        other: Option<super::OtherSink>,
         persist: Persist,
         wake: Arc<Notify>,
         stop: watch::Sender<bool>,
@@ -56,6 +59,7 @@ impl Driver {
         Self {
             node,
             sockets,
+            other,
             persist,
             wake,
             stop,
@@ -83,7 +87,10 @@ impl Driver {
         lock(&self.node).bootstrap(Instant::now(), &seeds);
         self.flush().await;
 
-        let (mut b4, mut b6) = (Burst::default(), Burst::default());
+        let (mut b4, mut b6) = (
+            Burst::new(self.other.clone()),
+            Burst::new(self.other.clone()),
+        );
         let mut save_timer = self.persist.interval.map(|every| {
             let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -108,13 +115,13 @@ impl Driver {
                 }
             };
             tokio::select! {
-                r = readable(self.sockets.v4.as_ref()) => {
+                r = readable(self.sockets.v4.as_deref()) => {
                     if let (Ok(()), Some(s)) = (r, &self.sockets.v4) {
                         b4.fill(s);
                         b4.handle(&mut lock(&self.node), &mut self.out);
                     }
                 }
-                r = readable(self.sockets.v6.as_ref()) => {
+                r = readable(self.sockets.v6.as_deref()) => {
                     if let (Ok(()), Some(s)) = (r, &self.sockets.v6) {
                         b6.fill(s);
                         b6.handle(&mut lock(&self.node), &mut self.out);

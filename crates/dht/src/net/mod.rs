@@ -181,10 +181,37 @@ fn bind_shards(
 
 /// Registers a shard's sockets with the current runtime.
 fn register([v4, v6]: [Option<std::net::UdpSocket>; 2]) -> io::Result<shard::Sockets> {
+    let reg = |s: Option<std::net::UdpSocket>| s.map(UdpSocket::from_std).transpose();
     Ok(shard::Sockets {
-        v4: v4.map(UdpSocket::from_std).transpose()?,
-        v6: v6.map(UdpSocket::from_std).transpose()?,
+        v4: reg(v4)?.map(Arc::new),
+        v6: reg(v6)?.map(Arc::new),
     })
+}
+
+/// A burst of datagrams that are not KRPC, each with its sender.
+pub type OtherDatagrams = Vec<(SocketAddr, Vec<u8>)>;
+
+/// Where the DHT hands the datagrams of the protocol sharing its port.
+pub type OtherSink = mpsc::Sender<OtherDatagrams>;
+
+/// The DHT's sockets, for another protocol to send from the same port
+/// (BEP 29 runs uTP on the DHT's port).
+#[derive(Debug, Clone)]
+pub struct SharedUdp {
+    /// The IPv4 socket, if bound.
+    pub v4: Option<Arc<UdpSocket>>,
+    /// The IPv6 socket, if bound.
+    pub v6: Option<Arc<UdpSocket>>,
+}
+
+impl SharedUdp {
+    /// The socket that reaches `addr`.
+    pub fn for_addr(&self, addr: &SocketAddr) -> Option<&UdpSocket> {
+        match addr {
+            SocketAddr::V4(_) => self.v4.as_deref(),
+            SocketAddr::V6(_) => self.v6.as_deref(),
+        }
+    }
 }
 
 /// The thread of an extra shard: its own single-threaded runtime, so the
@@ -235,6 +262,20 @@ impl Dht {
     /// Binds the sockets, loads the state file and starts the task, which
     /// resolves the routers and bootstraps (remembered contacts first).
     pub async fn spawn(config: DhtConfig) -> io::Result<Dht> {
+        Ok(Self::spawn_inner(config, None).await?.0)
+    }
+
+    /// [`Dht::spawn`] sharing the port with another protocol: datagrams that
+    /// are not bencoded dictionaries go to `other` in batches (dropped when
+    /// it lags, as UDP may), and the returned sockets send from the port.
+    pub async fn spawn_shared(config: DhtConfig, other: OtherSink) -> io::Result<(Dht, SharedUdp)> {
+        Self::spawn_inner(config, Some(other)).await
+    }
+
+    async fn spawn_inner(
+        config: DhtConfig,
+        other: Option<OtherSink>,
+    ) -> io::Result<(Dht, SharedUdp)> {
         let mut shard_sockets =
             bind_shards(&config.bind, config.socket_buffer, config.shards.max(1))?.into_iter();
         let sockets = register(shard_sockets.next().unwrap_or_default())?;
@@ -242,7 +283,7 @@ impl Dht {
             .v4
             .iter()
             .chain(sockets.v6.iter())
-            .map(UdpSocket::local_addr)
+            .map(|s| s.local_addr())
             .collect::<io::Result<Vec<_>>>()?;
         let saved = match &config.state_file {
             Some(path) => SavedState::load(path).unwrap_or_else(|e| {
@@ -279,6 +320,7 @@ impl Dht {
         for (i, sockets) in shard_sockets.enumerate() {
             let shard = shard::Shard {
                 node: node.clone(),
+                other: other.clone(),
                 driver: wake.clone(),
                 stop: stopped.clone(),
             };
@@ -286,9 +328,14 @@ impl Dht {
                 .name(format!("dht-shard-{}", i + 1))
                 .spawn(move || serve_shard(shard, sockets))?;
         }
+        let shared = SharedUdp {
+            v4: sockets.v4.clone(),
+            v6: sockets.v6.clone(),
+        };
         let driver = driver::Driver::new(
             node,
             sockets,
+            other,
             driver::Persist {
                 state_file: config.state_file.clone(),
                 pool_log,
@@ -298,10 +345,13 @@ impl Dht {
             stop,
         );
         tokio::spawn(driver.run(rx, saved.nodes, config.bootstrap));
-        Ok(Dht {
-            commands: tx,
-            local,
-        })
+        Ok((
+            Dht {
+                commands: tx,
+                local,
+            },
+            shared,
+        ))
     }
 
     /// The bound addresses (with the ports the OS chose).

@@ -19,7 +19,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, watch};
 
-use super::mmsg;
+use super::{OtherSink, mmsg};
 
 use crate::node::{Node, Transmit};
 
@@ -36,19 +36,20 @@ pub(super) fn lock(node: &SharedNode) -> MutexGuard<'_, Node> {
     node.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One shard's sockets: at most one per family.
+/// One shard's sockets: at most one per family, shared (for sending) with
+/// the protocol that gets the non-KRPC datagrams.
 #[derive(Debug)]
 pub(super) struct Sockets {
-    pub(super) v4: Option<UdpSocket>,
-    pub(super) v6: Option<UdpSocket>,
+    pub(super) v4: Option<Arc<UdpSocket>>,
+    pub(super) v6: Option<Arc<UdpSocket>>,
 }
 
 impl Sockets {
     /// The socket that reaches `addr`.
     pub(super) fn for_addr(&self, addr: &SocketAddr) -> Option<&UdpSocket> {
         match addr {
-            SocketAddr::V4(_) => self.v4.as_ref(),
-            SocketAddr::V6(_) => self.v6.as_ref(),
+            SocketAddr::V4(_) => self.v4.as_deref(),
+            SocketAddr::V6(_) => self.v6.as_deref(),
         }
     }
 
@@ -103,13 +104,18 @@ pub(super) struct Burst {
     buf: Vec<u8>,
     /// Sender and length of the datagram in each filled slot, in order.
     datagrams: Vec<(SocketAddr, usize)>,
+    /// Where datagrams that are not KRPC go, if another protocol shares the
+    /// port.
+    other: Option<OtherSink>,
 }
 
-impl Default for Burst {
-    fn default() -> Self {
+impl Burst {
+    /// An empty burst forwarding non-KRPC datagrams to `other`.
+    pub(super) fn new(other: Option<OtherSink>) -> Self {
         Self {
             buf: vec![0u8; BATCH * mmsg::SLOT],
             datagrams: Vec::with_capacity(BATCH),
+            other,
         }
     }
 }
@@ -129,10 +135,26 @@ impl Burst {
     }
 
     /// Feeds the burst to `node` and moves its datagrams to send into `out`.
+    /// With another protocol on the port, only bencoded dictionaries (first
+    /// byte `d`, as every KRPC message) reach the node; the rest go, as one
+    /// batch, to the other protocol, or are dropped if it lags.
     pub(super) fn handle(&self, node: &mut Node, out: &mut Vec<Transmit>) {
         let now = Instant::now();
+        let mut others = Vec::new();
         for (slot, &(from, len)) in self.buf.chunks(mmsg::SLOT).zip(&self.datagrams) {
-            node.handle_datagram(now, from, &slot[..len]);
+            let datagram = &slot[..len];
+            if self.other.is_some() && datagram.first() != Some(&b'd') {
+                if len > 0 {
+                    others.push((from, datagram.to_vec()));
+                }
+                continue;
+            }
+            node.handle_datagram(now, from, datagram);
+        }
+        if let (Some(sink), false) = (&self.other, others.is_empty())
+            && sink.try_send(others).is_err()
+        {
+            tracing::trace!("non-KRPC datagrams dropped: their consumer lags or left");
         }
         out.extend(std::iter::from_fn(|| node.poll_transmit()));
     }
@@ -141,6 +163,8 @@ impl Burst {
 /// An extra receive shard: its own sockets, serving the shared node.
 pub(super) struct Shard {
     pub(super) node: SharedNode,
+    /// Where non-KRPC datagrams go.
+    pub(super) other: Option<OtherSink>,
     /// Wakes the driver task when the node has events for it or an earlier
     /// deadline than the one it sleeps until.
     pub(super) driver: Arc<Notify>,
@@ -151,17 +175,20 @@ pub(super) struct Shard {
 impl Shard {
     /// Serves `sockets` until the DHT stops.
     pub(super) async fn run(mut self, sockets: Sockets) {
-        let (mut b4, mut b6) = (Burst::default(), Burst::default());
+        let (mut b4, mut b6) = (
+            Burst::new(self.other.clone()),
+            Burst::new(self.other.clone()),
+        );
         let mut out = Vec::new();
         loop {
             tokio::select! {
-                r = readable(sockets.v4.as_ref()) => {
+                r = readable(sockets.v4.as_deref()) => {
                     if let (Ok(()), Some(s)) = (r, &sockets.v4) {
                         b4.fill(s);
                         self.serve(&b4, &mut out);
                     }
                 }
-                r = readable(sockets.v6.as_ref()) => {
+                r = readable(sockets.v6.as_deref()) => {
                     if let (Ok(()), Some(s)) = (r, &sockets.v6) {
                         b6.fill(s);
                         self.serve(&b6, &mut out);

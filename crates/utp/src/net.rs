@@ -1,0 +1,367 @@
+//! The tokio driver: one task around a [`Socket`], fed datagrams by whoever
+//! owns the UDP port (the DHT's demultiplexer, or [`recv_loop`] on a socket
+//! of our own), sending from that port's sockets; and [`UtpStream`], an
+//! `AsyncRead + AsyncWrite` over one connection.
+//!
+//! The socket sits behind a mutex shared by the task and the streams: a
+//! stream reads and writes the state machine directly (never across an
+//! `.await`) and rings the task, which packetises, sends, runs timers and
+//! turns events into wake-ups.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::{CloseReason, Config, Event, Socket, StreamId};
+
+/// A burst of received datagrams, each with its sender.
+pub type Datagrams = Vec<(SocketAddr, Vec<u8>)>;
+
+/// Incoming connections waiting to be taken; more are reset.
+const INCOMING_QUEUE: usize = 64;
+
+/// The sockets datagrams leave from: at most one per family.
+#[derive(Debug, Clone, Default)]
+pub struct Senders {
+    /// The IPv4 socket.
+    pub v4: Option<Arc<UdpSocket>>,
+    /// The IPv6 socket.
+    pub v6: Option<Arc<UdpSocket>>,
+}
+
+impl Senders {
+    fn for_addr(&self, addr: &SocketAddr) -> Option<&UdpSocket> {
+        match addr {
+            SocketAddr::V4(_) => self.v4.as_deref(),
+            SocketAddr::V6(_) => self.v6.as_deref(),
+        }
+    }
+}
+
+/// What a stream waits for.
+#[derive(Debug, Default)]
+struct Waiters {
+    read: Option<Waker>,
+    write: Option<Waker>,
+    connected: Option<oneshot::Sender<io::Result<()>>>,
+    closed: Option<CloseReason>,
+}
+
+/// The state machine and who waits on it.
+#[derive(Debug)]
+struct Shared {
+    socket: Socket,
+    waiters: HashMap<StreamId, Waiters>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Mutex<Shared>,
+    /// Rings the driver task: something to send or a new deadline.
+    wake: Notify,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while locked is a bug that already surfaced; the state is
+        // still the best there is.
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A handle to the running driver: dial from it; clone it freely.
+#[derive(Debug, Clone)]
+pub struct UtpHandle {
+    inner: Arc<Inner>,
+}
+
+/// Starts the driver task on the current runtime. Datagrams arrive on
+/// `datagrams`; incoming connections come out of the returned receiver.
+/// The task ends when `datagrams` closes.
+pub fn spawn(
+    config: Config,
+    datagrams: mpsc::Receiver<Datagrams>,
+    senders: Senders,
+) -> (UtpHandle, mpsc::Receiver<UtpStream>) {
+    let inner = Arc::new(Inner {
+        shared: Mutex::new(Shared {
+            socket: Socket::new(config, rand::random(), Instant::now()),
+            waiters: HashMap::new(),
+        }),
+        wake: Notify::new(),
+    });
+    let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
+    tokio::spawn(run(inner.clone(), datagrams, senders, incoming_tx));
+    (UtpHandle { inner }, incoming_rx)
+}
+
+/// Reads `socket` until it fails, handing every datagram to `sink`: the
+/// receiving side for a uTP port of its own (without a DHT to share).
+pub async fn recv_loop(socket: Arc<UdpSocket>, sink: mpsc::Sender<Datagrams>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                if sink.send(vec![(from, buf[..n].to_vec())]).await.is_err() {
+                    return;
+                }
+            }
+            // ICMP errors surface here; they concern one peer only.
+            Err(e) => tracing::trace!("uTP receive error: {e}"),
+        }
+    }
+}
+
+async fn run(
+    inner: Arc<Inner>,
+    mut datagrams: mpsc::Receiver<Datagrams>,
+    senders: Senders,
+    incoming: mpsc::Sender<UtpStream>,
+) {
+    let mut out = Vec::new();
+    loop {
+        let deadline = inner.lock().socket.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            batch = datagrams.recv() => {
+                let Some(batch) = batch else { return };
+                let now = Instant::now();
+                let mut shared = inner.lock();
+                for (from, bytes) in &batch {
+                    shared.socket.handle_datagram(now, *from, bytes);
+                }
+                // Take whatever else already arrived, under the same lock.
+                while let Ok(more) = datagrams.try_recv() {
+                    for (from, bytes) in &more {
+                        shared.socket.handle_datagram(now, *from, bytes);
+                    }
+                }
+            }
+            () = sleep => inner.lock().socket.handle_timeout(Instant::now()),
+            () = inner.wake.notified() => {}
+        }
+        drain(&inner, &incoming, &mut out);
+        for (to, bytes) in out.drain(..) {
+            let Some(socket) = senders.for_addr(&to) else {
+                continue;
+            };
+            if let Err(e) = socket.send_to(&bytes, to).await {
+                tracing::trace!("uTP send to {to} failed: {e}");
+            }
+        }
+    }
+}
+
+/// Moves the socket's datagrams into `out` and its events to the streams.
+fn drain(inner: &Arc<Inner>, incoming: &mpsc::Sender<UtpStream>, out: &mut Datagrams) {
+    let now = Instant::now();
+    let mut refused = Vec::new();
+    let mut shared = inner.lock();
+    let Shared { socket, waiters } = &mut *shared;
+    while let Some(t) = socket.poll_transmit(now) {
+        out.push(t);
+    }
+    while let Some(event) = socket.poll_event() {
+        match event {
+            Event::Incoming(id, addr) => {
+                waiters.insert(id, Waiters::default());
+                let stream = UtpStream {
+                    inner: inner.clone(),
+                    id,
+                    addr,
+                };
+                if let Err(e) = incoming.try_send(stream) {
+                    // Nobody takes it: its drop closes it, once the lock is
+                    // released (dropping locks).
+                    refused.push(e.into_inner());
+                }
+            }
+            Event::Connected(id) => {
+                if let Some(tx) = waiters.get_mut(&id).and_then(|w| w.connected.take()) {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            Event::Readable(id) => {
+                if let Some(w) = waiters.get_mut(&id).and_then(|w| w.read.take()) {
+                    w.wake();
+                }
+            }
+            Event::Writable(id) => {
+                if let Some(w) = waiters.get_mut(&id).and_then(|w| w.write.take()) {
+                    w.wake();
+                }
+            }
+            Event::Closed(id, reason) => {
+                if let Some(w) = waiters.get_mut(&id) {
+                    w.closed = Some(reason);
+                    if let Some(tx) = w.connected.take() {
+                        let _ = tx.send(Err(closed_error(reason)));
+                    }
+                    for waker in [w.read.take(), w.write.take()].into_iter().flatten() {
+                        waker.wake();
+                    }
+                }
+            }
+        }
+    }
+    // Streams dropped and their connections gone: forget them.
+    waiters.retain(|id, _| socket.peer_addr(*id).is_some());
+    // Whatever is still left to send (a stream was written meanwhile) is
+    // picked up on the next round.
+    if socket.poll_timeout().is_some_and(|t| t <= now) {
+        inner.wake.notify_one();
+    }
+    drop(shared);
+    drop(refused);
+}
+
+fn closed_error(reason: CloseReason) -> io::Error {
+    match reason {
+        CloseReason::Done => io::Error::new(io::ErrorKind::BrokenPipe, "uTP connection closed"),
+        CloseReason::Reset => io::Error::new(io::ErrorKind::ConnectionReset, "uTP reset by peer"),
+        CloseReason::TimedOut => {
+            io::Error::new(io::ErrorKind::TimedOut, "uTP peer stopped answering")
+        }
+    }
+}
+
+impl UtpHandle {
+    /// Opens a connection to `addr`; fails when the peer doesn't answer the
+    /// SYN (after about 7 s) or refuses. Callers bound it with their own
+    /// timeout.
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<UtpStream> {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut shared = self.inner.lock();
+            let id = shared
+                .socket
+                .connect(Instant::now(), addr)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            shared.waiters.insert(
+                id,
+                Waiters {
+                    connected: Some(tx),
+                    ..Waiters::default()
+                },
+            );
+            id
+        };
+        self.inner.wake.notify_one();
+        // Dropped before the answer: the stream's drop abandons the dial.
+        let stream = UtpStream {
+            inner: self.inner.clone(),
+            id,
+            addr,
+        };
+        match rx.await {
+            Ok(Ok(())) => Ok(stream),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(closed_error(CloseReason::Reset)),
+        }
+    }
+}
+
+/// One uTP connection as a byte stream. Dropping it closes the connection
+/// gracefully (a FIN after everything written).
+#[derive(Debug)]
+pub struct UtpStream {
+    inner: Arc<Inner>,
+    id: StreamId,
+    addr: SocketAddr,
+}
+
+impl UtpStream {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl AsyncRead for UtpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut shared = self.inner.lock();
+        let Shared { socket, waiters } = &mut *shared;
+        match socket.read(self.id, buf.initialize_unfilled()) {
+            Ok(Some(n)) => {
+                buf.advance(n);
+                if socket.needs_flush() {
+                    // A window update is due.
+                    self.inner.wake.notify_one();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Ok(None) => {
+                let w = waiters.entry(self.id).or_default();
+                if let Some(reason) = w.closed.filter(|r| *r != CloseReason::Done) {
+                    return Poll::Ready(Err(closed_error(reason)));
+                }
+                w.read = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Err(_) => match waiters.get(&self.id).and_then(|w| w.closed) {
+                Some(CloseReason::Done) | None => Poll::Ready(Ok(())),
+                Some(reason) => Poll::Ready(Err(closed_error(reason))),
+            },
+        }
+    }
+}
+
+impl AsyncWrite for UtpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut shared = self.inner.lock();
+        let Shared { socket, waiters } = &mut *shared;
+        if let Some(reason) = waiters.get(&self.id).and_then(|w| w.closed) {
+            return Poll::Ready(Err(closed_error(reason)));
+        }
+        match socket.write(self.id, buf) {
+            Ok(0) if !buf.is_empty() => {
+                waiters.entry(self.id).or_default().write = Some(cx.waker().clone());
+                self.inner.wake.notify_one();
+                Poll::Pending
+            }
+            Ok(n) => {
+                self.inner.wake.notify_one();
+                Poll::Ready(Ok(n))
+            }
+            Err(_) => Poll::Ready(Err(closed_error(CloseReason::Reset))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.lock().socket.close(self.id);
+        self.inner.wake.notify_one();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for UtpStream {
+    fn drop(&mut self) {
+        self.inner.lock().socket.close(self.id);
+        self.inner.wake.notify_one();
+    }
+}

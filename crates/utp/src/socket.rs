@@ -1,0 +1,374 @@
+//! The socket: every connection on one UDP port, keyed by the peer's address
+//! and the connection id on its packets.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::conn::{Conn, Io};
+use crate::packet::{HEADER_LEN, Header, Packet, PacketType};
+use crate::{Config, Error, Event, StreamId};
+
+/// A sans-IO uTP socket.
+///
+/// Feed it datagrams ([`Socket::handle_datagram`]) and the time
+/// ([`Socket::handle_timeout`] at [`Socket::poll_timeout`]); after every
+/// input drain [`Socket::poll_transmit`] and [`Socket::poll_event`]. It never
+/// reads a clock or a socket, so a simulation can run it on virtual time.
+#[derive(Debug)]
+pub struct Socket {
+    config: Config,
+    rng: StdRng,
+    /// Timestamps on our packets count microseconds from here.
+    epoch: Instant,
+    conns: HashMap<StreamId, Conn>,
+    /// (peer, the connection id its packets carry) → connection.
+    by_key: HashMap<(SocketAddr, u16), StreamId>,
+    next_id: u64,
+    /// Connections written to or read from since the last flush.
+    dirty: Vec<StreamId>,
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<Event>,
+}
+
+impl Socket {
+    /// A socket with no connections; `now` starts its timestamp clock and
+    /// `rng_seed` draws its connection ids and sequence numbers.
+    pub fn new(config: Config, rng_seed: u64, now: Instant) -> Self {
+        Socket {
+            config,
+            rng: StdRng::seed_from_u64(rng_seed),
+            epoch: now,
+            conns: HashMap::new(),
+            by_key: HashMap::new(),
+            next_id: 0,
+            dirty: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    fn io<'a>(
+        epoch: Instant,
+        now: Instant,
+        transmits: &'a mut VecDeque<(SocketAddr, Vec<u8>)>,
+        events: &'a mut VecDeque<Event>,
+    ) -> Io<'a> {
+        Io {
+            now,
+            // Wrapping microseconds: the peer only ever takes differences.
+            timestamp_us: now.saturating_duration_since(epoch).as_micros() as u32,
+            transmits,
+            events,
+        }
+    }
+
+    fn new_id(&mut self) -> StreamId {
+        self.next_id += 1;
+        StreamId(self.next_id)
+    }
+
+    /// Opens a connection to `addr`: [`Event::Connected`] or
+    /// [`Event::Closed`] follows.
+    pub fn connect(&mut self, now: Instant, addr: SocketAddr) -> Result<StreamId, Error> {
+        if self.conns.len() >= self.config.max_connections {
+            return Err(Error::TooManyConnections);
+        }
+        // A connection id free for this peer in both directions.
+        let recv_id = loop {
+            let id: u16 = self.rng.random();
+            if !self.by_key.contains_key(&(addr, id))
+                && !self.by_key.contains_key(&(addr, id.wrapping_add(1)))
+            {
+                break id;
+            }
+        };
+        let id = self.new_id();
+        let seq = self.rng.random();
+        let mut conn = Conn::dial(id, addr, recv_id, seq, &self.config);
+        let mut io = Self::io(self.epoch, now, &mut self.transmits, &mut self.events);
+        conn.syn(&mut io);
+        self.by_key.insert((addr, recv_id), id);
+        self.conns.insert(id, conn);
+        Ok(id)
+    }
+
+    /// One datagram from `from`. Anything that isn't a valid packet for a
+    /// known connection (or a SYN) is dropped; a stray non-SYN is answered
+    /// with RESET so the peer stops.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let Ok(packet) = Packet::parse(bytes) else {
+            return;
+        };
+        let h = packet.header;
+        let key = if h.kind == PacketType::Syn {
+            (from, h.connection_id.wrapping_add(1))
+        } else {
+            (from, h.connection_id)
+        };
+        if let Some(id) = self.by_key.get(&key).copied() {
+            let mut io = Self::io(self.epoch, now, &mut self.transmits, &mut self.events);
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.on_packet(&packet, &mut io);
+                conn.flush(&mut io);
+            }
+            self.reap(id);
+            return;
+        }
+        match h.kind {
+            PacketType::Syn if self.conns.len() < self.config.max_connections => {
+                let id = self.new_id();
+                let seq = self.rng.random();
+                let mut io = Self::io(self.epoch, now, &mut self.transmits, &mut self.events);
+                let conn = Conn::accept(id, from, &h, seq, &self.config, &mut io);
+                io.events.push_back(Event::Incoming(id, from));
+                self.by_key.insert(key, id);
+                self.conns.insert(id, conn);
+            }
+            PacketType::Reset => {}
+            _ => self
+                .transmits
+                .push_back((from, reset_for(&h, now, self.epoch))),
+        }
+    }
+
+    /// Drops a closed connection once nothing is left for the reader.
+    fn reap(&mut self, id: StreamId) {
+        if self.conns.get(&id).is_some_and(Conn::is_done)
+            && let Some(conn) = self.conns.remove(&id)
+        {
+            self.by_key.remove(&(conn.addr(), conn.recv_id));
+        }
+    }
+
+    /// Queues bytes on a connection; returns how many fit in its send
+    /// buffer (0: wait for [`Event::Writable`]).
+    pub fn write(&mut self, id: StreamId, bytes: &[u8]) -> Result<usize, Error> {
+        let conn = self.conns.get_mut(&id).ok_or(Error::UnknownStream)?;
+        let n = conn.write(bytes);
+        self.dirty.push(id);
+        Ok(n)
+    }
+
+    /// Reads delivered bytes: `Ok(None)` when nothing is there yet (wait for
+    /// [`Event::Readable`]), `Ok(Some(0))` at the end of the stream.
+    pub fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<Option<usize>, Error> {
+        let conn = self.conns.get_mut(&id).ok_or(Error::UnknownStream)?;
+        let n = conn.read(buf);
+        if conn.wants_flush() {
+            self.dirty.push(id);
+        }
+        self.reap(id);
+        Ok(n)
+    }
+
+    /// Closes gracefully: a FIN after everything written; the connection
+    /// leaves once both sides are done ([`Event::Closed`]).
+    pub fn close(&mut self, id: StreamId) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.close();
+            self.dirty.push(id);
+            self.reap(id);
+        }
+    }
+
+    /// Aborts with a RESET; no event follows.
+    pub fn reset(&mut self, now: Instant, id: StreamId) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            let mut io = Self::io(self.epoch, now, &mut self.transmits, &mut self.events);
+            conn.reset(&mut io);
+            self.reap(id);
+        }
+    }
+
+    /// The next datagram to send. Packetises data written since the last
+    /// call first, so a burst of small writes shares packets.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        if self.transmits.is_empty() && !self.dirty.is_empty() {
+            self.dirty.sort_unstable();
+            self.dirty.dedup();
+            let mut io = Self::io(self.epoch, now, &mut self.transmits, &mut self.events);
+            for id in self.dirty.drain(..) {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.flush(&mut io);
+                }
+            }
+        }
+        self.transmits.pop_front()
+    }
+
+    /// The next thing the application should know.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Socket::handle_timeout`] is next due (exact).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conns.values().filter_map(Conn::deadline).min()
+    }
+
+    /// Time passed: retransmissions, dial and linger timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<StreamId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                let mut io = Self::io(self.epoch, now, &mut self.transmits, &mut self.events);
+                conn.on_timeout(&mut io);
+            }
+            self.reap(id);
+        }
+    }
+
+    /// Reads or writes left something to send: the driver should call
+    /// [`Socket::poll_transmit`].
+    pub fn needs_flush(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// No connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// A connection's peer.
+    pub fn peer_addr(&self, id: StreamId) -> Option<SocketAddr> {
+        self.conns.get(&id).map(Conn::addr)
+    }
+
+    /// A connection's congestion window in bytes, for tests and logs.
+    pub fn window(&self, id: StreamId) -> Option<usize> {
+        self.conns.get(&id).map(Conn::window)
+    }
+
+    /// A connection's last measured queueing delay, for tests and logs.
+    pub fn queuing_delay(&self, id: StreamId) -> Option<std::time::Duration> {
+        self.conns.get(&id).map(Conn::queuing_delay)
+    }
+}
+
+/// A RESET answering a packet for a connection we don't have.
+fn reset_for(h: &Header, now: Instant, epoch: Instant) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    Packet {
+        header: Header {
+            kind: PacketType::Reset,
+            connection_id: h.connection_id,
+            timestamp_us: now.saturating_duration_since(epoch).as_micros() as u32,
+            timestamp_diff_us: 0,
+            wnd_size: 0,
+            seq_nr: 0,
+            ack_nr: h.seq_nr,
+        },
+        sack: None,
+        payload: &[],
+    }
+    .encode(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn peer(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i], 6881))
+    }
+
+    fn syn(conn_id: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        Packet {
+            header: Header {
+                kind: PacketType::Syn,
+                connection_id: conn_id,
+                timestamp_us: 1,
+                timestamp_diff_us: 0,
+                wnd_size: 1 << 20,
+                seq_nr: 100,
+                ack_nr: 0,
+            },
+            sack: None,
+            payload: &[],
+        }
+        .encode(&mut out);
+        out
+    }
+
+    #[test]
+    fn syn_flood_is_bounded() {
+        let now = Instant::now();
+        let config = Config {
+            max_connections: 8,
+            ..Config::default()
+        };
+        let mut s = Socket::new(config, 1, now);
+        for i in 0..100u16 {
+            s.handle_datagram(now, peer(1), &syn(i * 2));
+        }
+        assert_eq!(s.len(), 8);
+        // A repeated SYN is the same connection, answered again.
+        while s.poll_transmit(now).is_some() {}
+        s.handle_datagram(now, peer(1), &syn(0));
+        assert_eq!(s.len(), 8);
+        assert!(s.poll_transmit(now).is_some());
+    }
+
+    #[test]
+    fn stray_packets_are_reset_but_resets_are_not() {
+        let now = Instant::now();
+        let mut s = Socket::new(Config::default(), 1, now);
+        let mut data = syn(5);
+        data[0] = 0x01; // ST_DATA, version 1
+        s.handle_datagram(now, peer(2), &data);
+        let (to, reset) = s.poll_transmit(now).expect("a RESET");
+        assert_eq!(to, peer(2));
+        assert_eq!(
+            Packet::parse(&reset).map(|p| p.header.kind),
+            Ok(PacketType::Reset)
+        );
+        s.handle_datagram(now, peer(2), &reset);
+        assert!(s.poll_transmit(now).is_none());
+    }
+
+    proptest! {
+        /// Arbitrary datagrams, some with a valid header for the open
+        /// connection, never panic and never grow the socket unboundedly.
+        #[test]
+        fn hostile_datagrams_are_survived(
+            packets in proptest::collection::vec(
+                (any::<u8>(), any::<[u8; 19]>(), proptest::collection::vec(any::<u8>(), 0..64)),
+                0..64,
+            )
+        ) {
+            let t0 = Instant::now();
+            let mut s = Socket::new(Config { max_connections: 4, ..Config::default() }, 3, t0);
+            let dial = s.connect(t0, peer(9)).expect("room");
+            for (i, (first, rest, tail)) in packets.iter().enumerate() {
+                let now = t0 + std::time::Duration::from_millis(i as u64 * 50);
+                let mut bytes = vec![(first & 0xf0) | 1];
+                bytes.extend_from_slice(rest);
+                bytes.extend_from_slice(tail);
+                s.handle_datagram(now, peer(9), &bytes);
+                s.handle_timeout(now);
+                let _ = s.write(dial, b"x");
+                let _ = s.read(dial, &mut [0u8; 32]);
+                while s.poll_transmit(now).is_some() {}
+                while s.poll_event().is_some() {}
+                prop_assert!(s.len() <= 4);
+            }
+        }
+    }
+}
