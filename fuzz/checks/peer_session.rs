@@ -216,6 +216,8 @@ struct Harness {
     closed: bool,
     /// The peer's handshake has the fast extension bit.
     fast: bool,
+    /// A `port` message was reported.
+    dht_port_seen: bool,
 }
 
 /// Checks every invariant on the scenario read from `data`; panics on a
@@ -282,6 +284,7 @@ impl Harness {
             read: None,
             verify: VecDeque::new(),
             closed: false,
+            dht_port_seen: false,
             fast,
         };
         h.drain();
@@ -453,6 +456,11 @@ impl Harness {
                 }
                 // Within the inbox's cap: the session bounds what it passes on.
                 PeerEvent::Pex(peers) => assert!(peers.len() <= lodestone_wire::pex::MAX_PEX_ADDED),
+                // Reported once per connection.
+                PeerEvent::DhtPort(_) => {
+                    assert!(!self.dht_port_seen, "a second port reported");
+                    self.dht_port_seen = true;
+                }
                 PeerEvent::Closed(_) => {
                     self.closed = true;
                     self.torrent.peer_gone(KEY);

@@ -420,8 +420,8 @@ impl Sim {
                         .collect();
                     self.push(now + Duration::from_micros(100), Ev::ReadDone(i, blocks));
                 }
-                // The simulated peers never send ut_pex.
-                PeerEvent::Pex(_) => {}
+                // The simulated peers never send ut_pex or `port`.
+                PeerEvent::Pex(_) | PeerEvent::DhtPort(_) => {}
                 PeerEvent::Closed(e) => self.closed(i, &e),
             }
         }

@@ -42,6 +42,11 @@ const HANDOFF_QUEUE: usize = 64;
 /// report is dropped (PEX is a hint, and each report is capped already).
 const PEX_QUEUE: usize = 64;
 
+/// DHT nodes named by `port` messages queued from the download to the
+/// DHT; past it one is dropped (each peer names one, and the DHT finds
+/// nodes on its own too).
+const DHT_NODES_QUEUE: usize = 64;
+
 /// Picks the files to download once the metainfo is known: `None` for
 /// all, or the indices; an `Err` explains a selection that fits no file.
 pub type FileFilter = Box<dyn FnOnce(&Metainfo) -> Result<Option<BTreeSet<usize>>, String> + Send>;
@@ -236,6 +241,9 @@ pub(crate) struct Torrent {
     /// The announces to the torrent's trackers, if it has any and the
     /// session uses trackers.
     trackers: Option<Trackers>,
+    /// Where the download sends DHT nodes that peers name in `port`
+    /// messages (BEP 5) after the hand-over.
+    dht_nodes_tx: mpsc::Sender<SocketAddr>,
 }
 
 /// Runs a torrent to its end; `incoming` carries connections the listener
@@ -252,6 +260,7 @@ pub(crate) async fn run(
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
     let (found_tx, mut found) = mpsc::channel(256);
     let (pex_tx, mut pex_rx) = mpsc::channel(PEX_QUEUE);
+    let (dht_nodes_tx, mut dht_nodes_rx) = mpsc::channel(DHT_NODES_QUEUE);
     let (wanted, wanted_rx) = watch::channel(true);
     let mut book = AddressBook::new(AddressBookConfig::default());
     let tiers = tracker_tiers(&source);
@@ -303,6 +312,7 @@ pub(crate) async fn run(
         dht_nodes: None,
         files: None,
         pex: (!private).then_some(pex_tx),
+        dht_nodes_tx,
         trackers,
     };
     let mut stage = match t.metainfo.clone() {
@@ -342,6 +352,9 @@ pub(crate) async fn run(
             }
             Some(addr) = found.recv() => {
                 t.book.add(addr, PeerSource::Dht);
+            }
+            Some(node) = dht_nodes_rx.recv() => {
+                t.learn_dht_ports(vec![node]).await;
             }
             Some(report) = pex_rx.recv() => {
                 // A magnet found private drops its sender, but reports
@@ -536,6 +549,7 @@ impl Torrent {
         config.resume_file = options.resume_file.clone();
         config.recheck = options.recheck;
         config.pex = self.pex.clone();
+        config.dht_nodes = self.uses_dht.then(|| self.dht_nodes_tx.clone());
         let (conns, conns_rx) = mpsc::channel(HANDOFF_QUEUE.max(handed.len()));
         for conn in handed {
             // Room was made for every one of them above.
@@ -642,7 +656,9 @@ impl Torrent {
     /// BEP 5: a peer's `port` message names its DHT node; ask the DHT to
     /// ping it (and add it if it answers).
     async fn learn_dht_ports(&self, nodes: Vec<SocketAddr>) {
-        let Some(dht) = &self.shared.dht else { return };
+        let (Some(dht), true) = (&self.shared.dht, self.uses_dht) else {
+            return;
+        };
         for node in nodes {
             let _ = dht.add_node(node).await;
         }

@@ -167,6 +167,7 @@ pub(super) async fn run(
             pex: config.pex.is_some() && !metainfo.info.private,
         },
         pex: config.pex.clone().filter(|_| !metainfo.info.private),
+        dht_nodes: config.dht_nodes.clone().filter(|_| !metainfo.info.private),
         handshake,
         layout: layout.clone(),
         storage,

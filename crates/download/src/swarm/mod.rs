@@ -111,6 +111,9 @@ pub struct DownloadConfig {
     /// Where peers learned by ut_pex (BEP 11) go; `None`, or a private
     /// torrent, leaves ut_pex out: neither offered nor answered.
     pub pex: Option<mpsc::Sender<PexReport>>,
+    /// Where the DHT nodes that peers name in `port` messages (BEP 5) go;
+    /// `None`, or a private torrent, ignores them.
+    pub dht_nodes: Option<mpsc::Sender<std::net::SocketAddr>>,
 }
 
 impl DownloadConfig {
@@ -135,6 +138,7 @@ impl DownloadConfig {
             resume_file: None,
             recheck: false,
             pex: None,
+            dht_nodes: None,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! shared state is locked once for the whole batch, for the session's
 //! [`PeerSession::update`]; its messages then go out in one write.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -148,6 +149,12 @@ async fn pump(
                             from: session.addr(),
                             peers,
                         });
+                    }
+                }
+                PeerEvent::DhtPort(port) => {
+                    if let Some(nodes) = &shared.dht_nodes {
+                        // Best effort, like PEX: a full queue drops it.
+                        let _ = nodes.try_send(SocketAddr::new(session.addr().ip(), port));
                     }
                 }
                 PeerEvent::Closed(e) => return Err(e),

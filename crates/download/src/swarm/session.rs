@@ -166,6 +166,10 @@ pub enum PeerEvent {
     /// The peer told us of these peers by ut_pex (BEP 11), within the
     /// caps of [`PexInbox`]: hand them to whoever keeps the addresses.
     Pex(Vec<PexPeer>),
+    /// The peer's `port` message (BEP 5): its DHT node listens on this UDP
+    /// port of its IP. Only the first is reported, so a peer repeating the
+    /// message cannot make the DHT ping many ports of its IP.
+    DhtPort(u16),
     /// The connection is over: close it. Nothing else comes out afterwards.
     Closed(PeerError),
 }
@@ -230,6 +234,8 @@ pub struct PeerSession {
     announced: bool,
     /// Bitfields (or have-all) received after the first.
     reannounced: u8,
+    /// A `port` message was reported already.
+    dht_port_seen: bool,
     /// What we can serve (mirrors the torrent's, updated by `Have`).
     servable: Bitfield,
     am_interested: bool,
@@ -295,6 +301,7 @@ impl PeerSession {
             theirs: Bitfield::new(pieces),
             announced: false,
             reannounced: 0,
+            dht_port_seen: false,
             servable: torrent.servable.clone(),
             am_interested: false,
             choking_us: true,
@@ -511,7 +518,12 @@ impl PeerSession {
                 self.ops.push(Op::HaveAll);
             }
             Message::HaveNone => self.announced = true,
-            Message::KeepAlive | Message::Port(_) => {}
+            Message::Port(port) => {
+                if !std::mem::replace(&mut self.dht_port_seen, true) {
+                    self.events.push_back(PeerEvent::DhtPort(port));
+                }
+            }
+            Message::KeepAlive => {}
             // Advice we do not act on; harmless even without the fast bit.
             Message::Suggest(_) | Message::AllowedFast(_) => {}
             Message::Choke => {
@@ -1144,6 +1156,15 @@ mod tests {
             }
             .encode(),
         )
+    }
+
+    #[test]
+    fn only_the_first_port_message_names_a_dht_node() {
+        let (_t, mut s, now) = setup(Reserved::LODESTONE);
+        s.handle_message(now, Message::Port(6881));
+        assert!(matches!(s.poll_event(), Some(PeerEvent::DhtPort(6881))));
+        s.handle_message(now, Message::Port(7000));
+        assert!(s.poll_event().is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`State::dispatch`] carries out what the torrent asked for.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -95,6 +96,9 @@ pub(crate) struct Shared {
     pub(crate) session: SessionConfig,
     /// Where peers learned by ut_pex go, if ut_pex is on.
     pub(crate) pex: Option<mpsc::Sender<PexReport>>,
+    /// Where DHT nodes named by peers' `port` messages go, if the torrent
+    /// uses the DHT.
+    pub(crate) dht_nodes: Option<mpsc::Sender<SocketAddr>>,
     pub(crate) state: Mutex<State>,
 }
 
