@@ -21,6 +21,8 @@ Options (each also read from the environment variable in brackets):
   --piece-kib N         piece length in KiB, 0 lets libtorrent choose [LODESTONE_BENCH_PIECE_KIB] (0)
   --seeders LIST        libtorrent seeders per swarm, e.g. 3,48: one download race each; the
                         other scenarios use the first [LODESTONE_BENCH_SEEDERS] (3)
+  --encrypted           seeders require RC4 (MSE/PE) both ways; each client is told to
+                        encrypt, rqbit (no MSE) sits out [LODESTONE_BENCH_ENCRYPTED=1] (off)
   --scenarios LIST      any of ceilings,metadata,download,node [LODESTONE_BENCH_SCENARIOS] (all)
   --clients LIST        any of lodestone,rqbit,libtorrent,aria2c [LODESTONE_BENCH_CLIENTS] (all)
   --node-secs S         seconds of each load phase against a DHT node [LODESTONE_BENCH_NODE_SECS] (10)
@@ -108,6 +110,8 @@ pub struct Options {
     pub piece_kib: u32,
     /// Seeders of each swarm: one download race per entry, in order.
     pub seeders: Vec<u8>,
+    /// The seeders require RC4 encryption (MSE/PE) both ways.
+    pub encrypted: bool,
     /// Selected scenarios.
     pub scenarios: BTreeSet<Scenario>,
     /// Selected clients.
@@ -145,6 +149,7 @@ impl Options {
             size_mib: 512,
             piece_kib: 0,
             seeders: vec![3],
+            encrypted: false,
             scenarios: Scenario::ALL.into_iter().collect(),
             clients: Client::ALL.into_iter().collect(),
             node_load: Duration::from_secs(10),
@@ -173,6 +178,9 @@ impl Options {
         }
         if let Some(v) = env("LODESTONE_BENCH_SEEDERS") {
             o.seeders = seeder_counts(&v)?;
+        }
+        if let Some(v) = env("LODESTONE_BENCH_ENCRYPTED") {
+            o.encrypted = v == "1";
         }
         if let Some(v) = env("LODESTONE_BENCH_SCENARIOS") {
             o.scenarios = scenarios(&v)?;
@@ -217,6 +225,7 @@ impl Options {
                 "--rounds" => o.rounds = number(&value(arg)?, arg)?,
                 "--size-mib" => o.size_mib = number(&value(arg)?, arg)?,
                 "--piece-kib" => o.piece_kib = number(&value(arg)?, arg)?,
+                "--encrypted" => o.encrypted = true,
                 "--seeders" => o.seeders = seeder_counts(&value(arg)?)?,
                 "--scenarios" => o.scenarios = scenarios(&value(arg)?)?,
                 "--clients" => o.clients = clients(&value(arg)?)?,

@@ -26,6 +26,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use lodestone_benches::clock::Utc;
 
 use lodestone_benches::options::Client;
+use lodestone_tests::clients::lt_forced_encryption;
 use lodestone_tests::content::verify_files;
 use lodestone_tests::netns::{BLOCK_ARIA2, BLOCK_LIBTORRENT, BLOCK_LODESTONE, addr};
 use lodestone_tests::process::Proc;
@@ -193,6 +194,8 @@ pub struct Arena<'a> {
     pub scratch: &'a Path,
     /// Installed clients.
     pub tools: &'a Tools,
+    /// The seeders require RC4 encryption: every client is told to encrypt.
+    pub encrypted: bool,
 }
 
 /// The address a client uses in a round of a race: one per process, so
@@ -213,7 +216,8 @@ pub fn client_ip(client: Client, race: Race, round: usize) -> Ipv4Addr {
 pub fn settings(client: Client) -> &'static str {
     match client {
         Client::Lodestone => {
-            "lodestone metadata|download MAGNET --bootstrap NODE --dht-bind IP:6881 [-o OUT] [--no-seed]"
+            "lodestone metadata|download MAGNET --bootstrap NODE --dht-bind IP:6881 [-o OUT] [--no-seed] \
+             [--encryption require]: defaults otherwise (TCP and uTP, MSE offered first)"
         }
         Client::Rqbit => {
             "rqbit --dht-bootstrap-addrs NODE --disable-trackers --disable-lsd \
@@ -306,6 +310,9 @@ fn command_line(
             if help.contains("--dht-bind") {
                 args.extend(["--dht-bind".to_owned(), format!("{ip}:{PORT}")]);
             }
+            if arena.encrypted {
+                args.extend(["--encryption".to_owned(), "require".to_owned()]);
+            }
             match race {
                 Race::Metadata => args.extend(["-o".to_owned(), format!("{d}/out.torrent")]),
                 Race::Download => {
@@ -366,6 +373,12 @@ fn command_line(
                 "--enable-color=false".into(),
                 "--no-conf=true".into(),
             ];
+            if arena.encrypted {
+                args.extend([
+                    "--bt-require-crypto=true".into(),
+                    "--bt-min-crypto-level=arc4".into(),
+                ]);
+            }
             if race == Race::Metadata {
                 args.extend([
                     "--bt-metadata-only=true".into(),
@@ -507,6 +520,12 @@ fn libtorrent(
         .arg("--save-path")
         .arg(&save)
         .args(["--magnet", &arena.swarm.magnet()]);
+    if arena.encrypted {
+        command.args([
+            "--settings",
+            &serde_json::json!(lt_forced_encryption()).to_string(),
+        ]);
+    }
     let result = (|| {
         let mut proc =
             Proc::spawn(format!("libtorrent {ip}"), command).map_err(|e| e.to_string())?;

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use lodestone_benches::clock::Utc;
 use lodestone_benches::options::{Client, Options, Scenario, USAGE, workspace_root};
+use lodestone_tests::clients::lt_forced_encryption;
 use lodestone_tests::swarm::{Swarm, SwarmConfig};
 
 use crate::clients::{Arena, Race, Tools};
@@ -113,6 +114,14 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
             .to_owned(),
     ];
     notes.push(TRANSMISSION_NOTE.to_owned());
+    if options.encrypted {
+        notes.push(
+            "encrypted: every seeder requires RC4 both ways (libtorrent in/out_enc_policy forced, \
+             allowed_enc_level rc4); lodestone runs with --encryption require, libtorrent forced, \
+             aria2c --bt-require-crypto --bt-min-crypto-level=arc4; rqbit has no MSE/PE and sits out"
+                .to_owned(),
+        );
+    }
     if let Ok(l) = &tools.lodestone
         && let Some(age) = std::fs::metadata(&l.bin)
             .and_then(|m| m.modified())
@@ -235,6 +244,11 @@ fn swarm_scenarios(
         port: clients::PORT,
         utp: false,
         ready_timeout: Duration::from_secs(180),
+        seeder_settings: if options.encrypted {
+            vec![lt_forced_encryption()]
+        } else {
+            Vec::new()
+        },
         ..SwarmConfig::default()
     })
     .map_err(|e| format!("swarm: {e}"))?;
@@ -265,6 +279,7 @@ fn swarm_scenarios(
         bootstrap,
         scratch,
         tools,
+        encrypted: options.encrypted,
     };
 
     if first && options.scenarios.contains(&Scenario::Metadata) {
@@ -324,7 +339,12 @@ fn race(
     let mut skipped = BTreeMap::new();
     let mut runners = Vec::new();
     for &c in chosen {
-        match arena.tools.missing(c, race) {
+        let missing = if arena.encrypted && c == Client::Rqbit {
+            Some("rqbit does not speak MSE/PE encryption".to_owned())
+        } else {
+            arena.tools.missing(c, race)
+        };
+        match missing {
             Some(why) => {
                 skipped.insert(c.name().to_owned(), why);
             }
