@@ -22,6 +22,7 @@ pub mod http;
 pub mod netns;
 pub mod process;
 pub mod relay;
+pub mod scripted_peer;
 pub mod swarm;
 pub mod tools;
 pub mod torrent;

@@ -6,8 +6,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use lodestone_tests::content::verify_files;
 use lodestone_tests::netns::{BLOCK_ARIA2, BLOCK_RELAY, BLOCK_TRANSMISSION, addr};
 use lodestone_tests::process::Proc;
 use lodestone_tests::relay::CountingRelay;
+use lodestone_tests::scripted_peer::scripted_peer;
 use lodestone_tests::swarm::{Swarm, SwarmConfig};
 use lodestone_tests::workdir::WorkDir;
 use lodestone_wire::{Handshake, Reserved};
@@ -27,26 +28,14 @@ const MIB: u64 = 1 << 20;
 /// bitfield of the wrong length: a protocol violation that must get it
 /// dropped and banned.
 fn hostile_peer(ip: Ipv4Addr, info_hash: InfoHash) -> SocketAddr {
-    let listener = TcpListener::bind((ip, 0)).expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut theirs = [0u8; 68];
-                if stream.read_exact(&mut theirs).is_err() {
-                    return;
-                }
-                let ours = Handshake::new(Reserved::LODESTONE, info_hash, PeerId::new([b'h'; 20]));
-                // A 3-byte bitfield: wrong for any torrent of this size.
-                let bitfield = [0, 0, 0, 4, 5, 0xff, 0xff, 0xff];
-                let _ = stream.write_all(&ours.to_bytes());
-                let _ = stream.write_all(&bitfield);
-                let _ = std::io::copy(&mut stream, &mut std::io::sink());
-            });
-        }
-    });
-    addr
+    scripted_peer(ip, move |mut stream| {
+        let ours = Handshake::new(Reserved::LODESTONE, info_hash, PeerId::new([b'h'; 20]));
+        // A 3-byte bitfield: wrong for any torrent of this size.
+        let bitfield = [0, 0, 0, 4, 5, 0xff, 0xff, 0xff];
+        let _ = stream.write_all(&ours.to_bytes());
+        let _ = stream.write_all(&bitfield);
+        let _ = std::io::copy(&mut stream, &mut std::io::sink());
+    })
 }
 
 lodestone_tests::isolated_test! {

@@ -11,7 +11,7 @@
 //!   gets no more dials to them than the address book's PEX budget, and
 //!   the download completes from the honest seeder.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::Command;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use lodestone_core::{InfoHash, PeerId};
 use lodestone_tests::content::verify_files;
 use lodestone_tests::netns::{BLOCK_LIBTORRENT, BLOCK_RELAY, BLOCK_SWARM_SEEDERS, addr};
 use lodestone_tests::process::Proc;
+use lodestone_tests::scripted_peer::scripted_peer;
 use lodestone_tests::swarm::FileInfo;
 use lodestone_tests::tools::{python_with_libtorrent, script};
 use lodestone_tests::workdir::WorkDir;
@@ -211,55 +212,43 @@ fn flood_target() -> Arc<AtomicUsize> {
 /// made-up addresses every 20 ms (BEP 11 allows one a minute), thousands in
 /// all, while never sending a piece.
 fn pex_flooder(ip: Ipv4Addr, info_hash: InfoHash) -> SocketAddr {
-    let listener = TcpListener::bind((ip, 0)).expect("bind");
-    let at = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut theirs = [0u8; 68];
-                if stream.read_exact(&mut theirs).is_err() {
-                    return;
-                }
-                let ours = Handshake::new(Reserved::LODESTONE, info_hash, PeerId::new([b'f'; 20]));
-                let mut out = BytesMut::from(&ours.to_bytes()[..]);
-                let hello = ExtendedHandshake {
-                    m: [(UT_PEX.to_owned(), 1)].into(),
-                    ..ExtendedHandshake::default()
-                };
-                encode(&hello.to_message(), &mut out);
-                let mut drain = stream.try_clone().expect("clone");
-                std::thread::spawn(move || std::io::copy(&mut drain, &mut std::io::sink()));
-                if stream.write_all(&out).is_err() {
-                    return;
-                }
-                for round in 0u32..200 {
-                    let added = (0..50u32)
-                        .map(|i| PexPeer {
-                            addr: SocketAddr::from((
-                                Ipv4Addr::from(0x7f32_0000 + round * 50 + i),
-                                FLOOD_PORT,
-                            )),
-                            flags: PexFlags(PexFlags::SEED),
-                        })
-                        .collect();
-                    let message = PexMessage {
-                        added,
-                        dropped: vec![],
-                    }
-                    .to_message(lodestone_wire::OUR_UT_PEX_ID);
-                    let mut bytes = BytesMut::new();
-                    encode(&message, &mut bytes);
-                    if stream.write_all(&bytes).is_err() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20)); // the flood's pace, not synchronisation
-                }
-                let _ = stream.write_all(&encode_keepalive());
-            });
+    scripted_peer(ip, move |mut stream| {
+        let ours = Handshake::new(Reserved::LODESTONE, info_hash, PeerId::new([b'f'; 20]));
+        let mut out = BytesMut::from(&ours.to_bytes()[..]);
+        let hello = ExtendedHandshake {
+            m: [(UT_PEX.to_owned(), 1)].into(),
+            ..ExtendedHandshake::default()
+        };
+        encode(&hello.to_message(), &mut out);
+        let mut drain = stream.try_clone().expect("clone");
+        std::thread::spawn(move || std::io::copy(&mut drain, &mut std::io::sink()));
+        if stream.write_all(&out).is_err() {
+            return;
         }
-    });
-    at
+        for round in 0u32..200 {
+            let added = (0..50u32)
+                .map(|i| PexPeer {
+                    addr: SocketAddr::from((
+                        Ipv4Addr::from(0x7f32_0000 + round * 50 + i),
+                        FLOOD_PORT,
+                    )),
+                    flags: PexFlags(PexFlags::SEED),
+                })
+                .collect();
+            let message = PexMessage {
+                added,
+                dropped: vec![],
+            }
+            .to_message(lodestone_wire::OUR_UT_PEX_ID);
+            let mut bytes = BytesMut::new();
+            encode(&message, &mut bytes);
+            if stream.write_all(&bytes).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20)); // the flood's pace, not synchronisation
+        }
+        let _ = stream.write_all(&encode_keepalive());
+    })
 }
 
 fn encode_keepalive() -> BytesMut {

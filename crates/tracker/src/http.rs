@@ -86,18 +86,26 @@ fn with_query(base: &Url, query: &str) -> Url {
     url
 }
 
-/// The reply dictionary, or the tracker's `failure reason`.
-fn reply_dict(body: &[u8]) -> Result<lodestone_bencode::Document<'_>, TrackerError> {
+/// Reads `body` as a bounded reply dictionary and hands it to `read`,
+/// unless it is over the size cap, not a dictionary, or the tracker's
+/// `failure reason`.
+fn with_reply<T>(
+    body: &[u8],
+    read: impl FnOnce(&Dict<'_>) -> Result<T, TrackerError>,
+) -> Result<T, TrackerError> {
     if body.len() as u64 > MAX_REPLY {
         return Err(TrackerError::Malformed("reply over the size cap"));
     }
-    lodestone_bencode::parse(body, &REPLY_LIMITS)
-        .map_err(|_| TrackerError::Malformed("reply is not bounded bencode"))
-}
-
-fn failure(dict: &Dict<'_>) -> Option<TrackerError> {
-    let reason = dict.get_bytes(b"failure reason")?;
-    Some(TrackerError::Refused(text(reason)))
+    let doc = lodestone_bencode::parse(body, &REPLY_LIMITS)
+        .map_err(|_| TrackerError::Malformed("reply is not bounded bencode"))?;
+    let dict = doc
+        .root()
+        .as_dict()
+        .ok_or(TrackerError::Malformed("reply is not a dictionary"))?;
+    if let Some(reason) = dict.get_bytes(b"failure reason") {
+        return Err(TrackerError::Refused(text(reason)));
+    }
+    read(&dict)
 }
 
 /// A tracker's message, cut to a displayable length.
@@ -117,15 +125,11 @@ fn seconds(dict: &Dict<'_>, key: &[u8]) -> Option<Duration> {
 
 /// Parses an announce reply body.
 pub fn parse_announce(body: &[u8]) -> Result<AnnounceReply, TrackerError> {
-    let doc = reply_dict(body)?;
-    let dict = doc
-        .root()
-        .as_dict()
-        .ok_or(TrackerError::Malformed("reply is not a dictionary"))?;
-    if let Some(refused) = failure(&dict) {
-        return Err(refused);
-    }
-    let interval = seconds(&dict, b"interval").ok_or(TrackerError::Malformed("no interval"))?;
+    with_reply(body, announce_reply)
+}
+
+fn announce_reply(dict: &Dict<'_>) -> Result<AnnounceReply, TrackerError> {
+    let interval = seconds(dict, b"interval").ok_or(TrackerError::Malformed("no interval"))?;
     let mut peers = Vec::new();
     if let Some(v) = dict.get(b"peers") {
         if let Some(bytes) = v.as_bytes() {
@@ -149,10 +153,10 @@ pub fn parse_announce(body: &[u8]) -> Result<AnnounceReply, TrackerError> {
     }
     Ok(AnnounceReply {
         interval,
-        min_interval: seconds(&dict, b"min interval"),
+        min_interval: seconds(dict, b"min interval"),
         peers,
-        seeders: count(&dict, b"complete"),
-        leechers: count(&dict, b"incomplete"),
+        seeders: count(dict, b"complete"),
+        leechers: count(dict, b"incomplete"),
         warning: dict.get_bytes(b"warning message").map(text),
     })
 }
@@ -186,14 +190,10 @@ fn dict_peer(d: &Dict<'_>) -> Option<SocketAddr> {
 
 /// Parses a scrape reply body for `info_hash`.
 pub fn parse_scrape(body: &[u8], info_hash: &InfoHash) -> Result<ScrapeStats, TrackerError> {
-    let doc = reply_dict(body)?;
-    let dict = doc
-        .root()
-        .as_dict()
-        .ok_or(TrackerError::Malformed("reply is not a dictionary"))?;
-    if let Some(refused) = failure(&dict) {
-        return Err(refused);
-    }
+    with_reply(body, |dict| scrape_stats(dict, info_hash))
+}
+
+fn scrape_stats(dict: &Dict<'_>, info_hash: &InfoHash) -> Result<ScrapeStats, TrackerError> {
     let files = dict
         .get_dict(b"files")
         .ok_or(TrackerError::Malformed("no files dictionary"))?;
