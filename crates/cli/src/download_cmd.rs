@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, anyhow};
-use lodestone_session::{AddOptions, Encryption, Session, SessionConfig, TorrentSource, Transport};
+use lodestone_session::{AddOptions, Session, SessionConfig, TorrentSource};
 use tokio::task::JoinSet;
 
 use crate::args::DownloadArgs;
@@ -115,12 +115,6 @@ async fn session_config(args: &DownloadArgs) -> Result<SessionConfig, Failure> {
     }
     config.encryption = args.encryption.policy;
     config.transport = args.transport.into();
-    if config.transport == Transport::Utp && config.encryption == Encryption::Require {
-        return Err(bad(
-            "--transport utp with --encryption require would reach no peer: MSE runs over TCP only"
-                .to_owned(),
-        ));
-    }
     config.download_limit = args
         .max_download_rate
         .as_deref()

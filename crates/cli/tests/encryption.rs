@@ -66,6 +66,24 @@ lodestone_tests::isolated_test! {
         download("forced", info, &[&magnet, "--bootstrap", &bootstrap, &bind]);
     }
 
+    /// MSE over uTP: two libtorrent seeders that speak uTP only and force
+    /// RC4; `--transport utp --encryption require` downloads from them.
+    fn over_utp_from_seeders_that_force_encryption() {
+        let swarm = Swarm::start(SwarmConfig {
+            dht_nodes: 8,
+            seeders: 2,
+            utp_only_seeders: 2,
+            file_sizes: vec![5 * MIB, MIB + 17],
+            seeder_settings: vec![lt_forced_encryption()],
+            ..SwarmConfig::default()
+        })
+        .expect("swarm ready");
+        let info = swarm.info();
+        let (magnet, bootstrap, bind) = (info.magnet(), info.dht_nodes[1].to_string(), dht_bind(4));
+        let args = [&magnet, "--bootstrap", &bootstrap, &bind, "--transport", "utp", "--encryption", "require"];
+        download("forced-utp", info, &args);
+    }
+
     /// `--encryption require`: the download completes through a relay that
     /// sees every byte lodestone sends, and not one plaintext handshake
     /// passed it. The same relay does see one from `--encryption off`, so

@@ -11,8 +11,8 @@
 //! the faster path (on a LAN usually TCP; behind a UDP-only NAT, uTP). The
 //! price, a second handshake to peers that speak both, is paid once per
 //! peer and is cheaper than making every TCP-only peer wait out a uTP
-//! fallback timer. MSE runs over TCP only for now, so encrypted attempts
-//! use TCP and plaintext ones use whichever transports are on.
+//! fallback timer. MSE runs over uTP as over TCP; only an encrypted
+//! attempt that a plaintext one follows keeps to TCP (see [`dial`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use lodestone_mse::io::StreamError;
 use lodestone_utp::net::UtpHandle;
-use lodestone_wire::{ByteStream, Connection, ConnectionError, Established, Handshake, Preamble};
+use lodestone_wire::{Connection, ConnectionError, Established, Handshake, Preamble};
 use tokio::net::TcpStream;
 
 use crate::address_book::Wrapping;
-use crate::encryption::{self, Encryption};
+use crate::encryption::{self, Encryption, RawStream};
 
 /// Which transports the session speaks to peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,9 +60,8 @@ pub enum DialError {
     /// Connecting or a handshake took longer than allowed.
     #[error("timed out")]
     Timeout,
-    /// No transport that the attempt may use is on (an encrypted attempt
-    /// with uTP only).
-    #[error("no transport for this attempt")]
+    /// No transport is on.
+    #[error("no transport enabled")]
     NoTransport,
     /// The encryption handshake failed.
     #[error("encryption handshake failed")]
@@ -109,19 +108,31 @@ pub async fn dial(
     utp: Option<&UtpHandle>,
 ) -> Result<(Established, Wrapping), DialError> {
     let mut last = DialError::Timeout;
-    for &wrapping in attempts(policy, known) {
-        let attempt = over_transports(addr, timeout, ours, policy, wrapping, tcp, utp);
+    let wrappings = attempts(policy, known);
+    for (i, &wrapping) in wrappings.iter().enumerate() {
+        let fallback_follows = i + 1 < wrappings.len();
+        let utp_here = utp.filter(|_| utp_joins(wrapping, fallback_follows, tcp));
+        let every_transport = utp_here.is_some() == utp.is_some();
+        let attempt = over_transports(addr, timeout, ours, policy, wrapping, tcp, utp_here);
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(conn)) => return Ok((conn, wrapping)),
-            // Nobody listens on TCP: the other wrapping would fare no
-            // better, unless it may also try uTP (MSE runs over TCP only).
-            Ok(Err(e @ DialError::Connect(_))) if utp.is_none() => return Err(e),
+            // Nobody listens on any transport: the other wrapping would
+            // fare no better.
+            Ok(Err(e @ DialError::Connect(_))) if every_transport => return Err(e),
             Ok(Err(e)) => last = e,
             Err(_) => last = DialError::Timeout,
         }
         tracing::debug!(%addr, ?wrapping, "handshake failed: {}", lodestone_core::ErrorChain(&last));
     }
     Err(last)
+}
+
+/// Whether uTP joins an attempt with `wrapping`. An encrypted attempt that
+/// a plaintext one follows stays on TCP when TCP is on: a peer without uTP
+/// would otherwise hold it until the timeout (a lost SYN has no quick
+/// refusal), and the plaintext attempt still races both transports.
+fn utp_joins(wrapping: Wrapping, fallback_follows: bool, tcp: bool) -> bool {
+    wrapping == Wrapping::Plain || !fallback_follows || !tcp
 }
 
 /// One attempt with `wrapping` over the transports it may use; with both,
@@ -135,13 +146,14 @@ async fn over_transports(
     tcp: bool,
     utp: Option<&UtpHandle>,
 ) -> Result<Established, DialError> {
-    let utp = utp.filter(|_| wrapping == Wrapping::Plain);
     match (tcp, utp) {
         (true, None) => over_tcp(addr, timeout, ours, policy, wrapping).await,
-        (false, Some(utp)) => over_utp(utp, addr, timeout, ours).await,
+        (false, Some(utp)) => over_utp(utp, addr, timeout, ours, policy, wrapping).await,
         (true, Some(utp)) => {
             let mut tcp = pin!(over_tcp(addr, timeout, ours, policy, wrapping));
-            let mut utp = pin!(over_utp(utp, addr, timeout, ours));
+            let mut utp = pin!(over_utp(utp, addr, timeout, ours, policy, wrapping));
+            // A uTP-only libtorrent accepts TCP connections and resets
+            // them, so a failure on one transport says nothing of the other.
             tokio::select! {
                 r = &mut tcp => match r {
                     Ok(conn) => Ok(conn),
@@ -166,24 +178,36 @@ async fn over_tcp(
     wrapping: Wrapping,
 ) -> Result<Established, DialError> {
     let tcp = TcpStream::connect(addr).await.map_err(DialError::Connect)?;
-    let (stream, preamble) = match wrapping {
-        Wrapping::Plain => (tcp.into(), Preamble::default()),
-        Wrapping::Mse => encryption::initiate(tcp, addr, ours, policy.methods()).await?,
-    };
-    let (conn, theirs) = Connection::initiate_after(stream, timeout, ours, preamble).await?;
-    Ok(Established::new(conn, theirs, addr, false))
+    handshakes(tcp, addr, timeout, ours, policy, wrapping).await
 }
 
-/// A uTP connection and the plaintext BitTorrent handshake.
+/// A uTP connection and its handshakes.
 async fn over_utp(
     utp: &UtpHandle,
     addr: SocketAddr,
     timeout: Duration,
     ours: Handshake,
+    policy: Encryption,
+    wrapping: Wrapping,
 ) -> Result<Established, DialError> {
     let stream = utp.connect(addr).await.map_err(DialError::Connect)?;
-    let (conn, theirs) =
-        Connection::initiate(ByteStream::Other(Box::new(stream), addr), timeout, ours).await?;
+    handshakes(stream, addr, timeout, ours, policy, wrapping).await
+}
+
+/// The encryption handshake `wrapping` asks for, then the BitTorrent one.
+async fn handshakes<S: RawStream>(
+    stream: S,
+    addr: SocketAddr,
+    timeout: Duration,
+    ours: Handshake,
+    policy: Encryption,
+    wrapping: Wrapping,
+) -> Result<Established, DialError> {
+    let (stream, preamble) = match wrapping {
+        Wrapping::Plain => (stream.into_plain(addr), Preamble::default()),
+        Wrapping::Mse => encryption::initiate(stream, addr, ours, policy.methods()).await?,
+    };
+    let (conn, theirs) = Connection::initiate_after(stream, timeout, ours, preamble).await?;
     Ok(Established::new(conn, theirs, addr, false))
 }
 
@@ -199,5 +223,17 @@ mod tests {
         assert_eq!(attempts(Encryption::Prefer, None), [Mse, Plain]);
         assert_eq!(attempts(Encryption::Prefer, Some(Mse)), [Mse, Plain]);
         assert_eq!(attempts(Encryption::Prefer, Some(Plain)), [Plain, Mse]);
+    }
+
+    #[test]
+    fn encryption_over_utp_unless_a_plaintext_attempt_follows() {
+        use Wrapping::{Mse, Plain};
+        // prefer, TCP and uTP: MSE on TCP, then plaintext on both.
+        assert!(!utp_joins(Mse, true, true));
+        assert!(utp_joins(Plain, false, true));
+        // require: MSE is the only attempt, on both.
+        assert!(utp_joins(Mse, false, true));
+        // uTP only: every attempt on uTP.
+        assert!(utp_joins(Mse, true, false));
     }
 }

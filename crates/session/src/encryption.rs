@@ -9,9 +9,10 @@ use std::str::FromStr;
 use lodestone_core::InfoHash;
 use lodestone_mse::io::StreamError;
 use lodestone_mse::{Crypto, Entropy, Methods, Rc4Stream};
+use lodestone_utp::net::UtpStream;
 use lodestone_wire::handshake::PROTOCOL;
 use lodestone_wire::{ByteStream, Handshake, Preamble};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// Whether peer connections are encrypted.
@@ -63,19 +64,48 @@ impl fmt::Display for Encryption {
     }
 }
 
+/// A freshly connected transport (TCP or uTP) that the handshakes run
+/// over before the BitTorrent protocol takes it.
+pub(crate) trait RawStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The stream to run the BitTorrent protocol over in plaintext.
+    fn into_plain(self, addr: SocketAddr) -> ByteStream;
+
+    /// Tunes the transport for small, latency-bound requests once the
+    /// handshake is done.
+    fn tune(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl RawStream for TcpStream {
+    fn into_plain(self, _: SocketAddr) -> ByteStream {
+        ByteStream::Tcp(self)
+    }
+
+    fn tune(&self) -> std::io::Result<()> {
+        self.set_nodelay(true)
+    }
+}
+
+impl RawStream for UtpStream {
+    fn into_plain(self, addr: SocketAddr) -> ByteStream {
+        ByteStream::Other(Box::new(self), addr)
+    }
+}
+
 /// The stream to run the BitTorrent protocol over after an MSE handshake:
-/// the socket itself for plaintext, an RC4 wrapper otherwise.
-fn wrap(stream: TcpStream, addr: SocketAddr, crypto: Crypto) -> ByteStream {
+/// the transport itself for plaintext, an RC4 wrapper otherwise.
+fn wrap<S: RawStream>(stream: S, addr: SocketAddr, crypto: Crypto) -> ByteStream {
     match crypto {
-        Crypto::Plaintext => ByteStream::Tcp(stream),
+        Crypto::Plaintext => stream.into_plain(addr),
         Crypto::Rc4(cipher) => ByteStream::Other(Box::new(Rc4Stream::new(stream, *cipher)), addr),
     }
 }
 
 /// Runs the initiator's MSE handshake on a fresh connection, with our
 /// BitTorrent handshake as its initial payload.
-pub(crate) async fn initiate(
-    mut stream: TcpStream,
+pub(crate) async fn initiate<S: RawStream>(
+    mut stream: S,
     addr: SocketAddr,
     ours: Handshake,
     methods: Methods,
@@ -88,8 +118,7 @@ pub(crate) async fn initiate(
         &Entropy::random(),
     )
     .await?;
-    // Requests are small and latency-bound, as on any TCP connection.
-    stream.set_nodelay(true)?;
+    stream.tune()?;
     let preamble = Preamble {
         received: outcome.received,
         handshake_sent: true,
@@ -108,7 +137,9 @@ pub(crate) enum Opening {
 /// Reads just enough of an incoming connection to tell a plaintext
 /// handshake (`\x13BitTorrent protocol`) from an encrypted one: at most
 /// 20 bytes, fewer when a byte already differs. `None` if the peer closed.
-pub(crate) async fn sniff(stream: &mut TcpStream) -> std::io::Result<Option<Opening>> {
+pub(crate) async fn sniff<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> std::io::Result<Option<Opening>> {
     let mut read = Vec::with_capacity(PROTOCOL.len());
     let mut buf = [0u8; 20];
     while read.len() < PROTOCOL.len() {
@@ -129,8 +160,8 @@ pub(crate) async fn sniff(stream: &mut TcpStream) -> std::io::Result<Option<Open
 /// finding the torrent with `lookup` (from `HASH('req2', infohash)`).
 /// Returns the torrent, the stream to continue on and the peer's bytes
 /// past the handshake (its BitTorrent handshake first).
-pub(crate) async fn respond(
-    mut stream: TcpStream,
+pub(crate) async fn respond<S: RawStream>(
+    mut stream: S,
     addr: SocketAddr,
     already: &[u8],
     methods: Methods,
@@ -139,7 +170,7 @@ pub(crate) async fn respond(
     let outcome =
         lodestone_mse::io::respond(&mut stream, already, methods, lookup, &Entropy::random())
             .await?;
-    stream.set_nodelay(true)?;
+    stream.tune()?;
     let info_hash = outcome.info_hash;
     Ok((
         info_hash,

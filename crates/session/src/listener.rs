@@ -20,11 +20,11 @@ use lodestone_core::{ErrorChain, InfoHash};
 use lodestone_mse::io::StreamError;
 use lodestone_utp::net::UtpStream;
 use lodestone_wire::{ByteStream, Connection, ConnectionError, Established, Handshake};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::encryption::{self, Encryption, Opening};
+use crate::encryption::{self, Encryption, Opening, RawStream};
 
 /// Ports tried after the one asked for before letting the OS choose.
 const PORT_ATTEMPTS: u16 = 10;
@@ -145,8 +145,8 @@ enum AcceptError {
 
 /// Handshakes an incoming connection, plaintext or encrypted as its first
 /// bytes show and `encryption` allows, and finds its torrent's inbox.
-async fn accept(
-    mut stream: TcpStream,
+async fn accept<S: RawStream>(
+    mut stream: S,
     addr: SocketAddr,
     router: &Router,
     timeout: Duration,
@@ -160,7 +160,7 @@ async fn accept(
             return Err(AcceptError::Refused("plaintext"));
         }
         (Opening::Encrypted(_), Encryption::Off) => return Err(AcceptError::Refused("encrypted")),
-        (Opening::Plaintext(read), _) => (ByteStream::Tcp(stream), read, None),
+        (Opening::Plaintext(read), _) => (stream.into_plain(addr), read, None),
         (Opening::Encrypted(read), _) => {
             let lookup = |req2: &[u8; 20]| {
                 router
@@ -236,8 +236,7 @@ fn spawn_handshake<F>(
 }
 
 /// Accepts incoming uTP connections from the uTP driver until it stops,
-/// routing each like a TCP one. MSE runs over TCP only, so uTP peers speak
-/// plaintext: under [`Encryption::Require`] they are refused.
+/// routing each like a TCP one, plaintext or encrypted.
 pub(crate) fn spawn_utp_acceptor(
     mut incoming: mpsc::Receiver<UtpStream>,
     router: Router,
@@ -248,14 +247,9 @@ pub(crate) fn spawn_utp_acceptor(
     tokio::spawn(async move {
         while let Some(stream) = incoming.recv().await {
             let addr = stream.peer_addr();
-            if encryption == Encryption::Require {
-                tracing::debug!(%addr, "a plaintext uTP connection, which our encryption policy refuses");
-                continue;
-            }
-            let stream = ByteStream::Other(Box::new(stream), addr);
             let router = router.clone();
             spawn_handshake(addr, &pending, handshake_timeout, async move {
-                answer(stream, addr, &router, handshake_timeout, &[], None).await
+                accept(stream, addr, &router, handshake_timeout, encryption).await
             });
         }
     })
