@@ -1,7 +1,7 @@
 //! `lodestone node` run as an operator would: a real process, real sockets,
 //! real clients, each test inside its own loopback-only network namespace.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -150,7 +150,7 @@ fn find_node(s: &UdpSocket, node: &NodeProc, querier: NodeId, target: NodeId) ->
 }
 
 /// A fake DHT node: queries `node` and answers its verification ping.
-fn verified_fake(node: &NodeProc, ip_index: u8, id: NodeId) -> UdpSocket {
+fn verified_fake(node: &NodeProc, ip_index: u8, id: NodeId) {
     let s = socket(ip_index);
     s.send_to(
         &encode(
@@ -166,33 +166,53 @@ fn verified_fake(node: &NodeProc, ip_index: u8, id: NodeId) -> UdpSocket {
     .expect("send");
     let mut buf = [0u8; 2048];
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut answered = false;
-    while !answered {
+    loop {
         assert!(
             Instant::now() < deadline,
             "the node never pinged {ip_index}"
         );
         let (n, from) = s.recv_from(&mut buf).expect("a ping within 5 s");
-        let msg = Message::decode(&buf[..n]).expect("valid KRPC");
-        if let Body::Query {
-            query: Query::Ping, ..
-        } = msg.body
-        {
-            let reply = Message {
-                tid: msg.tid,
-                body: Body::Response(Response {
-                    id,
-                    ..Response::default()
-                }),
-                ip: None,
-                read_only: false,
-                version: None,
-            };
-            s.send_to(&reply.to_bytes(), from).expect("send");
-            answered = true;
+        if answer_ping(&s, id, &buf[..n], from) {
+            break;
         }
     }
-    s
+    // Alive as a real node is: a restarted node re-verifies what it
+    // loaded, and a silent fake would be dropped while the test looks.
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        loop {
+            match s.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    answer_ping(&s, id, &buf[..n], from);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+        }
+    });
+}
+
+/// Answers `datagram` if it is a ping; says whether it was.
+fn answer_ping(s: &UdpSocket, id: NodeId, datagram: &[u8], from: SocketAddr) -> bool {
+    let msg = Message::decode(datagram).expect("valid KRPC");
+    let Body::Query {
+        query: Query::Ping, ..
+    } = msg.body
+    else {
+        return false;
+    };
+    let reply = Message {
+        tid: msg.tid,
+        body: Body::Response(Response {
+            id,
+            ..Response::default()
+        }),
+        ip: None,
+        read_only: false,
+        version: None,
+    };
+    s.send_to(&reply.to_bytes(), from).expect("send");
+    true
 }
 
 fn fake_id(i: u8) -> NodeId {
@@ -297,8 +317,9 @@ lodestone_tests::isolated_test! {
         let args = ["--no-bootstrap", "--state", &state_arg, "--verify-delay", "0"];
         let node = NodeProc::start(bind, &args);
         let fakes: Vec<NodeId> = (10..40).map(fake_id).collect();
-        let _sockets: Vec<UdpSocket> =
-            (10..40).zip(&fakes).map(|(i, id)| verified_fake(&node, i, *id)).collect();
+        for (i, id) in (10..40).zip(&fakes) {
+            verified_fake(&node, i, *id);
+        }
         let probe = socket(2);
         let before = find_node(&probe, &node, NodeId([0x42; 20]), fakes[3]);
         assert_eq!(before.nodes.len(), 16, "{:?}", before.nodes);
