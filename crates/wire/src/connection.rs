@@ -380,6 +380,9 @@ pub struct ConnectionWriter {
     buf: BytesMut,
     /// Segments to write, in order: runs of `buf` and block payloads.
     queue: VecDeque<Bytes>,
+    /// Bytes went to the stream since its last completed flush: a buffering
+    /// stream (an encrypting one) may still hold some of them.
+    unflushed: bool,
 }
 
 impl ConnectionWriter {
@@ -388,7 +391,15 @@ impl ConnectionWriter {
             stream,
             buf: BytesMut::new(),
             queue: VecDeque::new(),
+            unflushed: false,
         }
+    }
+
+    /// Whether [`ConnectionWriter::flush`] has work: bytes queued here, or
+    /// written to the stream and not yet flushed through it. A flush
+    /// cancelled while the stream flushed leaves only the second kind.
+    pub fn needs_flush(&self) -> bool {
+        self.unflushed || !self.buf.is_empty() || !self.queue.is_empty()
     }
 
     /// Queues a message for the next [`ConnectionWriter::flush`].
@@ -427,6 +438,7 @@ impl ConnectionWriter {
             if written == 0 {
                 return Err(io::Error::from(io::ErrorKind::WriteZero).into());
             }
+            self.unflushed = true;
             while let Some(front) = self.queue.front_mut() {
                 if written < front.len() {
                     front.advance(written);
@@ -439,6 +451,7 @@ impl ConnectionWriter {
         // A no-op on TCP; a buffering stream (an encrypting one) sends its
         // last bytes here.
         self.stream.flush().await?;
+        self.unflushed = false;
         Ok(())
     }
 

@@ -161,7 +161,7 @@ async fn pump(
             }
         }
         let deadline = session.poll_timeout();
-        let flushing = writer.buffered() > 0;
+        let flushing = writer.needs_flush();
         tokio::select! {
             biased;
             r = writer.flush(), if flushing => r?,

@@ -263,3 +263,37 @@ async fn large_batches_survive_partial_writes() {
     let ((), got) = tokio::join!(send, receive);
     assert_eq!(got, messages);
 }
+
+/// A flush cancelled while a buffering stream (as an encrypting one is)
+/// still holds bytes leaves `needs_flush` set, though nothing is queued
+/// here any more: the next flush must still run to send them.
+#[tokio::test]
+async fn a_cancelled_flush_of_a_buffering_stream_still_needs_flushing() {
+    // A 64-byte pipe nobody reads yet, behind a buffer that takes a whole
+    // message and sends it only when flushed.
+    let (ours, mut theirs) = tokio::io::duplex(64);
+    let buffered = tokio::io::BufWriter::with_capacity(64 * 1024, ours);
+    let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+    let conn = Connection::new(ByteStream::Other(Box::new(buffered), addr)).expect("connection");
+    let (_reader, mut writer) = conn.into_split();
+    assert!(!writer.needs_flush());
+    writer.feed(&Message::Bitfield(Bytes::from(vec![0xff; 1024])));
+    assert!(writer.needs_flush());
+    // Polled once: the message moves into the buffer, whose flush blocks
+    // on the full pipe; then the flush is dropped.
+    tokio::select! {
+        biased;
+        _ = writer.flush() => panic!("the pipe cannot take 1 KiB"),
+        () = std::future::ready(()) => {}
+    }
+    assert_eq!(writer.buffered(), 0);
+    assert!(writer.needs_flush(), "bytes wait inside the stream");
+    let drain = tokio::spawn(async move {
+        let mut got = vec![0u8; 4 + 1 + 1024];
+        theirs.read_exact(&mut got).await.map(|_| got)
+    });
+    writer.flush().await.expect("flush");
+    assert!(!writer.needs_flush());
+    let got = drain.await.expect("join").expect("read");
+    assert!(got[5..].iter().all(|&b| b == 0xff));
+}
