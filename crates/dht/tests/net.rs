@@ -200,7 +200,11 @@ async fn a_shared_port_hands_non_krpc_datagrams_over() {
         let a = Dht::spawn(config(&[], None)).await.unwrap();
         let router = a.local_addrs()[0];
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let (b, udp) = Dht::spawn_shared(config(&[router], None), tx)
+        let other = lodestone_dht::OtherSink {
+            tx,
+            wants: |d| d.first() == Some(&0x41),
+        };
+        let (b, udp) = Dht::spawn_shared(config(&[router], None), other)
             .await
             .unwrap();
         let port = b.local_addrs()[0];
@@ -210,6 +214,8 @@ async fn a_shared_port_hands_non_krpc_datagrams_over() {
         assert!(summary.announced_to >= 1, "{summary:?}");
 
         let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // Unwanted: dropped, never queued.
+        peer.send_to(b"junk", port).await.unwrap();
         let utp_like = [
             0x41u8, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0,
         ];

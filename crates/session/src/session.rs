@@ -102,8 +102,9 @@ impl Default for SessionConfig {
     }
 }
 
-/// Datagrams from the UDP port waiting for the uTP driver, in bursts.
-const UTP_QUEUE: usize = 1024;
+/// Bursts of datagrams from the UDP port waiting for the uTP driver (each
+/// at most a receive batch); past it a burst is dropped, as UDP may be.
+const UTP_QUEUE: usize = 16;
 
 /// A running uTP driver and its incoming connections.
 type Utp = (UtpHandle, mpsc::Receiver<UtpStream>);
@@ -124,7 +125,11 @@ async fn start_udp(
     let (tx, rx) = mpsc::channel(UTP_QUEUE);
     let (dht, senders) = match &config.dht {
         Some(dht) => {
-            let (dht, udp) = spawn_dht_on(dht, tcp_port, tx).await?;
+            let sink = lodestone_dht::OtherSink {
+                tx,
+                wants: lodestone_utp::looks_like_utp,
+            };
+            let (dht, udp) = spawn_dht_on(dht, tcp_port, sink).await?;
             let senders = Senders {
                 v4: udp.v4,
                 v6: udp.v6,

@@ -103,6 +103,9 @@ pub(crate) struct Conn {
     eof: bool,
     /// Something arrived that the peer should hear acked.
     ack_due: bool,
+    /// A packet other than its SYN came from the peer: it exists (a SYN
+    /// alone may come from a spoofed address).
+    heard: bool,
     /// Our clock minus the peer's timestamp on its last packet, echoed back.
     reply_diff_us: u32,
 }
@@ -187,6 +190,7 @@ impl Conn {
             peer_fin: None,
             eof: false,
             ack_due: false,
+            heard: false,
             reply_diff_us: 0,
         }
     }
@@ -375,6 +379,7 @@ impl Conn {
             self.ack_due = self.state == State::Connected;
             return;
         }
+        self.heard = true;
         if let State::SynSent { .. } = self.state {
             // The first packet back names the sequence the peer starts from.
             self.state = State::Connected;
@@ -602,10 +607,12 @@ impl Conn {
         self.ack_due || !self.send_buf.is_empty() || (self.close_requested && !self.fin_sent)
     }
 
-    /// Sends a FIN once everything written is delivered.
+    /// Sends a FIN once everything written is delivered. A connection the
+    /// peer never spoke on after its SYN closes at once: a flood of spoofed
+    /// SYNs must not hold slots for the FIN's retransmissions.
     pub fn close(&mut self) {
-        if matches!(self.state, State::SynSent { .. }) {
-            self.state = State::Closed;
+        if matches!(self.state, State::SynSent { .. }) || !self.heard {
+            self.stop();
         }
         self.close_requested = true;
     }
@@ -616,7 +623,14 @@ impl Conn {
             let header = self.header(PacketType::Reset, self.seq_nr, io);
             self.transmit(io, header, None, &[]);
         }
+        self.stop();
+    }
+
+    /// Closed, with no timer left to fire.
+    fn stop(&mut self) {
         self.state = State::Closed;
+        self.rto_at = None;
+        self.linger_until = None;
     }
 
     fn close_with(&mut self, reason: CloseReason, io: &mut Io<'_>) {
@@ -627,9 +641,7 @@ impl Conn {
         }
         if self.state != State::Closed {
             tracing::debug!(addr = %self.addr, ?reason, "uTP closed");
-            self.state = State::Closed;
-            self.rto_at = None;
-            self.linger_until = None;
+            self.stop();
             io.events.push_back(Event::Closed(self.id, reason));
         }
     }

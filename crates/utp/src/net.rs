@@ -110,6 +110,9 @@ pub async fn recv_loop(socket: Arc<UdpSocket>, sink: mpsc::Sender<Datagrams>) {
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, from)) => {
+                if !crate::looks_like_utp(&buf[..n]) {
+                    continue;
+                }
                 if sink.send(vec![(from, buf[..n].to_vec())]).await.is_err() {
                     return;
                 }
@@ -119,6 +122,10 @@ pub async fn recv_loop(socket: Arc<UdpSocket>, sink: mpsc::Sender<Datagrams>) {
         }
     }
 }
+
+/// Further bursts the driver handles under one lock after the one it woke
+/// for.
+const MORE_BATCHES: usize = 8;
 
 async fn run(
     inner: Arc<Inner>,
@@ -143,8 +150,10 @@ async fn run(
                 for (from, bytes) in &batch {
                     shared.socket.handle_datagram(now, *from, bytes);
                 }
-                // Take whatever else already arrived, under the same lock.
-                while let Ok(more) = datagrams.try_recv() {
+                // Take some more of what already arrived, under the same
+                // lock; bounded, so a flood cannot keep the streams (which
+                // lock it too) waiting, nor hold back what we send.
+                for more in std::iter::from_fn(|| datagrams.try_recv().ok()).take(MORE_BATCHES) {
                     for (from, bytes) in &more {
                         shared.socket.handle_datagram(now, *from, bytes);
                     }

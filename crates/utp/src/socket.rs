@@ -327,6 +327,31 @@ mod tests {
     }
 
     #[test]
+    fn spoofed_syns_free_their_slots_when_closed() {
+        let now = Instant::now();
+        let mut s = Socket::new(Config::default(), 1, now);
+        for i in 0..4u16 {
+            s.handle_datagram(now, peer(3), &syn(i * 2));
+        }
+        let ids: Vec<StreamId> = std::iter::from_fn(|| s.poll_event())
+            .filter_map(|e| match e {
+                Event::Incoming(id, _) => Some(id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids.len(), 4);
+        while s.poll_transmit(now).is_some() {}
+        // Nobody spoke after the SYN: closing frees the slot at once, with
+        // no FIN to retransmit for a minute and a half.
+        for id in ids {
+            s.close(id);
+        }
+        assert_eq!(s.len(), 0);
+        assert!(s.poll_transmit(now).is_none());
+        assert!(s.poll_timeout().is_none());
+    }
+
+    #[test]
     fn stray_packets_are_reset_but_resets_are_not() {
         let now = Instant::now();
         let mut s = Socket::new(Config::default(), 1, now);

@@ -191,8 +191,16 @@ fn register([v4, v6]: [Option<std::net::UdpSocket>; 2]) -> io::Result<shard::Soc
 /// A burst of datagrams that are not KRPC, each with its sender.
 pub type OtherDatagrams = Vec<(SocketAddr, Vec<u8>)>;
 
-/// Where the DHT hands the datagrams of the protocol sharing its port.
-pub type OtherSink = mpsc::Sender<OtherDatagrams>;
+/// Where the DHT hands the datagrams of the protocol sharing its port, and
+/// which of them that protocol wants: the rest are dropped before they are
+/// copied, so junk on the port costs neither copies nor queue space.
+#[derive(Debug, Clone)]
+pub struct OtherSink {
+    /// The protocol's channel, a burst at a time.
+    pub tx: mpsc::Sender<OtherDatagrams>,
+    /// The protocol's test of a datagram (not called for KRPC ones).
+    pub wants: fn(&[u8]) -> bool,
+}
 
 /// The DHT's sockets, for another protocol to send from the same port
 /// (BEP 29 runs uTP on the DHT's port).
@@ -266,8 +274,9 @@ impl Dht {
     }
 
     /// [`Dht::spawn`] sharing the port with another protocol: datagrams that
-    /// are not bencoded dictionaries go to `other` in batches (dropped when
-    /// it lags, as UDP may), and the returned sockets send from the port.
+    /// are not bencoded dictionaries and that `other` wants go to it in
+    /// batches (dropped when it lags, as UDP may), and the returned sockets
+    /// send from the port.
     pub async fn spawn_shared(config: DhtConfig, other: OtherSink) -> io::Result<(Dht, SharedUdp)> {
         Self::spawn_inner(config, Some(other)).await
     }

@@ -136,23 +136,26 @@ impl Burst {
 
     /// Feeds the burst to `node` and moves its datagrams to send into `out`.
     /// With another protocol on the port, only bencoded dictionaries (first
-    /// byte `d`, as every KRPC message) reach the node; the rest go, as one
-    /// batch, to the other protocol, or are dropped if it lags.
+    /// byte `d`, as every KRPC message) reach the node; of the rest, those
+    /// the other protocol wants go to it as one batch, or are dropped if it
+    /// lags.
     pub(super) fn handle(&self, node: &mut Node, out: &mut Vec<Transmit>) {
         let now = Instant::now();
         let mut others = Vec::new();
         for (slot, &(from, len)) in self.buf.chunks(mmsg::SLOT).zip(&self.datagrams) {
             let datagram = &slot[..len];
-            if self.other.is_some() && datagram.first() != Some(&b'd') {
-                if len > 0 {
+            if let Some(other) = &self.other
+                && datagram.first() != Some(&b'd')
+            {
+                if (other.wants)(datagram) {
                     others.push((from, datagram.to_vec()));
                 }
                 continue;
             }
             node.handle_datagram(now, from, datagram);
         }
-        if let (Some(sink), false) = (&self.other, others.is_empty())
-            && sink.try_send(others).is_err()
+        if let (Some(other), false) = (&self.other, others.is_empty())
+            && other.tx.try_send(others).is_err()
         {
             tracing::trace!("non-KRPC datagrams dropped: their consumer lags or left");
         }
