@@ -174,7 +174,13 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
     if needs_swarm {
         // The first swarm runs every scenario; each further seeder count
         // gets a swarm of its own for the download race only.
-        for (i, &seeders) in options.seeders.iter().enumerate() {
+        // Without the download race, only the first swarm has work.
+        let swarms = if options.scenarios.contains(&Scenario::Download) {
+            options.seeders.len()
+        } else {
+            1
+        };
+        for (i, &seeders) in options.seeders.iter().take(swarms).enumerate() {
             swarm_scenarios(
                 &mut report,
                 &options,

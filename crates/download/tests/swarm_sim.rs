@@ -27,7 +27,7 @@ use lodestone_download::choke::{Choker, ChokerConfig, PeerStats};
 use lodestone_download::swarm::session::{
     CloseReason, Greeting, PeerCmd, PeerError, PeerEvent, PeerSession, SessionConfig,
 };
-use lodestone_download::swarm::torrent::{Action, Torrent};
+use lodestone_download::swarm::torrent::{Action, Torrent, open_piece_limit};
 use lodestone_download::{BLOCK_SIZE, Bitfield, Layout, PeerKey};
 use lodestone_wire::{Block, BlockRequest, Message, Reserved};
 use rand::rngs::StdRng;
@@ -36,9 +36,6 @@ use rand::{Rng, RngExt, SeedableRng};
 /// Two blocks per piece, 512 pieces: 16 MiB.
 const PIECE_LEN: u32 = 2 * BLOCK_SIZE;
 const PIECES: u32 = 512;
-/// The budget of pieces started and not yet verified: what the download
-/// gives 32 KiB pieces (8 MiB), less than the 56 peers' first pipelines.
-const OPEN_PIECES: usize = 256;
 
 /// Simulated remote peers, by behaviour (56 in all).
 const MIX: [(Kind, usize); 7] = [
@@ -227,7 +224,9 @@ impl Sim {
         );
         // The sessions share pieces within the budget and wait for the
         // wake when one closes, as in a real download.
-        torrent.set_open_limit(OPEN_PIECES);
+        // The download's budget, fewer blocks than the 56 peers' first
+        // pipelines ask for.
+        torrent.set_open_limit(open_piece_limit(PIECE_LEN));
         let config = SessionConfig {
             metainfo: Arc::new(metainfo),
             layout: layout.clone(),

@@ -41,6 +41,9 @@ pub(crate) struct Route {
     pub(crate) handshake: Handshake,
     /// The torrent task's inbox.
     pub(crate) conns: mpsc::Sender<Established>,
+    /// `HASH('req2', infohash)`, what an encrypted handshake names the
+    /// torrent by: kept so an incoming connection costs no SHA-1 per torrent.
+    pub(crate) req2: [u8; 20],
 }
 
 /// Infohash → torrent, read by every acceptor, written by the session.
@@ -165,8 +168,8 @@ async fn accept<S: RawStream>(
             let lookup = |req2: &[u8; 20]| {
                 router
                     .iter()
+                    .find(|route| route.req2 == *req2)
                     .map(|route| *route.key())
-                    .find(|info_hash| lodestone_mse::req2(info_hash) == *req2)
             };
             let (info_hash, stream, received) =
                 encryption::respond(stream, addr, &read, encryption.methods(), lookup).await?;

@@ -305,6 +305,7 @@ impl Session {
                         self.shared.peer_id,
                     ),
                     conns: incoming_tx,
+                    req2: lodestone_mse::req2(&info_hash),
                 });
             }
         }

@@ -412,10 +412,12 @@ pub(crate) async fn run(
                     Stage::Download { .. } | Stage::Paused(_) => HashSet::new(),
                 };
                 t.release_missing(&inside, &fetched.conns);
-                t.learn_dht_ports(dht_ports(&fetched.conns)).await;
                 let metainfo = Arc::new(fetched.metainfo);
                 t.metainfo = Some(metainfo.clone());
                 if options.metadata_only {
+                    // The download would replay the peers' early messages,
+                    // `port` among them; without it they are read here.
+                    t.learn_dht_ports(dht_ports(&fetched.conns)).await;
                     t.publish(&stage);
                     break Ok(Summary::default());
                 }
@@ -779,7 +781,7 @@ fn dht_ports(conns: &[Established]) -> Vec<SocketAddr> {
         .iter()
         .filter_map(|conn| {
             conn.early.iter().rev().find_map(|message| match message {
-                Message::Port(port) => Some(SocketAddr::new(conn.addr.ip(), *port)),
+                Message::Port(port) if *port != 0 => Some(SocketAddr::new(conn.addr.ip(), *port)),
                 _ => None,
             })
         })

@@ -148,7 +148,7 @@ async fn run_tier(
     let mut completed_sent = false;
     let mut scraped = false;
     let mut retry = FIRST_RETRY;
-    loop {
+    'announces: loop {
         let now = *transfer.borrow_and_update();
         let event = if !started {
             Event::Started
@@ -210,9 +210,17 @@ async fn run_tier(
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
                 changed = transfer.changed() => {
-                    // Completion is told at once; other changes wait.
-                    let due = started && !completed_sent && transfer.borrow().completed;
-                    if changed.is_err() || due {
+                    if changed.is_err() {
+                        // The torrent is gone: leave.
+                        break 'announces;
+                    }
+                    // Completion is told at once, unless telling it just
+                    // failed: then it waits for the retry like the rest.
+                    let due = started
+                        && !completed_sent
+                        && event != Event::Completed
+                        && transfer.borrow().completed;
+                    if due {
                         break;
                     }
                 }

@@ -21,12 +21,13 @@ use crate::error::TrackerError;
 /// 5 KiB; anything near this cap is not a useful answer.
 pub const MAX_REPLY: u64 = 256 << 10;
 
-/// Bencode limits for a reply: flat dictionaries, a few hundred values
-/// (the non-compact peer list holds three values per peer).
+/// Bencode limits for a reply: flat dictionaries, a few hundred values.
+/// Keys count as items too, so a non-compact peer `{ip, peer id, port}`
+/// costs seven.
 const REPLY_LIMITS: Limits = Limits {
     max_depth: 4,
     max_input: MAX_REPLY as usize,
-    max_items: 4 * MAX_PEERS + 64,
+    max_items: 8 * MAX_PEERS + 64,
     max_string: MAX_REPLY as usize,
 };
 

@@ -234,9 +234,14 @@ impl PexInbox {
             self.ignored += 1;
             return Ok(Vec::new());
         }
-        let mut message = PexMessage::decode(payload)?;
+        // A message counts against the interval even when malformed, and
+        // nothing is parsed once the peer's share is used up.
         self.last = Some(now);
         let room = MAX_PEX_PER_PEER - self.taken;
+        if room == 0 {
+            return Ok(Vec::new());
+        }
+        let mut message = PexMessage::decode(payload)?;
         message.added.truncate(room);
         self.taken += message.added.len();
         Ok(message.added)

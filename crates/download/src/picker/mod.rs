@@ -57,6 +57,26 @@ struct Partial {
     received: u32,
     /// Endgame duplicates: `(block, peer)` beyond the first requester.
     extra: Vec<(u32, PeerKey)>,
+    /// It failed its hash with blocks from several peers: fetched again
+    /// from one peer at a time, so a liar among them either sends the
+    /// whole piece (and is banned as its sole sender) or lets it pass (and
+    /// is convicted by comparison); shared again, it could hide the liar
+    /// forever.
+    exclusive: bool,
+}
+
+impl Partial {
+    /// Whether `peer` may take blocks of this piece: anyone, unless it is
+    /// exclusive and another peer has requests for it outstanding. Only
+    /// outstanding requests hold it, so a holder that chokes us or leaves
+    /// (its requests released) cannot stall the piece.
+    fn open_to(&self, peer: PeerKey) -> bool {
+        !self.exclusive
+            || self.slots.iter().all(|slot| match *slot {
+                Slot::Requested(q) => q == peer,
+                Slot::Missing | Slot::Received(_) => true,
+            })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -358,7 +378,7 @@ impl Picker {
         // 1. Blocks of started pieces.
         if self.missing_in_partial > 0 {
             for (&piece, partial) in self.partial.iter_mut() {
-                if partial.missing == 0 || !info.has.get(piece.get()) {
+                if partial.missing == 0 || !info.has.get(piece.get()) || !partial.open_to(peer) {
                     continue;
                 }
                 self.missing_in_partial -=
@@ -387,6 +407,7 @@ impl Picker {
                 missing: blocks,
                 received: 0,
                 extra: Vec::new(),
+                exclusive: false,
             };
             let taken = partial.take(&self.layout, piece, peer, max, &mut out);
             self.missing_in_partial += u64::from(blocks - taken);
@@ -431,7 +452,7 @@ impl Picker {
             return;
         };
         for (&piece, partial) in self.partial.iter_mut() {
-            if !info.has.get(piece.get()) {
+            if !info.has.get(piece.get()) || !partial.open_to(peer) {
                 continue;
             }
             for b in 0..partial.slots.len() as u32 {
@@ -544,6 +565,7 @@ impl Picker {
             *slot = Slot::Missing;
         }
         partial.extra.clear();
+        partial.exclusive = senders.iter().any(|&q| q != senders[0]);
         let blocks = partial.slots.len() as u32;
         self.missing_in_partial += u64::from(blocks - partial.missing);
         partial.missing = blocks;

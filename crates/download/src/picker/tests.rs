@@ -174,6 +174,30 @@ fn hash_failure_makes_blocks_missing_again() {
 }
 
 #[test]
+fn a_piece_failed_by_several_senders_is_fetched_from_one_at_a_time() {
+    let l = layout(2, 4);
+    let mut pk = picker(&l, 0);
+    let (a, b) = (PeerKey(1), PeerKey(2));
+    for p in [a, b] {
+        pk.peer_connected(p);
+        pk.peer_bitfield(p, bits(2, &[0]));
+    }
+    let first = pk.next_requests(a, 2);
+    let second = pk.next_requests(b, 2);
+    for (&x, y) in first.iter().zip(&second) {
+        pk.block_received(a, x);
+        pk.block_received(b, *y);
+    }
+    pk.piece_failed(first[0].piece());
+    // a takes part of the retry; b may not join while a holds requests.
+    assert_eq!(pk.next_requests(a, 2).len(), 2);
+    assert!(pk.next_requests(b, 4).is_empty());
+    // Once a lets go (choked), b may take the piece.
+    pk.peer_choked(a);
+    assert_eq!(pk.next_requests(b, 4).len(), 4);
+}
+
+#[test]
 fn withheld_pieces_wait_for_their_recheck() {
     let l = layout(3, 1);
     let mut pk = picker(&l, 0);

@@ -17,7 +17,7 @@ use crate::picker::PeerKey;
 
 /// Failed shared pieces remembered at once; past it the oldest record is
 /// dropped (a liar then goes unconvicted for that piece only). Each costs
-/// 28 bytes per block.
+/// 24 bytes per block.
 const MAX_SUSPECT_PIECES: usize = 64;
 
 /// Who sent each block of a failed piece, and a digest of what they sent.

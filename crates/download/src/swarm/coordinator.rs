@@ -34,17 +34,6 @@ const HOUSEKEEPING: Duration = Duration::from_millis(200);
 /// pause: bounds memory when hashing or the disk is slower than the network.
 const HASH_BACKLOG_BYTES: u64 = 4 << 20;
 
-/// Piece buffers of pieces started and not yet verified, in bytes: the
-/// download's memory for data, whatever the number of peers. 4 MiB in
-/// flight keeps loopback at full speed and a 100 ms round trip busy at
-/// 40 MB/s; pipelines share it, the fastest peers taking the most. (With
-/// 8 MiB, 48 peers peaked at 23 MB of RSS instead of 16.)
-const OPEN_PIECES_BYTES: u64 = 4 << 20;
-
-/// Pieces open at once however large they are: enough for a few peers to
-/// work on different pieces.
-const MIN_OPEN_PIECES: u64 = 4;
-
 type PeerResult = (PeerKey, SocketAddr, Result<(), PeerError>);
 
 struct Coordinator {
@@ -146,9 +135,7 @@ pub(super) async fn run(
         hash_backlog,
         now,
     );
-    torrent.set_open_limit(
-        (OPEN_PIECES_BYTES / u64::from(layout.piece_length())).max(MIN_OPEN_PIECES) as usize,
-    );
+    torrent.set_open_limit(super::torrent::open_piece_limit(layout.piece_length()));
     start.to_check.iter().for_each(|&p| torrent.withhold(p));
     torrent.set_limits(config.download_limit.clone(), config.upload_limit.clone());
     let state = State {

@@ -518,12 +518,13 @@ impl PeerSession {
                 self.ops.push(Op::HaveAll);
             }
             Message::HaveNone => self.announced = true,
-            Message::Port(port) => {
+            // Port 0 names no node.
+            Message::Port(port) if port != 0 => {
                 if !std::mem::replace(&mut self.dht_port_seen, true) {
                     self.events.push_back(PeerEvent::DhtPort(port));
                 }
             }
-            Message::KeepAlive => {}
+            Message::Port(_) | Message::KeepAlive => {}
             // Advice we do not act on; harmless even without the fast bit.
             Message::Suggest(_) | Message::AllowedFast(_) => {}
             Message::Choke => {
@@ -592,7 +593,7 @@ impl PeerSession {
         // Where a peer that dialed us listens, only its `p` says; without
         // it we do not pass the peer on at all. A peer we dialed is known
         // already ([`Self::dialed_at`]).
-        if let Some(port) = h.p
+        if let Some(port) = h.p.filter(|&p| p != 0)
             && self.listen_addr.is_none()
         {
             let listen = SocketAddr::new(self.addr.ip(), port);
@@ -1161,6 +1162,8 @@ mod tests {
     #[test]
     fn only_the_first_port_message_names_a_dht_node() {
         let (_t, mut s, now) = setup(Reserved::LODESTONE);
+        s.handle_message(now, Message::Port(0));
+        assert!(s.poll_event().is_none(), "port 0 names no node");
         s.handle_message(now, Message::Port(6881));
         assert!(matches!(s.poll_event(), Some(PeerEvent::DhtPort(6881))));
         s.handle_message(now, Message::Port(7000));

@@ -81,6 +81,19 @@ fn dictionary_peers_are_read_too() {
 }
 
 #[test]
+fn a_full_list_of_dictionary_peers_with_ids_fits_the_limits() {
+    let mut body = b"d8:intervali60e5:peersl".to_vec();
+    for i in 0..crate::announce::MAX_PEERS {
+        body.extend_from_slice(b"d2:ip9:127.0.0.27:peer id20:");
+        body.extend_from_slice(&[b'p'; 20]);
+        body.extend_from_slice(format!("4:porti{}ee", 1000 + i).as_bytes());
+    }
+    body.extend_from_slice(b"ee");
+    let reply = parse_announce(&body).expect("reply");
+    assert_eq!(reply.peers.len(), crate::announce::MAX_PEERS);
+}
+
+#[test]
 fn failures_and_garbage_are_typed_errors() {
     assert!(matches!(
         parse_announce(b"d14:failure reason8:not heree"),
