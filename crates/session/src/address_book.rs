@@ -193,6 +193,8 @@ pub struct AddressBook {
     next_seq: u64,
     failures: u64,
     pex_dials: u64,
+    /// PEX is off for good ([`AddressBook::forget_pex`]).
+    pex_off: bool,
 }
 
 /// Most bans remembered; past it the ban list stops growing (the
@@ -216,6 +218,7 @@ impl AddressBook {
             next_seq: 0,
             failures: 0,
             pex_dials: 0,
+            pex_off: false,
         }
     }
 
@@ -236,7 +239,7 @@ impl AddressBook {
     /// Returns whether it is new. Each distinct reporter moves it up among
     /// the PEX-learned addresses.
     pub fn add_pex(&mut self, addr: SocketAddr, reporter: SocketAddr) -> bool {
-        self.add_reported(addr, PeerSource::Pex, Some(reporter))
+        !self.pex_off && self.add_reported(addr, PeerSource::Pex, Some(reporter))
     }
 
     fn add_reported(
@@ -385,9 +388,11 @@ impl AddressBook {
         self.pex_dials
     }
 
-    /// Forgets every idle address learned only by PEX (a magnet turned out
-    /// to be a private torrent, which must not use them).
+    /// Turns PEX off for good (a magnet turned out to be a private torrent,
+    /// which must not use it): idle addresses learned only by PEX are
+    /// forgotten now, busy ones when they end, and PEX adds nothing more.
     pub fn forget_pex(&mut self) {
+        self.pex_off = true;
         let queue = std::mem::take(&mut self.queues[PeerSource::Pex.index()]);
         for (.., addr) in queue {
             if let Some(entry) = self.entries.remove(&addr) {
@@ -415,7 +420,8 @@ impl AddressBook {
             // It worked: the next failure starts the backoff afresh.
             _ => entry.failures = 0,
         }
-        if entry.failures >= self.config.max_failures {
+        let pex_off = self.pex_off && entry.source == PeerSource::Pex;
+        if pex_off || entry.failures >= self.config.max_failures {
             let entry = slot.remove();
             self.forget(addr, &entry);
             return;

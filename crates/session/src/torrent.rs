@@ -357,12 +357,10 @@ pub(crate) async fn run(
                 t.learn_dht_ports(vec![node]).await;
             }
             Some(report) = pex_rx.recv() => {
-                // A magnet found private drops its sender, but reports
-                // already queued still arrive: they are ignored.
-                if t.pex.is_some() {
-                    for peer in report.peers {
-                        t.book.add_pex(peer.addr, report.from);
-                    }
+                // A magnet found private turns PEX off in the book: reports
+                // already queued are refused there.
+                for peer in report.peers {
+                    t.book.add_pex(peer.addr, report.from);
                 }
             }
             Some(addr) = from_trackers.recv() => {

@@ -295,3 +295,17 @@ fn forget_pex_drops_idle_pex_entries_only() {
     assert_eq!(b.stats().known, 1);
     assert_eq!(b.next_dial(t0), None);
 }
+
+#[test]
+fn with_pex_off_a_busy_pex_address_is_not_dialed_again_nor_new_ones_taken() {
+    let t0 = Instant::now();
+    let mut b = book(100);
+    b.add_pex(addr(1), addr(50));
+    assert_eq!(b.next_dial(t0), Some(addr(1)));
+    b.forget_pex();
+    // Busy while PEX went off: forgotten when it ends, not queued again.
+    b.ended(t0, addr(1), Outcome::Failed);
+    assert!(!b.add_pex(addr(2), addr(50)));
+    assert_eq!(b.stats().known, 0);
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(600)), None);
+}
