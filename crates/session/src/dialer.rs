@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::time::Duration;
 
+use lodestone_mse::Methods;
 use lodestone_mse::io::StreamError;
 use lodestone_utp::net::UtpHandle;
 use lodestone_wire::{Connection, ConnectionError, Established, Handshake, Preamble};
@@ -113,8 +114,14 @@ pub async fn dial(
         let fallback_follows = i + 1 < wrappings.len();
         let utp_here = utp.filter(|_| utp_joins(wrapping, fallback_follows, tcp));
         let every_transport = utp_here.is_some() == utp.is_some();
-        let attempt = over_transports(addr, timeout, ours, policy, wrapping, tcp, utp_here);
-        match tokio::time::timeout(timeout, attempt).await {
+        let attempt = Attempt {
+            addr,
+            timeout,
+            ours,
+            methods: policy.methods(),
+            wrapping,
+        };
+        match tokio::time::timeout(timeout, attempt.over(tcp, utp_here)).await {
             Ok(Ok(conn)) => return Ok((conn, wrapping)),
             // Nobody listens on any transport: the other wrapping would
             // fare no better.
@@ -135,80 +142,62 @@ fn utp_joins(wrapping: Wrapping, fallback_follows: bool, tcp: bool) -> bool {
     wrapping == Wrapping::Plain || !fallback_follows || !tcp
 }
 
-/// One attempt with `wrapping` over the transports it may use; with both,
-/// they race and the first handshake is kept.
-async fn over_transports(
+/// One attempt: where, with which handshakes, within what time.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
     addr: SocketAddr,
     timeout: Duration,
     ours: Handshake,
-    policy: Encryption,
+    methods: Methods,
     wrapping: Wrapping,
-    tcp: bool,
-    utp: Option<&UtpHandle>,
-) -> Result<Established, DialError> {
-    match (tcp, utp) {
-        (true, None) => over_tcp(addr, timeout, ours, policy, wrapping).await,
-        (false, Some(utp)) => over_utp(utp, addr, timeout, ours, policy, wrapping).await,
-        (true, Some(utp)) => {
-            let mut tcp = pin!(over_tcp(addr, timeout, ours, policy, wrapping));
-            let mut utp = pin!(over_utp(utp, addr, timeout, ours, policy, wrapping));
-            // A uTP-only libtorrent accepts TCP connections and resets
-            // them, so a failure on one transport says nothing of the other.
-            tokio::select! {
-                r = &mut tcp => match r {
-                    Ok(conn) => Ok(conn),
-                    Err(_) => utp.await,
-                },
-                r = &mut utp => match r {
-                    Ok(conn) => Ok(conn),
-                    Err(_) => tcp.await,
-                },
+}
+
+impl Attempt {
+    /// The attempt over the transports it may use; with both, they race
+    /// and the first handshake is kept.
+    async fn over(self, tcp: bool, utp: Option<&UtpHandle>) -> Result<Established, DialError> {
+        let over_tcp = || self.run(TcpStream::connect(self.addr));
+        match (tcp, utp) {
+            (true, None) => over_tcp().await,
+            (false, Some(utp)) => self.run(utp.connect(self.addr)).await,
+            (true, Some(utp)) => {
+                let mut tcp = pin!(over_tcp());
+                let mut utp = pin!(self.run(utp.connect(self.addr)));
+                // A uTP-only libtorrent accepts TCP connections and resets
+                // them, so a failure on one transport says nothing of the
+                // other.
+                tokio::select! {
+                    r = &mut tcp => match r {
+                        Ok(conn) => Ok(conn),
+                        Err(_) => utp.await,
+                    },
+                    r = &mut utp => match r {
+                        Ok(conn) => Ok(conn),
+                        Err(_) => tcp.await,
+                    },
+                }
             }
+            (false, None) => Err(DialError::NoTransport),
         }
-        (false, None) => Err(DialError::NoTransport),
     }
-}
 
-/// A TCP connection and its handshakes.
-async fn over_tcp(
-    addr: SocketAddr,
-    timeout: Duration,
-    ours: Handshake,
-    policy: Encryption,
-    wrapping: Wrapping,
-) -> Result<Established, DialError> {
-    let tcp = TcpStream::connect(addr).await.map_err(DialError::Connect)?;
-    handshakes(tcp, addr, timeout, ours, policy, wrapping).await
-}
-
-/// A uTP connection and its handshakes.
-async fn over_utp(
-    utp: &UtpHandle,
-    addr: SocketAddr,
-    timeout: Duration,
-    ours: Handshake,
-    policy: Encryption,
-    wrapping: Wrapping,
-) -> Result<Established, DialError> {
-    let stream = utp.connect(addr).await.map_err(DialError::Connect)?;
-    handshakes(stream, addr, timeout, ours, policy, wrapping).await
-}
-
-/// The encryption handshake `wrapping` asks for, then the BitTorrent one.
-async fn handshakes<S: RawStream>(
-    stream: S,
-    addr: SocketAddr,
-    timeout: Duration,
-    ours: Handshake,
-    policy: Encryption,
-    wrapping: Wrapping,
-) -> Result<Established, DialError> {
-    let (stream, preamble) = match wrapping {
-        Wrapping::Plain => (stream.into_plain(addr), Preamble::default()),
-        Wrapping::Mse => encryption::initiate(stream, addr, ours, policy.methods()).await?,
-    };
-    let (conn, theirs) = Connection::initiate_after(stream, timeout, ours, preamble).await?;
-    Ok(Established::new(conn, theirs, addr, false))
+    /// Connects with `connect`, then runs the encryption handshake the
+    /// wrapping asks for and the BitTorrent one.
+    async fn run<S: RawStream>(
+        self,
+        connect: impl Future<Output = io::Result<S>>,
+    ) -> Result<Established, DialError> {
+        let stream = connect.await.map_err(DialError::Connect)?;
+        let (stream, preamble) = match self.wrapping {
+            Wrapping::Plain => (stream.into_plain(self.addr), Preamble::default()),
+            Wrapping::Mse => {
+                encryption::initiate(stream, self.addr, self.ours, self.methods).await?
+            }
+        };
+        let (conn, theirs) =
+            Connection::initiate_after(stream, self.timeout, self.ours, preamble).await?;
+        Ok(Established::new(conn, theirs, self.addr, false))
+    }
 }
 
 #[cfg(test)]

@@ -100,31 +100,60 @@ pub(crate) async fn listen(
     Ok(listeners)
 }
 
-/// Accepts on `listener` until aborted, routing each connection.
-pub(crate) fn spawn_acceptor(
-    listener: TcpListener,
+/// What every acceptor shares: where connections go, how many handshakes
+/// may be pending, within what time, under which encryption policy.
+pub(crate) struct Acceptor {
     router: Router,
-    handshake_timeout: Duration,
+    pending: Arc<tokio::sync::Semaphore>,
+    timeout: Duration,
     encryption: Encryption,
-) -> JoinHandle<()> {
-    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
-    tokio::spawn(async move {
-        loop {
-            let (stream, addr) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors or similar: wait rather than spin.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let router = router.clone();
-            spawn_handshake(addr, &pending, handshake_timeout, async move {
-                accept(stream, addr, &router, handshake_timeout, encryption).await
-            });
+}
+
+impl Acceptor {
+    /// An acceptor with its own bound of pending handshakes.
+    pub(crate) fn new(router: Router, timeout: Duration, encryption: Encryption) -> Self {
+        Self {
+            router,
+            pending: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES)),
+            timeout,
+            encryption,
         }
-    })
+    }
+
+    /// Handshakes an incoming connection on its own task and hands it to
+    /// its torrent.
+    fn take<S: RawStream>(&self, stream: S, addr: SocketAddr) {
+        let (router, timeout, encryption) = (self.router.clone(), self.timeout, self.encryption);
+        spawn_handshake(addr, &self.pending, timeout, async move {
+            accept(stream, addr, &router, timeout, encryption).await
+        });
+    }
+
+    /// Accepts on `listener` until aborted.
+    pub(crate) fn spawn_tcp(self, listener: TcpListener) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, addr)) => self.take(stream, addr),
+                    Err(e) => {
+                        // Out of descriptors or similar: wait rather than spin.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        })
+    }
+
+    /// Accepts incoming uTP connections from the uTP driver until it stops.
+    pub(crate) fn spawn_utp(self, mut incoming: mpsc::Receiver<UtpStream>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some(stream) = incoming.recv().await {
+                let addr = stream.peer_addr();
+                self.take(stream, addr);
+            }
+        })
+    }
 }
 
 /// Why an incoming connection was not handed to a torrent.
@@ -236,24 +265,4 @@ fn spawn_handshake<F>(
             Err(e) => tracing::debug!(%addr, "incoming handshake failed: {}", ErrorChain(&e)),
         }
     });
-}
-
-/// Accepts incoming uTP connections from the uTP driver until it stops,
-/// routing each like a TCP one, plaintext or encrypted.
-pub(crate) fn spawn_utp_acceptor(
-    mut incoming: mpsc::Receiver<UtpStream>,
-    router: Router,
-    handshake_timeout: Duration,
-    encryption: Encryption,
-) -> JoinHandle<()> {
-    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
-    tokio::spawn(async move {
-        while let Some(stream) = incoming.recv().await {
-            let addr = stream.peer_addr();
-            let router = router.clone();
-            spawn_handshake(addr, &pending, handshake_timeout, async move {
-                accept(stream, addr, &router, handshake_timeout, encryption).await
-            });
-        }
-    })
 }

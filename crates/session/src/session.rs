@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::dialer::Transport;
 use crate::encryption::Encryption;
-use crate::listener::{self, Route, Router};
+use crate::listener::{self, Acceptor, Route, Router};
 use crate::torrent::{
     self, AddOptions, Control, TorrentError, TorrentPhase, TorrentSource, TorrentStatus,
 };
@@ -269,15 +269,11 @@ impl Session {
         let mut acceptors: Vec<_> = listeners
             .into_iter()
             .filter(|_| shared.config.transport.tcp())
-            .map(|l| listener::spawn_acceptor(l, router.clone(), timeout, shared.config.encryption))
+            .map(|l| Acceptor::new(router.clone(), timeout, shared.config.encryption).spawn_tcp(l))
             .collect();
         if let Some(incoming) = utp_incoming {
-            acceptors.push(listener::spawn_utp_acceptor(
-                incoming,
-                router.clone(),
-                timeout,
-                shared.config.encryption,
-            ));
+            let acceptor = Acceptor::new(router.clone(), timeout, shared.config.encryption);
+            acceptors.push(acceptor.spawn_utp(incoming));
         }
         Ok(Session {
             shared,
