@@ -8,8 +8,8 @@ use rc4::StreamCipher;
 use crate::crypto::{self, Cipher};
 use crate::dh::{KEY_LEN, KeyPair};
 use crate::types::{
-    Crypto, Entropy, MAX_PAD, Method, Methods, MseError, Outcome, Step, VC, drive, find_marker,
-    u16_at, u32_at,
+    Core, Crypto, Entropy, MAX_PAD, Method, Methods, MseError, Outcome, Step, VC, drive,
+    find_marker, u16_at, u32_at,
 };
 
 /// Most bytes of initial payload the initiator sends (the length field is
@@ -39,11 +39,7 @@ pub struct Initiator {
     provide: Methods,
     initial_payload: Vec<u8>,
     keys: KeyPair,
-    /// `None` once finished or failed.
-    state: Option<State>,
-    /// Received, not yet consumed.
-    input: Vec<u8>,
-    output: Vec<u8>,
+    core: Core<State>,
 }
 
 impl Initiator {
@@ -67,40 +63,34 @@ impl Initiator {
             provide,
             initial_payload: initial_payload[..cut].to_vec(),
             keys,
-            state: Some(State::AwaitKey),
-            input: Vec::new(),
-            output,
+            core: Core::new(State::AwaitKey, output),
         }
     }
 
     /// Bytes to send now, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        (!self.output.is_empty()).then(|| std::mem::take(&mut self.output))
+        self.core.poll_transmit()
     }
 
     /// Takes bytes received; returns the outcome once the handshake is
     /// complete (send what [`Initiator::poll_transmit`] holds first).
     /// Truncated input just waits for more.
     pub fn handle_input(&mut self, bytes: &[u8]) -> Result<Option<Outcome>, MseError> {
-        if self.state.is_none() {
-            return Err(MseError::Finished);
-        }
-        self.input.extend_from_slice(bytes);
-        let mut state = self.state.take();
-        let result = drive(&mut state, |s| self.step(s));
-        self.state = state;
+        let state = self.core.feed(bytes)?;
+        let (state, result) = drive(state, |s| self.step(s));
+        self.core.state = state;
         result
     }
 
     fn step(&mut self, state: State) -> Result<Step<State>, MseError> {
         match state {
             State::AwaitKey => {
-                let Some(theirs) = self.input.get(..KEY_LEN) else {
+                let Some(theirs) = self.core.input.get(..KEY_LEN) else {
                     return Ok(Step::Wait(State::AwaitKey));
                 };
                 let mut key = [0u8; KEY_LEN];
                 key.copy_from_slice(theirs);
-                self.input.drain(..KEY_LEN);
+                self.core.input.drain(..KEY_LEN);
                 let secret = self
                     .keys
                     .shared_secret(&key)
@@ -113,21 +103,21 @@ impl Initiator {
                 cipher.decrypt.apply_keystream(&mut marker);
                 Ok(Step::Next(State::AwaitVc { cipher, marker }))
             }
-            State::AwaitVc { cipher, marker } => match find_marker(&self.input, &marker)? {
+            State::AwaitVc { cipher, marker } => match find_marker(&self.core.input, &marker)? {
                 None => Ok(Step::Wait(State::AwaitVc { cipher, marker })),
                 Some(at) => {
-                    self.input.drain(..at + VC.len());
+                    self.core.input.drain(..at + VC.len());
                     Ok(Step::Next(State::AwaitSelect { cipher }))
                 }
             },
             State::AwaitSelect { mut cipher } => {
                 // crypto_select (4) and len(PadD) (2).
-                let Some(bytes) = self.input.get(..6) else {
+                let Some(bytes) = self.core.input.get(..6) else {
                     return Ok(Step::Wait(State::AwaitSelect { cipher }));
                 };
                 let mut head = [0u8; 6];
                 head.copy_from_slice(bytes);
-                self.input.drain(..6);
+                self.core.input.drain(..6);
                 cipher.decrypt.apply_keystream(&mut head);
                 let select = u32_at(&head, 0);
                 let pad_len = u16_at(&head, 4);
@@ -149,14 +139,14 @@ impl Initiator {
                 method,
                 pad_len,
             } => {
-                if self.input.len() < pad_len {
+                if self.core.input.len() < pad_len {
                     return Ok(Step::Wait(State::AwaitPadD {
                         cipher,
                         method,
                         pad_len,
                     }));
                 }
-                let mut received = std::mem::take(&mut self.input);
+                let mut received = std::mem::take(&mut self.core.input);
                 // PadD is decrypted to keep the keystream in step, then dropped.
                 cipher.decrypt.apply_keystream(&mut received[..pad_len]);
                 received.drain(..pad_len);
@@ -181,8 +171,8 @@ impl Initiator {
     /// len(IA), IA`. PadC is empty: it is encrypted, so padding it hides
     /// nothing PadA did not.
     fn send_request(&mut self, secret: &[u8; KEY_LEN], cipher: &mut Cipher) {
-        self.output.extend_from_slice(&crypto::req1(secret));
-        self.output.extend_from_slice(&crypto::xor(
+        self.core.output.extend_from_slice(&crypto::req1(secret));
+        self.core.output.extend_from_slice(&crypto::xor(
             &crypto::req2(&self.info_hash),
             &crypto::req3(secret),
         ));
@@ -195,6 +185,6 @@ impl Initiator {
         tail.extend_from_slice(&ia_len.to_be_bytes());
         tail.extend_from_slice(&self.initial_payload);
         cipher.encrypt.apply_keystream(&mut tail);
-        self.output.extend_from_slice(&tail);
+        self.core.output.extend_from_slice(&tail);
     }
 }

@@ -8,8 +8,8 @@ use rc4::StreamCipher;
 use crate::crypto::{self, Cipher};
 use crate::dh::{KEY_LEN, KeyPair};
 use crate::types::{
-    Crypto, Entropy, MAX_PAD, Method, Methods, MseError, Outcome, Step, VC, drive, find_marker,
-    u16_at, u32_at,
+    Core, Crypto, Entropy, MAX_PAD, Method, Methods, MseError, Outcome, Step, VC, drive,
+    find_marker, u16_at, u32_at,
 };
 
 /// Bytes of `VC, crypto_provide, len(PadC)`.
@@ -51,10 +51,7 @@ pub struct Responder<L> {
     lookup: L,
     keys: KeyPair,
     pad: Vec<u8>,
-    /// `None` once finished or failed.
-    state: Option<State>,
-    input: Vec<u8>,
-    output: Vec<u8>,
+    core: Core<State>,
 }
 
 impl<L: FnMut(&[u8; 20]) -> Option<InfoHash>> Responder<L> {
@@ -65,65 +62,59 @@ impl<L: FnMut(&[u8; 20]) -> Option<InfoHash>> Responder<L> {
             lookup,
             keys: KeyPair::new(&entropy.private_key),
             pad: entropy.pad().to_vec(),
-            state: Some(State::AwaitKey),
-            input: Vec::new(),
-            output: Vec::new(),
+            core: Core::new(State::AwaitKey, Vec::new()),
         }
     }
 
     /// Bytes to send now, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        (!self.output.is_empty()).then(|| std::mem::take(&mut self.output))
+        self.core.poll_transmit()
     }
 
     /// Takes bytes received; returns the outcome once the handshake is
     /// complete (send what [`Responder::poll_transmit`] holds first).
     /// Truncated input just waits for more.
     pub fn handle_input(&mut self, bytes: &[u8]) -> Result<Option<Outcome>, MseError> {
-        if self.state.is_none() {
-            return Err(MseError::Finished);
-        }
-        self.input.extend_from_slice(bytes);
-        let mut state = self.state.take();
-        let result = drive(&mut state, |s| self.step(s));
-        self.state = state;
+        let state = self.core.feed(bytes)?;
+        let (state, result) = drive(state, |s| self.step(s));
+        self.core.state = state;
         result
     }
 
     fn step(&mut self, state: State) -> Result<Step<State>, MseError> {
         Ok(match state {
             State::AwaitKey => {
-                let Some(theirs) = self.input.get(..KEY_LEN) else {
+                let Some(theirs) = self.core.input.get(..KEY_LEN) else {
                     return Ok(Step::Wait(State::AwaitKey));
                 };
                 let mut key = [0u8; KEY_LEN];
                 key.copy_from_slice(theirs);
-                self.input.drain(..KEY_LEN);
+                self.core.input.drain(..KEY_LEN);
                 let secret = self
                     .keys
                     .shared_secret(&key)
                     .ok_or(MseError::BadPublicKey)?;
-                self.output.extend_from_slice(&self.keys.public);
-                self.output.extend_from_slice(&self.pad);
+                self.core.output.extend_from_slice(&self.keys.public);
+                self.core.output.extend_from_slice(&self.pad);
                 Step::Next(State::AwaitReq1 {
                     secret,
                     marker: crypto::req1(&secret),
                 })
             }
-            State::AwaitReq1 { secret, marker } => match find_marker(&self.input, &marker)? {
+            State::AwaitReq1 { secret, marker } => match find_marker(&self.core.input, &marker)? {
                 None => Step::Wait(State::AwaitReq1 { secret, marker }),
                 Some(at) => {
-                    self.input.drain(..at + marker.len());
+                    self.core.input.drain(..at + marker.len());
                     Step::Next(State::AwaitSkey { secret })
                 }
             },
             State::AwaitSkey { secret } => {
-                let Some(bytes) = self.input.get(..20) else {
+                let Some(bytes) = self.core.input.get(..20) else {
                     return Ok(Step::Wait(State::AwaitSkey { secret }));
                 };
                 let mut hidden = [0u8; 20];
                 hidden.copy_from_slice(bytes);
-                self.input.drain(..20);
+                self.core.input.drain(..20);
                 let req2 = crypto::xor(&hidden, &crypto::req3(&secret));
                 let info_hash = (self.lookup)(&req2).ok_or(MseError::UnknownInfoHash)?;
                 let cipher = Cipher::responder(&secret, &info_hash);
@@ -133,12 +124,12 @@ impl<L: FnMut(&[u8; 20]) -> Option<InfoHash>> Responder<L> {
                 info_hash,
                 mut cipher,
             } => {
-                let Some(bytes) = self.input.get(..REQUEST_HEAD) else {
+                let Some(bytes) = self.core.input.get(..REQUEST_HEAD) else {
                     return Ok(Step::Wait(State::AwaitProvide { info_hash, cipher }));
                 };
                 let mut head = [0u8; REQUEST_HEAD];
                 head.copy_from_slice(bytes);
-                self.input.drain(..REQUEST_HEAD);
+                self.core.input.drain(..REQUEST_HEAD);
                 cipher.decrypt.apply_keystream(&mut head);
                 if head[..8] != VC {
                     return Err(MseError::BadVc);
@@ -168,7 +159,7 @@ impl<L: FnMut(&[u8; 20]) -> Option<InfoHash>> Responder<L> {
                 pad_len,
             } => {
                 // PadC, then len(IA).
-                let Some(bytes) = self.input.get(..pad_len + 2) else {
+                let Some(bytes) = self.core.input.get(..pad_len + 2) else {
                     return Ok(Step::Wait(State::AwaitPadC {
                         info_hash,
                         cipher,
@@ -177,7 +168,7 @@ impl<L: FnMut(&[u8; 20]) -> Option<InfoHash>> Responder<L> {
                     }));
                 };
                 let mut request = bytes.to_vec();
-                self.input.drain(..pad_len + 2);
+                self.core.input.drain(..pad_len + 2);
                 cipher.decrypt.apply_keystream(&mut request);
                 let len = usize::from(u16_at(&request, pad_len));
                 Step::Next(State::AwaitPayload {
@@ -193,7 +184,7 @@ impl<L: FnMut(&[u8; 20]) -> Option<InfoHash>> Responder<L> {
                 method,
                 len,
             } => {
-                if self.input.len() < len {
+                if self.core.input.len() < len {
                     return Ok(Step::Wait(State::AwaitPayload {
                         info_hash,
                         cipher,
@@ -203,14 +194,14 @@ impl<L: FnMut(&[u8; 20]) -> Option<InfoHash>> Responder<L> {
                 }
                 // The initial payload is always RC4; what follows it is in
                 // the selected method.
-                let mut received = std::mem::take(&mut self.input);
+                let mut received = std::mem::take(&mut self.core.input);
                 cipher.decrypt.apply_keystream(&mut received[..len]);
                 let mut answer = Vec::with_capacity(14);
                 answer.extend_from_slice(&VC);
                 answer.extend_from_slice(&method.bit().to_be_bytes());
                 answer.extend_from_slice(&0u16.to_be_bytes());
                 cipher.encrypt.apply_keystream(&mut answer);
-                self.output.extend_from_slice(&answer);
+                self.core.output.extend_from_slice(&answer);
                 let crypto = match method {
                     Method::Rc4 => {
                         cipher.decrypt.apply_keystream(&mut received[len..]);

@@ -213,21 +213,54 @@ pub(crate) enum Step<S> {
     Done(Outcome),
 }
 
-/// Steps a state machine over its buffered input until it waits or
-/// finishes; `state` is `None` once it finished or failed.
+/// What both handshake sides keep besides their own facts: the step they
+/// are at, bytes received and not yet consumed, bytes to send.
+pub(crate) struct Core<S> {
+    /// `None` once finished or failed.
+    pub(crate) state: Option<S>,
+    /// Received, not yet consumed.
+    pub(crate) input: Vec<u8>,
+    /// To send.
+    pub(crate) output: Vec<u8>,
+}
+
+impl<S> Core<S> {
+    /// At `state`, with `output` ready to send.
+    pub(crate) fn new(state: S, output: Vec<u8>) -> Self {
+        Self {
+            state: Some(state),
+            input: Vec::new(),
+            output,
+        }
+    }
+
+    /// Bytes to send now, if any.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        (!self.output.is_empty()).then(|| std::mem::take(&mut self.output))
+    }
+
+    /// Takes received bytes and the state to step from;
+    /// [`MseError::Finished`] once the handshake ended.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<S, MseError> {
+        let state = self.state.take().ok_or(MseError::Finished)?;
+        self.input.extend_from_slice(bytes);
+        Ok(state)
+    }
+}
+
+/// Steps a state machine from `state` over its buffered input until it
+/// waits or finishes. Returns the state to keep (`None` once finished or
+/// failed) and the outcome, if any.
 pub(crate) fn drive<S>(
-    state: &mut Option<S>,
+    mut state: S,
     mut step: impl FnMut(S) -> Result<Step<S>, MseError>,
-) -> Result<Option<Outcome>, MseError> {
+) -> (Option<S>, Result<Option<Outcome>, MseError>) {
     loop {
-        let current = state.take().ok_or(MseError::Finished)?;
-        match step(current)? {
-            Step::Next(next) => *state = Some(next),
-            Step::Wait(waiting) => {
-                *state = Some(waiting);
-                return Ok(None);
-            }
-            Step::Done(outcome) => return Ok(Some(outcome)),
+        match step(state) {
+            Ok(Step::Next(next)) => state = next,
+            Ok(Step::Wait(waiting)) => return (Some(waiting), Ok(None)),
+            Ok(Step::Done(outcome)) => return (None, Ok(Some(outcome))),
+            Err(e) => return (None, Err(e)),
         }
     }
 }
