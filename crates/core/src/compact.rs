@@ -103,11 +103,21 @@ pub fn decode_peer(bytes: &[u8]) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, u16::from_be_bytes([port[0], port[1]])))
 }
 
-/// Decodes a concatenation of compact peers of one family.
-pub fn decode_peers(bytes: &[u8], family: Family) -> Result<Vec<SocketAddr>, CompactError> {
+/// The compact peers of one family in `bytes`, decoded as they are taken,
+/// so a caller with a cap decodes no more than it keeps; unusable entries
+/// are skipped. Refuses a length that is not a whole number of entries.
+pub fn peers(
+    bytes: &[u8],
+    family: Family,
+) -> Result<impl Iterator<Item = SocketAddr> + '_, CompactError> {
     let entry = family.peer_len();
     check_multiple(bytes, entry)?;
-    Ok(bytes.chunks_exact(entry).filter_map(decode_peer).collect())
+    Ok(bytes.chunks_exact(entry).filter_map(decode_peer))
+}
+
+/// Decodes a concatenation of compact peers of one family.
+pub fn decode_peers(bytes: &[u8], family: Family) -> Result<Vec<SocketAddr>, CompactError> {
+    Ok(peers(bytes, family)?.collect())
 }
 
 /// Appends the compact form of a node (id, IP, port).

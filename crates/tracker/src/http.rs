@@ -164,14 +164,9 @@ fn announce_reply(dict: &Dict<'_>) -> Result<AnnounceReply, TrackerError> {
 
 /// Appends compact peers of `family`, up to the cap.
 fn compact(peers: &mut Vec<SocketAddr>, bytes: &[u8], family: Family) -> Result<(), TrackerError> {
-    let entry = family.peer_len();
-    if !bytes.len().is_multiple_of(entry) {
-        return Err(TrackerError::Malformed("compact peers of a partial length"));
-    }
-    for chunk in bytes.chunks_exact(entry) {
-        let Some(addr) = lodestone_core::compact::decode_peer(chunk) else {
-            continue;
-        };
+    let found = lodestone_core::compact::peers(bytes, family)
+        .map_err(|_| TrackerError::Malformed("compact peers of a partial length"))?;
+    for addr in found {
         if !push_peer(peers, addr) {
             break;
         }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lodestone_bencode::{Dict, Limits, Writer, parse};
-use lodestone_core::compact::{Family, decode_peer, is_contactable, write_peer};
+use lodestone_core::compact::{self, Family, is_contactable, write_peer};
 
 use crate::message::Message;
 
@@ -199,18 +199,11 @@ fn compact_list(
     room: usize,
 ) -> Result<Vec<SocketAddr>, PexError> {
     let bytes = dict.get_bytes(key.as_bytes()).unwrap_or_default();
-    let entry = family.peer_len();
-    if !bytes.len().is_multiple_of(entry) {
-        return Err(PexError::BadLength {
-            key,
-            len: bytes.len(),
-        });
-    }
-    Ok(bytes
-        .chunks_exact(entry)
-        .take(room)
-        .filter_map(decode_peer)
-        .collect())
+    let found = compact::peers(bytes, family).map_err(|_| PexError::BadLength {
+        key,
+        len: bytes.len(),
+    })?;
+    Ok(found.take(room).collect())
 }
 
 /// What we take from one peer's ut_pex messages: the per-interval and

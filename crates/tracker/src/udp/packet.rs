@@ -96,16 +96,11 @@ pub fn parse_reply(bytes: &[u8], family: Family) -> Result<(u32, Reply), Tracker
                 (Some(i), Some(l), Some(s)) => (i, l, s),
                 _ => return Err(TrackerError::Malformed("announce reply too short")),
             };
-            let list = &bytes[20..];
-            let entry = family.peer_len();
-            if !list.len().is_multiple_of(entry) {
-                return Err(TrackerError::Malformed("compact peers of a partial length"));
-            }
+            let found = lodestone_core::compact::peers(&bytes[20..], family)
+                .map_err(|_| TrackerError::Malformed("compact peers of a partial length"))?;
             let mut peers = Vec::new();
-            for chunk in list.chunks_exact(entry) {
-                let added = lodestone_core::compact::decode_peer(chunk)
-                    .is_none_or(|addr| push_peer(&mut peers, addr));
-                if !added {
+            for addr in found {
+                if !push_peer(&mut peers, addr) {
                     break;
                 }
             }
