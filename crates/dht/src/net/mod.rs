@@ -203,24 +203,8 @@ pub struct OtherSink {
 }
 
 /// The DHT's sockets, for another protocol to send from the same port
-/// (BEP 29 runs uTP on the DHT's port).
-#[derive(Debug, Clone)]
-pub struct SharedUdp {
-    /// The IPv4 socket, if bound.
-    pub v4: Option<Arc<UdpSocket>>,
-    /// The IPv6 socket, if bound.
-    pub v6: Option<Arc<UdpSocket>>,
-}
-
-impl SharedUdp {
-    /// The socket that reaches `addr`.
-    pub fn for_addr(&self, addr: &SocketAddr) -> Option<&UdpSocket> {
-        match addr {
-            SocketAddr::V4(_) => self.v4.as_deref(),
-            SocketAddr::V6(_) => self.v6.as_deref(),
-        }
-    }
-}
+/// (BEP 29 runs uTP on the DHT's port): those of its first shard.
+pub type SharedUdp = shard::Sockets;
 
 /// The thread of an extra shard: its own single-threaded runtime, so the
 /// shards receive and send in parallel with the driver's runtime.
@@ -337,10 +321,7 @@ impl Dht {
                 .name(format!("dht-shard-{}", i + 1))
                 .spawn(move || serve_shard(shard, sockets))?;
         }
-        let shared = SharedUdp {
-            v4: sockets.v4.clone(),
-            v6: sockets.v6.clone(),
-        };
+        let shared = sockets.clone();
         let driver = driver::Driver::new(
             node,
             sockets,

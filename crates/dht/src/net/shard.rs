@@ -38,15 +38,17 @@ pub(super) fn lock(node: &SharedNode) -> MutexGuard<'_, Node> {
 
 /// One shard's sockets: at most one per family, shared (for sending) with
 /// the protocol that gets the non-KRPC datagrams.
-#[derive(Debug)]
-pub(super) struct Sockets {
-    pub(super) v4: Option<Arc<UdpSocket>>,
-    pub(super) v6: Option<Arc<UdpSocket>>,
+#[derive(Debug, Clone)]
+pub struct Sockets {
+    /// The IPv4 socket, if bound.
+    pub v4: Option<Arc<UdpSocket>>,
+    /// The IPv6 socket, if bound.
+    pub v6: Option<Arc<UdpSocket>>,
 }
 
 impl Sockets {
     /// The socket that reaches `addr`.
-    pub(super) fn for_addr(&self, addr: &SocketAddr) -> Option<&UdpSocket> {
+    pub fn for_addr(&self, addr: &SocketAddr) -> Option<&UdpSocket> {
         match addr {
             SocketAddr::V4(_) => self.v4.as_deref(),
             SocketAddr::V6(_) => self.v6.as_deref(),
