@@ -97,12 +97,12 @@ def make_session(ip, port, utp=False, extra=None, utp_only=False):
     return lt.session(settings)
 
 
-def wait_listening(session, deadline):
-    """Until the session's sockets are open and its DHT runs: a ping sent to
-    a node that is not listening yet is lost, and libtorrent retries only
-    seconds later."""
+def wait_listening(session, deadline, dht=True):
+    """Until the session's sockets are open and, with `dht`, its DHT runs: a
+    ping sent to a node that is not listening yet is lost, and libtorrent
+    retries only seconds later."""
     listening = False
-    while not (listening and session.is_dht_running()):
+    while not (listening and (not dht or session.is_dht_running())):
         if time.monotonic() > deadline:
             raise TimeoutError("libtorrent session did not start listening")
         if session.wait_for_alert(100):

@@ -28,7 +28,7 @@ import time
 
 import libtorrent as lt
 
-from ltcommon import emit, log, make_session, stdin_commands
+from ltcommon import emit, log, make_session, stdin_commands, wait_listening
 from swarm import file_paths, make_torrent, write_content
 
 
@@ -57,20 +57,6 @@ def seeder_session(ip, port, extra=None):
     return session
 
 
-def wait_listening(session, deadline):
-    """Until the session's TCP socket is open (ltcommon's version also waits
-    for a DHT, which these sessions do not run)."""
-    while True:
-        if time.monotonic() > deadline:
-            raise TimeoutError("libtorrent session did not start listening")
-        if session.wait_for_alert(100):
-            for alert in session.pop_alerts():
-                if isinstance(alert, lt.listen_failed_alert):
-                    raise RuntimeError(alert.message())
-                if isinstance(alert, lt.listen_succeeded_alert):
-                    return
-
-
 def seed(session, torrent_path, content):
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(torrent_path)
@@ -92,11 +78,11 @@ def main():
     seeders = []  # (address text, session, handle)
     for ip in ips:
         session = seeder_session(ip, args.port)
-        wait_listening(session, deadline)
+        wait_listening(session, deadline, dht=False)
         seeders.append((f"{ip}:{args.port}", session, seed(session, torrent_path, content)))
     if args.ipv6_seeder:
         session = seeder_session("[::1]", args.port, extra={"outgoing_interfaces": "::1"})
-        wait_listening(session, deadline)
+        wait_listening(session, deadline, dht=False)
         seeders.append((f"[::1]:{args.port}", session, seed(session, torrent_path, content)))
     first = seeders[0][2]
     for ip in ips[1:]:
@@ -156,7 +142,7 @@ def serve(args, seeders, torrent_path):
             everyone = lt.ip_filter()
             everyone.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
             session.set_peer_class_filter(everyone)
-            wait_listening(session, time.monotonic() + 20)
+            wait_listening(session, time.monotonic() + 20, dht=False)
             params = lt.add_torrent_params()
             params.ti = lt.torrent_info(torrent_path)
             params.save_path = os.path.join(args.workdir, "downloader")
