@@ -184,9 +184,6 @@ pub struct AddressBook {
     /// first [`AddressBook::next_dial`]).
     pex_tokens: f64,
     pex_refilled: Option<Instant>,
-    /// Entries that are [`Status::Busy`], kept as they change: the owner
-    /// asks on every event whether it may dial more.
-    busy: usize,
     /// Banned addresses; on loopback the address, elsewhere the whole IP.
     banned_addrs: BTreeSet<SocketAddr>,
     banned_ips: BTreeSet<IpAddr>,
@@ -212,7 +209,6 @@ impl AddressBook {
             queues: Default::default(),
             by_source: Default::default(),
             counts: [0; PeerSource::ALL.len()],
-            busy: 0,
             banned_addrs: BTreeSet::new(),
             banned_ips: BTreeSet::new(),
             next_seq: 0,
@@ -327,7 +323,6 @@ impl AddressBook {
         {
             self.queues[entry.source.index()].remove(&key);
             entry.status = Status::Busy;
-            self.busy += 1;
         }
         true
     }
@@ -349,7 +344,6 @@ impl AddressBook {
         }
         if let Some(entry) = self.entries.get_mut(&addr) {
             entry.status = Status::Busy;
-            self.busy += 1;
         }
         Some(addr)
     }
@@ -426,11 +420,8 @@ impl AddressBook {
             self.forget(addr, &entry);
             return;
         }
-        match entry.key(addr) {
-            Some(key) => {
-                self.queues[entry.source.index()].remove(&key);
-            }
-            None => self.busy -= 1,
+        if let Some(key) = entry.key(addr) {
+            self.queues[entry.source.index()].remove(&key);
         }
         let exponent = entry.failures.saturating_sub(1).min(16);
         let wait = self
@@ -488,7 +479,9 @@ impl AddressBook {
     pub fn stats(&self) -> BookStats {
         BookStats {
             known: self.entries.len(),
-            busy: self.busy,
+            // Every idle entry waits in its source's queue; the rest are
+            // busy. Derived, so no update can forget it.
+            busy: self.entries.len() - self.queues.iter().map(BTreeSet::len).sum::<usize>(),
             failures: self.failures,
             banned: self.banned_addrs.len() + self.banned_ips.len(),
         }
@@ -501,11 +494,8 @@ impl AddressBook {
 
     /// Removes an entry's traces (its map slot is already gone).
     fn forget(&mut self, addr: SocketAddr, entry: &Entry) {
-        match entry.key(addr) {
-            Some(key) => {
-                self.queues[entry.source.index()].remove(&key);
-            }
-            None => self.busy -= 1,
+        if let Some(key) = entry.key(addr) {
+            self.queues[entry.source.index()].remove(&key);
         }
         self.counts[entry.source.index()] -= 1;
     }
