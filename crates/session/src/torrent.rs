@@ -42,6 +42,10 @@ const HANDOFF_QUEUE: usize = 64;
 /// report is dropped (PEX is a hint, and each report is capped already).
 const PEX_QUEUE: usize = 64;
 
+/// Tracker replies (each at most 200 peers) queued for the address book;
+/// a tier waits while it is full.
+const TRACKER_REPLIES_QUEUE: usize = 8;
+
 /// DHT nodes named by `port` messages queued from the download to the
 /// DHT; past it one is dropped (each peer names one, and the DHT finds
 /// nodes on its own too).
@@ -284,7 +288,7 @@ pub(crate) async fn run(
         )),
         _ => None,
     };
-    let (tracker_tx, mut from_trackers) = mpsc::channel(256);
+    let (tracker_tx, mut from_trackers) = mpsc::channel(TRACKER_REPLIES_QUEUE);
     let trackers = match &shared.trackers {
         Some(client) if !tiers.is_empty() => {
             let me = Identity {
@@ -363,8 +367,10 @@ pub(crate) async fn run(
                     t.book.add_pex(peer.addr, report.from);
                 }
             }
-            Some(addr) = from_trackers.recv() => {
-                t.book.add(addr, PeerSource::Tracker);
+            Some(peers) = from_trackers.recv() => {
+                for addr in peers {
+                    t.book.add(addr, PeerSource::Tracker);
+                }
             }
             Some(conn) = incoming.recv() => {
                 if t.book.incoming(conn.addr) {

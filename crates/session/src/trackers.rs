@@ -68,12 +68,13 @@ pub(crate) struct Trackers {
 }
 
 impl Trackers {
-    /// Starts one task per tier; peers found go to `found`.
+    /// Starts one task per tier; peers found go to `found`, a reply at a
+    /// time.
     pub(crate) fn spawn(
         client: &Client,
         tiers: Vec<Tier>,
         me: Identity,
-        found: mpsc::Sender<SocketAddr>,
+        found: mpsc::Sender<Vec<SocketAddr>>,
     ) -> Trackers {
         let (transfer, transfer_rx) = watch::channel(Transfer::default());
         let (stop, stop_rx) = watch::channel(false);
@@ -142,7 +143,7 @@ async fn run_tier(
     me: Identity,
     mut transfer: watch::Receiver<Transfer>,
     mut stop: watch::Receiver<bool>,
-    found: mpsc::Sender<SocketAddr>,
+    found: mpsc::Sender<Vec<SocketAddr>>,
 ) {
     let mut started = false;
     let mut completed_sent = false;
@@ -177,12 +178,8 @@ async fn run_tier(
                     tracker = %front_url(&tier), ?event, peers = reply.peers.len(),
                     "tracker answered"
                 );
-                for addr in reply.peers {
-                    if found.send(addr).await.is_err() {
-                        // The torrent is ending and takes no more peers.
-                        break;
-                    }
-                }
+                // An error means the torrent is ending and takes no more.
+                let _ = found.send(reply.peers).await;
                 if transfer.borrow().completed && !completed_sent {
                     // Completed while this announce was under way.
                     Duration::ZERO
@@ -331,7 +328,7 @@ mod tests {
         };
         let (found_tx, mut found) = mpsc::channel(8);
         let trackers = Trackers::spawn(&client, tiers, me, found_tx);
-        assert_eq!(found.recv().await, Some(peer));
+        assert_eq!(found.recv().await, Some(vec![peer]));
         assert_eq!(seen.recv().await, Some(Event::Started.udp_code()));
         // Completion just before the end is still told, before `stopped`.
         trackers.update(Transfer {
