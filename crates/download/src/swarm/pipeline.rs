@@ -6,13 +6,21 @@
 //! trip, i.e. the depth is below its rate times its latency. So a fast,
 //! distant peer is never idle, while a fast, near one (loopback) is not
 //! handed megabytes it does not need, which only costs memory and cache.
+//!
+//! A peer that serves in bursts never lets the pipeline run dry: it
+//! answers on a timer (Transmission every 500 ms) whatever is queued, and
+//! we top the queue up as each burst lands. Its rate is then the depth per
+//! tick. So the depth also never falls below what the peer delivered in
+//! the last [`QUEUED_TIME`]: that doubles a bursty peer's queue each tick,
+//! and caps a steady one's at a second of its rate, as libtorrent does
+//! (with three seconds).
 //! Blocks normally arrive in the order requested, so the queue is a
 //! `VecDeque` searched from the front.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::layout::BlockIndex;
+use crate::layout::{BLOCK_SIZE, BlockIndex};
 use crate::rate::RateEstimator;
 
 /// Blocks in flight to a peer we know nothing about yet (1 MiB).
@@ -20,6 +28,11 @@ pub(crate) const MIN_DEPTH: usize = 64;
 
 /// Most blocks in flight to one peer (4 MiB): bounds memory per peer.
 pub(crate) const MAX_DEPTH: usize = 256;
+
+/// How long the requests queued at a peer last at its recent rate, at
+/// least: longer than a bursty peer's tick, short enough that a slow
+/// peer does not hold blocks that a faster one could bring.
+pub(crate) const QUEUED_TIME: Duration = Duration::from_secs(1);
 
 /// Blocks in flight to one peer during endgame, when every request is a
 /// duplicate of one outstanding elsewhere: enough to keep the peer busy,
@@ -43,6 +56,9 @@ pub(crate) struct Pipeline {
     last_progress: Instant,
     /// Bytes received from the peer (wanted or not).
     rate: RateEstimator,
+    /// The same over the last [`QUEUED_TIME`] only, which sets the depth's
+    /// floor: the 5 s window of `rate` would ramp a burst server up slowly.
+    recent: RateEstimator,
     /// The peer's own cap (`reqq` in its extension handshake).
     peer_cap: usize,
 }
@@ -56,6 +72,7 @@ impl Pipeline {
             saturated: false,
             last_progress: now,
             rate: RateEstimator::standard(now),
+            recent: RateEstimator::new(now, QUEUED_TIME / 4, 4),
             peer_cap: MAX_DEPTH,
         }
     }
@@ -100,6 +117,7 @@ impl Pipeline {
     /// Counts `bytes` of piece data received, requested or not.
     pub(crate) fn record_bytes(&mut self, now: Instant, bytes: u64) {
         self.rate.record(now, bytes);
+        self.recent.record(now, bytes);
     }
 
     /// The receive rate, bytes per second.
@@ -116,6 +134,9 @@ impl Pipeline {
                 self.depth = (self.depth + self.depth / 4).min(MAX_DEPTH);
                 self.saturated = false;
             }
+            let queued = self.recent.rate(now) * QUEUED_TIME.as_secs_f64();
+            let floor = (queued / f64::from(BLOCK_SIZE)) as usize;
+            self.depth = self.depth.max(floor.min(MAX_DEPTH));
         }
         found
     }
@@ -181,6 +202,41 @@ mod tests {
         }
         p.set_peer_cap(100);
         assert_eq!(p.target(), 100);
+    }
+
+    /// A peer that answers every 500 ms whatever is queued, while we top
+    /// the queue up as its bursts land, never lets the pipeline run dry:
+    /// its rate sets the depth, which at least doubles each tick to the cap.
+    #[test]
+    fn a_bursty_peer_gets_a_second_of_its_rate() {
+        let t0 = Instant::now();
+        let mut p = Pipeline::new(t0);
+        let b = blocks(1024);
+        let mut next = 0;
+        let mut request = |p: &mut Pipeline, now| {
+            let n = p.room();
+            let sent: Vec<_> = (0..n).map(|i| b[(next + i) % 1024]).collect();
+            next += n;
+            p.requested(&sent, n, now);
+        };
+        request(&mut p, t0);
+        let mut depths = Vec::new();
+        for tick in 1..=4 {
+            let now = t0 + Duration::from_millis(500 * tick);
+            let burst: Vec<_> = p.outstanding.iter().copied().collect();
+            for block in burst {
+                p.record_bytes(now, u64::from(BLOCK_SIZE));
+                assert!(p.received(block, now));
+                if p.room() > 0 {
+                    request(&mut p, now);
+                }
+            }
+            assert!(p.outstanding() > 0, "topped up as the burst landed");
+            depths.push(p.target());
+        }
+        assert!(depths[0] >= 2 * MIN_DEPTH, "{depths:?}");
+        assert!(depths.is_sorted(), "{depths:?}");
+        assert_eq!(depths[2..], [MAX_DEPTH, MAX_DEPTH], "{depths:?}");
     }
 
     #[test]
