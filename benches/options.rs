@@ -15,7 +15,7 @@ on a private loopback DHT, inside a fresh network namespace.
   cargo bench -p lodestone-benches --bench scenarios -- [OPTIONS]
 
 Options (each also read from the environment variable in brackets):
-  --quick               1 round, 128 MiB, 3 s node load: about a minute
+  --quick               1 round, 128 MiB (16 from transmission), 3 s node load: a few minutes
   --rounds N            rounds per scenario, clients alternating [LODESTONE_BENCH_ROUNDS] (5)
   --size-mib N          download size in MiB, spread over 8 files [LODESTONE_BENCH_SIZE_MIB] (512)
   --piece-kib N         piece length in KiB, 0 lets libtorrent choose [LODESTONE_BENCH_PIECE_KIB] (0)
@@ -23,7 +23,10 @@ Options (each also read from the environment variable in brackets):
                         other scenarios use the first [LODESTONE_BENCH_SEEDERS] (3)
   --encrypted           seeders require RC4 (MSE/PE) both ways; each client is told to
                         encrypt, rqbit (no MSE) sits out [LODESTONE_BENCH_ENCRYPTED=1] (off)
-  --scenarios LIST      any of ceilings,metadata,download,node [LODESTONE_BENCH_SCENARIOS] (all)
+  --scenarios LIST      any of ceilings,metadata,download,transmission,node
+                        [LODESTONE_BENCH_SCENARIOS] (all)
+  --transmission-mib N  size of the download from a lone transmission-cli seeder
+                        [LODESTONE_BENCH_TRANSMISSION_MIB] (32)
   --clients LIST        any of lodestone,rqbit,libtorrent,aria2c [LODESTONE_BENCH_CLIENTS] (all)
   --node-secs S         seconds of each load phase against a DHT node [LODESTONE_BENCH_NODE_SECS] (10)
   --node-pool N         verified pool lodestone node starts with [LODESTONE_BENCH_NODE_POOL] (1000000)
@@ -43,15 +46,19 @@ pub enum Scenario {
     Metadata,
     /// Magnet to verified files.
     Download,
+    /// Magnet to verified files when the only seeder is transmission-cli,
+    /// whose choker and request handling differ from libtorrent's.
+    Transmission,
     /// Load on a DHT bootstrap node.
     Node,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] = [
+    const ALL: [Scenario; 5] = [
         Scenario::Ceilings,
         Scenario::Metadata,
         Scenario::Download,
+        Scenario::Transmission,
         Scenario::Node,
     ];
 
@@ -60,6 +67,7 @@ impl Scenario {
             Scenario::Ceilings => "ceilings",
             Scenario::Metadata => "metadata",
             Scenario::Download => "download",
+            Scenario::Transmission => "transmission",
             Scenario::Node => "node",
         }
     }
@@ -112,6 +120,9 @@ pub struct Options {
     pub seeders: Vec<u8>,
     /// The seeders require RC4 encryption (MSE/PE) both ways.
     pub encrypted: bool,
+    /// Content size in MiB of the race from a lone transmission-cli seeder,
+    /// which serves one peer at a few MiB/s: smaller than `size_mib`.
+    pub transmission_mib: u64,
     /// Selected scenarios.
     pub scenarios: BTreeSet<Scenario>,
     /// Selected clients.
@@ -150,6 +161,7 @@ impl Options {
             piece_kib: 0,
             seeders: vec![3],
             encrypted: false,
+            transmission_mib: 32,
             scenarios: Scenario::ALL.into_iter().collect(),
             clients: Client::ALL.into_iter().collect(),
             node_load: Duration::from_secs(10),
@@ -181,6 +193,9 @@ impl Options {
         }
         if let Some(v) = env("LODESTONE_BENCH_ENCRYPTED") {
             o.encrypted = v == "1";
+        }
+        if let Some(v) = env("LODESTONE_BENCH_TRANSMISSION_MIB") {
+            o.transmission_mib = number(&v, "LODESTONE_BENCH_TRANSMISSION_MIB")?;
         }
         if let Some(v) = env("LODESTONE_BENCH_SCENARIOS") {
             o.scenarios = scenarios(&v)?;
@@ -220,12 +235,14 @@ impl Options {
                 "--quick" => {
                     o.rounds = 1;
                     o.size_mib = 128;
+                    o.transmission_mib = 16;
                     o.node_load = Duration::from_secs(3);
                 }
                 "--rounds" => o.rounds = number(&value(arg)?, arg)?,
                 "--size-mib" => o.size_mib = number(&value(arg)?, arg)?,
                 "--piece-kib" => o.piece_kib = number(&value(arg)?, arg)?,
                 "--encrypted" => o.encrypted = true,
+                "--transmission-mib" => o.transmission_mib = number(&value(arg)?, arg)?,
                 "--seeders" => o.seeders = seeder_counts(&value(arg)?)?,
                 "--scenarios" => o.scenarios = scenarios(&value(arg)?)?,
                 "--clients" => o.clients = clients(&value(arg)?)?,
@@ -241,8 +258,13 @@ impl Options {
         if !(1..=100).contains(&o.rounds) {
             return Err(format!("rounds must be 1..=100, not {}", o.rounds));
         }
-        if !(1..=4096).contains(&o.size_mib) {
-            return Err(format!("size must be 1..=4096 MiB, not {}", o.size_mib));
+        for (what, mib) in [
+            ("size", o.size_mib),
+            ("transmission size", o.transmission_mib),
+        ] {
+            if !(1..=4096).contains(&mib) {
+                return Err(format!("{what} must be 1..=4096 MiB, not {mib}"));
+            }
         }
         if o.piece_kib != 0 && (o.piece_kib < 16 || !o.piece_kib.is_power_of_two()) {
             return Err(format!(
@@ -367,6 +389,7 @@ mod tests {
         assert!(Options::parse(&args(&["--seeders", "0"])).is_err());
         assert!(Options::parse(&args(&["--seeders", ","])).is_err());
         assert!(Options::parse(&args(&["--seeders", "65"])).is_err());
+        assert!(Options::parse(&args(&["--transmission-mib", "0"])).is_err());
         assert!(Options::parse(&args(&["--frobnicate"])).is_err());
         assert!(Options::parse(&args(&["--help"])).unwrap().is_none());
     }

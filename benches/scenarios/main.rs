@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release -p lodestone-cli
-//! cargo bench -p lodestone-benches --bench scenarios -- --quick   # about a minute
+//! cargo bench -p lodestone-benches --bench scenarios -- --quick   # a few minutes
 //! cargo bench -p lodestone-benches --bench scenarios              # about ten
 //! ```
 //!
@@ -17,6 +17,8 @@
 //! * **metadata**: magnet (infohash only) → metainfo, DHT only;
 //! * **download**: magnet → every file verified by SHA-1, with wall time,
 //!   MB/s and peak RSS;
+//! * **transmission**: the same download when the only seeder is a
+//!   transmission-cli, announced into the DHT on its behalf;
 //! * **node**: a KRPC load generator against `lodestone node` and a
 //!   libtorrent DHT node.
 //!
@@ -33,13 +35,15 @@ mod pin;
 mod report;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use lodestone_benches::clock::Utc;
 use lodestone_benches::options::{Client, Options, Scenario, USAGE, workspace_root};
-use lodestone_tests::clients::lt_forced_encryption;
+use lodestone_tests::clients::{announce_peer, lt_forced_encryption, transmission_seeder_with};
+use lodestone_tests::netns::{BLOCK_TRANSMISSION, addr};
 use lodestone_tests::swarm::{Swarm, SwarmConfig};
 
 use crate::clients::{Arena, Race, Tools};
@@ -53,10 +57,11 @@ const BOOTSTRAP_INDEX: usize = 2;
 /// Per-run limit of the metadata race.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(60);
 
-const TRANSMISSION_NOTE: &str = "transmission-cli: not run as a downloader. Transmission 3.00 drops \
-every DHT packet from 127.0.0.0/8 (\"martian\"), so from a magnet it can find no peer in a loopback \
-DHT; it could only download with a tracker or peers handed to it, which is not this race. \
-It works here as a seeder only (see lodestone_tests::clients::transmission_seeder).";
+const TRANSMISSION_NOTE: &str = "transmission-cli takes part as a seeder only, in its own race: \
+Transmission 3.00 drops every DHT packet from 127.0.0.0/8 (\"martian\"), so from a magnet it can \
+find no peer in a loopback DHT, and it cannot announce itself there either. In the transmission \
+race it seeds alone (TCP, plaintext preferred, DHT off) and tests/py/announce.py announces it into \
+the private DHT from its own address, so the downloaders find it by a DHT lookup as usual.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -153,6 +158,7 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
         ceilings: None,
         metadata: None,
         download: Vec::new(),
+        transmission: None,
         node: Vec::new(),
         node_skipped: Vec::new(),
     };
@@ -166,6 +172,10 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
         let c = ceilings::measure(bytes, lodestone_tests::netns::addr(30, 1), scratch)?;
         print!("{}", report::ceilings_table(&c));
         report.ceilings = Some(c);
+    }
+
+    if options.scenarios.contains(&Scenario::Transmission) {
+        transmission_scenario(&mut report, &options, &tools, &chosen, scratch)?;
     }
 
     let needs_swarm = [Scenario::Metadata, Scenario::Download, Scenario::Node]
@@ -235,29 +245,7 @@ fn swarm_scenarios(
     } else {
         16 << 20
     };
-    eprintln!(
-        "starting the swarm: {DHT_NODES} DHT nodes, {seeders} seeders, {} MiB...",
-        size >> 20
-    );
-    let swarm = Swarm::start(SwarmConfig {
-        dht_nodes: DHT_NODES,
-        seeders,
-        file_sizes: file_sizes(size),
-        single_file: false,
-        name: "content".to_owned(),
-        piece_length: (options.piece_kib > 0).then_some(options.piece_kib * 1024),
-        seed: 7,
-        port: clients::PORT,
-        utp: false,
-        ready_timeout: Duration::from_secs(180),
-        seeder_settings: if options.encrypted {
-            vec![lt_forced_encryption()]
-        } else {
-            Vec::new()
-        },
-        ..SwarmConfig::default()
-    })
-    .map_err(|e| format!("swarm: {e}"))?;
+    let swarm = start_swarm(options, seeders, size)?;
     let info = swarm.info().clone();
     let bootstrap = info.dht_nodes[BOOTSTRAP_INDEX.min(info.dht_nodes.len() - 1)];
     let swarm_summary = SwarmSummary {
@@ -331,6 +319,90 @@ fn swarm_scenarios(
         print!("{}", report::node_table(&report.node, &report.node_skipped));
     }
     drop(swarm);
+    Ok(())
+}
+
+/// The private DHT of [`DHT_NODES`] libtorrent nodes with `seeders`
+/// libtorrent seeders of `size` bytes of generated content.
+fn start_swarm(options: &Options, seeders: u8, size: u64) -> Result<Swarm, String> {
+    eprintln!(
+        "starting the swarm: {DHT_NODES} DHT nodes, {seeders} seeders, {} MiB...",
+        size >> 20
+    );
+    Swarm::start(SwarmConfig {
+        dht_nodes: DHT_NODES,
+        seeders,
+        file_sizes: file_sizes(size),
+        single_file: false,
+        name: "content".to_owned(),
+        piece_length: (options.piece_kib > 0).then_some(options.piece_kib * 1024),
+        seed: 7,
+        port: clients::PORT,
+        utp: false,
+        ready_timeout: Duration::from_secs(180),
+        seeder_settings: if options.encrypted {
+            vec![lt_forced_encryption()]
+        } else {
+            Vec::new()
+        },
+        ..SwarmConfig::default()
+    })
+    .map_err(|e| format!("swarm: {e}"))
+}
+
+/// The download race when the only seeder is transmission-cli, announced
+/// into the private DHT on its behalf (it cannot do so itself on loopback).
+fn transmission_scenario(
+    report: &mut Report,
+    options: &Options,
+    tools: &Tools,
+    chosen: &[Client],
+    scratch: &Path,
+) -> Result<(), String> {
+    let swarm = start_swarm(options, 0, options.transmission_mib << 20)?;
+    let info = swarm.info().clone();
+    eprintln!("starting the transmission-cli seeder (it verifies its files first)...");
+    let seeder = transmission_seeder_with(
+        &info.torrent,
+        &info.content_dir,
+        addr(BLOCK_TRANSMISSION, 1),
+        clients::PORT,
+        options.encrypted,
+    )
+    .map_err(|e| format!("transmission seeder: {e}"))?;
+    let SocketAddr::V4(seeder_addr) = seeder.addr() else {
+        return Err("the transmission seeder listens on IPv4 only".to_owned());
+    };
+    let acked = announce_peer(&info.dht_nodes, seeder_addr, &info.info_hash)
+        .map_err(|e| format!("announcing transmission: {e}"))?;
+    if acked.is_empty() {
+        return Err("no DHT node took the transmission seeder's announce".to_owned());
+    }
+    let bootstrap = info.dht_nodes[BOOTSTRAP_INDEX.min(info.dht_nodes.len() - 1)];
+    let arena = Arena {
+        swarm: &info,
+        bootstrap,
+        scratch,
+        tools,
+        encrypted: options.encrypted,
+    };
+    // Generous: 0.5 MB/s would still finish.
+    let timeout = Duration::from_secs(60 + info.total_length / 500_000);
+    let (runs, skipped) = race(&arena, chosen, Race::Download, options.rounds, timeout);
+    let r = RaceReport::new(
+        "magnet -> all files verified, the only seeder a transmission-cli 3.00 found through the DHT; wall seconds",
+        runs,
+        skipped,
+        Some(info.total_length),
+    );
+    print!(
+        "{}",
+        r.table(&format!(
+            "download of {:.0} MiB from one transmission-cli seeder",
+            info.total_length as f64 / 1048576.0
+        ))
+    );
+    report.transmission = Some(r);
     Ok(())
 }
 

@@ -338,6 +338,8 @@ pub struct Report {
     pub metadata: Option<RaceReport>,
     /// Magnet → verified files, one race per seeder count.
     pub download: Vec<RaceReport>,
+    /// Magnet → verified files from a lone transmission-cli seeder.
+    pub transmission: Option<RaceReport>,
     /// DHT nodes under load.
     pub node: Vec<NodeRun>,
     /// Nodes that did not run, and why.
