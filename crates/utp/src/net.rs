@@ -159,8 +159,18 @@ async fn run(
                     }
                 }
             }
-            () = sleep => inner.lock().socket.handle_timeout(Instant::now()),
+            () = sleep => {}
             () = inner.wake.notified() => {}
+        }
+        // Due timers run whatever woke us: a sleep is only polled to fire
+        // once the runtime's timer turns, which a busy stream ringing the
+        // driver can put off indefinitely.
+        {
+            let now = Instant::now();
+            let mut shared = inner.lock();
+            if shared.socket.poll_timeout().is_some_and(|t| t <= now) {
+                shared.socket.handle_timeout(now);
+            }
         }
         drain(&inner, &incoming, &mut out);
         for (to, bytes) in out.drain(..) {
@@ -228,11 +238,6 @@ fn drain(inner: &Arc<Inner>, incoming: &mpsc::Sender<UtpStream>, out: &mut Datag
     }
     // Streams dropped and their connections gone: forget them.
     waiters.retain(|id, _| socket.peer_addr(*id).is_some());
-    // Whatever is still left to send (a stream was written meanwhile) is
-    // picked up on the next round.
-    if socket.poll_timeout().is_some_and(|t| t <= now) {
-        inner.wake.notify_one();
-    }
     drop(shared);
     drop(refused);
 }

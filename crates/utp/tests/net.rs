@@ -69,3 +69,42 @@ async fn dialing_nobody_fails_instead_of_hanging() {
     .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
 }
+
+/// A stream written without pause rings the driver all the time; a dial on
+/// the same driver to a silent peer must still see its SYN timers fire and
+/// fail. The driver once handled due timers only when its sleep woke it,
+/// and rang itself when one was due: rings always won, and it spun with a
+/// timer due. On a single-threaded runtime that spin never yields, so the
+/// test runs it on a thread of its own and watches the wall clock.
+#[test]
+fn timers_fire_while_a_busy_stream_keeps_ringing_the_driver() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let kind = runtime.block_on(async {
+            let (dialer, _, _) = endpoint().await;
+            let (_, mut incoming, addr) = endpoint().await;
+            let mut busy = dialer.connect(addr).await.unwrap();
+            let mut sink = incoming.recv().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 16];
+                while sink.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            });
+            tokio::spawn(async move { while busy.write_all(&[7; 100]).await.is_ok() {} });
+            let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            dialer
+                .connect(silent.local_addr().unwrap())
+                .await
+                .unwrap_err()
+                .kind()
+        });
+        let _ = done_tx.send(kind);
+    });
+    let kind = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the dial to a silent peer ended");
+    assert_eq!(kind, std::io::ErrorKind::TimedOut);
+}
