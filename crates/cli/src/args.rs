@@ -203,9 +203,14 @@ pub struct MetadataArgs {
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     pub timeout: f64,
-    /// Use only the peers named in the magnet link (x.pe), not the DHT.
+    /// Do not use the DHT: peers come from the magnet link's trackers
+    /// (tr=) and x.pe, and those they tell of by PEX.
     #[arg(long)]
     pub no_dht: bool,
+    /// Do not announce to the magnet link's trackers (tr=) nor take peers
+    /// from them.
+    #[arg(long)]
+    pub no_trackers: bool,
     #[command(flatten)]
     pub encryption: EncryptionArgs,
     #[command(flatten)]

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 
 use crate::args::DownloadArgs;
 use crate::failure::Failure;
+use crate::metadata_cmd::check_peer_sources;
 use crate::progress_view::ViewMode;
 use crate::rate::parse_rate;
 use crate::state_dir::StateDir;
@@ -60,16 +61,12 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
                         (TorrentSource::Metainfo(kept.into()), so)
                     }
                     None => {
-                        let trackers = !args.no_trackers && !magnet.trackers.is_empty();
-                        if args.no_dht
-                            && !trackers
-                            && magnet.peers.is_empty()
-                            && args.peers.is_empty()
-                        {
-                            return Err(Failure::BadInput(anyhow!(
-                                "with --no-dht the magnet link must name peers (x.pe=IP:PORT) or trackers (tr=)"
-                            )));
-                        }
+                        check_peer_sources(
+                            &magnet,
+                            args.no_dht,
+                            args.no_trackers,
+                            !args.peers.is_empty(),
+                        )?;
                         keep = state.clone();
                         (TorrentSource::Magnet(magnet), so)
                     }

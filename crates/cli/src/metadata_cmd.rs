@@ -52,16 +52,13 @@ async fn fetch(
     timeout: Duration,
     state: Option<StateDir>,
 ) -> Result<Metainfo, Failure> {
-    if args.no_dht && magnet.peers.is_empty() {
-        return Err(Failure::BadInput(anyhow!(
-            "with --no-dht the magnet link must name peers (x.pe=IP:PORT)"
-        )));
-    }
+    check_peer_sources(&magnet, args.no_dht, args.no_trackers, false)?;
     let mut config = SessionConfig::new();
     config.dht = match args.no_dht {
         true => None,
         false => Some(dht_cmd::config(&args.dht).await?),
     };
+    config.trackers = !args.no_trackers;
     // Nothing is served: any free port will do.
     config.listen_port = 0;
     config.encryption = args.encryption.policy;
@@ -84,4 +81,26 @@ async fn fetch(
         .clone()
         .ok_or_else(|| Failure::Failed(anyhow!("stopped before the metadata arrived")))?;
     Ok(Metainfo::clone(&metainfo))
+}
+
+/// Refuses to fetch a magnet's metadata with no way to find a peer: no
+/// DHT, no tracker to ask (none named, or `--no-trackers`), no `x.pe`,
+/// and no `more_peers` (`--peer`). Said at once rather than after the
+/// timeout.
+pub(crate) fn check_peer_sources(
+    magnet: &Magnet,
+    no_dht: bool,
+    no_trackers: bool,
+    more_peers: bool,
+) -> Result<(), Failure> {
+    let trackers = !no_trackers && !magnet.trackers.is_empty();
+    if !no_dht || trackers || !magnet.peers.is_empty() || more_peers {
+        return Ok(());
+    }
+    let needs = if no_trackers {
+        "with --no-dht and --no-trackers the magnet link must name peers (x.pe=IP:PORT)"
+    } else {
+        "with --no-dht the magnet link must name peers (x.pe=IP:PORT) or trackers (tr=)"
+    };
+    Err(Failure::BadInput(anyhow!("no peer source: {needs}")))
 }

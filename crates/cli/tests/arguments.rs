@@ -67,3 +67,24 @@ lodestone_tests::isolated_test! {
         assert_eq!(text.lines().count(), 1, "{text}");
     }
 }
+
+lodestone_tests::isolated_test! {
+    /// A magnet with no way to a peer (no DHT, no tracker to ask, no
+    /// x.pe) is refused at once rather than after the timeout; a tracker
+    /// is a way, unless trackers are turned off.
+    fn a_magnet_without_any_peer_source_is_bad_input() {
+        let with_tr = format!("magnet:?xt=urn:btih:{HASH}&tr=udp%3A%2F%2F127.0.0.1%3A9");
+        for (args, says) in [
+            (&[HASH, "--no-dht"][..], "must name peers (x.pe=IP:PORT) or trackers (tr=)"),
+            (&[&with_tr, "--no-dht", "--no-trackers"][..], "with --no-dht and --no-trackers"),
+        ] {
+            for command in ["metadata", "download"] {
+                let output = lodestone(&[&[command][..], args].concat());
+                let text = stderr(&output);
+                assert_eq!(output.status.code(), Some(2), "{command} {args:?}: {text}");
+                assert!(text.starts_with("lodestone: no peer source: ") && text.contains(says), "{command} {args:?}: {text}");
+                assert_eq!(text.lines().count(), 1, "{command} {args:?}: {text}");
+            }
+        }
+    }
+}

@@ -5,6 +5,8 @@
 //!    announce URL is HTTP and a magnet whose `tr=` is UDP. After each,
 //!    opentracker's scrape counts one more completed download and no
 //!    lodestone left in the swarm: it saw `completed` and `stopped`.
+//!    `metadata --no-dht` fetches the info dict of a magnet whose only
+//!    peer source is its `tr=`.
 //! 2. Hostile trackers in this process (garbage, a body without end, a
 //!    silent HTTP server, a silent and a babbling UDP one) cost lodestone
 //!    bounded bytes and time: the magnet still downloads from the DHT, and
@@ -14,15 +16,15 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{assert_success, dht_bind, lodestone, stderr};
-use lodestone_core::InfoHash;
-use lodestone_tests::clients::aria2_seeder;
+use lodestone_core::{InfoHash, Metainfo};
+use lodestone_tests::clients::{Seeder, aria2_seeder};
 use lodestone_tests::content::verify_files;
 use lodestone_tests::netns::{BLOCK_ARIA2, BLOCK_RELAY, addr};
 use lodestone_tests::swarm::{Swarm, SwarmConfig};
@@ -125,9 +127,21 @@ fn assert_same_files(got: &Path, want: &Path) {
     }
 }
 
-lodestone_tests::isolated_test! {
-    fn downloads_through_opentracker_over_http_and_udp() {
-        let work = WorkDir::new("trackers").expect("work dir");
+/// An aria2 seeder with no DHT, known only to an opentracker that the
+/// torrent names by its HTTP announce URL.
+struct TrackedSeeder {
+    work: WorkDir,
+    /// The shared directory, as seeded.
+    content: PathBuf,
+    torrent: PathBuf,
+    info_hash: InfoHash,
+    tracker: OpenTracker,
+    _seeder: Seeder,
+}
+
+impl TrackedSeeder {
+    fn start(name: &str) -> TrackedSeeder {
+        let work = WorkDir::new(name).expect("work dir");
         let content = work.subdir("seed").expect("seed dir").join("shared");
         std::fs::create_dir_all(&content).expect("content dir");
         for (i, size) in [900_000usize, 1_500_003].iter().enumerate() {
@@ -137,37 +151,98 @@ lodestone_tests::isolated_test! {
         let tracker_addr = SocketAddr::from((addr(BLOCK_RELAY, 40), 6969));
         let torrent = work.path().join("shared.torrent");
         let made = Command::new("mktorrent")
-            .args(["-l", "16", "-a", &format!("http://{tracker_addr}/announce"), "-o"])
+            .args([
+                "-l",
+                "16",
+                "-a",
+                &format!("http://{tracker_addr}/announce"),
+                "-o",
+            ])
             .arg(&torrent)
             .arg(&content)
             .output()
             .expect("mktorrent runs (tests/setup installs it)");
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
         let facts = TorrentFacts::read(&torrent).expect("torrent");
-        let hex = facts.info_hash_hex();
         let info_hash = InfoHash(facts.info_hash);
-        let tracker = OpenTracker::start(&work.path().join("opentracker"), tracker_addr, &hex);
+        let tracker = OpenTracker::start(
+            &work.path().join("opentracker"),
+            tracker_addr,
+            &facts.info_hash_hex(),
+        );
 
         // aria2 seeds with no DHT: the tracker is the only way to it.
         let seed_dir = content.parent().expect("parent");
-        let _seeder = aria2_seeder(&torrent, seed_dir, addr(BLOCK_ARIA2, 1), 6881, &[]).expect("aria2 seeding");
-        wait_for("the seeder's announce", || tracker.scrape(&info_hash).complete == 1);
+        let seeder = aria2_seeder(&torrent, seed_dir, addr(BLOCK_ARIA2, 1), 6881, &[])
+            .expect("aria2 seeding");
+        wait_for("the seeder's announce", || {
+            tracker.scrape(&info_hash).complete == 1
+        });
+        TrackedSeeder {
+            work,
+            content,
+            torrent,
+            info_hash,
+            tracker,
+            _seeder: seeder,
+        }
+    }
 
-        let torrent_s = torrent.to_string_lossy().into_owned();
-        let magnet = format!("magnet:?xt=urn:btih:{hex}&tr={}", tr(&format!("udp://{tracker_addr}")));
+    /// A magnet link naming the swarm and, as its only peer source, the
+    /// tracker over UDP.
+    fn udp_magnet(&self) -> String {
+        let udp = format!("udp://{}", self.tracker.addr);
+        format!(
+            "magnet:?xt=urn:btih:{}&tr={}",
+            self.info_hash.to_hex(),
+            tr(&udp)
+        )
+    }
+}
+
+lodestone_tests::isolated_test! {
+    fn downloads_through_opentracker_over_http_and_udp() {
+        let swarm = TrackedSeeder::start("trackers");
+        let (work, tracker, info_hash) = (&swarm.work, &swarm.tracker, swarm.info_hash);
+        let torrent_s = swarm.torrent.to_string_lossy().into_owned();
+        let magnet = swarm.udp_magnet();
         for (round, (what, source, port)) in [("HTTP", torrent_s.as_str(), "7101"), ("UDP", magnet.as_str(), "7102")].into_iter().enumerate() {
             let out = work.subdir(&format!("leech-{round}")).expect("leech dir");
             let output = lodestone(&[
                 "download", source, "-o", &out.to_string_lossy(), "--no-dht", "--no-seed", "--port", port, "-v",
             ]);
             assert_success(&output, what);
-            assert_same_files(&out.join("shared"), &content);
+            assert_same_files(&out.join("shared"), &swarm.content);
             // The scrape after the first answer is logged.
             assert!(stderr(&output).contains("tracker scrape:"), "{what}: {}", stderr(&output));
             // `completed` counted once more; `stopped` took us out again.
             let seen = tracker.scrape(&info_hash);
             assert_eq!(seen, ScrapeStats { complete: 1, incomplete: 0, downloaded: round as u32 + 1 }, "{what}");
         }
+    }
+}
+
+lodestone_tests::isolated_test! {
+    /// `metadata --no-dht` with a magnet whose only peer source is its
+    /// `tr=`: the tracker names the seeder, which gives the info dict.
+    fn metadata_from_a_magnet_s_tracker_without_the_dht() {
+        let swarm = TrackedSeeder::start("tracker-metadata");
+        let out = swarm.work.path().join("fetched.torrent");
+        let output = lodestone(&[
+            "metadata", &swarm.udp_magnet(), "--no-dht", "-o", &out.to_string_lossy(), "--timeout", "60",
+        ]);
+        assert_success(&output, "metadata");
+        let fetched = Metainfo::from_torrent_bytes(&std::fs::read(&out).expect("torrent written")).expect("valid torrent");
+        let original = Metainfo::from_torrent_bytes(&std::fs::read(&swarm.torrent).expect("original")).expect("original parses");
+        assert_eq!(fetched.info_hash, swarm.info_hash);
+        assert_eq!(fetched.raw_info(), original.raw_info());
+        // It left the swarm as it came: the seeder alone remains.
+        let seen = swarm.tracker.scrape(&swarm.info_hash);
+        assert_eq!((seen.complete, seen.incomplete), (1, 0), "{}", stderr(&output));
     }
 }
 

@@ -387,7 +387,8 @@ impl TorrentHandle {
     }
 
     /// Pauses the torrent: connections close (pieces received are hashed
-    /// and written), nothing is dialed or accepted, and the status says
+    /// and written), nothing is dialed or accepted, its trackers are told
+    /// `stopped` and not announced to, and the status says
     /// [`TorrentPhase::Paused`] until [`Self::resume`].
     pub fn pause(&self) {
         self.control.send_if_modified(|c| {
@@ -400,7 +401,7 @@ impl TorrentHandle {
     }
 
     /// Resumes a paused torrent where it stopped (from its resume record,
-    /// if it keeps one).
+    /// if it keeps one), telling its trackers `started` again.
     pub fn resume(&self) {
         self.control.send_if_modified(|c| {
             let changed = *c == Control::Pause;

@@ -344,12 +344,18 @@ pub(crate) async fn run(
                     (Control::Pause, _) => {
                         let last = t.stop(&mut stage).await;
                         stage = Stage::Paused(Some(last));
+                        if let Some(trackers) = &t.trackers {
+                            trackers.pause();
+                        }
                     }
                     (Control::Run, Stage::Paused(_)) => {
                         stage = match t.metainfo.clone() {
                             Some(m) => t.start_download(m, &mut options, Vec::new())?,
                             None => t.start_metadata(&options),
                         };
+                        if let Some(trackers) = &t.trackers {
+                            trackers.resume();
+                        }
                     }
                 }
                 t.publish(&stage);
