@@ -15,7 +15,8 @@ on a private loopback DHT, inside a fresh network namespace.
   cargo bench -p lodestone-benches --bench scenarios -- [OPTIONS]
 
 Options (each also read from the environment variable in brackets):
-  --quick               1 round, 128 MiB (16 from transmission), 3 s node load: a few minutes
+  --quick               1 round, 128 MiB (16 from transmission, 64 over uTP), 3 s node load:
+                        a few minutes
   --rounds N            rounds per scenario, clients alternating [LODESTONE_BENCH_ROUNDS] (5)
   --size-mib N          download size in MiB, spread over 8 files [LODESTONE_BENCH_SIZE_MIB] (512)
   --piece-kib N         piece length in KiB, 0 lets libtorrent choose [LODESTONE_BENCH_PIECE_KIB] (0)
@@ -23,10 +24,11 @@ Options (each also read from the environment variable in brackets):
                         other scenarios use the first [LODESTONE_BENCH_SEEDERS] (3)
   --encrypted           seeders require RC4 (MSE/PE) both ways; each client is told to
                         encrypt, rqbit (no MSE) sits out [LODESTONE_BENCH_ENCRYPTED=1] (off)
-  --scenarios LIST      any of ceilings,metadata,download,transmission,node
+  --scenarios LIST      any of ceilings,metadata,download,transmission,utp,node
                         [LODESTONE_BENCH_SCENARIOS] (all)
   --transmission-mib N  size of the download from a lone transmission-cli seeder
                         [LODESTONE_BENCH_TRANSMISSION_MIB] (32)
+  --utp-mib N           size of the download from uTP-only seeders [LODESTONE_BENCH_UTP_MIB] (256)
   --clients LIST        any of lodestone,rqbit,libtorrent,aria2c [LODESTONE_BENCH_CLIENTS] (all)
   --node-secs S         seconds of each load phase against a DHT node [LODESTONE_BENCH_NODE_SECS] (10)
   --node-pool N         verified pool lodestone node starts with [LODESTONE_BENCH_NODE_POOL] (1000000)
@@ -49,16 +51,20 @@ pub enum Scenario {
     /// Magnet to verified files when the only seeder is transmission-cli,
     /// whose choker and request handling differ from libtorrent's.
     Transmission,
+    /// Magnet to verified files from seeders that speak uTP only, each
+    /// client dialing uTP only.
+    Utp,
     /// Load on a DHT bootstrap node.
     Node,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::Ceilings,
         Scenario::Metadata,
         Scenario::Download,
         Scenario::Transmission,
+        Scenario::Utp,
         Scenario::Node,
     ];
 
@@ -68,6 +74,7 @@ impl Scenario {
             Scenario::Metadata => "metadata",
             Scenario::Download => "download",
             Scenario::Transmission => "transmission",
+            Scenario::Utp => "utp",
             Scenario::Node => "node",
         }
     }
@@ -123,6 +130,8 @@ pub struct Options {
     /// Content size in MiB of the race from a lone transmission-cli seeder,
     /// which serves one peer at a few MiB/s: smaller than `size_mib`.
     pub transmission_mib: u64,
+    /// Content size in MiB of the race from uTP-only seeders.
+    pub utp_mib: u64,
     /// Selected scenarios.
     pub scenarios: BTreeSet<Scenario>,
     /// Selected clients.
@@ -162,6 +171,7 @@ impl Options {
             seeders: vec![3],
             encrypted: false,
             transmission_mib: 32,
+            utp_mib: 256,
             scenarios: Scenario::ALL.into_iter().collect(),
             clients: Client::ALL.into_iter().collect(),
             node_load: Duration::from_secs(10),
@@ -196,6 +206,9 @@ impl Options {
         }
         if let Some(v) = env("LODESTONE_BENCH_TRANSMISSION_MIB") {
             o.transmission_mib = number(&v, "LODESTONE_BENCH_TRANSMISSION_MIB")?;
+        }
+        if let Some(v) = env("LODESTONE_BENCH_UTP_MIB") {
+            o.utp_mib = number(&v, "LODESTONE_BENCH_UTP_MIB")?;
         }
         if let Some(v) = env("LODESTONE_BENCH_SCENARIOS") {
             o.scenarios = scenarios(&v)?;
@@ -236,6 +249,7 @@ impl Options {
                     o.rounds = 1;
                     o.size_mib = 128;
                     o.transmission_mib = 16;
+                    o.utp_mib = 64;
                     o.node_load = Duration::from_secs(3);
                 }
                 "--rounds" => o.rounds = number(&value(arg)?, arg)?,
@@ -243,6 +257,7 @@ impl Options {
                 "--piece-kib" => o.piece_kib = number(&value(arg)?, arg)?,
                 "--encrypted" => o.encrypted = true,
                 "--transmission-mib" => o.transmission_mib = number(&value(arg)?, arg)?,
+                "--utp-mib" => o.utp_mib = number(&value(arg)?, arg)?,
                 "--seeders" => o.seeders = seeder_counts(&value(arg)?)?,
                 "--scenarios" => o.scenarios = scenarios(&value(arg)?)?,
                 "--clients" => o.clients = clients(&value(arg)?)?,

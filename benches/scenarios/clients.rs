@@ -196,6 +196,8 @@ pub struct Arena<'a> {
     pub tools: &'a Tools,
     /// The seeders require RC4 encryption: every client is told to encrypt.
     pub encrypted: bool,
+    /// The seeders speak uTP only: every client is told to dial uTP only.
+    pub utp_only: bool,
 }
 
 /// The address a client uses in a round of a race: one per process, so
@@ -217,17 +219,18 @@ pub fn settings(client: Client) -> &'static str {
     match client {
         Client::Lodestone => {
             "lodestone metadata|download MAGNET --bootstrap NODE --dht-bind IP:6881 [-o OUT] [--no-seed] \
-             [--encryption require]: defaults otherwise (TCP and uTP, MSE offered first)"
+             [--encryption require] [--transport utp]: defaults otherwise (TCP and uTP, MSE \
+             offered first)"
         }
         Client::Rqbit => {
             "rqbit --dht-bootstrap-addrs NODE --disable-trackers --disable-lsd \
-             --disable-upnp-port-forward [--listen-ip IP --listen-port 6881] \
+             --disable-upnp-port-forward [--experimental-enable-utp-listen] [--listen-ip IP --listen-port 6881] \
              download (--list | -e --disable-http-api) -o DIR MAGNET"
         }
         Client::Libtorrent => {
             "tests/py/downloader.py: libtorrent 2.0 session, add_dht_node(NODE), no public routers, \
-             LSD/UPnP/NAT-PMP off, uTP off, DHT rate limits raised, plaintext allowed, default \
-             connection limits"
+             LSD/UPnP/NAT-PMP off, uTP off (in the utp race: uTP only, TCP off), DHT rate limits \
+             raised, plaintext allowed, default connection limits"
         }
         Client::Aria2c => {
             "aria2c --enable-dht --dht-entry-point=NODE --bt-enable-lpd=false --enable-dht6=false \
@@ -313,6 +316,9 @@ fn command_line(
             if arena.encrypted {
                 args.extend(["--encryption".to_owned(), "require".to_owned()]);
             }
+            if arena.utp_only {
+                args.extend(["--transport".to_owned(), "utp".to_owned()]);
+            }
             match race {
                 Race::Metadata => args.extend(["-o".to_owned(), format!("{d}/out.torrent")]),
                 Race::Download => {
@@ -335,6 +341,9 @@ fn command_line(
                 "--disable-lsd".into(),
                 "--disable-upnp-port-forward".into(),
             ];
+            if arena.utp_only {
+                args.push("--experimental-enable-utp-listen".into());
+            }
             match race {
                 Race::Metadata => args.extend(["download".into(), "--list".into()]),
                 Race::Download => args.extend([
@@ -520,6 +529,9 @@ fn libtorrent(
         .arg("--save-path")
         .arg(&save)
         .args(["--magnet", &arena.swarm.magnet()]);
+    if arena.utp_only {
+        command.arg("--utp-only");
+    }
     if arena.encrypted {
         command.args([
             "--settings",

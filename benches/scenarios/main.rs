@@ -19,6 +19,7 @@
 //!   MB/s and peak RSS;
 //! * **transmission**: the same download when the only seeder is a
 //!   transmission-cli, announced into the DHT on its behalf;
+//! * **utp**: the same download from uTP-only seeders, over uTP only;
 //! * **node**: a KRPC load generator against `lodestone node` and a
 //!   libtorrent DHT node.
 //!
@@ -159,6 +160,7 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
         metadata: None,
         download: Vec::new(),
         transmission: None,
+        utp: None,
         node: Vec::new(),
         node_skipped: Vec::new(),
     };
@@ -176,6 +178,9 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
 
     if options.scenarios.contains(&Scenario::Transmission) {
         transmission_scenario(&mut report, &options, &tools, &chosen, scratch)?;
+    }
+    if options.scenarios.contains(&Scenario::Utp) {
+        utp_scenario(&mut report, &options, &tools, &chosen, scratch)?;
     }
 
     let needs_swarm = [Scenario::Metadata, Scenario::Download, Scenario::Node]
@@ -245,7 +250,7 @@ fn swarm_scenarios(
     } else {
         16 << 20
     };
-    let swarm = start_swarm(options, seeders, size)?;
+    let swarm = start_swarm(options, seeders, size, false)?;
     let info = swarm.info().clone();
     let bootstrap = info.dht_nodes[BOOTSTRAP_INDEX.min(info.dht_nodes.len() - 1)];
     let swarm_summary = SwarmSummary {
@@ -274,6 +279,7 @@ fn swarm_scenarios(
         scratch,
         tools,
         encrypted: options.encrypted,
+        utp_only: false,
     };
 
     if first && options.scenarios.contains(&Scenario::Metadata) {
@@ -323,10 +329,12 @@ fn swarm_scenarios(
 }
 
 /// The private DHT of [`DHT_NODES`] libtorrent nodes with `seeders`
-/// libtorrent seeders of `size` bytes of generated content.
-fn start_swarm(options: &Options, seeders: u8, size: u64) -> Result<Swarm, String> {
+/// libtorrent seeders of `size` bytes of generated content; with
+/// `utp_only`, the seeders speak uTP and no TCP.
+fn start_swarm(options: &Options, seeders: u8, size: u64, utp_only: bool) -> Result<Swarm, String> {
     eprintln!(
-        "starting the swarm: {DHT_NODES} DHT nodes, {seeders} seeders, {} MiB...",
+        "starting the swarm: {DHT_NODES} DHT nodes, {seeders}{} seeders, {} MiB...",
+        if utp_only { " uTP-only" } else { "" },
         size >> 20
     );
     Swarm::start(SwarmConfig {
@@ -338,14 +346,14 @@ fn start_swarm(options: &Options, seeders: u8, size: u64) -> Result<Swarm, Strin
         piece_length: (options.piece_kib > 0).then_some(options.piece_kib * 1024),
         seed: 7,
         port: clients::PORT,
-        utp: false,
+        utp: utp_only,
+        utp_only_seeders: if utp_only { seeders } else { 0 },
         ready_timeout: Duration::from_secs(180),
         seeder_settings: if options.encrypted {
             vec![lt_forced_encryption()]
         } else {
             Vec::new()
         },
-        ..SwarmConfig::default()
     })
     .map_err(|e| format!("swarm: {e}"))
 }
@@ -359,7 +367,7 @@ fn transmission_scenario(
     chosen: &[Client],
     scratch: &Path,
 ) -> Result<(), String> {
-    let swarm = start_swarm(options, 0, options.transmission_mib << 20)?;
+    let swarm = start_swarm(options, 0, options.transmission_mib << 20, false)?;
     let info = swarm.info().clone();
     eprintln!("starting the transmission-cli seeder (it verifies its files first)...");
     let seeder = transmission_seeder_with(
@@ -385,6 +393,7 @@ fn transmission_scenario(
         scratch,
         tools,
         encrypted: options.encrypted,
+        utp_only: false,
     };
     // Generous: 0.5 MB/s would still finish.
     let timeout = Duration::from_secs(60 + info.total_length / 500_000);
@@ -406,6 +415,47 @@ fn transmission_scenario(
     Ok(())
 }
 
+/// The download race from as many libtorrent seeders as the first swarm
+/// has, all of them speaking uTP only, every client dialing uTP only.
+fn utp_scenario(
+    report: &mut Report,
+    options: &Options,
+    tools: &Tools,
+    chosen: &[Client],
+    scratch: &Path,
+) -> Result<(), String> {
+    let seeders = options.seeders.first().copied().unwrap_or(3);
+    let swarm = start_swarm(options, seeders, options.utp_mib << 20, true)?;
+    let info = swarm.info().clone();
+    let arena = Arena {
+        swarm: &info,
+        bootstrap: info.dht_nodes[BOOTSTRAP_INDEX.min(info.dht_nodes.len() - 1)],
+        scratch,
+        tools,
+        encrypted: options.encrypted,
+        utp_only: true,
+    };
+    // Generous: 2 MB/s would still finish.
+    let timeout = Duration::from_secs(60 + info.total_length / 2_000_000);
+    let (runs, skipped) = race(&arena, chosen, Race::Download, options.rounds, timeout);
+    let r = RaceReport::new(
+        "magnet -> all files verified, every seeder and every client on uTP only (no TCP); wall seconds",
+        runs,
+        skipped,
+        Some(info.total_length),
+    );
+    print!(
+        "{}",
+        r.table(&format!(
+            "download of {:.0} MiB over uTP from {} uTP-only seeders",
+            info.total_length as f64 / 1048576.0,
+            info.seeders.len()
+        ))
+    );
+    report.utp = Some(r);
+    Ok(())
+}
+
 /// Runs `race` for `rounds`, rotating the client order every round.
 fn race(
     arena: &Arena<'_>,
@@ -419,6 +469,8 @@ fn race(
     for &c in chosen {
         let missing = if arena.encrypted && c == Client::Rqbit {
             Some("rqbit does not speak MSE/PE encryption".to_owned())
+        } else if arena.utp_only && c == Client::Aria2c {
+            Some("aria2c does not speak uTP".to_owned())
         } else {
             arena.tools.missing(c, race)
         };

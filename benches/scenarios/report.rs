@@ -340,6 +340,8 @@ pub struct Report {
     pub download: Vec<RaceReport>,
     /// Magnet → verified files from a lone transmission-cli seeder.
     pub transmission: Option<RaceReport>,
+    /// Magnet → verified files from uTP-only seeders, over uTP only.
+    pub utp: Option<RaceReport>,
     /// DHT nodes under load.
     pub node: Vec<NodeRun>,
     /// Nodes that did not run, and why.
