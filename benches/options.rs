@@ -15,7 +15,7 @@ on a private loopback DHT, inside a fresh network namespace.
   cargo bench -p lodestone-benches --bench scenarios -- [OPTIONS]
 
 Options (each also read from the environment variable in brackets):
-  --quick               1 round, 128 MiB (16 from transmission, 64 over uTP), 3 s node load:
+  --quick               1 round, 128 MiB (16 from transmission, 64 over uTP, 32 by PEX), 3 s node load:
                         a few minutes
   --rounds N            rounds per scenario, clients alternating [LODESTONE_BENCH_ROUNDS] (5)
   --size-mib N          download size in MiB, spread over 8 files [LODESTONE_BENCH_SIZE_MIB] (512)
@@ -24,11 +24,13 @@ Options (each also read from the environment variable in brackets):
                         other scenarios use the first [LODESTONE_BENCH_SEEDERS] (3)
   --encrypted           seeders require RC4 (MSE/PE) both ways; each client is told to
                         encrypt, rqbit (no MSE) sits out [LODESTONE_BENCH_ENCRYPTED=1] (off)
-  --scenarios LIST      any of ceilings,metadata,download,transmission,utp,node
+  --scenarios LIST      any of ceilings,metadata,download,transmission,utp,pex,node
                         [LODESTONE_BENCH_SCENARIOS] (all)
   --transmission-mib N  size of the download from a lone transmission-cli seeder
                         [LODESTONE_BENCH_TRANSMISSION_MIB] (32)
   --utp-mib N           size of the download from uTP-only seeders [LODESTONE_BENCH_UTP_MIB] (256)
+  --pex-mib N           size of the download from 30 seeders of which the DHT knows one
+                        [LODESTONE_BENCH_PEX_MIB] (128)
   --clients LIST        any of lodestone,rqbit,libtorrent,aria2c [LODESTONE_BENCH_CLIENTS] (all)
   --node-secs S         seconds of each load phase against a DHT node [LODESTONE_BENCH_NODE_SECS] (10)
   --node-pool N         verified pool lodestone node starts with [LODESTONE_BENCH_NODE_POOL] (1000000)
@@ -54,17 +56,21 @@ pub enum Scenario {
     /// Magnet to verified files from seeders that speak uTP only, each
     /// client dialing uTP only.
     Utp,
+    /// Magnet to verified files from 30 seeders of which only one is in
+    /// the DHT: the rest are learned by peer exchange.
+    Pex,
     /// Load on a DHT bootstrap node.
     Node,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
         Scenario::Ceilings,
         Scenario::Metadata,
         Scenario::Download,
         Scenario::Transmission,
         Scenario::Utp,
+        Scenario::Pex,
         Scenario::Node,
     ];
 
@@ -75,6 +81,7 @@ impl Scenario {
             Scenario::Download => "download",
             Scenario::Transmission => "transmission",
             Scenario::Utp => "utp",
+            Scenario::Pex => "pex",
             Scenario::Node => "node",
         }
     }
@@ -132,6 +139,8 @@ pub struct Options {
     pub transmission_mib: u64,
     /// Content size in MiB of the race from uTP-only seeders.
     pub utp_mib: u64,
+    /// Content size in MiB of the race found by peer exchange.
+    pub pex_mib: u64,
     /// Selected scenarios.
     pub scenarios: BTreeSet<Scenario>,
     /// Selected clients.
@@ -172,6 +181,7 @@ impl Options {
             encrypted: false,
             transmission_mib: 32,
             utp_mib: 256,
+            pex_mib: 128,
             scenarios: Scenario::ALL.into_iter().collect(),
             clients: Client::ALL.into_iter().collect(),
             node_load: Duration::from_secs(10),
@@ -209,6 +219,9 @@ impl Options {
         }
         if let Some(v) = env("LODESTONE_BENCH_UTP_MIB") {
             o.utp_mib = number(&v, "LODESTONE_BENCH_UTP_MIB")?;
+        }
+        if let Some(v) = env("LODESTONE_BENCH_PEX_MIB") {
+            o.pex_mib = number(&v, "LODESTONE_BENCH_PEX_MIB")?;
         }
         if let Some(v) = env("LODESTONE_BENCH_SCENARIOS") {
             o.scenarios = scenarios(&v)?;
@@ -250,6 +263,7 @@ impl Options {
                     o.size_mib = 128;
                     o.transmission_mib = 16;
                     o.utp_mib = 64;
+                    o.pex_mib = 32;
                     o.node_load = Duration::from_secs(3);
                 }
                 "--rounds" => o.rounds = number(&value(arg)?, arg)?,
@@ -258,6 +272,7 @@ impl Options {
                 "--encrypted" => o.encrypted = true,
                 "--transmission-mib" => o.transmission_mib = number(&value(arg)?, arg)?,
                 "--utp-mib" => o.utp_mib = number(&value(arg)?, arg)?,
+                "--pex-mib" => o.pex_mib = number(&value(arg)?, arg)?,
                 "--seeders" => o.seeders = seeder_counts(&value(arg)?)?,
                 "--scenarios" => o.scenarios = scenarios(&value(arg)?)?,
                 "--clients" => o.clients = clients(&value(arg)?)?,

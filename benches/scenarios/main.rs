@@ -20,6 +20,8 @@
 //! * **transmission**: the same download when the only seeder is a
 //!   transmission-cli, announced into the DHT on its behalf;
 //! * **utp**: the same download from uTP-only seeders, over uTP only;
+//! * **pex**: the same download from 30 seeders of which the DHT knows one,
+//!   the rest learned by peer exchange;
 //! * **node**: a KRPC load generator against `lodestone node` and a
 //!   libtorrent DHT node.
 //!
@@ -44,8 +46,10 @@ use std::time::{Duration, Instant};
 use lodestone_benches::clock::Utc;
 use lodestone_benches::options::{Client, Options, Scenario, USAGE, workspace_root};
 use lodestone_tests::clients::{announce_peer, lt_forced_encryption, transmission_seeder_with};
-use lodestone_tests::netns::{BLOCK_TRANSMISSION, addr};
-use lodestone_tests::swarm::{Swarm, SwarmConfig};
+use lodestone_tests::netns::{BLOCK_SWARM_SEEDERS, BLOCK_TRANSMISSION, addr};
+use lodestone_tests::pex_swarm::PexSwarm;
+use lodestone_tests::swarm::{Swarm, SwarmConfig, SwarmInfo};
+use lodestone_tests::torrent::TorrentFacts;
 
 use crate::clients::{Arena, Race, Tools};
 use crate::report::{RaceReport, Report, SwarmSummary};
@@ -161,6 +165,7 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
         download: Vec::new(),
         transmission: None,
         utp: None,
+        pex: None,
         node: Vec::new(),
         node_skipped: Vec::new(),
     };
@@ -181,6 +186,9 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
     }
     if options.scenarios.contains(&Scenario::Utp) {
         utp_scenario(&mut report, &options, &tools, &chosen, scratch)?;
+    }
+    if options.scenarios.contains(&Scenario::Pex) {
+        pex_scenario(&mut report, &options, &tools, &chosen, scratch)?;
     }
 
     let needs_swarm = [Scenario::Metadata, Scenario::Download, Scenario::Node]
@@ -453,6 +461,81 @@ fn utp_scenario(
         ))
     );
     report.utp = Some(r);
+    Ok(())
+}
+
+/// Seeders in the race found by peer exchange.
+const PEX_SEEDERS: u8 = 30;
+
+/// The download race from [`PEX_SEEDERS`] libtorrent seeders with the DHT
+/// off, the first connected to the rest: it alone is announced into the
+/// private DHT (on its behalf, from its own address), so a client finds
+/// the others only by peer exchange.
+fn pex_scenario(
+    report: &mut Report,
+    options: &Options,
+    tools: &Tools,
+    chosen: &[Client],
+    scratch: &Path,
+) -> Result<(), String> {
+    // The DHT only: its own content is a token.
+    let dht = start_swarm(options, 0, 1 << 20, false)?;
+    let dht_nodes = dht.info().dht_nodes.clone();
+    eprintln!("starting {PEX_SEEDERS} seeders that know each other, DHT off...");
+    let ips: Vec<_> = (1..=PEX_SEEDERS)
+        .map(|i| addr(BLOCK_SWARM_SEEDERS, i))
+        .collect();
+    let seeders = PexSwarm::start(&ips, false, options.pex_mib << 20)
+        .map_err(|e| format!("PEX seeders: {e}"))?;
+    let ready = seeders.ready().clone();
+    let Some(SocketAddr::V4(first)) = ready.seeders.first().copied() else {
+        return Err("the PEX swarm has no IPv4 seeder".to_owned());
+    };
+    let acked = announce_peer(&dht_nodes, first, &ready.info_hash)
+        .map_err(|e| format!("announcing the first PEX seeder: {e}"))?;
+    if acked.is_empty() {
+        return Err("no DHT node took the first PEX seeder's announce".to_owned());
+    }
+    let facts = TorrentFacts::read(&ready.torrent).map_err(|e| e.to_string())?;
+    let info = SwarmInfo {
+        dht_nodes,
+        seeders: ready.seeders,
+        info_hash: ready.info_hash,
+        torrent: ready.torrent,
+        content_dir: ready.content_dir,
+        name: facts.name,
+        piece_length: 0,
+        piece_count: facts.piece_count,
+        total_length: ready.files.iter().map(|f| f.length).sum(),
+        files: ready.files,
+        dht_ready_s: 0.0,
+        ready_s: 0.0,
+    };
+    let arena = Arena {
+        swarm: &info,
+        bootstrap: info.dht_nodes[BOOTSTRAP_INDEX.min(info.dht_nodes.len() - 1)],
+        scratch,
+        tools,
+        encrypted: false,
+        utp_only: false,
+    };
+    // Generous: 2 MB/s would still finish.
+    let timeout = Duration::from_secs(60 + info.total_length / 2_000_000);
+    let (runs, skipped) = race(&arena, chosen, Race::Download, options.rounds, timeout);
+    let r = RaceReport::new(
+        "magnet -> all files verified; 30 seeders, one of them in the DHT, the rest known only to it (peer exchange); wall seconds",
+        runs,
+        skipped,
+        Some(info.total_length),
+    );
+    print!(
+        "{}",
+        r.table(&format!(
+            "download of {:.0} MiB from {PEX_SEEDERS} seeders, one in the DHT",
+            info.total_length as f64 / 1048576.0
+        ))
+    );
+    report.pex = Some(r);
     Ok(())
 }
 

@@ -342,6 +342,8 @@ pub struct Report {
     pub transmission: Option<RaceReport>,
     /// Magnet → verified files from uTP-only seeders, over uTP only.
     pub utp: Option<RaceReport>,
+    /// Magnet → verified files from seeders found by peer exchange.
+    pub pex: Option<RaceReport>,
     /// DHT nodes under load.
     pub node: Vec<NodeRun>,
     /// Nodes that did not run, and why.

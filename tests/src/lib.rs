@@ -20,6 +20,7 @@ pub mod content;
 pub mod error;
 pub mod http;
 pub mod netns;
+pub mod pex_swarm;
 pub mod process;
 pub mod relay;
 pub mod scripted_peer;
