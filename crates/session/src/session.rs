@@ -102,10 +102,6 @@ impl Default for SessionConfig {
     }
 }
 
-/// Bursts of datagrams from the UDP port waiting for the uTP driver (each
-/// at most a receive batch); past it a burst is dropped, as UDP may be.
-const UTP_QUEUE: usize = 16;
-
 /// A running uTP driver and its incoming connections.
 type Utp = (UtpHandle, mpsc::Receiver<UtpStream>);
 
@@ -122,11 +118,11 @@ async fn start_udp(
         };
         return Ok((dht, None));
     }
-    let (tx, rx) = mpsc::channel(UTP_QUEUE);
+    let (tx, rx) = lodestone_utp::net::inbox();
     let (dht, senders) = match &config.dht {
         Some(dht) => {
             let sink = lodestone_dht::OtherSink {
-                tx,
+                deliver: Arc::new(move |burst| tx.offer(burst)),
                 wants: lodestone_utp::looks_like_utp,
             };
             let (dht, udp) = spawn_dht_on(dht, tcp_port, sink).await?;

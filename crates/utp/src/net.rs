@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -24,6 +25,76 @@ use crate::{CloseReason, Config, Event, Socket, StreamId};
 
 /// A burst of received datagrams, each with its sender.
 pub type Datagrams = Vec<(SocketAddr, Vec<u8>)>;
+
+/// Most received datagrams waiting for the driver, however they were
+/// batched: at 30 MB/s a few tens of milliseconds of the driver being busy
+/// elsewhere, and at most a few MiB however a flood sizes its datagrams.
+/// Counting bursts instead cost throughput: under steady traffic most
+/// bursts hold one datagram, so a queue of 16 bursts dropped packets at
+/// every hiccup and LEDBAT took each drop as congestion.
+pub const INBOX_DATAGRAMS: usize = 1024;
+
+/// The receiving end's sender: hands bursts of received datagrams to the
+/// driver, refusing (dropping, as UDP may) what does not fit in
+/// [`INBOX_DATAGRAMS`]. It never waits, so a demultiplexer can call it.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    tx: mpsc::Sender<Datagrams>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    /// Queues `burst` for the driver; false when it was dropped.
+    pub fn offer(&self, burst: Datagrams) -> bool {
+        let n = burst.len();
+        if self.queued.fetch_add(n, Ordering::AcqRel) + n > INBOX_DATAGRAMS {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        if self.tx.try_send(burst).is_err() {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+}
+
+/// The driver's end of an [`Inbox`].
+#[derive(Debug)]
+pub struct InboxReceiver {
+    rx: mpsc::Receiver<Datagrams>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl InboxReceiver {
+    async fn recv(&mut self) -> Option<Datagrams> {
+        let burst = self.rx.recv().await?;
+        self.queued.fetch_sub(burst.len(), Ordering::AcqRel);
+        Some(burst)
+    }
+
+    fn try_recv(&mut self) -> Option<Datagrams> {
+        let burst = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(burst.len(), Ordering::AcqRel);
+        Some(burst)
+    }
+}
+
+/// A new inbox: give the sender to whoever reads the UDP port, the
+/// receiver to [`spawn`].
+pub fn inbox() -> (Inbox, InboxReceiver) {
+    // Every burst holds a datagram at least, so the count bounds the
+    // channel first.
+    let (tx, rx) = mpsc::channel(INBOX_DATAGRAMS);
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        Inbox {
+            tx,
+            queued: queued.clone(),
+        },
+        InboxReceiver { rx, queued },
+    )
+}
 
 /// Incoming connections waiting to be taken; more are reset.
 const INCOMING_QUEUE: usize = 64;
@@ -88,7 +159,7 @@ pub struct UtpHandle {
 /// The task ends when `datagrams` closes.
 pub fn spawn(
     config: Config,
-    datagrams: mpsc::Receiver<Datagrams>,
+    datagrams: InboxReceiver,
     senders: Senders,
 ) -> (UtpHandle, mpsc::Receiver<UtpStream>) {
     let inner = Arc::new(Inner {
@@ -103,9 +174,10 @@ pub fn spawn(
     (UtpHandle { inner }, incoming_rx)
 }
 
-/// Reads `socket` until it fails, handing every datagram to `sink`: the
-/// receiving side for a uTP port of its own (without a DHT to share).
-pub async fn recv_loop(socket: Arc<UdpSocket>, sink: mpsc::Sender<Datagrams>) {
+/// Reads `socket` until the driver is gone, handing every datagram to
+/// `sink`: the receiving side for a uTP port of its own (without a DHT to
+/// share).
+pub async fn recv_loop(socket: Arc<UdpSocket>, sink: Inbox) {
     let mut buf = vec![0u8; 65536];
     loop {
         match socket.recv_from(&mut buf).await {
@@ -113,7 +185,7 @@ pub async fn recv_loop(socket: Arc<UdpSocket>, sink: mpsc::Sender<Datagrams>) {
                 if !crate::looks_like_utp(&buf[..n]) {
                     continue;
                 }
-                if sink.send(vec![(from, buf[..n].to_vec())]).await.is_err() {
+                if !sink.offer(vec![(from, buf[..n].to_vec())]) && sink.tx.is_closed() {
                     return;
                 }
             }
@@ -129,7 +201,7 @@ const MORE_BATCHES: usize = 8;
 
 async fn run(
     inner: Arc<Inner>,
-    mut datagrams: mpsc::Receiver<Datagrams>,
+    mut datagrams: InboxReceiver,
     senders: Senders,
     incoming: mpsc::Sender<UtpStream>,
 ) {
@@ -153,7 +225,7 @@ async fn run(
                 // Take some more of what already arrived, under the same
                 // lock; bounded, so a flood cannot keep the streams (which
                 // lock it too) waiting, nor hold back what we send.
-                for more in std::iter::from_fn(|| datagrams.try_recv().ok()).take(MORE_BATCHES) {
+                for more in std::iter::from_fn(|| datagrams.try_recv()).take(MORE_BATCHES) {
                     for (from, bytes) in &more {
                         shared.socket.handle_datagram(now, *from, bytes);
                     }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 async fn endpoint() -> (UtpHandle, mpsc::Receiver<UtpStream>, std::net::SocketAddr) {
     let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let addr = socket.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel(256);
+    let (tx, rx) = net::inbox();
     tokio::spawn(net::recv_loop(socket.clone(), tx));
     let senders = Senders {
         v4: Some(socket),

@@ -194,12 +194,20 @@ pub type OtherDatagrams = Vec<(SocketAddr, Vec<u8>)>;
 /// Where the DHT hands the datagrams of the protocol sharing its port, and
 /// which of them that protocol wants: the rest are dropped before they are
 /// copied, so junk on the port costs neither copies nor queue space.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OtherSink {
-    /// The protocol's channel, a burst at a time.
-    pub tx: mpsc::Sender<OtherDatagrams>,
+    /// Takes a burst, or refuses it (the protocol lags: the burst is
+    /// dropped, as UDP may be). It must not block: the DHT's receive loop
+    /// calls it.
+    pub deliver: Arc<dyn Fn(OtherDatagrams) -> bool + Send + Sync>,
     /// The protocol's test of a datagram (not called for KRPC ones).
     pub wants: fn(&[u8]) -> bool,
+}
+
+impl std::fmt::Debug for OtherSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtherSink").finish_non_exhaustive()
+    }
 }
 
 /// The DHT's sockets, for another protocol to send from the same port

@@ -157,7 +157,7 @@ impl Burst {
             node.handle_datagram(now, from, datagram);
         }
         if let (Some(other), false) = (&self.other, others.is_empty())
-            && other.tx.try_send(others).is_err()
+            && !(other.deliver)(others)
         {
             tracing::trace!("non-KRPC datagrams dropped: their consumer lags or left");
         }
