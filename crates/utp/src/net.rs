@@ -451,3 +451,31 @@ impl Drop for UtpStream {
         self.inner.wake.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn burst(n: usize) -> Datagrams {
+        let from: SocketAddr = "127.0.0.1:1".parse().expect("an address");
+        vec![(from, vec![0u8; 20]); n]
+    }
+
+    /// The bound counts datagrams: bursts of one fill it as bursts of many
+    /// do, and what the driver takes makes room again.
+    #[tokio::test]
+    async fn the_inbox_holds_a_bounded_number_of_datagrams() {
+        let (inbox, mut driver) = inbox();
+        for _ in 0..INBOX_DATAGRAMS - 10 {
+            assert!(inbox.offer(burst(1)));
+        }
+        assert!(!inbox.offer(burst(11)), "past the bound: dropped");
+        assert!(inbox.offer(burst(10)));
+        assert!(!inbox.offer(burst(1)));
+        assert_eq!(driver.recv().await.map(|b| b.len()), Some(1));
+        assert!(inbox.offer(burst(1)), "room again");
+        assert!(!inbox.offer(burst(1)));
+        drop(driver);
+        assert!(!inbox.offer(burst(0)), "the driver is gone");
+    }
+}
