@@ -218,7 +218,8 @@ pub fn client_ip(client: Client, race: Race, round: usize) -> Ipv4Addr {
 pub fn settings(client: Client) -> &'static str {
     match client {
         Client::Lodestone => {
-            "lodestone metadata|download MAGNET --bootstrap NODE --dht-bind IP:6881 [-o OUT] [--no-seed] \
+            "lodestone metadata|download MAGNET --bootstrap NODE --state-dir RUN/state --dht-bind IP:6881 \
+             [-o OUT] [--no-seed] \
              [--encryption require] [--transport utp]: defaults otherwise (TCP and uTP, MSE \
              offered first)"
         }
@@ -250,6 +251,9 @@ pub fn run(arena: &Arena<'_>, client: Client, race: Race, round: usize, timeout:
         },
         client.name()
     ));
+    // A run starts from nothing: files left by a kept earlier run would be
+    // resumed, not downloaded.
+    let _ = std::fs::remove_dir_all(&dir);
     let outcome = std::fs::create_dir_all(&dir)
         .map_err(|e| (format!("creating {}: {e}", dir.display()), Usage::default()))
         .and_then(|()| match client {
@@ -310,6 +314,12 @@ fn command_line(
                 Race::Download => vec!["download".to_owned(), magnet],
             };
             args.extend(["--bootstrap".to_owned(), boot]);
+            // A state directory of the run's own: the default one keeps the
+            // metadata fetched by earlier runs (it would be read, not
+            // fetched), resume records and a warm DHT table.
+            if help.contains("--state-dir") {
+                args.extend(["--state-dir".to_owned(), format!("{d}/state")]);
+            }
             if help.contains("--dht-bind") {
                 args.extend(["--dht-bind".to_owned(), format!("{ip}:{PORT}")]);
             }
