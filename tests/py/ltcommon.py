@@ -48,11 +48,13 @@ def parse_endpoint(text):
 
 
 def make_session(ip, port, utp=False, extra=None, utp_only=False):
-    """A libtorrent session listening on ip:port (TCP and the DHT's UDP).
+    """A libtorrent session listening on ip:port (TCP and the DHT's UDP),
+    and only there: an IPv6 `ip` (like "::1") makes an IPv6-only session.
     `utp`: uTP as well as TCP; `utp_only`: uTP and no TCP at all."""
     utp = utp or utp_only
+    host = f"[{ip}]" if ":" in ip else ip
     settings = {
-        "listen_interfaces": f"{ip}:{port}",
+        "listen_interfaces": f"{host}:{port}",
         "outgoing_interfaces": ip,
         "enable_dht": True,
         # Never talk to public routers: we wire nodes with add_dht_node.

@@ -81,7 +81,7 @@ def main():
         wait_listening(session, deadline, dht=False)
         seeders.append((f"{ip}:{args.port}", session, seed(session, torrent_path, content)))
     if args.ipv6_seeder:
-        session = seeder_session("[::1]", args.port, extra={"outgoing_interfaces": "::1"})
+        session = seeder_session("::1", args.port)
         wait_listening(session, deadline, dht=False)
         seeders.append((f"[::1]:{args.port}", session, seed(session, torrent_path, content)))
     first = seeders[0][2]

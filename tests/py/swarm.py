@@ -7,7 +7,9 @@ Run by lodestone_tests::swarm::Swarm inside a loopback-only network namespace.
    .torrent for it.
 2. Starts one libtorrent session per --dht-ip, all on --port, and wires them
    together with add_dht_node (a node named in dht_bootstrap_nodes would be
-   treated as a router and never enter routing tables).
+   treated as a router and never enter routing tables). Processes given the
+   same address (every one on ::1, for an IPv6 swarm) take consecutive ports
+   from --port instead.
 3. Starts one seeding session per --seeder-ip; libtorrent announces the
    torrent into the DHT by itself.
 4. Becomes ready once a get_peers lookup from a DHT node finds every seeder,
@@ -33,11 +35,15 @@ import libtorrent as lt
 from ltcommon import dht_node_count, emit, log, make_session, stdin_commands, wait_listening
 
 
+# Seconds a readiness lookup may take before it is asked again.
+LOOKUP_RETRY = 3.0
+
+
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--workdir", required=True)
-    p.add_argument("--dht-ips", required=True, help="comma-separated IPv4 addresses")
-    p.add_argument("--seeder-ips", default="", help="comma-separated IPv4 addresses")
+    p.add_argument("--dht-ips", required=True, help="comma-separated IP addresses")
+    p.add_argument("--seeder-ips", default="", help="comma-separated IP addresses")
     p.add_argument("--port", type=int, default=6881)
     p.add_argument("--file-sizes", required=True, help="comma-separated byte counts")
     p.add_argument("--name", default="content")
@@ -97,7 +103,19 @@ def make_torrent(root, name, piece_length, torrent_path):
 
 
 def endpoint(ip, port):
-    return f"{ip}:{port}"
+    """'ip:port', the IPv6 address in brackets."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def assign_ports(ips, port):
+    """One (ip, port) per process: `port`, or for the second and later
+    processes on one address the next ports after it."""
+    used = {}
+    endpoints = []
+    for ip in ips:
+        endpoints.append((ip, port + used.get(ip, 0)))
+        used[ip] = used.get(ip, 0) + 1
+    return endpoints
 
 
 def wait_routing_tables(sessions, want, deadline):
@@ -111,7 +129,10 @@ def wait_routing_tables(sessions, want, deadline):
 
 
 def lookup(session, info_hash, deadline):
-    """One get_peers lookup; returns the set of 'ip:port' found."""
+    """One get_peers lookup; returns the set of 'ip:port' found.
+
+    libtorrent posts its reply alert only when a node answers with peers:
+    a lookup that finds none ends silently, and this waits out `deadline`."""
     session.dht_get_peers(info_hash)
     while time.monotonic() < deadline:
         if not session.wait_for_alert(250):
@@ -141,26 +162,28 @@ def main():
     info_hash = info.info_hashes().v1
     log(f"content written, infohash {info_hash}")
 
-    nodes = [make_session(ip, args.port, utp=args.utp) for ip in dht_ips]
+    endpoints = assign_ports(dht_ips + seeder_ips, args.port)
+    node_endpoints, seeder_endpoints = endpoints[:len(dht_ips)], endpoints[len(dht_ips):]
+    nodes = [make_session(ip, port, utp=args.utp) for ip, port in node_endpoints]
     for session in nodes:
         wait_listening(session, deadline)
     for i, session in enumerate(nodes):
-        for j, ip in enumerate(dht_ips):
+        for j, node in enumerate(node_endpoints):
             if i != j:
-                session.add_dht_node((ip, args.port))
+                session.add_dht_node(node)
     counts = wait_routing_tables(nodes, min(len(nodes) - 1, 8), deadline)
     log(f"DHT routing tables: {counts}")
     dht_ready = time.monotonic() - started
 
     seeders = []
     seeder_settings = json.loads(args.seeder_settings) or [{}]
-    for index, ip in enumerate(seeder_ips):
+    for index, (ip, port) in enumerate(seeder_endpoints):
         extra = {"dht_announce_interval": 2, **seeder_settings[index % len(seeder_settings)]}
-        session = make_session(ip, args.port, utp=args.utp,
+        session = make_session(ip, port, utp=args.utp,
                                utp_only=index < args.utp_only_seeders, extra=extra)
         wait_listening(session, deadline)
-        for node_ip in dht_ips:
-            session.add_dht_node((node_ip, args.port))
+        for node in node_endpoints:
+            session.add_dht_node(node)
         params = lt.add_torrent_params()
         params.ti = lt.torrent_info(torrent_path)
         params.save_path = content
@@ -168,17 +191,19 @@ def main():
         session.add_torrent(params)
         seeders.append(session)
 
-    want = {endpoint(ip, args.port) for ip in seeder_ips}
+    want = {endpoint(ip, port) for ip, port in seeder_endpoints}
     found = set()
     probe = nodes[0]
     while not want <= found:
         if time.monotonic() > deadline:
             raise TimeoutError(f"seeders not all found in the DHT: found {sorted(found)}")
-        found |= lookup(probe, info_hash, deadline)
+        # A lookup that ran before the seeders' announces finds nothing and
+        # says nothing: give each one a few seconds, then ask again.
+        found |= lookup(probe, info_hash, min(deadline, time.monotonic() + LOOKUP_RETRY))
     ready = time.monotonic() - started
     emit(
         "ready",
-        dht_nodes=[endpoint(ip, args.port) for ip in dht_ips],
+        dht_nodes=[endpoint(ip, port) for ip, port in node_endpoints],
         seeders=sorted(want),
         info_hash=str(info_hash),
         torrent=torrent_path,
@@ -192,17 +217,19 @@ def main():
         ready_s=round(ready, 3),
     )
 
-    serve(args, nodes, seeders)
+    serve(nodes, list(zip(seeder_endpoints, seeders)))
 
 
-def serve(args, nodes, seeders):
+def serve(nodes, seeders):
+    """Answers commands; `seeders` pairs each seeder's (ip, port) with its
+    session."""
     commands = stdin_commands()
     probe = nodes[0]
     while True:
         try:
             command = commands.get(timeout=0.5)
         except queue.Empty:  # idle: drain alerts so queues stay short
-            for session in nodes + seeders:
+            for session in nodes + [s for _, s in seeders]:
                 session.pop_alerts()
             continue
         if command is None:
@@ -215,13 +242,13 @@ def serve(args, nodes, seeders):
             emit("peers", info_hash=command["info_hash"], peers=sorted(peers))
         elif kind == "add_node":
             host, _, port = command["addr"].rpartition(":")
-            for session in nodes + seeders:
-                session.add_dht_node((host, int(port)))
+            for session in nodes + [s for _, s in seeders]:
+                session.add_dht_node((host.strip("[]"), int(port)))
             emit("node_added", addr=command["addr"])
         elif kind == "uploads":
             uploads = {}
-            for ip, session in zip(filter(None, args.seeder_ips.split(",")), seeders):
-                uploads[endpoint(ip, args.port)] = sum(
+            for (ip, port), session in seeders:
+                uploads[endpoint(ip, port)] = sum(
                     h.status().total_payload_upload for h in session.get_torrents())
             emit("uploads", uploads=uploads)
         else:

@@ -3,9 +3,10 @@
 //! [`Swarm::start`] writes deterministic content, makes a v1 torrent for it,
 //! starts `dht_nodes` libtorrent sessions on `127.0.1.x` wired to each other
 //! and `seeders` seeding sessions on `127.0.2.x`, and returns once a DHT
-//! lookup finds every seeder. Call it inside an isolated test only.
+//! lookup finds every seeder. [`Swarm::start_on_ipv6_loopback`] builds the
+//! same on `[::1]` alone. Call either inside an isolated test only.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -143,11 +144,27 @@ pub struct Swarm {
 impl Swarm {
     /// Starts the swarm and waits until it is ready (see the module docs).
     pub fn start(config: SwarmConfig) -> Result<Swarm> {
+        let ips = |block, count| (1..=count).map(|i| addr(block, i).into()).collect();
+        let dht = ips(BLOCK_SWARM_DHT, config.dht_nodes);
+        let seeders = ips(BLOCK_SWARM_SEEDERS, config.seeders);
+        Self::start_on(config, dht, seeders)
+    }
+
+    /// Like [`Swarm::start`], but IPv6 only: every session listens on
+    /// `[::1]` alone (TCP and the DHT's UDP), on consecutive ports from
+    /// `config.port`, DHT nodes first.
+    pub fn start_on_ipv6_loopback(config: SwarmConfig) -> Result<Swarm> {
+        let v6 = |count| vec![IpAddr::V6(Ipv6Addr::LOCALHOST); usize::from(count)];
+        let (dht, seeders) = (v6(config.dht_nodes), v6(config.seeders));
+        Self::start_on(config, dht, seeders)
+    }
+
+    fn start_on(config: SwarmConfig, dht: Vec<IpAddr>, seeders: Vec<IpAddr>) -> Result<Swarm> {
         let python = python_with_libtorrent()?;
         let dir = WorkDir::new("swarm")?;
-        let ips = |block, count| {
-            (1..=count)
-                .map(|i| addr(block, i).to_string())
+        let list = |ips: Vec<IpAddr>| {
+            ips.iter()
+                .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(",")
         };
@@ -156,8 +173,8 @@ impl Swarm {
             .arg(script("swarm.py"))
             .arg("--workdir")
             .arg(dir.path())
-            .args(["--dht-ips", &ips(BLOCK_SWARM_DHT, config.dht_nodes)])
-            .args(["--seeder-ips", &ips(BLOCK_SWARM_SEEDERS, config.seeders)])
+            .args(["--dht-ips", &list(dht)])
+            .args(["--seeder-ips", &list(seeders)])
             .args(["--port", &config.port.to_string()])
             .args(["--file-sizes", &join_numbers(&config.file_sizes)])
             .args(["--name", &config.name])
