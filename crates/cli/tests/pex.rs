@@ -22,10 +22,9 @@ use bytes::BytesMut;
 use lodestone_core::{InfoHash, PeerId};
 use lodestone_tests::content::verify_files;
 use lodestone_tests::netns::{BLOCK_LIBTORRENT, BLOCK_RELAY, BLOCK_SWARM_SEEDERS, addr};
+use lodestone_tests::pex_swarm::{PexReady, PexSwarm};
 use lodestone_tests::process::Proc;
 use lodestone_tests::scripted_peer::scripted_peer;
-use lodestone_tests::swarm::FileInfo;
-use lodestone_tests::tools::{python_with_libtorrent, script};
 use lodestone_tests::workdir::WorkDir;
 use lodestone_wire::extension::UT_PEX;
 use lodestone_wire::pex::{PexFlags, PexMessage, PexPeer};
@@ -37,73 +36,21 @@ const MIB: u64 = 1 << 20;
 /// lodestone's listen port: away from the seeders' 6881.
 const LODESTONE_PORT: u16 = 7100;
 
-/// The `ready` event of `pex_swarm.py`.
-#[derive(Debug)]
-struct Ready {
-    seeders: Vec<SocketAddr>,
-    info_hash: String,
-    torrent: std::path::PathBuf,
-    files: Vec<FileInfo>,
+/// The seeders of `pex_swarm.py`, started from `count` addresses of the
+/// seeders' block.
+fn pex_swarm(count: u8, ipv6_seeder: bool, size: u64) -> PexSwarm {
+    let ips: Vec<_> = (1..=count).map(|i| addr(BLOCK_SWARM_SEEDERS, i)).collect();
+    PexSwarm::start(&ips, ipv6_seeder, size).expect("seeders ready")
 }
 
-/// Seeders that know each other, in a libtorrent process; it stops when
-/// dropped (after the work directory's files, which it still serves).
-struct PexSwarm {
-    proc: Proc,
-    ready: Ready,
-    _dir: WorkDir,
-}
-
-impl PexSwarm {
-    fn start(seeders: u8, ipv6_seeder: bool, size: u64) -> PexSwarm {
-        let dir = WorkDir::new("pex-swarm").expect("work dir");
-        let ips: Vec<String> = (1..=seeders)
-            .map(|i| addr(BLOCK_SWARM_SEEDERS, i).to_string())
-            .collect();
-        let mut command = Command::new(python_with_libtorrent().expect("libtorrent"));
-        command
-            .arg(script("pex_swarm.py"))
-            .arg("--workdir")
-            .arg(dir.path())
-            .args(["--seeder-ips", &ips.join(",")])
-            .args(["--file-size", &size.to_string()]);
-        if ipv6_seeder {
-            command.arg("--ipv6-seeder");
-        }
-        let mut proc = Proc::spawn("pex-swarm", command).expect("pex_swarm.py starts");
-        let ready = proc
-            .wait_event("ready", Duration::from_secs(60))
-            .expect("seeders ready");
-        let field = |name: &str| ready[name].clone();
-        let ready = Ready {
-            seeders: serde_json::from_value(field("seeders")).expect("seeder addresses"),
-            info_hash: field("info_hash").as_str().expect("an infohash").to_owned(),
-            torrent: field("torrent").as_str().expect("a path").into(),
-            files: serde_json::from_value(field("files")).expect("files"),
-        };
-        PexSwarm {
-            proc,
-            ready,
-            _dir: dir,
-        }
-    }
-
-    fn ask(&mut self, command: Value, event: &str) -> Value {
-        self.proc.send(&command).expect("command sent");
-        self.proc
-            .wait_event(event, Duration::from_secs(20))
-            .expect("answer")
-    }
-
-    /// Blocks each seeder uploaded, by address.
-    fn uploaded(&mut self) -> serde_json::Map<String, Value> {
-        let stats = self.ask(json!({"cmd": "stats"}), "stats");
-        stats["uploaded"].as_object().expect("a map").clone()
-    }
+/// Blocks each seeder uploaded, by address.
+fn uploaded(swarm: &mut PexSwarm) -> serde_json::Map<String, Value> {
+    let stats = swarm.ask(&json!({"cmd": "stats"}), "stats").expect("stats");
+    stats["uploaded"].as_object().expect("a map").clone()
 }
 
 /// `lodestone download` of the swarm's torrent, DHT off, knowing `peers`.
-fn lodestone(ready: &Ready, out: &WorkDir, peers: &[SocketAddr], extra: &[&str]) -> Proc {
+fn lodestone(ready: &PexReady, out: &WorkDir, peers: &[SocketAddr], extra: &[&str]) -> Proc {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lodestone"));
     command
         .args(["download", "--json", "--no-dht", "--no-seed"])
@@ -120,26 +67,30 @@ fn lodestone(ready: &Ready, out: &WorkDir, peers: &[SocketAddr], extra: &[&str])
 
 lodestone_tests::isolated_test! {
     fn peers_are_learned_by_pex_both_ways() {
-        let mut swarm = PexSwarm::start(3, false, 24 * MIB);
-        let first = swarm.ready.seeders[0];
+        let mut swarm = pex_swarm(3, false, 24 * MIB);
+        let first = swarm.ready().seeders[0];
         let out = WorkDir::new("pex-download").expect("work dir");
         // Slow enough that the download is still running when the
         // libtorrent downloader below hears from us.
-        let mut proc = lodestone(&swarm.ready, &out, &[first], &["--max-download-rate", "3M"]);
+        let mut proc = lodestone(swarm.ready(), &out, &[first], &["--max-download-rate", "3M"]);
         proc.wait_event("progress", Duration::from_secs(20)).expect("lodestone runs");
         let downloader = addr(BLOCK_LIBTORRENT, 1);
-        swarm.ask(
-            json!({"cmd": "add_downloader", "ip": downloader.to_string(),
-                   "connect": format!("127.0.0.1:{LODESTONE_PORT}")}),
-            "downloader_added",
-        );
+        swarm
+            .ask(
+                &json!({"cmd": "add_downloader", "ip": downloader.to_string(),
+                        "connect": format!("127.0.0.1:{LODESTONE_PORT}")}),
+                "downloader_added",
+            )
+            .expect("downloader added");
 
         // The libtorrent downloader knew only lodestone, and the seeders
         // knew only each other: a connection between the downloader and a
         // seeder, from a PEX-learned address, came from lodestone's PEX.
         let deadline = Instant::now() + Duration::from_secs(30);
         let learned = loop {
-            let peers = swarm.ask(json!({"cmd": "downloader_peers"}), "downloader_peers");
+            let peers = swarm
+                .ask(&json!({"cmd": "downloader_peers"}), "downloader_peers")
+                .expect("downloader's peers");
             let from_pex: Vec<String> = peers["peers"]
                 .as_array()
                 .expect("a list")
@@ -152,7 +103,7 @@ lodestone_tests::isolated_test! {
             // PEX source on that peer too.
             let seeder_ip = |a: &String| {
                 let ip = a.parse::<SocketAddr>().map(|a| a.ip()).ok();
-                swarm.ready.seeders.iter().any(|s| Some(s.ip()) == ip)
+                swarm.ready().seeders.iter().any(|s| Some(s.ip()) == ip)
             };
             if let Some(seeder) = from_pex.iter().find(|a| seeder_ip(a)) {
                 break seeder.clone();
@@ -164,10 +115,10 @@ lodestone_tests::isolated_test! {
 
         let done = proc.wait_event("done", Duration::from_secs(60)).expect("download finishes");
         assert_eq!(done["complete"], true, "{done}");
-        verify_files(out.path(), &swarm.ready.files).expect("files match");
+        verify_files(out.path(), &swarm.ready().files).expect("files match");
         // Told of one seeder, lodestone downloaded from all three.
-        let uploaded = swarm.uploaded();
-        for seeder in &swarm.ready.seeders {
+        let uploaded = uploaded(&mut swarm);
+        for seeder in &swarm.ready().seeders {
             let bytes = uploaded[&seeder.to_string()].as_u64().unwrap_or(0);
             assert!(bytes > 0, "{seeder} uploaded nothing: {uploaded:?}");
         }
@@ -176,16 +127,16 @@ lodestone_tests::isolated_test! {
 
 lodestone_tests::isolated_test! {
     fn a_seeder_on_ipv6_loopback_is_downloaded_from() {
-        let mut swarm = PexSwarm::start(1, true, 4 * MIB);
-        let v6 = *swarm.ready.seeders.last().expect("the IPv6 seeder");
+        let mut swarm = pex_swarm(1, true, 4 * MIB);
+        let v6 = *swarm.ready().seeders.last().expect("the IPv6 seeder");
         assert!(v6.is_ipv6());
         let out = WorkDir::new("pex-ipv6").expect("work dir");
         // IPv6 only, on both sides.
-        let mut proc = lodestone(&swarm.ready, &out, &[v6], &["--bind", "::1"]);
+        let mut proc = lodestone(swarm.ready(), &out, &[v6], &["--bind", "::1"]);
         let done = proc.wait_event("done", Duration::from_secs(60)).expect("download finishes");
         assert_eq!(done["complete"], true, "{done}");
-        verify_files(out.path(), &swarm.ready.files).expect("files match");
-        let uploaded = swarm.uploaded();
+        verify_files(out.path(), &swarm.ready().files).expect("files match");
+        let uploaded = uploaded(&mut swarm);
         assert!(uploaded[&v6.to_string()].as_u64().unwrap_or(0) > 0, "{uploaded:?}");
     }
 }
@@ -259,8 +210,8 @@ fn encode_keepalive() -> BytesMut {
 
 lodestone_tests::isolated_test! {
     fn a_pex_flood_costs_at_most_the_dial_budget() {
-        let mut swarm = PexSwarm::start(1, false, 8 * MIB);
-        let info_hash = InfoHash::from_hex(&swarm.ready.info_hash).expect("infohash");
+        let mut swarm = pex_swarm(1, false, 8 * MIB);
+        let info_hash = InfoHash::from_hex(&swarm.ready().info_hash).expect("infohash");
         let dials = flood_target();
         let flooder = pex_flooder(addr(BLOCK_RELAY, 1), info_hash);
         let out = WorkDir::new("pex-flood").expect("work dir");
@@ -270,21 +221,21 @@ lodestone_tests::isolated_test! {
         // whose encrypted attempt is closed on makes a second, plaintext
         // connection to the same address.
         let mut proc = lodestone(
-            &swarm.ready,
+            swarm.ready(),
             &out,
-            &[flooder, swarm.ready.seeders[0]],
+            &[flooder, swarm.ready().seeders[0]],
             &["--max-download-rate", "2M", "--encryption", "off"],
         );
         let done = proc.wait_event("done", Duration::from_secs(90)).expect("download finishes");
         let elapsed = started.elapsed().as_secs_f64();
         assert_eq!(done["complete"], true, "{done}");
-        verify_files(out.path(), &swarm.ready.files).expect("files match");
+        verify_files(out.path(), &swarm.ready().files).expect("files match");
         let dialed = dials.load(Ordering::SeqCst) as f64;
         // The address book's defaults: a burst of 20, then 2 a second.
         let budget = 20.0 + 2.0 * elapsed;
         println!("{dialed} dials to made-up addresses in {elapsed:.1} s (budget {budget:.0})");
         assert!(dialed <= budget, "{dialed} dials in {elapsed:.1} s, budget {budget:.0}");
         assert!(dialed > 0.0, "the flood was never heard: the test would prove nothing");
-        assert!(swarm.uploaded()[&swarm.ready.seeders[0].to_string()].as_u64().unwrap_or(0) > 0);
+        assert!(uploaded(&mut swarm)[&swarm.ready().seeders[0].to_string()].as_u64().unwrap_or(0) > 0);
     }
 }
