@@ -200,6 +200,26 @@ pub struct Arena<'a> {
     pub utp_only: bool,
 }
 
+impl<'a> Arena<'a> {
+    /// Plaintext and TCP, over `swarm` with clients bootstrapping from
+    /// `bootstrap`.
+    pub fn new(
+        swarm: &'a SwarmInfo,
+        bootstrap: SocketAddr,
+        scratch: &'a Path,
+        tools: &'a Tools,
+    ) -> Self {
+        Arena {
+            swarm,
+            bootstrap,
+            scratch,
+            tools,
+            encrypted: false,
+            utp_only: false,
+        }
+    }
+}
+
 /// The address a client uses in a round of a race: one per process, so
 /// no run inherits another's sockets or TIME_WAIT state.
 pub fn client_ip(client: Client, race: Race, round: usize) -> Ipv4Addr {

@@ -260,7 +260,7 @@ fn swarm_scenarios(
     };
     let swarm = start_swarm(options, seeders, size, false)?;
     let info = swarm.info().clone();
-    let bootstrap = info.dht_nodes[BOOTSTRAP_INDEX.min(info.dht_nodes.len() - 1)];
+    let bootstrap = bootstrap_of(&info);
     let swarm_summary = SwarmSummary {
         dht_nodes: info.dht_nodes.len(),
         seeders: info.seeders.len(),
@@ -282,12 +282,8 @@ fn swarm_scenarios(
     );
     report.swarm.push(swarm_summary);
     let arena = Arena {
-        swarm: &info,
-        bootstrap,
-        scratch,
-        tools,
         encrypted: options.encrypted,
-        utp_only: false,
+        ..Arena::new(&info, bootstrap, scratch, tools)
     };
 
     if first && options.scenarios.contains(&Scenario::Metadata) {
@@ -309,22 +305,18 @@ fn swarm_scenarios(
     }
     if download {
         // Generous: 10 MB/s would still finish.
-        let timeout = Duration::from_secs(60 + info.total_length / 10_000_000);
-        let race = race(&arena, chosen, Race::Download, options.rounds, timeout);
-        let r = RaceReport::new(
+        let r = download_race(
+            &arena,
+            chosen,
+            options.rounds,
+            10_000_000,
             "magnet -> all files written and verified by the client (then checked here by SHA-1); wall seconds",
-            race.0,
-            race.1,
-            Some(info.total_length),
-        );
-        print!(
-            "{}",
-            r.table(&format!(
+            &format!(
                 "download of {:.0} MiB in {} files from {} seeders",
                 info.total_length as f64 / 1048576.0,
                 info.files.len(),
                 info.seeders.len()
-            ))
+            ),
         );
         report.download.push(r);
     }
@@ -394,30 +386,21 @@ fn transmission_scenario(
     if acked.is_empty() {
         return Err("no DHT node took the transmission seeder's announce".to_owned());
     }
-    let bootstrap = info.dht_nodes[BOOTSTRAP_INDEX.min(info.dht_nodes.len() - 1)];
     let arena = Arena {
-        swarm: &info,
-        bootstrap,
-        scratch,
-        tools,
         encrypted: options.encrypted,
-        utp_only: false,
+        ..Arena::new(&info, bootstrap_of(&info), scratch, tools)
     };
     // Generous: 0.5 MB/s would still finish.
-    let timeout = Duration::from_secs(60 + info.total_length / 500_000);
-    let (runs, skipped) = race(&arena, chosen, Race::Download, options.rounds, timeout);
-    let r = RaceReport::new(
+    let r = download_race(
+        &arena,
+        chosen,
+        options.rounds,
+        500_000,
         "magnet -> all files verified, the only seeder a transmission-cli 3.00 found through the DHT; wall seconds",
-        runs,
-        skipped,
-        Some(info.total_length),
-    );
-    print!(
-        "{}",
-        r.table(&format!(
+        &format!(
             "download of {:.0} MiB from one transmission-cli seeder",
             info.total_length as f64 / 1048576.0
-        ))
+        ),
     );
     report.transmission = Some(r);
     Ok(())
@@ -436,29 +419,22 @@ fn utp_scenario(
     let swarm = start_swarm(options, seeders, options.utp_mib << 20, true)?;
     let info = swarm.info().clone();
     let arena = Arena {
-        swarm: &info,
-        bootstrap: info.dht_nodes[BOOTSTRAP_INDEX.min(info.dht_nodes.len() - 1)],
-        scratch,
-        tools,
         encrypted: options.encrypted,
         utp_only: true,
+        ..Arena::new(&info, bootstrap_of(&info), scratch, tools)
     };
     // Generous: 2 MB/s would still finish.
-    let timeout = Duration::from_secs(60 + info.total_length / 2_000_000);
-    let (runs, skipped) = race(&arena, chosen, Race::Download, options.rounds, timeout);
-    let r = RaceReport::new(
+    let r = download_race(
+        &arena,
+        chosen,
+        options.rounds,
+        2_000_000,
         "magnet -> all files verified, every seeder and every client on uTP only (no TCP); wall seconds",
-        runs,
-        skipped,
-        Some(info.total_length),
-    );
-    print!(
-        "{}",
-        r.table(&format!(
+        &format!(
             "download of {:.0} MiB over uTP from {} uTP-only seeders",
             info.total_length as f64 / 1048576.0,
             info.seeders.len()
-        ))
+        ),
     );
     report.utp = Some(r);
     Ok(())
@@ -511,32 +487,44 @@ fn pex_scenario(
         dht_ready_s: 0.0,
         ready_s: 0.0,
     };
-    let arena = Arena {
-        swarm: &info,
-        bootstrap: info.dht_nodes[BOOTSTRAP_INDEX.min(info.dht_nodes.len() - 1)],
-        scratch,
-        tools,
-        encrypted: false,
-        utp_only: false,
-    };
+    let arena = Arena::new(&info, bootstrap_of(&info), scratch, tools);
     // Generous: 2 MB/s would still finish.
-    let timeout = Duration::from_secs(60 + info.total_length / 2_000_000);
-    let (runs, skipped) = race(&arena, chosen, Race::Download, options.rounds, timeout);
-    let r = RaceReport::new(
+    let r = download_race(
+        &arena,
+        chosen,
+        options.rounds,
+        2_000_000,
         "magnet -> all files verified; 30 seeders, one of them in the DHT, the rest known only to it (peer exchange); wall seconds",
-        runs,
-        skipped,
-        Some(info.total_length),
-    );
-    print!(
-        "{}",
-        r.table(&format!(
+        &format!(
             "download of {:.0} MiB from {PEX_SEEDERS} seeders, one in the DHT",
             info.total_length as f64 / 1048576.0
-        ))
+        ),
     );
     report.pex = Some(r);
     Ok(())
+}
+
+/// The node every client of a race over `info`'s DHT bootstraps from.
+fn bootstrap_of(info: &SwarmInfo) -> SocketAddr {
+    info.dht_nodes[BOOTSTRAP_INDEX.min(info.dht_nodes.len() - 1)]
+}
+
+/// Runs the download race in `arena`, with a timeout that a client at
+/// `floor_rate` bytes per second would still meet, prints its table under
+/// `title` and returns it.
+fn download_race(
+    arena: &Arena<'_>,
+    chosen: &[Client],
+    rounds: usize,
+    floor_rate: u64,
+    what: &'static str,
+    title: &str,
+) -> RaceReport {
+    let timeout = Duration::from_secs(60 + arena.swarm.total_length / floor_rate);
+    let (runs, skipped) = race(arena, chosen, Race::Download, rounds, timeout);
+    let r = RaceReport::new(what, runs, skipped, Some(arena.swarm.total_length));
+    print!("{}", r.table(title));
+    r
 }
 
 /// Runs `race` for `rounds`, rotating the client order every round.
