@@ -3,7 +3,8 @@
 //! Every client gets the same magnet (infohash and name only: no trackers,
 //! no `x.pe`), the same single bootstrap node (one of the libtorrent DHT
 //! nodes), DHT as its only peer source (no trackers, LSD, UPnP or NAT-PMP),
-//! no rate or connection caps, TCP only, and its own loopback address. The
+//! no rate or connection caps, and its own loopback address; the seeders
+//! speak TCP only, except in the uTP race (uTP only). The
 //! time is the client's own signal that it is done:
 //!
 //! * lodestone, rqbit, aria2c: the process exits (`lodestone metadata`,

@@ -112,7 +112,8 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
         ),
         "every client: the same magnet (infohash + name, no trackers, no x.pe), the same single \
          bootstrap node, DHT as the only peer source, no trackers/LSD/UPnP/NAT-PMP, no rate or \
-         connection caps, TCP only"
+         connection caps; the seeders speak TCP only, except in the utp race, where they speak \
+         uTP only"
             .to_owned(),
         "libtorrent's times come from its own alerts, counted from after python imported \
          libtorrent; its RSS includes the python interpreter (about 20-30 MiB) and, as \
