@@ -326,12 +326,20 @@ async fn last_word(
     }
 }
 
-/// Scrapes the tier's front tracker once and logs what it knows.
+/// Scrapes the tier's front tracker once and logs what it knows, within
+/// [`STOP_WAIT`]: the scrape only informs, and announces wait for it (a
+/// UDP tracker that ignores scrapes would otherwise hold a completion back
+/// through BEP 15's retries, minutes).
 async fn scrape(client: &Client, tier: &mut Tier, info_hash: &InfoHash) {
     let Some(tracker) = tier.front_mut() else {
         return;
     };
-    match tracker.scrape(client, info_hash).await {
+    let Ok(scraped) = tokio::time::timeout(STOP_WAIT, tracker.scrape(client, info_hash)).await
+    else {
+        tracing::debug!(tracker = %tracker.url(), "scrape timed out");
+        return;
+    };
+    match scraped {
         Ok(Some(s)) => tracing::info!(
             tracker = %tracker.url(),
             "tracker scrape: {} seeders, {} leechers, {} completed downloads",
@@ -364,6 +372,12 @@ mod tests {
     /// A UDP tracker on loopback that answers every connect and announce,
     /// handing out [`nth_peer`], and reports each announce's event code.
     async fn recording_tracker() -> (String, mpsc::UnboundedReceiver<u32>) {
+        tracker_refusing(None).await
+    }
+
+    /// [`recording_tracker`], answering announces of the event `refused`
+    /// with a tracker error instead.
+    async fn tracker_refusing(refused: Option<Event>) -> (String, mpsc::UnboundedReceiver<u32>) {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("udp://{}", socket.local_addr().expect("addr"));
         let (events, seen) = mpsc::unbounded_channel();
@@ -378,7 +392,15 @@ mod tests {
                     reply.extend_from_slice(&d[12..16]);
                     reply.extend_from_slice(&42u64.to_be_bytes());
                 } else if n == 98 {
-                    let _ = events.send(u32::from_be_bytes(d[80..84].try_into().expect("event")));
+                    let event = u32::from_be_bytes(d[80..84].try_into().expect("event"));
+                    let _ = events.send(event);
+                    if refused.is_some_and(|e| e.udp_code() == event) {
+                        reply.extend_from_slice(&3u32.to_be_bytes());
+                        reply.extend_from_slice(&d[12..16]);
+                        reply.extend_from_slice(b"not today");
+                        let _ = socket.send_to(&reply, from).await;
+                        continue;
+                    }
                     reply.extend_from_slice(&1u32.to_be_bytes());
                     reply.extend_from_slice(&d[12..16]);
                     for v in [1800u32, 0, 1] {
@@ -406,6 +428,36 @@ mod tests {
             drain(&mut seen),
             [Event::Completed.udp_code(), Event::Stopped.udp_code()]
         );
+    }
+
+    /// A refused `completed` waits for the retry like any failed announce.
+    /// It once went out again at once, because the torrent was still
+    /// completed and not yet told so: a tight loop of announces.
+    #[tokio::test]
+    async fn a_refused_completed_waits_for_the_retry() {
+        let (url, mut seen) = tracker_refusing(Some(Event::Completed)).await;
+        let (trackers, mut found) = spawn_one(url);
+        assert_eq!(soon(found.recv()).await, Some(vec![nth_peer(0)]));
+        assert_eq!(soon(seen.recv()).await, Some(Event::Started.udp_code()));
+        trackers.update(COMPLETED);
+        assert_eq!(soon(seen.recv()).await, Some(Event::Completed.udp_code()));
+        // The transfer keeps changing (seeding uploads), as in a session;
+        // the next try is still FIRST_RETRY (30 s) away.
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let changes = async {
+            for uploaded in 1.. {
+                tick.tick().await;
+                trackers.update(Transfer {
+                    uploaded,
+                    ..COMPLETED
+                });
+            }
+        };
+        tokio::select! {
+            () = changes => unreachable!("endless"),
+            again = seen.recv() => panic!("announced again before the retry: {again:?}"),
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
     }
 
     /// A download that completed, as the trackers are told.
