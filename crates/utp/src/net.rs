@@ -26,9 +26,15 @@ use crate::{CloseReason, Config, Event, Socket, StreamId};
 /// A burst of received datagrams, each with its sender.
 pub type Datagrams = Vec<(SocketAddr, Vec<u8>)>;
 
+/// Longest datagram taken from a socket of uTP's own; longer ones are cut
+/// there, as the DHT's demultiplexer cuts them (a uTP packet is one MTU).
+/// It bounds what a flood of large datagrams can queue.
+pub const MAX_DATAGRAM: usize = 4096;
+
 /// Most received datagrams waiting for the driver, however they were
 /// batched: at 30 MB/s a few tens of milliseconds of the driver being busy
-/// elsewhere, and at most a few MiB however a flood sizes its datagrams.
+/// elsewhere, and at most 4 MiB ([`MAX_DATAGRAM`] each) however a flood
+/// sizes its datagrams.
 /// Counting bursts instead cost throughput: under steady traffic most
 /// bursts hold one datagram, so a queue of 16 bursts dropped packets at
 /// every hiccup and LEDBAT took each drop as congestion.
@@ -178,7 +184,7 @@ pub fn spawn(
 /// `sink`: the receiving side for a uTP port of its own (without a DHT to
 /// share).
 pub async fn recv_loop(socket: Arc<UdpSocket>, sink: Inbox) {
-    let mut buf = vec![0u8; 65536];
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, from)) => {
