@@ -97,8 +97,13 @@ impl Default for Limits {
     }
 }
 
-/// An HTTP(S) client that enforces [`Limits`]; cheap to clone, and one
-/// should serve a whole process so connections are reused.
+/// An HTTP(S) client that enforces [`Limits`]; cheap to clone, so one
+/// serves a whole process.
+///
+/// Each request opens its own connection. Trackers are asked minutes apart,
+/// and many (opentracker among them) close the connection after answering
+/// without saying so: a pooled connection reused a moment later, before
+/// their close arrives, meets a reset and the request fails.
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: reqwest::Client,
@@ -115,6 +120,7 @@ impl Client {
             .timeout(limits.timeout)
             .redirect(reqwest::redirect::Policy::limited(limits.max_redirects))
             .no_proxy()
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(HttpError::Setup)?;
         Ok(Client { inner, limits })

@@ -81,6 +81,31 @@ lodestone_tests::isolated_test! {
         server.join().expect("server thread");
     }
 
+    /// A server that answers once per connection and closes it without
+    /// saying so (as opentracker does): a second GET right after the
+    /// first must not be sent down the connection it is closing.
+    fn a_server_closing_after_each_answer_serves_back_to_back_gets() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen");
+        let at = url(&format!("http://{}/announce", listener.local_addr().expect("addr")));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                // A request that arrives anyway is read, then the
+                // connection closes unanswered: the close was in flight.
+                let _ = stream.read(&mut request);
+            }
+        });
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let client = client(1000, Duration::from_secs(30));
+        for round in 0..3 {
+            let got = runtime.block_on(client.get(&at));
+            assert_eq!(got.expect("each GET is answered").as_slice(), b"ok", "round {round}");
+        }
+    }
+
     /// Nothing listens: a transport failure, not the user's fault.
     fn a_refused_connection_is_a_transport_error() {
         let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen");
