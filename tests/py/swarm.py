@@ -15,7 +15,10 @@ Run by lodestone_tests::swarm::Swarm inside a loopback-only network namespace.
 4. Becomes ready once a get_peers lookup from a DHT node finds every seeder,
    then prints one "ready" event (see README-infra / swarm.rs for the fields).
 5. Serves commands read from stdin, one JSON object per line:
-     {"cmd": "get_peers", "info_hash": HEX}  -> {"event": "peers", ...}
+     {"cmd": "get_peers", "info_hash": HEX, "want": [IP:PORT, ...]}
+                                             -> {"event": "peers", ...}
+       (one lookup without `want`; with it, lookups repeat for up to
+       20 s until every `want` peer is found)
      {"cmd": "add_node", "addr": "IP:PORT"}  -> {"event": "node_added", ...}
      {"cmd": "uploads"}  -> {"event": "uploads", "uploads": {SEEDER: BYTES}}
    and exits when stdin closes.
@@ -143,6 +146,20 @@ def lookup(session, info_hash, deadline):
     return set()
 
 
+def lookup_until(session, info_hash, want, deadline):
+    """Lookups until the peers found include every one of `want`, or until
+    `deadline`; returns all found.
+
+    A lookup that ran before the announces finds nothing and says nothing,
+    and its first answer comes from whichever node replies first, which may
+    not have heard every announce yet: each lookup gets a few seconds, then
+    the next one adds what it finds."""
+    found = set()
+    while not want <= found and time.monotonic() < deadline:
+        found |= lookup(session, info_hash, min(deadline, time.monotonic() + LOOKUP_RETRY))
+    return found
+
+
 def main():
     args = parse_args()
     started = time.monotonic()
@@ -192,14 +209,9 @@ def main():
         seeders.append(session)
 
     want = {endpoint(ip, port) for ip, port in seeder_endpoints}
-    found = set()
-    probe = nodes[0]
-    while not want <= found:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"seeders not all found in the DHT: found {sorted(found)}")
-        # A lookup that ran before the seeders' announces finds nothing and
-        # says nothing: give each one a few seconds, then ask again.
-        found |= lookup(probe, info_hash, min(deadline, time.monotonic() + LOOKUP_RETRY))
+    found = lookup_until(nodes[0], info_hash, want, deadline)
+    if not want <= found:
+        raise TimeoutError(f"seeders not all found in the DHT: found {sorted(found)}")
     ready = time.monotonic() - started
     emit(
         "ready",
@@ -238,7 +250,12 @@ def serve(nodes, seeders):
         kind = command.get("cmd")
         if kind == "get_peers":
             info_hash = lt.sha1_hash(bytes.fromhex(command["info_hash"]))
-            peers = lookup(probe, info_hash, time.monotonic() + 20)
+            want = set(command.get("want", []))
+            deadline = time.monotonic() + 20
+            if want:
+                peers = lookup_until(probe, info_hash, want, deadline)
+            else:
+                peers = lookup(probe, info_hash, deadline)
             emit("peers", info_hash=command["info_hash"], peers=sorted(peers))
         elif kind == "add_node":
             host, _, port = command["addr"].rpartition(":")

@@ -216,10 +216,14 @@ impl Swarm {
         &self.info
     }
 
-    /// Runs a DHT get_peers lookup for `info_hash` (hex) from a swarm node.
-    pub fn get_peers(&mut self, info_hash: &str) -> Result<Vec<SocketAddr>> {
+    /// Runs DHT get_peers lookups for `info_hash` (hex) from a swarm node
+    /// until they have found every peer of `want` (or for up to 20 s), and
+    /// returns every peer found: one lookup's first answer may come from a
+    /// node that has not heard every announce yet.
+    pub fn get_peers(&mut self, info_hash: &str, want: &[SocketAddr]) -> Result<Vec<SocketAddr>> {
+        let want: Vec<String> = want.iter().map(ToString::to_string).collect();
         self.proc
-            .send(&json!({"cmd": "get_peers", "info_hash": info_hash}))?;
+            .send(&json!({"cmd": "get_peers", "info_hash": info_hash, "want": want}))?;
         let event = self.proc.wait_event("peers", Duration::from_secs(30))?;
         serde_json::from_value(event["peers"].clone()).map_err(|e| HarnessError::Protocol {
             what: "swarm".to_owned(),

@@ -71,7 +71,7 @@ lodestone_tests::isolated_test! {
         };
         let acked = announce_peer(&info.dht_nodes, t_addr, &info.info_hash).expect("announce");
         assert!(!acked.is_empty());
-        let found = swarm.get_peers(&info.info_hash).expect("lookup");
+        let found = swarm.get_peers(&info.info_hash, &[transmission.addr()]).expect("lookup");
         assert!(found.contains(&transmission.addr()), "lookup found {found:?}");
 
         for (i, seeder) in [&aria2, &transmission].into_iter().enumerate() {
