@@ -40,8 +40,8 @@ lodestone_tests::isolated_test! {
             "dht", "announce", info_hash, "--port", "7777", "--bootstrap", &bootstrap, &dht_bind(2),
         ]);
         assert_success(&output, "dht announce");
-        let peers = swarm.get_peers(info_hash).expect("libtorrent lookup");
         let announced = SocketAddr::from((addr(BLOCK_LODESTONE, 2), 7777));
+        let peers = swarm.get_peers(info_hash, &[announced]).expect("libtorrent lookup");
         assert!(peers.contains(&announced), "{announced} not in {peers:?}");
     }
 
