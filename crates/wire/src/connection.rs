@@ -325,9 +325,16 @@ impl ConnectionReader {
 
     /// Reads once, making room for at least `want` buffered bytes.
     async fn fill(&mut self, want: usize) -> Result<(), ConnectionError> {
-        let needed = want.saturating_sub(self.buf.len());
-        if self.buf.capacity() - self.buf.len() < needed.max(READ_CHUNK / 4) {
-            self.buf.reserve(needed.max(READ_CHUNK));
+        let held = self.buf.len();
+        let needed = want.saturating_sub(held);
+        if self.buf.capacity() - held < needed.max(READ_CHUNK / 4) {
+            // Room for the rest of the frame in a buffer of READ_CHUNK in
+            // all, not READ_CHUNK on top of what is held: asking for more
+            // than the buffer's size makes `BytesMut` double it rather than
+            // move the held bytes to its front, and every connection's
+            // buffer grew to 64 KiB.
+            self.buf
+                .reserve(needed.max(READ_CHUNK.saturating_sub(held)));
         }
         if self.stream.read_buf(&mut self.buf).await? == 0 {
             return Err(ConnectionError::Closed);

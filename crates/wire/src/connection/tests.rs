@@ -297,3 +297,45 @@ async fn a_cancelled_flush_of_a_buffering_stream_still_needs_flushing() {
     let got = drain.await.expect("join").expect("read");
     assert!(got[5..].iter().all(|&b| b == 0xff));
 }
+
+/// Blocks arriving in reads that cut them anywhere leave the receive
+/// buffer at its size: room for the rest of a frame is found by moving
+/// the held bytes to the front, never by growing the buffer (it grew to
+/// 64 KiB per connection when the room asked for was a whole buffer on
+/// top of what it held).
+#[tokio::test]
+async fn the_receive_buffer_keeps_its_size_under_a_stream_of_blocks() {
+    // Reads of at most 5,000 bytes: blocks arrive cut at every offset.
+    let (ours, mut theirs) = tokio::io::duplex(5000);
+    let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+    let conn = Connection::new(ByteStream::Other(Box::new(ours), addr)).expect("connection");
+    let (mut reader, _writer) = conn.into_split();
+    let blocks: Vec<Message> = (0..64u32)
+        .map(|i| {
+            Message::Piece(Block {
+                index: i,
+                begin: 0,
+                data: Bytes::from(vec![i as u8; 16384]),
+            })
+        })
+        .collect();
+    let send = tokio::spawn({
+        let blocks = blocks.clone();
+        async move {
+            let mut bytes = BytesMut::new();
+            for block in &blocks {
+                encode(block, &mut bytes);
+            }
+            theirs.write_all(&bytes).await.map(|()| theirs)
+        }
+    });
+    for block in &blocks {
+        assert_eq!(&reader.recv().await.expect("block"), block);
+        assert!(
+            reader.buf.capacity() <= READ_CHUNK,
+            "the buffer grew to {} bytes",
+            reader.buf.capacity()
+        );
+    }
+    send.await.expect("join").expect("write");
+}
