@@ -11,6 +11,7 @@
 //!   [`Message::Unknown`] and are skipped, not fatal.
 //! * [`extension`]: the BEP 10 extension handshake dictionary.
 //! * [`pex`]: the BEP 11 peer exchange message and its per-peer caps.
+//! * [`holepunch`]: the BEP 55 holepunch message and its per-peer bound.
 //! * [`established`]: a handshaken connection changing hands (dialer →
 //!   metadata fetch → download) with the messages already received.
 //! * [`transport`]: the byte streams a connection runs over (TCP, or any
@@ -56,6 +57,7 @@ pub mod connection;
 pub mod established;
 pub mod extension;
 pub mod handshake;
+pub mod holepunch;
 pub mod message;
 pub mod pex;
 pub mod transport;
