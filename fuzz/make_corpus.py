@@ -237,6 +237,8 @@ def holepunch_seeds():
     v6 = bytes(15) + b"\x01" + struct.pack("!H", 6881)
     save("ut_holepunch", "rendezvous-v4", b"\x00\x00" + v4 + bytes(4))
     save("ut_holepunch", "connect-v4", b"\x01\x00" + v4 + bytes(4))
+    # libtorrent 2.0.8 sends connect and rendezvous without the error code.
+    save("ut_holepunch", "libtorrent-connect-v4", b"\x01\x00" + v4)
     save("ut_holepunch", "error-no-support-v6", b"\x02\x01" + v6 + struct.pack("!I", 3))
     save("ut_holepunch", "unknown-type", b"\x07\x00" + v4 + bytes(4))
     save("ut_holepunch", "v6-type-v4-body", b"\x00\x01" + v4 + bytes(4))

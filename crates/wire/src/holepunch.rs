@@ -11,6 +11,9 @@
 //! The payload is binary and fixed-size: type (1 byte), address type (1
 //! byte: 0 IPv4, 1 IPv6), address (4 or 16 bytes), port (2 bytes, big
 //! endian), error code (4 bytes, big endian; 0 unless the type is `error`).
+//! libtorrent (2.0.8 checked) leaves the error code out of `rendezvous` and
+//! `connect`, so it is optional there and required in `error`; we always
+//! send it, as BEP 55 says, and libtorrent reads past it.
 //! [`HolepunchMessage::decode`] refuses anything else with a typed error;
 //! an unknown error code is kept as a value (open-world), since it changes
 //! nothing we do.
@@ -158,14 +161,24 @@ impl HolepunchMessage {
             ADDR_V6 => 16,
             other => return Err(HolepunchError::UnknownAddrType(other)),
         };
-        let fields = ip_len + 2 + 4;
-        if rest.len() < fields {
+        let endpoint = ip_len + 2;
+        let with_code = endpoint + 4;
+        // Only an error needs its code (see the module docs).
+        let least = if *kind == TYPE_ERROR {
+            with_code
+        } else {
+            endpoint
+        };
+        if rest.len() < least {
             return Err(truncated);
         }
-        if rest.len() > fields {
+        if rest.len() > with_code {
             return Err(HolepunchError::Trailing {
-                extra: rest.len() - fields,
+                extra: rest.len() - with_code,
             });
+        }
+        if rest.len() != endpoint && rest.len() != with_code {
+            return Err(truncated);
         }
         let (ip, rest) = rest.split_at(ip_len);
         // Lengths checked above: `ip` is 4 bytes for IPv4, 16 for IPv6.
@@ -179,7 +192,10 @@ impl HolepunchMessage {
             IpAddr::V6(Ipv6Addr::from(octets))
         };
         let port = u16::from_be_bytes([rest[0], rest[1]]);
-        let code = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
+        let code = match rest[2..] {
+            [a, b, c, d] => u32::from_be_bytes([a, b, c, d]),
+            _ => 0,
+        };
         let kind = match *kind {
             TYPE_RENDEZVOUS => HolepunchKind::Rendezvous,
             TYPE_CONNECT => HolepunchKind::Connect,

@@ -53,6 +53,32 @@ fn an_error_code_in_a_connect_is_ignored() {
 }
 
 #[test]
+fn libtorrent_leaves_the_error_code_out_of_connect_and_rendezvous() {
+    // Bytes as libtorrent 2.0.8 writes them: no error code unless `error`.
+    let connect = [1, 0, 10, 1, 2, 3, 0x1a, 0xe1];
+    assert_eq!(
+        HolepunchMessage::decode(&connect),
+        Ok(HolepunchMessage::connect(v4(0x1ae1)))
+    );
+    let rendezvous = [0, 0, 10, 1, 2, 3, 0, 7];
+    assert_eq!(
+        HolepunchMessage::decode(&rendezvous),
+        Ok(HolepunchMessage::rendezvous(v4(7)))
+    );
+    // An error without its code, or a code cut short, is refused.
+    let error = [2, 0, 10, 1, 2, 3, 0, 7];
+    assert_eq!(
+        HolepunchMessage::decode(&error),
+        Err(HolepunchError::Truncated { len: 8 })
+    );
+    let cut = [1, 0, 10, 1, 2, 3, 0, 7, 0, 0];
+    assert_eq!(
+        HolepunchMessage::decode(&cut),
+        Err(HolepunchError::Truncated { len: 10 })
+    );
+}
+
+#[test]
 fn v4_mapped_addresses_are_sent_as_v4() {
     let mapped = SocketAddr::from((Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped(), 9));
     let bytes = HolepunchMessage::connect(mapped).encode();
@@ -92,7 +118,7 @@ fn malformed_payloads_are_refused_with_their_reason() {
         Err(HolepunchError::UnknownAddrType(2))
     );
     // An IPv6 address type with an IPv4-sized body is short, not garbage.
-    let mut short = HolepunchMessage::rendezvous(v4(1)).encode();
+    let mut short = HolepunchMessage::error(v4(1), HolepunchErrorCode::NoSelf).encode();
     short[1] = 1;
     assert_eq!(
         HolepunchMessage::decode(&short),
@@ -149,6 +175,11 @@ proptest! {
     ) {
         if let Ok(message) = HolepunchMessage::decode(&bytes) {
             let mut expected = bytes.clone();
+            // libtorrent's form, without the code: we add it.
+            let endpoint = if bytes[1] == 0 { 8 } else { 20 };
+            if expected.len() == endpoint {
+                expected.extend_from_slice(&[0; 4]);
+            }
             // Only an error message carries its code; others read it as 0.
             if !matches!(message.kind, HolepunchKind::Error(_)) {
                 let n = expected.len();
