@@ -47,10 +47,13 @@ def parse_endpoint(text):
     return host, int(port)
 
 
-def make_session(ip, port, utp=False, extra=None, utp_only=False):
+def make_session(ip, port, utp=False, extra=None, utp_only=False, plugins=True):
     """A libtorrent session listening on ip:port (TCP and the DHT's UDP),
     and only there: an IPv6 `ip` (like "::1") makes an IPv6-only session.
-    `utp`: uTP as well as TCP; `utp_only`: uTP and no TCP at all."""
+    `utp`: uTP as well as TCP; `utp_only`: uTP and no TCP at all.
+    `plugins` false leaves out libtorrent's default plugins (ut_pex,
+    ut_metadata, smart_ban); what the peer connection does itself (BEP 10,
+    ut_holepunch) stays."""
     utp = utp or utp_only
     host = f"[{ip}]" if ":" in ip else ip
     settings = {
@@ -96,7 +99,9 @@ def make_session(ip, port, utp=False, extra=None, utp_only=False):
     }
     if extra:
         settings.update(extra)
-    return lt.session(settings)
+    # The binding's second argument is the session flags; 0 drops
+    # add_default_plugins.
+    return lt.session(settings) if plugins else lt.session(settings, 0)
 
 
 def wait_listening(session, deadline, dht=True):

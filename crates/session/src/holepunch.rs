@@ -10,7 +10,7 @@
 //! address book's own refusals (banned, unusable, already dialing or
 //! connected); addresses of our own are refused here.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -21,8 +21,10 @@ use crate::address_book::AddressBook;
 /// Holepunching state of one torrent.
 #[derive(Debug, Default)]
 pub(crate) struct Holepunch {
-    /// Addresses being dialed because a relay told us to.
-    punching: HashSet<SocketAddr>,
+    /// Addresses being dialed because a relay told us to, and whether a
+    /// connection with them was counted already (the other side's dial
+    /// may arrive first, as an incoming connection).
+    punching: HashMap<SocketAddr, bool>,
     /// Connections holepunching made, ever.
     connected: u64,
 }
@@ -37,8 +39,8 @@ impl Holepunch {
         addr: SocketAddr,
         book: &AddressBook,
     ) -> Option<Rendezvous> {
-        if self.punching.remove(&addr) {
-            tracing::debug!(%addr, "holepunched dial failed");
+        if self.punching.remove(&addr).is_some() {
+            tracing::debug!(%addr, "holepunched dial ended without a connection");
             return None;
         }
         let via = book.reporter(addr)?;
@@ -47,12 +49,29 @@ impl Holepunch {
 
     /// A dial to `addr` made a connection; whether holepunching made it.
     pub(crate) fn dial_worked(&mut self, addr: SocketAddr) -> bool {
-        let punched = self.punching.remove(&addr);
-        if punched {
-            self.connected += 1;
-            tracing::info!(%addr, "connected by holepunching");
+        let Some(counted) = self.punching.remove(&addr) else {
+            return false;
+        };
+        if !counted {
+            self.count(addr, "our dial");
         }
-        punched
+        true
+    }
+
+    /// `addr` connected to us: if we are punching towards it, its own dial
+    /// of the simultaneous open won, and holepunching made the connection.
+    pub(crate) fn incoming(&mut self, addr: SocketAddr) {
+        if let Some(counted) = self.punching.get_mut(&addr)
+            && !*counted
+        {
+            *counted = true;
+            self.count(addr, "their dial");
+        }
+    }
+
+    fn count(&mut self, addr: SocketAddr, by: &str) {
+        self.connected += 1;
+        tracing::info!(%addr, by, "connected by holepunching");
     }
 
     /// A relay asks us to dial `addr` over uTP now. Whether to: not one of
@@ -69,7 +88,7 @@ impl Holepunch {
             tracing::debug!(%addr, "holepunch connect refused");
             return false;
         }
-        self.punching.insert(addr);
+        self.punching.insert(addr, false);
         true
     }
 
@@ -134,6 +153,16 @@ mod tests {
         assert!(h.dial_worked(addr(3, 6881)));
         assert!(!h.dial_worked(addr(4, 6881)), "an ordinary dial");
         assert_eq!(h.connected(), 1);
+        // Their dial arrives first, then ours works too: one connection
+        // counted; and a failed dial after their success asks for nothing.
+        assert!(h.connect(t0, addr(5, 6881), OURS, &mut book));
+        h.incoming(addr(5, 6881));
+        assert!(h.dial_worked(addr(5, 6881)));
+        assert!(h.connect(t0, addr(6, 6881), OURS, &mut book));
+        h.incoming(addr(6, 6881));
+        h.incoming(addr(7, 6881));
+        assert_eq!(h.dial_failed(addr(6, 6881), &book), None);
+        assert_eq!(h.connected(), 3);
     }
 
     #[test]

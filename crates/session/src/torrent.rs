@@ -397,6 +397,7 @@ pub(crate) async fn run(
             Some(addr) = holepunch_rx.recv() => t.holepunch_connect(addr),
             Some(conn) = incoming.recv() => {
                 if t.book.incoming(conn.addr) {
+                    t.holepunch.incoming(conn.addr);
                     t.hand(&mut stage, conn);
                 }
             }

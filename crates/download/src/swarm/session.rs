@@ -656,6 +656,7 @@ impl PeerSession {
         let Ok(message) = HolepunchMessage::decode(payload) else {
             return;
         };
+        tracing::debug!(peer = %self.addr, ?message, "ut_holepunch received");
         match message.kind {
             HolepunchKind::Error(code) => {
                 tracing::debug!(peer = %self.addr, target = %message.addr, ?code, "holepunch refused");

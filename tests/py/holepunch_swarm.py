@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+"""An unreachable uTP-only libtorrent seeder and a reachable relay, for
+lodestone's holepunch (BEP 55) tests.
+
+Run by crates/cli/tests/holepunch.rs inside a loopback-only network
+namespace whose firewall drops new inbound connections to the seeder.
+
+1. Writes deterministic content and a v1 .torrent (as swarm.py does).
+2. Starts the seeder S on --seeder-ip: uTP only, DHT off, without
+   libtorrent's ut_pex plugin, seeding.
+3. Starts the relay R on --relay-ip: TCP and uTP, DHT off, the torrent
+   added in upload mode with no data, so it never downloads and has nothing
+   to upload: whatever a downloader gets came from S.
+4. S dials R (an outgoing connection, which the firewall lets through);
+   prints one "ready" event once R holds that connection.
+5. Serves commands read from stdin, one JSON object per line:
+     {"cmd": "stats"} -> {"event": "stats", "uploaded": {ADDR: BLOCKS},
+         "relay_peers": [ADDR]}: blocks S uploaded to each peer (by the
+         peer's address as S sees it), and R's connected peers
+     {"cmd": "add_initiator", "ip": IP} -> {"event": "initiator_added"}: a
+         uTP-only libtorrent downloader that knows only R (to see what
+         libtorrent itself does as an initiator)
+     {"cmd": "initiator_peers"} -> {"event": "initiator_peers",
+         "peers": [ADDR]}
+   and exits when stdin closes.
+"""
+
+import argparse
+import os
+import queue
+import time
+
+import libtorrent as lt
+
+from ltcommon import emit, log, make_session, stdin_commands, wait_listening
+from swarm import file_paths, make_torrent, write_content
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--seeder-ip", required=True)
+    p.add_argument("--relay-ip", required=True)
+    p.add_argument("--port", type=int, default=6881)
+    p.add_argument("--file-size", type=int, required=True)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=60.0)
+    return p.parse_args()
+
+
+# No DHT: peers come from the test (x.pe), PEX and holepunching only.
+# Redundant connections (seed to upload-only) are kept: the relay must stay
+# connected to the seeder to introduce it.
+COMMON = {"enable_dht": False, "close_redundant_connections": False}
+
+
+def add(session, torrent_path, save_path, flags):
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(torrent_path)
+    params.save_path = save_path
+    params.flags = flags
+    return session.add_torrent(params)
+
+
+def main():
+    args = parse_args()
+    deadline = time.monotonic() + args.timeout
+    content = os.path.join(args.workdir, "content")
+    os.makedirs(content, exist_ok=True)
+    files = write_content(content, file_paths("content", 1, True), [args.file_size], args.seed)
+    torrent_path = os.path.join(args.workdir, "content.torrent")
+    info = make_torrent(content, "content", 0, torrent_path)
+
+    # Without ut_pex the seeder cannot learn a downloader from the relay and
+    # dial it by itself: a connection between them must be holepunched.
+    seeder = make_session(args.seeder_ip, args.port, utp_only=True, extra=COMMON, plugins=False)
+    mask = seeder.get_settings()["alert_mask"] | lt.alert.category_t.upload_notification
+    seeder.apply_settings({"alert_mask": mask})
+    wait_listening(seeder, deadline, dht=False)
+    seeding = add(seeder, torrent_path, content, lt.torrent_flags.seed_mode)
+
+    relay = make_session(args.relay_ip, args.port, utp=True, extra=COMMON)
+    wait_listening(relay, deadline, dht=False)
+    empty = os.path.join(args.workdir, "relay")
+    relaying = add(relay, torrent_path, empty, lt.torrent_flags.upload_mode)
+
+    seeding.connect_peer((args.relay_ip, args.port))
+    while not relaying.get_peer_info():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the seeder never connected to the relay")
+        time.sleep(0.05)
+    log("seeder connected to the relay")
+    emit(
+        "ready",
+        seeder=f"{args.seeder_ip}:{args.port}",
+        relay=f"{args.relay_ip}:{args.port}",
+        info_hash=str(info.info_hashes().v1),
+        torrent=torrent_path,
+        content_dir=content,
+        files=files,
+    )
+    serve(args, seeder, relay, relaying, torrent_path)
+
+
+def serve(args, seeder, relay, relaying, torrent_path):
+    commands = stdin_commands()
+    uploaded = {}
+    initiator = None
+    extra_sessions = []
+
+    def drain():
+        for alert in seeder.pop_alerts():
+            if isinstance(alert, lt.block_uploaded_alert):
+                ip, port = alert.endpoint
+                key = f"{ip}:{port}"
+                uploaded[key] = uploaded.get(key, 0) + 1
+            elif isinstance(alert, (lt.peer_connect_alert, lt.peer_disconnected_alert,
+                                    lt.peer_error_alert)):
+                log("seeder:", alert.message())
+        for session in [relay, *extra_sessions]:
+            for alert in session.pop_alerts():
+                if isinstance(alert, (lt.peer_connect_alert, lt.peer_disconnected_alert)):
+                    log("relay/initiator:", alert.message())
+
+    while True:
+        try:
+            command = commands.get(timeout=0.5)
+        except queue.Empty:  # idle: drain alerts so queues stay short
+            drain()
+            continue
+        if command is None:
+            log("stdin closed, exiting")
+            return
+        kind = command.get("cmd")
+        if kind == "stats":
+            drain()
+            peers = [f"{p.ip[0]}:{p.ip[1]}" for p in relaying.get_peer_info()]
+            emit("stats", uploaded=uploaded, relay_peers=peers)
+        elif kind == "add_initiator":
+            session = make_session(command["ip"], args.port, utp_only=True, extra=COMMON)
+            wait_listening(session, time.monotonic() + 20, dht=False)
+            initiator = add(session, torrent_path, os.path.join(args.workdir, "initiator"),
+                            lt.add_torrent_params().flags)
+            initiator.connect_peer((args.relay_ip, args.port))
+            extra_sessions.append(session)
+            emit("initiator_added")
+        elif kind == "initiator_peers":
+            peers = [f"{p.ip[0]}:{p.ip[1]}" for p in initiator.get_peer_info()]
+            emit("initiator_peers", peers=peers)
+        else:
+            emit("error", message=f"unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # report, then fail loudly
+        emit("error", message=f"{type(e).__name__}: {e}")
+        raise
