@@ -17,11 +17,16 @@ namespace whose firewall drops new inbound connections to the seeder.
      {"cmd": "stats"} -> {"event": "stats", "uploaded": {ADDR: BLOCKS},
          "relay_peers": [ADDR]}: blocks S uploaded to each peer (by the
          peer's address as S sees it), and R's connected peers
-     {"cmd": "add_initiator", "ip": IP} -> {"event": "initiator_added"}: a
-         uTP-only libtorrent downloader that knows only R (to see what
-         libtorrent itself does as an initiator)
+     {"cmd": "seeder_connect", "addr": "IP:PORT"} -> {"event":
+         "seeder_connecting"}: S dials that peer too (through the firewall,
+         as it is outgoing)
+     {"cmd": "add_initiator", "ip": IP, "connect": "IP:PORT"} ->
+         {"event": "initiator_added"}: a slow uTP-only libtorrent
+         downloader that knows only that one peer, so that it is still
+         downloading when its holepunch to S succeeds
      {"cmd": "initiator_peers"} -> {"event": "initiator_peers",
-         "peers": [ADDR]}
+         "peers": [ADDR], "connecting": [ADDR]}: its peers past the
+         BitTorrent handshake, and those it is still connecting to
    and exits when stdin closes.
 """
 
@@ -99,10 +104,11 @@ def main():
         content_dir=content,
         files=files,
     )
-    serve(args, seeder, relay, relaying, torrent_path)
+    serve(args, seeder, relay, (seeding, relaying), torrent_path)
 
 
-def serve(args, seeder, relay, relaying, torrent_path):
+def serve(args, seeder, relay, handles, torrent_path):
+    seeding, relaying = handles
     commands = stdin_commands()
     uploaded = {}
     initiator = None
@@ -136,17 +142,31 @@ def serve(args, seeder, relay, relaying, torrent_path):
             drain()
             peers = [f"{p.ip[0]}:{p.ip[1]}" for p in relaying.get_peer_info()]
             emit("stats", uploaded=uploaded, relay_peers=peers)
+        elif kind == "seeder_connect":
+            host, _, port = command["addr"].rpartition(":")
+            seeding.connect_peer((host, int(port)))
+            emit("seeder_connecting")
         elif kind == "add_initiator":
-            session = make_session(command["ip"], args.port, utp_only=True, extra=COMMON)
+            # Slow: the rate limit applies on loopback only once every
+            # address is in the global peer class.
+            session = make_session(command["ip"], args.port, utp_only=True,
+                                   extra={**COMMON, "download_rate_limit": 100_000})
+            everyone = lt.ip_filter()
+            everyone.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+            session.set_peer_class_filter(everyone)
             wait_listening(session, time.monotonic() + 20, dht=False)
             initiator = add(session, torrent_path, os.path.join(args.workdir, "initiator"),
                             lt.add_torrent_params().flags)
-            initiator.connect_peer((args.relay_ip, args.port))
+            host, _, port = command["connect"].rpartition(":")
+            initiator.connect_peer((host, int(port)))
             extra_sessions.append(session)
             emit("initiator_added")
         elif kind == "initiator_peers":
-            peers = [f"{p.ip[0]}:{p.ip[1]}" for p in initiator.get_peer_info()]
-            emit("initiator_peers", peers=peers)
+            pending = lt.peer_info.connecting | lt.peer_info.handshake
+            peers, connecting = [], []
+            for p in initiator.get_peer_info():
+                (connecting if p.flags & pending else peers).append(f"{p.ip[0]}:{p.ip[1]}")
+            emit("initiator_peers", peers=peers, connecting=connecting)
         else:
             emit("error", message=f"unknown command {command!r}")
 
