@@ -32,12 +32,12 @@ namespace whose firewall drops new inbound connections to the seeder.
 
 import argparse
 import os
-import queue
 import time
 
 import libtorrent as lt
 
-from ltcommon import emit, log, make_session, stdin_commands, wait_listening
+from ltcommon import (emit, limit_on_loopback, log, make_session, run, serve_commands,
+                      wait_listening)
 from swarm import file_paths, make_torrent, write_content
 
 
@@ -109,7 +109,6 @@ def main():
 
 def serve(args, seeder, relay, handles, torrent_path):
     seeding, relaying = handles
-    commands = stdin_commands()
     uploaded = {}
     initiator = None
     extra_sessions = []
@@ -128,15 +127,8 @@ def serve(args, seeder, relay, handles, torrent_path):
                 if isinstance(alert, (lt.peer_connect_alert, lt.peer_disconnected_alert)):
                     log("relay/initiator:", alert.message())
 
-    while True:
-        try:
-            command = commands.get(timeout=0.5)
-        except queue.Empty:  # idle: drain alerts so queues stay short
-            drain()
-            continue
-        if command is None:
-            log("stdin closed, exiting")
-            return
+    def handle(command):
+        nonlocal initiator
         kind = command.get("cmd")
         if kind == "stats":
             drain()
@@ -147,13 +139,9 @@ def serve(args, seeder, relay, handles, torrent_path):
             seeding.connect_peer((host, int(port)))
             emit("seeder_connecting")
         elif kind == "add_initiator":
-            # Slow: the rate limit applies on loopback only once every
-            # address is in the global peer class.
             session = make_session(command["ip"], args.port, utp_only=True,
                                    extra={**COMMON, "download_rate_limit": 100_000})
-            everyone = lt.ip_filter()
-            everyone.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
-            session.set_peer_class_filter(everyone)
+            limit_on_loopback(session)
             wait_listening(session, time.monotonic() + 20, dht=False)
             initiator = add(session, torrent_path, os.path.join(args.workdir, "initiator"),
                             lt.add_torrent_params().flags)
@@ -170,10 +158,8 @@ def serve(args, seeder, relay, handles, torrent_path):
         else:
             emit("error", message=f"unknown command {command!r}")
 
+    serve_commands(handle, drain)
+
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # report, then fail loudly
-        emit("error", message=f"{type(e).__name__}: {e}")
-        raise
+    run(main)

@@ -133,6 +133,42 @@ def dht_node_count(session, timeout=0.25):
     return None
 
 
+def run(main):
+    """Runs a driver's `main`; an exception is reported as an "error" event
+    for the Rust side, then raised, so the script fails loudly."""
+    try:
+        main()
+    except Exception as e:
+        emit("error", message=f"{type(e).__name__}: {e}")
+        raise
+
+
+def limit_on_loopback(session):
+    """Makes the session's rate limits apply to loopback peers too:
+    libtorrent exempts local networks through its "local" peer class, so
+    every address is put in the global class only."""
+    everyone = lt.ip_filter()
+    everyone.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+    session.set_peer_class_filter(everyone)
+
+
+def serve_commands(on_command, on_idle):
+    """Calls `on_command` with each JSON command read from stdin, and
+    `on_idle` every half second without one (to drain alert queues), until
+    stdin closes."""
+    commands = stdin_commands()
+    while True:
+        try:
+            command = commands.get(timeout=0.5)
+        except queue.Empty:
+            on_idle()
+            continue
+        if command is None:
+            log("stdin closed, exiting")
+            return
+        on_command(command)
+
+
 def stdin_commands():
     """A queue of JSON commands read from stdin; None is queued at EOF.
 

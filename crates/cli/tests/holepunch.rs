@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lodestone_tests::content::verify_files;
-use lodestone_tests::holepunch_swarm::{Firewall, HolepunchSwarm};
+use lodestone_tests::holepunch_swarm::{Firewall, HolepunchReady, HolepunchSwarm};
 use lodestone_tests::netns::{BLOCK_LIBTORRENT, BLOCK_RELAY, BLOCK_SWARM_SEEDERS, addr};
 use lodestone_tests::process::Proc;
 use lodestone_tests::workdir::WorkDir;
@@ -31,6 +31,28 @@ const MIB: u64 = 1 << 20;
 /// lodestone's listen port (TCP, and uTP on the same number).
 const LODESTONE_PORT: u16 = 7100;
 
+/// `lodestone download --json` of the swarm's torrent over uTP only, DHT
+/// off: BEP 55 punches uTP, and a relay tells the other side the address
+/// of our connection, which must be our uTP socket.
+fn lodestone(ready: &HolepunchReady, out: &WorkDir, extra: &[&str]) -> Proc {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lodestone"));
+    command
+        .args([
+            "download",
+            "--json",
+            "--no-dht",
+            "--no-seed",
+            "--transport",
+            "utp",
+        ])
+        .arg(&ready.torrent)
+        .arg("-o")
+        .arg(out.path())
+        .args(["--port", &LODESTONE_PORT.to_string()])
+        .args(extra);
+    Proc::spawn("lodestone", command).expect("lodestone starts")
+}
+
 lodestone_tests::isolated_test! {
     fn an_unreachable_seeder_is_reached_by_holepunching_through_a_relay() {
         let seeder_ip = addr(BLOCK_SWARM_SEEDERS, 1);
@@ -40,17 +62,7 @@ lodestone_tests::isolated_test! {
             HolepunchSwarm::start(seeder_ip, addr(BLOCK_RELAY, 1), size).expect("swarm ready");
         let ready = swarm.ready().clone();
         let out = WorkDir::new("holepunch-download").expect("work dir");
-        // uTP only: BEP 55 punches uTP, and the relay must see our uTP
-        // socket as our address (it tells S the connection's address).
-        let mut command = Command::new(env!("CARGO_BIN_EXE_lodestone"));
-        command
-            .args(["download", "--json", "--no-dht", "--no-seed", "--transport", "utp"])
-            .arg(&ready.torrent)
-            .arg("-o")
-            .arg(out.path())
-            .args(["--port", &LODESTONE_PORT.to_string()])
-            .arg(format!("--peer={}", ready.relay));
-        let mut proc = Proc::spawn("lodestone", command).expect("lodestone starts");
+        let mut proc = lodestone(&ready, &out, &[&format!("--peer={}", ready.relay)]);
         let done = proc.wait_event("done", Duration::from_secs(90)).expect("download finishes");
         assert_eq!(done["complete"], true, "{done}");
         verify_files(out.path(), &ready.files).expect("files match");
@@ -92,15 +104,7 @@ lodestone_tests::isolated_test! {
         // lodestone knows nobody; S dials it. Slow, so that it is still
         // downloading, hence connected to S, when asked to relay (two
         // seeds close their connection).
-        let mut command = Command::new(env!("CARGO_BIN_EXE_lodestone"));
-        command
-            .args(["download", "--json", "--no-dht", "--no-seed", "--transport", "utp"])
-            .arg(&ready.torrent)
-            .arg("-o")
-            .arg(out.path())
-            .args(["--port", &LODESTONE_PORT.to_string()])
-            .args(["--max-download-rate", "200K"]);
-        let mut proc = Proc::spawn("lodestone", command).expect("lodestone starts");
+        let mut proc = lodestone(&ready, &out, &["--max-download-rate", "200K"]);
         proc.wait_event("progress", Duration::from_secs(20)).expect("lodestone runs");
         let lodestone = format!("127.0.0.1:{LODESTONE_PORT}");
         swarm
