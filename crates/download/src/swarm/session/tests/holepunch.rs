@@ -97,19 +97,13 @@ fn addr(last: u8, port: u16) -> SocketAddr {
 }
 
 #[test]
-fn ut_holepunch_is_offered_only_when_on() {
-    let offered = |holepunch: bool| {
+fn ut_holepunch_is_offered_only_when_on_and_never_without_pex() {
+    let offered = |pex: bool, holepunch: bool| {
         let (mut t, s, now) = start(Reserved::LODESTONE, &[], Greeting::Fresh);
         let mut config = s.config.clone();
-        config.holepunch = holepunch;
-        let mut s = PeerSession::new(
-            now,
-            config,
-            PeerKey(5),
-            (Reserved::LODESTONE, s.addr),
-            Greeting::Fresh,
-            &mut t,
-        );
+        (config.pex, config.holepunch) = (pex, holepunch);
+        let peer = (Reserved::LODESTONE, s.addr);
+        let mut s = PeerSession::new(now, config, PeerKey(5), peer, Greeting::Fresh, &mut t);
         drain(&mut s)
             .into_iter()
             .find_map(|m| match m {
@@ -119,8 +113,10 @@ fn ut_holepunch_is_offered_only_when_on() {
             .expect("our extension handshake")
             .extension_id(UT_HOLEPUNCH)
     };
-    assert_eq!(offered(true), Some(OUR_UT_HOLEPUNCH_ID));
-    assert_eq!(offered(false), None);
+    assert_eq!(offered(true, true), Some(OUR_UT_HOLEPUNCH_ID));
+    assert_eq!(offered(true, false), None);
+    // A private torrent: no PEX, so no holepunching either.
+    assert_eq!(offered(false, true), None);
 }
 
 #[test]
