@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 
@@ -206,7 +207,6 @@ def magnets():
 
 
 def wire_seeds():
-    import struct
     protocol = b"\x13BitTorrent protocol"
     reserved = bytes([0, 0, 0, 0, 0, 0x10, 0, 0x05])
     handshake = protocol + reserved + hashlib.sha1(b"wire").digest() + b"-LS0001-abcdefghijkl"
@@ -231,7 +231,22 @@ def wire_seeds():
     save("wire_stream", "split-mid-frame", msg(2) + msg(7, u32(0, 0) + b"x" * 100)[:60])
 
 
+def holepunch_seeds():
+    """ut_holepunch payloads (BEP 55): each type, both address types."""
+    v4 = bytes([127, 0, 0, 3]) + struct.pack("!H", 6881)
+    v6 = bytes(15) + b"\x01" + struct.pack("!H", 6881)
+    save("ut_holepunch", "rendezvous-v4", b"\x00\x00" + v4 + bytes(4))
+    save("ut_holepunch", "connect-v4", b"\x01\x00" + v4 + bytes(4))
+    # libtorrent 2.0.8 sends connect and rendezvous without the error code.
+    save("ut_holepunch", "libtorrent-connect-v4", b"\x01\x00" + v4)
+    save("ut_holepunch", "error-no-support-v6", b"\x02\x01" + v6 + struct.pack("!I", 3))
+    save("ut_holepunch", "unknown-type", b"\x07\x00" + v4 + bytes(4))
+    save("ut_holepunch", "v6-type-v4-body", b"\x00\x01" + v4 + bytes(4))
+    save("ut_holepunch", "burst-then-silence", bytes(8) + b"\xff" * 4 + bytes(8))
+
+
 if __name__ == "__main__":
+    holepunch_seeds()
     wire_seeds()
     extension_messages()
     magnets()

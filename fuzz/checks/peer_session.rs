@@ -75,6 +75,7 @@ fn fixture() -> &'static Fixture {
                 listen_port: Some(6881),
                 stall_timeout: Duration::from_secs(10),
                 pex: true,
+                holepunch: true,
             },
         }
     })
@@ -461,6 +462,10 @@ impl Harness {
                     assert!(!self.dht_port_seen, "a second port reported");
                     self.dht_port_seen = true;
                 }
+                // One peer and no relay here: a connect asks us to dial,
+                // within the session's meter (checked in the download
+                // crate's tests).
+                PeerEvent::HolepunchConnect(_) => {}
                 PeerEvent::Closed(_) => {
                     self.closed = true;
                     self.torrent.peer_gone(KEY);
@@ -473,6 +478,8 @@ impl Harness {
                 Action::Have(p) => self.session.handle_command(self.now, PeerCmd::Have(p)),
                 Action::Cancel { peer, .. } => assert_ne!(peer, KEY, "cancel sent to the sender"),
                 Action::Wake => {}
+                // The only peer cannot be the target of its own rendezvous.
+                Action::Holepunch { peer, .. } => assert_ne!(peer, KEY, "relayed to the sender"),
             }
         }
         if self.closed {

@@ -47,10 +47,13 @@ def parse_endpoint(text):
     return host, int(port)
 
 
-def make_session(ip, port, utp=False, extra=None, utp_only=False):
+def make_session(ip, port, utp=False, extra=None, utp_only=False, plugins=True):
     """A libtorrent session listening on ip:port (TCP and the DHT's UDP),
     and only there: an IPv6 `ip` (like "::1") makes an IPv6-only session.
-    `utp`: uTP as well as TCP; `utp_only`: uTP and no TCP at all."""
+    `utp`: uTP as well as TCP; `utp_only`: uTP and no TCP at all.
+    `plugins` false leaves out libtorrent's default plugins (ut_pex,
+    ut_metadata, smart_ban); what the peer connection does itself (BEP 10,
+    ut_holepunch) stays."""
     utp = utp or utp_only
     host = f"[{ip}]" if ":" in ip else ip
     settings = {
@@ -96,7 +99,9 @@ def make_session(ip, port, utp=False, extra=None, utp_only=False):
     }
     if extra:
         settings.update(extra)
-    return lt.session(settings)
+    # The binding's second argument is the session flags; 0 drops
+    # add_default_plugins.
+    return lt.session(settings) if plugins else lt.session(settings, 0)
 
 
 def wait_listening(session, deadline, dht=True):
@@ -126,6 +131,42 @@ def dht_node_count(session, timeout=0.25):
             if isinstance(alert, lt.dht_stats_alert):
                 return sum(b["num_nodes"] for b in alert.routing_table)
     return None
+
+
+def run(main):
+    """Runs a driver's `main`; an exception is reported as an "error" event
+    for the Rust side, then raised, so the script fails loudly."""
+    try:
+        main()
+    except Exception as e:
+        emit("error", message=f"{type(e).__name__}: {e}")
+        raise
+
+
+def limit_on_loopback(session):
+    """Makes the session's rate limits apply to loopback peers too:
+    libtorrent exempts local networks through its "local" peer class, so
+    every address is put in the global class only."""
+    everyone = lt.ip_filter()
+    everyone.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+    session.set_peer_class_filter(everyone)
+
+
+def serve_commands(on_command, on_idle):
+    """Calls `on_command` with each JSON command read from stdin, and
+    `on_idle` every half second without one (to drain alert queues), until
+    stdin closes."""
+    commands = stdin_commands()
+    while True:
+        try:
+            command = commands.get(timeout=0.5)
+        except queue.Empty:
+            on_idle()
+            continue
+        if command is None:
+            log("stdin closed, exiting")
+            return
+        on_command(command)
 
 
 def stdin_commands():

@@ -23,12 +23,11 @@ Run by crates/cli/tests/pex.rs inside a loopback-only network namespace.
 
 import argparse
 import os
-import queue
 import time
 
 import libtorrent as lt
 
-from ltcommon import emit, log, make_session, stdin_commands, wait_listening
+from ltcommon import emit, limit_on_loopback, log, make_session, serve_commands, wait_listening
 from swarm import file_paths, make_torrent, write_content
 
 
@@ -104,7 +103,6 @@ def main():
 
 
 def serve(args, seeders, torrent_path):
-    commands = stdin_commands()
     downloader = None
     sessions = [s for _, s, _ in seeders]
     uploaded = {addr: 0 for addr, _, _ in seeders}
@@ -117,15 +115,8 @@ def serve(args, seeders, torrent_path):
         for session in sessions[len(seeders):]:
             session.pop_alerts()
 
-    while True:
-        try:
-            command = commands.get(timeout=0.5)
-        except queue.Empty:  # idle: drain alerts so queues stay short
-            drain()
-            continue
-        if command is None:
-            log("stdin closed, exiting")
-            return
+    def handle(command):
+        nonlocal downloader
         kind = command.get("cmd")
         if kind == "stats":
             drain()
@@ -134,14 +125,11 @@ def serve(args, seeders, torrent_path):
             # Plaintext straight away: lodestone does not speak MSE, and
             # the fallback after a failed encrypted attempt takes seconds.
             # Slow, so that it stays connected to the seeders it learns of
-            # instead of finishing at loopback speed: the rate limit applies
-            # on loopback only once every address is in the global class.
+            # instead of finishing at loopback speed.
             session = make_session(command["ip"], args.port,
                                    extra={"enable_dht": False, "out_enc_policy": 2,
                                           "download_rate_limit": 100_000})
-            everyone = lt.ip_filter()
-            everyone.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
-            session.set_peer_class_filter(everyone)
+            limit_on_loopback(session)
             wait_listening(session, time.monotonic() + 20, dht=False)
             params = lt.add_torrent_params()
             params.ti = lt.torrent_info(torrent_path)
@@ -160,6 +148,8 @@ def serve(args, seeders, torrent_path):
             emit("downloader_peers", peers=peers)
         else:
             emit("error", message=f"unknown command {command!r}")
+
+    serve_commands(handle, drain)
 
 
 if __name__ == "__main__":

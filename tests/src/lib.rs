@@ -18,6 +18,7 @@
 pub mod clients;
 pub mod content;
 pub mod error;
+pub mod holepunch_swarm;
 pub mod http;
 pub mod netns;
 pub mod pex_swarm;

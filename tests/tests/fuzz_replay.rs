@@ -34,6 +34,8 @@ mod script;
 mod tracker_http;
 #[path = "../../fuzz/checks/tracker_udp.rs"]
 mod tracker_udp;
+#[path = "../../fuzz/checks/ut_holepunch.rs"]
+mod ut_holepunch;
 #[path = "../../fuzz/checks/ut_metadata.rs"]
 mod ut_metadata;
 #[path = "../../fuzz/checks/ut_pex.rs"]
@@ -136,6 +138,11 @@ fn extension_corpus() {
 #[test]
 fn ut_metadata_corpus() {
     replay("ut_metadata", 3, ut_metadata::check);
+}
+
+#[test]
+fn ut_holepunch_corpus() {
+    replay("ut_holepunch", 5, ut_holepunch::check);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use indicatif::{BinaryBytes, HumanDuration, ProgressBar, ProgressStyle};
 use lodestone_core::Metainfo;
 use lodestone_download::swarm::{DownloadProgress, Phase, Stuck, Summary};
+use lodestone_session::TorrentStatus;
 use serde_json::json;
 
 use crate::output::outln;
@@ -94,9 +95,10 @@ impl ProgressView {
         }
     }
 
-    /// Shows a snapshot; `peers_known` and `stuck` come from the session,
-    /// which knows the addresses.
-    pub fn show(&mut self, p: &DownloadProgress, peers_known: usize, stuck: Option<Stuck>) {
+    /// Shows a snapshot; `status` adds what the session knows (the
+    /// addresses, the connections holepunching made).
+    pub fn show(&mut self, p: &DownloadProgress, status: &TorrentStatus) {
+        let (peers_known, stuck) = (status.peers_known, status.stuck());
         let phase_changed = self.phase != Some(p.phase);
         self.phase = Some(p.phase);
         self.last = p.clone();
@@ -140,6 +142,7 @@ impl ProgressView {
                             "upload_rate": p.upload_rate,
                             "peers_connected": p.peers_connected,
                             "peers_known": peers_known,
+                            "peers_holepunched": status.holepunched,
                             "stuck": stuck.map(explain),
                         }),
                     );

@@ -102,7 +102,7 @@ impl View {
                 let (view, _) = self.download.get_or_insert_with(|| {
                     (ProgressView::new(self.mode, metainfo), metainfo.clone())
                 });
-                view.show(p, status.peers_known, status.stuck());
+                view.show(p, status);
             }
             // The CLI never pauses; a library user's display would say so.
             TorrentPhase::Paused => {}

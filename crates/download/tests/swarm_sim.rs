@@ -234,6 +234,7 @@ impl Sim {
             listen_port: None,
             stall_timeout: Duration::from_secs(10),
             pex: true,
+            holepunch: true,
         };
         let mut peers = Vec::new();
         for (i, kind) in kinds().into_iter().enumerate() {
@@ -419,8 +420,9 @@ impl Sim {
                         .collect();
                     self.push(now + Duration::from_micros(100), Ev::ReadDone(i, blocks));
                 }
-                // The simulated peers never send ut_pex or `port`.
-                PeerEvent::Pex(_) | PeerEvent::DhtPort(_) => {}
+                // The simulated peers never send ut_pex, `port` or
+                // ut_holepunch.
+                PeerEvent::Pex(_) | PeerEvent::DhtPort(_) | PeerEvent::HolepunchConnect(_) => {}
                 PeerEvent::Closed(e) => self.closed(i, &e),
             }
         }
@@ -467,6 +469,8 @@ impl Sim {
                             dirty.insert(i);
                         }
                     }
+                    // Nobody offers ut_holepunch here: nothing to relay.
+                    Action::Holepunch { .. } => {}
                 }
             }
             let Some(i) = dirty.pop_first() else {

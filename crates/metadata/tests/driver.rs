@@ -477,7 +477,7 @@ async fn hands_over_the_same_connection_with_its_early_messages() {
         panic!("expected our extension handshake");
     };
     let ours = ExtendedHandshake::decode(&payload).unwrap();
-    assert_eq!(ours.m, lodestone_wire::our_extensions(false));
+    assert_eq!(ours.m, lodestone_wire::our_extensions(false, false));
     assert!(ours.v.is_some());
 
     // The connection still works and is the one the peer accepted.

@@ -348,6 +348,37 @@ impl AddressBook {
         Some(addr)
     }
 
+    /// A holepunch relay (BEP 55) asks us to dial `addr` now. Its word
+    /// counts as PEX does, and the dial comes out
+    /// of the same budget, so a hostile relay cannot aim our dials faster
+    /// than a PEX flood could. Refused (false) for a banned or unusable
+    /// address, one being dialed or connected, or with the budget spent;
+    /// otherwise the address is busy until [`AddressBook::ended`].
+    pub fn holepunch(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        self.refill_pex(now);
+        if self.pex_tokens < 1.0 || self.pex_off {
+            return false;
+        }
+        self.add_reported(addr, PeerSource::Pex, None);
+        let Some(entry) = self.entries.get_mut(&addr) else {
+            return false;
+        };
+        let Some(key) = entry.key(addr) else {
+            return false;
+        };
+        self.queues[entry.source.index()].remove(&key);
+        entry.status = Status::Busy;
+        self.pex_tokens -= 1.0;
+        self.pex_dials += 1;
+        true
+    }
+
+    /// The first peer that told us of `addr` by PEX: whom to ask for a
+    /// rendezvous (BEP 55) when we cannot reach it.
+    pub fn reporter(&self, addr: SocketAddr) -> Option<SocketAddr> {
+        self.entries.get(&addr)?.reporters.first().copied()
+    }
+
     /// Tops up the PEX dial budget for the time since the last call.
     fn refill_pex(&mut self, now: Instant) {
         let last = self.pex_refilled.replace(now).unwrap_or(now);

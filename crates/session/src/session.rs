@@ -324,6 +324,7 @@ impl Session {
             },
             peers_known: 0,
             dial_failures: 0,
+            holepunched: 0,
             dht_nodes: None,
         };
         let (status_tx, status) = watch::channel(initial);

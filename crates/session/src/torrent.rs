@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::address_book::{AddressBook, AddressBookConfig, Outcome, PeerSource, Wrapping};
+use crate::holepunch::Holepunch;
 use crate::session::Shared;
 use crate::stall::StallReason;
 use crate::trackers::{Identity, Trackers, Transfer};
@@ -50,6 +51,10 @@ const TRACKER_REPLIES_QUEUE: usize = 8;
 /// DHT; past it one is dropped (each peer names one, and the DHT finds
 /// nodes on its own too).
 const DHT_NODES_QUEUE: usize = 64;
+
+/// Holepunch relays' `connect`s waiting for the torrent task; more are
+/// dropped (holepunching is best effort).
+const HOLEPUNCH_QUEUE: usize = 16;
 
 /// Picks the files to download once the metainfo is known: `None` for
 /// all, or the indices; an `Err` explains a selection that fits no file.
@@ -157,6 +162,8 @@ pub struct TorrentStatus {
     pub peers_known: usize,
     /// Dials that failed before the handshake completed.
     pub dial_failures: u64,
+    /// Connections made by holepunching (BEP 55).
+    pub holepunched: u64,
     /// Nodes in the DHT's routing tables, when this torrent uses the DHT.
     pub dht_nodes: Option<usize>,
 }
@@ -248,6 +255,11 @@ pub(crate) struct Torrent {
     /// Where the download sends DHT nodes that peers name in `port`
     /// messages (BEP 5) after the hand-over.
     dht_nodes_tx: mpsc::Sender<SocketAddr>,
+    /// Where the download sends the addresses holepunch relays ask us to
+    /// dial; `None` without uTP (the other side's dial could not be
+    /// accepted), which leaves ut_holepunch out.
+    holepunch_tx: Option<mpsc::Sender<SocketAddr>>,
+    holepunch: Holepunch,
 }
 
 /// Runs a torrent to its end; `incoming` carries connections the listener
@@ -265,6 +277,7 @@ pub(crate) async fn run(
     let (found_tx, mut found) = mpsc::channel(256);
     let (pex_tx, mut pex_rx) = mpsc::channel(PEX_QUEUE);
     let (dht_nodes_tx, mut dht_nodes_rx) = mpsc::channel(DHT_NODES_QUEUE);
+    let (holepunch_tx, mut holepunch_rx) = mpsc::channel(HOLEPUNCH_QUEUE);
     let (wanted, wanted_rx) = watch::channel(true);
     let mut book = AddressBook::new(AddressBookConfig::default());
     let tiers = tracker_tiers(&source);
@@ -301,6 +314,7 @@ pub(crate) async fn run(
         }
         _ => None,
     };
+    let holepunch_tx = shared.utp.is_some().then_some(holepunch_tx);
     let mut t = Torrent {
         handshake: Handshake::new(Reserved::LODESTONE, info_hash, shared.peer_id),
         shared,
@@ -317,6 +331,8 @@ pub(crate) async fn run(
         files: None,
         pex: (!private).then_some(pex_tx),
         dht_nodes_tx,
+        holepunch_tx,
+        holepunch: Holepunch::default(),
         trackers,
     };
     let mut stage = match t.metainfo.clone() {
@@ -378,8 +394,10 @@ pub(crate) async fn run(
                     t.book.add(addr, PeerSource::Tracker);
                 }
             }
+            Some(addr) = holepunch_rx.recv() => t.holepunch_connect(addr),
             Some(conn) = incoming.recv() => {
                 if t.book.incoming(conn.addr) {
+                    t.holepunch.incoming(conn.addr);
                     t.hand(&mut stage, conn);
                 }
             }
@@ -387,10 +405,20 @@ pub(crate) async fn run(
                 if let Ok((addr, conn)) = dialed {
                     match conn {
                         Some((conn, wrapping)) => {
+                            t.holepunch.dial_worked(addr);
                             t.book.worked(addr, wrapping);
                             t.hand(&mut stage, conn);
                         }
-                        None => t.book.ended(Instant::now().into_std(), addr, Outcome::Failed),
+                        None => {
+                            // Asked before `ended`, which may forget the
+                            // address and its reporter.
+                            let rendezvous = t.holepunch.dial_failed(addr, &t.book);
+                            t.book.ended(Instant::now().into_std(), addr, Outcome::Failed);
+                            if let (Some(r), Stage::Download { handle, .. }) = (rendezvous, &stage) {
+                                tracing::debug!(target = %r.target, via = %r.via, "asking for a holepunch rendezvous");
+                                handle.rendezvous(r);
+                            }
+                        }
                     }
                 }
             }
@@ -562,6 +590,7 @@ impl Torrent {
         config.recheck = options.recheck;
         config.pex = self.pex.clone();
         config.dht_nodes = self.uses_dht.then(|| self.dht_nodes_tx.clone());
+        config.holepunch = self.holepunch_tx.clone();
         let (conns, conns_rx) = mpsc::channel(HANDOFF_QUEUE.max(handed.len()));
         for conn in handed {
             // Room was made for every one of them above.
@@ -592,7 +621,8 @@ impl Torrent {
         if !wanted {
             return false;
         }
-        let cfg = &self.shared.config;
+        let shared = self.shared.clone();
+        let cfg = &shared.config;
         let now = Instant::now().into_std();
         while self.dials.len() < cfg.max_dials_per_torrent
             && self.book.stats().busy < cfg.max_peers_per_torrent
@@ -600,20 +630,46 @@ impl Torrent {
             let Some(addr) = self.book.next_dial(now) else {
                 return true;
             };
-            let (timeout, ours) = (cfg.connect_timeout, self.handshake);
-            let (policy, known) = (cfg.encryption, self.book.wrapping(addr));
-            let (tcp, utp) = (cfg.transport.tcp(), self.shared.utp.clone());
-            self.dials.spawn(async move {
-                match dialer::dial(addr, timeout, ours, policy, known, tcp, utp.as_ref()).await {
-                    Ok(conn) => (addr, Some(conn)),
-                    Err(e) => {
-                        tracing::debug!(%addr, "dial failed: {}", ErrorChain(&e));
-                        (addr, None)
-                    }
-                }
-            });
+            self.spawn_dial(addr, cfg.transport.tcp());
         }
         false
+    }
+
+    /// Dials `addr` (over TCP too if `tcp`, over uTP if it is on); the
+    /// outcome comes back through `dials`.
+    fn spawn_dial(&mut self, addr: SocketAddr, tcp: bool) {
+        let cfg = &self.shared.config;
+        let (timeout, ours) = (cfg.connect_timeout, self.handshake);
+        let (policy, known) = (cfg.encryption, self.book.wrapping(addr));
+        let utp = self.shared.utp.clone();
+        self.dials.spawn(async move {
+            match dialer::dial(addr, timeout, ours, policy, known, tcp, utp.as_ref()).await {
+                Ok(conn) => (addr, Some(conn)),
+                Err(e) => {
+                    tracing::debug!(%addr, "dial failed: {}", ErrorChain(&e));
+                    (addr, None)
+                }
+            }
+        });
+    }
+
+    /// A holepunch relay asks us to dial `addr`: over uTP only, now, if
+    /// [`Holepunch::connect`] agrees; the other side dials us at the same
+    /// time, which opens its NAT or firewall to our packets.
+    fn holepunch_connect(&mut self, addr: SocketAddr) {
+        let cfg = &self.shared.config;
+        let bound: Vec<std::net::IpAddr> = [
+            cfg.listen_ipv4.map(Into::into),
+            cfg.listen_ipv6.map(Into::into),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let ours = (self.shared.listen_port, &bound[..]);
+        let now = Instant::now().into_std();
+        if self.holepunch.connect(now, addr, ours, &mut self.book) {
+            self.spawn_dial(addr, false);
+        }
     }
 
     /// Gives a handshaken connection to the current phase.
@@ -713,6 +769,7 @@ impl Torrent {
             metainfo: self.metainfo.clone(),
             peers_known: stats.known,
             dial_failures: stats.failures,
+            holepunched: self.holepunch.connected(),
             dht_nodes: self.dht_nodes,
         });
     }

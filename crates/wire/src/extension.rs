@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use bytes::Bytes;
 use lodestone_bencode::{Dict, Limits, Writer, parse};
 
+pub use crate::holepunch::UT_HOLEPUNCH;
 use crate::message::Message;
 
 /// The `m` name of the metadata exchange extension (BEP 9).
@@ -30,14 +31,23 @@ pub const OUR_UT_METADATA_ID: u8 = 1;
 /// The id under which we ask peers to send us ut_pex messages.
 pub const OUR_UT_PEX_ID: u8 = 2;
 
+/// The id under which we ask peers to send us ut_holepunch messages.
+pub const OUR_UT_HOLEPUNCH_ID: u8 = 3;
+
 /// The `m` dictionary of our extension handshake: every extension we
 /// receive, by name, under the id we chose for it. The one registry that
 /// every phase of a connection advertises from. `pex` is false for a
 /// private torrent (BEP 27): ut_pex is then not offered at all.
-pub fn our_extensions(pex: bool) -> BTreeMap<String, u8> {
+/// `holepunch` offers ut_holepunch (BEP 55): only where the phase acts on
+/// it and we accept uTP, and never without `pex`, so that a private
+/// torrent stays among the peers its tracker names.
+pub fn our_extensions(pex: bool, holepunch: bool) -> BTreeMap<String, u8> {
     let mut m = BTreeMap::from([(UT_METADATA.to_owned(), OUR_UT_METADATA_ID)]);
     if pex {
         m.insert(UT_PEX.to_owned(), OUR_UT_PEX_ID);
+        if holepunch {
+            m.insert(UT_HOLEPUNCH.to_owned(), OUR_UT_HOLEPUNCH_ID);
+        }
     }
     m
 }

@@ -11,6 +11,7 @@
 //!   [`Message::Unknown`] and are skipped, not fatal.
 //! * [`extension`]: the BEP 10 extension handshake dictionary.
 //! * [`pex`]: the BEP 11 peer exchange message and its per-peer caps.
+//! * [`holepunch`]: the BEP 55 holepunch message and its per-peer bound.
 //! * [`established`]: a handshaken connection changing hands (dialer →
 //!   metadata fetch → download) with the messages already received.
 //! * [`transport`]: the byte streams a connection runs over (TCP, or any
@@ -56,6 +57,7 @@ pub mod connection;
 pub mod established;
 pub mod extension;
 pub mod handshake;
+pub mod holepunch;
 pub mod message;
 pub mod pex;
 pub mod transport;
@@ -66,7 +68,8 @@ pub use connection::{
 };
 pub use established::{Established, MAX_EARLY_MESSAGES, PeerExit};
 pub use extension::{
-    ExtendedHandshake, ExtensionError, OUR_UT_METADATA_ID, OUR_UT_PEX_ID, our_extensions,
+    ExtendedHandshake, ExtensionError, OUR_UT_HOLEPUNCH_ID, OUR_UT_METADATA_ID, OUR_UT_PEX_ID,
+    our_extensions,
 };
 pub use handshake::{Handshake, HandshakeError, HandshakePrefix, Reserved};
 pub use message::{Block, BlockRequest, Message};

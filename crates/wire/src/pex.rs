@@ -19,7 +19,7 @@
 //! What is done with the addresses (a source quota in the address book, a
 //! dial budget) is the session's business.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -272,27 +272,29 @@ impl PexOutbox {
     }
 
     /// The message due at `now`, if one is and it says anything: the
-    /// peers in `connected` (our connections' listen addresses, the
-    /// recipient's own excluded by the caller) it has not heard of, and the
-    /// ones it heard of that are gone, each list capped. What does not fit
-    /// goes in a later message.
-    pub fn poll(&mut self, now: Instant, connected: &BTreeSet<SocketAddr>) -> Option<PexMessage> {
+    /// peers in `connected` (our connections' listen addresses with what we
+    /// can vouch for, the recipient's own excluded by the caller) it has
+    /// not heard of, and the ones it heard of that are gone, each list
+    /// capped. What does not fit goes in a later message.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        connected: &BTreeMap<SocketAddr, PexFlags>,
+    ) -> Option<PexMessage> {
         if now < self.next {
             return None;
         }
         self.next = now + PEX_INTERVAL;
         let added: Vec<PexPeer> = connected
-            .difference(&self.told)
+            .iter()
+            .filter(|(addr, _)| !self.told.contains(addr))
             .take(MAX_PEX_ADDED)
-            // We do not track what each peer is; no flag is a safe claim.
-            .map(|&addr| PexPeer {
-                addr,
-                flags: PexFlags::default(),
-            })
+            .map(|(&addr, &flags)| PexPeer { addr, flags })
             .collect();
         let dropped: Vec<SocketAddr> = self
             .told
-            .difference(connected)
+            .iter()
+            .filter(|addr| !connected.contains_key(addr))
             .take(MAX_PEX_DROPPED)
             .copied()
             .collect();

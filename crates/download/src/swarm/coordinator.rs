@@ -19,7 +19,7 @@ use super::resume_keeper::ResumeKeeper;
 use super::session::{PeerError, SessionConfig};
 use super::shared::{CloseReason, PeerCmd, Shared, State};
 use super::torrent::Torrent;
-use super::{DownloadConfig, DownloadError};
+use super::{DownloadConfig, DownloadError, Rendezvous};
 use crate::bitfield::Bitfield;
 use crate::choke::{Choker, ChokerConfig, PeerStats};
 use crate::layout::{Layout, PieceIndex};
@@ -68,7 +68,7 @@ struct Coordinator {
 pub(super) async fn run(
     metainfo: Arc<Metainfo>,
     mut config: DownloadConfig,
-    mut conns: mpsc::Receiver<Established>,
+    (mut conns, mut rendezvous): (mpsc::Receiver<Established>, mpsc::Receiver<Rendezvous>),
     exits: mpsc::UnboundedSender<PeerExit>,
     progress: watch::Sender<DownloadProgress>,
     mut stop: watch::Receiver<bool>,
@@ -152,8 +152,10 @@ pub(super) async fn run(
             listen_port: config.listen_port,
             stall_timeout: config.stall_timeout,
             pex: config.pex.is_some() && !metainfo.info.private,
+            holepunch: config.pex.is_some() && config.holepunch.is_some() && !metainfo.info.private,
         },
         pex: config.pex.clone().filter(|_| !metainfo.info.private),
+        holepunch: config.holepunch.clone().filter(|_| !metainfo.info.private),
         dht_nodes: config.dht_nodes.clone().filter(|_| !metainfo.info.private),
         handshake,
         layout: layout.clone(),
@@ -229,6 +231,12 @@ pub(super) async fn run(
                 }
             }
             (piece, good) = resume.next_verdict() => c.on_rechecked(piece, good),
+            Some(Rendezvous { via, target }) = rendezvous.recv() => {
+                let mut st = c.shared.lock();
+                let asked = st.torrent.rendezvous_via(via, target);
+                tracing::debug!(%via, %target, asked, "holepunch rendezvous");
+                st.dispatch();
+            }
             _ = tick.tick() => {
                 c.housekeeping();
                 resume.tick(&c.shared.lock().torrent.servable);

@@ -35,6 +35,7 @@ mod coordinator;
 mod peer;
 mod pipeline;
 mod progress;
+mod relay;
 mod resume_keeper;
 pub mod session;
 mod shared;
@@ -114,6 +115,11 @@ pub struct DownloadConfig {
     /// Where the DHT nodes that peers name in `port` messages (BEP 5) go;
     /// `None`, or a private torrent, ignores them.
     pub dht_nodes: Option<mpsc::Sender<std::net::SocketAddr>>,
+    /// Where the addresses a holepunch relay (BEP 55) tells us to dial over
+    /// uTP go. `None` (no uTP to accept the other side's dial), no `pex`,
+    /// or a private torrent leaves ut_holepunch out: neither offered nor
+    /// answered.
+    pub holepunch: Option<mpsc::Sender<std::net::SocketAddr>>,
 }
 
 impl DownloadConfig {
@@ -139,6 +145,7 @@ impl DownloadConfig {
             recheck: false,
             pex: None,
             dht_nodes: None,
+            holepunch: None,
         }
     }
 }
@@ -175,10 +182,11 @@ impl Download {
     ) -> DownloadHandle {
         let (progress_tx, progress) = watch::channel(DownloadProgress::default());
         let (stop, stop_rx) = watch::channel(false);
+        let (rendezvous, rendezvous_rx) = mpsc::channel(RENDEZVOUS_QUEUE);
         let task = tokio::spawn(coordinator::run(
             metainfo,
             config,
-            conns,
+            (conns, rendezvous_rx),
             exits,
             progress_tx,
             stop_rx,
@@ -186,9 +194,24 @@ impl Download {
         DownloadHandle {
             progress,
             stop,
+            rendezvous,
             task,
         }
     }
+}
+
+/// Rendezvous requests waiting for the coordinator; more are dropped
+/// (holepunching is best effort).
+const RENDEZVOUS_QUEUE: usize = 64;
+
+/// A rendezvous to ask for (BEP 55): the connected peer `via` is asked to
+/// introduce us to the peer at `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rendezvous {
+    /// The relay: a connected peer's address.
+    pub via: std::net::SocketAddr,
+    /// The peer we could not reach.
+    pub target: std::net::SocketAddr,
 }
 
 /// A running download.
@@ -196,6 +219,7 @@ impl Download {
 pub struct DownloadHandle {
     progress: watch::Receiver<DownloadProgress>,
     stop: watch::Sender<bool>,
+    rendezvous: mpsc::Sender<Rendezvous>,
     task: JoinHandle<Result<Summary, DownloadError>>,
 }
 
@@ -210,6 +234,12 @@ impl DownloadHandle {
     /// returns a summary with `complete` telling whether it had finished.
     pub fn shutdown(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Asks the connected peer `via` to introduce us to `target`, if it
+    /// speaks ut_holepunch; a full queue drops the request.
+    pub fn rendezvous(&self, request: Rendezvous) {
+        let _ = self.rendezvous.try_send(request);
     }
 
     /// [`Self::wait`] without giving the handle up, for a `select!` loop

@@ -157,6 +157,12 @@ async fn pump(
                         let _ = nodes.try_send(SocketAddr::new(session.addr().ip(), port));
                     }
                 }
+                PeerEvent::HolepunchConnect(addr) => {
+                    if let Some(holepunch) = &shared.holepunch {
+                        // Best effort, like PEX: a full queue drops it.
+                        let _ = holepunch.try_send(addr);
+                    }
+                }
                 PeerEvent::Closed(e) => return Err(e),
             }
         }

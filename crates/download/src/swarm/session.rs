@@ -38,11 +38,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use lodestone_core::Metainfo;
 use lodestone_metadata::RequestBudget;
-use lodestone_wire::extension::{UT_METADATA, UT_PEX};
+use lodestone_wire::extension::{UT_HOLEPUNCH, UT_METADATA, UT_PEX};
+use lodestone_wire::holepunch::{HolepunchKind, HolepunchMessage, HolepunchMeter};
 use lodestone_wire::pex::{PexInbox, PexOutbox, PexPeer};
 use lodestone_wire::{
-    Block, BlockRequest, ConnectionError, ExtendedHandshake, Message, OUR_UT_METADATA_ID,
-    OUR_UT_PEX_ID, Reserved, encoded_len, our_extensions,
+    Block, BlockRequest, ConnectionError, ExtendedHandshake, Message, OUR_UT_HOLEPUNCH_ID,
+    OUR_UT_METADATA_ID, OUR_UT_PEX_ID, Reserved, encoded_len, our_extensions,
 };
 
 use super::abuse::AbuseMeter;
@@ -103,6 +104,9 @@ pub enum PeerCmd {
     Wake,
     /// Disconnect.
     Close(CloseReason),
+    /// Send this ut_holepunch message (BEP 55), if the peer speaks it: a
+    /// rendezvous we ask of it, or a relay's `connect` for it.
+    Holepunch(HolepunchMessage),
 }
 
 /// Why we hang up on a peer.
@@ -170,6 +174,10 @@ pub enum PeerEvent {
     /// port of its IP. Only the first is reported, so a peer repeating the
     /// message cannot make the DHT ping many ports of its IP.
     DhtPort(u16),
+    /// The peer, as a holepunch relay (BEP 55), asks us to dial this
+    /// address over uTP now; within the [`HolepunchMeter`]'s bound. Whether
+    /// the address is plausible is the dialer's call.
+    HolepunchConnect(std::net::SocketAddr),
     /// The connection is over: close it. Nothing else comes out afterwards.
     Closed(PeerError),
 }
@@ -190,6 +198,10 @@ pub struct SessionConfig {
     pub stall_timeout: Duration,
     /// Whether to exchange peers (BEP 11): never for a private torrent.
     pub pex: bool,
+    /// Whether to holepunch (BEP 55): relay rendezvous, act on `connect`,
+    /// ask for rendezvous. Only with `pex`, and where incoming uTP is
+    /// accepted.
+    pub holepunch: bool,
 }
 
 /// How a session opens the conversation.
@@ -218,6 +230,10 @@ enum Op {
     Block(BlockIndex, Bytes),
     /// The peer told us where it listens: others may hear of it by PEX.
     Listening(SocketAddr),
+    /// The peer's extension handshake offered ut_holepunch, or not.
+    Holepunch(bool),
+    /// The peer asks us to relay a rendezvous with the peer at the address.
+    Rendezvous(SocketAddr),
 }
 
 /// The protocol state of one connection. See the module docs.
@@ -249,6 +265,10 @@ pub struct PeerSession {
     pex_inbox: PexInbox,
     /// What we told the peer by ut_pex; `None` until it offers ut_pex.
     pex_outbox: Option<PexOutbox>,
+    /// The id the peer receives ut_holepunch under, once it offered it.
+    their_holepunch_id: Option<u8>,
+    /// How often the peer may make us relay or dial.
+    holepunch_meter: HolepunchMeter,
     /// Where the peer listens (its address with its handshake's `p`), the
     /// one address of it we pass on by PEX.
     listen_addr: Option<SocketAddr>,
@@ -292,6 +312,7 @@ impl PeerSession {
         torrent: &mut Torrent,
     ) -> Self {
         torrent.peer_connected(key);
+        torrent.relay.connected(key, addr);
         let pieces = config.layout.piece_count();
         let mut session = Self {
             fast: config.reserved.supports_fast() && theirs.supports_fast(),
@@ -312,6 +333,8 @@ impl PeerSession {
             their_pex_id: None,
             pex_inbox: PexInbox::default(),
             pex_outbox: None,
+            their_holepunch_id: None,
+            holepunch_meter: HolepunchMeter::default(),
             listen_addr: None,
             addr,
             unsolicited: AbuseMeter::new(MAX_UNSOLICITED),
@@ -353,7 +376,7 @@ impl PeerSession {
         }
         if self.config.reserved.supports_extensions() && theirs.supports_extensions() {
             let handshake = ExtendedHandshake {
-                m: our_extensions(self.config.pex),
+                m: our_extensions(self.config.pex, self.config.holepunch),
                 p: self.config.listen_port,
                 v: Some(concat!("lodestone ", env!("CARGO_PKG_VERSION")).to_owned()),
                 yourip: Some(addr.ip()),
@@ -571,6 +594,10 @@ impl PeerSession {
                 id: OUR_UT_PEX_ID,
                 payload,
             } if self.config.pex => self.on_pex(now, &payload),
+            Message::Extended {
+                id: OUR_UT_HOLEPUNCH_ID,
+                payload,
+            } if self.config.holepunch => self.on_holepunch(now, &payload),
             Message::Extended { .. } | Message::Unknown { .. } => {}
         }
         Ok(())
@@ -587,6 +614,11 @@ impl PeerSession {
             return;
         }
         self.their_pex_id = h.extension_id(UT_PEX);
+        if self.config.holepunch {
+            self.their_holepunch_id = h.extension_id(UT_HOLEPUNCH);
+            self.ops
+                .push(Op::Holepunch(self.their_holepunch_id.is_some()));
+        }
         if self.their_pex_id.is_some() && self.pex_outbox.is_none() {
             self.pex_outbox = Some(PexOutbox::new(now));
         }
@@ -611,6 +643,52 @@ impl PeerSession {
         {
             self.events.push_back(PeerEvent::Pex(peers));
         }
+    }
+
+    /// A ut_holepunch message (BEP 55). Ignored silently when the peer did
+    /// not offer the extension (we could not answer), when malformed (it
+    /// costs the message, not the peer), and past the meter's bound, so a
+    /// peer can make us neither an amplifier nor a dialer at its pace.
+    fn on_holepunch(&mut self, now: Instant, payload: &[u8]) {
+        if self.their_holepunch_id.is_none() {
+            return;
+        }
+        let Ok(message) = HolepunchMessage::decode(payload) else {
+            return;
+        };
+        tracing::debug!(peer = %self.addr, ?message, "ut_holepunch received");
+        match message.kind {
+            HolepunchKind::Error(code) => {
+                tracing::debug!(peer = %self.addr, target = %message.addr, ?code, "holepunch refused");
+            }
+            _ if !self.holepunch_meter.allow(now) => {
+                tracing::debug!(peer = %self.addr, "holepunch request over the bound, ignored");
+            }
+            HolepunchKind::Rendezvous => self.ops.push(Op::Rendezvous(message.addr)),
+            HolepunchKind::Connect => self
+                .events
+                .push_back(PeerEvent::HolepunchConnect(message.addr)),
+        }
+    }
+
+    /// As a relay: introduce the peer to `target` if the torrent can,
+    /// or tell it why not.
+    fn relay(&mut self, now: Instant, target: SocketAddr, t: &mut Torrent) {
+        let Some(id) = self.their_holepunch_id else {
+            return;
+        };
+        let answer = match t.relay.introduce(self.key, target) {
+            Ok(intro) => {
+                t.push(Action::Holepunch {
+                    peer: intro.target,
+                    message: HolepunchMessage::connect(intro.initiator),
+                });
+                tracing::debug!(peer = %self.addr, %target, "holepunch relayed");
+                HolepunchMessage::connect(target)
+            }
+            Err(code) => HolepunchMessage::error(target, code),
+        };
+        self.send(now, answer.to_message(id));
     }
 
     /// Our own ut_pex message, when due: the listen addresses of the
@@ -732,6 +810,11 @@ impl PeerSession {
             }
             PeerCmd::Choke(_) | PeerCmd::Wake => {}
             PeerCmd::Close(reason) => self.close(PeerError::Closed(reason)),
+            PeerCmd::Holepunch(message) => {
+                if let Some(id) = self.their_holepunch_id {
+                    self.send(now, message.to_message(id));
+                }
+            }
         }
     }
 
@@ -846,6 +929,8 @@ impl PeerSession {
             }
             Op::Rejected(b) => t.picker.request_failed(key, b),
             Op::Listening(addr) => t.peer_listening(key, addr),
+            Op::Holepunch(supports) => t.relay.supports(key, supports),
+            Op::Rendezvous(target) => self.relay(now, target, t),
             Op::Block(b, data) => {
                 let len = data.len() as u64;
                 t.counters.downloaded += len;
@@ -966,6 +1051,7 @@ impl PeerSession {
 
 #[cfg(test)]
 mod tests {
+    mod holepunch;
     use super::*;
     use crate::layout::BLOCK_SIZE;
 
@@ -1011,6 +1097,7 @@ mod tests {
             listen_port: None,
             stall_timeout: Duration::from_secs(10),
             pex: true,
+            holepunch: true,
         };
         let addr = SocketAddr::from(([10, 0, 0, 1], 6881));
         let session = PeerSession::new(now, config, KEY, (theirs, addr), greeting, &mut torrent);

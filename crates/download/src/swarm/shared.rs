@@ -77,6 +77,11 @@ impl State {
                     }
                 }
                 Action::Have(piece) => self.broadcast(PeerCmd::Have(piece), None),
+                Action::Holepunch { peer, message } => {
+                    if let Some(p) = self.peers.get(&peer) {
+                        let _ = p.tx.send(PeerCmd::Holepunch(message));
+                    }
+                }
             }
         }
         if wake {
@@ -99,6 +104,9 @@ pub(crate) struct Shared {
     /// Where DHT nodes named by peers' `port` messages go, if the torrent
     /// uses the DHT.
     pub(crate) dht_nodes: Option<mpsc::Sender<SocketAddr>>,
+    /// Where addresses a holepunch relay asks us to dial go, if
+    /// holepunching is on.
+    pub(crate) holepunch: Option<mpsc::Sender<SocketAddr>>,
     pub(crate) state: Mutex<State>,
 }
 

@@ -8,16 +8,19 @@
 //! with [`Torrent::poll_action`] by whoever hosts it — the tokio swarm under
 //! its mutex, or the deterministic simulation.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use lodestone_wire::holepunch::HolepunchMessage;
+use lodestone_wire::pex::PexFlags;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::assembly::Assembly;
 use super::blame::Blame;
+use super::relay::Relay;
 use crate::bitfield::Bitfield;
 use crate::layout::{BlockIndex, Layout, PieceIndex};
 use crate::picker::{PeerKey, Picker};
@@ -48,6 +51,15 @@ pub enum Action {
     /// The piece is verified and stored: tell every peer
     /// ([`super::session::PeerCmd::Have`]).
     Have(PieceIndex),
+    /// Send `peer` this ut_holepunch message
+    /// ([`super::session::PeerCmd::Holepunch`]): our rendezvous request,
+    /// or, as a relay, the `connect` to a rendezvous' target.
+    Holepunch {
+        /// The connection to send it on.
+        peer: PeerKey,
+        /// The message.
+        message: HolepunchMessage,
+    },
 }
 
 /// Piece buffers of pieces started and not yet verified, in bytes: the
@@ -119,6 +131,8 @@ pub struct Torrent {
     /// Where each connected peer listens, as far as it told us: what we
     /// pass on by PEX.
     listening: BTreeMap<PeerKey, SocketAddr>,
+    /// Where peers are and which holepunch (BEP 55).
+    pub(crate) relay: Relay,
     actions: VecDeque<Action>,
 }
 
@@ -147,6 +161,7 @@ impl Torrent {
             upload_limit: None,
             hash_backlog: hash_backlog.max(1),
             listening: BTreeMap::new(),
+            relay: Relay::default(),
             actions: VecDeque::new(),
         }
     }
@@ -208,16 +223,38 @@ impl Torrent {
     /// A connected peer listens at `addr`.
     pub(crate) fn peer_listening(&mut self, peer: PeerKey, addr: SocketAddr) {
         self.listening.insert(peer, addr);
+        self.relay.listening(peer, addr);
+    }
+
+    /// Asks the connected peer at `via`, if it speaks ut_holepunch, to
+    /// introduce us to the peer at `target` (BEP 55's initiator). Returns
+    /// whether a rendezvous was queued.
+    pub fn rendezvous_via(&mut self, via: SocketAddr, target: SocketAddr) -> bool {
+        let Some(peer) = self.relay.relay_at(via) else {
+            return false;
+        };
+        let message = HolepunchMessage::rendezvous(target);
+        self.push(Action::Holepunch { peer, message });
+        true
     }
 
     /// Where our connected peers listen, but for `to` and any peer sharing
-    /// its address: what a ut_pex message to `to` may carry.
-    pub(crate) fn pex_peers(&self, to: PeerKey) -> BTreeSet<SocketAddr> {
+    /// its address: what a ut_pex message to `to` may carry, each with the
+    /// one flag we can vouch for, ut_holepunch (BEP 55), so that `to` knows
+    /// whom to ask if it cannot reach the peer.
+    pub(crate) fn pex_peers(&self, to: PeerKey) -> BTreeMap<SocketAddr, PexFlags> {
         let own = self.listening.get(&to);
         self.listening
             .iter()
             .filter(|&(&k, a)| k != to && Some(a) != own)
-            .map(|(_, &a)| a)
+            .map(|(&k, &a)| {
+                let flags = if self.relay.holepunches(k) {
+                    PexFlags::HOLEPUNCH
+                } else {
+                    0
+                };
+                (a, PexFlags(flags))
+            })
             .collect()
     }
 
@@ -226,6 +263,7 @@ impl Torrent {
     pub fn peer_gone(&mut self, peer: PeerKey) {
         self.picker.peer_gone(peer);
         self.listening.remove(&peer);
+        self.relay.gone(peer);
         self.push(Action::Wake);
     }
 

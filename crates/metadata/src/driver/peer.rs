@@ -241,7 +241,9 @@ impl PeerTask {
         }
         if ours.supports_extensions() && self.theirs.reserved.supports_extensions() {
             let handshake = ExtendedHandshake {
-                m: our_extensions(greeting.pex.is_some()),
+                // The metadata phase does not act on ut_holepunch: offered once
+                // the download takes the connection over.
+                m: our_extensions(greeting.pex.is_some(), false),
                 v: greeting.client_name.clone(),
                 p: greeting.listen_port,
                 yourip: Some(self.addr.ip()),

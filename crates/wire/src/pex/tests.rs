@@ -116,10 +116,16 @@ fn inbox_ignores_messages_sent_too_often_and_caps_the_total() {
 fn outbox_sends_the_full_set_first_then_differences_at_its_pace() {
     let t0 = Instant::now();
     let mut out = PexOutbox::new(t0);
-    let mut connected: BTreeSet<SocketAddr> = (0..70).map(|i| v4(i, 1000)).collect();
+    let holepunch = PexFlags(PexFlags::HOLEPUNCH);
+    let mut connected: BTreeMap<SocketAddr, PexFlags> =
+        (0..70).map(|i| (v4(i, 1000), holepunch)).collect();
     assert_eq!(out.poll(t0, &connected), None, "not before the first delay");
     let first = out.poll(out.due(), &connected).unwrap();
     assert_eq!(first.added.len(), MAX_PEX_ADDED);
+    assert!(
+        first.added.iter().all(|p| p.flags == holepunch),
+        "flags passed on"
+    );
     assert!(first.dropped.is_empty());
     let t1 = out.due();
     assert_eq!(t1 - (t0 + PEX_FIRST_DELAY), PEX_INTERVAL);
