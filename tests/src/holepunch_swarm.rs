@@ -18,12 +18,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::Value;
 
-use crate::process::Proc;
+use crate::driver::Driver;
 use crate::swarm::FileInfo;
-use crate::tools::{python_with_libtorrent, require, script};
-use crate::workdir::WorkDir;
+use crate::tools::require;
 use crate::{HarnessError, Result};
 
 /// The nftables table the firewall lives in.
@@ -103,49 +101,22 @@ pub struct HolepunchReady {
 }
 
 /// The running seeder and relay; they stop when this is dropped.
-#[derive(Debug)]
-pub struct HolepunchSwarm {
-    proc: Proc,
-    ready: HolepunchReady,
-    // Dropped after `proc`: the seeder serves its files until it stops.
-    _dir: WorkDir,
-}
+pub type HolepunchSwarm = Driver<HolepunchReady>;
 
-impl HolepunchSwarm {
+impl Driver<HolepunchReady> {
     /// The seeder on `seeder` and the relay on `relay` (port 6881), sharing
     /// `size` bytes of content.
     pub fn start(seeder: Ipv4Addr, relay: Ipv4Addr, size: u64) -> Result<HolepunchSwarm> {
-        let dir = WorkDir::new("holepunch-swarm")?;
-        let mut command = Command::new(python_with_libtorrent()?);
-        command
-            .arg(script("holepunch_swarm.py"))
-            .arg("--workdir")
-            .arg(dir.path())
-            .args(["--seeder-ip", &seeder.to_string()])
-            .args(["--relay-ip", &relay.to_string()])
-            .args(["--file-size", &size.to_string()])
-            .args(["--timeout", "60"]);
-        let mut proc = Proc::spawn("holepunch-swarm", command)?;
-        let event = proc.wait_event("ready", Duration::from_secs(90))?;
-        let ready = serde_json::from_value(event).map_err(|e| HarnessError::Protocol {
-            what: "holepunch_swarm.py ready event".to_owned(),
-            detail: e.to_string(),
-        })?;
-        Ok(HolepunchSwarm {
-            proc,
-            ready,
-            _dir: dir,
-        })
-    }
-
-    /// What the swarm said when it was ready.
-    pub fn ready(&self) -> &HolepunchReady {
-        &self.ready
-    }
-
-    /// Sends `command` and waits for the `event` answering it.
-    pub fn ask(&mut self, command: &Value, event: &str) -> Result<Value> {
-        self.proc.send(command)?;
-        self.proc.wait_event(event, Duration::from_secs(20))
+        let args = [
+            "--seeder-ip".to_owned(),
+            seeder.to_string(),
+            "--relay-ip".to_owned(),
+            relay.to_string(),
+            "--file-size".to_owned(),
+            size.to_string(),
+            "--timeout".to_owned(),
+            "60".to_owned(),
+        ];
+        Driver::spawn("holepunch_swarm", &args, Duration::from_secs(90))
     }
 }

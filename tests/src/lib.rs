@@ -17,6 +17,7 @@
 
 pub mod clients;
 pub mod content;
+pub mod driver;
 pub mod error;
 pub mod holepunch_swarm;
 pub mod http;
