@@ -10,7 +10,7 @@
 //! address book's own refusals (banned, unusable, already dialing or
 //! connected); addresses of our own are refused here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -25,9 +25,18 @@ pub(crate) struct Holepunch {
     /// connection with them was counted already (the other side's dial
     /// may arrive first, as an incoming connection).
     punching: HashMap<SocketAddr, bool>,
+    /// Addresses we asked a rendezvous for and have not connected to since
+    /// (at most [`MAX_ASKED`]): their dial may reach us before the relay's
+    /// `connect` does, and that connection is holepunching's too.
+    asked: HashSet<SocketAddr>,
     /// Connections holepunching made, ever.
     connected: u64,
 }
+
+/// Rendezvous remembered for counting at once; beyond it, a connection the
+/// other side's dial makes before the relay's `connect` arrives is simply
+/// not counted.
+const MAX_ASKED: usize = 256;
 
 impl Holepunch {
     /// A dial to `addr` failed on every transport it tried. The rendezvous
@@ -44,11 +53,15 @@ impl Holepunch {
             return None;
         }
         let via = book.reporter(addr)?;
+        if self.asked.len() < MAX_ASKED {
+            self.asked.insert(addr);
+        }
         Some(Rendezvous { via, target: addr })
     }
 
     /// A dial to `addr` made a connection; whether holepunching made it.
     pub(crate) fn dial_worked(&mut self, addr: SocketAddr) -> bool {
+        self.asked.remove(&addr);
         let Some(counted) = self.punching.remove(&addr) else {
             return false;
         };
@@ -59,13 +72,18 @@ impl Holepunch {
     }
 
     /// `addr` connected to us: if we are punching towards it, its own dial
-    /// of the simultaneous open won, and holepunching made the connection.
+    /// of the simultaneous open won, and holepunching made the connection;
+    /// so did it if we asked a rendezvous for it and the relay's `connect`
+    /// reached it before ours reached us.
     pub(crate) fn incoming(&mut self, addr: SocketAddr) {
-        if let Some(counted) = self.punching.get_mut(&addr)
-            && !*counted
-        {
-            *counted = true;
-            self.count(addr, "their dial");
+        let asked = self.asked.remove(&addr);
+        match self.punching.get_mut(&addr) {
+            Some(counted) if !*counted => {
+                *counted = true;
+                self.count(addr, "their dial");
+            }
+            None if asked => self.count(addr, "their dial, before the relay's connect reached us"),
+            _ => {}
         }
     }
 
@@ -84,6 +102,7 @@ impl Holepunch {
         ours: (u16, &[IpAddr]),
         book: &mut AddressBook,
     ) -> bool {
+        self.asked.remove(&addr);
         if is_ours(addr, ours) || !book.holepunch(now, addr) {
             tracing::debug!(%addr, "holepunch connect refused");
             return false;
@@ -163,6 +182,28 @@ mod tests {
         h.incoming(addr(7, 6881));
         assert_eq!(h.dial_failed(addr(6, 6881), &book), None);
         assert_eq!(h.connected(), 3);
+    }
+
+    /// The relay's `connect` reaches the target first, and its dial
+    /// reaches us before our `connect` does: still holepunching's work.
+    #[test]
+    fn their_dial_before_our_connect_counts_after_a_rendezvous() {
+        let t0 = Instant::now();
+        let mut book = AddressBook::new(AddressBookConfig::default());
+        let mut h = Holepunch::default();
+        let (target, relay) = (addr(3, 6881), addr(2, 6881));
+        book.add_pex(target, relay);
+        assert_eq!(book.next_dial(t0), Some(target));
+        book.ended(t0, target, Outcome::Failed);
+        assert!(h.dial_failed(target, &book).is_some());
+        h.incoming(target);
+        assert_eq!(h.connected(), 1);
+        // Counted once: a second connection from it is not holepunching's.
+        h.incoming(target);
+        assert_eq!(h.connected(), 1);
+        // Without a rendezvous, an incoming connection is just that.
+        h.incoming(addr(4, 6881));
+        assert_eq!(h.connected(), 1);
     }
 
     #[test]
