@@ -74,9 +74,17 @@ impl Relay {
         }
     }
 
-    /// Whether the peer offered ut_holepunch.
-    pub fn holepunches(&self, key: PeerKey) -> bool {
-        self.peers.get(&key).is_some_and(|p| p.supports)
+    /// Where the peer `key` listens, if it said.
+    pub fn listen_addr(&self, key: PeerKey) -> Option<SocketAddr> {
+        self.peers.get(&key).and_then(|p| p.listen)
+    }
+
+    /// Each peer that said where it listens: its key, that address, and
+    /// whether it speaks ut_holepunch.
+    pub fn listen_addrs(&self) -> impl Iterator<Item = (PeerKey, SocketAddr, bool)> + '_ {
+        self.peers
+            .iter()
+            .filter_map(|(&k, p)| Some((k, p.listen?, p.supports)))
     }
 
     /// The connection ended.

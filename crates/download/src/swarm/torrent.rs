@@ -128,10 +128,8 @@ pub struct Torrent {
     pub(crate) upload_limit: Option<SharedBucket>,
     /// Most pieces at the hash pool before sessions stop requesting.
     pub(crate) hash_backlog: usize,
-    /// Where each connected peer listens, as far as it told us: what we
-    /// pass on by PEX.
-    listening: BTreeMap<PeerKey, SocketAddr>,
-    /// Where peers are and which holepunch (BEP 55).
+    /// Where peers are (what we pass on by PEX) and which holepunch
+    /// (BEP 55).
     pub(crate) relay: Relay,
     actions: VecDeque<Action>,
 }
@@ -160,7 +158,6 @@ impl Torrent {
             download_limit: None,
             upload_limit: None,
             hash_backlog: hash_backlog.max(1),
-            listening: BTreeMap::new(),
             relay: Relay::default(),
             actions: VecDeque::new(),
         }
@@ -222,7 +219,6 @@ impl Torrent {
 
     /// A connected peer listens at `addr`.
     pub(crate) fn peer_listening(&mut self, peer: PeerKey, addr: SocketAddr) {
-        self.listening.insert(peer, addr);
         self.relay.listening(peer, addr);
     }
 
@@ -243,16 +239,12 @@ impl Torrent {
     /// one flag we can vouch for, ut_holepunch (BEP 55), so that `to` knows
     /// whom to ask if it cannot reach the peer.
     pub(crate) fn pex_peers(&self, to: PeerKey) -> BTreeMap<SocketAddr, PexFlags> {
-        let own = self.listening.get(&to);
-        self.listening
-            .iter()
-            .filter(|&(&k, a)| k != to && Some(a) != own)
-            .map(|(&k, &a)| {
-                let flags = if self.relay.holepunches(k) {
-                    PexFlags::HOLEPUNCH
-                } else {
-                    0
-                };
+        let own = self.relay.listen_addr(to);
+        self.relay
+            .listen_addrs()
+            .filter(|&(k, a, _)| k != to && Some(a) != own)
+            .map(|(_, a, holepunches)| {
+                let flags = if holepunches { PexFlags::HOLEPUNCH } else { 0 };
                 (a, PexFlags(flags))
             })
             .collect()
@@ -262,7 +254,6 @@ impl Torrent {
     /// woken to take them.
     pub fn peer_gone(&mut self, peer: PeerKey) {
         self.picker.peer_gone(peer);
-        self.listening.remove(&peer);
         self.relay.gone(peer);
         self.push(Action::Wake);
     }
