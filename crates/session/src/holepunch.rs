@@ -140,22 +140,21 @@ mod tests {
 
     const OURS: (u16, &[IpAddr]) = (7100, &[IpAddr::V4(Ipv4Addr::UNSPECIFIED)]);
 
-    /// `target`, learned by PEX from `relay`, was dialed and failed.
-    fn pex_dial_failed(book: &mut AddressBook, t0: Instant, target: SocketAddr, relay: SocketAddr) {
+    /// A book where `target` (10.0.0.3), learned by PEX from `relay`
+    /// (10.0.0.2), was dialed and failed; no holepunching yet.
+    fn after_a_failed_pex_dial(t0: Instant) -> (AddressBook, Holepunch, SocketAddr, SocketAddr) {
+        let mut book = AddressBook::new(AddressBookConfig::default());
+        let (target, relay) = (addr(3, 6881), addr(2, 6881));
         book.add_pex(target, relay);
         assert_eq!(book.next_dial(t0), Some(target));
         book.ended(t0, target, Outcome::Failed);
+        (book, Holepunch::default(), target, relay)
     }
 
     #[test]
     fn a_failed_dial_to_a_pex_address_asks_its_reporter_once() {
         let t0 = Instant::now();
-        let (mut book, mut h) = (
-            AddressBook::new(AddressBookConfig::default()),
-            Holepunch::default(),
-        );
-        let (target, relay) = (addr(3, 6881), addr(2, 6881));
-        pex_dial_failed(&mut book, t0, target, relay);
+        let (mut book, mut h, target, relay) = after_a_failed_pex_dial(t0);
         assert_eq!(
             h.dial_failed(target, &book),
             Some(Rendezvous { via: relay, target })
@@ -196,12 +195,7 @@ mod tests {
     #[test]
     fn their_dial_before_our_connect_counts_after_a_rendezvous() {
         let t0 = Instant::now();
-        let (mut book, mut h) = (
-            AddressBook::new(AddressBookConfig::default()),
-            Holepunch::default(),
-        );
-        let (target, relay) = (addr(3, 6881), addr(2, 6881));
-        pex_dial_failed(&mut book, t0, target, relay);
+        let (mut book, mut h, target, relay) = after_a_failed_pex_dial(t0);
         assert!(h.dial_failed(target, &book).is_some());
         h.incoming(target);
         assert_eq!(h.connected(), 1);
