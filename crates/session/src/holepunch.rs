@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn their_dial_before_our_connect_counts_after_a_rendezvous() {
         let t0 = Instant::now();
-        let (mut book, mut h, target, relay) = after_a_failed_pex_dial(t0);
+        let (book, mut h, target, _relay) = after_a_failed_pex_dial(t0);
         assert!(h.dial_failed(target, &book).is_some());
         h.incoming(target);
         assert_eq!(h.connected(), 1);
