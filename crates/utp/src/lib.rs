@@ -8,11 +8,12 @@
 //! the session feeds it from the DHT's port through the demultiplexer.
 //!
 //! What it does: SYN/STATE connection setup, wrapping sequence and ack
-//! numbers, selective acks both ways, retransmission on timeout (RTT
-//! estimated per BEP 29, at least 500 ms) and on three duplicate or
+//! numbers, selective acks both ways, in-order data acked in batches (every
+//! 16th packet or after 2 ms; holes at once), retransmission on timeout
+//! (RTT estimated per BEP 29, at least 500 ms) and on three duplicate or
 //! selective acks past a hole, MTU-sized packets (no MTU discovery), a
-//! LEDBAT window with a base-delay history, an advertised receive window, FIN
-//! and RESET. Every buffer is bounded: send, receive and reorder buffers,
+//! LEDBAT window with a base-delay history, an advertised receive window,
+//! FIN and RESET. Every buffer is bounded: send, receive and reorder buffers,
 //! packets in flight and the number of connections.
 
 mod congestion;
@@ -26,9 +27,15 @@ use std::time::Duration;
 pub use packet::{ParseError, looks_like_utp};
 pub use socket::Socket;
 
-/// Packets in flight per connection, and the reorder buffer's reach: the
-/// sequence space a selective ack and our bookkeeping cover.
+/// Packets we keep in flight per connection at most.
 pub(crate) const MAX_INFLIGHT_PACKETS: usize = 512;
+
+/// How far past the next expected packet the reorder buffer reaches, in
+/// packets: past a whole advertised window ([`Config::recv_buffer`], 1 MiB)
+/// of packets of 1 KiB or more. At 512, a libtorrent sender whose window
+/// had outgrown it saw every packet past the 512th after a hole dropped,
+/// and recovered them one retransmission timeout at a time.
+pub(crate) const REORDER_REACH: usize = 1024;
 
 /// One connection on a [`Socket`]; ids are never reused by a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
