@@ -139,8 +139,12 @@ def serve(args, seeder, relay, handles, torrent_path):
             seeding.connect_peer((host, int(port)))
             emit("seeder_connecting")
         elif kind == "add_initiator":
+            # It redials S soon after each failure (libtorrent waits a
+            # minute by default): each failed dial is a new occasion to ask
+            # for a rendezvous, and under load the first ones may not be.
             session = make_session(command["ip"], args.port, utp_only=True,
-                                   extra={**COMMON, "download_rate_limit": 100_000})
+                                   extra={**COMMON, "download_rate_limit": 100_000,
+                                          "min_reconnect_time": 2, "max_failcount": 20})
             limit_on_loopback(session)
             wait_listening(session, time.monotonic() + 20, dht=False)
             initiator = add(session, torrent_path, os.path.join(args.workdir, "initiator"),

@@ -49,7 +49,13 @@ fn lodestone(ready: &HolepunchReady, out: &WorkDir, extra: &[&str]) -> Proc {
         .arg("-o")
         .arg(out.path())
         .args(["--port", &LODESTONE_PORT.to_string()])
-        .args(extra);
+        .args(extra)
+        // Holepunching is a dance of three clients: if it fails, the
+        // output shows what lodestone was told and what it relayed.
+        .env(
+            "RUST_LOG",
+            "warn,lodestone_download::swarm::session=debug,lodestone_session=debug",
+        );
     Proc::spawn("lodestone", command).expect("lodestone starts")
 }
 
