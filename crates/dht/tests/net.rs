@@ -201,7 +201,10 @@ async fn a_shared_port_hands_non_krpc_datagrams_over() {
         let router = a.local_addrs()[0];
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let other = lodestone_dht::OtherSink {
-            deliver: std::sync::Arc::new(move |burst| tx.try_send(burst).is_ok()),
+            deliver: std::sync::Arc::new(move |burst| {
+                let owned: Vec<_> = burst.iter().map(|(from, d)| (*from, d.to_vec())).collect();
+                tx.try_send(owned).is_ok()
+            }),
             wants: |d| d.first() == Some(&0x41),
         };
         let (b, udp) = Dht::spawn_shared(config(&[router], None), other)

@@ -188,8 +188,11 @@ fn register([v4, v6]: [Option<std::net::UdpSocket>; 2]) -> io::Result<shard::Soc
     })
 }
 
-/// A burst of datagrams that are not KRPC, each with its sender.
-pub type OtherDatagrams = Vec<(SocketAddr, Vec<u8>)>;
+/// A burst of datagrams that are not KRPC, each with its sender. They
+/// borrow the DHT's receive buffer: the sink copies what it keeps, in one
+/// piece if it likes (a copy per datagram cost uTP a `malloc` and a `free`
+/// per packet).
+pub type OtherDatagrams<'a> = [(SocketAddr, &'a [u8])];
 
 /// Where the DHT hands the datagrams of the protocol sharing its port, and
 /// which of them that protocol wants: the rest are dropped before they are
@@ -199,7 +202,7 @@ pub struct OtherSink {
     /// Takes a burst, or refuses it (the protocol lags: the burst is
     /// dropped, as UDP may be). It must not block: the DHT's receive loop
     /// calls it.
-    pub deliver: Arc<dyn Fn(OtherDatagrams) -> bool + Send + Sync>,
+    pub deliver: Arc<dyn Fn(&OtherDatagrams<'_>) -> bool + Send + Sync>,
     /// The protocol's test of a datagram (not called for KRPC ones).
     pub wants: fn(&[u8]) -> bool,
 }

@@ -150,14 +150,14 @@ impl Burst {
                 && datagram.first() != Some(&b'd')
             {
                 if (other.wants)(datagram) {
-                    others.push((from, datagram.to_vec()));
+                    others.push((from, datagram));
                 }
                 continue;
             }
             node.handle_datagram(now, from, datagram);
         }
         if let (Some(other), false) = (&self.other, others.is_empty())
-            && !(other.deliver)(others)
+            && !(other.deliver)(&others)
         {
             tracing::trace!("non-KRPC datagrams dropped: their consumer lags or left");
         }
