@@ -667,6 +667,7 @@ impl Conn {
         self.state = State::Closed;
         self.rto_at = None;
         self.linger_until = None;
+        self.ack_at = None;
     }
 
     fn close_with(&mut self, reason: CloseReason, io: &mut Io<'_>) {
@@ -708,9 +709,12 @@ impl Conn {
             self.close_with(CloseReason::Done, io);
             return;
         }
-        if self.ack_at.is_some_and(|t| t <= io.now) && self.state == State::Connected {
-            let header = self.header(PacketType::State, self.seq_nr, io);
-            self.transmit(io, header, None, &[]);
+        if self.ack_at.is_some_and(|t| t <= io.now) {
+            self.ack_at = None;
+            if self.state == State::Connected {
+                let header = self.header(PacketType::State, self.seq_nr, io);
+                self.transmit(io, header, None, &[]);
+            }
         }
         let Some(at) = self.rto_at else { return };
         if at > io.now {
