@@ -360,7 +360,9 @@ impl Lookup {
     /// Marks the query to `addr` slow (short timeout) or failed. Returns
     /// true when the query should be sent once more: a datagram lost on the
     /// way is the likeliest reason for a short timeout, and the closest nodes
-    /// are the ones a lookup can least afford to miss.
+    /// are the ones a lookup can least afford to miss. A seed (a bootstrap
+    /// address) is asked once more too: with a single bootstrap node, one
+    /// lost datagram used to end the lookup empty.
     pub(crate) fn on_timeout(&mut self, addr: &SocketAddr, seed: bool, hard: bool) -> bool {
         let Some(t) = self.traversal(Family::of(addr)) else {
             return false;
@@ -369,7 +371,8 @@ impl Lookup {
             if hard {
                 t.pending_seeds = t.pending_seeds.saturating_sub(1);
             }
-            return false;
+            // A query's short timeout fires once: one more copy at most.
+            return !hard;
         }
         let Some(c) = t.find(addr) else {
             return false;

@@ -311,6 +311,27 @@ fn timeouts_are_exact_and_mark_failures() {
 }
 
 #[test]
+fn a_bootstrap_node_that_is_slow_is_asked_once_more() {
+    let now = Instant::now();
+    let mut n = node(1, now);
+    let cfg = Config::default();
+    let router = addr("127.0.0.2:1");
+    n.bootstrap(now, &[router]);
+    let first = drain(&mut n);
+    assert_eq!(first.len(), 1);
+    // Its answer was lost: after the short timeout the same query (same
+    // transaction) goes again, and only once.
+    let slow = now + cfg.short_timeout;
+    n.handle_timeout(slow);
+    let again = drain(&mut n);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, router);
+    assert_eq!(again[0].1.tid, first[0].1.tid);
+    n.handle_timeout(slow + Duration::from_millis(1));
+    assert!(drain(&mut n).is_empty(), "asked a third time");
+}
+
+#[test]
 fn lookup_through_a_router_reports_peers_and_finishes() {
     let now = Instant::now();
     let mut n = node(1, now);
