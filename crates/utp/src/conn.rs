@@ -300,6 +300,12 @@ impl Conn {
         self.ack_at = None;
     }
 
+    /// A bare STATE: the ack (and selective ack) with no data.
+    fn send_ack(&mut self, io: &mut Io<'_>, sack: Option<&[u8]>) {
+        let header = self.header(PacketType::State, self.seq_nr, io);
+        self.transmit(io, header, sack, &[]);
+    }
+
     /// Sends what the windows allow: lost packets first, then new data,
     /// then a FIN once everything written is out, then a bare ack if one is
     /// still owed.
@@ -354,8 +360,7 @@ impl Conn {
             self.send_new(io, PacketType::Fin, Vec::new(), sack);
         }
         if self.ack_due {
-            let header = self.header(PacketType::State, self.seq_nr, io);
-            self.transmit(io, header, sack, &[]);
+            self.send_ack(io, sack);
         }
     }
 
@@ -673,8 +678,7 @@ impl Conn {
     fn close_with(&mut self, reason: CloseReason, io: &mut Io<'_>) {
         if reason == CloseReason::Done && self.ack_due {
             // The ack of the peer's FIN: without it the peer would linger.
-            let header = self.header(PacketType::State, self.seq_nr, io);
-            self.transmit(io, header, None, &[]);
+            self.send_ack(io, None);
         }
         if self.state != State::Closed {
             tracing::debug!(addr = %self.addr, ?reason, "uTP closed");
@@ -712,8 +716,7 @@ impl Conn {
         if self.ack_at.is_some_and(|t| t <= io.now) {
             self.ack_at = None;
             if self.state == State::Connected {
-                let header = self.header(PacketType::State, self.seq_nr, io);
-                self.transmit(io, header, None, &[]);
+                self.send_ack(io, None);
             }
         }
         let Some(at) = self.rto_at else { return };

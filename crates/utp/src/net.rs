@@ -25,8 +25,8 @@ use crate::{CloseReason, Config, Event, Socket, StreamId};
 
 /// A burst of received datagrams, each with its sender, copied into one
 /// buffer that the driver hands back for the next burst (see [`Inbox`]).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Datagrams {
+#[derive(Debug, Default)]
+struct Datagrams {
     bytes: Vec<u8>,
     /// Each datagram's sender and where it ends in `bytes`.
     ends: Vec<(SocketAddr, usize)>,
@@ -47,17 +47,12 @@ impl Datagrams {
     }
 
     /// How many datagrams it holds.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.ends.len()
     }
 
-    /// It holds none.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
     /// Each datagram with its sender, in the order received.
-    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+    fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
         let starts = std::iter::once(0).chain(self.ends.iter().map(|&(_, end)| end));
         self.ends
             .iter()
@@ -164,8 +159,11 @@ impl InboxReceiver {
         Some(burst)
     }
 
-    /// Hands a handled burst's buffer back to the sender.
-    fn recycle(&self, burst: Datagrams) {
+    /// Feeds `burst` to `socket` and hands its buffer back to the sender.
+    fn feed(&self, socket: &mut Socket, now: Instant, burst: Datagrams) {
+        for (from, bytes) in burst.iter() {
+            socket.handle_datagram(now, from, bytes);
+        }
         self.spares.give_back(burst);
     }
 }
@@ -311,19 +309,13 @@ async fn run(
                 let Some(batch) = batch else { return };
                 let now = Instant::now();
                 let mut shared = inner.lock();
-                for (from, bytes) in batch.iter() {
-                    shared.socket.handle_datagram(now, from, bytes);
-                }
-                datagrams.recycle(batch);
+                datagrams.feed(&mut shared.socket, now, batch);
                 // Take some more of what already arrived, under the same
                 // lock; bounded, so a flood cannot keep the streams (which
                 // lock it too) waiting, nor hold back what we send.
                 for _ in 0..MORE_BATCHES {
                     let Some(more) = datagrams.try_recv() else { break };
-                    for (from, bytes) in more.iter() {
-                        shared.socket.handle_datagram(now, from, bytes);
-                    }
-                    datagrams.recycle(more);
+                    datagrams.feed(&mut shared.socket, now, more);
                 }
             }
             () = sleep => {}
@@ -569,7 +561,7 @@ mod tests {
             vec![(a, &b"one"[..]), (b, &b""[..]), (a, &b"three"[..])]
         );
         burst.refill(&[]);
-        assert!(burst.is_empty());
+        assert_eq!(burst.len(), 0, "an empty burst holds nothing");
     }
 
     /// The bound counts datagrams: bursts of one fill it as bursts of many
