@@ -142,6 +142,8 @@ fn arb_value() -> impl Strategy<Value = OwnedValue> {
     let leaf = prop_oneof![
         any::<i64>().prop_map(OwnedValue::Int),
         proptest::collection::vec(any::<u8>(), 0..12).prop_map(OwnedValue::Bytes),
+        // Lengths of two, three and four digits.
+        proptest::collection::vec(any::<u8>(), 99..1001).prop_map(OwnedValue::Bytes),
     ];
     leaf.prop_recursive(6, 64, 6, |inner| {
         prop_oneof![

@@ -698,11 +698,13 @@ mod tests {
         ids.sort();
         let mut got = Vec::new();
         for target in ids.iter().step_by(97).chain([&NodeId([0; 20]), &nobody]) {
-            pool.closest_into(target, Family::V4, 16, &nobody, &mut got);
+            // The querier is the target itself: it must not be in its answer.
+            pool.closest_into(target, Family::V4, 16, target, &mut got);
             // The definition: 18 numeric neighbours a side, XOR-sorted.
             let at = ids.partition_point(|id| id < target);
             let mut want: Vec<NodeId> =
                 ids[at.saturating_sub(18)..(at + 18).min(ids.len())].to_vec();
+            want.retain(|id| id != target);
             want.sort_by_key(|id| id.distance(target));
             want.truncate(16);
             let got_ids: Vec<NodeId> = got.iter().map(|n| n.id).collect();
