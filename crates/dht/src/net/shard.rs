@@ -142,20 +142,22 @@ impl Burst {
     /// the other protocol wants go to it as one batch, or are dropped if it
     /// lags.
     pub(super) fn handle(&self, node: &mut Node, out: &mut Vec<Transmit>) {
-        let now = Instant::now();
         let mut others = Vec::new();
-        for (slot, &(from, len)) in self.buf.chunks(mmsg::SLOT).zip(&self.datagrams) {
-            let datagram = &slot[..len];
-            if let Some(other) = &self.other
-                && datagram.first() != Some(&b'd')
-            {
+        let datagrams = self
+            .buf
+            .chunks(mmsg::SLOT)
+            .zip(&self.datagrams)
+            .map(|(slot, &(from, len))| (from, &slot[..len]));
+        let krpc = datagrams.filter(|&(from, datagram)| match &self.other {
+            Some(other) if datagram.first() != Some(&b'd') => {
                 if (other.wants)(datagram) {
                     others.push((from, datagram));
                 }
-                continue;
+                false
             }
-            node.handle_datagram(now, from, datagram);
-        }
+            _ => true,
+        });
+        node.handle_datagrams(Instant::now(), krpc);
         if let (Some(other), false) = (&self.other, others.is_empty())
             && !(other.deliver)(&others)
         {

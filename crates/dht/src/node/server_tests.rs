@@ -287,3 +287,55 @@ fn rate_limits_drop_a_flooding_ip_and_cap_reply_bytes() {
     n.handle_datagram(now, other, &query(b"p", id(8), Query::Ping, false));
     assert_eq!(drain(&mut n).len(), 1);
 }
+
+#[test]
+fn a_burst_is_answered_as_its_datagrams_one_by_one() {
+    let now = Instant::now();
+    // Large enough to be served from the snapshot, which `warm` reads.
+    let pool: Vec<NodeAddr> = (1..=10_000u32)
+        .map(|i| NodeAddr {
+            id: NodeId(std::array::from_fn(|b| {
+                (i.wrapping_mul(2_654_435_761) >> (b % 4 * 8)) as u8
+            })),
+            addr: local(i),
+        })
+        .collect();
+    let node = || {
+        let mut n = Node::new(server_config(20_000), Some(NodeId([0xee; 20])), 7, now);
+        n.load_pool(&pool, now);
+        n
+    };
+    let info_hash = lodestone_core::InfoHash([3; 20]);
+    let burst: Vec<(SocketAddr, Vec<u8>)> = (0..60u32)
+        .map(|i| {
+            let q = match i % 4 {
+                0 => Query::Ping,
+                1 => Query::FindNode {
+                    target: id(i * 1000),
+                    want: None,
+                },
+                2 => Query::GetPeers {
+                    info_hash,
+                    want: None,
+                },
+                // A query without a method: answered with an error, in
+                // its place among the answers.
+                _ => return (local(90_000 + i), b"d1:t2:xx1:y1:qe".to_vec()),
+            };
+            (
+                local(90_000 + i),
+                query(&i.to_be_bytes(), id(90_000 + i), q, false),
+            )
+        })
+        .collect();
+    let (mut one_by_one, mut together) = (node(), node());
+    for (from, bytes) in &burst {
+        one_by_one.handle_datagram(now, *from, bytes);
+    }
+    together.handle_datagrams(now, burst.iter().map(|(from, b)| (*from, &b[..])));
+    let (a, b) = (drain(&mut one_by_one), drain(&mut together));
+    let count = |kind: fn(&Body) -> bool| a.iter().filter(|(_, m)| kind(&m.body)).count();
+    assert_eq!(count(|b| matches!(b, Body::Response(_))), 45);
+    assert_eq!(count(|b| matches!(b, Body::Error(_))), 15);
+    assert_eq!(a, b);
+}
