@@ -25,8 +25,12 @@ seeder=$!
 until grep -q '"seeding"' "$work/seed.log"; do sleep 0.1; done
 only=(--utp-only)
 [[ $transport == tcp ]] && only=()
+# The downloader exits at the end, or when its stdin closes after 10 minutes.
+# The sleep holding stdin open must not hold our stderr too: a caller
+# reading this script through a pipe would wait for the sleep.
 /usr/bin/python3 "$root/tests/py/downloader.py" --ip 127.0.0.2 --no-dht "${only[@]}" --exit-when-done \
-    --magnet "magnet:?xt=urn:btih:$hash&x.pe=127.0.0.1:7000" --save-path "$work/dl" < <(sleep 600) \
+    --magnet "magnet:?xt=urn:btih:$hash&x.pe=127.0.0.1:7000" --save-path "$work/dl" \
+    < <(exec sleep 600 2>/dev/null) \
     | awk -F'"t": ' '/"metadata"/ {m = $2 + 0} /"finished"/ {printf "libtorrent over %s: %.3f s from metadata to done\n", "'"$transport"'", ($2 + 0) - m}'
 awk '{printf "lodestone seeder CPU: %.2f s\n", ($14 + $15) / 100}' "/proc/$seeder/stat"
 cmp "$work/seed/content" "$work/dl/content" && echo "content identical"
