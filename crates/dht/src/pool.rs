@@ -95,6 +95,9 @@ const RADIX_BITS: u32 = 16;
 /// Most snapshot neighbours ranked for one answer (`2 × (n + 2)` for `n`
 /// up to 30 contacts, more than fit in a datagram).
 const MAX_CANDIDATES: usize = 64;
+/// The low bits of a ranked candidate that hold its offset in the window.
+const OFFSET_MASK: u64 = MAX_CANDIDATES as u64 - 1;
+const _: () = assert!(MAX_CANDIDATES.is_power_of_two());
 /// Bytes per cache line: [`Pool::warm`] reads one byte of each.
 const CACHE_LINE: usize = 64;
 
@@ -413,17 +416,22 @@ impl Pool {
         // Rank the window by the 64-bit distance (reading it in order, which
         // the prefetcher follows), then decode only the chosen records.
         let k = key(&target.0);
-        // Each candidate as one integer, distance above position, so the
-        // sort compares plain numbers.
-        let mut ranked = [0u128; MAX_CANDIDATES];
+        // Each candidate as one 64-bit integer, its distance with the low
+        // bits replaced by its offset in the window, so the sort compares
+        // single machine words.
+        let mut ranked = [0u64; MAX_CANDIDATES];
         for (slot, i) in ranked.iter_mut().zip(from..to) {
-            *slot = (u128::from(key(snapshot.id(i)) ^ k) << 64) | i as u128;
+            *slot = ((key(snapshot.id(i)) ^ k) & !OFFSET_MASK) | (i - from) as u64;
         }
         let ranked = &mut ranked[..to - from];
         ranked.sort_unstable();
-        let position = |r: &u128| *r as u64 as usize;
-        if ranked.windows(2).any(|w| w[0] >> 64 == w[1] >> 64) {
-            // Two ids share their top 64 bits: the whole distance decides.
+        let position = |r: &u64| from + (r & OFFSET_MASK) as usize;
+        if ranked
+            .windows(2)
+            .any(|w| w[0] & !OFFSET_MASK == w[1] & !OFFSET_MASK)
+        {
+            // Two distances agree above the offset bits: the whole distance
+            // decides.
             ranked.sort_unstable_by_key(|r| distance(snapshot.id(position(r)), &target.0));
         }
         for r in ranked.iter() {
@@ -696,14 +704,16 @@ mod tests {
 
     #[test]
     fn a_large_pool_answers_from_its_snapshot_like_from_the_tree() {
-        // Random top 64 bits, then every id in runs of 4 sharing them (the
-        // whole distance must break those ties).
-        for run in [1, 4] {
-            large_pool_matches_the_definition(run);
+        // Random top 64 bits; then every id in runs of 4 sharing them (the
+        // whole distance must break those ties); then runs of 4 that differ
+        // only in the lowest of those bits, which the ranking's integers
+        // give to the window offset.
+        for (run, differ_low) in [(1, false), (4, false), (4, true)] {
+            large_pool_matches_the_definition(run, differ_low);
         }
     }
 
-    fn large_pool_matches_the_definition(run: u32) {
+    fn large_pool_matches_the_definition(run: u32, differ_low: bool) {
         let now = Instant::now();
         let mut pool = Pool::new(config(100_000), now);
         let mut x: u64 = 1;
@@ -716,6 +726,9 @@ mod tests {
             }
             let mut id = [0u8; 20];
             id[..8].copy_from_slice(&x.to_be_bytes());
+            if differ_low {
+                id[7] ^= (i % run) as u8;
+            }
             id[8..12].copy_from_slice(&i.to_be_bytes());
             ids.push(NodeId(id));
             let addr = SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 1));
