@@ -18,6 +18,8 @@ pub struct Rtt {
     srtt: Option<Duration>,
     var: Duration,
     rto: Duration,
+    /// The least sample: the path's round trip without our queue.
+    least: Duration,
 }
 
 impl Rtt {
@@ -27,12 +29,14 @@ impl Rtt {
             srtt: None,
             var: Duration::ZERO,
             rto: INITIAL_RTO,
+            least: Duration::MAX,
         }
     }
 
     /// Folds in one round trip of a packet sent once (Karn: never of a
     /// retransmitted one, whose ack can't be matched to a transmission).
     pub fn sample(&mut self, rtt: Duration) {
+        self.least = self.least.min(rtt);
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
@@ -57,6 +61,11 @@ impl Rtt {
         self.srtt.unwrap_or(self.rto)
     }
 
+    /// The least round trip sampled ([`Duration::MAX`] before any).
+    pub fn least(&self) -> Duration {
+        self.least
+    }
+
     /// A timeout fired: wait twice as long for the next one.
     pub fn back_off(&mut self) {
         self.rto = (self.rto * 2).min(MAX_RTO);
@@ -69,6 +78,10 @@ impl Rtt {
 const BASE_SLOT: Duration = Duration::from_secs(60);
 const BASE_SLOTS: usize = 3;
 
+/// No window grows past this, however long the path: 4 MiB is 64 MB/s at a
+/// round trip of 64 ms.
+const MAX_WINDOW: usize = 4 << 20;
+
 /// LEDBAT's congestion window.
 #[derive(Debug, Clone)]
 pub struct Ledbat {
@@ -77,6 +90,9 @@ pub struct Ledbat {
     /// Doubling each round trip until loss or the delay target.
     slow_start: bool,
     mss: usize,
+    /// The cap per millisecond of base round trip, and its floor.
+    max_cwnd_per_ms: usize,
+    /// The cap for the round trip seen so far.
     max_cwnd: usize,
     target_us: i64,
     /// Per-minute minimum one-way delays, newest last (wrapping microseconds
@@ -89,13 +105,16 @@ pub struct Ledbat {
 }
 
 impl Ledbat {
-    /// A window of two packets of `mss` bytes, at most `max_cwnd`.
-    pub fn new(mss: usize, max_cwnd: usize, target: Duration) -> Self {
+    /// A window of two packets of `mss` bytes, at most `max_cwnd_per_ms`
+    /// per millisecond of round trip (see [`Ledbat::set_base_rtt`]).
+    pub fn new(mss: usize, max_cwnd_per_ms: usize, target: Duration) -> Self {
+        let max_cwnd_per_ms = max_cwnd_per_ms.max(2 * mss);
         Ledbat {
             cwnd: 2 * mss,
             slow_start: true,
             mss,
-            max_cwnd: max_cwnd.max(2 * mss),
+            max_cwnd_per_ms,
+            max_cwnd: max_cwnd_per_ms,
             target_us: i64::try_from(target.as_micros()).unwrap_or(i64::MAX),
             base: Vec::with_capacity(BASE_SLOTS),
             base_slot_start: None,
@@ -112,6 +131,15 @@ impl Ledbat {
     /// The last measured queueing delay.
     pub fn queuing_delay(&self) -> Duration {
         Duration::from_micros(u64::from(self.queuing_us))
+    }
+
+    /// The path's least round trip is `rtt`: the window may hold up to
+    /// `max_cwnd_per_ms` bytes per millisecond of it (never less than that
+    /// much, never more than 4 MiB).
+    pub fn set_base_rtt(&mut self, rtt: Duration) {
+        let per_us = self.max_cwnd_per_ms as f64 / 1000.0;
+        let cap = (per_us * rtt.as_micros() as f64).min(MAX_WINDOW as f64) as usize;
+        self.max_cwnd = cap.max(self.max_cwnd_per_ms);
     }
 
     fn min_window(&self) -> usize {
@@ -233,5 +261,28 @@ mod tests {
         }
         assert!(l.window() < grown, "{} !< {grown}", l.window());
         assert!(l.queuing_delay() >= Duration::from_millis(199));
+    }
+
+    #[test]
+    fn the_window_cap_grows_with_the_round_trip() {
+        let t0 = Instant::now();
+        let grow = |rtt: Option<Duration>| {
+            let mut l = Ledbat::new(1000, 64 << 10, Duration::from_millis(100));
+            if let Some(rtt) = rtt {
+                l.set_base_rtt(rtt);
+            }
+            // An empty path: slow start all the way to the cap.
+            for _ in 0..10_000 {
+                l.on_ack(t0, 1000, Some(5_000));
+            }
+            l.window()
+        };
+        assert_eq!(grow(None), 64 << 10);
+        // Loopback and LAN round trips keep the burst-sized cap.
+        assert_eq!(grow(Some(Duration::from_micros(200))), 64 << 10);
+        assert_eq!(grow(Some(Duration::from_millis(1))), 64 << 10);
+        // 64 KiB per millisecond beyond, up to 4 MiB.
+        assert_eq!(grow(Some(Duration::from_millis(10))), 640 << 10);
+        assert_eq!(grow(Some(Duration::from_millis(500))), 4 << 20);
     }
 }

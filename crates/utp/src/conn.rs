@@ -188,7 +188,11 @@ impl Conn {
             inflight_bytes: 0,
             peer_wnd: config.max_payload,
             rtt: Rtt::new(),
-            cc: Ledbat::new(config.max_payload, config.max_window, config.target_delay),
+            cc: Ledbat::new(
+                config.max_payload,
+                config.max_window_per_ms,
+                config.target_delay,
+            ),
             rto_at: None,
             timeouts: 0,
             last_ack: 0,
@@ -491,6 +495,7 @@ impl Conn {
         }
         if let Some(rtt) = sample {
             self.rtt.sample(rtt);
+            self.cc.set_base_rtt(self.rtt.least());
         }
         let mut lost = false;
         if progressed {

@@ -89,15 +89,21 @@ pub struct Config {
     /// Bytes received and not yet read (in order or not), per connection:
     /// the window we advertise.
     pub recv_buffer: usize,
-    /// Largest congestion window in bytes. The default, 64 KiB, keeps what
-    /// we have in flight inside a receiver's default UDP receive buffer
-    /// (208 KiB on Linux, counted with the kernel's per-packet overhead).
-    /// With 128 KiB a libtorrent downloader on loopback dropped packets
-    /// whenever it fell behind, then never acked that connection's
-    /// retransmissions: each stall lasted until the connection timed out,
-    /// and 256 MiB took 130-200 s. With 64 KiB it took 2-3 s. At LAN round
-    /// trips (≤ 1 ms) it still allows over 60 MiB/s per connection.
-    pub max_window: usize,
+    /// Largest congestion window in bytes per millisecond of the path's
+    /// least round trip, and the largest on paths of a millisecond or less;
+    /// so at most about 64 MB/s per connection at any distance by default.
+    ///
+    /// On a short path a window arrives almost as one burst, and the
+    /// default, 64 KiB, keeps that burst inside a receiver's default UDP
+    /// receive buffer (208 KiB on Linux, counted with the kernel's
+    /// per-packet overhead). With 128 KiB a libtorrent downloader on
+    /// loopback dropped packets whenever it fell behind, then never acked
+    /// that connection's retransmissions: each stall lasted until the
+    /// connection timed out, and 256 MiB took 130-200 s; with 64 KiB it took
+    /// 2-3 s. On a long path the acks spread the window over the round
+    /// trip, and a fixed 64 KiB would hold a connection to 64 KiB per round
+    /// trip, 1.3 MB/s at 50 ms: so the cap grows with the round trip.
+    pub max_window_per_ms: usize,
     /// LEDBAT's queueing-delay target.
     pub target_delay: Duration,
     /// Open connections at most; more SYNs are dropped.
@@ -110,7 +116,7 @@ impl Default for Config {
             max_payload: 1400,
             send_buffer: 1 << 20,
             recv_buffer: 1 << 20,
-            max_window: 64 << 10,
+            max_window_per_ms: 64 << 10,
             target_delay: Duration::from_millis(100),
             max_connections: 1024,
         }

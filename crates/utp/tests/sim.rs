@@ -318,20 +318,38 @@ struct Shares {
     mean_queue: Duration,
 }
 
-/// A uTP flow with endless data over a 10 Mbit/s bottleneck with a 400 ms
-/// buffer and 20 ms of propagation each way; from `reno_starts` on, a
-/// loss-based flow shares the same queue.
-fn bottleneck(seed: u64, reno_starts: Option<Duration>, from: Duration, to: Duration) -> Shares {
+/// A bottleneck: its rate in bytes per second, and the propagation delay
+/// each way. Its buffer holds 400 ms.
+struct Path {
+    rate: f64,
+    latency: Duration,
+}
+
+/// 10 Mbit/s and 20 ms each way.
+const HOME: Path = Path {
+    rate: 1.25e6,
+    latency: Duration::from_millis(20),
+};
+
+/// A uTP flow with endless data over the bottleneck of `path`; from
+/// `reno_starts` on, a loss-based flow shares the same queue. Counts what
+/// each delivered between `from` and `to`.
+fn bottleneck(
+    seed: u64,
+    path: Path,
+    reno_starts: Option<Duration>,
+    from: Duration,
+    to: Duration,
+) -> Shares {
     let t0 = Instant::now();
-    let rate = 1.25e6;
-    let latency = Duration::from_millis(20);
+    let Path { rate, latency } = path;
     let mut pair = Pair {
         sockets: [
             Socket::new(Config::default(), seed, t0),
             Socket::new(Config::default(), seed + 1, t0),
         ],
         links: [
-            Link::new(rate, 500_000, latency),
+            Link::new(rate, (rate * 0.4) as usize, latency),
             // A little jitter on the return path, so seeds differ.
             Link {
                 jitter: Duration::from_millis(2),
@@ -446,7 +464,13 @@ fn bottleneck(seed: u64, reno_starts: Option<Duration>, from: Duration, to: Dura
 /// 100 ms target: the yielding below is not a flow that can't send.
 #[test]
 fn ledbat_alone_fills_the_bottleneck_near_its_target_delay() {
-    let s = bottleneck(11, None, Duration::from_secs(10), Duration::from_secs(30));
+    let s = bottleneck(
+        11,
+        HOME,
+        None,
+        Duration::from_secs(10),
+        Duration::from_secs(30),
+    );
     let capacity = 1.25e6 * 20.0;
     let used = s.utp as f64 / capacity;
     eprintln!(
@@ -470,6 +494,7 @@ fn ledbat_yields_to_a_loss_based_flow() {
     for seed in seeds(&[21, 22]) {
         let s = bottleneck(
             seed,
+            HOME,
             Some(Duration::from_secs(5)),
             Duration::from_secs(20),
             Duration::from_secs(50),
@@ -491,4 +516,30 @@ fn ledbat_yields_to_a_loss_based_flow() {
             share * 100.0
         );
     }
+}
+
+/// A long, fast path: 160 Mbit/s and 50 ms of round trip, 1 MB in flight
+/// to fill it. A window capped at 64 KiB whatever the distance would fill
+/// 6 % of it; the cap grows with the round trip, and what limits the
+/// connection is the 1 MiB receive window it is offered (68 % here).
+#[test]
+fn one_connection_fills_a_long_fast_path() {
+    let rate = 20e6;
+    let s = bottleneck(
+        31,
+        Path {
+            rate,
+            latency: Duration::from_millis(25),
+        },
+        None,
+        Duration::from_secs(5),
+        Duration::from_secs(15),
+    );
+    let used = s.utp as f64 / (rate * 10.0);
+    eprintln!(
+        "long path: {:.0} % of capacity, mean queue {:?}",
+        used * 100.0,
+        s.mean_queue
+    );
+    assert!(used > 0.5, "one connection used {:.0} %", used * 100.0);
 }
