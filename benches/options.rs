@@ -15,8 +15,8 @@ on a private loopback DHT, inside a fresh network namespace.
   cargo bench -p lodestone-benches --bench scenarios -- [OPTIONS]
 
 Options (each also read from the environment variable in brackets):
-  --quick               1 round, 128 MiB (16 from transmission, 64 over uTP, 32 by PEX), 3 s node load:
-                        a few minutes
+  --quick               1 round, 128 MiB (16 from transmission, 64 over uTP and uploaded, 32 by
+                        PEX), 3 s node load: a few minutes
   --rounds N            rounds per scenario, clients alternating [LODESTONE_BENCH_ROUNDS] (5)
   --size-mib N          download size in MiB, spread over 8 files [LODESTONE_BENCH_SIZE_MIB] (512)
   --piece-kib N         piece length in KiB, 0 lets libtorrent choose [LODESTONE_BENCH_PIECE_KIB] (0)
@@ -24,11 +24,12 @@ Options (each also read from the environment variable in brackets):
                         other scenarios use the first [LODESTONE_BENCH_SEEDERS] (3)
   --encrypted           seeders require RC4 (MSE/PE) both ways; each client is told to
                         encrypt, rqbit (no MSE) sits out [LODESTONE_BENCH_ENCRYPTED=1] (off)
-  --scenarios LIST      any of ceilings,metadata,download,transmission,utp,pex,node
+  --scenarios LIST      any of ceilings,metadata,download,transmission,utp,pex,upload,node
                         [LODESTONE_BENCH_SCENARIOS] (all)
   --transmission-mib N  size of the download from a lone transmission-cli seeder
                         [LODESTONE_BENCH_TRANSMISSION_MIB] (32)
-  --utp-mib N           size of the download from uTP-only seeders [LODESTONE_BENCH_UTP_MIB] (256)
+  --utp-mib N           size of the download from uTP-only seeders, and of the upload
+                        scenario's content [LODESTONE_BENCH_UTP_MIB] (256)
   --pex-mib N           size of the download from 30 seeders of which the DHT knows one
                         [LODESTONE_BENCH_PEX_MIB] (128)
   --clients LIST        any of lodestone,rqbit,libtorrent,aria2c [LODESTONE_BENCH_CLIENTS] (all)
@@ -59,18 +60,21 @@ pub enum Scenario {
     /// Magnet to verified files from 30 seeders of which only one is in
     /// the DHT: the rest are learned by peer exchange.
     Pex,
+    /// Seeding to one libtorrent downloader, over uTP and over TCP.
+    Upload,
     /// Load on a DHT bootstrap node.
     Node,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::Ceilings,
         Scenario::Metadata,
         Scenario::Download,
         Scenario::Transmission,
         Scenario::Utp,
         Scenario::Pex,
+        Scenario::Upload,
         Scenario::Node,
     ];
 
@@ -82,6 +86,7 @@ impl Scenario {
             Scenario::Transmission => "transmission",
             Scenario::Utp => "utp",
             Scenario::Pex => "pex",
+            Scenario::Upload => "upload",
             Scenario::Node => "node",
         }
     }
@@ -137,7 +142,8 @@ pub struct Options {
     /// Content size in MiB of the race from a lone transmission-cli seeder,
     /// which serves one peer at a few MiB/s: smaller than `size_mib`.
     pub transmission_mib: u64,
-    /// Content size in MiB of the race from uTP-only seeders.
+    /// Content size in MiB of the race from uTP-only seeders and of the
+    /// upload scenario.
     pub utp_mib: u64,
     /// Content size in MiB of the race found by peer exchange.
     pub pex_mib: u64,

@@ -22,6 +22,8 @@
 //! * **utp**: the same download from uTP-only seeders, over uTP only;
 //! * **pex**: the same download from 30 seeders of which the DHT knows one,
 //!   the rest learned by peer exchange;
+//! * **upload**: the other direction, each client seeding to one libtorrent
+//!   downloader over uTP and over TCP ([`upload`]);
 //! * **node**: a KRPC load generator against `lodestone node` and a
 //!   libtorrent DHT node.
 //!
@@ -36,6 +38,7 @@ mod launch;
 mod node;
 mod pin;
 mod report;
+mod upload;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -167,6 +170,7 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
         transmission: None,
         utp: None,
         pex: None,
+        upload: Vec::new(),
         node: Vec::new(),
         node_skipped: Vec::new(),
     };
@@ -190,6 +194,9 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
     }
     if options.scenarios.contains(&Scenario::Pex) {
         pex_scenario(&mut report, &options, &tools, &chosen, scratch)?;
+    }
+    if options.scenarios.contains(&Scenario::Upload) {
+        upload_scenario(&mut report, &options, &tools, &chosen, scratch)?;
     }
 
     let needs_swarm = [Scenario::Metadata, Scenario::Download, Scenario::Node]
@@ -441,6 +448,58 @@ fn utp_scenario(
     Ok(())
 }
 
+/// The upload direction: each seeder in [`upload::SEEDERS`] serves the
+/// content of a seederless swarm to a libtorrent downloader, over uTP and
+/// then over TCP.
+fn upload_scenario(
+    report: &mut Report,
+    options: &Options,
+    tools: &Tools,
+    chosen: &[Client],
+    scratch: &Path,
+) -> Result<(), String> {
+    let swarm = start_swarm(options, 0, options.utp_mib << 20, false)?;
+    let info = swarm.info().clone();
+    let arena = Arena::new(&info, bootstrap_of(&info), scratch, tools);
+    // Generous: 2 MB/s would still finish.
+    let timeout = Duration::from_secs(60 + info.total_length / 2_000_000);
+    for transport in [upload::Transport::Utp, upload::Transport::Tcp] {
+        let (runs, skipped) = in_rounds(
+            &format!("Upload over {}", transport.name()),
+            chosen,
+            options.rounds,
+            |c| upload::missing(&arena, c),
+            |seeder, round| upload::run(&arena, seeder, transport, round, timeout),
+        );
+        let r = RaceReport::new(
+            match transport {
+                upload::Transport::Utp => UPLOAD_UTP,
+                upload::Transport::Tcp => UPLOAD_TCP,
+            },
+            runs,
+            skipped,
+            Some(info.total_length),
+        );
+        print!(
+            "{}",
+            r.table(&format!(
+                "upload of {:.0} MiB from each seeder to one libtorrent downloader over {}",
+                info.total_length as f64 / 1048576.0,
+                transport.name()
+            ))
+        );
+        report.upload.push(r);
+    }
+    Ok(())
+}
+
+/// What the upload tables measure (the client is the seeder).
+const UPLOAD_UTP: &str = "the client seeds to one libtorrent downloader, both on uTP only; wall seconds from the \
+     downloader's metadata to its last piece, the seeder's CPU over the transfer and peak RSS";
+/// The same over TCP.
+const UPLOAD_TCP: &str = "the client seeds to one libtorrent downloader, both on TCP only; wall seconds from the \
+     downloader's metadata to its last piece, the seeder's CPU over the transfer and peak RSS";
+
 /// Seeders in the race found by peer exchange.
 const PEX_SEEDERS: u8 = 30;
 
@@ -536,17 +595,39 @@ fn race(
     rounds: usize,
     timeout: Duration,
 ) -> (Vec<clients::Run>, BTreeMap<String, String>) {
-    let mut skipped = BTreeMap::new();
-    let mut runners = Vec::new();
-    for &c in chosen {
-        let missing = if arena.encrypted && c == Client::Rqbit {
+    let missing = |c: Client| {
+        if arena.encrypted && c == Client::Rqbit {
             Some("rqbit does not speak MSE/PE encryption".to_owned())
         } else if arena.utp_only && c == Client::Aria2c {
             Some("aria2c does not speak uTP".to_owned())
         } else {
             arena.tools.missing(c, race)
-        };
-        match missing {
+        }
+    };
+    in_rounds(
+        &format!("{race:?}"),
+        chosen,
+        rounds,
+        missing,
+        |client, round| clients::run(arena, client, race, round, timeout),
+    )
+}
+
+/// Runs `run` for each of `chosen` that is not `missing` (those are
+/// returned with the reason), for `rounds`, rotating the client order
+/// every round so that no client always goes first; `label` names the
+/// runs in the progress lines.
+fn in_rounds(
+    label: &str,
+    chosen: &[Client],
+    rounds: usize,
+    missing: impl Fn(Client) -> Option<String>,
+    mut run: impl FnMut(Client, usize) -> clients::Run,
+) -> (Vec<clients::Run>, BTreeMap<String, String>) {
+    let mut skipped = BTreeMap::new();
+    let mut runners = Vec::new();
+    for &c in chosen {
+        match missing(c) {
             Some(why) => {
                 skipped.insert(c.name().to_owned(), why);
             }
@@ -561,18 +642,14 @@ fn race(
             order.rotate_left(round % n);
         }
         for client in order {
-            eprintln!(
-                "{race:?} round {}/{rounds}: {}...",
-                round + 1,
-                client.name()
-            );
-            let run = clients::run(arena, client, race, round, timeout);
-            match (&run.seconds, &run.error) {
+            eprintln!("{label} round {}/{rounds}: {}...", round + 1, client.name());
+            let result = run(client, round);
+            match (&result.seconds, &result.error) {
                 (Some(s), _) => eprintln!("  {} {s:.3} s", client.name()),
                 (_, Some(e)) => eprintln!("  {} failed: {e}", client.name()),
                 _ => {}
             }
-            runs.push(run);
+            runs.push(result);
         }
     }
     (runs, skipped)

@@ -344,6 +344,8 @@ pub struct Report {
     pub utp: Option<RaceReport>,
     /// Magnet → verified files from seeders found by peer exchange.
     pub pex: Option<RaceReport>,
+    /// Seeding to one libtorrent downloader, over uTP then over TCP.
+    pub upload: Vec<RaceReport>,
     /// DHT nodes under load.
     pub node: Vec<NodeRun>,
     /// Nodes that did not run, and why.
