@@ -18,6 +18,7 @@
 
 mod congestion;
 mod conn;
+mod gso;
 pub mod net;
 pub mod packet;
 mod socket;

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::gso::Batcher;
 use crate::{CloseReason, Config, Event, Socket, StreamId};
 
 /// A burst of received datagrams, each with its sender, copied into one
@@ -296,6 +297,7 @@ async fn run(
     incoming: mpsc::Sender<UtpStream>,
 ) {
     let mut out = Vec::new();
+    let mut batcher = Batcher::new();
     loop {
         let deadline = inner.lock().socket.poll_timeout();
         let sleep = async {
@@ -332,14 +334,8 @@ async fn run(
             }
         }
         drain(&inner, &incoming, &mut out);
-        for (to, bytes) in out.drain(..) {
-            let Some(socket) = senders.for_addr(&to) else {
-                continue;
-            };
-            if let Err(e) = socket.send_to(&bytes, to).await {
-                tracing::trace!("uTP send to {to} failed: {e}");
-            }
-        }
+        batcher.send(&out, |to| senders.for_addr(to)).await;
+        out.clear();
     }
 }
 
