@@ -196,7 +196,7 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
         pex_scenario(&mut report, &options, &tools, &chosen, scratch)?;
     }
     if options.scenarios.contains(&Scenario::Upload) {
-        upload_scenario(&mut report, &options, &tools, &chosen, scratch)?;
+        report.upload = upload_scenario(&options, &tools, &chosen, scratch)?;
     }
 
     let needs_swarm = [Scenario::Metadata, Scenario::Download, Scenario::Node]
@@ -450,14 +450,14 @@ fn utp_scenario(
 
 /// The upload direction: each seeder in [`upload::SEEDERS`] serves the
 /// content of a seederless swarm to a libtorrent downloader, over uTP and
-/// then over TCP.
+/// then over TCP; one table each.
 fn upload_scenario(
-    report: &mut Report,
     options: &Options,
     tools: &Tools,
     chosen: &[Client],
     scratch: &Path,
-) -> Result<(), String> {
+) -> Result<Vec<RaceReport>, String> {
+    let mut tables = Vec::new();
     let swarm = start_swarm(options, 0, options.utp_mib << 20, false)?;
     let info = swarm.info().clone();
     let arena = Arena::new(&info, bootstrap_of(&info), scratch, tools);
@@ -488,9 +488,9 @@ fn upload_scenario(
                 transport.name()
             ))
         );
-        report.upload.push(r);
+        tables.push(r);
     }
-    Ok(())
+    Ok(tables)
 }
 
 /// What the upload tables measure (the client is the seeder).
