@@ -116,8 +116,9 @@ impl Batcher {
     }
 }
 
-/// Whether `e` says the kernel or the device cannot segment at all (a
-/// kernel before 4.18, no checksum offload), not that this send failed.
+/// Whether `e` says the kernel or the device cannot segment (a kernel
+/// before 4.18, no checksum offload, or datagrams over the route's MTU,
+/// which one-by-one sends fragment instead), not that this send failed.
 fn refuses_gso(e: &io::Error) -> bool {
     use nix::errno::Errno;
     matches!(
