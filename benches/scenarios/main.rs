@@ -472,10 +472,12 @@ fn upload_scenario(
             |seeder, round| upload::run(&arena, seeder, transport, round, timeout),
         );
         let r = RaceReport::new(
-            match transport {
-                upload::Transport::Utp => UPLOAD_UTP,
-                upload::Transport::Tcp => UPLOAD_TCP,
-            },
+            format!(
+                "the client seeds to one libtorrent downloader, both on {} only; wall seconds \
+                 from the downloader's metadata to its last piece, the seeder's CPU over the \
+                 transfer and peak RSS",
+                transport.name()
+            ),
             runs,
             skipped,
             Some(info.total_length),
@@ -492,13 +494,6 @@ fn upload_scenario(
     }
     Ok(tables)
 }
-
-/// What the upload tables measure (the client is the seeder).
-const UPLOAD_UTP: &str = "the client seeds to one libtorrent downloader, both on uTP only; wall seconds from the \
-     downloader's metadata to its last piece, the seeder's CPU over the transfer and peak RSS";
-/// The same over TCP.
-const UPLOAD_TCP: &str = "the client seeds to one libtorrent downloader, both on TCP only; wall seconds from the \
-     downloader's metadata to its last piece, the seeder's CPU over the transfer and peak RSS";
 
 /// Seeders in the race found by peer exchange.
 const PEX_SEEDERS: u8 = 30;

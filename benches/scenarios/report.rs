@@ -38,7 +38,7 @@ pub struct ClientSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct RaceReport {
     /// What was measured.
-    pub what: &'static str,
+    pub what: String,
     /// Every attempt.
     pub runs: Vec<Run>,
     /// Per client.
@@ -50,7 +50,7 @@ pub struct RaceReport {
 impl RaceReport {
     /// Summarises `runs`; `bytes` turns times into MB/s.
     pub fn new(
-        what: &'static str,
+        what: impl Into<String>,
         runs: Vec<Run>,
         skipped: BTreeMap<String, String>,
         bytes: Option<u64>,
@@ -100,7 +100,7 @@ impl RaceReport {
                 .map(|(lodestone, mine)| mine.median / lodestone.max(1e-9));
         }
         RaceReport {
-            what,
+            what: what.into(),
             runs,
             summary,
             skipped,

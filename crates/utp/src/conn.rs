@@ -347,15 +347,8 @@ impl Conn {
             && (self.inflight_bytes == 0
                 || self.inflight_bytes + self.mss.min(self.send_buf.len()) <= window)
         {
-            let n = self.mss.min(self.send_buf.len());
-            // Copied slice by slice: collecting the drain moved one byte at a
-            // time, 17 % of a uTP seeder's CPU.
-            let (front, back) = self.send_buf.as_slices();
-            let from_front = front.len().min(n);
-            let mut payload = Vec::with_capacity(n);
-            payload.extend_from_slice(&front[..from_front]);
-            payload.extend_from_slice(&back[..n - from_front]);
-            self.send_buf.drain(..n);
+            let mut payload = vec![0; self.mss.min(self.send_buf.len())];
+            take_front(&mut self.send_buf, &mut payload);
             self.send_new(io, PacketType::Data, payload, sack);
         }
         if self.write_blocked && self.send_buf.len() < self.send_cap {
@@ -642,12 +635,8 @@ impl Conn {
             return (self.eof || self.state == State::Closed).then_some(0);
         }
         let before = self.recv_window() as usize;
-        let (a, b) = self.recv_buf.as_slices();
         let n = buf.len().min(self.recv_buf.len());
-        let from_a = n.min(a.len());
-        buf[..from_a].copy_from_slice(&a[..from_a]);
-        buf[from_a..n].copy_from_slice(&b[..n - from_a]);
-        self.recv_buf.drain(..n);
+        take_front(&mut self.recv_buf, &mut buf[..n]);
         // The peer may be stalled on a closed window: tell it it opened.
         if before < 2 * self.mss && self.recv_window() as usize >= 2 * self.mss {
             self.ack_due = true;
@@ -769,4 +758,16 @@ impl Conn {
         self.rto_at = Some(io.now + self.rtt.rto());
         self.flush(io);
     }
+}
+
+/// Moves the first `out.len()` bytes of `deque` (it holds at least that
+/// many) into `out`, a slice at a time: collecting a drain instead moves one
+/// byte per step, which was 17 % of a uTP seeder's CPU.
+fn take_front(deque: &mut VecDeque<u8>, out: &mut [u8]) {
+    let n = out.len();
+    let (front, back) = deque.as_slices();
+    let from_front = n.min(front.len());
+    out[..from_front].copy_from_slice(&front[..from_front]);
+    out[from_front..].copy_from_slice(&back[..n - from_front]);
+    deque.drain(..n);
 }

@@ -27,17 +27,12 @@ pub(crate) struct Batcher {
     /// Cleared for good when the kernel refuses a run (an old kernel, or a
     /// device without checksum offload): then every datagram goes alone.
     gso: bool,
-    /// The run being sent, datagrams end to end.
-    run: Vec<u8>,
 }
 
 impl Batcher {
     /// Uses GSO until the kernel refuses it.
     pub(crate) fn new() -> Self {
-        Batcher {
-            gso: true,
-            run: Vec::new(),
-        }
+        Batcher { gso: true }
     }
 
     /// Sends `datagrams` in order, each to its address, through the socket
@@ -78,25 +73,29 @@ impl Batcher {
     }
 
     /// One GSO write of `run`, whose datagrams are `segment` bytes but the
-    /// last, which may be shorter.
+    /// last, which may be shorter. Each datagram is one element of the
+    /// write's vector: the kernel joins and cuts them, so nothing is copied
+    /// here.
     async fn send_run(
-        &mut self,
+        &self,
         socket: &UdpSocket,
         to: SocketAddr,
         segment: usize,
         run: &[(SocketAddr, Vec<u8>)],
     ) -> io::Result<()> {
-        self.run.clear();
-        for (_, bytes) in run {
-            self.run.extend_from_slice(bytes);
+        let mut slices = [IoSlice::new(&[]); MAX_SEGMENTS];
+        for (slice, (_, bytes)) in slices.iter_mut().zip(run) {
+            *slice = IoSlice::new(bytes);
         }
+        let slices = &slices[..run.len().min(MAX_SEGMENTS)];
+        let total: usize = slices.iter().map(|s| s.len()).sum();
         let segment = u16::try_from(segment).map_err(|_| io::ErrorKind::InvalidInput)?;
         let address = SockaddrStorage::from(to);
         let sent = socket
             .async_io(Interest::WRITABLE, || {
                 sendmsg(
                     socket.as_raw_fd(),
-                    &[IoSlice::new(&self.run)],
+                    slices,
                     &[ControlMessage::UdpGsoSegments(&segment)],
                     MsgFlags::empty(),
                     Some(&address),
@@ -104,14 +103,11 @@ impl Batcher {
                 .map_err(io::Error::from)
             })
             .await?;
-        if sent == self.run.len() {
+        if sent == total {
             Ok(())
         } else {
             // A datagram socket sends all or nothing; say so if not.
-            Err(io::Error::other(format!(
-                "sent {sent} of {} bytes",
-                self.run.len()
-            )))
+            Err(io::Error::other(format!("sent {sent} of {total} bytes")))
         }
     }
 }
