@@ -12,6 +12,7 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
+use bytes::Bytes;
 use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmsg};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -40,7 +41,7 @@ impl Batcher {
     /// A failed send is logged and dropped like a lost packet: uTP resends.
     pub(crate) async fn send<'s>(
         &mut self,
-        datagrams: &[(SocketAddr, Vec<u8>)],
+        datagrams: &[(SocketAddr, Bytes)],
         socket_for: impl Fn(&SocketAddr) -> Option<&'s UdpSocket>,
     ) {
         let mut rest = datagrams;
@@ -81,7 +82,7 @@ impl Batcher {
         socket: &UdpSocket,
         to: SocketAddr,
         segment: usize,
-        run: &[(SocketAddr, Vec<u8>)],
+        run: &[(SocketAddr, Bytes)],
     ) -> io::Result<()> {
         let mut slices = [IoSlice::new(&[]); MAX_SEGMENTS];
         for (slice, (_, bytes)) in slices.iter_mut().zip(run) {
@@ -126,7 +127,7 @@ fn refuses_gso(e: &io::Error) -> bool {
 /// How many datagrams from the start of `datagrams` form one run: the same
 /// address and the first one's size, except the last, which may be
 /// shorter; at most [`MAX_SEGMENTS`] and [`MAX_BYTES`].
-fn run_len(datagrams: &[(SocketAddr, Vec<u8>)]) -> usize {
+fn run_len(datagrams: &[(SocketAddr, Bytes)]) -> usize {
     let Some(((to, first), _)) = datagrams.split_first() else {
         return 0;
     };
@@ -153,8 +154,8 @@ fn run_len(datagrams: &[(SocketAddr, Vec<u8>)]) -> usize {
 mod tests {
     use super::*;
 
-    fn datagram(to: SocketAddr, len: usize, tag: u8) -> (SocketAddr, Vec<u8>) {
-        (to, vec![tag; len])
+    fn datagram(to: SocketAddr, len: usize, tag: u8) -> (SocketAddr, Bytes) {
+        (to, Bytes::from(vec![tag; len]))
     }
 
     #[test]
@@ -179,7 +180,7 @@ mod tests {
         let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let to = receiver.local_addr().unwrap();
         // Two runs (a shorter tail ends the first) and a lone bare ack.
-        let mut sent: Vec<(SocketAddr, Vec<u8>)> = (0..10).map(|i| datagram(to, 1400, i)).collect();
+        let mut sent: Vec<(SocketAddr, Bytes)> = (0..10).map(|i| datagram(to, 1400, i)).collect();
         sent.push(datagram(to, 300, 10));
         sent.extend((11..15).map(|i| datagram(to, 1400, i)));
         sent.push(datagram(to, 20, 15));

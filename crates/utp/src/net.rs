@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -63,7 +64,7 @@ impl Datagrams {
 }
 
 /// Datagrams to send, each with its destination.
-type Transmits = Vec<(SocketAddr, Vec<u8>)>;
+type Transmits = Vec<(SocketAddr, Bytes)>;
 
 /// Longest datagram taken from a socket of uTP's own; longer ones are cut
 /// there, as the DHT's demultiplexer cuts them (a uTP packet is one MTU).

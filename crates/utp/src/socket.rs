@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -30,7 +31,7 @@ pub struct Socket {
     next_id: u64,
     /// Connections written to or read from since the last flush.
     dirty: Vec<StreamId>,
-    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    transmits: VecDeque<(SocketAddr, Bytes)>,
     events: VecDeque<Event>,
 }
 
@@ -54,7 +55,7 @@ impl Socket {
     fn io<'a>(
         epoch: Instant,
         now: Instant,
-        transmits: &'a mut VecDeque<(SocketAddr, Vec<u8>)>,
+        transmits: &'a mut VecDeque<(SocketAddr, Bytes)>,
         events: &'a mut VecDeque<Event>,
     ) -> Io<'a> {
         Io {
@@ -131,7 +132,7 @@ impl Socket {
             PacketType::Reset => {}
             _ => self
                 .transmits
-                .push_back((from, reset_for(&h, now, self.epoch))),
+                .push_back((from, reset_for(&h, now, self.epoch).into())),
         }
     }
 
@@ -186,7 +187,7 @@ impl Socket {
 
     /// The next datagram to send. Packetises data written since the last
     /// call first, so a burst of small writes shares packets.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Bytes)> {
         if self.transmits.is_empty() && !self.dirty.is_empty() {
             self.dirty.sort_unstable();
             self.dirty.dedup();

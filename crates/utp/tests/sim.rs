@@ -139,7 +139,7 @@ impl Pair {
                         Delivery::Utp {
                             to,
                             from: addr(from),
-                            bytes,
+                            bytes: bytes.to_vec(),
                         },
                     );
                 }
