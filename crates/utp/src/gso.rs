@@ -7,13 +7,23 @@
 //!
 //! tokio's `UdpSocket` cannot attach control messages, so the run goes
 //! through `nix`'s `sendmsg` inside tokio's readiness loop.
+//!
+//! A refused run is never lost: it goes again one datagram at a time. What
+//! the refusal says decides what follows. A route that cannot take a run
+//! (an MTU below the segment size, as on a tunnel or an IPv6 path of 1280
+//! bytes; a device without checksum offload) refuses only runs to that
+//! destination, whose datagrams then go alone and fragment if they must; a
+//! kernel without segmentation stops runs for good.
 
+use std::collections::HashSet;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use bytes::Bytes;
-use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmsg};
+use nix::errno::Errno;
+use nix::sys::socket::sockopt::UdpGsoSegment;
+use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, getsockopt, sendmsg};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -21,19 +31,54 @@ use tokio::net::UdpSocket;
 const MAX_SEGMENTS: usize = 64;
 /// Most bytes in one write: a UDP payload's limit, less IPv6's larger header.
 const MAX_BYTES: usize = 65_000;
+/// Destinations remembered as too narrow for a run. A full set is emptied:
+/// forgetting costs each of them one refused write, never a datagram.
+const MAX_NARROW: usize = 1024;
+
+/// Whether runs are tried at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segmentation {
+    /// Not yet asked: the first run asks the kernel first.
+    Unknown,
+    /// The kernel segments.
+    On,
+    /// It does not (a kernel before 4.18): every datagram goes alone.
+    Off,
+}
 
 /// Sends datagrams, in runs where it can.
 #[derive(Debug)]
 pub(crate) struct Batcher {
-    /// Cleared for good when the kernel refuses a run (an old kernel, or a
-    /// device without checksum offload): then every datagram goes alone.
-    gso: bool,
+    segmentation: Segmentation,
+    /// Destinations whose route refused a run ([`Refusal::Route`]): their
+    /// datagrams go alone.
+    narrow: HashSet<IpAddr>,
 }
 
 impl Batcher {
-    /// Uses GSO until the kernel refuses it.
+    /// Uses GSO if the kernel has it.
     pub(crate) fn new() -> Self {
-        Batcher { gso: true }
+        Batcher {
+            segmentation: Segmentation::Unknown,
+            narrow: HashSet::new(),
+        }
+    }
+
+    /// Whether runs to `to` are tried. The kernel is asked once, on the
+    /// first run: one before 4.18 does not know the socket option, and it
+    /// might not refuse a run either, but skip the control message it does
+    /// not know and send the whole run as one oversized datagram.
+    fn runs_to(&mut self, to: &SocketAddr, socket: &UdpSocket) -> bool {
+        if self.segmentation == Segmentation::Unknown {
+            self.segmentation = match getsockopt(socket, UdpGsoSegment) {
+                Ok(_) => Segmentation::On,
+                Err(e) => {
+                    tracing::debug!("uTP: no UDP GSO here ({e}); sending datagrams one by one");
+                    Segmentation::Off
+                }
+            };
+        }
+        self.segmentation == Segmentation::On && !self.narrow.contains(&to.ip())
     }
 
     /// Sends `datagrams` in order, each to its address, through the socket
@@ -46,23 +91,41 @@ impl Batcher {
     ) {
         let mut rest = datagrams;
         while let Some(((to, first), _)) = rest.split_first() {
-            let len = if self.gso { run_len(rest) } else { 1 };
-            let (run, after) = rest.split_at(len);
-            rest = after;
             let Some(socket) = socket_for(to) else {
+                rest = &rest[1..];
                 continue;
             };
+            let len = if self.runs_to(to, socket) {
+                run_len(rest)
+            } else {
+                1
+            };
+            let (run, after) = rest.split_at(len);
+            rest = after;
             if len > 1 {
                 match self.send_run(socket, *to, first.len(), run).await {
                     Ok(()) => continue,
-                    Err(e) if refuses_gso(&e) => {
-                        tracing::debug!("uTP: UDP GSO refused ({e}); sending datagrams one by one");
-                        self.gso = false;
-                    }
-                    Err(e) => {
-                        tracing::trace!("uTP send to {to} failed: {e}");
-                        continue;
-                    }
+                    Err(e) => match refusal(&e) {
+                        Some(Refusal::Route) => {
+                            tracing::debug!(
+                                "uTP: UDP GSO refused for {to} ({e}); its datagrams go one by one"
+                            );
+                            if self.narrow.len() == MAX_NARROW {
+                                self.narrow.clear();
+                            }
+                            self.narrow.insert(to.ip());
+                        }
+                        Some(Refusal::Kernel) => {
+                            tracing::debug!(
+                                "uTP: UDP GSO refused ({e}); sending datagrams one by one"
+                            );
+                            self.segmentation = Segmentation::Off;
+                        }
+                        None => {
+                            tracing::trace!("uTP send to {to} failed: {e}");
+                            continue;
+                        }
+                    },
                 }
             }
             for (to, bytes) in run {
@@ -113,15 +176,28 @@ impl Batcher {
     }
 }
 
-/// Whether `e` says the kernel or the device cannot segment (a kernel
-/// before 4.18, no checksum offload, or datagrams over the route's MTU,
-/// which one-by-one sends fragment instead), not that this send failed.
-fn refuses_gso(e: &io::Error) -> bool {
-    use nix::errno::Errno;
-    matches!(
-        e.raw_os_error().map(Errno::from_raw),
-        Some(Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP)
-    )
+/// Why the kernel refused a run, when it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The destination's route cannot take it: an MTU below the segment
+    /// size, a device without checksum offload, or IPsec.
+    Route,
+    /// The kernel does not segment at all.
+    Kernel,
+}
+
+/// Whether `e` refuses segmentation rather than this one send. A run over
+/// the route's MTU fails with EMSGSIZE (seen on Linux 6.1 with a /24 of
+/// `mtu 1200` in the loopback table) or, from the kernel's later segment
+/// check, EINVAL; a device without checksum offload or an IPsec route, with
+/// EIO. ENOPROTOOPT and EOPNOTSUPP are for a kernel that passed the probe
+/// yet does not know the control message.
+fn refusal(e: &io::Error) -> Option<Refusal> {
+    match e.raw_os_error().map(Errno::from_raw)? {
+        Errno::EMSGSIZE | Errno::EINVAL | Errno::EIO => Some(Refusal::Route),
+        Errno::ENOPROTOOPT | Errno::EOPNOTSUPP => Some(Refusal::Kernel),
+        _ => None,
+    }
 }
 
 /// How many datagrams from the start of `datagrams` form one run: the same
@@ -191,6 +267,54 @@ mod tests {
             let (n, _) = receiver.recv_from(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], &want[..], "datagram {i}");
         }
-        assert!(batcher.gso, "the kernel refused GSO on loopback");
+        assert_eq!(
+            batcher.segmentation,
+            Segmentation::On,
+            "the kernel refused GSO on loopback"
+        );
+        assert!(batcher.narrow.is_empty());
+    }
+
+    lodestone_tests::isolated_test! {
+        /// A route too narrow for a run (its MTU below the segment size)
+        /// refuses runs to its addresses only: their datagrams go alone and
+        /// fragment, none is lost, and runs to everyone else carry on.
+        /// Before, the refusal was taken for a failed send and the whole run
+        /// dropped, every time the window grew into one.
+        async fn a_narrow_route_loses_nothing_and_keeps_runs_for_others() {
+            let route = std::process::Command::new("ip")
+                .args(["route", "add", "local", "127.0.9.0/24", "dev", "lo"])
+                .args(["table", "local", "mtu", "1200"])
+                .status()
+                .expect("running ip");
+            assert!(route.success(), "ip route add failed");
+            let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let narrow = UdpSocket::bind("127.0.9.1:0").await.unwrap();
+            let wide = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let to_narrow = narrow.local_addr().unwrap();
+            let to_wide = wide.local_addr().unwrap();
+            let mut sent: Vec<(SocketAddr, Bytes)> =
+                (0..8).map(|i| datagram(to_narrow, 1400, i)).collect();
+            sent.extend((8..16).map(|i| datagram(to_wide, 1400, i)));
+            sent.extend((16..24).map(|i| datagram(to_narrow, 1400, i)));
+            let mut batcher = Batcher::new();
+            batcher.send(&sent, |_| Some(&sender)).await;
+            for (socket, to) in [(&narrow, to_narrow), (&wide, to_wide)] {
+                let mut buf = [0u8; 2048];
+                for (i, (_, want)) in sent.iter().enumerate().filter(|(_, (a, _))| *a == to) {
+                    let received = tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        socket.recv_from(&mut buf),
+                    )
+                    .await
+                    .unwrap_or_else(|_| panic!("datagram {i} to {to} never arrived"));
+                    let (n, _) = received.unwrap();
+                    assert_eq!(&buf[..n], &want[..], "datagram {i}");
+                }
+            }
+            assert_eq!(batcher.segmentation, Segmentation::On);
+            assert!(batcher.narrow.contains(&to_narrow.ip()));
+            assert!(!batcher.narrow.contains(&to_wide.ip()));
+        }
     }
 }
