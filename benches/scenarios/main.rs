@@ -448,7 +448,7 @@ fn utp_scenario(
     Ok(())
 }
 
-/// The upload direction: each seeder in [`upload::SEEDERS`] serves the
+/// The upload direction: each chosen client, as a seeder, serves the
 /// content of a seederless swarm to a libtorrent downloader, over uTP and
 /// then over TCP; one table each.
 fn upload_scenario(
@@ -468,7 +468,7 @@ fn upload_scenario(
             &format!("Upload over {}", transport.name()),
             chosen,
             options.rounds,
-            |c| upload::missing(&arena, c),
+            |c| upload::missing(&arena, c, transport),
             |seeder, round| upload::run(&arena, seeder, transport, round, timeout),
         );
         let r = RaceReport::new(

@@ -1,8 +1,8 @@
 //! The upload direction, which the download races leave out: one seeder
 //! holding the whole content serves one libtorrent downloader that dials it
 //! directly (`x.pe`, no DHT), over uTP only and then over TCP only. The
-//! seeder is the client measured: lodestone beside libtorrent itself (the
-//! other clients are not driven as seeders here).
+//! seeder is the client measured: lodestone beside libtorrent, rqbit and
+//! aria2c (TCP only: aria2 has no uTP).
 //!
 //! * time: the downloader's own, from its metadata alert to the last piece
 //!   on disk;
@@ -11,20 +11,34 @@
 //!   seeder's start-up check of its files is not counted;
 //! * peak RSS: the seeder's `VmHWM` at the end.
 //!
-//! The seeders: `lodestone download TORRENT -o CONTENT --no-dht
-//! --no-trackers --transport utp|tcp --seed-ratio 1000`, ready at its
-//! `seeding` phase; `tests/py/downloader.py --torrent TORRENT` on the
-//! complete content (uTP only, or TCP only), ready at its `finished`.
+//! The seeders:
+//! * `lodestone download TORRENT -o CONTENT --no-dht --no-trackers
+//!   --transport utp|tcp --seed-ratio 1000`, ready at its `seeding` phase;
+//! * `tests/py/downloader.py --torrent TORRENT` on the complete content (uTP
+//!   only, or TCP only), ready at its `finished`;
+//! * `rqbit --disable-dht --disable-lsd --disable-trackers
+//!   --disable-upnp-port-forward --listen-ip IP --listen-port PORT
+//!   [--experimental-enable-utp-listen] download TORRENT -o CONTENT
+//!   --overwrite --disable-http-api` (for uTP it keeps listening on TCP too,
+//!   for the readiness probe; the downloader dials uTP only);
+//! * aria2c as the end-to-end tests seed with it
+//!   (`lodestone_tests::clients::aria2_seeder`, DHT off).
+//!
+//! rqbit and aria2c run under `tests/py/supervise.py`, and are ready when a
+//! handshake shows them holding every piece; their CPU and memory are the
+//! supervised program's, not python's.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use lodestone_benches::options::Client;
+use lodestone_tests::clients::aria2_seeder;
 use lodestone_tests::content::verify_files;
 use lodestone_tests::netns::addr;
 use lodestone_tests::process::Proc;
 use lodestone_tests::tools::{SYSTEM_PYTHON, script};
+use lodestone_tests::torrent::wait_seeding;
 use lodestone_tests::workdir::KEEP_ENV;
 use serde_json::Value;
 
@@ -35,8 +49,6 @@ use crate::launch::{cpu_seconds, memory_kib};
 const BLOCK_SEEDERS: u8 = 7;
 /// Address block of their downloaders.
 const BLOCK_DOWNLOADERS: u8 = 8;
-/// The seeders this scenario can drive, in the order of [`run`]'s addresses.
-pub const SEEDERS: [Client; 2] = [Client::Lodestone, Client::Libtorrent];
 /// Longest wait for a seeder to check its files and open its port.
 const SEEDER_READY: Duration = Duration::from_secs(120);
 
@@ -59,12 +71,12 @@ impl Transport {
     }
 }
 
-/// Why `seeder` cannot take part, if it cannot.
-pub fn missing(arena: &Arena<'_>, seeder: Client) -> Option<String> {
-    if SEEDERS.contains(&seeder) {
-        arena.tools.missing(seeder, crate::clients::Race::Download)
+/// Why `seeder` cannot take part over `transport`, if it cannot.
+pub fn missing(arena: &Arena<'_>, seeder: Client, transport: Transport) -> Option<String> {
+    if seeder == Client::Aria2c && transport == Transport::Utp {
+        Some("aria2c has no uTP".to_owned())
     } else {
-        Some(format!("{} is not driven as a seeder here", seeder.name()))
+        arena.tools.missing(seeder, crate::clients::Race::Download)
     }
 }
 
@@ -85,8 +97,8 @@ pub fn run(
     let _ = std::fs::remove_dir_all(&dir);
     // One address pair per run, so no run meets another's sockets; 250 runs
     // apart they may repeat, long after any TIME_WAIT.
-    let slot = SEEDERS.iter().position(|&c| c == seeder).unwrap_or(0);
-    let serial = (round * 2 + usize::from(transport == Transport::Tcp)) * SEEDERS.len() + slot;
+    let slot = Client::ALL.iter().position(|&c| c == seeder).unwrap_or(0);
+    let serial = (round * 2 + usize::from(transport == Transport::Tcp)) * Client::ALL.len() + slot;
     let index = 1 + (serial % 250) as u8;
     let outcome = std::fs::create_dir_all(&dir)
         .map_err(|e| format!("creating {}: {e}", dir.display()))
@@ -125,7 +137,7 @@ fn upload(
 ) -> Result<Measured, String> {
     let seeder_ip = addr(BLOCK_SEEDERS, index);
     let seeding = start_seeder(arena, seeder, transport, seeder_ip, dir)?;
-    let pid = seeding.pid();
+    let pid = seeding.pid;
     let cpu_before = cpu_seconds(pid);
 
     let save = dir.join("download");
@@ -152,12 +164,24 @@ fn upload(
     drop(downloader);
     drop(seeding);
     verify_files(&save, &arena.swarm.files).map_err(|e| format!("verification: {e}"))?;
+    // Every seeder serves the same files: one that changed them would
+    // spoil the runs after it, so it fails its own instead.
+    verify_files(&arena.swarm.content_dir, &arena.swarm.files)
+        .map_err(|e| format!("the seeder changed the content it served: {e}"))?;
     let at = |event: &Value| event["t"].as_f64().ok_or("an event without a time");
     Ok(Measured {
         seconds: at(&done)? - at(&started)?,
         cpu_s: cpu_before.zip(cpu_after).map(|(b, a)| a - b),
         peak_rss_kib,
     })
+}
+
+/// A seeder that serves, and the process whose CPU and memory are its own.
+struct Seeding {
+    /// Its handle (a [`Proc`], or the harness's [`Seeder`]), held only to
+    /// be dropped, which kills the seeder.
+    _process: Box<dyn std::any::Any>,
+    pid: u32,
 }
 
 /// Starts `seeder` on the swarm's content at `ip` and waits until it serves.
@@ -167,9 +191,13 @@ fn start_seeder(
     transport: Transport,
     ip: std::net::Ipv4Addr,
     dir: &Path,
-) -> Result<Proc, String> {
+) -> Result<Seeding, String> {
     let name = format!("{} seeder {ip}", seeder.name());
     let content = &arena.swarm.content_dir;
+    let spawned = |proc: Proc| Seeding {
+        pid: proc.pid(),
+        _process: Box::new(proc),
+    };
     match seeder {
         Client::Lodestone => {
             let l = arena.tools.lodestone.as_ref().map_err(Clone::clone)?;
@@ -192,7 +220,7 @@ fn start_seeder(
                     .wait_event("phase", SEEDER_READY)
                     .map_err(|e| e.to_string())?;
                 if event["phase"] == "seeding" {
-                    return Ok(proc);
+                    return Ok(spawned(proc));
                 }
             }
         }
@@ -207,10 +235,77 @@ fn start_seeder(
             // On complete content the script says "finished" once checked.
             proc.wait_event("finished", SEEDER_READY)
                 .map_err(|e| e.to_string())?;
-            Ok(proc)
+            Ok(spawned(proc))
         }
-        other => Err(format!("{} is not driven as a seeder here", other.name())),
+        Client::Rqbit => {
+            let bin = arena.tools.rqbit.as_ref().map_err(Clone::clone)?;
+            let mut command = Command::new(SYSTEM_PYTHON);
+            command
+                .arg(script("supervise.py"))
+                .arg(bin)
+                .args(["--disable-dht", "--disable-lsd", "--disable-trackers"])
+                .arg("--disable-upnp-port-forward")
+                .args(["--listen-ip", &ip.to_string()])
+                .args(["--listen-port", &PORT.to_string()]);
+            if transport == Transport::Utp {
+                command.arg("--experimental-enable-utp-listen");
+            }
+            // `--overwrite` lets it take files that are there already.
+            command
+                .arg("download")
+                .arg(&arena.swarm.torrent)
+                .arg("-o")
+                .arg(content)
+                .args(["--overwrite", "--disable-http-api"]);
+            let mut proc = Proc::spawn(name, command).map_err(|e| e.to_string())?;
+            let started = proc
+                .wait_event("started", SEEDER_READY)
+                .map_err(|e| e.to_string())?;
+            let pid = supervised_pid(&started)?;
+            wait_until_seeding(arena, ip)?;
+            Ok(Seeding {
+                pid,
+                _process: Box::new(proc),
+            })
+        }
+        Client::Aria2c => {
+            let seeder = aria2_seeder(&arena.swarm.torrent, content, ip, PORT, &[])
+                .map_err(|e| e.to_string())?;
+            let started = seeder
+                .process()
+                .history()
+                .iter()
+                .find(|event| event["event"] == "started")
+                .ok_or("aria2c's supervisor never said it started")?;
+            Ok(Seeding {
+                pid: supervised_pid(started)?,
+                _process: Box::new(seeder),
+            })
+        }
     }
+}
+
+/// The program's pid in `supervise.py`'s `started` event.
+fn supervised_pid(started: &Value) -> Result<u32, String> {
+    started["pid"]
+        .as_u64()
+        .and_then(|pid| u32::try_from(pid).ok())
+        .ok_or_else(|| format!("no pid in {started}"))
+}
+
+/// Waits until a plaintext TCP handshake at `ip` shows every piece.
+fn wait_until_seeding(arena: &Arena<'_>, ip: std::net::Ipv4Addr) -> Result<(), String> {
+    let info_hash: [u8; 20] = hex::decode(&arena.swarm.info_hash)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| format!("bad infohash {}", arena.swarm.info_hash))?;
+    wait_seeding(
+        std::net::SocketAddr::from((ip, PORT)),
+        info_hash,
+        arena.swarm.piece_count,
+        SEEDER_READY,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// `tests/py/downloader.py` at `ip`, DHT off, on `transport` only.
