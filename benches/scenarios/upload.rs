@@ -24,22 +24,23 @@
 //! * aria2c as the end-to-end tests seed with it
 //!   (`lodestone_tests::clients::aria2_seeder`, DHT off).
 //!
-//! rqbit and aria2c run under `tests/py/supervise.py`, and are ready when a
-//! handshake shows them holding every piece; their CPU and memory are the
-//! supervised program's, not python's.
+//! rqbit and aria2c are the harness's [`Seeder`]s: they run under
+//! `tests/py/supervise.py` and are ready when a handshake shows them holding
+//! every piece; their CPU and memory are the supervised program's, not
+//! python's.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use lodestone_benches::options::Client;
-use lodestone_tests::clients::aria2_seeder;
+use lodestone_tests::clients::{Seeder, aria2_seeder};
 use lodestone_tests::content::verify_files;
 use lodestone_tests::netns::addr;
 use lodestone_tests::process::Proc;
 use lodestone_tests::tools::{SYSTEM_PYTHON, script};
-use lodestone_tests::torrent::wait_seeding;
-use lodestone_tests::workdir::KEEP_ENV;
+use lodestone_tests::workdir::{KEEP_ENV, WorkDir};
 use serde_json::Value;
 
 use crate::clients::{Arena, PORT, Run};
@@ -239,73 +240,49 @@ fn start_seeder(
         }
         Client::Rqbit => {
             let bin = arena.tools.rqbit.as_ref().map_err(Clone::clone)?;
-            let mut command = Command::new(SYSTEM_PYTHON);
-            command
-                .arg(script("supervise.py"))
-                .arg(bin)
-                .args(["--disable-dht", "--disable-lsd", "--disable-trackers"])
-                .arg("--disable-upnp-port-forward")
-                .args(["--listen-ip", &ip.to_string()])
-                .args(["--listen-port", &PORT.to_string()]);
+            let mut args: Vec<String> = [
+                "--disable-dht",
+                "--disable-lsd",
+                "--disable-trackers",
+                "--disable-upnp-port-forward",
+            ]
+            .map(String::from)
+            .into();
+            args.extend(["--listen-ip".into(), ip.to_string()]);
+            args.extend(["--listen-port".into(), PORT.to_string()]);
             if transport == Transport::Utp {
-                command.arg("--experimental-enable-utp-listen");
+                args.push("--experimental-enable-utp-listen".into());
             }
             // `--overwrite` lets it take files that are there already.
-            command
-                .arg("download")
-                .arg(&arena.swarm.torrent)
-                .arg("-o")
-                .arg(content)
-                .args(["--overwrite", "--disable-http-api"]);
-            let mut proc = Proc::spawn(name, command).map_err(|e| e.to_string())?;
-            let started = proc
-                .wait_event("started", SEEDER_READY)
-                .map_err(|e| e.to_string())?;
-            let pid = supervised_pid(&started)?;
-            wait_until_seeding(arena, ip)?;
-            Ok(Seeding {
-                pid,
-                _process: Box::new(proc),
-            })
+            args.extend(["download".into(), arena.swarm.torrent.display().to_string()]);
+            args.extend(["-o".into(), content.display().to_string()]);
+            args.extend(["--overwrite".into(), "--disable-http-api".into()]);
+            let dir = WorkDir::new("rqbit").map_err(|e| e.to_string())?;
+            let addr = SocketAddr::from((ip, PORT));
+            let seeder = Seeder::launch(
+                "rqbit",
+                &arena.swarm.torrent,
+                addr,
+                dir,
+                bin.clone(),
+                args,
+                true,
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(harness(seeder))
         }
-        Client::Aria2c => {
-            let seeder = aria2_seeder(&arena.swarm.torrent, content, ip, PORT, &[])
-                .map_err(|e| e.to_string())?;
-            let started = seeder
-                .process()
-                .history()
-                .iter()
-                .find(|event| event["event"] == "started")
-                .ok_or("aria2c's supervisor never said it started")?;
-            Ok(Seeding {
-                pid: supervised_pid(started)?,
-                _process: Box::new(seeder),
-            })
-        }
+        Client::Aria2c => aria2_seeder(&arena.swarm.torrent, content, ip, PORT, &[])
+            .map(harness)
+            .map_err(|e| e.to_string()),
     }
 }
 
-/// The program's pid in `supervise.py`'s `started` event.
-fn supervised_pid(started: &Value) -> Result<u32, String> {
-    started["pid"]
-        .as_u64()
-        .and_then(|pid| u32::try_from(pid).ok())
-        .ok_or_else(|| format!("no pid in {started}"))
-}
-
-/// Waits until a plaintext TCP handshake at `ip` shows every piece.
-fn wait_until_seeding(arena: &Arena<'_>, ip: std::net::Ipv4Addr) -> Result<(), String> {
-    let info_hash: [u8; 20] = hex::decode(&arena.swarm.info_hash)
-        .ok()
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or_else(|| format!("bad infohash {}", arena.swarm.info_hash))?;
-    wait_seeding(
-        std::net::SocketAddr::from((ip, PORT)),
-        info_hash,
-        arena.swarm.piece_count,
-        SEEDER_READY,
-    )
-    .map_err(|e| e.to_string())
+/// A seeder the harness started under `supervise.py`.
+fn harness(seeder: Seeder) -> Seeding {
+    Seeding {
+        pid: seeder.pid(),
+        _process: Box::new(seeder),
+    }
 }
 
 /// `tests/py/downloader.py` at `ip`, DHT off, on `transport` only.

@@ -21,12 +21,15 @@ use crate::{HarnessError, Result};
 /// How long a seeder may take to hash-check small test content and listen.
 pub const SEEDER_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A seeding client process: aria2c or transmission-cli under `supervise.py`.
+/// A seeding client process (aria2c, transmission-cli, or any other
+/// program) under `supervise.py`.
 #[derive(Debug)]
 pub struct Seeder {
     addr: SocketAddr,
     facts: TorrentFacts,
     proc: Proc,
+    /// The supervised program's own pid (not python's).
+    pid: u32,
     _dir: WorkDir,
 }
 
@@ -46,9 +49,16 @@ impl Seeder {
         &self.proc
     }
 
-    /// Starts a seeder; with `probe`, returns once a plaintext handshake
-    /// shows it has every piece, otherwise once it accepts connections.
-    fn launch(
+    /// The seeding program's pid, for reading its CPU and memory.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Starts `program` with `args` under `supervise.py`, as a seeder of
+    /// `torrent` at `addr`, owning `dir`; with `probe`, returns once a
+    /// plaintext handshake shows it has every piece, otherwise once it
+    /// accepts connections.
+    pub fn launch(
         name: &str,
         torrent: &Path,
         addr: SocketAddr,
@@ -61,7 +71,14 @@ impl Seeder {
         let mut command = Command::new(SYSTEM_PYTHON);
         command.arg(script("supervise.py")).arg(program).args(args);
         let mut proc = Proc::spawn(format!("{name} {addr}"), command)?;
-        proc.wait_event("started", Duration::from_secs(10))?;
+        let started = proc.wait_event("started", Duration::from_secs(10))?;
+        let pid = started["pid"]
+            .as_u64()
+            .and_then(|pid| u32::try_from(pid).ok())
+            .ok_or_else(|| HarnessError::Protocol {
+                what: proc.name().to_owned(),
+                detail: format!("no pid in {started}"),
+            })?;
         if probe {
             wait_seeding(
                 addr,
@@ -76,6 +93,7 @@ impl Seeder {
             addr,
             facts,
             proc,
+            pid,
             _dir: dir,
         })
     }

@@ -295,13 +295,8 @@ impl Conn {
 
     /// Encodes a packet whose payload is at hand and queues it.
     fn transmit(&mut self, io: &mut Io<'_>, header: Header, sack: Option<&[u8]>, payload: &[u8]) {
-        let mut out = Vec::with_capacity(encoded_len(sack, payload.len()));
-        Packet {
-            header,
-            sack,
-            payload,
-        }
-        .encode(&mut out);
+        let mut out = encode_head(header, sack, payload.len());
+        out.extend_from_slice(payload);
         self.queue(io, Bytes::from(out));
     }
 
@@ -382,13 +377,7 @@ impl Conn {
         let seq = self.seq_nr;
         self.seq_nr = seq.wrapping_add(1);
         let header = self.header(kind, seq, io);
-        let mut datagram = Vec::with_capacity(encoded_len(sack, len));
-        Packet {
-            header,
-            sack,
-            payload: &[],
-        }
-        .encode(&mut datagram);
+        let mut datagram = encode_head(header, sack, len);
         let payload_at = datagram.len();
         take_front(&mut self.send_buf, len, |part| {
             datagram.extend_from_slice(part);
@@ -781,9 +770,18 @@ impl Conn {
     }
 }
 
-/// Bytes a packet with this selective ack and payload length encodes to.
-fn encoded_len(sack: Option<&[u8]>, payload: usize) -> usize {
-    crate::packet::HEADER_LEN + sack.map_or(0, |mask| 2 + mask.len()) + payload
+/// A packet's header and selective ack, in a buffer with room for the
+/// `payload` bytes the caller appends.
+fn encode_head(header: Header, sack: Option<&[u8]>, payload: usize) -> Vec<u8> {
+    let len = crate::packet::HEADER_LEN + sack.map_or(0, |mask| 2 + mask.len()) + payload;
+    let mut out = Vec::with_capacity(len);
+    Packet {
+        header,
+        sack,
+        payload: &[],
+    }
+    .encode(&mut out);
+    out
 }
 
 /// Removes the first `n` bytes of `deque` (it holds at least that many),

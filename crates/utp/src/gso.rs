@@ -35,50 +35,61 @@ const MAX_BYTES: usize = 65_000;
 /// forgetting costs each of them one refused write, never a datagram.
 const MAX_NARROW: usize = 1024;
 
-/// Whether runs are tried at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Segmentation {
-    /// Not yet asked: the first run asks the kernel first.
-    Unknown,
-    /// The kernel segments.
-    On,
-    /// It does not (a kernel before 4.18): every datagram goes alone.
-    Off,
-}
-
 /// Sends datagrams, in runs where it can.
 #[derive(Debug)]
 pub(crate) struct Batcher {
-    segmentation: Segmentation,
+    /// The kernel segments: it knew the socket option when asked, and has
+    /// not refused a run since for want of segmentation.
+    gso: bool,
     /// Destinations whose route refused a run ([`Refusal::Route`]): their
     /// datagrams go alone.
     narrow: HashSet<IpAddr>,
 }
 
 impl Batcher {
-    /// Uses GSO if the kernel has it.
-    pub(crate) fn new() -> Self {
+    /// Uses GSO if the kernel has it, as asked through `socket`. A kernel
+    /// before 4.18 does not know the socket option, and it might not refuse
+    /// a run either, but skip the control message it does not know and
+    /// send the whole run as one oversized datagram.
+    pub(crate) fn new(socket: Option<&UdpSocket>) -> Self {
+        let gso = match socket.map(|socket| getsockopt(socket, UdpGsoSegment)) {
+            Some(Ok(_)) => true,
+            Some(Err(e)) => {
+                tracing::debug!("uTP: no UDP GSO here ({e}); sending datagrams one by one");
+                false
+            }
+            None => false,
+        };
         Batcher {
-            segmentation: Segmentation::Unknown,
+            gso,
             narrow: HashSet::new(),
         }
     }
 
-    /// Whether runs to `to` are tried. The kernel is asked once, on the
-    /// first run: one before 4.18 does not know the socket option, and it
-    /// might not refuse a run either, but skip the control message it does
-    /// not know and send the whole run as one oversized datagram.
-    fn runs_to(&mut self, to: &SocketAddr, socket: &UdpSocket) -> bool {
-        if self.segmentation == Segmentation::Unknown {
-            self.segmentation = match getsockopt(socket, UdpGsoSegment) {
-                Ok(_) => Segmentation::On,
-                Err(e) => {
-                    tracing::debug!("uTP: no UDP GSO here ({e}); sending datagrams one by one");
-                    Segmentation::Off
+    /// Whether a run to `to` is tried.
+    fn runs_to(&self, to: &SocketAddr) -> bool {
+        self.gso && !self.narrow.contains(&to.ip())
+    }
+
+    /// Takes note of a failed run; true if the kernel refused the run
+    /// itself, so its datagrams should go again one at a time.
+    fn refused(&mut self, to: &SocketAddr, e: &io::Error) -> bool {
+        match refusal(e) {
+            Some(Refusal::Route) => {
+                tracing::debug!("uTP: UDP GSO refused for {to} ({e}); its datagrams go one by one");
+                if self.narrow.len() == MAX_NARROW {
+                    self.narrow.clear();
                 }
-            };
+                self.narrow.insert(to.ip());
+                true
+            }
+            Some(Refusal::Kernel) => {
+                tracing::debug!("uTP: UDP GSO refused ({e}); sending datagrams one by one");
+                self.gso = false;
+                true
+            }
+            None => false,
         }
-        self.segmentation == Segmentation::On && !self.narrow.contains(&to.ip())
     }
 
     /// Sends `datagrams` in order, each to its address, through the socket
@@ -95,37 +106,17 @@ impl Batcher {
                 rest = &rest[1..];
                 continue;
             };
-            let len = if self.runs_to(to, socket) {
-                run_len(rest)
-            } else {
-                1
-            };
+            let len = if self.runs_to(to) { run_len(rest) } else { 1 };
             let (run, after) = rest.split_at(len);
             rest = after;
             if len > 1 {
                 match self.send_run(socket, *to, first.len(), run).await {
                     Ok(()) => continue,
-                    Err(e) => match refusal(&e) {
-                        Some(Refusal::Route) => {
-                            tracing::debug!(
-                                "uTP: UDP GSO refused for {to} ({e}); its datagrams go one by one"
-                            );
-                            if self.narrow.len() == MAX_NARROW {
-                                self.narrow.clear();
-                            }
-                            self.narrow.insert(to.ip());
-                        }
-                        Some(Refusal::Kernel) => {
-                            tracing::debug!(
-                                "uTP: UDP GSO refused ({e}); sending datagrams one by one"
-                            );
-                            self.segmentation = Segmentation::Off;
-                        }
-                        None => {
-                            tracing::trace!("uTP send to {to} failed: {e}");
-                            continue;
-                        }
-                    },
+                    Err(e) if !self.refused(to, &e) => {
+                        tracing::trace!("uTP send to {to} failed: {e}");
+                        continue;
+                    }
+                    Err(_) => {}
                 }
             }
             for (to, bytes) in run {
@@ -260,18 +251,14 @@ mod tests {
         sent.push(datagram(to, 300, 10));
         sent.extend((11..15).map(|i| datagram(to, 1400, i)));
         sent.push(datagram(to, 20, 15));
-        let mut batcher = Batcher::new();
+        let mut batcher = Batcher::new(Some(&sender));
         batcher.send(&sent, |_| Some(&sender)).await;
         let mut buf = [0u8; 2048];
         for (i, (_, want)) in sent.iter().enumerate() {
             let (n, _) = receiver.recv_from(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], &want[..], "datagram {i}");
         }
-        assert_eq!(
-            batcher.segmentation,
-            Segmentation::On,
-            "the kernel refused GSO on loopback"
-        );
+        assert!(batcher.gso, "the kernel refused GSO on loopback");
         assert!(batcher.narrow.is_empty());
     }
 
@@ -297,7 +284,7 @@ mod tests {
                 (0..8).map(|i| datagram(to_narrow, 1400, i)).collect();
             sent.extend((8..16).map(|i| datagram(to_wide, 1400, i)));
             sent.extend((16..24).map(|i| datagram(to_narrow, 1400, i)));
-            let mut batcher = Batcher::new();
+            let mut batcher = Batcher::new(Some(&sender));
             batcher.send(&sent, |_| Some(&sender)).await;
             for (socket, to) in [(&narrow, to_narrow), (&wide, to_wide)] {
                 let mut buf = [0u8; 2048];
@@ -312,7 +299,7 @@ mod tests {
                     assert_eq!(&buf[..n], &want[..], "datagram {i}");
                 }
             }
-            assert_eq!(batcher.segmentation, Segmentation::On);
+            assert!(batcher.gso);
             assert!(batcher.narrow.contains(&to_narrow.ip()));
             assert!(!batcher.narrow.contains(&to_wide.ip()));
         }

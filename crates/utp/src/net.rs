@@ -298,7 +298,7 @@ async fn run(
     incoming: mpsc::Sender<UtpStream>,
 ) {
     let mut out = Vec::new();
-    let mut batcher = Batcher::new();
+    let mut batcher = Batcher::new(senders.v4.as_deref().or(senders.v6.as_deref()));
     loop {
         let deadline = inner.lock().socket.poll_timeout();
         let sleep = async {
