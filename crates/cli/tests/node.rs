@@ -149,8 +149,9 @@ fn find_node(s: &UdpSocket, node: &NodeProc, querier: NodeId, target: NodeId) ->
     }
 }
 
-/// A fake DHT node: queries `node` and answers its verification ping.
-fn verified_fake(node: &NodeProc, ip_index: u8, id: NodeId) {
+/// A fake DHT node: queries `node`, answers its verification ping, and
+/// returns once the node serves it (asked through `probe`).
+fn verified_fake(node: &NodeProc, probe: &UdpSocket, ip_index: u8, id: NodeId) {
     let s = socket(ip_index);
     s.send_to(
         &encode(
@@ -190,6 +191,21 @@ fn verified_fake(node: &NodeProc, ip_index: u8, id: NodeId) {
             }
         }
     });
+    // The node has several shards, each with its own socket: the answer may
+    // still wait in another shard's socket when the probe's query is served.
+    // An id is the closest contact to itself, so it is served once pooled.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while find_node(probe, node, NodeId([0x42; 20]), id)
+        .nodes
+        .first()
+        .map(|n| n.id)
+        != Some(id)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the node never pooled {ip_index}"
+        );
+    }
 }
 
 /// Answers `datagram` if it is a ping; says whether it was.
@@ -317,10 +333,10 @@ lodestone_tests::isolated_test! {
         let args = ["--no-bootstrap", "--state", &state_arg, "--verify-delay", "0"];
         let node = NodeProc::start(bind, &args);
         let fakes: Vec<NodeId> = (10..40).map(fake_id).collect();
-        for (i, id) in (10..40).zip(&fakes) {
-            verified_fake(&node, i, *id);
-        }
         let probe = socket(2);
+        for (i, id) in (10..40).zip(&fakes) {
+            verified_fake(&node, &probe, i, *id);
+        }
         let before = find_node(&probe, &node, NodeId([0x42; 20]), fakes[3]);
         assert_eq!(before.nodes.len(), 16, "{:?}", before.nodes);
         assert_eq!(before.nodes[0].id, fakes[3]);
