@@ -19,6 +19,7 @@ mod rate;
 mod selection;
 mod state_dir;
 mod status;
+mod stop_signal;
 mod target;
 mod torrent_view;
 

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::args::NodeArgs;
 use crate::failure::Failure;
 use crate::output::outln;
+use crate::stop_signal::StopSignals;
 
 mod metrics;
 
@@ -104,6 +105,10 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
     // A mistyped --bootstrap is refused before anything starts; the DHT
     // resolves the names again when it joins.
     crate::bootstrap::resolve(&args.bootstrap).await?;
+    // Watched before the listening line is printed: a supervisor may stop
+    // the node as soon as it reads that line, and the state must be saved.
+    let mut stop =
+        StopSignals::watch().map_err(|e| failed(e, "cannot watch SIGTERM and SIGINT"))?;
     let dht = spawn(&args).await?;
     let stats = dht
         .stats()
@@ -121,8 +126,6 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
             .map_err(|e| failed(e, &format!("cannot listen for metrics on {addr}")))?;
         tokio::spawn(metrics::serve(listener, dht.clone()));
     }
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| failed(e, "cannot watch SIGTERM"))?;
     let interval =
         (args.stats_interval > 0.0).then(|| Duration::from_secs_f64(args.stats_interval));
     let mut ticker =
@@ -138,8 +141,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Failure> {
             }
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+            () = stop.recv() => break,
             () = tick => {
                 let Ok(now) = dht.stats().await else { break };
                 eprintln!("{}", stats_line(&last.1, &now, last.0.elapsed()));

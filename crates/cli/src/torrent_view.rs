@@ -1,8 +1,8 @@
 //! Follows one torrent of the session from its first status to its end:
 //! the metadata status line while a magnet's info dictionary is fetched,
 //! then the download's progress, then the summary and the exit status.
-//! Ctrl-C in either phase asks the torrent to stop and keeps following it
-//! until what is in flight is written.
+//! Ctrl-C or SIGTERM in either phase asks the torrent to stop and keeps
+//! following it until what is in flight is written.
 
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ use crate::failure::Failure;
 use crate::progress_view::{ProgressView, ViewMode};
 use crate::state_dir::StateDir;
 use crate::status::StatusLine;
+use crate::stop_signal::StopSignals;
 
 /// Shows `handle`'s progress in `mode` until it ends. With `keep`, a
 /// metainfo fetched from peers is kept there as soon as it is verified, so
@@ -29,10 +30,10 @@ pub async fn follow(
     let mut status = handle.status();
     let mut view = View::new(mode, keep);
     let mut interrupted = false;
-    // One listener for the whole run: a Ctrl-C that arrives while a line is
+    // One listener for the whole run: a stop that arrives while a line is
     // being drawn waits here instead of being missed.
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let mut stop = StopSignals::watch()
+        .map_err(|e| Failure::Failed(anyhow!("cannot watch SIGINT and SIGTERM: {e}")))?;
     let result = loop {
         tokio::select! {
             result = handle.join() => break result,
@@ -42,7 +43,7 @@ pub async fn follow(
                     view.show(&snapshot);
                 }
             }
-            _ = &mut ctrl_c, if !interrupted => {
+            () = stop.recv(), if !interrupted => {
                 interrupted = true;
                 eprintln!("stopping: finishing pieces in flight, data is kept");
                 handle.remove();

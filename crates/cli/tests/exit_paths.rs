@@ -1,6 +1,6 @@
 //! Every way a `lodestone download` can end says why, with the exit code
 //! scripts expect: a run that makes no progress gives up with the stage it
-//! reached, Ctrl-C while the metadata is fetched stops cleanly and keeps
+//! reached, Ctrl-C or SIGTERM while the metadata is fetched stops cleanly and keeps
 //! the DHT state, and an unusable output directory is refused before any
 //! network work.
 
@@ -40,6 +40,57 @@ fn download_nowhere(work: &WorkDir, extra: &[&str]) -> std::process::Output {
     lodestone(&args)
 }
 
+/// Sends `signal` (a `kill` option) while the metadata is fetched and
+/// expects a message, exit 1, and the DHT state saved for the next run.
+fn stop_during_the_metadata_phase(signal: &str, name: &str) {
+    let work = WorkDir::new(name).expect("work dir");
+    let out = work.path().to_string_lossy().into_owned();
+    let state = work.path().join("state");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lodestone"))
+        .args([
+            "download",
+            NOBODYS_MAGNET,
+            "--bootstrap",
+            "127.0.0.1:9",
+            &dht_bind(2),
+            "-o",
+            &out,
+            "--json",
+        ])
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("lodestone runs");
+    let events = BufReader::new(child.stdout.take().expect("stdout"));
+    for line in events.lines() {
+        let line = line.expect("stdout line");
+        if line.contains("\"phase\":\"metadata\"") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let output = child.wait_with_output().expect("lodestone exits");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("stopped before the metadata arrived"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        state.join("dht.state").exists(),
+        "the DHT state was not saved"
+    );
+}
+
 lodestone_tests::isolated_test! {
     /// Nobody answers at the bootstrap address: the run gives up naming it.
     fn no_dht_node_answering_is_named() {
@@ -71,30 +122,13 @@ lodestone_tests::isolated_test! {
     /// Ctrl-C while the metadata is fetched: a message, exit 1, and the
     /// DHT state saved for the next run.
     fn ctrl_c_during_the_metadata_phase_stops_cleanly() {
-        let work = WorkDir::new("ctrl-c-metadata").expect("work dir");
-        let out = work.path().to_string_lossy().into_owned();
-        let state = work.path().join("state");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lodestone"))
-            .args(["download", NOBODYS_MAGNET, "--bootstrap", "127.0.0.1:9", &dht_bind(2), "-o", &out, "--json"])
-            .arg("--state-dir")
-            .arg(&state)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("lodestone runs");
-        let events = BufReader::new(child.stdout.take().expect("stdout"));
-        for line in events.lines() {
-            let line = line.expect("stdout line");
-            if line.contains("\"phase\":\"metadata\"") {
-                break;
-            }
-        }
-        let pid = child.id().to_string();
-        assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
-        let output = child.wait_with_output().expect("lodestone exits");
-        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-        assert!(stderr(&output).contains("stopped before the metadata arrived"), "{}", stderr(&output));
-        assert!(state.join("dht.state").exists(), "the DHT state was not saved");
+        stop_during_the_metadata_phase("-INT", "ctrl-c-metadata");
+    }
+
+    /// SIGTERM, as a service manager or `kill` sends it, stops as cleanly
+    /// as Ctrl-C does.
+    fn sigterm_during_the_metadata_phase_stops_cleanly() {
+        stop_during_the_metadata_phase("-TERM", "sigterm-metadata");
     }
 
     /// A magnet whose output directory cannot be made is refused at once,
