@@ -17,9 +17,21 @@ use std::process::Command;
 
 use lodestone_tests::netns::{ENV, ROUTER_NAMES, only_loopback};
 
-/// Brings `lo` up, shows this namespace's interfaces in `/sys`, and hides the
-/// public DHT routers behind 127.0.0.1, then runs the benchmark.
+/// Takes the scratch directory's lock, brings `lo` up, shows this
+/// namespace's interfaces in `/sys`, and hides the public DHT routers behind
+/// 127.0.0.1, then runs the benchmark.
+///
+/// Every run uses the same scratch directory and removes it at its end, so
+/// a second run at once would lose its files mid-transfer to the first.
+/// The lock is on descriptor 9, which the benchmark inherits as PID 1 of the
+/// namespace: it is held until the last process of the run is gone, even
+/// when the `unshare` that started it was killed.
 const ENTER_SCRIPT: &str = r#"set -e
+exec 9>"$LODESTONE_BENCH_LOCK"
+if ! flock -n 9; then
+    echo "another scenario run holds $LODESTONE_BENCH_LOCK and uses its scratch directory: wait for it to end" >&2
+    exit 75
+fi
 ip link set lo up
 mount -t sysfs sysfs /sys
 mount --bind "$LODESTONE_BENCH_HOSTS" /etc/hosts
@@ -47,6 +59,7 @@ pub fn enter(scratch: &Path) -> Result<(), String> {
         .args(std::env::args_os().skip(1))
         .env(ENV, "1")
         .env("LODESTONE_BENCH_HOSTS", &hosts_path)
+        .env("LODESTONE_BENCH_LOCK", scratch.with_extension("lock"))
         // WorkDir (swarm content, downloader scratch) goes to the scratch dir.
         .env("TMPDIR", scratch)
         .exec();
