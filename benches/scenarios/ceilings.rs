@@ -29,6 +29,16 @@ pub struct Ceilings {
     pub bytes: u64,
 }
 
+impl Ceilings {
+    /// Seconds to hash and then write one GiB at these speeds: the least
+    /// CPU per GiB a downloader that verifies and stores every byte can
+    /// spend when the output is in RAM (tmpfs), before receiving anything.
+    pub fn hash_and_write_s_per_gib(&self) -> f64 {
+        let mb_per_gib = (1u64 << 30) as f64 / 1e6;
+        mb_per_gib / self.sha1_one_core_mb_s + mb_per_gib / self.disk_write_mb_s
+    }
+}
+
 const CHUNK: usize = 1 << 20;
 
 /// Measures all three with `bytes` each; `ip` is the loopback address used

@@ -280,13 +280,15 @@ pub fn ceilings_table(c: &Ceilings) -> String {
         "\n== ceilings of this machine ({} MiB each) ==\n\
          SHA-1, one core (sha1 crate, 1 MiB chunks)   {:>8.0} MB/s\n\
          loopback TCP, one stream, in-process         {:>8.0} MB/s\n\
-         file write, fsync included                   {:>8.0} MB/s   to {} ({})\n",
+         file write, fsync included                   {:>8.0} MB/s   to {} ({})\n\
+         hash, then write, one GiB at these speeds    {:>8.2} s/GiB  (the CPU floor of a verified download to tmpfs)\n",
         c.bytes >> 20,
         c.sha1_one_core_mb_s,
         c.loopback_tcp_mb_s,
         c.disk_write_mb_s,
         c.disk_dir,
-        c.disk_fs
+        c.disk_fs,
+        c.hash_and_write_s_per_gib()
     )
 }
 
