@@ -28,12 +28,19 @@ use crate::handshake::{
 use crate::message::Message;
 use crate::transport::{ByteStream, ReadStream, WriteStream};
 
-/// Free space the reader keeps in its buffer before each read. Each
-/// connection holds one such buffer (more while blocks cut from it are
-/// still alive), so it is what memory grows by per peer: 32 KiB is two
-/// blocks a read, a syscall per 32 µs at 1 GB/s, and 1.5 MiB for 48 peers
-/// (256 KiB cost 23 MiB there, for no measurable gain in CPU per byte).
-const READ_CHUNK: usize = 32 * 1024;
+/// Free space the reader keeps in its buffer before each read: exactly two
+/// `piece` frames of a 16 KiB block (13 header bytes each). Each
+/// connection holds one such buffer, so it is what memory grows by per
+/// peer: about 32 KiB is a syscall per 32 µs at 1 GB/s, and 1.5 MiB for 48
+/// peers (256 KiB cost 23 MiB there, for no measurable gain in CPU per
+/// byte, and four frames measured the same as two).
+///
+/// Why whole frames: when a frame does not fit in what is left, the part
+/// already read moves to the buffer's front. With 32 KiB, a full read held
+/// one frame and most of the next, so about 40 % of all bytes were moved
+/// once more. Sized to two frames, a full read of a stream of blocks ends
+/// on a frame boundary and nothing moves: 3–5 % less CPU per GiB.
+const READ_CHUNK: usize = 2 * (16 * 1024 + 13);
 
 /// A protocol violation by the peer: drop it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
