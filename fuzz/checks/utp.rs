@@ -86,9 +86,8 @@ pub fn check(data: &[u8]) {
                 }
             }
             _ => {
-                let mut buf = [0u8; 4096];
                 for &id in &streams {
-                    let _ = socket.read(id, &mut buf);
+                    let _ = socket.read(id, 4096, |_| {});
                 }
                 if tag & 0x80 != 0 {
                     socket.close(dial);

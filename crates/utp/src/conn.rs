@@ -634,19 +634,18 @@ impl Conn {
         n
     }
 
-    /// Copies received bytes into `buf`; `None` when nothing is there yet.
-    /// `Some(0)` means the peer closed and everything was read.
-    pub fn read(&mut self, buf: &mut [u8]) -> Option<usize> {
+    /// Hands up to `max` received bytes to `sink`, in order, in one or two
+    /// parts (as they lie in the ring buffer), so the caller copies them
+    /// where it wants them with no buffer to clear first; `None` when
+    /// nothing is there yet. `Some(0)` means the peer closed and everything
+    /// was read.
+    pub fn read(&mut self, max: usize, sink: impl FnMut(&[u8])) -> Option<usize> {
         if self.recv_buf.is_empty() {
             return (self.eof || self.state == State::Closed).then_some(0);
         }
         let before = self.recv_window() as usize;
-        let n = buf.len().min(self.recv_buf.len());
-        let mut at = 0;
-        take_front(&mut self.recv_buf, n, |part| {
-            buf[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        });
+        let n = max.min(self.recv_buf.len());
+        take_front(&mut self.recv_buf, n, sink);
         // The peer may be stalled on a closed window: tell it it opened.
         if before < 2 * self.mss && self.recv_window() as usize >= 2 * self.mss {
             self.ack_due = true;

@@ -468,9 +468,11 @@ impl AsyncRead for UtpStream {
     ) -> Poll<io::Result<()>> {
         let mut shared = self.inner.lock();
         let Shared { socket, waiters } = &mut *shared;
-        match socket.read(self.id, buf.initialize_unfilled()) {
-            Ok(Some(n)) => {
-                buf.advance(n);
+        // Straight into the unfilled part: clearing it first (as
+        // `initialize_unfilled` does) zeroed a whole 32 KiB read buffer for
+        // every packet or two read, 1.5 % of a uTP download's CPU.
+        match socket.read(self.id, buf.remaining(), |part| buf.put_slice(part)) {
+            Ok(Some(_)) => {
                 if socket.needs_flush() {
                     // A window update is due.
                     self.inner.wake.notify_one();

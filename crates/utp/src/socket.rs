@@ -154,11 +154,17 @@ impl Socket {
         Ok(n)
     }
 
-    /// Reads delivered bytes: `Ok(None)` when nothing is there yet (wait for
+    /// Hands up to `max` delivered bytes to `sink`, in order, in one or two
+    /// parts: `Ok(None)` when nothing is there yet (wait for
     /// [`Event::Readable`]), `Ok(Some(0))` at the end of the stream.
-    pub fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<Option<usize>, Error> {
+    pub fn read(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        sink: impl FnMut(&[u8]),
+    ) -> Result<Option<usize>, Error> {
         let conn = self.conns.get_mut(&id).ok_or(Error::UnknownStream)?;
-        let n = conn.read(buf);
+        let n = conn.read(max, sink);
         if conn.wants_flush() {
             self.dirty.push(id);
         }
@@ -376,8 +382,7 @@ mod tests {
         assert_eq!(acked.len(), 1, "the hole filled: acked at once");
         assert_eq!(acked[0].ack_nr, 901, "every packet past the hole was kept");
         let mut read = 0;
-        let mut buf = [0u8; 65536];
-        while let Ok(Some(n)) = s.read(id, &mut buf) {
+        while let Ok(Some(n)) = s.read(id, 65536, |_| {}) {
             if n == 0 {
                 break;
             }
@@ -468,7 +473,7 @@ mod tests {
                 s.handle_datagram(now, peer(9), &bytes);
                 s.handle_timeout(now);
                 let _ = s.write(dial, b"x");
-                let _ = s.read(dial, &mut [0u8; 32]);
+                let _ = s.read(dial, 32, |_| {});
                 while s.poll_transmit(now).is_some() {}
                 while s.poll_event().is_some() {}
                 prop_assert!(s.len() <= 4);

@@ -180,14 +180,13 @@ impl Writer {
 
 /// Reads everything; closes at the end of the stream.
 fn read_all(socket: &mut Socket, id: StreamId, into: &mut Vec<u8>) -> bool {
-    let mut buf = [0u8; 16384];
     loop {
-        match socket.read(id, &mut buf) {
+        match socket.read(id, 16384, |part| into.extend_from_slice(part)) {
             Ok(Some(0)) => {
                 socket.close(id);
                 return true;
             }
-            Ok(Some(n)) => into.extend_from_slice(&buf[..n]),
+            Ok(Some(_)) => {}
             Ok(None) | Err(_) => return false,
         }
     }
@@ -373,7 +372,7 @@ fn bottleneck(
         mean_queue: Duration::ZERO,
     };
     let (mut queue_sum, mut queue_samples) = (0f64, 0u32);
-    let mut buf = vec![0u8; 64 << 10];
+    let read_max = 64 << 10;
     let mut now = t0;
     pair.drain(now, &mut q);
     for _ in 0..MAX_STEPS {
@@ -448,7 +447,7 @@ fn bottleneck(
         }
         while let Some(ev) = pair.sockets[1].poll_event() {
             if let Event::Readable(id) | Event::Incoming(id, _) = ev {
-                while let Ok(Some(n @ 1..)) = pair.sockets[1].read(id, &mut buf) {
+                while let Ok(Some(n @ 1..)) = pair.sockets[1].read(id, read_max, |_| {}) {
                     if measuring {
                         shares.utp += n;
                     }
