@@ -2,8 +2,10 @@
 //!
 //! A terminal sends SIGINT (Ctrl-C); service managers and `kill` send
 //! SIGTERM. Both mean the same to lodestone: stop cleanly and keep the
-//! state. A command watches from its start, so a stop that arrives while
-//! it starts up waits to be read instead of killing the process unsaved.
+//! state. Once watched, a stop that arrives while the command is busy
+//! waits to be read instead of killing the process unsaved, so the node
+//! watches before it says it is listening, and a download before its
+//! first status.
 
 use std::io;
 
