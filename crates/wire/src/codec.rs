@@ -255,11 +255,16 @@ pub fn encoded_len(message: &Message) -> usize {
     }
 }
 
-/// Appends the first 13 bytes of a `piece` message (length prefix, id,
-/// index, begin) for a block of `data_len` bytes, so that a writer can send
-/// the block's data from where it already is, without copying it.
+/// Bytes of a `piece` message before its block: length prefix, id, index,
+/// begin.
+pub const PIECE_HEADER_LEN: usize = 13;
+
+/// Appends the first [`PIECE_HEADER_LEN`] bytes of a `piece` message
+/// (length prefix, id, index, begin) for a block of `data_len` bytes, so
+/// that a writer can send the block's data from where it already is,
+/// without copying it.
 pub fn encode_piece_header(index: u32, begin: u32, data_len: usize, out: &mut BytesMut) {
-    out.reserve(13);
+    out.reserve(PIECE_HEADER_LEN);
     // Invariant: blocks are at most a few KiB (see `encode`).
     out.put_u32(9 + data_len as u32);
     out.put_u8(id::PIECE);
