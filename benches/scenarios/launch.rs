@@ -232,6 +232,21 @@ pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
 
 /// User + system CPU time of a live process, all threads, in seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_times(pid).map(|t| t.user + t.system)
+}
+
+/// A process's CPU time so far, all threads, in seconds, split by where it
+/// was spent.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTimes {
+    /// In the process itself.
+    pub user: f64,
+    /// In the kernel on its behalf (system calls, and what they set off).
+    pub system: f64,
+}
+
+/// The CPU time of a live process so far.
+pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -240,5 +255,8 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     // USER_HZ is 100 on every Linux ABI that matters here.
-    Some((utime + stime) as f64 / 100.0)
+    Some(CpuTimes {
+        user: utime as f64 / 100.0,
+        system: stime as f64 / 100.0,
+    })
 }

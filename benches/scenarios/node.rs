@@ -35,7 +35,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::clients::{Lodestone, PORT};
-use crate::launch::{Launched, cpu_seconds, memory_kib};
+use crate::launch::{CpuTimes, Launched, cpu_seconds, cpu_times, memory_kib};
 use crate::pin::{CoreTimes, Plan};
 
 /// Open-loop rate of the latency phase.
@@ -74,6 +74,10 @@ pub struct NodeRun {
     /// answer, which stays meaningful when the load generator, not the
     /// node, is what limits the saturated rate.
     pub cpu_us_per_answer: Option<f64>,
+    /// The part of `cpu_us_per_answer` spent in the kernel: receiving,
+    /// sending, and on loopback delivering each answer to the generator's
+    /// socket. What is left is the node's own code.
+    pub system_us_per_answer: Option<f64>,
     /// Share of the saturated phase the node's CPU time covers, per core
     /// it was given (1.0: its cores were saturated).
     pub node_busy: Option<f64>,
@@ -220,7 +224,7 @@ fn load(
     let phase = setup.phase;
     let ready_s = wait_ready(gone, target, started)?;
     let rss_before_kib = memory_kib(pid).map(|(_, rss)| rss);
-    let cpu_before = cpu_seconds(pid);
+    let cpu_before = cpu_times(pid);
     let sources: Vec<IpAddr> = (1..=SOURCES)
         .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 20, i)))
         .collect();
@@ -290,15 +294,22 @@ fn load(
         return Err(format!("{name} node died under load"));
     }
     let peak_rss_kib = memory_kib(pid).map(|(hwm, _)| hwm);
-    let cpu_s = cpu_before
-        .zip(cpu_seconds(pid))
-        .map(|(before, after)| after - before);
+    let cpu_spent = cpu_before
+        .zip(cpu_times(pid))
+        .map(|(before, after)| CpuTimes {
+            user: after.user - before.user,
+            system: after.system - before.system,
+        });
+    let cpu_s = cpu_spent.map(|t| t.user + t.system);
     let answered = light.answered + saturate.answered;
-    let cpu_us_per_answer = cpu_s
+    let per_answer = |seconds: f64| seconds * 1e6 / answered as f64;
+    let cpu_us_per_answer = cpu_s.filter(|_| answered > 0).map(per_answer);
+    let system_us_per_answer = cpu_spent
         .filter(|_| answered > 0)
-        .map(|c| c * 1e6 / answered as f64);
+        .map(|t| per_answer(t.system));
     Ok(NodeRun {
         cpu_us_per_answer,
+        system_us_per_answer,
         node: name,
         shards: None,
         pool: None,

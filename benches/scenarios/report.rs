@@ -195,7 +195,7 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
     }
     let _ = writeln!(
         t,
-        "{:<13} {:>17} {:>8} {:>8}   {:>12} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>9} {:>8}",
+        "{:<13} {:>17} {:>8} {:>8}   {:>12} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>10} {:>9} {:>8}",
         "node",
         "light answered",
         "p50 us",
@@ -207,12 +207,14 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
         "peak MiB",
         "CPU s",
         "CPU us/ans",
+        "sys us/ans",
         "node busy",
         "gen busy",
         "gen own"
     );
     let percent =
         |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{:.0}%", v * 100.0));
+    let tenths = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
     for r in runs {
         let lat = |l: &Option<lodestone_benches::krpc_load::Latency>| {
             l.map_or(("-".to_owned(), "-".to_owned()), |l| {
@@ -223,7 +225,7 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
         let (sp50, sp99) = lat(&r.saturate.latency_us);
         let _ = writeln!(
             t,
-            "{:<13} {:>17} {:>8} {:>8}   {:>12.0} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>9} {:>8}",
+            "{:<13} {:>17} {:>8} {:>8}   {:>12.0} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>10} {:>9} {:>8}",
             r.node,
             format!("{}/{}", r.light.answered, r.light.sent),
             lp50,
@@ -234,10 +236,9 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
             sp99,
             r.peak_rss_kib
                 .map_or_else(|| "-".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0)),
-            r.cpu_s
-                .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
-            r.cpu_us_per_answer
-                .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
+            tenths(r.cpu_s),
+            tenths(r.cpu_us_per_answer),
+            tenths(r.system_us_per_answer),
             percent(r.node_busy),
             percent(r.generator_busy),
             percent(r.generator_own)
@@ -266,7 +267,8 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
         "   (node busy: its CPU time over the saturated phase per core it was given; gen busy: the \
          generator's core, with anything on it; gen own: the generator's own share of it. Near 100% \
          gen busy, the generator, not the node, set the saturated rate; CPU us/ans compares cost \
-         either way)"
+         either way; sys us/ans is its kernel part: receiving, sending and, on loopback, \
+         delivering each answer into the generator's socket)"
     );
     for why in skipped {
         let _ = writeln!(t, "skipped: {why}");
