@@ -35,7 +35,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lodestone_benches::options::Client;
-use lodestone_tests::clients::{Seeder, aria2_seeder};
+use lodestone_tests::clients::{Ready, Seeder, aria2_seeder};
 use lodestone_tests::content::verify_files;
 use lodestone_tests::netns::addr;
 use lodestone_tests::process::Proc;
@@ -266,7 +266,7 @@ fn start_seeder(
                 dir,
                 bin.clone(),
                 args,
-                true,
+                Ready::Seeding,
             )
             .map_err(|e| e.to_string())?;
             Ok(harness(seeder))

@@ -33,6 +33,16 @@ pub struct Seeder {
     _dir: WorkDir,
 }
 
+/// When [`Seeder::launch`] counts a seeder as ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// A plaintext handshake shows it has every piece.
+    Seeding,
+    /// It accepts TCP connections: for a seeder that ignores plaintext
+    /// handshakes, which the probe behind [`Ready::Seeding`] speaks.
+    Listening,
+}
+
 impl Seeder {
     /// The peer address it accepts connections on.
     pub fn addr(&self) -> SocketAddr {
@@ -55,9 +65,7 @@ impl Seeder {
     }
 
     /// Starts `program` with `args` under `supervise.py`, as a seeder of
-    /// `torrent` at `addr`, owning `dir`; with `probe`, returns once a
-    /// plaintext handshake shows it has every piece, otherwise once it
-    /// accepts connections.
+    /// `torrent` at `addr`, owning `dir`, and returns once it is `ready`.
     pub fn launch(
         name: &str,
         torrent: &Path,
@@ -65,7 +73,7 @@ impl Seeder {
         dir: WorkDir,
         program: PathBuf,
         args: Vec<String>,
-        probe: bool,
+        ready: Ready,
     ) -> Result<Seeder> {
         let facts = TorrentFacts::read(torrent)?;
         let mut command = Command::new(SYSTEM_PYTHON);
@@ -79,15 +87,14 @@ impl Seeder {
                 what: proc.name().to_owned(),
                 detail: format!("no pid in {started}"),
             })?;
-        if probe {
-            wait_seeding(
+        match ready {
+            Ready::Seeding => wait_seeding(
                 addr,
                 facts.info_hash,
                 facts.piece_count,
                 SEEDER_READY_TIMEOUT,
-            )?;
-        } else {
-            wait_listening(addr, SEEDER_READY_TIMEOUT)?;
+            )?,
+            Ready::Listening => wait_listening(addr, SEEDER_READY_TIMEOUT)?,
         }
         Ok(Seeder {
             addr,
@@ -157,7 +164,7 @@ pub fn aria2_seeder(
     }
     args.push(torrent.display().to_string());
     let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
-    Seeder::launch("aria2c", torrent, addr, dir, program, args, true)
+    Seeder::launch("aria2c", torrent, addr, dir, program, args, Ready::Seeding)
 }
 
 /// Starts transmission-cli seeding `torrent` from `content_dir` on `ip:port`.
@@ -228,17 +235,12 @@ pub fn transmission_seeder_with(
         torrent.display().to_string(),
     ];
     let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
-    // Our probe speaks plaintext, which a seeder requiring encryption
-    // ignores: then only wait for its port.
-    Seeder::launch(
-        "transmission-cli",
-        torrent,
-        addr,
-        dir,
-        program,
-        args,
-        !require_encryption,
-    )
+    let ready = if require_encryption {
+        Ready::Listening
+    } else {
+        Ready::Seeding
+    };
+    Seeder::launch("transmission-cli", torrent, addr, dir, program, args, ready)
 }
 
 /// Announces `peer` for `info_hash` (hex) to each of `dht_nodes` with KRPC
