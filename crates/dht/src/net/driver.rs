@@ -119,12 +119,14 @@ impl Driver {
                     if let (Ok(()), Some(s)) = (r, &self.sockets.v4) {
                         b4.fill(s);
                         b4.handle(&mut lock(&self.node), &mut self.out);
+                        b4.hand_over();
                     }
                 }
                 r = readable(self.sockets.v6.as_deref()) => {
                     if let (Ok(()), Some(s)) = (r, &self.sockets.v6) {
                         b6.fill(s);
                         b6.handle(&mut lock(&self.node), &mut self.out);
+                        b6.hand_over();
                     }
                 }
                 () = sleep => lock(&self.node).handle_timeout(Instant::now()),

@@ -200,8 +200,9 @@ pub type OtherDatagrams<'a> = [(SocketAddr, &'a [u8])];
 #[derive(Clone)]
 pub struct OtherSink {
     /// Takes a burst, or refuses it (the protocol lags: the burst is
-    /// dropped, as UDP may be). It must not block: the DHT's receive loop
-    /// calls it.
+    /// dropped, as UDP may be). The DHT's receive loop calls it, outside
+    /// the node's lock: it may take a lock of its own for a moment, but
+    /// must not wait for I/O or for room in a queue.
     pub deliver: Arc<dyn Fn(&OtherDatagrams<'_>) -> bool + Send + Sync>,
     /// The protocol's test of a datagram (not called for KRPC ones).
     pub wants: fn(&[u8]) -> bool,

@@ -136,34 +136,42 @@ impl Burst {
         }
     }
 
-    /// Feeds the burst to `node` and moves its datagrams to send into `out`.
-    /// With another protocol on the port, only bencoded dictionaries (first
-    /// byte `d`, as every KRPC message) reach the node; of the rest, those
-    /// the other protocol wants go to it as one batch, or are dropped if it
-    /// lags.
-    pub(super) fn handle(&self, node: &mut Node, out: &mut Vec<Transmit>) {
-        let mut others = Vec::new();
-        let datagrams = self
-            .buf
+    /// Each datagram with its sender, in the order received.
+    fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.buf
             .chunks(mmsg::SLOT)
             .zip(&self.datagrams)
-            .map(|(slot, &(from, len))| (from, &slot[..len]));
-        let krpc = datagrams.filter(|&(from, datagram)| match &self.other {
-            Some(other) if datagram.first() != Some(&b'd') => {
-                if (other.wants)(datagram) {
-                    others.push((from, datagram));
-                }
-                false
-            }
-            _ => true,
-        });
+            .map(|(slot, &(from, len))| (from, &slot[..len]))
+    }
+
+    /// Whether `datagram` is for the node: with another protocol on the
+    /// port, only bencoded dictionaries (first byte `d`, as every KRPC
+    /// message) are.
+    fn is_krpc(&self, datagram: &[u8]) -> bool {
+        self.other.is_none() || datagram.first() == Some(&b'd')
+    }
+
+    /// Feeds the burst's KRPC datagrams to `node` and moves its datagrams
+    /// to send into `out`.
+    pub(super) fn handle(&self, node: &mut Node, out: &mut Vec<Transmit>) {
+        let krpc = self.datagrams().filter(|&(_, d)| self.is_krpc(d));
         node.handle_datagrams(Instant::now(), krpc);
-        if let (Some(other), false) = (&self.other, others.is_empty())
-            && !(other.deliver)(&others)
-        {
+        out.extend(std::iter::from_fn(|| node.poll_transmit()));
+    }
+
+    /// Hands the datagrams the other protocol on the port wants to it as
+    /// one batch (dropped if it refuses them). Called after [`Self::handle`]
+    /// with the node's lock released, so the other protocol's work (uTP
+    /// feeds its state machine here) never holds up the node.
+    pub(super) fn hand_over(&self) {
+        let Some(other) = &self.other else { return };
+        let others: Vec<_> = self
+            .datagrams()
+            .filter(|&(_, d)| !self.is_krpc(d) && (other.wants)(d))
+            .collect();
+        if !others.is_empty() && !(other.deliver)(&others) {
             tracing::trace!("non-KRPC datagrams dropped: their consumer lags or left");
         }
-        out.extend(std::iter::from_fn(|| node.poll_transmit()));
     }
 }
 
@@ -193,12 +201,14 @@ impl Shard {
                     if let (Ok(()), Some(s)) = (r, &sockets.v4) {
                         b4.fill(s);
                         self.serve(&b4, &mut out);
+                        b4.hand_over();
                     }
                 }
                 r = readable(sockets.v6.as_deref()) => {
                     if let (Ok(()), Some(s)) = (r, &sockets.v6) {
                         b6.fill(s);
                         self.serve(&b6, &mut out);
+                        b6.hand_over();
                     }
                 }
                 _ = self.stop.changed() => return,
