@@ -125,7 +125,7 @@ async fn start_udp(
         };
         return Ok((dht, None));
     }
-    let (tx, rx) = lodestone_utp::net::inbox();
+    let (tx, engine) = lodestone_utp::net::inbox(lodestone_utp::Config::default());
     let (dht, senders) = match &config.dht {
         Some(dht) => {
             let mut dht = dht.clone();
@@ -158,7 +158,7 @@ async fn start_udp(
             (None, senders)
         }
     };
-    let utp = lodestone_utp::net::spawn(lodestone_utp::Config::default(), rx, senders);
+    let utp = lodestone_utp::net::spawn(engine, senders);
     Ok((dht, Some(utp)))
 }
 

@@ -3,16 +3,18 @@
 //! of our own), sending from that port's sockets; and [`UtpStream`], an
 //! `AsyncRead + AsyncWrite` over one connection.
 //!
-//! The socket sits behind a mutex shared by the task and the streams: a
-//! stream reads and writes the state machine directly (never across an
-//! `.await`) and rings the task, which packetises, sends, runs timers and
-//! turns events into wake-ups.
+//! The socket sits behind a mutex shared by the receiving side, the task
+//! and the streams: each reads or writes the state machine directly (never
+//! across an `.await`) and rings the task, which packetises, sends, runs
+//! timers and turns events into wake-ups. Received datagrams go straight
+//! into the state machine from the receiver's buffer, with no copy and no
+//! queue between them: the connections' own buffers bound what they keep.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -25,177 +27,78 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::gso::Batcher;
 use crate::{CloseReason, Config, Event, Socket, StreamId};
 
-/// A burst of received datagrams, each with its sender, copied into one
-/// buffer that the driver hands back for the next burst (see [`Inbox`]).
-#[derive(Debug, Default)]
-struct Datagrams {
-    bytes: Vec<u8>,
-    /// Each datagram's sender and where it ends in `bytes`.
-    ends: Vec<(SocketAddr, usize)>,
-}
-
-impl Datagrams {
-    /// Replaces what it holds with a copy of `burst`, in the room it has.
-    fn refill(&mut self, burst: &[(SocketAddr, &[u8])]) {
-        self.bytes.clear();
-        self.ends.clear();
-        self.bytes
-            .reserve(burst.iter().map(|(_, datagram)| datagram.len()).sum());
-        self.ends.reserve(burst.len());
-        for (from, datagram) in burst {
-            self.bytes.extend_from_slice(datagram);
-            self.ends.push((*from, self.bytes.len()));
-        }
-    }
-
-    /// How many datagrams it holds.
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// Each datagram with its sender, in the order received.
-    fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        let starts = std::iter::once(0).chain(self.ends.iter().map(|&(_, end)| end));
-        self.ends
-            .iter()
-            .zip(starts)
-            .map(|(&(from, end), start)| (from, &self.bytes[start..end]))
-    }
-}
-
 /// Datagrams to send, each with its destination.
 type Transmits = Vec<(SocketAddr, Bytes)>;
 
 /// Longest datagram taken from a socket of uTP's own; longer ones are cut
 /// there, as the DHT's demultiplexer cuts them (a uTP packet is one MTU).
-/// It bounds what a flood of large datagrams can queue.
 pub const MAX_DATAGRAM: usize = 4096;
 
-/// Bytes of burst buffers kept idle for reuse, at most, and how many
-/// buffers whatever their size. A `Vec` per datagram, freed once handled,
-/// kept the heap growing and shrinking (page faults were 3 % of a uTP
-/// download's CPU samples, 6 % with a fresh buffer per burst). The budget
-/// counts bytes, not buffers, because a burst off the DHT's port carries
-/// up to 64 data packets, about 90 KiB: when no buffer above 64 KiB was
-/// kept, every large burst was allocated afresh, and page faults and the
-/// allocator's trimming took 4.5 % of the samples again (1.3 % with the
-/// byte budget).
-const SPARE_BYTES: usize = 1 << 20;
-const SPARE_BURSTS: usize = 16;
-
-/// Most received datagrams waiting for the driver, however they were
-/// batched: at 30 MB/s a few tens of milliseconds of the driver being busy
-/// elsewhere, and at most 4 MiB ([`MAX_DATAGRAM`] each) however a flood
-/// sizes its datagrams.
-/// Counting bursts instead cost throughput: under steady traffic most
-/// bursts hold one datagram, so a queue of 16 bursts dropped packets at
-/// every hiccup and LEDBAT took each drop as congestion.
-pub const INBOX_DATAGRAMS: usize = 1024;
-
-/// The receiving end's sender: hands bursts of received datagrams to the
-/// driver, refusing (dropping, as UDP may) what does not fit in
-/// [`INBOX_DATAGRAMS`]. It never waits, so a demultiplexer can call it.
+/// The receiving end's handle: feeds bursts of received datagrams into the
+/// state machine and rings the driver. It never waits on anything but the
+/// state machine's lock, so a demultiplexer can call it.
+///
+/// Bursts used to be copied into a bounded queue for the driver to feed.
+/// That copy, its buffer pool and the hop through a channel cost a tenth of
+/// a uTP download's CPU per GiB, and the queue dropped packets whenever the
+/// driver fell behind, which LEDBAT took as congestion.
 #[derive(Debug, Clone)]
 pub struct Inbox {
-    tx: mpsc::Sender<Datagrams>,
-    queued: Arc<AtomicUsize>,
-    spares: Spares,
+    feeder: Arc<Feeder>,
+}
+
+/// Shared by an [`Inbox`] and its clones: when the last one goes, the
+/// driver stops.
+#[derive(Debug)]
+struct Feeder {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        self.inner.receiving.store(false, Ordering::Release);
+        self.inner.wake.notify_one();
+    }
 }
 
 impl Inbox {
-    /// Queues a copy of `burst` for the driver; false when it was dropped.
+    /// Hands `burst` to the state machine; always true (nothing is queued
+    /// that could overflow), as the DHT's demultiplexer asks.
     pub fn offer(&self, burst: &[(SocketAddr, &[u8])]) -> bool {
-        let n = burst.len();
-        if self.queued.fetch_add(n, Ordering::AcqRel) + n > INBOX_DATAGRAMS {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            return false;
+        let inner = &self.feeder.inner;
+        let now = Instant::now();
+        {
+            let mut shared = inner.lock();
+            for &(from, datagram) in burst {
+                shared.socket.handle_datagram(now, from, datagram);
+            }
         }
-        let mut copy = self.spares.take();
-        copy.refill(burst);
-        if let Err(e) = self.tx.try_send(copy) {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            self.spares.give_back(e.into_inner());
-            return false;
-        }
+        inner.wake.notify_one();
         true
     }
 }
 
-/// Burst buffers the driver is done with, for the sender to fill again.
-#[derive(Debug, Clone, Default)]
-struct Spares(Arc<Mutex<SparePool>>);
-
-/// The idle buffers and the bytes they hold, kept within [`SPARE_BYTES`].
-#[derive(Debug, Default)]
-struct SparePool {
-    bursts: Vec<Datagrams>,
-    bytes: usize,
-}
-
-impl Spares {
-    fn take(&self) -> Datagrams {
-        let mut pool = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let burst = pool.bursts.pop().unwrap_or_default();
-        pool.bytes -= burst.bytes.capacity();
-        burst
-    }
-
-    fn give_back(&self, burst: Datagrams) {
-        let mut pool = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let size = burst.bytes.capacity();
-        if pool.bursts.len() < SPARE_BURSTS && pool.bytes + size <= SPARE_BYTES {
-            pool.bytes += size;
-            pool.bursts.push(burst);
-        }
-    }
-}
-
-/// The driver's end of an [`Inbox`].
+/// The state machine an [`Inbox`] feeds, until [`spawn`] drives it.
 #[derive(Debug)]
-pub struct InboxReceiver {
-    rx: mpsc::Receiver<Datagrams>,
-    queued: Arc<AtomicUsize>,
-    spares: Spares,
+pub struct Engine {
+    inner: Arc<Inner>,
 }
 
-impl InboxReceiver {
-    async fn recv(&mut self) -> Option<Datagrams> {
-        let burst = self.rx.recv().await?;
-        self.queued.fetch_sub(burst.len(), Ordering::AcqRel);
-        Some(burst)
-    }
-
-    fn try_recv(&mut self) -> Option<Datagrams> {
-        let burst = self.rx.try_recv().ok()?;
-        self.queued.fetch_sub(burst.len(), Ordering::AcqRel);
-        Some(burst)
-    }
-
-    /// Feeds `burst` to `socket` and hands its buffer back to the sender.
-    fn feed(&self, socket: &mut Socket, now: Instant, burst: Datagrams) {
-        for (from, bytes) in burst.iter() {
-            socket.handle_datagram(now, from, bytes);
-        }
-        self.spares.give_back(burst);
-    }
-}
-
-/// A new inbox: give the sender to whoever reads the UDP port, the
-/// receiver to [`spawn`].
-pub fn inbox() -> (Inbox, InboxReceiver) {
-    // Every burst holds a datagram at least, so the count bounds the
-    // channel first.
-    let (tx, rx) = mpsc::channel(INBOX_DATAGRAMS);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let spares = Spares::default();
-    (
-        Inbox {
-            tx,
-            queued: queued.clone(),
-            spares: spares.clone(),
-        },
-        InboxReceiver { rx, queued, spares },
-    )
+/// A new state machine configured by `config`: give the inbox to whoever
+/// reads the UDP port, the engine to [`spawn`].
+pub fn inbox(config: Config) -> (Inbox, Engine) {
+    let inner = Arc::new(Inner {
+        shared: Mutex::new(Shared {
+            socket: Socket::new(config, rand::random(), Instant::now()),
+            waiters: HashMap::new(),
+        }),
+        wake: Notify::new(),
+        receiving: AtomicBool::new(true),
+    });
+    let feeder = Arc::new(Feeder {
+        inner: inner.clone(),
+    });
+    (Inbox { feeder }, Engine { inner })
 }
 
 /// Incoming connections waiting to be taken; more are reset.
@@ -240,6 +143,8 @@ struct Inner {
     shared: Mutex<Shared>,
     /// Rings the driver task: something to send or a new deadline.
     wake: Notify,
+    /// False once every [`Inbox`] is gone: the driver stops.
+    receiving: AtomicBool,
 }
 
 impl Inner {
@@ -256,23 +161,13 @@ pub struct UtpHandle {
     inner: Arc<Inner>,
 }
 
-/// Starts the driver task on the current runtime. Datagrams arrive on
-/// `datagrams`; incoming connections come out of the returned receiver.
-/// The task ends when `datagrams` closes.
-pub fn spawn(
-    config: Config,
-    datagrams: InboxReceiver,
-    senders: Senders,
-) -> (UtpHandle, mpsc::Receiver<UtpStream>) {
-    let inner = Arc::new(Inner {
-        shared: Mutex::new(Shared {
-            socket: Socket::new(config, rand::random(), Instant::now()),
-            waiters: HashMap::new(),
-        }),
-        wake: Notify::new(),
-    });
+/// Starts the driver task on the current runtime for the engine that an
+/// [`Inbox`] feeds; incoming connections come out of the returned receiver.
+/// The task ends when every inbox is gone.
+pub fn spawn(engine: Engine, senders: Senders) -> (UtpHandle, mpsc::Receiver<UtpStream>) {
+    let Engine { inner } = engine;
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
-    tokio::spawn(run(inner.clone(), datagrams, senders, incoming_tx));
+    tokio::spawn(run(inner.clone(), senders, incoming_tx));
     (UtpHandle { inner }, incoming_rx)
 }
 
@@ -287,9 +182,7 @@ pub async fn recv_loop(socket: Arc<UdpSocket>, sink: Inbox) {
                 if !crate::looks_like_utp(&buf[..n]) {
                     continue;
                 }
-                if !sink.offer(&[(from, &buf[..n])]) && sink.tx.is_closed() {
-                    return;
-                }
+                sink.offer(&[(from, &buf[..n])]);
             }
             // ICMP errors surface here; they concern one peer only.
             Err(e) => tracing::trace!("uTP receive error: {e}"),
@@ -297,16 +190,7 @@ pub async fn recv_loop(socket: Arc<UdpSocket>, sink: Inbox) {
     }
 }
 
-/// Further bursts the driver handles under one lock after the one it woke
-/// for.
-const MORE_BATCHES: usize = 8;
-
-async fn run(
-    inner: Arc<Inner>,
-    mut datagrams: InboxReceiver,
-    senders: Senders,
-    incoming: mpsc::Sender<UtpStream>,
-) {
+async fn run(inner: Arc<Inner>, senders: Senders, incoming: mpsc::Sender<UtpStream>) {
     let mut out = Vec::new();
     let mut batcher = Batcher::new(senders.v4.as_deref().or(senders.v6.as_deref()));
     loop {
@@ -318,21 +202,11 @@ async fn run(
             }
         };
         tokio::select! {
-            batch = datagrams.recv() => {
-                let Some(batch) = batch else { return };
-                let now = Instant::now();
-                let mut shared = inner.lock();
-                datagrams.feed(&mut shared.socket, now, batch);
-                // Take some more of what already arrived, under the same
-                // lock; bounded, so a flood cannot keep the streams (which
-                // lock it too) waiting, nor hold back what we send.
-                for _ in 0..MORE_BATCHES {
-                    let Some(more) = datagrams.try_recv() else { break };
-                    datagrams.feed(&mut shared.socket, now, more);
-                }
-            }
             () = sleep => {}
             () = inner.wake.notified() => {}
+        }
+        if !inner.receiving.load(Ordering::Acquire) {
+            return;
         }
         // Due timers run whatever woke us: a sleep is only polled to fire
         // once the runtime's timer turns, which a busy stream ringing the
@@ -552,76 +426,24 @@ impl Drop for UtpStream {
 mod tests {
     use super::*;
 
-    fn burst(n: usize) -> Vec<(SocketAddr, &'static [u8])> {
-        let from: SocketAddr = "127.0.0.1:1".parse().expect("an address");
-        vec![(from, &[0u8; 20][..]); n]
-    }
-
-    #[test]
-    fn a_burst_gives_back_each_datagram_with_its_sender() {
-        let a: SocketAddr = "127.0.0.1:1".parse().expect("an address");
-        let b: SocketAddr = "[::1]:2".parse().expect("an address");
-        let mut burst = Datagrams::default();
-        burst.refill(&[(a, b"one"), (b, b""), (a, b"three")]);
-        assert_eq!(burst.len(), 3);
-        let got: Vec<_> = burst.iter().collect();
-        assert_eq!(
-            got,
-            vec![(a, &b"one"[..]), (b, &b""[..]), (a, &b"three"[..])]
-        );
-        burst.refill(&[]);
-        assert_eq!(burst.len(), 0, "an empty burst holds nothing");
-    }
-
-    /// A burst as large as the DHT's port hands over comes back for reuse,
-    /// and the idle buffers never hold more than their byte budget.
-    #[test]
-    fn spare_buffers_are_reused_within_their_byte_budget() {
-        let spares = Spares::default();
-        let packet = [0u8; 1452];
-        let from: SocketAddr = "127.0.0.1:1".parse().expect("an address");
-        let large: Vec<_> = (0..64).map(|_| (from, &packet[..])).collect();
-        let mut burst = spares.take();
-        burst.refill(&large);
-        let capacity = burst.bytes.capacity();
-        assert!(
-            capacity > 64 << 10,
-            "a burst of 64 packets needs {capacity} bytes"
-        );
-        spares.give_back(burst);
-        assert_eq!(
-            spares.take().bytes.capacity(),
-            capacity,
-            "the large buffer is reused"
-        );
-
-        for _ in 0..2 * SPARE_BURSTS {
-            let mut burst = Datagrams::default();
-            burst.refill(&large);
-            spares.give_back(burst);
-        }
-        let pool = spares.0.lock().expect("not poisoned");
-        let held: usize = pool.bursts.iter().map(|b| b.bytes.capacity()).sum();
-        assert_eq!(held, pool.bytes);
-        assert!(held <= SPARE_BYTES, "{held} bytes held idle");
-        assert!(!pool.bursts.is_empty());
-    }
-
-    /// The bound counts datagrams: bursts of one fill it as bursts of many
-    /// do, and what the driver takes makes room again.
+    /// Clones of an inbox keep the driver running; the last one's drop
+    /// stops it, which closes the incoming-stream channel.
     #[tokio::test]
-    async fn the_inbox_holds_a_bounded_number_of_datagrams() {
-        let (inbox, mut driver) = inbox();
-        for _ in 0..INBOX_DATAGRAMS - 10 {
-            assert!(inbox.offer(&burst(1)));
+    async fn the_driver_stops_once_every_inbox_is_gone() {
+        let (inbox, engine) = inbox(Config::default());
+        let (_handle, mut incoming) = spawn(engine, Senders::default());
+        let clone = inbox.clone();
+        drop(inbox);
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
         }
-        assert!(!inbox.offer(&burst(11)), "past the bound: dropped");
-        assert!(inbox.offer(&burst(10)));
-        assert!(!inbox.offer(&burst(1)));
-        assert_eq!(driver.recv().await.map(|b| b.len()), Some(1));
-        assert!(inbox.offer(&burst(1)), "room again");
-        assert!(!inbox.offer(&burst(1)));
-        drop(driver);
-        assert!(!inbox.offer(&burst(0)), "the driver is gone");
+        assert_eq!(
+            incoming.try_recv().err(),
+            Some(mpsc::error::TryRecvError::Empty),
+            "a clone is left: still running"
+        );
+        drop(clone);
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), incoming.recv());
+        assert!(stopped.await.expect("the driver stops").is_none());
     }
 }

@@ -16,13 +16,13 @@ use tokio::sync::mpsc;
 async fn endpoint() -> (UtpHandle, mpsc::Receiver<UtpStream>, std::net::SocketAddr) {
     let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let addr = socket.local_addr().unwrap();
-    let (tx, rx) = net::inbox();
+    let (tx, engine) = net::inbox(Config::default());
     tokio::spawn(net::recv_loop(socket.clone(), tx));
     let senders = Senders {
         v4: Some(socket),
         v6: None,
     };
-    let (handle, incoming) = net::spawn(Config::default(), rx, senders);
+    let (handle, incoming) = net::spawn(engine, senders);
     (handle, incoming, addr)
 }
 
