@@ -10,7 +10,7 @@
 //! into the state machine from the receiver's buffer, with no copy and no
 //! queue between them: the connections' own buffers bound what they keep.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -90,7 +90,7 @@ pub fn inbox(config: Config) -> (Inbox, Engine) {
     let inner = Arc::new(Inner {
         shared: Mutex::new(Shared {
             socket: Socket::new(config, rand::random(), Instant::now()),
-            waiters: HashMap::new(),
+            waiters: BTreeMap::new(),
         }),
         wake: Notify::new(),
         receiving: AtomicBool::new(true),
@@ -135,7 +135,8 @@ struct Waiters {
 #[derive(Debug)]
 struct Shared {
     socket: Socket,
-    waiters: HashMap<StreamId, Waiters>,
+    /// By stream id, ordered like the socket's connections (no hashing).
+    waiters: BTreeMap<StreamId, Waiters>,
 }
 
 #[derive(Debug)]
