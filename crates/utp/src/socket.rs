@@ -468,13 +468,18 @@ mod tests {
         assert!(s.poll_timeout().is_none());
     }
 
+    /// A data packet for a connection nobody opened.
+    fn stray_data() -> Vec<u8> {
+        let mut data = syn(5);
+        data[0] = 0x01; // ST_DATA, version 1
+        data
+    }
+
     #[test]
     fn stray_packets_are_reset_but_resets_are_not() {
         let now = Instant::now();
         let mut s = Socket::new(Config::default(), 1, now);
-        let mut data = syn(5);
-        data[0] = 0x01; // ST_DATA, version 1
-        s.handle_datagram(now, peer(2), &data);
+        s.handle_datagram(now, peer(2), &stray_data());
         let (to, reset) = s.poll_transmit(now).expect("a RESET");
         assert_eq!(to, peer(2));
         assert_eq!(
@@ -492,8 +497,7 @@ mod tests {
     fn a_flood_fed_without_draining_queues_a_bounded_number_of_replies() {
         let now = Instant::now();
         let mut s = Socket::new(Config::default(), 1, now);
-        let mut data = syn(5);
-        data[0] = 0x01; // ST_DATA, version 1
+        let data = stray_data();
         for i in 0..4 * UNDRAINED_DATAGRAMS {
             let from = SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 6881));
             s.handle_datagram(now, from, &data);
