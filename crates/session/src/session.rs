@@ -102,8 +102,16 @@ impl Default for SessionConfig {
     }
 }
 
-/// A running uTP driver and its incoming connections.
-type Utp = (UtpHandle, mpsc::Receiver<UtpStream>);
+/// What runs on the UDP port: the DHT and uTP, each if enabled.
+struct Udp {
+    dht: Option<Dht>,
+    /// The uTP driver and its incoming connections.
+    utp: Option<(UtpHandle, mpsc::Receiver<UtpStream>)>,
+    /// The task reading uTP's own socket when no DHT shares the port.
+    /// uTP's driver runs until whatever feeds it is gone, so aborting this
+    /// task at shutdown is what stops the driver too.
+    utp_receiver: Option<JoinHandle<()>>,
+}
 
 /// `SO_RCVBUF`/`SO_SNDBUF` asked for on the UDP port when uTP shares it
 /// (the kernel caps it at `net.core.rmem_max`, 4 MiB here). The default,
@@ -114,19 +122,20 @@ const UTP_SOCKET_BUFFER: usize = 4 << 20;
 
 /// Starts the DHT and uTP on one UDP port: the DHT's, demultiplexed, or
 /// without a DHT a socket of uTP's own on the TCP port's number.
-async fn start_udp(
-    config: &SessionConfig,
-    tcp_port: u16,
-) -> Result<(Option<Dht>, Option<Utp>), SessionError> {
+async fn start_udp(config: &SessionConfig, tcp_port: u16) -> Result<Udp, SessionError> {
     if !config.transport.utp() {
         let dht = match &config.dht {
             Some(dht) => Some(Dht::spawn(dht.clone()).await.map_err(SessionError::Dht)?),
             None => None,
         };
-        return Ok((dht, None));
+        return Ok(Udp {
+            dht,
+            utp: None,
+            utp_receiver: None,
+        });
     }
     let (tx, engine) = lodestone_utp::net::inbox(lodestone_utp::Config::default());
-    let (dht, senders) = match &config.dht {
+    let (dht, senders, utp_receiver) = match &config.dht {
         Some(dht) => {
             let mut dht = dht.clone();
             dht.socket_buffer = dht.socket_buffer.max(Some(UTP_SOCKET_BUFFER));
@@ -139,7 +148,7 @@ async fn start_udp(
                 v4: udp.v4,
                 v6: udp.v6,
             };
-            (Some(dht), senders)
+            (Some(dht), senders, None)
         }
         None => {
             let ip = config.listen_ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED);
@@ -150,16 +159,19 @@ async fn start_udp(
             let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(UTP_SOCKET_BUFFER);
             let _ = socket2::SockRef::from(&socket).set_send_buffer_size(UTP_SOCKET_BUFFER);
             let socket = Arc::new(socket);
-            tokio::spawn(lodestone_utp::net::recv_loop(socket.clone(), tx));
+            let receiver = tokio::spawn(lodestone_utp::net::recv_loop(socket.clone(), tx));
             let senders = Senders {
                 v4: Some(socket),
                 v6: None,
             };
-            (None, senders)
+            (None, senders, Some(receiver))
         }
     };
-    let utp = lodestone_utp::net::spawn(engine, senders);
-    Ok((dht, Some(utp)))
+    Ok(Udp {
+        dht,
+        utp: Some(lodestone_utp::net::spawn(engine, senders)),
+        utp_receiver,
+    })
 }
 
 /// Spawns the DHT sharing its port with uTP: where it asked for any port,
@@ -232,6 +244,8 @@ pub struct Session {
     shared: Arc<Shared>,
     router: Router,
     listen_addrs: Vec<SocketAddr>,
+    /// The tasks that take peers in (and uTP's receiver, if it has its own
+    /// socket): aborted at shutdown.
     acceptors: Vec<JoinHandle<()>>,
 }
 
@@ -248,7 +262,11 @@ impl Session {
             .collect::<io::Result<Vec<_>>>()
             .map_err(SessionError::Listen)?;
         let listen_port = listen_addrs.first().map_or(0, SocketAddr::port);
-        let (dht, utp) = start_udp(&config, listen_port).await?;
+        let Udp {
+            dht,
+            utp,
+            utp_receiver,
+        } = start_udp(&config, listen_port).await?;
         let (utp, utp_incoming) = match utp {
             Some((handle, incoming)) => (Some(handle), Some(incoming)),
             None => (None, None),
@@ -283,6 +301,7 @@ impl Session {
             let acceptor = Acceptor::new(router.clone(), timeout, shared.config.encryption);
             acceptors.push(acceptor.spawn_utp(incoming));
         }
+        acceptors.extend(utp_receiver);
         Ok(Session {
             shared,
             router,
@@ -355,8 +374,9 @@ impl Session {
         self.shared.dht.as_ref()
     }
 
-    /// Stops accepting and stops the DHT, saving its state. Torrents should
-    /// be removed and waited for first.
+    /// Stops accepting, stops the DHT (saving its state) and uTP: no task of
+    /// the session outlives it. Torrents should be removed and waited for
+    /// first.
     pub async fn shutdown(self) {
         for a in &self.acceptors {
             a.abort();

@@ -172,9 +172,9 @@ pub fn spawn(engine: Engine, senders: Senders) -> (UtpHandle, mpsc::Receiver<Utp
     (UtpHandle { inner }, incoming_rx)
 }
 
-/// Reads `socket` until the driver is gone, handing every datagram to
-/// `sink`: the receiving side for a uTP port of its own (without a DHT to
-/// share).
+/// Reads `socket` for ever, handing every datagram to `sink`: the receiving
+/// side for a uTP port of its own (without a DHT to share). Abort its task
+/// to stop uTP: the sink goes with it, and so does the driver.
 pub async fn recv_loop(socket: Arc<UdpSocket>, sink: Inbox) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
