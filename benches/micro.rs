@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use lodestone_benches::krpc_load::{Kind, encode_query};
 use lodestone_bencode::{Limits, OwnedValue, encode, parse};
 use lodestone_core::compact::Family;
 use lodestone_core::{InfoHash, NodeAddr, NodeId};
 use lodestone_dht::krpc::{Body, Message, Query, Response, TransactionId};
 use lodestone_dht::pool::{Pool, PoolConfig};
 use lodestone_dht::routing::{RoutingConfig, RoutingTable};
+use lodestone_dht::{Config, Node};
 use lodestone_download::{Bitfield, BlockOutcome, Layout, PeerKey, Picker};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -201,6 +203,58 @@ fn pool(c: &mut Criterion) {
     group.finish();
 }
 
+/// A bootstrap node answering bursts of 64 queries (`ping`, `find_node`
+/// and `get_peers` in turn, as the scenario's load generator sends them)
+/// from a pool of 1,000,000 entries: the node's own share of the CPU per
+/// answer, without the kernel's, which the scenario benchmark adds.
+fn node_answers(c: &mut Criterion) {
+    const BURST: usize = 64;
+    const SOURCES: u32 = 1 << 16;
+    let mut rng = StdRng::seed_from_u64(44);
+    let mut now = Instant::now();
+    let mut node = Node::new(Config::server(), None, 1, now);
+    let pool: Vec<NodeAddr> = (0..1_000_000u32)
+        .map(|i| {
+            let [_, a, b, c] = i.to_be_bytes();
+            NodeAddr {
+                id: NodeId(rng.random()),
+                addr: SocketAddr::from((Ipv4Addr::new(127, 128 | a, b, c), 6881)),
+            }
+        })
+        .collect();
+    node.load_pool(&pool, now);
+    // Each source sends once per 1,024 bursts, a virtual second apart: the
+    // node's per-address limits never refuse one.
+    let queries: Vec<(SocketAddr, Vec<u8>)> = (0..SOURCES)
+        .map(|i| {
+            let [_, _, a, b] = i.to_be_bytes();
+            let from = SocketAddr::from((Ipv4Addr::new(10, 1, a, b), 6881));
+            let mut query = Vec::new();
+            let kind = Kind::nth(u64::from(i));
+            encode_query(&mut query, kind, i, &rng.random(), &rng.random());
+            (from, query)
+        })
+        .collect();
+    let mut group = c.benchmark_group("node");
+    group.throughput(Throughput::Elements(BURST as u64));
+    let mut next = 0;
+    group.bench_function("answer 64 queries, pool of 1000000", |b| {
+        b.iter(|| {
+            now += std::time::Duration::from_millis(1);
+            let burst = &queries[next..next + BURST];
+            next = (next + BURST) % queries.len();
+            node.handle_datagrams(now, burst.iter().map(|(from, q)| (*from, q.as_slice())));
+            let mut bytes = 0;
+            while let Some(t) = node.poll_transmit() {
+                bytes += t.bytes.len();
+            }
+            while node.poll_event().is_some() {}
+            bytes
+        })
+    });
+    group.finish();
+}
+
 fn piece_hashing(c: &mut Criterion) {
     let piece: Vec<u8> = (0..1u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -267,5 +321,14 @@ fn picker(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bencode, krpc, routing, pool, piece_hashing, picker);
+criterion_group!(
+    benches,
+    bencode,
+    krpc,
+    routing,
+    pool,
+    node_answers,
+    piece_hashing,
+    picker
+);
 criterion_main!(benches);
