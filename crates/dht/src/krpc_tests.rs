@@ -154,6 +154,22 @@ fn read_only_flag_and_ip_are_top_level() {
 }
 
 #[test]
+fn the_first_of_duplicated_keys_wins() {
+    // At the top level, in the arguments and in a response's values.
+    let q = Message::decode(
+        b"d1:ad2:id20:abcdefghij01234567892:id20:zzzzzzzzzzzzzzzzzzzze1:q4:ping1:q9:find_node1:t2:aa1:t2:bb1:y1:qe",
+    )
+    .unwrap();
+    assert_eq!(q, query(Query::Ping, b"abcdefghij0123456789"));
+    let r =
+        Message::decode(b"d1:rd2:id20:abcdefghij01234567892:id3:abce1:t2:aa1:y1:r1:y1:qe").unwrap();
+    let Body::Response(r) = r.body else {
+        panic!("the first y says response");
+    };
+    assert_eq!(r.id, id(b"abcdefghij0123456789"));
+}
+
+#[test]
 fn classification_of_bad_datagrams() {
     let not_krpc: &[&[u8]] = &[
         b"",
