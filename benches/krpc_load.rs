@@ -30,10 +30,11 @@ use std::time::Duration;
 use lodestone_bencode::{Limits, Writer, parse};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::os::fd::AsRawFd;
 
-use nix::sys::socket::{MsgFlags, MultiHeaders, recvmmsg, sendmmsg};
+use lodestone_dht::net::mmsg;
+use nix::sys::socket::{MsgFlags, MultiHeaders, sendmmsg};
 use serde::Serialize;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -292,14 +293,11 @@ pub async fn run(config: &LoadConfig) -> std::io::Result<LoadReport> {
 /// takes everything a socket has queued.
 const RECV_SLOTS: usize = 16;
 
-/// Bytes per receive slot; the node's answers stay under about 1.5 KB, and
-/// a longer one arrives cut and is counted as unusable.
-const SLOT_LEN: usize = 2048;
-
 /// One socket's loop: send by plan, match replies, expire the lost.
 ///
 /// The socket is connected to the target, and queries leave and answers
-/// arrive in batches (`sendmmsg`, `recvmmsg`): the generator shares the
+/// arrive in batches (`sendmmsg`, and the node's own `recvmmsg` helper,
+/// [`mmsg::recv`]): the generator shares the
 /// machine's per-datagram kernel costs with the node on loopback, and with
 /// a call per datagram it was the first to run out of CPU, so the
 /// benchmark measured the generator rather than the node.
@@ -312,8 +310,8 @@ async fn worker(socket: UdpSocket, plan: Plan) -> Tally {
     let mut next_tid: u32 = 0;
     let mut next_send = plan.start;
     let mut queries: Vec<Vec<u8>> = Vec::new();
-    let mut slots = vec![0u8; RECV_SLOTS * SLOT_LEN];
-    let mut lens = Vec::with_capacity(RECV_SLOTS);
+    let mut slots = vec![0u8; RECV_SLOTS * mmsg::SLOT];
+    let mut received = Vec::with_capacity(RECV_SLOTS);
     // One timer, moved only when the wake-up time changes: registering a
     // new one on every turn of the loop cost the generator more than
     // parsing the answers.
@@ -383,18 +381,19 @@ async fn worker(socket: UdpSocket, plan: Plan) -> Tally {
             ready = socket.readable() => {
                 // Drain what is queued, bounded so sending is never starved.
                 for _ in 0..4 {
-                    lens.clear();
+                    received.clear();
                     let got = ready.as_ref().is_ok()
                         && socket
-                            .try_io(Interest::READABLE, || recv_batch(&socket, &mut slots, &mut lens))
+                            .try_io(Interest::READABLE, || mmsg::recv(&socket, &mut slots, &mut received))
                             .is_ok();
                     if !got {
                         break;
                     }
-                    for (slot, &len) in slots.chunks(SLOT_LEN).zip(&lens) {
-                        on_answer(slot.get(..len), &mut outstanding, &mut tally);
+                    // A cut datagram has length 0, which no reply has.
+                    for (slot, &(_, len)) in slots.chunks(mmsg::SLOT).zip(&received) {
+                        on_answer(&slot[..len], &mut outstanding, &mut tally);
                     }
-                    if lens.len() < RECV_SLOTS {
+                    if received.len() < RECV_SLOTS {
                         break;
                     }
                 }
@@ -452,35 +451,8 @@ fn send_batch(socket: &UdpSocket, queries: &[Vec<u8>]) -> std::io::Result<usize>
     Ok(sent.count())
 }
 
-/// One `recvmmsg` on a connected socket into the slots of `slots`,
-/// appending each datagram's length to `lens` (0 for a cut one, which no
-/// reply can be). `WouldBlock` when nothing is queued.
-fn recv_batch(socket: &UdpSocket, slots: &mut [u8], lens: &mut Vec<usize>) -> std::io::Result<()> {
-    let mut slices: Vec<[IoSliceMut<'_>; 1]> = slots
-        .chunks_mut(SLOT_LEN)
-        .map(|slot| [IoSliceMut::new(slot)])
-        .collect();
-    let mut headers = MultiHeaders::<()>::preallocate(slices.len(), None);
-    let received = recvmmsg(
-        socket.as_raw_fd(),
-        &mut headers,
-        slices.iter_mut(),
-        MsgFlags::MSG_DONTWAIT,
-        None,
-    )?;
-    for msg in received {
-        let cut = msg.flags.contains(MsgFlags::MSG_TRUNC);
-        lens.push(if cut { 0 } else { msg.bytes });
-    }
-    Ok(())
-}
-
-/// Counts one datagram from the target (`None`: cut, so unusable).
-fn on_answer(datagram: Option<&[u8]>, outstanding: &mut BTreeMap<u32, Instant>, tally: &mut Tally) {
-    let Some(datagram) = datagram else {
-        tally.unmatched += 1;
-        return;
-    };
+/// Counts one datagram from the target (the socket is connected to it).
+fn on_answer(datagram: &[u8], outstanding: &mut BTreeMap<u32, Instant>, tally: &mut Tally) {
     match classify(datagram) {
         Reply::Answer(tid) => match outstanding.remove(&tid) {
             Some(sent) => {

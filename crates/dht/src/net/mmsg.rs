@@ -8,7 +8,8 @@
 //!
 //! Both functions are non-blocking attempts for `UdpSocket::try_io`: they
 //! return `WouldBlock` when nothing could be done, which clears the
-//! socket's readiness.
+//! socket's readiness. They are public for the node benchmark's load
+//! generator, which pays the same per-datagram costs as the node.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,18 +19,18 @@ use tokio::net::UdpSocket;
 use crate::node::Transmit;
 
 /// Most datagrams one [`send`] call passes to the kernel.
-pub(super) const MAX_BATCH: usize = 64;
+pub const MAX_BATCH: usize = 64;
 
 /// Bytes per receive slot. KRPC datagrams stay under about 1.5 KB; a longer
 /// one arrives cut (and flagged) and is dropped.
-pub(super) const SLOT: usize = 4096;
+pub const SLOT: usize = 4096;
 
 /// Receives up to `buf.len() / SLOT` datagrams, the i-th into the i-th slot
 /// of `buf`, and appends each one's sender and length to `got` (cut ones
 /// are skipped, but keep their slot so the rest stay aligned: their length
 /// is recorded as 0, which the decoder refuses).
 #[cfg(target_os = "linux")]
-pub(super) fn recv(
+pub fn recv(
     socket: &UdpSocket,
     buf: &mut [u8],
     got: &mut Vec<(SocketAddr, usize)>,
@@ -71,7 +72,7 @@ pub(super) fn recv(
 /// Sends `out` (all of one family) with as few calls as the kernel allows;
 /// returns how many went. An error concerns the first datagram.
 #[cfg(target_os = "linux")]
-pub(super) fn send(socket: &UdpSocket, out: &[Transmit]) -> io::Result<usize> {
+pub fn send(socket: &UdpSocket, out: &[Transmit]) -> io::Result<usize> {
     use std::io::IoSlice;
     use std::os::fd::AsRawFd;
 
@@ -97,7 +98,7 @@ pub(super) fn send(socket: &UdpSocket, out: &[Transmit]) -> io::Result<usize> {
 
 /// One datagram per call where there is no `recvmmsg`.
 #[cfg(not(target_os = "linux"))]
-pub(super) fn recv(
+pub fn recv(
     socket: &UdpSocket,
     buf: &mut [u8],
     got: &mut Vec<(SocketAddr, usize)>,
@@ -114,7 +115,7 @@ pub(super) fn recv(
 
 /// One datagram per call where there is no `sendmmsg`.
 #[cfg(not(target_os = "linux"))]
-pub(super) fn send(socket: &UdpSocket, out: &[Transmit]) -> io::Result<usize> {
+pub fn send(socket: &UdpSocket, out: &[Transmit]) -> io::Result<usize> {
     let first = out
         .first()
         .map_or(Ok(0), |t| socket.try_send_to(&t.bytes, t.to));

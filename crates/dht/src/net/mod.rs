@@ -7,7 +7,7 @@
 //! [`Node`]'s events.
 
 mod driver;
-mod mmsg;
+pub mod mmsg;
 mod pool_log;
 mod shard;
 mod state;
