@@ -24,17 +24,16 @@
 //! lodestone's own node.
 
 use std::collections::BTreeMap;
+use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use lodestone_bencode::{Limits, Writer, parse};
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
-use std::io::IoSlice;
-use std::os::fd::AsRawFd;
-
 use lodestone_dht::net::mmsg;
 use nix::sys::socket::{MsgFlags, MultiHeaders, sendmmsg};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -296,11 +295,11 @@ const RECV_SLOTS: usize = 16;
 /// One socket's loop: send by plan, match replies, expire the lost.
 ///
 /// The socket is connected to the target, and queries leave and answers
-/// arrive in batches (`sendmmsg`, and the node's own `recvmmsg` helper,
-/// [`mmsg::recv`]): the generator shares the
-/// machine's per-datagram kernel costs with the node on loopback, and with
-/// a call per datagram it was the first to run out of CPU, so the
-/// benchmark measured the generator rather than the node.
+/// arrive in batches (`sendmmsg`, and the node's own `recvmmsg` helper
+/// [`mmsg::recv`]): on loopback the generator shares the machine's
+/// per-datagram kernel costs with the node, and with a call per datagram it
+/// was the first to run out of CPU, so the benchmark measured the generator
+/// rather than the node.
 async fn worker(socket: UdpSocket, plan: Plan) -> Tally {
     let mut rng = StdRng::seed_from_u64(plan.seed);
     let id: [u8; 20] = rng.random();

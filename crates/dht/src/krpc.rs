@@ -675,7 +675,6 @@ fn write_len(w: &mut Writer<'_>, len: usize) {
     w.raw(b":");
 }
 
-/// The compact form of an address in a stack buffer, and its length.
 /// Puts the compact form of `addr` (IP, then big-endian port) at the start
 /// of `out`, which has room for an IPv6 one; returns its length.
 fn put_compact_peer(out: &mut [u8], addr: &SocketAddr) -> usize {
@@ -702,6 +701,7 @@ fn write_compact_peer(w: &mut Writer<'_>, addr: &SocketAddr) {
 /// Nodes gathered on the stack before they go to the output in one write.
 const NODES_PER_WRITE: usize = 16;
 
+/// Writes the nodes of `family` (others are skipped) as one compact string.
 fn write_compact_nodes(w: &mut Writer<'_>, nodes: &[NodeAddr], family: Family) {
     let of_family = || nodes.iter().filter(|n| Family::of(&n.addr) == family);
     write_len(w, of_family().count() * family.node_len());
