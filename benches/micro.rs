@@ -253,6 +253,13 @@ fn node_answers(c: &mut Criterion) {
         })
     });
     group.finish();
+    // Refused or unanswered queries would be cheaper, and the figure wrong.
+    let stats = node.stats();
+    assert_eq!(
+        (stats.replies_out, stats.rate_limited),
+        (stats.queries_in, 0),
+        "the node answered every query"
+    );
 }
 
 fn piece_hashing(c: &mut Criterion) {
