@@ -377,15 +377,13 @@ async fn worker(socket: UdpSocket, plan: Plan) -> Tally {
             sleep.as_mut().reset(wake);
         }
         tokio::select! {
-            ready = socket.readable() => {
+            Ok(()) = socket.readable() => {
                 // Drain what is queued, bounded so sending is never starved.
                 for _ in 0..4 {
                     received.clear();
-                    let got = ready.as_ref().is_ok()
-                        && socket
-                            .try_io(Interest::READABLE, || mmsg::recv(&socket, &mut slots, &mut received))
-                            .is_ok();
-                    if !got {
+                    let drained = socket
+                        .try_io(Interest::READABLE, || mmsg::recv(&socket, &mut slots, &mut received));
+                    if drained.is_err() {
                         break;
                     }
                     // A cut datagram has length 0, which no reply has.

@@ -165,16 +165,25 @@ fn routing(c: &mut Criterion) {
     group.finish();
 }
 
-/// A bootstrap node's pool of `entries` random ids on loopback addresses
-/// (exempt from the per-IP cap), with its serving snapshot built.
+/// `entries` nodes with random ids on distinct loopback addresses (exempt
+/// from the pool's per-IP cap).
+fn loopback_nodes(rng: &mut StdRng, entries: u32) -> impl Iterator<Item = NodeAddr> + '_ {
+    (0..entries).map(|i| {
+        let [_, a, b, c] = i.to_be_bytes();
+        NodeAddr {
+            id: NodeId(rng.random()),
+            addr: SocketAddr::from((Ipv4Addr::new(127, 128 | a, b, c), 6881)),
+        }
+    })
+}
+
+/// A bootstrap node's pool of `entries` [`loopback_nodes`], with its
+/// serving snapshot built.
 fn full_pool(rng: &mut StdRng, entries: u32) -> Pool {
     let now = Instant::now();
     let mut pool = Pool::new(PoolConfig::default(), now);
-    for i in 0..entries {
-        let [_, a, b, c] = i.to_be_bytes();
-        let addr = SocketAddr::from((Ipv4Addr::new(127, 128 | a, b, c), 6881));
-        let id = NodeId(rng.random());
-        pool.insert(NodeAddr { id, addr }, now, now);
+    for node in loopback_nodes(rng, entries) {
+        pool.insert(node, now, now);
     }
     pool.refresh_snapshot(Family::V4, now);
     pool
@@ -213,15 +222,7 @@ fn node_answers(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(44);
     let mut now = Instant::now();
     let mut node = Node::new(Config::server(), None, 1, now);
-    let pool: Vec<NodeAddr> = (0..1_000_000u32)
-        .map(|i| {
-            let [_, a, b, c] = i.to_be_bytes();
-            NodeAddr {
-                id: NodeId(rng.random()),
-                addr: SocketAddr::from((Ipv4Addr::new(127, 128 | a, b, c), 6881)),
-            }
-        })
-        .collect();
+    let pool: Vec<NodeAddr> = loopback_nodes(&mut rng, 1_000_000).collect();
     node.load_pool(&pool, now);
     // Each source sends once per 1,024 bursts, a virtual second apart: the
     // node's per-address limits never refuse one.

@@ -244,9 +244,9 @@ pub struct Session {
     shared: Arc<Shared>,
     router: Router,
     listen_addrs: Vec<SocketAddr>,
-    /// The tasks that take peers in (and uTP's receiver, if it has its own
-    /// socket): aborted at shutdown.
-    acceptors: Vec<JoinHandle<()>>,
+    /// The tasks that take peers in, and uTP's receiver if it has a socket
+    /// of its own: aborted at shutdown.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Session {
@@ -292,21 +292,21 @@ impl Session {
         });
         let router = Router::default();
         let timeout = shared.config.connect_timeout;
-        let mut acceptors: Vec<_> = listeners
+        let mut tasks: Vec<_> = listeners
             .into_iter()
             .filter(|_| shared.config.transport.tcp())
             .map(|l| Acceptor::new(router.clone(), timeout, shared.config.encryption).spawn_tcp(l))
             .collect();
         if let Some(incoming) = utp_incoming {
             let acceptor = Acceptor::new(router.clone(), timeout, shared.config.encryption);
-            acceptors.push(acceptor.spawn_utp(incoming));
+            tasks.push(acceptor.spawn_utp(incoming));
         }
-        acceptors.extend(utp_receiver);
+        tasks.extend(utp_receiver);
         Ok(Session {
             shared,
             router,
             listen_addrs,
-            acceptors,
+            tasks,
         })
     }
 
@@ -378,8 +378,8 @@ impl Session {
     /// the session outlives it. Torrents should be removed and waited for
     /// first.
     pub async fn shutdown(self) {
-        for a in &self.acceptors {
-            a.abort();
+        for task in &self.tasks {
+            task.abort();
         }
         if let Some(dht) = &self.shared.dht
             && let Err(e) = dht.shutdown().await
