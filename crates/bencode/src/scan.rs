@@ -80,16 +80,10 @@ pub fn parse_prefix<'a>(input: &'a [u8], limits: &Limits) -> Result<(Document<'a
         // Every value takes at least two bytes, so this is an upper bound that
         // saves regrowing the tape; it is capped by the item limit.
         tokens: Vec::with_capacity((input.len() / 2 + 1).min(limits.max_items).min(4096)),
-        open: Vec::new(),
+        innermost: None,
+        depth: 0,
     }
     .run()
-}
-
-/// A container still being filled: its token and, for dictionaries, whether
-/// the next value is a key.
-struct Open {
-    token: usize,
-    expect_key: Option<bool>,
 }
 
 struct Scanner<'a, 'l> {
@@ -97,42 +91,56 @@ struct Scanner<'a, 'l> {
     limits: &'l Limits,
     pos: usize,
     tokens: Vec<Token>,
-    open: Vec<Open>,
+    /// The token of the innermost container still open. The stack of open
+    /// containers lives in the tape itself (see [`OpenLink`]), so a scan
+    /// allocates nothing but the tape: one allocation per message matters
+    /// to a DHT node answering a query every few microseconds.
+    innermost: Option<usize>,
+    /// How many containers are open.
+    depth: usize,
+}
+
+/// What an open container's token holds in its payload until it closes
+/// (containers have no payload of their own): the container enclosing it,
+/// and for a dictionary whether its next value is a key.
+#[derive(Clone, Copy)]
+struct OpenLink {
+    enclosing: Option<usize>,
+    expect_key: bool,
+}
+
+impl OpenLink {
+    fn encode(self) -> i64 {
+        let enclosing = self.enclosing.map_or(0, |t| t as i64 + 1);
+        enclosing << 1 | i64::from(self.expect_key)
+    }
+
+    fn decode(payload: i64) -> Self {
+        Self {
+            enclosing: usize::try_from(payload >> 1)
+                .ok()
+                .and_then(|t| t.checked_sub(1)),
+            expect_key: payload & 1 == 1,
+        }
+    }
 }
 
 impl<'a> Scanner<'a, '_> {
     fn run(mut self) -> Result<(Document<'a>, usize), Error> {
         loop {
             let byte = self.peek()?;
-            let in_key_position = matches!(
-                self.open.last(),
-                Some(Open {
-                    expect_key: Some(true),
-                    ..
-                })
-            );
-            if byte == b'e' && !self.open.is_empty() {
+            let expect_key = self.expect_key();
+            if byte == b'e' && self.innermost.is_some() {
                 // A dictionary may only close where a key would start.
-                if matches!(
-                    self.open.last(),
-                    Some(Open {
-                        expect_key: Some(false),
-                        ..
-                    })
-                ) {
+                if expect_key == Some(false) {
                     return Err(Error::Unexpected {
                         offset: self.pos,
                         byte,
                     });
                 }
                 self.pos += 1;
-                if let Some(done) = self.open.pop() {
-                    let next = self.tokens.len() as u32;
-                    let token = &mut self.tokens[done.token];
-                    token.end = self.pos as u32;
-                    token.next = next;
-                }
-            } else if in_key_position && !byte.is_ascii_digit() {
+                self.close();
+            } else if expect_key == Some(true) && !byte.is_ascii_digit() {
                 return Err(Error::KeyNotString { offset: self.pos });
             } else {
                 match byte {
@@ -151,17 +159,38 @@ impl<'a> Scanner<'a, '_> {
                 }
             }
             // A value (or container) just completed.
-            match self.open.last_mut() {
-                None => break,
-                Some(Open {
-                    expect_key: Some(key),
-                    ..
-                }) => *key = !*key,
-                Some(_) => {}
+            let Some(innermost) = self.innermost else {
+                break;
+            };
+            let token = &mut self.tokens[innermost];
+            if token.kind == Kind::Dict {
+                // Keys and values alternate.
+                token.payload ^= 1;
             }
         }
         let end = self.pos;
         Ok((Document::new(self.input, self.tokens), end))
+    }
+
+    /// Whether the innermost open container wants a key next: `None` in a
+    /// list or outside any container.
+    fn expect_key(&self) -> Option<bool> {
+        let token = &self.tokens[self.innermost?];
+        (token.kind == Kind::Dict).then(|| OpenLink::decode(token.payload).expect_key)
+    }
+
+    /// Closes the innermost open container at the current position.
+    fn close(&mut self) {
+        let Some(innermost) = self.innermost else {
+            return;
+        };
+        let next = self.tokens.len() as u32;
+        let token = &mut self.tokens[innermost];
+        self.innermost = OpenLink::decode(token.payload).enclosing;
+        token.end = self.pos as u32;
+        token.next = next;
+        token.payload = 0;
+        self.depth -= 1;
     }
 
     fn peek(&self) -> Result<u8, Error> {
@@ -189,7 +218,7 @@ impl<'a> Scanner<'a, '_> {
     }
 
     fn container(&mut self, dict: bool) -> Result<(), Error> {
-        if self.open.len() >= self.limits.max_depth {
+        if self.depth >= self.limits.max_depth {
             return Err(Error::TooDeep {
                 limit: self.limits.max_depth,
             });
@@ -197,11 +226,12 @@ impl<'a> Scanner<'a, '_> {
         let start = self.pos;
         self.pos += 1;
         let kind = if dict { Kind::Dict } else { Kind::List };
-        let token = self.push(kind, start, 0)?;
-        self.open.push(Open {
-            token,
-            expect_key: dict.then_some(true),
-        });
+        let link = OpenLink {
+            enclosing: self.innermost,
+            expect_key: dict,
+        };
+        self.innermost = Some(self.push(kind, start, link.encode())?);
+        self.depth += 1;
         Ok(())
     }
 

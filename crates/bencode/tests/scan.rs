@@ -78,6 +78,32 @@ fn truncation_and_garbage() {
 }
 
 #[test]
+fn a_closed_container_hands_back_to_the_one_enclosing_it() {
+    // After the inner dictionary and list close, the outer dictionary
+    // expects a key again, and the list goes on taking values.
+    let doc = parse(b"d1:ald1:bi1eei7ee1:ci2ee", &Limits::default()).unwrap();
+    let root = doc.root().as_dict().unwrap();
+    assert_eq!(root.get(b"c").unwrap().as_int(), Some(2));
+    let list = root.get(b"a").unwrap().as_list().unwrap();
+    assert_eq!(list.count(), 2);
+    assert!(matches!(
+        err(b"d1:ald1:bi1eei7eei2ee"),
+        Error::KeyNotString { .. }
+    ));
+    assert!(matches!(
+        err(b"d1:ald1:bi1eee1:ce"),
+        Error::Unexpected { .. }
+    ));
+    // Exactly at the depth limit is fine; one deeper is not.
+    let limits = Limits {
+        max_depth: 3,
+        ..Limits::default()
+    };
+    assert!(parse(b"lld1:alleeee", &limits).is_err());
+    assert!(parse(b"ld1:aleee", &limits).is_ok());
+}
+
+#[test]
 fn limits_are_enforced_before_allocation() {
     let limits = Limits {
         max_depth: 3,
