@@ -165,7 +165,9 @@ impl<'a> Scanner<'a, '_> {
             let token = &mut self.tokens[innermost];
             if token.kind == Kind::Dict {
                 // Keys and values alternate.
-                token.payload ^= 1;
+                let mut link = OpenLink::decode(token.payload);
+                link.expect_key = !link.expect_key;
+                token.payload = link.encode();
             }
         }
         let end = self.pos;
