@@ -130,7 +130,9 @@ impl<'a> Scanner<'a, '_> {
         loop {
             let byte = self.peek()?;
             let expect_key = self.expect_key();
-            if byte == b'e' && self.innermost.is_some() {
+            if byte == b'e'
+                && let Some(innermost) = self.innermost
+            {
                 // A dictionary may only close where a key would start.
                 if expect_key == Some(false) {
                     return Err(Error::Unexpected {
@@ -139,7 +141,7 @@ impl<'a> Scanner<'a, '_> {
                     });
                 }
                 self.pos += 1;
-                self.close();
+                self.close(innermost);
             } else if expect_key == Some(true) && !byte.is_ascii_digit() {
                 return Err(Error::KeyNotString { offset: self.pos });
             } else {
@@ -181,11 +183,9 @@ impl<'a> Scanner<'a, '_> {
         (token.kind == Kind::Dict).then(|| OpenLink::decode(token.payload).expect_key)
     }
 
-    /// Closes the innermost open container at the current position.
-    fn close(&mut self) {
-        let Some(innermost) = self.innermost else {
-            return;
-        };
+    /// Closes `innermost`, the innermost open container, at the current
+    /// position.
+    fn close(&mut self, innermost: usize) {
         let next = self.tokens.len() as u32;
         let token = &mut self.tokens[innermost];
         self.innermost = OpenLink::decode(token.payload).enclosing;
