@@ -41,6 +41,7 @@ pub mod address_book;
 pub mod dialer;
 mod discovery;
 mod encryption;
+mod fetch_inbox;
 mod holepunch;
 mod listener;
 mod session;

@@ -8,7 +8,7 @@
 //! connections, with what each peer said so far, to the download: a peer
 //! is connected once.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::address_book::{AddressBook, AddressBookConfig, Outcome, PeerSource, Wrapping};
+use crate::fetch_inbox::FetchInbox;
 use crate::holepunch::Holepunch;
 use crate::session::Shared;
 use crate::stall::StallReason;
@@ -209,12 +210,9 @@ pub enum TorrentError {
 /// The two phases a connection can be handed to.
 enum Stage {
     Metadata {
-        conns: mpsc::Sender<Established>,
+        inbox: FetchInbox<Established>,
         progress: watch::Receiver<Progress>,
         task: tokio::task::JoinHandle<Result<Fetched, FetchError>>,
-        /// Addresses given to the fetch and not yet back or ended, so none
-        /// is lost track of at the hand-over.
-        inside: HashSet<SocketAddr>,
     },
     Download {
         conns: mpsc::Sender<Established>,
@@ -445,28 +443,29 @@ pub(crate) async fn run(
                     t.pex = None;
                     t.book.forget_pex();
                 }
-                let inside = match &mut stage {
-                    Stage::Metadata { inside, .. } => std::mem::take(inside),
-                    Stage::Download { .. } | Stage::Paused(_) => HashSet::new(),
-                };
-                t.release_missing(&inside, &fetched.conns);
+                let mut conns = fetched.conns;
+                if let Stage::Metadata { inbox, .. } = &mut stage {
+                    let rest = inbox.hand_over(conns.iter().map(|c| c.addr));
+                    t.release(&rest.missing);
+                    conns.extend(rest.late);
+                }
                 let metainfo = Arc::new(fetched.metainfo);
                 t.metainfo = Some(metainfo.clone());
                 if options.metadata_only {
                     // The download would replay the peers' early messages,
                     // `port` among them; without it they are read here.
-                    t.learn_dht_ports(dht_ports(&fetched.conns)).await;
+                    t.learn_dht_ports(dht_ports(&conns)).await;
                     t.publish(&stage);
                     break Ok(Summary::default());
                 }
-                stage = t.start_download(metainfo, &mut options, fetched.conns)?;
+                stage = t.start_download(metainfo, &mut options, conns)?;
                 t.publish(&stage);
             }
             _ = tick.tick() => {
                 t.dht_nodes = t.dht_nodes().await;
                 t.publish(&stage);
                 if let Some(limit) = options.stall_timeout
-                    && let Some(reason) = t.stalled(&stage, limit).await
+                    && let Some(reason) = t.stalled(&stage, limit)
                 {
                     let _ = t.stop(&mut stage).await;
                     break Err(TorrentError::Stalled(reason));
@@ -542,7 +541,7 @@ async fn phase_end(stage: &mut Stage) -> PhaseEnd {
 
 impl Torrent {
     fn start_metadata(&self, options: &AddOptions) -> Stage {
-        let (conns, conns_rx) = mpsc::channel(HANDOFF_QUEUE);
+        let (inbox, conns_rx) = FetchInbox::new(HANDOFF_QUEUE, self.exits_tx.clone());
         let (progress_tx, progress) = watch::channel(Progress::default());
         let fetch = FetchOptions {
             timeout: options.metadata_timeout,
@@ -557,10 +556,9 @@ impl Torrent {
                 .await
         });
         Stage::Metadata {
-            conns,
+            inbox,
             progress,
             task,
-            inside: HashSet::new(),
         }
     }
 
@@ -682,13 +680,7 @@ impl Torrent {
             return;
         }
         let sent = match stage {
-            Stage::Metadata { conns, inside, .. } => {
-                let sent = conns.try_send(conn).is_ok();
-                if sent {
-                    inside.insert(addr);
-                }
-                sent
-            }
+            Stage::Metadata { inbox, .. } => inbox.offer(addr, conn),
             Stage::Download { conns, .. } => conns.try_send(conn).is_ok(),
             Stage::Paused(_) => false,
         };
@@ -699,8 +691,8 @@ impl Torrent {
     }
 
     fn on_exit(&mut self, stage: &mut Stage, exit: PeerExit) {
-        if let Stage::Metadata { inside, .. } = stage {
-            inside.remove(&exit.addr);
+        if let Stage::Metadata { inbox, .. } = stage {
+            inbox.exited(exit.addr);
         }
         let outcome = if exit.misbehaved {
             Outcome::Misbehaved
@@ -713,11 +705,10 @@ impl Torrent {
 
     /// Connections the fetch had that neither came back nor reported their
     /// end count as ended, so their addresses are not busy forever.
-    fn release_missing(&mut self, inside: &HashSet<SocketAddr>, back: &[Established]) {
-        let back: HashSet<SocketAddr> = back.iter().map(|c| c.addr).collect();
+    fn release(&mut self, missing: &[SocketAddr]) {
         let now = Instant::now().into_std();
-        for addr in inside.difference(&back) {
-            self.book.ended(now, *addr, Outcome::Closed);
+        for &addr in missing {
+            self.book.ended(now, addr, Outcome::Closed);
         }
     }
 
@@ -776,7 +767,7 @@ impl Torrent {
 
     /// Why the download has verified nothing for `limit`, if it has not.
     /// The metadata phase has its own timeout, and seeding cannot stall.
-    async fn stalled(&mut self, stage: &Stage, limit: Duration) -> Option<StallReason> {
+    fn stalled(&mut self, stage: &Stage, limit: Duration) -> Option<StallReason> {
         let Stage::Download { handle, .. } = stage else {
             // The clock starts with the download: a long metadata phase (it
             // has its own timeout) or a pause is no stall.
