@@ -40,6 +40,8 @@ pub struct Initiator {
     initial_payload: Vec<u8>,
     keys: KeyPair,
     core: Core<State>,
+    /// Whether the shared secret, once known, begins with a zero byte.
+    secret_starts_with_zero: bool,
 }
 
 impl Initiator {
@@ -64,7 +66,16 @@ impl Initiator {
             initial_payload: initial_payload[..cut].to_vec(),
             keys,
             core: Core::new(State::AwaitKey, output),
+            secret_starts_with_zero: false,
         }
+    }
+
+    /// Whether the shared secret begins with a zero byte: then a
+    /// libtorrent 2.0 responder misreads it and hangs up (see
+    /// [`crate::io::StreamError::ClosedOnZeroLedSecret`]), and a new
+    /// connection with fresh keys is worth one more try.
+    pub fn secret_starts_with_zero(&self) -> bool {
+        self.secret_starts_with_zero
     }
 
     /// Bytes to send now, if any.
@@ -95,6 +106,7 @@ impl Initiator {
                     .keys
                     .shared_secret(&key)
                     .ok_or(MseError::BadPublicKey)?;
+                self.secret_starts_with_zero = secret[0] == 0;
                 let mut cipher = Cipher::initiator(&secret, &self.info_hash);
                 self.send_request(&secret, &mut cipher);
                 // The marker is the responder's keystream applied to VC (all

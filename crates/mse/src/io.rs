@@ -24,6 +24,16 @@ pub enum StreamError {
     /// that does not speak MSE often does this).
     #[error("peer closed the connection during the encryption handshake")]
     Closed,
+    /// The peer closed the connection after the key exchange, and the
+    /// shared secret begins with a zero byte. libtorrent 2.0 (through
+    /// 2.0.11) hashes such a secret wrongly when it looks up the torrent,
+    /// so it finds none and hangs up; a new connection with fresh keys
+    /// gets past it 255 times in 256.
+    #[error(
+        "peer closed the connection during the encryption handshake \
+         (the shared secret began with a zero byte, which libtorrent 2.0 misreads)"
+    )]
+    ClosedOnZeroLedSecret,
     /// The peer broke the protocol.
     #[error(transparent)]
     Protocol(#[from] MseError),
@@ -47,7 +57,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let n = stream.read(&mut buf).await?;
         if n == 0 {
-            return Err(StreamError::Closed);
+            return Err(if machine.secret_starts_with_zero() {
+                StreamError::ClosedOnZeroLedSecret
+            } else {
+                StreamError::Closed
+            });
         }
         outcome = machine.handle_input(&buf[..n])?;
     }

@@ -57,6 +57,12 @@ pub trait Side {
     fn handle_input(&mut self, bytes: &[u8]) -> Result<Option<Outcome>, MseError>;
     /// Bytes to send now, if any.
     fn poll_transmit(&mut self) -> Option<Vec<u8>>;
+    /// Whether a peer hanging up now may be libtorrent 2.0 misreading a
+    /// shared secret that begins with a zero byte (only an initiator can
+    /// tell: see [`Initiator::secret_starts_with_zero`]).
+    fn secret_starts_with_zero(&self) -> bool {
+        false
+    }
 }
 
 impl Side for Initiator {
@@ -65,6 +71,9 @@ impl Side for Initiator {
     }
     fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         Initiator::poll_transmit(self)
+    }
+    fn secret_starts_with_zero(&self) -> bool {
+        Initiator::secret_starts_with_zero(self)
     }
 }
 

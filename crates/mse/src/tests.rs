@@ -168,9 +168,22 @@ struct Crafted {
     secret: [u8; KEY_LEN],
 }
 
+/// A private key whose secret with the responder's (`[2; 20]`) begins with
+/// one zero byte, as 1 key in 256 does: the case libtorrent 2.0 misreads.
+const ZERO_LED_KEY: [u8; 20] = {
+    let mut key = [1; 20];
+    key[19] = 5;
+    key
+};
+
 impl Crafted {
     fn new() -> Self {
-        let ours = KeyPair::new(&[1; 20]);
+        Self::with_key(&[1; 20])
+    }
+
+    /// An initiator with our private key `private`.
+    fn with_key(private: &[u8; 20]) -> Self {
+        let ours = KeyPair::new(private);
         let mut responder: Responder<Lookup> =
             Responder::new(Methods::BOTH, lookup, &entropy(2, 10));
         assert!(responder.handle_input(&ours.public).expect("ok").is_none());
@@ -182,11 +195,13 @@ impl Crafted {
 
     /// The hashes, then `tail` encrypted with keyA.
     fn request(&self, tail: &[u8]) -> Vec<u8> {
+        self.request_masked(&crypto::req3(&self.secret), tail)
+    }
+
+    /// [`Crafted::request`] with `req2` hidden under `mask`.
+    fn request_masked(&self, mask: &[u8; 20], tail: &[u8]) -> Vec<u8> {
         let mut out = crypto::req1(&self.secret).to_vec();
-        out.extend_from_slice(&crypto::xor(
-            &crypto::req2(&TORRENT),
-            &crypto::req3(&self.secret),
-        ));
+        out.extend_from_slice(&crypto::xor(&crypto::req2(&TORRENT), mask));
         let mut tail = tail.to_vec();
         Cipher::initiator(&self.secret, &TORRENT)
             .encrypt
@@ -231,7 +246,7 @@ fn too_long_pad_a_is_refused() {
 fn longest_pad_a_is_accepted() {
     let mut c = Crafted::new();
     let mut request = vec![0x55; MAX_PAD];
-    request.extend(c.request(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0]));
+    request.extend(c.request(&RC4_REQUEST));
     let outcome = c
         .responder
         .handle_input(&request)
@@ -251,6 +266,58 @@ fn too_long_pad_b_is_refused() {
     assert_eq!(a.handle_input(&step2).expect("waiting for VC"), None);
     // VC would come only after 513 bytes of PadB.
     assert_eq!(a.handle_input(&[0; 8]).err(), Some(MseError::NoSync));
+}
+
+/// VC, crypto_provide = RC4, len(PadC) = 0, len(IA) = 0.
+const RC4_REQUEST: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0];
+
+#[test]
+fn a_libtorrent_2_initiator_misreading_the_secret_is_understood() {
+    let mut c = Crafted::with_key(&ZERO_LED_KEY);
+    assert_eq!(c.secret[0], 0, "the key gives the quirk's case");
+    assert_ne!(c.secret[1], 0);
+    // libtorrent 2.0 hashes S shifted one byte left, with a stale byte
+    // after it.
+    let mut shifted = b"req3".to_vec();
+    shifted.extend_from_slice(&c.secret[1..]);
+    shifted.push(0x5a);
+    let mask: [u8; 20] = <sha1::Sha1 as sha1::Digest>::digest(&shifted).into();
+    let outcome = c
+        .responder
+        .handle_input(&c.request_masked(&mask, &RC4_REQUEST))
+        .expect("accepted")
+        .expect("done");
+    assert_eq!(outcome.info_hash, TORRENT);
+}
+
+#[test]
+fn a_mask_that_is_neither_the_secrets_nor_libtorrents_is_refused() {
+    let mut c = Crafted::with_key(&ZERO_LED_KEY);
+    let request = c.request_masked(&[0x77; 20], &RC4_REQUEST);
+    assert_eq!(
+        c.responder.handle_input(&request).err(),
+        Some(MseError::UnknownInfoHash)
+    );
+}
+
+#[test]
+fn the_initiator_says_when_its_secret_starts_with_zero() {
+    for (key, zero_led) in [(ZERO_LED_KEY, true), ([1; 20], false)] {
+        let mut a = Initiator::new(
+            TORRENT,
+            Methods::BOTH,
+            IA,
+            &Entropy {
+                private_key: key,
+                pad: Vec::new(),
+            },
+        );
+        let mut b = Responder::new(Methods::BOTH, lookup, &entropy(2, 0));
+        b.handle_input(&a.poll_transmit().expect("Ya")).expect("ok");
+        assert!(!a.secret_starts_with_zero(), "not known before Yb");
+        a.handle_input(&b.poll_transmit().expect("Yb")).expect("ok");
+        assert_eq!(a.secret_starts_with_zero(), zero_led);
+    }
 }
 
 #[test]
@@ -310,4 +377,45 @@ proptest! {
         let mut a = Initiator::new(TORRENT, Methods::BOTH, IA, &entropy(1, 0));
         let _ = feed_chunked(&bytes, &chunks, |c| a.handle_input(c));
     }
+}
+
+/// Runs `io::initiate` with our private key `private` against a peer that
+/// answers `Ya` with a responder's `Yb` (key `[2; 20]`) and hangs up.
+fn initiate_against_a_peer_that_hangs_up(private: [u8; 20]) -> io::StreamError {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (mut ours, mut theirs) = tokio::io::duplex(4096);
+        let peer = async move {
+            let mut ya = [0u8; KEY_LEN];
+            theirs.read_exact(&mut ya).await.expect("Ya");
+            let mut b = Responder::new(Methods::BOTH, lookup, &entropy(2, 0));
+            b.handle_input(&ya).expect("ok");
+            let yb = b.poll_transmit().expect("Yb");
+            theirs.write_all(&yb).await.expect("Yb sent");
+            // Reads step 3, then drops the stream: a hang-up.
+            let _ = theirs.read(&mut [0u8; 4096]).await;
+        };
+        let entropy = Entropy {
+            private_key: private,
+            pad: Vec::new(),
+        };
+        let ours = io::initiate(&mut ours, TORRENT, Methods::BOTH, IA, &entropy);
+        let (result, ()) = tokio::join!(ours, peer);
+        result.expect_err("the peer hung up")
+    })
+}
+
+#[test]
+fn a_hang_up_after_a_zero_led_secret_is_told_apart() {
+    assert!(matches!(
+        initiate_against_a_peer_that_hangs_up(ZERO_LED_KEY),
+        io::StreamError::ClosedOnZeroLedSecret
+    ));
+    assert!(matches!(
+        initiate_against_a_peer_that_hangs_up([1; 20]),
+        io::StreamError::Closed
+    ));
 }

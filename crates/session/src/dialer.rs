@@ -142,6 +142,11 @@ fn utp_joins(wrapping: Wrapping, fallback_follows: bool, tcp: bool) -> bool {
     wrapping == Wrapping::Plain || !fallback_follows || !tcp
 }
 
+/// New connections an attempt makes, at most, after a peer hung up on a
+/// shared secret that begins with a zero byte (see [`Attempt::run`]): each
+/// meets the case again 1 time in 256.
+const ZERO_LED_SECRET_RETRIES: u32 = 3;
+
 /// One attempt: where, with which handshakes, within what time.
 #[derive(Debug, Clone, Copy)]
 struct Attempt {
@@ -156,13 +161,13 @@ impl Attempt {
     /// The attempt over the transports it may use; with both, they race
     /// and the first handshake is kept.
     async fn over(self, tcp: bool, utp: Option<&UtpHandle>) -> Result<Established, DialError> {
-        let over_tcp = || self.run(TcpStream::connect(self.addr));
+        let over_tcp = || self.run(|| TcpStream::connect(self.addr));
         match (tcp, utp) {
             (true, None) => over_tcp().await,
-            (false, Some(utp)) => self.run(utp.connect(self.addr)).await,
+            (false, Some(utp)) => self.run(|| utp.connect(self.addr)).await,
             (true, Some(utp)) => {
                 let mut tcp = pin!(over_tcp());
-                let mut utp = pin!(self.run(utp.connect(self.addr)));
+                let mut utp = pin!(self.run(|| utp.connect(self.addr)));
                 // A uTP-only libtorrent accepts TCP connections and resets
                 // them, so a failure on one transport says nothing of the
                 // other.
@@ -181,9 +186,33 @@ impl Attempt {
         }
     }
 
+    /// [`Attempt::run_once`], again on a new connection (up to
+    /// [`ZERO_LED_SECRET_RETRIES`] times) while the peer hangs up on a
+    /// shared secret that begins with a zero byte. libtorrent 2.0 does, 1
+    /// handshake in 256, and fresh keys get past it where the other
+    /// wrapping might not be allowed. The peer cannot steer our secret to
+    /// such a value, so it cannot make us loop.
+    async fn run<S: RawStream, C: Future<Output = io::Result<S>>>(
+        self,
+        connect: impl Fn() -> C,
+    ) -> Result<Established, DialError> {
+        let mut retries = 0;
+        loop {
+            match self.run_once(connect()).await {
+                Err(DialError::Encryption(StreamError::ClosedOnZeroLedSecret))
+                    if retries < ZERO_LED_SECRET_RETRIES =>
+                {
+                    retries += 1;
+                    tracing::debug!(addr = %self.addr, "encryption handshake hit libtorrent's quirk: again");
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// Connects with `connect`, then runs the encryption handshake the
     /// wrapping asks for and the BitTorrent one.
-    async fn run<S: RawStream>(
+    async fn run_once<S: RawStream>(
         self,
         connect: impl Future<Output = io::Result<S>>,
     ) -> Result<Established, DialError> {
