@@ -36,32 +36,6 @@ pub(crate) fn req3(secret: &[u8; KEY_LEN]) -> [u8; 20] {
     hash(&[b"req3", secret])
 }
 
-/// The `HASH('req3', S)` masks libtorrent 2.0 may have used for `secret`:
-/// empty unless `secret` begins with exactly one zero byte.
-///
-/// libtorrent 2.0 (every release through 2.0.11) writes S for this one
-/// hash with only the bytes the number needs, into a 96-byte buffer it
-/// does not clear. A secret that begins with a zero byte (1 handshake in
-/// 256) is hashed shifted one byte left, with one byte of stale memory at
-/// the end. Its `req1` and RC4 keys use S correctly, so only the infohash
-/// lookup goes wrong: as the initiator it hides `req2` under one of these
-/// 256 masks, and as the responder it finds no torrent and hangs up. Two
-/// leading zero bytes (1 in 65,536) would take 65,536 guesses and are left
-/// to fail.
-pub(crate) fn libtorrent_req3_masks(secret: &[u8; KEY_LEN]) -> impl Iterator<Item = [u8; 20]> {
-    let stale_values = if has_one_leading_zero(secret) { 256 } else { 0 };
-    (0..stale_values).map(move |stale: u16| {
-        let stale = [stale.to_be_bytes()[1]];
-        hash(&[b"req3", &secret[1..], &stale])
-    })
-}
-
-/// Whether `secret` begins with exactly one zero byte, the case
-/// [`libtorrent_req3_masks`] covers.
-pub(crate) fn has_one_leading_zero(secret: &[u8; KEY_LEN]) -> bool {
-    secret[0] == 0 && secret[1] != 0
-}
-
 /// `a xor b`.
 pub(crate) fn xor(a: &[u8; 20], b: &[u8; 20]) -> [u8; 20] {
     std::array::from_fn(|i| a[i] ^ b[i])

@@ -26,9 +26,10 @@ pub enum StreamError {
     Closed,
     /// The peer closed the connection after the key exchange, and the
     /// shared secret begins with a zero byte. libtorrent 2.0 (through
-    /// 2.0.11) hashes such a secret wrongly when it looks up the torrent,
+    /// 2.0.11), as the responder, hashes such a secret wrongly when it
+    /// looks up the torrent (without the zero, with a stale byte after it),
     /// so it finds none and hangs up; a new connection with fresh keys
-    /// gets past it 255 times in 256.
+    /// gets past it 255 times in 256. As the initiator it hashes right.
     #[error(
         "peer closed the connection during the encryption handshake \
          (the shared secret began with a zero byte, which libtorrent 2.0 misreads)"

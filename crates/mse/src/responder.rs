@@ -115,15 +115,8 @@ impl<L: FnMut(&[u8; 20]) -> Option<InfoHash>> Responder<L> {
                 let mut hidden = [0u8; 20];
                 hidden.copy_from_slice(bytes);
                 self.core.input.drain(..20);
-                let lookup = &mut self.lookup;
-                let info_hash = lookup(&crypto::xor(&hidden, &crypto::req3(&secret)))
-                    // A libtorrent 2.0 initiator's mask, rarely needed and
-                    // 256 hashes at most: fewer than the key exchange costs.
-                    .or_else(|| {
-                        crypto::libtorrent_req3_masks(&secret)
-                            .find_map(|mask| lookup(&crypto::xor(&hidden, &mask)))
-                    })
-                    .ok_or(MseError::UnknownInfoHash)?;
+                let req2 = crypto::xor(&hidden, &crypto::req3(&secret));
+                let info_hash = (self.lookup)(&req2).ok_or(MseError::UnknownInfoHash)?;
                 let cipher = Cipher::responder(&secret, &info_hash);
                 Step::Next(State::AwaitProvide { info_hash, cipher })
             }
