@@ -73,7 +73,7 @@ impl Initiator {
     /// Whether the shared secret begins with a zero byte: then a
     /// libtorrent 2.0 responder misreads it and hangs up (see
     /// [`crate::io::StreamError::ClosedOnZeroLedSecret`]), and a new
-    /// connection with fresh keys is worth one more try.
+    /// connection with fresh keys is worth another try.
     pub fn secret_starts_with_zero(&self) -> bool {
         self.secret_starts_with_zero
     }
