@@ -32,7 +32,6 @@ pub(crate) struct FetchInbox<C> {
     /// most the channel's capacity, so a burst of accepts in that window
     /// holds no more than the fetch itself would have queued.
     late: Vec<(SocketAddr, C)>,
-    capacity: usize,
     exits: mpsc::UnboundedSender<PeerExit>,
 }
 
@@ -60,7 +59,6 @@ impl<C> FetchInbox<C> {
             sender,
             inside: HashSet::new(),
             late: Vec::new(),
-            capacity,
             exits,
         };
         (inbox, receiver)
@@ -75,7 +73,7 @@ impl<C> FetchInbox<C> {
                 self.inside.insert(addr);
                 true
             }
-            Err(TrySendError::Closed(conn)) if self.late.len() < self.capacity => {
+            Err(TrySendError::Closed(conn)) if self.late.len() < self.sender.max_capacity() => {
                 tracing::debug!(%addr, "connected during the metadata hand-over: kept for the download");
                 self.late.push((addr, conn));
                 true
