@@ -138,6 +138,16 @@ pub async fn dial(
 /// a plaintext one follows stays on TCP when TCP is on: a peer without uTP
 /// would otherwise hold it until the timeout (a lost SYN has no quick
 /// refusal), and the plaintext attempt still races both transports.
+///
+/// A refused uTP SYN has no quick refusal here either. The peer's host
+/// answers it with an ICMP "port unreachable", which Linux reports on an
+/// unconnected UDP socket only through the error queue that `IP_RECVERR`
+/// turns on. An error waiting in that queue makes `epoll` report
+/// `EPOLLERR`, which mio takes for "write side closed" and tokio keeps for
+/// good. Every later wait for send room on the DHT's shared socket would
+/// then return at once, so a full send buffer would spin a core. So TCP's
+/// refusal is the only fast one, and the uTP leg of a refused peer waits
+/// out its SYN retries.
 fn utp_joins(wrapping: Wrapping, fallback_follows: bool, tcp: bool) -> bool {
     wrapping == Wrapping::Plain || !fallback_follows || !tcp
 }
