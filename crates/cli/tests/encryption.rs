@@ -157,9 +157,9 @@ lodestone_tests::isolated_test! {
 
     /// libtorrent 2.0, answering an encrypted dial, misreads a shared
     /// secret that begins with a zero byte (1 handshake in 256) and hangs
-    /// up; the dialer tries again with
-    /// fresh keys. 1,500 encrypted dials to a libtorrent seeder that forces
-    /// RC4 meet that case about six times, and every one must succeed.
+    /// up; the dialer tries again with fresh keys. 1,500 encrypted dials to
+    /// a libtorrent seeder that forces RC4 meet that case about six times,
+    /// and every one must succeed.
     /// Without the retry, all 1,500 would succeed 3 runs in 1,000.
     fn every_encrypted_dial_gets_past_libtorrents_zero_led_secret() {
         let swarm = swarm(1, true);

@@ -138,16 +138,6 @@ pub async fn dial(
 /// a plaintext one follows stays on TCP when TCP is on: a peer without uTP
 /// would otherwise hold it until the timeout (a lost SYN has no quick
 /// refusal), and the plaintext attempt still races both transports.
-///
-/// A refused uTP SYN has no quick refusal here either. The peer's host
-/// answers it with an ICMP "port unreachable", which Linux reports on an
-/// unconnected UDP socket only through the error queue that `IP_RECVERR`
-/// turns on. An error waiting in that queue makes `epoll` report
-/// `EPOLLERR`, which mio takes for "write side closed" and tokio keeps for
-/// good. Every later wait for send room on the DHT's shared socket would
-/// then return at once, so a full send buffer would spin a core. So TCP's
-/// refusal is the only fast one, and the uTP leg of a refused peer waits
-/// out its SYN retries.
 fn utp_joins(wrapping: Wrapping, fallback_follows: bool, tcp: bool) -> bool {
     wrapping == Wrapping::Plain || !fallback_follows || !tcp
 }
@@ -181,6 +171,16 @@ impl Attempt {
                 // A uTP-only libtorrent accepts TCP connections and resets
                 // them, so a failure on one transport says nothing of the
                 // other.
+                //
+                // A refused TCP leg fails at once, but a refused uTP leg
+                // waits out its SYN retries: the ICMP "port unreachable"
+                // reaches an unconnected UDP socket only through the error
+                // queue `IP_RECVERR` turns on, and a queued error makes
+                // epoll say EPOLLERR, which mio reads as "write side
+                // closed" and tokio never clears. Every later wait for send
+                // room on the DHT's shared socket would then return at
+                // once, and a full send buffer would spin a core; so the
+                // queue stays off.
                 tokio::select! {
                     r = &mut tcp => match r {
                         Ok(conn) => Ok(conn),
