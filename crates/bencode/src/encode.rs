@@ -30,9 +30,17 @@ impl<'o> Writer<'o> {
 
     /// Writes a byte string.
     pub fn bytes(&mut self, value: &[u8]) {
-        write_decimal(value.len() as u64, self.out);
-        self.out.push(b':');
+        self.bytes_header(value.len());
         self.out.extend_from_slice(value);
+    }
+
+    /// Writes the length prefix (`len:`) of a byte string whose `len` bytes
+    /// the caller then writes with [`Writer::raw`]: a string assembled in
+    /// pieces (a KRPC reply's contacts) goes out without first being
+    /// gathered in a buffer of its own.
+    pub fn bytes_header(&mut self, len: usize) {
+        write_decimal(len as u64, self.out);
+        self.out.push(b':');
     }
 
     /// Writes a list whose elements `fill` writes.

@@ -658,23 +658,6 @@ fn encode_response(w: &mut Writer<'_>, r: &Response) {
     });
 }
 
-/// Writes a bencode string header (`len:`) without allocating.
-fn write_len(w: &mut Writer<'_>, len: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = len;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    w.raw(&digits[i..]);
-    w.raw(b":");
-}
-
 /// Puts the compact form of `addr` (IP, then big-endian port) at the start
 /// of `out`, which has room for an IPv6 one; returns its length.
 fn put_compact_peer(out: &mut [u8], addr: &SocketAddr) -> usize {
@@ -704,7 +687,7 @@ const NODES_PER_WRITE: usize = 16;
 /// Writes the nodes of `family` (others are skipped) as one compact string.
 fn write_compact_nodes(w: &mut Writer<'_>, nodes: &[NodeAddr], family: Family) {
     let of_family = || nodes.iter().filter(|n| Family::of(&n.addr) == family);
-    write_len(w, of_family().count() * family.node_len());
+    w.bytes_header(of_family().count() * family.node_len());
     // Two small writes per node (id, then address) cost a bootstrap node
     // twice as many calls to `memcpy` as it answered contacts.
     let mut buf = [0u8; NODES_PER_WRITE * 38];
