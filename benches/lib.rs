@@ -7,6 +7,8 @@
 //! * [`stats`]: medians and percentiles of small samples;
 //! * [`krpc_load`]: a UDP load generator speaking valid KRPC, to measure how
 //!   many queries a DHT bootstrap node answers and how fast;
+//! * [`udp_floor`]: the least a node can spend per answer, a responder that
+//!   only receives and sends, beside which the node scenario measures nodes;
 //! * [`options`]: the scenario benchmark's options (arguments and environment);
 //! * [`clock`]: UTC timestamps for report names without a date crate.
 
@@ -16,3 +18,4 @@ pub mod clock;
 pub mod krpc_load;
 pub mod options;
 pub mod stats;
+pub mod udp_floor;

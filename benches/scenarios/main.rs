@@ -667,6 +667,15 @@ fn node_scenario(
         phase: options.node_load,
         plan: plan.as_ref().ok(),
     };
+    eprintln!("loading the UDP floor responder...");
+    let dir = scratch.join("node-floor");
+    let floor = std::fs::create_dir_all(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| node::floor(&setup, &dir));
+    match floor {
+        Ok(run) => report.node.push(run),
+        Err(e) => report.node_skipped.push(format!("udp floor: {e}")),
+    }
     match &tools.lodestone {
         Err(e) => report.node_skipped.push(e.clone()),
         Ok(l) => {

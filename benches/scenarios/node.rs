@@ -11,6 +11,10 @@
 //! 1. open loop at a moderate fixed rate: reply latency when not saturated;
 //! 2. closed loop, a few queries in flight per source: answered queries/s.
 //!
+//! Before them, the same load meets the floor responder ([`floor`]), which
+//! only receives and sends the node's replies: what any node must spend per
+//! answer on this machine before it does any work of its own.
+//!
 //! The node runs on every core but the last and the generator on the last
 //! ([`pin::Plan`]); how busy the generator's core was is reported, so a
 //! reader can tell whether the node or the generator set the rate. Memory
@@ -178,6 +182,33 @@ fn pinned(
         }
         None => (program.to_owned(), args),
     }
+}
+
+/// The floor row's name in the table.
+pub const FLOOR: &str = "udp floor";
+
+/// Benchmarks the floor responder (`udp-floor`, see
+/// [`lodestone_benches::udp_floor`]) exactly as a node: pinned to the
+/// node's cores, loaded by the same generator, its CPU read the same way.
+pub fn floor(setup: &Setup<'_>, dir: &Path) -> Result<NodeRun, String> {
+    let bind = SocketAddr::from((addr(BLOCK_LODESTONE, 201), PORT));
+    let args = vec!["--bind".to_owned(), bind.to_string()];
+    let program = Path::new(env!("CARGO_BIN_EXE_udp-floor"));
+    let (program, args) = pinned(setup.plan, program, args);
+    let mut responder = Launched::spawn("udp-floor", &program, &args, dir, false)?;
+    let (started, pid) = (responder.started(), responder.pid());
+    let result = load(
+        &mut || responder.exited(),
+        pid,
+        started,
+        bind,
+        FLOOR.to_owned(),
+        setup,
+    );
+    if result.is_err() {
+        eprintln!("udp-floor output:\n{}", responder.log_tail(20));
+    }
+    result
 }
 
 /// Benchmarks a lone libtorrent DHT node.

@@ -252,6 +252,16 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
             l.saturate.answered_per_s / lt.saturate.answered_per_s.max(1e-9)
         );
     }
+    if let (Some(node), Some(floor)) = (
+        find("lodestone").and_then(|r| r.cpu_us_per_answer),
+        find(crate::node::FLOOR).and_then(|r| r.cpu_us_per_answer),
+    ) {
+        let _ = writeln!(
+            t,
+            "lodestone spends {:.1} us per answer above the udp floor's {floor:.1} us",
+            node - floor
+        );
+    }
     if let (Some(one), Some(two)) = (
         find("lodestone").and_then(|r| r.cpu_us_per_answer),
         find("lodestone x2").and_then(|r| r.cpu_us_per_answer),
@@ -268,7 +278,9 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
          generator's core, with anything on it; gen own: the generator's own share of it. Near 100% \
          gen busy, the generator, not the node, set the saturated rate; CPU us/ans compares cost \
          either way; sys us/ans is its kernel part: receiving, sending and, on loopback, \
-         delivering each answer into the generator's socket)"
+         delivering each answer into the generator's socket; udp floor: a responder that \
+         receives and sends as lodestone's node does and answers with a copy of its reply, \
+         the least any node spends here)"
     );
     for why in skipped {
         let _ = writeln!(t, "skipped: {why}");
