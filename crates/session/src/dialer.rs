@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 
 use crate::address_book::Wrapping;
 use crate::encryption::{self, Encryption, RawStream};
+use crate::port_probe;
 
 /// Which transports the session speaks to peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -142,6 +143,12 @@ fn utp_joins(wrapping: Wrapping, fallback_follows: bool, tcp: bool) -> bool {
     wrapping == Wrapping::Plain || !fallback_follows || !tcp
 }
 
+/// Whether the peer's host refused the connection: it is up, and nothing
+/// listens on the port.
+fn refused(e: &DialError) -> bool {
+    matches!(e, DialError::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+}
+
 /// New connections an attempt makes, at most, after a peer hung up on a
 /// shared secret that begins with a zero byte (see [`Attempt::run`]): each
 /// meets the case again 1 time in 256.
@@ -172,18 +179,24 @@ impl Attempt {
                 // them, so a failure on one transport says nothing of the
                 // other.
                 //
-                // A refused TCP leg fails at once, but a refused uTP leg
-                // waits out its SYN retries: the ICMP "port unreachable"
-                // reaches an unconnected UDP socket only through the error
-                // queue `IP_RECVERR` turns on, and a queued error makes
-                // epoll say EPOLLERR, which mio reads as "write side
-                // closed" and tokio never clears. Every later wait for send
-                // room on the DHT's shared socket would then return at
-                // once, and a full send buffer would spin a core; so the
-                // queue stays off.
+                // A refused TCP leg fails at once, but a refused uTP SYN
+                // would be waited out for seconds: the ICMP "port
+                // unreachable" reaches an unconnected UDP socket only
+                // through the error queue `IP_RECVERR` turns on, and a
+                // queued error makes epoll say EPOLLERR, which mio reads as
+                // "write side closed" and tokio never clears. Every later
+                // wait for send room on the DHT's shared socket would then
+                // return at once, and a full send buffer would spin a core;
+                // so the queue stays off. Once TCP is refused, the host is
+                // up and answers, and a probe from a socket of its own
+                // hears the uTP port's refusal instead.
                 tokio::select! {
                     r = &mut tcp => match r {
                         Ok(conn) => Ok(conn),
+                        Err(e) if refused(&e) => tokio::select! {
+                            r = utp => r,
+                            e = port_probe::refusal(self.addr) => Err(DialError::Connect(e)),
+                        },
                         Err(_) => utp.await,
                     },
                     r = &mut utp => match r {
@@ -251,6 +264,46 @@ mod tests {
         assert_eq!(attempts(Encryption::Prefer, None), [Mse, Plain]);
         assert_eq!(attempts(Encryption::Prefer, Some(Mse)), [Mse, Plain]);
         assert_eq!(attempts(Encryption::Prefer, Some(Plain)), [Plain, Mse]);
+    }
+
+    /// A uTP endpoint on its own loopback socket, as the session runs one
+    /// on the DHT's.
+    async fn utp_endpoint() -> UtpHandle {
+        use lodestone_utp::net::{self, Senders};
+        let socket = std::sync::Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        );
+        let (inbox, engine) = net::inbox(lodestone_utp::Config::default());
+        tokio::spawn(net::recv_loop(socket.clone(), inbox));
+        let senders = Senders {
+            v4: Some(socket),
+            v6: None,
+        };
+        net::spawn(engine, senders).0
+    }
+
+    #[tokio::test]
+    async fn a_host_that_refuses_both_transports_fails_the_dial_at_once() {
+        use lodestone_core::{InfoHash, PeerId};
+        use lodestone_wire::Reserved;
+        let utp = utp_endpoint().await;
+        // Nothing listens here on TCP or UDP.
+        let addr = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free port");
+        let ours = Handshake::new(Reserved::LODESTONE, InfoHash([1; 20]), PeerId([2; 20]));
+        // Far longer than the uTP leg's SYN retries: without the probe the
+        // dial ends on the uTP leg's timeout, not on a refusal.
+        let timeout = Duration::from_secs(60);
+        let result = dial(addr, timeout, ours, Encryption::Off, None, true, Some(&utp)).await;
+        match result {
+            Err(DialError::Connect(e)) => {
+                assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}")
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|(_, w)| w)),
+        }
     }
 
     #[test]

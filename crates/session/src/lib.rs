@@ -44,6 +44,7 @@ mod encryption;
 mod fetch_inbox;
 mod holepunch;
 mod listener;
+mod port_probe;
 mod session;
 mod stall;
 mod torrent;
