@@ -144,11 +144,6 @@ impl Replies {
         }
         true
     }
-
-    /// The reply sent to a query of `kind`, with the template's id and address.
-    pub fn template(&self, kind: Kind) -> &[u8] {
-        &self.templates[kind_index(kind)].bytes
-    }
 }
 
 /// The first offset of `needle` in `haystack`.
@@ -228,6 +223,10 @@ pub async fn serve(socket: UdpSocket, replies: &Replies) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    fn template(replies: &Replies, kind: Kind) -> &[u8] {
+        &replies.templates[kind_index(kind)].bytes
+    }
+
     fn query(kind: Kind, tid: u32) -> Vec<u8> {
         let mut q = Vec::new();
         encode_query(&mut q, kind, tid, &[1; 20], &[2; 20]);
@@ -243,7 +242,7 @@ mod tests {
             let kind = Kind::nth(n as u64);
             assert!(replies.answer(&query(kind, tid), from, &mut out));
             assert_eq!(classify(&out), Reply::Answer(tid), "{kind:?}");
-            assert_eq!(out.len(), replies.template(kind).len());
+            assert_eq!(out.len(), template(&replies, kind).len());
         }
     }
 
@@ -264,11 +263,11 @@ mod tests {
         let key = format!("5:nodes{}:", contacts * 26);
         for kind in [Kind::FindNode, Kind::GetPeers] {
             assert!(
-                find(replies.template(kind), key.as_bytes()).is_some(),
+                find(template(&replies, kind), key.as_bytes()).is_some(),
                 "{kind:?} reply without {contacts} contacts"
             );
         }
-        assert!(find(replies.template(Kind::GetPeers), b"5:token").is_some());
+        assert!(find(template(&replies, Kind::GetPeers), b"5:token").is_some());
     }
 
     #[test]
