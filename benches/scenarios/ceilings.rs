@@ -19,6 +19,9 @@ pub struct Ceilings {
     pub sha1_one_core_mb_s: f64,
     /// One TCP stream between two threads of this process over loopback.
     pub loopback_tcp_mb_s: f64,
+    /// CPU seconds the receiving thread of that stream spent per GiB (from
+    /// its `/proc/thread-self/schedstat`), if the kernel keeps the figure.
+    pub loopback_tcp_receive_s_per_gib: Option<f64>,
     /// Sequential 1 MiB writes to a file in `disk_dir`, `fsync` included.
     pub disk_write_mb_s: f64,
     /// Where the disk was measured (and where downloads are written).
@@ -37,6 +40,14 @@ impl Ceilings {
         let mb_per_gib = (1u64 << 30) as f64 / 1e6;
         mb_per_gib / self.sha1_one_core_mb_s + mb_per_gib / self.disk_write_mb_s
     }
+
+    /// [`Ceilings::hash_and_write_s_per_gib`] plus the CPU of receiving the
+    /// GiB from a loopback TCP stream: the floor of a verified download
+    /// from local seeders to tmpfs, which the download scenario is.
+    pub fn receive_hash_and_write_s_per_gib(&self) -> Option<f64> {
+        self.loopback_tcp_receive_s_per_gib
+            .map(|receive| receive + self.hash_and_write_s_per_gib())
+    }
 }
 
 const CHUNK: usize = 1 << 20;
@@ -45,9 +56,11 @@ const CHUNK: usize = 1 << 20;
 /// for the TCP pair; the file goes in `dir` and is removed.
 pub fn measure(bytes: u64, ip: std::net::Ipv4Addr, dir: &Path) -> Result<Ceilings, String> {
     let chunk = pattern();
+    let tcp = tcp_speed(bytes, ip, &chunk)?;
     Ok(Ceilings {
         sha1_one_core_mb_s: sha1_speed(bytes, &chunk),
-        loopback_tcp_mb_s: tcp_speed(bytes, ip, &chunk)?,
+        loopback_tcp_mb_s: tcp.mb_s,
+        loopback_tcp_receive_s_per_gib: tcp.receive_s_per_gib,
         disk_write_mb_s: disk_speed(bytes, dir, &chunk)?,
         disk_dir: dir.display().to_string(),
         disk_fs: filesystem_of(dir),
@@ -78,7 +91,22 @@ fn sha1_speed(bytes: u64, chunk: &[u8]) -> f64 {
     mb_s(chunks * CHUNK as u64, start)
 }
 
-fn tcp_speed(bytes: u64, ip: std::net::Ipv4Addr, chunk: &[u8]) -> Result<f64, String> {
+/// CPU seconds this thread has run, from the scheduler's own clock (the
+/// first field of `/proc/thread-self/schedstat`, in nanoseconds): finer
+/// than the 10 ms ticks of `/proc/<pid>/stat`.
+fn thread_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
+/// One loopback TCP stream's speed, and what receiving it cost.
+struct TcpCeiling {
+    mb_s: f64,
+    receive_s_per_gib: Option<f64>,
+}
+
+fn tcp_speed(bytes: u64, ip: std::net::Ipv4Addr, chunk: &[u8]) -> Result<TcpCeiling, String> {
     let listener =
         TcpListener::bind(SocketAddr::from((ip, 0))).map_err(|e| format!("tcp bind: {e}"))?;
     let target = listener.local_addr().map_err(|e| e.to_string())?;
@@ -95,6 +123,7 @@ fn tcp_speed(bytes: u64, ip: std::net::Ipv4Addr, chunk: &[u8]) -> Result<f64, St
     let (mut stream, _) = listener.accept().map_err(|e| format!("tcp accept: {e}"))?;
     let mut buf = vec![0u8; 256 << 10];
     let mut received = 0u64;
+    let cpu_before = thread_cpu_s();
     loop {
         match stream.read(&mut buf) {
             Ok(0) => break,
@@ -103,6 +132,10 @@ fn tcp_speed(bytes: u64, ip: std::net::Ipv4Addr, chunk: &[u8]) -> Result<f64, St
         }
     }
     let speed = mb_s(received, start);
+    let gib = received as f64 / f64::from(1u32 << 30);
+    let receive_s_per_gib = cpu_before
+        .zip(thread_cpu_s())
+        .map(|(before, after)| (after - before) / gib.max(1e-9));
     sender
         .join()
         .map_err(|_| "tcp sender panicked".to_owned())?
@@ -113,7 +146,10 @@ fn tcp_speed(bytes: u64, ip: std::net::Ipv4Addr, chunk: &[u8]) -> Result<f64, St
             chunks * CHUNK as u64
         ));
     }
-    Ok(speed)
+    Ok(TcpCeiling {
+        mb_s: speed,
+        receive_s_per_gib,
+    })
 }
 
 fn disk_speed(bytes: u64, dir: &Path, chunk: &[u8]) -> Result<f64, String> {

@@ -290,19 +290,23 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
 
 /// The ceilings table.
 pub fn ceilings_table(c: &Ceilings) -> String {
+    let seconds = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
     format!(
         "\n== ceilings of this machine ({} MiB each) ==\n\
          SHA-1, one core (sha1 crate, 1 MiB chunks)   {:>8.0} MB/s\n\
-         loopback TCP, one stream, in-process         {:>8.0} MB/s\n\
+         loopback TCP, one stream, in-process         {:>8.0} MB/s   receiving it: {} CPU s/GiB\n\
          file write, fsync included                   {:>8.0} MB/s   to {} ({})\n\
-         hash, then write, one GiB at these speeds    {:>8.2} s/GiB  (the CPU floor of a verified download to tmpfs)\n",
+         hash, then write, one GiB at these speeds    {:>8.2} s/GiB  (the CPU floor of a verified download to tmpfs)\n\
+         receive, hash, then write, one GiB           {:>8} s/GiB  (the same from loopback seeders, as in the races)\n",
         c.bytes >> 20,
         c.sha1_one_core_mb_s,
         c.loopback_tcp_mb_s,
+        seconds(c.loopback_tcp_receive_s_per_gib),
         c.disk_write_mb_s,
         c.disk_dir,
         c.disk_fs,
-        c.hash_and_write_s_per_gib()
+        c.hash_and_write_s_per_gib(),
+        seconds(c.receive_hash_and_write_s_per_gib())
     )
 }
 
