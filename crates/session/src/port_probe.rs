@@ -54,19 +54,22 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// A loopback port with nothing bound to it (UDP or TCP) just now.
-    fn closed_port() -> SocketAddr {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    /// A port of `ip` with nothing bound to it (UDP or TCP) just now.
+    fn closed_port(ip: &str) -> SocketAddr {
+        let socket = std::net::UdpSocket::bind((ip, 0)).expect("bind");
         socket.local_addr().expect("local address")
     }
 
     #[tokio::test]
     async fn a_closed_port_is_reported_refused() {
-        let addr = closed_port();
-        let refused = tokio::time::timeout(Duration::from_secs(30), refusal(addr))
-            .await
-            .expect("the ICMP error arrives");
-        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+        // ICMPv6 says it as ICMP does.
+        for ip in ["127.0.0.1", "::1"] {
+            let addr = closed_port(ip);
+            let refused = tokio::time::timeout(Duration::from_secs(30), refusal(addr))
+                .await
+                .expect("the ICMP error arrives");
+            assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused, "{addr}");
+        }
     }
 
     #[tokio::test]
