@@ -24,6 +24,7 @@ use lodestone_mse::io::StreamError;
 use lodestone_utp::net::UtpHandle;
 use lodestone_wire::{Connection, ConnectionError, Established, Handshake, Preamble};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::address_book::Wrapping;
 use crate::encryption::{self, Encryption, RawStream};
@@ -173,12 +174,6 @@ impl Attempt {
             (true, None) => over_tcp().await,
             (false, Some(utp)) => self.run(|| utp.connect(self.addr)).await,
             (true, Some(utp)) => {
-                let mut tcp = pin!(over_tcp());
-                let mut utp = pin!(self.run(|| utp.connect(self.addr)));
-                // A uTP-only libtorrent accepts TCP connections and resets
-                // them, so a failure on one transport says nothing of the
-                // other.
-                //
                 // A refused TCP leg fails at once, but a refused uTP SYN
                 // would be waited out for seconds: the ICMP "port
                 // unreachable" reaches an unconnected UDP socket only
@@ -189,14 +184,35 @@ impl Attempt {
                 // return at once, and a full send buffer would spin a core;
                 // so the queue stays off. Once TCP is refused, the host is
                 // up and answers, and a probe from a socket of its own
-                // hears the uTP port's refusal instead.
+                // hears the uTP port's refusal instead. It races the uTP
+                // connect only, never the handshakes after it: a firewall
+                // that rejects the probe's new port but passes our DHT
+                // port must not cut off a uTP connection already made.
+                let tcp_refused = Notify::new();
+                let mut tcp = pin!(async {
+                    let result = over_tcp().await;
+                    if result.as_ref().is_err_and(refused) {
+                        tcp_refused.notify_one();
+                    }
+                    result
+                });
+                let connect_utp = || async {
+                    let refusal = async {
+                        tcp_refused.notified().await;
+                        port_probe::refusal(self.addr).await
+                    };
+                    tokio::select! {
+                        stream = utp.connect(self.addr) => stream,
+                        refused = refusal => Err(refused),
+                    }
+                };
+                let mut utp = pin!(self.run(connect_utp));
+                // A uTP-only libtorrent accepts TCP connections and resets
+                // them, so a failure on one transport says nothing of the
+                // other.
                 tokio::select! {
                     r = &mut tcp => match r {
                         Ok(conn) => Ok(conn),
-                        Err(e) if refused(&e) => tokio::select! {
-                            r = utp => r,
-                            e = port_probe::refusal(self.addr) => Err(DialError::Connect(e)),
-                        },
                         Err(_) => utp.await,
                     },
                     r = &mut utp => match r {
@@ -285,7 +301,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_host_that_refuses_both_transports_fails_the_dial_at_once() {
+    async fn a_host_that_refuses_both_transports_fails_the_dial_as_refused() {
         use lodestone_core::{InfoHash, PeerId};
         use lodestone_wire::Reserved;
         let utp = utp_endpoint().await;

@@ -54,7 +54,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// A port of `ip` with nothing bound to it (UDP or TCP) just now.
+    /// A port of `ip` where nothing listens: a UDP port just let go of.
     fn closed_port(ip: &str) -> SocketAddr {
         let socket = std::net::UdpSocket::bind((ip, 0)).expect("bind");
         socket.local_addr().expect("local address")
