@@ -9,13 +9,18 @@
 # Each BIN (default: target/release/lodestone) downloads 4 MiB from a
 # lodestone seeder three times, the binaries taking turns; the wall time of
 # each round is printed. It runs in a fresh network namespace with loopback
-# only, re-entering itself under `unshare -n` (root or user namespaces
-# needed), and needs python3-libtorrent to make the torrent.
+# only, re-entering itself under `unshare` (as root, or in a user namespace
+# of its own), and needs python3-libtorrent to make the torrent.
 set -euo pipefail
 
 if [ "${REFUSED_PEERS_ISOLATED:-}" != 1 ]; then
     export REFUSED_PEERS_ISOLATED=1
-    exec unshare -n "$0" "$@"
+    # As root a network namespace is enough; otherwise a user namespace
+    # maps us to root inside it.
+    if [ "$(id -u)" = 0 ]; then
+        exec unshare -n "$0" "$@"
+    fi
+    exec unshare -rn "$0" "$@"
 fi
 ip link set lo up
 
@@ -26,7 +31,10 @@ for b in "${bins[@]}"; do [ -x "$b" ] || { echo "not executable: $b" >&2; exit 2
 work=$(mktemp -d /tmp/refused-peers.XXXXXX)
 seeder=""
 cleanup() {
-    [ -n "$seeder" ] && kill "$seeder" 2>/dev/null
+    if [ -n "$seeder" ]; then
+        kill "$seeder" 2>/dev/null || true
+        wait "$seeder" 2>/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -54,9 +62,11 @@ hash=$("${bins[0]}" inspect --json "$work/t.torrent" |
 # The seeder is ready once it listens; until then a download would just
 # wait for it, so this only keeps the first round's time honest.
 for _ in $(seq 300); do
-    ss -ltn | grep -q "127.0.0.1:7000 " && break
+    grep -q "127.0.0.1:7000 " < <(ss -ltn) && break
+    kill -0 "$seeder" 2>/dev/null || { echo "the seeder exited:" >&2; tail -5 "$work/seeder.log" >&2; exit 1; }
     sleep 0.1
 done
+grep -q "127.0.0.1:7000 " < <(ss -ltn) || { echo "the seeder never listened" >&2; exit 1; }
 
 peers=()
 for i in $(seq 1 64); do peers+=(--peer "127.0.3.$i:6881"); done
