@@ -22,11 +22,12 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lodestone_core::{NodeAddr, NodeId};
 use lodestone_dht::net::mmsg;
-use lodestone_dht::{Config, Node, Transmit};
+use lodestone_dht::{Config, Node, SharedUdp, Transmit};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio::io::Interest;
@@ -172,14 +173,18 @@ fn read_query(query: &[u8]) -> Option<(Kind, [u8; 4])> {
 }
 
 /// Answers every generator query that reaches `socket`, in bursts gathered
-/// for [`GATHER`], until an I/O error other than a full or empty buffer; the
-/// benchmark ends it by killing the process. A full send buffer is waited
-/// out, as the node does, so no answer is dropped.
+/// for [`GATHER`], until a receive error other than an empty buffer; the
+/// benchmark ends it by killing the process. Replies leave through the
+/// node's own sender ([`SharedUdp::send_all`]), which waits out a full send
+/// buffer, so no answer is dropped.
 pub async fn serve(socket: UdpSocket, replies: &Replies) -> io::Result<()> {
+    let socket = Arc::new(socket);
+    let sockets = SharedUdp {
+        v4: Some(socket.clone()),
+        v6: None,
+    };
     let mut slots = vec![0u8; mmsg::MAX_BATCH * mmsg::SLOT];
     let mut received = Vec::with_capacity(mmsg::MAX_BATCH);
-    // Reply buffers are kept from burst to burst: the floor allocates
-    // nothing per answer.
     let mut out: Vec<Transmit> = Vec::with_capacity(mmsg::MAX_BATCH);
     loop {
         socket.readable().await?;
@@ -191,28 +196,14 @@ pub async fn serve(socket: UdpSocket, replies: &Replies) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
-        let mut replies_ready = 0;
         for (slot, &(from, len)) in slots.chunks(mmsg::SLOT).zip(&received) {
-            if replies_ready == out.len() {
-                out.push(Transmit {
-                    to: from,
-                    bytes: Vec::with_capacity(512),
-                });
-            }
-            let reply = &mut out[replies_ready];
-            if replies.answer(&slot[..len], from, &mut reply.bytes) {
-                reply.to = from;
-                replies_ready += 1;
+            // A buffer per reply, as the node allocates one.
+            let mut bytes = Vec::new();
+            if replies.answer(&slot[..len], from, &mut bytes) {
+                out.push(Transmit { to: from, bytes });
             }
         }
-        let mut rest = &out[..replies_ready];
-        while !rest.is_empty() {
-            match socket.try_io(Interest::WRITABLE, || mmsg::send(&socket, rest)) {
-                Ok(sent) => rest = &rest[sent.max(1)..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.writable().await?,
-                Err(e) => return Err(e),
-            }
-        }
+        sockets.send_all(&mut out).await;
         if received.len() < mmsg::MAX_BATCH {
             tokio::time::sleep(GATHER).await;
         }

@@ -57,8 +57,9 @@ impl Sockets {
 
     /// Sends every datagram of `out` (emptied), as many per system call as
     /// the kernel takes; on a full send buffer it waits for room rather than
-    /// silently drop a datagram.
-    pub(super) async fn send_all(&self, out: &mut Vec<Transmit>) {
+    /// silently drop a datagram. Public for the node benchmark's floor
+    /// responder, which must send exactly as the node does.
+    pub async fn send_all(&self, out: &mut Vec<Transmit>) {
         let mut rest = &out[..];
         while let Some(first) = rest.first() {
             let family = first.to.is_ipv4();
