@@ -98,9 +98,10 @@ lodestone_tests::isolated_test! {
                 .filter(|p| p["pex"] == true)
                 .map(|p| p["addr"].as_str().unwrap_or_default().to_owned())
                 .collect();
-            // By IP: a seeder that heard of the downloader from lodestone
-            // dials it from an ephemeral port, and libtorrent keeps the
-            // PEX source on that peer too.
+            // By IP: the first seeder, the only one that dials out, may
+            // dial the downloader after hearing of it from lodestone, from
+            // an ephemeral port, and libtorrent keeps the PEX source on
+            // that peer too.
             let seeder_ip = |a: &String| {
                 let ip = a.parse::<SocketAddr>().map(|a| a.ip()).ok();
                 swarm.ready().seeders.iter().any(|s| Some(s.ip()) == ip)
