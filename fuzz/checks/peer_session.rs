@@ -219,6 +219,8 @@ struct Harness {
     fast: bool,
     /// A `port` message was reported.
     dht_port_seen: bool,
+    /// A listen port was reported already.
+    listen_seen: bool,
 }
 
 /// Checks every invariant on the scenario read from `data`; panics on a
@@ -286,6 +288,7 @@ impl Harness {
             verify: VecDeque::new(),
             closed: false,
             dht_port_seen: false,
+            listen_seen: false,
             fast,
         };
         h.drain();
@@ -461,6 +464,12 @@ impl Harness {
                 PeerEvent::DhtPort(_) => {
                     assert!(!self.dht_port_seen, "a second port reported");
                     self.dht_port_seen = true;
+                }
+                // Reported once per connection, on the peer's own IP.
+                PeerEvent::Listening(listen) => {
+                    assert!(!self.listen_seen, "a second listen port reported");
+                    assert_eq!(listen.ip(), self.session.addr().ip());
+                    self.listen_seen = true;
                 }
                 // One peer and no relay here: a connect asks us to dial,
                 // within the session's meter (checked in the download

@@ -422,7 +422,10 @@ impl Sim {
                 }
                 // The simulated peers never send ut_pex, `port` or
                 // ut_holepunch.
-                PeerEvent::Pex(_) | PeerEvent::DhtPort(_) | PeerEvent::HolepunchConnect(_) => {}
+                PeerEvent::Pex(_)
+                | PeerEvent::DhtPort(_)
+                | PeerEvent::Listening(_)
+                | PeerEvent::HolepunchConnect(_) => {}
                 PeerEvent::Closed(e) => self.closed(i, &e),
             }
         }

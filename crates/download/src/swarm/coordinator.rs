@@ -157,6 +157,7 @@ pub(super) async fn run(
         pex: config.pex.clone().filter(|_| !metainfo.info.private),
         holepunch: config.holepunch.clone().filter(|_| !metainfo.info.private),
         dht_nodes: config.dht_nodes.clone().filter(|_| !metainfo.info.private),
+        listening: config.listening.clone(),
         handshake,
         layout: layout.clone(),
         storage,

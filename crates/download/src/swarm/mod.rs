@@ -61,6 +61,16 @@ use crate::storage::StorageError;
 
 pub use progress::{DownloadProgress, Phase, Stuck, Summary};
 
+/// A peer that dialed us says where it listens: not at `conn`, the
+/// ephemeral port its connection came from, but at `listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenReport {
+    /// The connection's remote address.
+    pub conn: std::net::SocketAddr,
+    /// Its IP with the port of its extension handshake's `p` (BEP 10).
+    pub listen: std::net::SocketAddr,
+}
+
 /// How to run one download.
 #[derive(Debug)]
 pub struct DownloadConfig {
@@ -112,6 +122,9 @@ pub struct DownloadConfig {
     /// Where peers learned by ut_pex (BEP 11) go; `None`, or a private
     /// torrent, leaves ut_pex out: neither offered nor answered.
     pub pex: Option<mpsc::Sender<PexReport>>,
+    /// Where the listen addresses of peers that dialed us go, so that they
+    /// are dialed there once they leave; `None` drops them.
+    pub listening: Option<mpsc::Sender<ListenReport>>,
     /// Where the DHT nodes that peers name in `port` messages (BEP 5) go;
     /// `None`, or a private torrent, ignores them.
     pub dht_nodes: Option<mpsc::Sender<std::net::SocketAddr>>,
@@ -144,6 +157,7 @@ impl DownloadConfig {
             resume_file: None,
             recheck: false,
             pex: None,
+            listening: None,
             dht_nodes: None,
             holepunch: None,
         }

@@ -22,6 +22,7 @@ use lodestone_wire::{BlockRequest, ConnectionReader, ConnectionWriter, Decoder, 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::ListenReport;
 use super::session::{Greeting, PeerCmd, PeerError, PeerEvent, PeerSession, ReadRequest};
 use super::shared::{PeerEntry, Shared};
 use crate::picker::PeerKey;
@@ -148,6 +149,15 @@ async fn pump(
                         let _ = pex.try_send(PexReport {
                             from: session.addr(),
                             peers,
+                        });
+                    }
+                }
+                PeerEvent::Listening(listen) => {
+                    if let Some(book) = &shared.listening {
+                        // Best effort, like PEX: a full queue drops it.
+                        let _ = book.try_send(ListenReport {
+                            conn: session.addr(),
+                            listen,
                         });
                     }
                 }

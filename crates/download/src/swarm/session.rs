@@ -174,6 +174,10 @@ pub enum PeerEvent {
     /// port of its IP. Only the first is reported, so a peer repeating the
     /// message cannot make the DHT ping many ports of its IP.
     DhtPort(u16),
+    /// The peer dialed us and listens at this address (its extension
+    /// handshake's `p`, BEP 10), not at the port it came from: tell whoever
+    /// keeps addresses. Reported once, and never for a peer we dialed.
+    Listening(SocketAddr),
     /// The peer, as a holepunch relay (BEP 55), asks us to dial this
     /// address over uTP now; within the [`HolepunchMeter`]'s bound. Whether
     /// the address is plausible is the dialer's call.
@@ -252,6 +256,9 @@ pub struct PeerSession {
     reannounced: u8,
     /// A `port` message was reported already.
     dht_port_seen: bool,
+    /// Whoever keeps addresses knows where the peer listens: we dialed it,
+    /// or its `p` was reported ([`PeerEvent::Listening`]).
+    listen_known: bool,
     /// What we can serve (mirrors the torrent's, updated by `Have`).
     servable: Bitfield,
     am_interested: bool,
@@ -323,6 +330,7 @@ impl PeerSession {
             announced: false,
             reannounced: 0,
             dht_port_seen: false,
+            listen_known: false,
             servable: torrent.servable.clone(),
             am_interested: false,
             choking_us: true,
@@ -392,6 +400,7 @@ impl PeerSession {
     /// hear of it by PEX. (A peer we dialed does not send its port: libtorrent
     /// sends `p` only on connections it made.) Follow with [`Self::update`].
     pub fn dialed_at(&mut self, addr: SocketAddr) {
+        self.listen_known = true;
         if self.config.pex && self.listen_addr.is_none() {
             self.listen_addr = Some(addr);
             self.ops.push(Op::Listening(addr));
@@ -610,6 +619,15 @@ impl PeerSession {
         if let Some(reqq) = h.reqq {
             self.pipeline.set_peer_cap(reqq);
         }
+        // Where a peer that dialed us listens, only its `p` says.
+        let listen =
+            h.p.filter(|&p| p != 0)
+                .map(|p| SocketAddr::new(self.addr.ip(), p));
+        if let Some(listen) = listen
+            && !std::mem::replace(&mut self.listen_known, true)
+        {
+            self.events.push_back(PeerEvent::Listening(listen));
+        }
         if !self.config.pex {
             return;
         }
@@ -622,13 +640,11 @@ impl PeerSession {
         if self.their_pex_id.is_some() && self.pex_outbox.is_none() {
             self.pex_outbox = Some(PexOutbox::new(now));
         }
-        // Where a peer that dialed us listens, only its `p` says; without
-        // it we do not pass the peer on at all. A peer we dialed is known
-        // already ([`Self::dialed_at`]).
-        if let Some(port) = h.p.filter(|&p| p != 0)
+        // Without `p` we do not pass a peer that dialed us on at all. A
+        // peer we dialed is known already ([`Self::dialed_at`]).
+        if let Some(listen) = listen
             && self.listen_addr.is_none()
         {
-            let listen = SocketAddr::new(self.addr.ip(), port);
             self.listen_addr = Some(listen);
             self.ops.push(Op::Listening(listen));
         }
@@ -1258,6 +1274,26 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_that_dialed_us_has_its_listen_port_reported_once() {
+        let (_t, mut s, now) = setup(Reserved::LODESTONE);
+        let ip = s.addr().ip();
+        s.handle_message(now, pex_handshake(0));
+        assert!(s.poll_event().is_none(), "port 0 is no listen port");
+        s.handle_message(now, pex_handshake(7001));
+        assert!(
+            matches!(s.poll_event(), Some(PeerEvent::Listening(a)) if a == SocketAddr::new(ip, 7001))
+        );
+        s.handle_message(now, pex_handshake(7002));
+        assert!(s.poll_event().is_none());
+
+        // A peer we dialed listens where we found it.
+        let (_t, mut dialed, now) = setup(Reserved::LODESTONE);
+        dialed.dialed_at(dialed.addr());
+        dialed.handle_message(now, pex_handshake(7001));
+        assert!(dialed.poll_event().is_none());
+    }
+
+    #[test]
     fn pex_in_becomes_an_event_and_pex_out_lists_the_other_peers() {
         use lodestone_wire::pex::{MIN_PEX_INTERVAL, PEX_FIRST_DELAY, PexMessage};
         let (mut t, mut s, now) = setup(Reserved::LODESTONE);
@@ -1270,8 +1306,13 @@ mod tests {
             Greeting::Fresh,
             &mut t,
         );
-        s.handle_message(now, pex_handshake(7001));
-        s2.handle_message(now, pex_handshake(7002));
+        for (session, port) in [(&mut s, 7001), (&mut s2, 7002)] {
+            session.handle_message(now, pex_handshake(port));
+            assert!(matches!(
+                session.poll_event(),
+                Some(PeerEvent::Listening(_))
+            ));
+        }
         s.update(now, &mut t);
         s2.update(now, &mut t);
         drain(&mut s);
@@ -1331,6 +1372,9 @@ mod tests {
             .expect("our extension handshake");
         assert_eq!(ours.extension_id(UT_PEX), None);
         s.handle_message(now, pex_handshake(7001));
+        // Where it listens is reported even without PEX: the address book
+        // is the torrent's own.
+        assert!(matches!(s.poll_event(), Some(PeerEvent::Listening(_))));
         s.handle_message(
             now,
             Message::Extended {

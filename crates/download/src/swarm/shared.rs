@@ -16,6 +16,7 @@ use lodestone_wire::Handshake;
 use lodestone_wire::pex::PexReport;
 use tokio::sync::mpsc;
 
+use super::ListenReport;
 use super::session::SessionConfig;
 pub(crate) use super::session::{CloseReason, PeerCmd};
 use super::torrent::{Action, Torrent};
@@ -110,6 +111,8 @@ pub(crate) struct Shared {
     pub(crate) session: SessionConfig,
     /// Where peers learned by ut_pex go, if ut_pex is on.
     pub(crate) pex: Option<mpsc::Sender<PexReport>>,
+    /// Where the listen addresses of peers that dialed us go.
+    pub(crate) listening: Option<mpsc::Sender<ListenReport>>,
     /// Where DHT nodes named by peers' `port` messages go, if the torrent
     /// uses the DHT.
     pub(crate) dht_nodes: Option<mpsc::Sender<SocketAddr>>,

@@ -59,9 +59,16 @@ fn peer(
         t,
     );
     s.handle_message(now, hello);
+    take_listening(&mut s);
     s.update(now, t);
     drain(&mut s);
     s
+}
+
+/// Takes the event every handshake here raises: the peer dialed us, and
+/// its `p` says where it listens.
+fn take_listening(s: &mut PeerSession) {
+    assert!(matches!(s.poll_event(), Some(PeerEvent::Listening(_))));
 }
 
 /// The initiator (the session of `setup`, at 10.0.0.1:6881, listening on
@@ -70,6 +77,7 @@ fn peer(
 fn three_peers() -> (Torrent, PeerSession, PeerSession, Instant) {
     let (mut t, mut s, now) = setup(Reserved::LODESTONE);
     s.handle_message(now, handshake(7001, true));
+    take_listening(&mut s);
     s.update(now, &mut t);
     drain(&mut s);
     let config = s.config.clone();
