@@ -15,6 +15,13 @@
 //! before those waiting for a redial, then the oldest entry, so a burst of
 //! new addresses cannot jump the queue either.
 //!
+//! **Connections that reached us** come from the peer's ephemeral port,
+//! where nothing listens, so their address is kept only while connected.
+//! What the peer says in its extension handshake's `p` (BEP 10) is where
+//! it listens: that address stands for the connection while it lasts, so
+//! we do not dial a peer already connected to us, and it is dialed when the
+//! connection ends, as any other.
+//!
 //! **PEX** (BEP 11) is the least trusted source: any connected peer can
 //! name any address. Its addresses are dialed at most at a fixed rate
 //! ([`AddressBookConfig::pex_dials_per_sec`] after a burst of
@@ -125,6 +132,13 @@ struct Entry {
     reporters: Vec<SocketAddr>,
     /// The wrapping that last worked with this address.
     wrapping: Option<Wrapping>,
+    /// Whether anyone says a peer listens here: false for the address of a
+    /// connection that reached us, until a source or the peer's own `p`
+    /// names it. Such an entry is forgotten when its connection ends.
+    dialable: bool,
+    /// For a connection that reached us: where its peer listens, an entry
+    /// kept busy for as long as the connection lasts.
+    listen: Option<SocketAddr>,
 }
 
 /// Most distinct PEX reporters counted per address.
@@ -253,6 +267,7 @@ impl AddressBook {
         }
         if let Some(entry) = self.entries.get_mut(&addr) {
             let (old, old_key) = (entry.source, entry.key(addr));
+            entry.dialable = true;
             if let Some(r) = reporter
                 && entry.reporters.len() < MAX_REPORTERS
                 && !entry.reporters.contains(&r)
@@ -284,6 +299,8 @@ impl AddressBook {
             seq,
             reporters: reporter.into_iter().collect(),
             wrapping: None,
+            dialable: true,
+            listen: None,
         };
         if let Some(key) = entry.key(addr) {
             self.queues[source.index()].insert(key);
@@ -312,19 +329,71 @@ impl AddressBook {
     }
 
     /// Records a connection that reached us: it is busy until it ends.
-    /// Returns false (refuse it) if the address is banned.
+    /// Returns false (refuse it) if the address is banned. Unless the
+    /// address was known already, it is not dialed after the connection
+    /// ends: see [`AddressBook::listening`].
     pub fn incoming(&mut self, addr: SocketAddr) -> bool {
         if self.is_banned(addr) {
             return false;
         }
+        let known = self.entries.get(&addr).is_some_and(|e| e.dialable);
         self.add(addr, PeerSource::Incoming);
-        if let Some(entry) = self.entries.get_mut(&addr)
-            && let Some(key) = entry.key(addr)
-        {
-            self.queues[entry.source.index()].remove(&key);
+        if let Some(entry) = self.entries.get_mut(&addr) {
+            entry.dialable = known;
+        }
+        self.make_busy(addr);
+        true
+    }
+
+    /// The peer of `conn`, a connection that reached us, listens at
+    /// `listen` (its extension handshake's `p`). That address is busy while
+    /// the connection lasts and dialable after, like any other; one being
+    /// dialed or connected already is left alone. Only the first report of
+    /// a connection counts.
+    pub fn listening(&mut self, conn: SocketAddr, listen: SocketAddr) {
+        match self.entries.get_mut(&conn) {
+            Some(entry) if entry.status == Status::Busy => {
+                if entry.listen.is_some() {
+                    return;
+                }
+                if listen == conn {
+                    entry.dialable = true;
+                    return;
+                }
+            }
+            // The report and the connection's end come by different
+            // queues: if the end came first, the address is news like any
+            // other.
+            _ => {
+                self.add(listen, PeerSource::Incoming);
+                return;
+            }
+        }
+        let idle = |b: &Self| {
+            b.entries
+                .get(&listen)
+                .is_none_or(|e| e.status != Status::Busy)
+        };
+        if !idle(self) {
+            return;
+        }
+        self.add(listen, PeerSource::Incoming);
+        if self.entries.contains_key(&listen) && idle(self) {
+            self.make_busy(listen);
+            if let Some(entry) = self.entries.get_mut(&conn) {
+                entry.listen = Some(listen);
+            }
+        }
+    }
+
+    /// Takes an entry out of its queue: dialed or connected.
+    fn make_busy(&mut self, addr: SocketAddr) {
+        if let Some(entry) = self.entries.get_mut(&addr) {
+            if let Some(key) = entry.key(addr) {
+                self.queues[entry.source.index()].remove(&key);
+            }
             entry.status = Status::Busy;
         }
-        true
     }
 
     /// Takes the next address to dial at `now`, marking it busy: the most
@@ -429,6 +498,10 @@ impl AddressBook {
     /// A connection handed out by [`AddressBook::next_dial`] or recorded by
     /// [`AddressBook::incoming`] ended (or never began).
     pub fn ended(&mut self, now: Instant, addr: SocketAddr, outcome: Outcome) {
+        // The address its peer listens at ends with the connection.
+        if let Some(listen) = self.entries.get_mut(&addr).and_then(|e| e.listen.take()) {
+            self.ended(now, listen, outcome);
+        }
         if outcome == Outcome::Misbehaved {
             self.ban(addr);
             return;
@@ -436,6 +509,11 @@ impl AddressBook {
         let MapEntry::Occupied(mut slot) = self.entries.entry(addr) else {
             return;
         };
+        if !slot.get().dialable {
+            let entry = slot.remove();
+            self.forget(addr, &entry);
+            return;
+        }
         let entry = slot.get_mut();
         match outcome {
             Outcome::Failed => {

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use lodestone_core::{ErrorChain, InfoHash, Metainfo};
 use lodestone_download::swarm::{
-    Download, DownloadConfig, DownloadError, DownloadHandle, DownloadProgress, Phase, Stuck,
-    Summary,
+    Download, DownloadConfig, DownloadError, DownloadHandle, DownloadProgress, ListenReport, Phase,
+    Stuck, Summary,
 };
 use lodestone_metadata::{FetchError, FetchOptions, Fetched, Progress};
 use lodestone_wire::pex::PexReport;
@@ -52,6 +52,11 @@ const TRACKER_REPLIES_QUEUE: usize = 8;
 /// DHT; past it one is dropped (each peer names one, and the DHT finds
 /// nodes on its own too).
 const DHT_NODES_QUEUE: usize = 64;
+
+/// Listen addresses of peers that dialed us, queued from the download to
+/// the address book; past it one is dropped (that peer is then not redialed
+/// after it leaves, as before its report).
+const LISTENING_QUEUE: usize = 64;
 
 /// Holepunch relays' `connect`s waiting for the torrent task; more are
 /// dropped (holepunching is best effort).
@@ -250,6 +255,9 @@ pub(crate) struct Torrent {
     /// The announces to the torrent's trackers, if it has any and the
     /// session uses trackers.
     trackers: Option<Trackers>,
+    /// Where the download sends the listen addresses of peers that dialed
+    /// us.
+    listening_tx: mpsc::Sender<ListenReport>,
     /// Where the download sends DHT nodes that peers name in `port`
     /// messages (BEP 5) after the hand-over.
     dht_nodes_tx: mpsc::Sender<SocketAddr>,
@@ -275,6 +283,7 @@ pub(crate) async fn run(
     let (found_tx, mut found) = mpsc::channel(256);
     let (pex_tx, mut pex_rx) = mpsc::channel(PEX_QUEUE);
     let (dht_nodes_tx, mut dht_nodes_rx) = mpsc::channel(DHT_NODES_QUEUE);
+    let (listening_tx, mut listening_rx) = mpsc::channel(LISTENING_QUEUE);
     let (holepunch_tx, mut holepunch_rx) = mpsc::channel(HOLEPUNCH_QUEUE);
     let (wanted, wanted_rx) = watch::channel(true);
     let mut book = AddressBook::new(AddressBookConfig::default());
@@ -328,6 +337,7 @@ pub(crate) async fn run(
         dht_nodes: None,
         files: None,
         pex: (!private).then_some(pex_tx),
+        listening_tx,
         dht_nodes_tx,
         holepunch_tx,
         holepunch: Holepunch::default(),
@@ -377,6 +387,7 @@ pub(crate) async fn run(
             Some(addr) = found.recv() => {
                 t.book.add(addr, PeerSource::Dht);
             }
+            Some(r) = listening_rx.recv() => t.book.listening(r.conn, r.listen),
             Some(node) = dht_nodes_rx.recv() => {
                 t.learn_dht_ports(vec![node]).await;
             }
@@ -587,6 +598,7 @@ impl Torrent {
         config.resume_file = options.resume_file.clone();
         config.recheck = options.recheck;
         config.pex = self.pex.clone();
+        config.listening = Some(self.listening_tx.clone());
         config.dht_nodes = self.uses_dht.then(|| self.dht_nodes_tx.clone());
         config.holepunch = self.holepunch_tx.clone();
         let (conns, conns_rx) = mpsc::channel(HANDOFF_QUEUE.max(handed.len()));

@@ -111,15 +111,107 @@ fn unusable_addresses_are_ignored() {
     assert_eq!(b.stats().known, 0);
 }
 
+/// The address a peer at `i` dials us from: its IP, an ephemeral port.
+fn ephemeral(i: u32) -> SocketAddr {
+    SocketAddr::new(addr(i).ip(), 51_413)
+}
+
 #[test]
-fn incoming_connections_are_busy_until_they_end() {
+fn an_incoming_connection_is_busy_until_it_ends_then_forgotten() {
     let t0 = Instant::now();
     let mut b = book(10);
-    assert!(b.incoming(addr(5)));
+    assert!(b.incoming(ephemeral(5)));
     assert_eq!(b.next_dial(t0), None);
     assert_eq!(b.stats().busy, 1);
+    b.ended(t0, ephemeral(5), Outcome::Closed);
+    // Nothing listens at the port it came from.
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(60)), None);
+    assert_eq!(b.stats().known, 0);
+    assert_eq!(b.count(PeerSource::Incoming), 0);
+}
+
+#[test]
+fn an_incoming_peer_is_redialed_where_it_says_it_listens() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.incoming(ephemeral(5));
+    b.listening(ephemeral(5), addr(5));
+    // Connected already: not dialed while the connection lasts.
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(60)), None);
+    assert_eq!(b.stats().busy, 2);
+    // Only the first report of a connection counts.
+    b.listening(ephemeral(5), addr(6));
+    assert_eq!(b.stats().known, 2);
+    b.ended(t0, ephemeral(5), Outcome::Closed);
+    assert_eq!(b.stats().known, 1);
+    assert_eq!(b.next_dial(t0), None, "redialed after the usual wait");
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(5)));
+}
+
+#[test]
+fn a_listen_address_reported_after_its_connection_ended_is_kept() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.incoming(ephemeral(5));
+    b.ended(t0, ephemeral(5), Outcome::Closed);
+    b.listening(ephemeral(5), addr(5));
+    assert_eq!(b.next_dial(t0), Some(addr(5)));
+    assert_eq!(b.stats().known, 1);
+}
+
+#[test]
+fn a_known_address_is_not_dialed_while_its_peer_is_connected_to_us() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.add(addr(5), PeerSource::Pex);
+    b.incoming(ephemeral(5));
+    b.listening(ephemeral(5), addr(5));
+    assert_eq!(b.next_dial(t0), None);
+    b.ended(t0, ephemeral(5), Outcome::Closed);
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(5)));
+}
+
+#[test]
+fn a_listen_address_being_dialed_is_left_to_its_dial() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.add(addr(5), PeerSource::Dht);
+    assert_eq!(b.next_dial(t0), Some(addr(5)));
+    b.incoming(ephemeral(5));
+    b.listening(ephemeral(5), addr(5));
+    // The incoming connection's end does not end the dial.
+    b.ended(t0, ephemeral(5), Outcome::Closed);
+    assert_eq!(b.stats().busy, 1);
+    b.ended(t0, addr(5), Outcome::Failed);
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(5)));
+}
+
+#[test]
+fn a_connection_from_a_listening_port_stays_dialable() {
+    // uTP: a peer dials from the socket it listens on, and says so.
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.incoming(addr(5));
+    b.listening(addr(5), addr(5));
     b.ended(t0, addr(5), Outcome::Closed);
     assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(5)));
+    // And a known address that connects to us was dialable before.
+    b.add(addr(6), PeerSource::Dht);
+    b.incoming(addr(6));
+    b.ended(t0, addr(6), Outcome::Closed);
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(6)));
+}
+
+#[test]
+fn a_misbehaving_incoming_peer_is_banned_where_it_listens_too() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.incoming(ephemeral(5));
+    b.listening(ephemeral(5), addr(5));
+    b.ended(t0, ephemeral(5), Outcome::Misbehaved);
+    assert!(b.is_banned(addr(5)));
+    assert!(!b.add(addr(5), PeerSource::Dht));
+    assert_eq!(b.stats().known, 0);
 }
 
 #[test]
