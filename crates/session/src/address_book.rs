@@ -20,7 +20,8 @@
 //! What the peer says in its extension handshake's `p` (BEP 10) is where
 //! it listens: that address stands for the connection while it lasts, so
 //! we do not dial a peer already connected to us, and it is dialed when the
-//! connection ends, as any other.
+//! connection ends, as any other. (The download phase reads `p`; a peer
+//! that leaves during a magnet's metadata fetch is not redialed.)
 //!
 //! **PEX** (BEP 11) is the least trusted source: any connected peer can
 //! name any address. Its addresses are dialed at most at a fixed rate
@@ -133,12 +134,16 @@ struct Entry {
     /// The wrapping that last worked with this address.
     wrapping: Option<Wrapping>,
     /// Whether anyone says a peer listens here: false for the address of a
-    /// connection that reached us, until a source or the peer's own `p`
-    /// names it. Such an entry is forgotten when its connection ends.
+    /// connection that reached us, until a source other than PEX or the
+    /// peer's own `p` names it. Such an entry is forgotten when its
+    /// connection ends.
     dialable: bool,
-    /// For a connection that reached us: where its peer listens, an entry
-    /// kept busy for as long as the connection lasts.
+    /// For a connection that reached us: where its peer says it listens
+    /// (the first report only).
     listen: Option<SocketAddr>,
+    /// For a listen address: the connection from its peer that keeps it
+    /// busy, not counted as a connection of its own.
+    stands_for: Option<SocketAddr>,
 }
 
 /// Most distinct PEX reporters counted per address.
@@ -175,7 +180,9 @@ pub enum Outcome {
 pub struct BookStats {
     /// Addresses held.
     pub known: usize,
-    /// Addresses being dialed or connected.
+    /// Addresses being dialed or connected: connections, each counted
+    /// once (the listen address of a peer connected to us is not dialed
+    /// either, but it is the same connection).
     pub busy: usize,
     /// Dials that failed before the handshake completed, ever.
     pub failures: u64,
@@ -204,6 +211,9 @@ pub struct AddressBook {
     next_seq: u64,
     failures: u64,
     pex_dials: u64,
+    /// Entries busy only because they stand for a connection from their
+    /// peer ([`Entry::stands_for`]).
+    standing: usize,
     /// PEX is off for good ([`AddressBook::forget_pex`]).
     pex_off: bool,
 }
@@ -228,6 +238,7 @@ impl AddressBook {
             next_seq: 0,
             failures: 0,
             pex_dials: 0,
+            standing: 0,
             pex_off: false,
         }
     }
@@ -267,7 +278,9 @@ impl AddressBook {
         }
         if let Some(entry) = self.entries.get_mut(&addr) {
             let (old, old_key) = (entry.source, entry.key(addr));
-            entry.dialable = true;
+            // Anyone may name any address by PEX, the ephemeral port of a
+            // connection included.
+            entry.dialable |= source != PeerSource::Pex;
             if let Some(r) = reporter
                 && entry.reporters.len() < MAX_REPORTERS
                 && !entry.reporters.contains(&r)
@@ -301,6 +314,7 @@ impl AddressBook {
             wrapping: None,
             dialable: true,
             listen: None,
+            stands_for: None,
         };
         if let Some(key) = entry.key(addr) {
             self.queues[source.index()].insert(key);
@@ -340,49 +354,54 @@ impl AddressBook {
         self.add(addr, PeerSource::Incoming);
         if let Some(entry) = self.entries.get_mut(&addr) {
             entry.dialable = known;
+            // A listen address that now has a connection of its own (uTP
+            // dials from where it listens) is busy with that one.
+            if entry.stands_for.take().is_some() {
+                self.standing -= 1;
+            }
         }
         self.make_busy(addr);
         true
     }
 
     /// The peer of `conn`, a connection that reached us, listens at
-    /// `listen` (its extension handshake's `p`). That address is busy while
-    /// the connection lasts and dialable after, like any other; one being
-    /// dialed or connected already is left alone. Only the first report of
-    /// a connection counts.
+    /// `listen` (its extension handshake's `p`). That address is not
+    /// dialed while the connection lasts and is dialable after, like any
+    /// other; one being dialed or connected already is left to that. Only
+    /// a connection's first report counts.
     pub fn listening(&mut self, conn: SocketAddr, listen: SocketAddr) {
         match self.entries.get_mut(&conn) {
-            Some(entry) if entry.status == Status::Busy => {
+            // A busy entry standing for a connection is no connection.
+            Some(entry) if entry.status == Status::Busy && entry.stands_for.is_none() => {
                 if entry.listen.is_some() {
                     return;
                 }
+                entry.listen = Some(listen);
                 if listen == conn {
                     entry.dialable = true;
                     return;
                 }
             }
             // The report and the connection's end come by different
-            // queues: if the end came first, the address is news like any
-            // other.
+            // queues: if the end came first (or the report is stale), the
+            // address is filed like any other, dialable at once.
             _ => {
                 self.add(listen, PeerSource::Incoming);
                 return;
             }
         }
-        let idle = |b: &Self| {
-            b.entries
-                .get(&listen)
-                .is_none_or(|e| e.status != Status::Busy)
-        };
-        if !idle(self) {
+        if self
+            .entries
+            .get(&listen)
+            .is_some_and(|e| e.status == Status::Busy)
+        {
             return;
         }
         self.add(listen, PeerSource::Incoming);
-        if self.entries.contains_key(&listen) && idle(self) {
-            self.make_busy(listen);
-            if let Some(entry) = self.entries.get_mut(&conn) {
-                entry.listen = Some(listen);
-            }
+        self.make_busy(listen);
+        if let Some(entry) = self.entries.get_mut(&listen) {
+            entry.stands_for = Some(conn);
+            self.standing += 1;
         }
     }
 
@@ -411,9 +430,7 @@ impl AddressBook {
             self.pex_tokens -= 1.0;
             self.pex_dials += 1;
         }
-        if let Some(entry) = self.entries.get_mut(&addr) {
-            entry.status = Status::Busy;
-        }
+        self.make_busy(addr);
         Some(addr)
     }
 
@@ -429,14 +446,14 @@ impl AddressBook {
             return false;
         }
         self.add_reported(addr, PeerSource::Pex, None);
-        let Some(entry) = self.entries.get_mut(&addr) else {
+        if self
+            .entries
+            .get(&addr)
+            .is_none_or(|e| e.status == Status::Busy)
+        {
             return false;
-        };
-        let Some(key) = entry.key(addr) else {
-            return false;
-        };
-        self.queues[entry.source.index()].remove(&key);
-        entry.status = Status::Busy;
+        }
+        self.make_busy(addr);
         self.pex_tokens -= 1.0;
         self.pex_dials += 1;
         true
@@ -498,9 +515,13 @@ impl AddressBook {
     /// A connection handed out by [`AddressBook::next_dial`] or recorded by
     /// [`AddressBook::incoming`] ended (or never began).
     pub fn ended(&mut self, now: Instant, addr: SocketAddr, outcome: Outcome) {
-        // The address its peer listens at ends with the connection.
-        if let Some(listen) = self.entries.get_mut(&addr).and_then(|e| e.listen.take()) {
-            self.ended(now, listen, outcome);
+        if let Some(entry) = self.entries.get_mut(&addr) {
+            if entry.stands_for.take().is_some() {
+                self.standing -= 1;
+            }
+            if let Some(listen) = entry.listen.take() {
+                self.release(now, listen, addr, outcome);
+            }
         }
         if outcome == Outcome::Misbehaved {
             self.ban(addr);
@@ -509,11 +530,6 @@ impl AddressBook {
         let MapEntry::Occupied(mut slot) = self.entries.entry(addr) else {
             return;
         };
-        if !slot.get().dialable {
-            let entry = slot.remove();
-            self.forget(addr, &entry);
-            return;
-        }
         let entry = slot.get_mut();
         match outcome {
             Outcome::Failed => {
@@ -524,11 +540,38 @@ impl AddressBook {
             _ => entry.failures = 0,
         }
         let pex_off = self.pex_off && entry.source == PeerSource::Pex;
-        if pex_off || entry.failures >= self.config.max_failures {
+        if !entry.dialable || pex_off || entry.failures >= self.config.max_failures {
             let entry = slot.remove();
             self.forget(addr, &entry);
             return;
         }
+        self.requeue(now, addr);
+    }
+
+    /// The connection `conn` ended with `outcome`: the listen address of
+    /// its peer, if it still stands for it, waits its turn again (with its
+    /// own failures: we have not reached it), or is banned with it.
+    fn release(&mut self, now: Instant, listen: SocketAddr, conn: SocketAddr, outcome: Outcome) {
+        let Some(entry) = self.entries.get_mut(&listen) else {
+            return;
+        };
+        if entry.stands_for != Some(conn) {
+            return;
+        }
+        entry.stands_for = None;
+        self.standing -= 1;
+        if outcome == Outcome::Misbehaved {
+            self.ban(listen);
+        } else {
+            self.requeue(now, listen);
+        }
+    }
+
+    /// Files an entry as idle, due after the backoff its failures earned.
+    fn requeue(&mut self, now: Instant, addr: SocketAddr) {
+        let Some(entry) = self.entries.get_mut(&addr) else {
+            return;
+        };
         if let Some(key) = entry.key(addr) {
             self.queues[entry.source.index()].remove(&key);
         }
@@ -590,7 +633,9 @@ impl AddressBook {
             known: self.entries.len(),
             // Every idle entry waits in its source's queue; the rest are
             // busy. Derived, so no update can forget it.
-            busy: self.entries.len() - self.queues.iter().map(BTreeSet::len).sum::<usize>(),
+            busy: self.entries.len()
+                - self.queues.iter().map(BTreeSet::len).sum::<usize>()
+                - self.standing,
             failures: self.failures,
             banned: self.banned_addrs.len() + self.banned_ips.len(),
         }
@@ -605,6 +650,9 @@ impl AddressBook {
     fn forget(&mut self, addr: SocketAddr, entry: &Entry) {
         if let Some(key) = entry.key(addr) {
             self.queues[entry.source.index()].remove(&key);
+        }
+        if entry.stands_for.is_some() {
+            self.standing -= 1;
         }
         self.counts[entry.source.index()] -= 1;
     }

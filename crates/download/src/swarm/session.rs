@@ -256,9 +256,6 @@ pub struct PeerSession {
     reannounced: u8,
     /// A `port` message was reported already.
     dht_port_seen: bool,
-    /// Whoever keeps addresses knows where the peer listens: we dialed it,
-    /// or its `p` was reported ([`PeerEvent::Listening`]).
-    listen_known: bool,
     /// What we can serve (mirrors the torrent's, updated by `Have`).
     servable: Bitfield,
     am_interested: bool,
@@ -276,8 +273,8 @@ pub struct PeerSession {
     their_holepunch_id: Option<u8>,
     /// How often the peer may make us relay or dial.
     holepunch_meter: HolepunchMeter,
-    /// Where the peer listens (its address with its handshake's `p`), the
-    /// one address of it we pass on by PEX.
+    /// Where the peer listens: where we dialed it, or its address with its
+    /// extension handshake's `p`. The one address of it we pass on by PEX.
     listen_addr: Option<SocketAddr>,
     /// The peer's address.
     addr: SocketAddr,
@@ -330,7 +327,6 @@ impl PeerSession {
             announced: false,
             reannounced: 0,
             dht_port_seen: false,
-            listen_known: false,
             servable: torrent.servable.clone(),
             am_interested: false,
             choking_us: true,
@@ -400,10 +396,11 @@ impl PeerSession {
     /// hear of it by PEX. (A peer we dialed does not send its port: libtorrent
     /// sends `p` only on connections it made.) Follow with [`Self::update`].
     pub fn dialed_at(&mut self, addr: SocketAddr) {
-        self.listen_known = true;
-        if self.config.pex && self.listen_addr.is_none() {
+        if self.listen_addr.is_none() {
             self.listen_addr = Some(addr);
-            self.ops.push(Op::Listening(addr));
+            if self.config.pex {
+                self.ops.push(Op::Listening(addr));
+            }
         }
     }
 
@@ -619,34 +616,29 @@ impl PeerSession {
         if let Some(reqq) = h.reqq {
             self.pipeline.set_peer_cap(reqq);
         }
-        // Where a peer that dialed us listens, only its `p` says.
-        let listen =
-            h.p.filter(|&p| p != 0)
-                .map(|p| SocketAddr::new(self.addr.ip(), p));
-        if let Some(listen) = listen
-            && !std::mem::replace(&mut self.listen_known, true)
-        {
-            self.events.push_back(PeerEvent::Listening(listen));
+        if self.config.pex {
+            self.their_pex_id = h.extension_id(UT_PEX);
+            if self.config.holepunch {
+                self.their_holepunch_id = h.extension_id(UT_HOLEPUNCH);
+                self.ops
+                    .push(Op::Holepunch(self.their_holepunch_id.is_some()));
+            }
+            if self.their_pex_id.is_some() && self.pex_outbox.is_none() {
+                self.pex_outbox = Some(PexOutbox::new(now));
+            }
         }
-        if !self.config.pex {
-            return;
-        }
-        self.their_pex_id = h.extension_id(UT_PEX);
-        if self.config.holepunch {
-            self.their_holepunch_id = h.extension_id(UT_HOLEPUNCH);
-            self.ops
-                .push(Op::Holepunch(self.their_holepunch_id.is_some()));
-        }
-        if self.their_pex_id.is_some() && self.pex_outbox.is_none() {
-            self.pex_outbox = Some(PexOutbox::new(now));
-        }
-        // Without `p` we do not pass a peer that dialed us on at all. A
-        // peer we dialed is known already ([`Self::dialed_at`]).
-        if let Some(listen) = listen
+        // Where a peer that dialed us listens, only its `p` says: without
+        // it the peer is neither redialed nor passed on by PEX. A peer we
+        // dialed is known already ([`Self::dialed_at`]).
+        if let Some(port) = h.p.filter(|&p| p != 0)
             && self.listen_addr.is_none()
         {
+            let listen = SocketAddr::new(self.addr.ip(), port);
             self.listen_addr = Some(listen);
-            self.ops.push(Op::Listening(listen));
+            self.events.push_back(PeerEvent::Listening(listen));
+            if self.config.pex {
+                self.ops.push(Op::Listening(listen));
+            }
         }
     }
 

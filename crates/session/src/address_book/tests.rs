@@ -136,9 +136,11 @@ fn an_incoming_peer_is_redialed_where_it_says_it_listens() {
     let mut b = book(10);
     b.incoming(ephemeral(5));
     b.listening(ephemeral(5), addr(5));
-    // Connected already: not dialed while the connection lasts.
+    // Connected already: not dialed while the connection lasts, and
+    // counted as one connection against the torrent's cap.
     assert_eq!(b.next_dial(t0 + Duration::from_secs(60)), None);
-    assert_eq!(b.stats().busy, 2);
+    assert_eq!(b.stats().busy, 1);
+    assert_eq!(b.stats().known, 2);
     // Only the first report of a connection counts.
     b.listening(ephemeral(5), addr(6));
     assert_eq!(b.stats().known, 2);
@@ -204,14 +206,56 @@ fn a_connection_from_a_listening_port_stays_dialable() {
 
 #[test]
 fn a_misbehaving_incoming_peer_is_banned_where_it_listens_too() {
+    // On loopback a ban covers the one address, not the IP.
+    let came_from = SocketAddr::from(([127, 0, 0, 5], 51_413));
+    let listen = SocketAddr::from(([127, 0, 0, 5], 6881));
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.incoming(came_from);
+    b.listening(came_from, listen);
+    b.ended(t0, came_from, Outcome::Misbehaved);
+    assert!(b.is_banned(listen));
+    assert!(!b.add(listen, PeerSource::Dht));
+    assert_eq!(b.stats().known, 0);
+}
+
+#[test]
+fn a_listen_address_keeps_its_backoff_through_a_visit() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut b = book(10);
+    b.add(addr(5), PeerSource::Dht);
+    b.next_dial(t0);
+    b.ended(t0, addr(5), Outcome::Failed);
+    assert_eq!(b.next_dial(t0 + s(2)), Some(addr(5)));
+    b.ended(t0 + s(2), addr(5), Outcome::Failed);
+    // The peer visits: we never reached it where it listens, so the
+    // backoff goes on from two failures (4 s), not from none (2 s).
+    b.incoming(ephemeral(5));
+    b.listening(ephemeral(5), addr(5));
+    b.ended(t0 + s(2), ephemeral(5), Outcome::Closed);
+    assert_eq!(b.next_dial(t0 + s(4)), None);
+    assert_eq!(b.next_dial(t0 + s(6)), Some(addr(5)));
+}
+
+#[test]
+fn a_connection_from_a_listen_address_takes_it_over() {
     let t0 = Instant::now();
     let mut b = book(10);
     b.incoming(ephemeral(5));
     b.listening(ephemeral(5), addr(5));
-    b.ended(t0, ephemeral(5), Outcome::Misbehaved);
-    assert!(b.is_banned(addr(5)));
-    assert!(!b.add(addr(5), PeerSource::Dht));
-    assert_eq!(b.stats().known, 0);
+    // A second connection, from where it listens (as uTP dials).
+    b.incoming(addr(5));
+    assert_eq!(b.stats().busy, 2);
+    b.ended(t0, ephemeral(5), Outcome::Closed);
+    assert_eq!(
+        b.next_dial(t0 + Duration::from_secs(60)),
+        None,
+        "still connected from there"
+    );
+    assert_eq!(b.stats().busy, 1);
+    b.ended(t0, addr(5), Outcome::Closed);
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(5)));
 }
 
 #[test]
@@ -264,7 +308,7 @@ proptest! {
 
     /// Counts agree with the entries whatever the sequence of operations.
     #[test]
-    fn counts_stay_consistent(ops in proptest::collection::vec((0u8..9, 0u32..30, 0u8..5), 1..400)) {
+    fn counts_stay_consistent(ops in proptest::collection::vec((0u8..10, 0u32..30, 0u8..5), 1..400)) {
         let t0 = Instant::now();
         let mut b = book(16);
         let mut now = t0;
@@ -279,15 +323,26 @@ proptest! {
                 3 => b.ended(now, addr(a), Outcome::Closed),
                 4 => { b.incoming(addr(a)); }
                 5 => b.ended(now, addr(a), Outcome::Misbehaved),
+                9 => b.listening(addr(a), addr(u32::from(s) * 7 % 30)),
                 _ => now += Duration::from_secs(u64::from(a)),
             }
             let total: usize = PeerSource::ALL.iter().map(|&s| b.count(s)).sum();
             prop_assert_eq!(total, b.stats().known);
             prop_assert!(b.stats().known <= 16);
             let queued: usize = b.queues.iter().map(BTreeSet::len).sum();
-            prop_assert_eq!(queued + b.stats().busy, b.stats().known);
+            prop_assert_eq!(queued + b.stats().busy + b.standing, b.stats().known);
             let busy = b.entries.values().filter(|e| e.status == Status::Busy).count();
-            prop_assert_eq!(b.stats().busy, busy);
+            let standing = b.entries.values().filter(|e| e.stands_for.is_some()).count();
+            prop_assert_eq!(b.stats().busy + standing, busy);
+            prop_assert_eq!(b.standing, standing);
+            // A listen address stands for a live connection of its peer.
+            for e in b.entries.values() {
+                if let Some(conn) = e.stands_for {
+                    prop_assert_eq!(e.status, Status::Busy);
+                    let c = b.entries.get(&conn);
+                    prop_assert!(c.is_some_and(|c| c.status == Status::Busy));
+                }
+            }
         }
     }
 }
