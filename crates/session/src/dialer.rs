@@ -11,12 +11,13 @@
 //! the faster path (on a LAN usually TCP; behind a UDP-only NAT, uTP). The
 //! price, a second handshake to peers that speak both, is paid once per
 //! peer and is cheaper than making every TCP-only peer wait out a uTP
-//! fallback timer. MSE runs over uTP as over TCP; only an encrypted
-//! attempt that a plaintext one follows keeps to TCP (see [`dial`]).
+//! fallback timer. MSE runs over uTP as over TCP (see [`dial`] for when
+//! the other wrapping is tried).
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lodestone_mse::Methods;
@@ -99,8 +100,12 @@ fn attempts(policy: Encryption, known: Option<Wrapping>) -> &'static [Wrapping] 
 
 /// Connects to `addr` and exchanges handshakes, each attempt within
 /// `timeout`, falling back to the other wrapping when `policy` allows.
-/// `tcp` and `utp` say which transports may be used. Returns the
-/// connection and the wrapping that worked.
+/// `tcp` and `utp` say which transports may be used; every attempt races
+/// both. Returns the connection and the wrapping that worked.
+///
+/// The other wrapping is tried only if the peer was reached: a host that
+/// refused or never answered on any transport would do the same again, and
+/// a silent one would hold the dial for a second timeout.
 pub async fn dial(
     addr: SocketAddr,
     timeout: Duration,
@@ -113,9 +118,6 @@ pub async fn dial(
     let mut last = DialError::Timeout;
     let wrappings = attempts(policy, known);
     for (i, &wrapping) in wrappings.iter().enumerate() {
-        let fallback_follows = i + 1 < wrappings.len();
-        let utp_here = utp.filter(|_| utp_joins(wrapping, fallback_follows, tcp));
-        let every_transport = utp_here.is_some() == utp.is_some();
         let attempt = Attempt {
             addr,
             timeout,
@@ -123,25 +125,43 @@ pub async fn dial(
             methods: policy.methods(),
             wrapping,
         };
-        match tokio::time::timeout(timeout, attempt.over(tcp, utp_here)).await {
+        let reached = Reached::default();
+        let fallback_follows = i + 1 < wrappings.len();
+        let over = attempt.over(tcp, utp, fallback_follows, &reached);
+        match tokio::time::timeout(timeout, over).await {
             Ok(Ok(conn)) => return Ok((conn, wrapping)),
-            // Nobody listens on any transport: the other wrapping would
-            // fare no better.
-            Ok(Err(e @ DialError::Connect(_))) if every_transport => return Err(e),
             Ok(Err(e)) => last = e,
             Err(_) => last = DialError::Timeout,
+        }
+        if !reached.any() {
+            return Err(last);
         }
         tracing::debug!(%addr, ?wrapping, "handshake failed: {}", lodestone_core::ErrorChain(&last));
     }
     Err(last)
 }
 
-/// Whether uTP joins an attempt with `wrapping`. An encrypted attempt that
-/// a plaintext one follows stays on TCP when TCP is on: a peer without uTP
-/// would otherwise hold it until the timeout (a lost SYN has no quick
-/// refusal), and the plaintext attempt still races both transports.
-fn utp_joins(wrapping: Wrapping, fallback_follows: bool, tcp: bool) -> bool {
-    wrapping == Wrapping::Plain || !fallback_follows || !tcp
+/// Which transports of an attempt connected, so that its handshakes began.
+#[derive(Debug, Default)]
+struct Reached {
+    tcp: AtomicBool,
+    utp: AtomicBool,
+}
+
+impl Reached {
+    fn any(&self) -> bool {
+        self.tcp.load(Ordering::Relaxed) || self.utp.load(Ordering::Relaxed)
+    }
+}
+
+/// `connect`, noting in `flag` when it succeeds.
+async fn noting<S>(
+    flag: &AtomicBool,
+    connect: impl Future<Output = io::Result<S>>,
+) -> io::Result<S> {
+    let stream = connect.await?;
+    flag.store(true, Ordering::Relaxed);
+    Ok(stream)
 }
 
 /// Whether the peer's host refused the connection: it is up, and nothing
@@ -166,13 +186,23 @@ struct Attempt {
 }
 
 impl Attempt {
-    /// The attempt over the transports it may use; with both, they race
-    /// and the first handshake is kept.
-    async fn over(self, tcp: bool, utp: Option<&UtpHandle>) -> Result<Established, DialError> {
-        let over_tcp = || self.run(|| TcpStream::connect(self.addr));
+    /// The attempt over the transports it may use, noting in `reached`
+    /// which connected; with both, they race and the first handshake is
+    /// kept.
+    async fn over(
+        self,
+        tcp: bool,
+        utp: Option<&UtpHandle>,
+        fallback_follows: bool,
+        reached: &Reached,
+    ) -> Result<Established, DialError> {
+        let over_tcp = || self.run(|| noting(&reached.tcp, TcpStream::connect(self.addr)));
         match (tcp, utp) {
             (true, None) => over_tcp().await,
-            (false, Some(utp)) => self.run(|| utp.connect(self.addr)).await,
+            (false, Some(utp)) => {
+                self.run(|| noting(&reached.utp, utp.connect(self.addr)))
+                    .await
+            }
             (true, Some(utp)) => {
                 // A refused TCP leg fails at once, but a refused uTP SYN
                 // would be waited out for seconds: the ICMP "port
@@ -196,23 +226,32 @@ impl Attempt {
                     }
                     result
                 });
-                let connect_utp = || async {
-                    let refusal = async {
-                        tcp_refused.notified().await;
-                        port_probe::refusal(self.addr).await
-                    };
-                    tokio::select! {
-                        stream = utp.connect(self.addr) => stream,
-                        refused = refusal => Err(refused),
-                    }
+                let connect_utp = || {
+                    noting(&reached.utp, async {
+                        let refusal = async {
+                            tcp_refused.notified().await;
+                            port_probe::refusal(self.addr).await
+                        };
+                        tokio::select! {
+                            stream = utp.connect(self.addr) => stream,
+                            refused = refusal => Err(refused),
+                        }
+                    })
                 };
                 let mut utp = pin!(self.run(connect_utp));
                 // A uTP-only libtorrent accepts TCP connections and resets
                 // them, so a failure on one transport says nothing of the
-                // other.
+                // other. But a host that took TCP and turned our handshake
+                // down most likely wants the other wrapping: if one is
+                // tried next, over both transports again, a uTP leg that has
+                // not connected (a peer without uTP answers nothing) is not
+                // waited out.
                 tokio::select! {
                     r = &mut tcp => match r {
                         Ok(conn) => Ok(conn),
+                        Err(e) if fallback_follows
+                            && reached.tcp.load(Ordering::Relaxed)
+                            && !reached.utp.load(Ordering::Relaxed) => Err(e),
                         Err(_) => utp.await,
                     },
                     r = &mut utp => match r {
@@ -300,6 +339,74 @@ mod tests {
         net::spawn(engine, senders).0
     }
 
+    /// A loopback port where nothing answers, for as long as it lives: a
+    /// TCP listener whose accept queue is full, so that the kernel drops
+    /// every new SYN, and a UDP socket that never reads.
+    struct SilentPort {
+        addr: SocketAddr,
+        _listener: socket2::Socket,
+        _queued: Vec<std::net::TcpStream>,
+        _udp: std::net::UdpSocket,
+    }
+
+    impl SilentPort {
+        fn new() -> Self {
+            use socket2::{Domain, Socket, Type};
+            let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            let any = SocketAddr::from(([127, 0, 0, 1], 0));
+            listener.bind(&any.into()).expect("bind");
+            listener.listen(0).expect("listen");
+            let addr = listener
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .expect("an address");
+            let patience = Duration::from_millis(300);
+            let mut queued = Vec::new();
+            while let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, patience) {
+                queued.push(stream);
+                assert!(queued.len() < 64, "the accept queue never filled");
+            }
+            Self {
+                addr,
+                _listener: listener,
+                _queued: queued,
+                _udp: std::net::UdpSocket::bind(addr).expect("the UDP port too"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_host_costs_one_timeout_not_one_per_wrapping() {
+        use lodestone_core::{InfoHash, PeerId};
+        use lodestone_wire::Reserved;
+        let utp = utp_endpoint().await;
+        let silent = SilentPort::new();
+        let addr = silent.addr;
+        let ours = Handshake::new(Reserved::LODESTONE, InfoHash([1; 20]), PeerId([2; 20]));
+        let timeout = Duration::from_secs(5);
+        let started = tokio::time::Instant::now();
+        // Encrypted first, then plaintext: two wrappings to try.
+        let result = dial(
+            addr,
+            timeout,
+            ours,
+            Encryption::Prefer,
+            None,
+            true,
+            Some(&utp),
+        )
+        .await;
+        assert!(
+            matches!(result, Err(DialError::Timeout)),
+            "{:?}",
+            result.map(|(_, w)| w)
+        );
+        // On virtual time: one connect timeout, where the plaintext
+        // fallback used to wait out a second.
+        assert_eq!(started.elapsed(), timeout);
+    }
+
     #[tokio::test]
     async fn a_host_that_refuses_both_transports_fails_the_dial_as_refused() {
         use lodestone_core::{InfoHash, PeerId};
@@ -320,17 +427,5 @@ mod tests {
             }
             other => panic!("expected a refusal, got {:?}", other.map(|(_, w)| w)),
         }
-    }
-
-    #[test]
-    fn encryption_over_utp_unless_a_plaintext_attempt_follows() {
-        use Wrapping::{Mse, Plain};
-        // prefer, TCP and uTP: MSE on TCP, then plaintext on both.
-        assert!(!utp_joins(Mse, true, true));
-        assert!(utp_joins(Plain, false, true));
-        // require: MSE is the only attempt, on both.
-        assert!(utp_joins(Mse, false, true));
-        // uTP only: every attempt on uTP.
-        assert!(utp_joins(Mse, true, false));
     }
 }

@@ -1,10 +1,14 @@
 #!/bin/bash
-# How long a magnet download takes when its peer list holds 64 addresses
-# that refuse connections (nothing listens there, on TCP or UDP) ahead of one
-# seeder: each refusing address holds one of the torrent's 16 dial slots for
-# as long as the dialer takes to give up on it.
+# How long a magnet download takes when its peer list holds 64 dead
+# addresses ahead of one seeder: each holds one of the torrent's dial slots
+# for as long as the dialer takes to give up on it.
 #
-#   benches/scripts/refused_peers.sh [BIN...]
+#   benches/scripts/dead_peers.sh refused|silent [BIN...]
+#
+# refused: nothing listens at the dead addresses, so TCP and UDP are
+#          refused at once (as by a host that is up);
+# silent:  every packet to them is dropped (as by a host that is down, or a
+#          firewall), so only the connect timeout ends a dial.
 #
 # Each BIN (default: target/release/lodestone) downloads 4 MiB from a
 # lodestone seeder three times, the binaries taking turns; the wall time of
@@ -13,22 +17,34 @@
 # of its own), and needs python3-libtorrent to make the torrent.
 set -euo pipefail
 
-if [ "${REFUSED_PEERS_ISOLATED:-}" != 1 ]; then
-    export REFUSED_PEERS_ISOLATED=1
+mode=${1:-}
+case "$mode" in
+    refused | silent) shift ;;
+    *) echo "usage: $0 refused|silent [BIN...]" >&2; exit 2 ;;
+esac
+
+if [ "${DEAD_PEERS_ISOLATED:-}" != 1 ]; then
+    export DEAD_PEERS_ISOLATED=1
     # As root a network namespace is enough; otherwise a user namespace
     # maps us to root inside it.
     if [ "$(id -u)" = 0 ]; then
-        exec unshare -n "$0" "$@"
+        exec unshare -n "$0" "$mode" "$@"
     fi
-    exec unshare -rn "$0" "$@"
+    exec unshare -rn "$0" "$mode" "$@"
 fi
 ip link set lo up
+if [ "$mode" = silent ]; then
+    # Dropped on the way in, so the sender hears nothing at all.
+    nft add table inet dead_peers
+    nft add chain inet dead_peers input '{ type filter hook input priority 0; }'
+    nft add rule inet dead_peers input ip daddr 127.0.3.0/24 drop
+fi
 
 bins=("$@")
 [ ${#bins[@]} -gt 0 ] || bins=(target/release/lodestone)
 for b in "${bins[@]}"; do [ -x "$b" ] || { echo "not executable: $b" >&2; exit 2; }; done
 
-work=$(mktemp -d /tmp/refused-peers.XXXXXX)
+work=$(mktemp -d /tmp/dead-peers.XXXXXX)
 seeder=""
 cleanup() {
     if [ -n "$seeder" ]; then
