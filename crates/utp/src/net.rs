@@ -27,6 +27,12 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::gso::Batcher;
 use crate::{CloseReason, Config, Event, Socket, StreamId};
 
+/// The runtime's clock, so that a paused one (tests on virtual time) is
+/// the engine's clock too and its timers, slept on the runtime, agree.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// Datagrams to send, each with its destination.
 type Transmits = Vec<(SocketAddr, Bytes)>;
 
@@ -66,7 +72,7 @@ impl Inbox {
     /// that could overflow), as the DHT's demultiplexer asks.
     pub fn offer(&self, burst: &[(SocketAddr, &[u8])]) -> bool {
         let inner = &self.feeder.inner;
-        let now = Instant::now();
+        let now = now();
         {
             let mut shared = inner.lock();
             for &(from, datagram) in burst {
@@ -89,7 +95,7 @@ pub struct Engine {
 pub fn inbox(config: Config) -> (Inbox, Engine) {
     let inner = Arc::new(Inner {
         shared: Mutex::new(Shared {
-            socket: Socket::new(config, rand::random(), Instant::now()),
+            socket: Socket::new(config, rand::random(), now()),
             waiters: BTreeMap::new(),
         }),
         wake: Notify::new(),
@@ -213,7 +219,7 @@ async fn run(inner: Arc<Inner>, senders: Senders, incoming: mpsc::Sender<UtpStre
         // once the runtime's timer turns, which a busy stream ringing the
         // driver can put off indefinitely.
         {
-            let now = Instant::now();
+            let now = now();
             let mut shared = inner.lock();
             if shared.socket.poll_timeout().is_some_and(|t| t <= now) {
                 shared.socket.handle_timeout(now);
@@ -227,7 +233,7 @@ async fn run(inner: Arc<Inner>, senders: Senders, incoming: mpsc::Sender<UtpStre
 
 /// Moves the socket's datagrams into `out` and its events to the streams.
 fn drain(inner: &Arc<Inner>, incoming: &mpsc::Sender<UtpStream>, out: &mut Transmits) {
-    let now = Instant::now();
+    let now = now();
     let mut refused = Vec::new();
     let mut shared = inner.lock();
     let Shared { socket, waiters } = &mut *shared;
@@ -303,7 +309,7 @@ impl UtpHandle {
             let mut shared = self.inner.lock();
             let id = shared
                 .socket
-                .connect(Instant::now(), addr)
+                .connect(now(), addr)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             shared.waiters.insert(
                 id,
