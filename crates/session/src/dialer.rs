@@ -4,19 +4,21 @@
 //! [`Encryption`] policy and what worked before for the address say, so
 //! that everything after the handshake stays the same.
 //!
-//! The transport policy for [`Transport::Both`]: both transports are tried
-//! at once and the first to complete the BitTorrent handshake is kept; the
-//! other attempt is dropped (a TCP close, a uTP FIN). A peer speaking only
-//! one of them therefore costs no timeout, and a peer speaking both gets
-//! the faster path (on a LAN usually TCP; behind a UDP-only NAT, uTP). The
-//! price, a second handshake to peers that speak both, is paid once per
-//! peer and is cheaper than making every TCP-only peer wait out a uTP
+//! The transport policy for [`Transport::Both`]: both transports are dialed
+//! at once, the first to connect carries the handshakes, and the other
+//! waits as a spare that takes over if they fail; it is dropped (a TCP
+//! close, a uTP FIN) once they succeed. A peer speaking only one of them
+//! therefore costs no timeout, a peer speaking both gets the faster path
+//! (on a LAN usually TCP; behind a UDP-only NAT, uTP), and no peer sees
+//! two handshakes from one dial, of which it might keep the one we drop.
+//! The price, a second connection to peers that speak both, is paid once
+//! per peer and is cheaper than making every TCP-only peer wait out a uTP
 //! fallback timer. MSE runs over uTP as over TCP (see [`dial`] for when
 //! the other wrapping is tried).
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -164,12 +166,6 @@ async fn noting<S>(
     Ok(stream)
 }
 
-/// Whether the peer's host refused the connection: it is up, and nothing
-/// listens on the port.
-fn refused(e: &DialError) -> bool {
-    matches!(e, DialError::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused)
-}
-
 /// New connections an attempt makes, at most, after a peer hung up on a
 /// shared secret that begins with a zero byte (see [`Attempt::run`]): each
 /// meets the case again 1 time in 256.
@@ -187,8 +183,8 @@ struct Attempt {
 
 impl Attempt {
     /// The attempt over the transports it may use, noting in `reached`
-    /// which connected; with both, they race and the first handshake is
-    /// kept.
+    /// which connected; with both, they race to connect (see the module
+    /// docs).
     async fn over(
         self,
         tcp: bool,
@@ -220,48 +216,112 @@ impl Attempt {
                 // port must not cut off a uTP connection already made.
                 let tcp_refused = Notify::new();
                 let mut tcp = pin!(async {
-                    let result = over_tcp().await;
-                    if result.as_ref().is_err_and(refused) {
+                    let result = noting(&reached.tcp, TcpStream::connect(self.addr)).await;
+                    if result
+                        .as_ref()
+                        .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+                    {
                         tcp_refused.notify_one();
                     }
                     result
                 });
-                let connect_utp = || {
-                    noting(&reached.utp, async {
-                        let refusal = async {
-                            tcp_refused.notified().await;
-                            port_probe::refusal(self.addr).await
-                        };
-                        tokio::select! {
-                            stream = utp.connect(self.addr) => stream,
-                            refused = refusal => Err(refused),
-                        }
-                    })
-                };
-                let mut utp = pin!(self.run(connect_utp));
-                // A uTP-only libtorrent accepts TCP connections and resets
-                // them, so a failure on one transport says nothing of the
-                // other. But a host that took TCP and turned our handshake
-                // down most likely wants the other wrapping: if one is
-                // tried next, over both transports again, a uTP leg that has
-                // not connected (a peer without uTP answers nothing) is not
-                // waited out.
+                let mut utp_connect = pin!(noting(&reached.utp, async {
+                    let refusal = async {
+                        tcp_refused.notified().await;
+                        port_probe::refusal(self.addr).await
+                    };
+                    tokio::select! {
+                        stream = utp.connect(self.addr) => stream,
+                        refused = refusal => Err(refused),
+                    }
+                }));
+                // The transports race to connect, and the first to connect
+                // carries the handshakes while the other's connect goes on
+                // as a spare. Were both handshakes sent, the peer could keep
+                // the connection we drop and hang up on the one we keep.
+                let again_tcp = || TcpStream::connect(self.addr);
+                let again_utp = || utp.connect(self.addr);
                 tokio::select! {
-                    r = &mut tcp => match r {
-                        Ok(conn) => Ok(conn),
-                        Err(e) if fallback_follows
-                            && reached.tcp.load(Ordering::Relaxed)
-                            && !reached.utp.load(Ordering::Relaxed) => Err(e),
-                        Err(_) => utp.await,
-                    },
-                    r = &mut utp => match r {
-                        Ok(conn) => Ok(conn),
-                        Err(_) => tcp.await,
-                    },
+                    first = &mut tcp => {
+                        self.carry(first, again_tcp, utp_connect, again_utp, fallback_follows).await
+                    }
+                    first = &mut utp_connect => {
+                        self.carry(first, again_utp, tcp, again_tcp, fallback_follows).await
+                    }
                 }
             }
             (false, None) => Err(DialError::NoTransport),
         }
+    }
+
+    /// The handshakes over `first`, the transport that connected first
+    /// (`again` connects it anew for a retry), while `spare`, the other's
+    /// connect, goes on; if they fail, or `first` did not connect, the
+    /// handshakes run over the spare (`again_spare`). A uTP-only libtorrent
+    /// accepts TCP connections and resets them, so a failure on one
+    /// transport says nothing of the other. But a host that took one
+    /// transport and turned our handshake down most likely wants the other
+    /// wrapping: when one is tried next (over both transports again), a
+    /// spare that has not connected yet is not waited for.
+    async fn carry<S1, S2, C1, C2>(
+        self,
+        first: io::Result<S1>,
+        again: impl Fn() -> C1,
+        mut spare: Pin<&mut impl Future<Output = io::Result<S2>>>,
+        again_spare: impl Fn() -> C2,
+        fallback_follows: bool,
+    ) -> Result<Established, DialError>
+    where
+        S1: RawStream,
+        S2: RawStream,
+        C1: Future<Output = io::Result<S1>>,
+        C2: Future<Output = io::Result<S2>>,
+    {
+        let Ok(stream) = first else {
+            let stream = spare.await.map_err(DialError::Connect)?;
+            return self.run_on(stream, again_spare).await;
+        };
+        let mut handshakes = pin!(self.run_on(stream, again));
+        let mut connected = None;
+        let failed = loop {
+            tokio::select! {
+                result = &mut handshakes => match result {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => break e,
+                },
+                result = &mut spare, if connected.is_none() => connected = Some(result),
+            }
+        };
+        let connected = match connected {
+            Some(result) => result,
+            None if fallback_follows => return Err(failed),
+            None => spare.await,
+        };
+        match connected {
+            Ok(stream) => self.run_on(stream, again_spare).await,
+            Err(_) => Err(failed),
+        }
+    }
+
+    /// [`Attempt::run`] on `stream`, already connected; a retry connects
+    /// again with `connect`.
+    async fn run_on<S: RawStream, C: Future<Output = io::Result<S>>>(
+        self,
+        stream: S,
+        connect: impl Fn() -> C,
+    ) -> Result<Established, DialError> {
+        let first = std::sync::Mutex::new(Some(stream));
+        self.run(|| {
+            let ready = first.lock().ok().and_then(|mut s| s.take());
+            let again = connect();
+            async move {
+                match ready {
+                    Some(stream) => Ok(stream),
+                    None => again.await,
+                }
+            }
+        })
+        .await
     }
 
     /// [`Attempt::run_once`], again on a new connection (up to
