@@ -122,8 +122,8 @@ pub struct DownloadArgs {
     #[arg(long = "bind", value_name = "IP")]
     pub bind_ips: Vec<std::net::IpAddr>,
     /// Transports to peers: tcp, utp (BEP 29, LEDBAT: yields to other
-    /// traffic), or both (dial both at once, keep the first handshake;
-    /// accept both).
+    /// traffic), or both (dial both at once, the first to connect carries
+    /// the handshakes; accept both).
     #[arg(long, value_enum, default_value_t = TransportArg::Both)]
     pub transport: TransportArg,
     /// Cap on the download rate of all torrents together, bytes per second

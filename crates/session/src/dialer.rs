@@ -9,8 +9,10 @@
 //! waits as a spare that takes over if they fail; it is dropped (a TCP
 //! close, a uTP FIN) once they succeed. A peer speaking only one of them
 //! therefore costs no timeout, a peer speaking both gets the faster path
-//! (on a LAN usually TCP; behind a UDP-only NAT, uTP), and no peer sees
-//! two handshakes from one dial, of which it might keep the one we drop.
+//! (on a LAN usually TCP; behind a UDP-only NAT, uTP), and no peer gets
+//! two handshakes of one dial at once, of which it might keep the one we
+//! drop (unless the first transport's handshakes hang; see
+//! [`Attempt::carry`]).
 //! The price, a second connection to peers that speak both, is paid once
 //! per peer and is cheaper than making every TCP-only peer wait out a uTP
 //! fallback timer. MSE runs over uTP as over TCP (see [`dial`] for when
@@ -40,7 +42,8 @@ pub enum Transport {
     Tcp,
     /// uTP only (BEP 29).
     Utp,
-    /// Both: dial both at once, keep the first handshake; accept both.
+    /// Both: dial both at once, the first to connect carries the
+    /// handshakes; accept both.
     #[default]
     Both,
 }
@@ -262,7 +265,9 @@ impl Attempt {
     /// transport says nothing of the other. But a host that took one
     /// transport and turned our handshake down most likely wants the other
     /// wrapping: when one is tried next (over both transports again), a
-    /// spare that has not connected yet is not waited for.
+    /// spare that has not connected yet is not waited for. One that has
+    /// connected runs the same wrapping after the first, a few round trips
+    /// more for a peer that turns it down on both.
     async fn carry<S1, S2, C1, C2>(
         self,
         first: io::Result<S1>,
@@ -283,6 +288,7 @@ impl Attempt {
         };
         let mut handshakes = pin!(self.run_on(stream, again));
         let mut connected = None;
+        let mut grace = pin!(tokio::time::sleep(self.timeout / 3));
         let failed = loop {
             tokio::select! {
                 result = &mut handshakes => match result {
@@ -290,6 +296,25 @@ impl Attempt {
                     Err(e) => break e,
                 },
                 result = &mut spare, if connected.is_none() => connected = Some(result),
+                // Handshakes that hang (a middlebox that takes TCP and
+                // says nothing) would hold the spare until the timeout:
+                // past a third of it, the spare's run alongside.
+                () = &mut grace, if matches!(connected, Some(Ok(_))) => match connected.take() {
+                    Some(Ok(spare)) => {
+                        let mut on_spare = pin!(self.run_on(spare, again_spare));
+                        return tokio::select! {
+                            result = &mut handshakes => match result {
+                                Ok(conn) => Ok(conn),
+                                Err(_) => on_spare.await,
+                            },
+                            result = &mut on_spare => match result {
+                                Ok(conn) => Ok(conn),
+                                Err(_) => handshakes.await,
+                            },
+                        };
+                    }
+                    other => connected = other,
+                },
             }
         };
         let connected = match connected {
@@ -311,13 +336,13 @@ impl Attempt {
         connect: impl Fn() -> C,
     ) -> Result<Established, DialError> {
         let first = std::sync::Mutex::new(Some(stream));
+        let connect = &connect;
         self.run(|| {
             let ready = first.lock().ok().and_then(|mut s| s.take());
-            let again = connect();
             async move {
                 match ready {
                     Some(stream) => Ok(stream),
-                    None => again.await,
+                    None => connect().await,
                 }
             }
         })
@@ -384,19 +409,66 @@ mod tests {
     /// A uTP endpoint on its own loopback socket, as the session runs one
     /// on the DHT's.
     async fn utp_endpoint() -> UtpHandle {
+        utp_endpoint_at(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .0
+    }
+
+    /// A uTP endpoint bound to `addr`, and the connections it accepts.
+    async fn utp_endpoint_at(
+        addr: SocketAddr,
+    ) -> (
+        UtpHandle,
+        tokio::sync::mpsc::Receiver<lodestone_utp::net::UtpStream>,
+    ) {
         use lodestone_utp::net::{self, Senders};
-        let socket = std::sync::Arc::new(
-            tokio::net::UdpSocket::bind("127.0.0.1:0")
-                .await
-                .expect("bind"),
-        );
+        let socket = std::sync::Arc::new(tokio::net::UdpSocket::bind(addr).await.expect("bind"));
         let (inbox, engine) = net::inbox(lodestone_utp::Config::default());
         tokio::spawn(net::recv_loop(socket.clone(), inbox));
         let senders = Senders {
             v4: Some(socket),
             v6: None,
         };
-        net::spawn(engine, senders).0
+        net::spawn(engine, senders)
+    }
+
+    #[tokio::test]
+    async fn handshakes_hanging_on_the_first_transport_go_on_over_the_spare() {
+        use crate::encryption::RawStream;
+        use lodestone_core::{InfoHash, PeerId};
+        use lodestone_wire::Reserved;
+        let utp = utp_endpoint().await;
+        // The peer's TCP takes the connection and never answers (as a
+        // middlebox can); its uTP answers the handshake.
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = tcp.local_addr().expect("an address");
+        let (_peer_utp, mut incoming) = utp_endpoint_at(addr).await;
+        let theirs = Handshake::new(Reserved::LODESTONE, InfoHash([1; 20]), PeerId([3; 20]));
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = tcp.accept().await {
+                held.push(stream);
+            }
+        });
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(stream) = incoming.recv().await {
+                let plain = stream.into_plain(addr);
+                if let Ok(conn) = Connection::accept(plain, Duration::from_secs(5), theirs).await {
+                    held.push(conn);
+                }
+            }
+        });
+        let ours = Handshake::new(Reserved::LODESTONE, InfoHash([1; 20]), PeerId([2; 20]));
+        // Plaintext only: no fallback, so without the spare taking over
+        // the dial would end on the timeout.
+        let timeout = Duration::from_secs(3);
+        let (conn, _) = dial(addr, timeout, ours, Encryption::Off, None, true, Some(&utp))
+            .await
+            .expect("the spare carries the dial");
+        assert_eq!(conn.theirs.peer_id, theirs.peer_id);
     }
 
     /// A loopback port where nothing answers, for as long as it lives: a
