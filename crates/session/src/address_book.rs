@@ -354,12 +354,10 @@ impl AddressBook {
         self.add(addr, PeerSource::Incoming);
         if let Some(entry) = self.entries.get_mut(&addr) {
             entry.dialable = known;
-            // A listen address that now has a connection of its own (uTP
-            // dials from where it listens) is busy with that one.
-            if entry.stands_for.take().is_some() {
-                self.standing -= 1;
-            }
         }
+        // A listen address that now has a connection of its own (uTP dials
+        // from where it listens) is busy with that one.
+        self.stop_standing(addr);
         self.make_busy(addr);
         true
     }
@@ -402,6 +400,15 @@ impl AddressBook {
         if let Some(entry) = self.entries.get_mut(&listen) {
             entry.stands_for = Some(conn);
             self.standing += 1;
+        }
+    }
+
+    /// The entry at `addr` no longer stands for a connection.
+    fn stop_standing(&mut self, addr: SocketAddr) {
+        if let Some(entry) = self.entries.get_mut(&addr)
+            && entry.stands_for.take().is_some()
+        {
+            self.standing -= 1;
         }
     }
 
@@ -515,13 +522,9 @@ impl AddressBook {
     /// A connection handed out by [`AddressBook::next_dial`] or recorded by
     /// [`AddressBook::incoming`] ended (or never began).
     pub fn ended(&mut self, now: Instant, addr: SocketAddr, outcome: Outcome) {
-        if let Some(entry) = self.entries.get_mut(&addr) {
-            if entry.stands_for.take().is_some() {
-                self.standing -= 1;
-            }
-            if let Some(listen) = entry.listen.take() {
-                self.release(now, listen, addr, outcome);
-            }
+        self.stop_standing(addr);
+        if let Some(listen) = self.entries.get_mut(&addr).and_then(|e| e.listen.take()) {
+            self.release(now, listen, addr, outcome);
         }
         if outcome == Outcome::Misbehaved {
             self.ban(addr);
@@ -552,14 +555,14 @@ impl AddressBook {
     /// its peer, if it still stands for it, waits its turn again (with its
     /// own failures: we have not reached it), or is banned with it.
     fn release(&mut self, now: Instant, listen: SocketAddr, conn: SocketAddr, outcome: Outcome) {
-        let Some(entry) = self.entries.get_mut(&listen) else {
-            return;
-        };
-        if entry.stands_for != Some(conn) {
+        if self
+            .entries
+            .get(&listen)
+            .is_none_or(|e| e.stands_for != Some(conn))
+        {
             return;
         }
-        entry.stands_for = None;
-        self.standing -= 1;
+        self.stop_standing(listen);
         if outcome == Outcome::Misbehaved {
             self.ban(listen);
         } else {
