@@ -130,7 +130,7 @@ pub async fn dial(
             methods: policy.methods(),
             wrapping,
         };
-        let reached = Reached::default();
+        let reached = AtomicBool::new(false);
         let fallback_follows = i + 1 < wrappings.len();
         let over = attempt.over(tcp, utp, fallback_follows, &reached);
         match tokio::time::timeout(timeout, over).await {
@@ -138,7 +138,7 @@ pub async fn dial(
             Ok(Err(e)) => last = e,
             Err(_) => last = DialError::Timeout,
         }
-        if !reached.any() {
+        if !reached.load(Ordering::Relaxed) {
             return Err(last);
         }
         tracing::debug!(%addr, ?wrapping, "handshake failed: {}", lodestone_core::ErrorChain(&last));
@@ -146,26 +146,14 @@ pub async fn dial(
     Err(last)
 }
 
-/// Which transports of an attempt connected, so that its handshakes began.
-#[derive(Debug, Default)]
-struct Reached {
-    tcp: AtomicBool,
-    utp: AtomicBool,
-}
-
-impl Reached {
-    fn any(&self) -> bool {
-        self.tcp.load(Ordering::Relaxed) || self.utp.load(Ordering::Relaxed)
-    }
-}
-
-/// `connect`, noting in `flag` when it succeeds.
+/// `connect`, noting in `reached` when it succeeds: an attempt on which
+/// some transport connected reached the peer, so its handshakes began.
 async fn noting<S>(
-    flag: &AtomicBool,
+    reached: &AtomicBool,
     connect: impl Future<Output = io::Result<S>>,
 ) -> io::Result<S> {
     let stream = connect.await?;
-    flag.store(true, Ordering::Relaxed);
+    reached.store(true, Ordering::Relaxed);
     Ok(stream)
 }
 
@@ -186,22 +174,19 @@ struct Attempt {
 
 impl Attempt {
     /// The attempt over the transports it may use, noting in `reached`
-    /// which connected; with both, they race to connect (see the module
+    /// whether any connected; with both, they race to connect (see the module
     /// docs).
     async fn over(
         self,
         tcp: bool,
         utp: Option<&UtpHandle>,
         fallback_follows: bool,
-        reached: &Reached,
+        reached: &AtomicBool,
     ) -> Result<Established, DialError> {
-        let over_tcp = || self.run(|| noting(&reached.tcp, TcpStream::connect(self.addr)));
+        let over_tcp = || self.run(|| noting(reached, TcpStream::connect(self.addr)));
         match (tcp, utp) {
             (true, None) => over_tcp().await,
-            (false, Some(utp)) => {
-                self.run(|| noting(&reached.utp, utp.connect(self.addr)))
-                    .await
-            }
+            (false, Some(utp)) => self.run(|| noting(reached, utp.connect(self.addr))).await,
             (true, Some(utp)) => {
                 // A refused TCP leg fails at once, but a refused uTP SYN
                 // would be waited out for seconds: the ICMP "port
@@ -219,7 +204,7 @@ impl Attempt {
                 // port must not cut off a uTP connection already made.
                 let tcp_refused = Notify::new();
                 let mut tcp = pin!(async {
-                    let result = noting(&reached.tcp, TcpStream::connect(self.addr)).await;
+                    let result = noting(reached, TcpStream::connect(self.addr)).await;
                     if result
                         .as_ref()
                         .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
@@ -228,7 +213,7 @@ impl Attempt {
                     }
                     result
                 });
-                let mut utp_connect = pin!(noting(&reached.utp, async {
+                let mut utp_connect = pin!(noting(reached, async {
                     let refusal = async {
                         tcp_refused.notified().await;
                         port_probe::refusal(self.addr).await
