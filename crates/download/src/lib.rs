@@ -43,6 +43,5 @@ pub use layout::{BLOCK_SIZE, BlockIndex, FileIndex, Layout, LayoutError, PieceIn
 pub use picker::{BlockOutcome, PeerKey, Picker};
 pub use storage::{Storage, StorageError};
 pub use swarm::{
-    Download, DownloadConfig, DownloadError, DownloadHandle, DownloadProgress, ListenReport,
-    Rendezvous, Summary,
+    Download, DownloadConfig, DownloadError, DownloadHandle, DownloadProgress, Rendezvous, Summary,
 };

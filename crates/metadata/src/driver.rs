@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lodestone_core::{InfoHash, Metainfo, MetainfoError};
+use lodestone_wire::ListenReport;
 use lodestone_wire::pex::PexReport;
 use lodestone_wire::{Established, PeerExit};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -60,6 +61,10 @@ pub struct FetchOptions {
     /// Where peers learned by ut_pex (BEP 11) go; `None` leaves ut_pex out
     /// of our extension handshake.
     pub pex: Option<mpsc::Sender<PexReport>>,
+    /// Where the listen addresses of peers that dialed us go (from their
+    /// extension handshake's `p`), so that one that leaves before the
+    /// download is dialed there; `None` drops them.
+    pub listening: Option<mpsc::Sender<ListenReport>>,
 }
 
 impl Default for FetchOptions {
@@ -71,6 +76,7 @@ impl Default for FetchOptions {
             client_name: Some(concat!("lodestone ", env!("CARGO_PKG_VERSION")).to_owned()),
             listen_port: None,
             pex: None,
+            listening: None,
         }
     }
 }
@@ -130,6 +136,7 @@ pub async fn fetch_metainfo(
             client_name: options.client_name.clone(),
             listen_port: options.listen_port,
             pex: options.pex.clone(),
+            listening: options.listening.clone(),
         },
         options,
         incoming: Some(conns),

@@ -22,8 +22,8 @@ use lodestone_metadata::{
 use lodestone_wire::extension::{UT_METADATA, UT_PEX};
 use lodestone_wire::pex::{PexFlags, PexMessage, PexPeer};
 use lodestone_wire::{
-    Connection, Established, ExtendedHandshake, Handshake, MAX_EARLY_MESSAGES, Message as Wire,
-    OUR_UT_METADATA_ID, OUR_UT_PEX_ID, PeerExit, Reserved,
+    Connection, Established, ExtendedHandshake, Handshake, ListenReport, MAX_EARLY_MESSAGES,
+    Message as Wire, OUR_UT_METADATA_ID, OUR_UT_PEX_ID, PeerExit, Reserved,
 };
 use sha1::{Digest, Sha1};
 use tokio::net::TcpListener;
@@ -86,7 +86,13 @@ enum Behaviour {
     HandshakeFlood,
     /// Offers ut_pex too, and sends two PEX messages back to back.
     Pex,
+    /// Says in its extension handshake, twice, that it listens at
+    /// [`LISTEN_PORT`].
+    SaysWhereItListens,
 }
+
+/// The `p` of [`Behaviour::SaysWhereItListens`].
+const LISTEN_PORT: u16 = 7001;
 
 /// The peers in the first and the second PEX message of [`Behaviour::Pex`].
 fn pex_batch(second: bool) -> Vec<SocketAddr> {
@@ -175,6 +181,9 @@ fn seeder_handshake(info: &[u8], behaviour: Behaviour) -> Wire {
     if behaviour == Behaviour::Pex {
         hs.m.insert(UT_PEX.to_owned(), 5);
     }
+    if behaviour == Behaviour::SaysWhereItListens {
+        hs.p = Some(LISTEN_PORT);
+    }
     hs.to_message()
 }
 
@@ -190,6 +199,7 @@ fn opening(info: &[u8], behaviour: Behaviour) -> Vec<Wire> {
         Behaviour::AnnouncesTwice => vec![bitfield.clone(), bitfield],
         Behaviour::HandshakeFlood => vec![handshake; 40],
         Behaviour::Pex => vec![bitfield, handshake, pex_message(false), pex_message(true)],
+        Behaviour::SaysWhereItListens => vec![bitfield, handshake.clone(), handshake],
         _ => vec![bitfield, handshake, Wire::Have(1)],
     }
 }
@@ -593,4 +603,39 @@ async fn pex_peers_are_reported_once_per_interval() {
     let added: Vec<_> = report.peers.iter().map(|p| p.addr).collect();
     assert_eq!(added, pex_batch(false));
     assert!(pex_rx.try_recv().is_err(), "the second message was taken");
+}
+
+#[tokio::test]
+async fn where_a_peer_that_dialed_us_listens_is_reported_once() {
+    let info = info_dict(10);
+    let peer = FakePeer::start(&info, Behaviour::SaysWhereItListens).await;
+    for incoming in [true, false] {
+        let (mut conns, _) = dial(&info, &[&peer], false).await;
+        let mut conn = conns.recv().await.unwrap();
+        // As if the peer had dialed us from `peer.addr`.
+        conn.incoming = incoming;
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(conn).await.unwrap();
+        let (listening_tx, mut listening_rx) = mpsc::channel(8);
+        let mut options = options();
+        options.listening = Some(listening_tx);
+        let (result, _, _) = run(&info, rx, options).await;
+        result.unwrap();
+        // Both handshakes came before the metadata on the one connection.
+        if incoming {
+            let report = listening_rx.try_recv().expect("a listen report");
+            let listen = SocketAddr::new(peer.addr.ip(), LISTEN_PORT);
+            assert_eq!(
+                report,
+                ListenReport {
+                    conn: peer.addr,
+                    listen
+                }
+            );
+        }
+        assert!(
+            listening_rx.try_recv().is_err(),
+            "once, and never for a peer we dialed (incoming: {incoming})"
+        );
+    }
 }

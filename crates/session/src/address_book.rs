@@ -20,8 +20,9 @@
 //! What the peer says in its extension handshake's `p` (BEP 10) is where
 //! it listens: that address stands for the connection while it lasts, so
 //! we do not dial a peer already connected to us, and it is dialed when the
-//! connection ends, as any other. (The download phase reads `p`; a peer
-//! that leaves during a magnet's metadata fetch is not redialed.)
+//! connection ends, as any other. Both phases report `p`, the metadata
+//! fetch and the download; the second report of a connection changes
+//! nothing.
 //!
 //! **PEX** (BEP 11) is the least trusted source: any connected peer can
 //! name any address. Its addresses are dialed at most at a fixed rate

@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use lodestone_core::{ErrorChain, InfoHash, Metainfo};
 use lodestone_download::swarm::{
-    Download, DownloadConfig, DownloadError, DownloadHandle, DownloadProgress, ListenReport, Phase,
-    Stuck, Summary,
+    Download, DownloadConfig, DownloadError, DownloadHandle, DownloadProgress, Phase, Stuck,
+    Summary,
 };
 use lodestone_metadata::{FetchError, FetchOptions, Fetched, Progress};
 use lodestone_wire::pex::PexReport;
-use lodestone_wire::{Established, Handshake, Message, PeerExit, Reserved};
+use lodestone_wire::{Established, Handshake, ListenReport, Message, PeerExit, Reserved};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -53,8 +53,8 @@ const TRACKER_REPLIES_QUEUE: usize = 8;
 /// nodes on its own too).
 const DHT_NODES_QUEUE: usize = 64;
 
-/// Listen addresses of peers that dialed us, queued from the download to
-/// the address book; past it one is dropped (that peer is then not redialed
+/// Listen addresses of peers that dialed us, queued from the phases to the
+/// address book; past it one is dropped (that peer is then not redialed
 /// after it leaves, as before its report).
 const LISTENING_QUEUE: usize = 64;
 
@@ -255,8 +255,7 @@ pub(crate) struct Torrent {
     /// The announces to the torrent's trackers, if it has any and the
     /// session uses trackers.
     trackers: Option<Trackers>,
-    /// Where the download sends the listen addresses of peers that dialed
-    /// us.
+    /// Where the phases send the listen addresses of peers that dialed us.
     listening_tx: mpsc::Sender<ListenReport>,
     /// Where the download sends DHT nodes that peers name in `port`
     /// messages (BEP 5) after the hand-over.
@@ -559,6 +558,7 @@ impl Torrent {
             max_connections: self.shared.config.max_peers_per_torrent,
             listen_port: Some(self.shared.listen_port),
             pex: self.pex.clone(),
+            listening: Some(self.listening_tx.clone()),
             ..FetchOptions::default()
         };
         let (info_hash, exits) = (self.info_hash, self.exits_tx.clone());

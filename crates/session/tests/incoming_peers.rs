@@ -1,26 +1,45 @@
 //! A peer that dialed us, on 127.0.0.1: once it leaves, the torrent dials
 //! it back where its extension handshake's `p` says it listens, not at the
-//! ephemeral port its connection came from.
+//! ephemeral port its connection came from; in the download, and during a
+//! magnet's metadata fetch.
 
 #![allow(clippy::unwrap_used)]
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use lodestone_core::{Metainfo, PeerId};
+use lodestone_core::{Magnet, Metainfo, PeerId};
 use lodestone_session::{AddOptions, Session, SessionConfig, TorrentSource};
 use lodestone_wire::{Connection, ExtendedHandshake, Handshake, Reserved};
 use tokio::net::{TcpListener, TcpStream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_dialed_us_is_redialed_where_it_listens() {
-    let dir = std::env::temp_dir().join(format!("lodestone-incoming-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    // Nothing of it on disk: the torrent downloads, so it wants peers.
+async fn a_peer_that_dialed_the_download_is_redialed_where_it_listens() {
+    let metainfo = torrent();
+    redialed_where_it_listens(TorrentSource::Metainfo(metainfo.clone()), "download").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_dialed_the_metadata_fetch_is_redialed_where_it_listens() {
+    // Nobody can give the metadata, so the fetch holds the visitor.
+    let magnet = Magnet::new(torrent().info_hash);
+    redialed_where_it_listens(TorrentSource::Magnet(magnet), "metadata").await;
+}
+
+/// A torrent of which nothing is on disk: it downloads, so it wants peers.
+fn torrent() -> Arc<Metainfo> {
     let data = vec![7u8; 256 * 1024];
-    let metainfo = std::sync::Arc::new(
-        Metainfo::create("t", 64 * 1024, &[(vec!["a.bin".into()], &data)]).unwrap(),
-    );
+    Arc::new(Metainfo::create("t", 64 * 1024, &[(vec!["a.bin".into()], &data)]).unwrap())
+}
+
+/// A visitor dials the torrent added from `source`, says where it listens,
+/// and leaves: the torrent must dial it there.
+async fn redialed_where_it_listens(source: TorrentSource, name: &str) {
+    let dir =
+        std::env::temp_dir().join(format!("lodestone-incoming-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let info_hash = source.info_hash();
     let mut config = SessionConfig::new();
     config.dht = None;
     config.listen_port = 0;
@@ -29,19 +48,13 @@ async fn a_peer_that_dialed_us_is_redialed_where_it_listens() {
     let session = Session::start(config).await.unwrap();
     let mut options = AddOptions::new(&dir);
     options.no_seed = true;
-    let handle = session
-        .add(TorrentSource::Metainfo(metainfo.clone()), options)
-        .unwrap();
+    let handle = session.add(source, options).unwrap();
 
     // The visitor listens here, dials the torrent from an ephemeral port,
     // says where it listens, and leaves.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let listen_port = listener.local_addr().unwrap().port();
-    let visitor = Handshake::new(
-        Reserved::LODESTONE,
-        metainfo.info_hash,
-        PeerId::new([9; 20]),
-    );
+    let visitor = Handshake::new(Reserved::LODESTONE, info_hash, PeerId::new([9; 20]));
     let stream = TcpStream::connect(session.listen_addrs()[0]).await.unwrap();
     let came_from = stream.local_addr().unwrap();
     let (mut conn, _) = Connection::initiate(stream, Duration::from_secs(5), visitor)

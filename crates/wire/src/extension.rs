@@ -9,7 +9,7 @@
 //! before allocating is the metadata fetcher's job.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 use lodestone_bencode::{Dict, Limits, Writer, parse};
@@ -97,11 +97,33 @@ pub struct ExtendedHandshake {
     pub metadata_size: Option<u64>,
 }
 
+/// A peer that dialed us says where it listens: not at `conn`, the
+/// ephemeral port its connection came from, but at `listen`. Whichever
+/// phase holds the connection sends it to the owner of the address book, so
+/// that the peer is redialed there once it leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenReport {
+    /// The connection's remote address.
+    pub conn: SocketAddr,
+    /// Its IP with the port of its extension handshake's `p` (BEP 10).
+    pub listen: SocketAddr,
+}
+
 impl ExtendedHandshake {
     /// The id to send extension `name` under to the peer that sent this
     /// handshake; `None` if it does not support it (absent or 0).
     pub fn extension_id(&self, name: &str) -> Option<u8> {
         self.m.get(name).copied().filter(|&id| id != 0)
+    }
+
+    /// Where the sender, connected from `ip`, accepts connections: `p` on
+    /// that IP; `None` without a `p` or with port 0, which nobody listens
+    /// on. Only a peer that dialed us needs to say it (libtorrent sends `p`
+    /// only on connections it made); a peer we dialed listens where we
+    /// reached it.
+    pub fn listen_addr(&self, ip: IpAddr) -> Option<SocketAddr> {
+        let port = self.p.filter(|&p| p != 0)?;
+        Some(SocketAddr::new(ip, port))
     }
 
     /// Decodes the payload of an `extended` message with id 0.

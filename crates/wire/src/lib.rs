@@ -68,8 +68,8 @@ pub use connection::{
 };
 pub use established::{Established, MAX_EARLY_MESSAGES, PeerExit};
 pub use extension::{
-    ExtendedHandshake, ExtensionError, OUR_UT_HOLEPUNCH_ID, OUR_UT_METADATA_ID, OUR_UT_PEX_ID,
-    our_extensions,
+    ExtendedHandshake, ExtensionError, ListenReport, OUR_UT_HOLEPUNCH_ID, OUR_UT_METADATA_ID,
+    OUR_UT_PEX_ID, our_extensions,
 };
 pub use handshake::{Handshake, HandshakeError, HandshakePrefix, Reserved};
 pub use message::{Block, BlockRequest, Message};

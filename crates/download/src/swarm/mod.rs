@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use lodestone_core::{Metainfo, PeerId};
 use lodestone_wire::pex::PexReport;
-use lodestone_wire::{Established, PeerExit};
+use lodestone_wire::{Established, ListenReport, PeerExit};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -60,16 +60,6 @@ use crate::layout::LayoutError;
 use crate::storage::StorageError;
 
 pub use progress::{DownloadProgress, Phase, Stuck, Summary};
-
-/// A peer that dialed us says where it listens: not at `conn`, the
-/// ephemeral port its connection came from, but at `listen`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenReport {
-    /// The connection's remote address.
-    pub conn: std::net::SocketAddr,
-    /// Its IP with the port of its extension handshake's `p` (BEP 10).
-    pub listen: std::net::SocketAddr,
-}
 
 /// How to run one download.
 #[derive(Debug)]

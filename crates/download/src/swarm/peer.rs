@@ -18,11 +18,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use lodestone_wire::pex::PexReport;
-use lodestone_wire::{BlockRequest, ConnectionReader, ConnectionWriter, Decoder, Established};
+use lodestone_wire::{
+    BlockRequest, ConnectionReader, ConnectionWriter, Decoder, Established, ListenReport,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::ListenReport;
 use super::session::{Greeting, PeerCmd, PeerError, PeerEvent, PeerSession, ReadRequest};
 use super::shared::{PeerEntry, Shared};
 use crate::picker::PeerKey;

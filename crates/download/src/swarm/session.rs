@@ -630,10 +630,9 @@ impl PeerSession {
         // Where a peer that dialed us listens, only its `p` says: without
         // it the peer is neither redialed nor passed on by PEX. A peer we
         // dialed is known already ([`Self::dialed_at`]).
-        if let Some(port) = h.p.filter(|&p| p != 0)
+        if let Some(listen) = h.listen_addr(self.addr.ip())
             && self.listen_addr.is_none()
         {
-            let listen = SocketAddr::new(self.addr.ip(), port);
             self.listen_addr = Some(listen);
             self.events.push_back(PeerEvent::Listening(listen));
             if self.config.pex {

@@ -12,11 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use lodestone_core::PeerId;
-use lodestone_wire::Handshake;
 use lodestone_wire::pex::PexReport;
+use lodestone_wire::{Handshake, ListenReport};
 use tokio::sync::mpsc;
 
-use super::ListenReport;
 use super::session::SessionConfig;
 pub(crate) use super::session::{CloseReason, PeerCmd};
 use super::torrent::{Action, Torrent};

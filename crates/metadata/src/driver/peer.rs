@@ -10,8 +10,8 @@ use lodestone_wire::extension::UT_METADATA;
 use lodestone_wire::pex::{PexInbox, PexReport};
 use lodestone_wire::{
     Connection, ConnectionError, ConnectionReader, ConnectionWriter, Established,
-    ExtendedHandshake, Handshake, MAX_EARLY_MESSAGES, Message, OUR_UT_METADATA_ID, OUR_UT_PEX_ID,
-    Reserved, encoded_len, our_extensions,
+    ExtendedHandshake, Handshake, ListenReport, MAX_EARLY_MESSAGES, Message, OUR_UT_METADATA_ID,
+    OUR_UT_PEX_ID, Reserved, encoded_len, our_extensions,
 };
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
@@ -62,6 +62,8 @@ pub(super) struct Greeting {
     pub listen_port: Option<u16>,
     /// Where peers learned by ut_pex go; `None` turns ut_pex off.
     pub pex: Option<mpsc::Sender<PexReport>>,
+    /// Where the listen addresses of peers that dialed us go.
+    pub listening: Option<mpsc::Sender<ListenReport>>,
 }
 
 /// Why a connection task stopped, for the log and the `misbehaved` flag.
@@ -109,6 +111,9 @@ pub(super) struct PeerTask {
     /// Where ut_pex reports go, if ut_pex is on.
     pex: Option<mpsc::Sender<PexReport>>,
     pex_inbox: PexInbox,
+    /// Where a peer that dialed us listens goes, once; `None` once sent,
+    /// for a peer we dialed, or when nobody keeps addresses.
+    listening: Option<mpsc::Sender<ListenReport>>,
 }
 
 impl PeerTask {
@@ -144,6 +149,7 @@ impl PeerTask {
             events,
             pex: greeting.pex.clone(),
             pex_inbox: PexInbox::default(),
+            listening: greeting.listening.clone().filter(|_| incoming),
         };
         let (reader, writer) = conn.into_split();
         let end = task.talk(reader, writer, &greeting, &mut commands).await;
@@ -299,10 +305,21 @@ impl PeerTask {
     }
 
     /// Learns the peer's ut_metadata id from its extension handshake and
-    /// tells the loop.
+    /// tells the loop; passes on where a peer that dialed us listens, so
+    /// that it is redialed there even if it leaves before the download
+    /// (which reports it again, to no effect).
     async fn on_extension_handshake(&mut self, payload: &[u8]) -> Result<(), End> {
         let handshake =
             ExtendedHandshake::decode(payload).map_err(|_| End::BadExtensionHandshake)?;
+        if let Some(listen) = handshake.listen_addr(self.addr.ip())
+            && let Some(book) = self.listening.take()
+        {
+            // A full queue drops it: the owner is busy, and it is a hint.
+            let _ = book.try_send(ListenReport {
+                conn: self.addr,
+                listen,
+            });
+        }
         self.their_id = handshake.extension_id(UT_METADATA);
         self.report(PeerEvent::Handshake {
             ut_metadata: self.their_id.is_some(),

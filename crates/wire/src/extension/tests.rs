@@ -19,6 +19,21 @@ fn bep10_example() {
 }
 
 #[test]
+fn the_listen_address_is_p_on_the_connections_ip() {
+    let ip: IpAddr = "192.0.2.7".parse().unwrap();
+    let with_p = |p| ExtendedHandshake {
+        p,
+        ..ExtendedHandshake::default()
+    };
+    assert_eq!(
+        with_p(Some(6881)).listen_addr(ip),
+        Some(SocketAddr::new(ip, 6881))
+    );
+    assert_eq!(with_p(Some(0)).listen_addr(ip), None, "nobody listens on 0");
+    assert_eq!(with_p(None).listen_addr(ip), None);
+}
+
+#[test]
 fn encodes_canonically() {
     let hs = ExtendedHandshake {
         m: [
