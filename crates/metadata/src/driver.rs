@@ -23,9 +23,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lodestone_core::{InfoHash, Metainfo, MetainfoError};
-use lodestone_wire::ListenReport;
 use lodestone_wire::pex::PexReport;
-use lodestone_wire::{Established, PeerExit};
+use lodestone_wire::{Established, ListenReport, PeerExit};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -63,7 +62,8 @@ pub struct FetchOptions {
     pub pex: Option<mpsc::Sender<PexReport>>,
     /// Where the listen addresses of peers that dialed us go (from their
     /// extension handshake's `p`), so that one that leaves before the
-    /// download is dialed there; `None` drops them.
+    /// download is dialed there: at most once per connection, and dropped
+    /// if the queue is full (it is a hint); `None` drops them all.
     pub listening: Option<mpsc::Sender<ListenReport>>,
 }
 

@@ -86,12 +86,12 @@ enum Behaviour {
     HandshakeFlood,
     /// Offers ut_pex too, and sends two PEX messages back to back.
     Pex,
-    /// Says in its extension handshake, twice, that it listens at
-    /// [`LISTEN_PORT`].
+    /// Sends three extension handshakes: without `p`, then saying it
+    /// listens at [`LISTEN_PORT`], then at the port after.
     SaysWhereItListens,
 }
 
-/// The `p` of [`Behaviour::SaysWhereItListens`].
+/// The first `p` of [`Behaviour::SaysWhereItListens`], the one that counts.
 const LISTEN_PORT: u16 = 7001;
 
 /// The peers in the first and the second PEX message of [`Behaviour::Pex`].
@@ -161,6 +161,11 @@ impl FakePeer {
 
 /// The extension handshake a fake peer sends.
 fn seeder_handshake(info: &[u8], behaviour: Behaviour) -> Wire {
+    seeder_extensions(info, behaviour).to_message()
+}
+
+/// What [`seeder_handshake`] says.
+fn seeder_extensions(info: &[u8], behaviour: Behaviour) -> ExtendedHandshake {
     let mut hs = ExtendedHandshake {
         metadata_size: Some(match behaviour {
             Behaviour::HugeSize => 4 << 30,
@@ -181,10 +186,7 @@ fn seeder_handshake(info: &[u8], behaviour: Behaviour) -> Wire {
     if behaviour == Behaviour::Pex {
         hs.m.insert(UT_PEX.to_owned(), 5);
     }
-    if behaviour == Behaviour::SaysWhereItListens {
-        hs.p = Some(LISTEN_PORT);
-    }
-    hs.to_message()
+    hs
 }
 
 /// What a fake peer sends right after the BitTorrent handshake.
@@ -199,7 +201,14 @@ fn opening(info: &[u8], behaviour: Behaviour) -> Vec<Wire> {
         Behaviour::AnnouncesTwice => vec![bitfield.clone(), bitfield],
         Behaviour::HandshakeFlood => vec![handshake; 40],
         Behaviour::Pex => vec![bitfield, handshake, pex_message(false), pex_message(true)],
-        Behaviour::SaysWhereItListens => vec![bitfield, handshake.clone(), handshake],
+        Behaviour::SaysWhereItListens => {
+            let says = |p| {
+                let hs = seeder_extensions(info, behaviour);
+                ExtendedHandshake { p, ..hs }.to_message()
+            };
+            let ports = [None, Some(LISTEN_PORT), Some(LISTEN_PORT + 1)];
+            std::iter::once(bitfield).chain(ports.map(says)).collect()
+        }
         _ => vec![bitfield, handshake, Wire::Have(1)],
     }
 }
@@ -621,7 +630,7 @@ async fn where_a_peer_that_dialed_us_listens_is_reported_once() {
         options.listening = Some(listening_tx);
         let (result, _, _) = run(&info, rx, options).await;
         result.unwrap();
-        // Both handshakes came before the metadata on the one connection.
+        // Every handshake came before the metadata on the one connection.
         if incoming {
             let report = listening_rx.try_recv().expect("a listen report");
             let listen = SocketAddr::new(peer.addr.ip(), LISTEN_PORT);

@@ -21,8 +21,9 @@
 //! it listens: that address stands for the connection while it lasts, so
 //! we do not dial a peer already connected to us, and it is dialed when the
 //! connection ends, as any other. Both phases report `p`, the metadata
-//! fetch and the download; the second report of a connection changes
-//! nothing.
+//! fetch and the download: the second report of a connection changes
+//! nothing while it lasts, and one that comes after its end files the
+//! address as any late report does.
 //!
 //! **PEX** (BEP 11) is the least trusted source: any connected peer can
 //! name any address. Its addresses are dialed at most at a fixed rate

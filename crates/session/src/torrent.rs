@@ -430,7 +430,15 @@ pub(crate) async fn run(
                     }
                 }
             }
-            Some(exit) = exits.recv() => t.on_exit(&mut stage, exit),
+            Some(exit) = exits.recv() => {
+                // A connection's listen report is queued before its exit,
+                // but the two queues are read in any order: filed first, it
+                // keeps the connection's backoff and ban.
+                while let Ok(r) = listening_rx.try_recv() {
+                    t.book.listening(r.conn, r.listen);
+                }
+                t.on_exit(&mut stage, exit);
+            }
             () = sleep_until(next_due) => {}
             end = phase_end(&mut stage) => {
                 let fetched = match end {

@@ -16,13 +16,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_dialed_the_download_is_redialed_where_it_listens() {
-    let metainfo = torrent();
-    redialed_where_it_listens(TorrentSource::Metainfo(metainfo.clone()), "download").await;
+    redialed_where_it_listens(TorrentSource::Metainfo(torrent()), "download").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_dialed_the_metadata_fetch_is_redialed_where_it_listens() {
-    // Nobody can give the metadata, so the fetch holds the visitor.
+    // Nobody can give the metadata, so the torrent stays in its fetch.
     let magnet = Magnet::new(torrent().info_hash);
     redialed_where_it_listens(TorrentSource::Magnet(magnet), "metadata").await;
 }

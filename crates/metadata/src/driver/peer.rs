@@ -1,6 +1,7 @@
 //! One connection during the metadata phase: greets the peer, passes its
-//! ut_metadata messages to the loop, keeps what the download will need, and
-//! gives the connection back intact when the loop asks.
+//! ut_metadata messages to the loop, says where a peer that dialed us
+//! listens, keeps what the download will need, and gives the connection
+//! back intact when the loop asks.
 
 use std::net::SocketAddr;
 

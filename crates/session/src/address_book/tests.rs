@@ -162,6 +162,21 @@ fn a_listen_address_reported_after_its_connection_ended_is_kept() {
 }
 
 #[test]
+fn the_other_phases_report_after_the_end_keeps_the_wait() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.incoming(ephemeral(5));
+    b.listening(ephemeral(5), addr(5));
+    b.ended(t0, ephemeral(5), Outcome::Closed);
+    // The metadata fetch reported it; the download's report comes late.
+    b.listening(ephemeral(5), addr(5));
+    assert_eq!(b.stats().known, 1);
+    assert_eq!(b.stats().busy, 0);
+    assert_eq!(b.next_dial(t0), None, "keeps its wait");
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(5)));
+}
+
+#[test]
 fn a_known_address_is_not_dialed_while_its_peer_is_connected_to_us() {
     let t0 = Instant::now();
     let mut b = book(10);
