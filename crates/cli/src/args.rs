@@ -126,6 +126,16 @@ pub struct DownloadArgs {
     /// the handshakes; accept both).
     #[arg(long, value_enum, default_value_t = TransportArg::Both)]
     pub transport: TransportArg,
+    /// Most peer connections and connection attempts of all torrents
+    /// together (each torrent has at most 50): past it none dials or
+    /// accepts more.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = lodestone_session::DEFAULT_MAX_CONNECTIONS,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
     /// Cap on the download rate of all torrents together, bytes per second
     /// (500K, 10M, 1.5G).
     #[arg(long, value_name = "RATE")]

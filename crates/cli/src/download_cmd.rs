@@ -112,6 +112,7 @@ async fn session_config(args: &DownloadArgs) -> Result<SessionConfig, Failure> {
     }
     config.encryption = args.encryption.policy;
     config.transport = args.transport.into();
+    config.max_connections = args.max_connections as usize;
     config.download_limit = args
         .max_download_rate
         .as_deref()

@@ -13,6 +13,7 @@
 //!   backoff and bans;
 //! * [`dialer`]: the transport seam: TCP, uTP or both at once, plaintext or
 //!   encrypted;
+//! * `connection_cap`: the cap on every torrent's connections together;
 //! * `encryption`: the [`Encryption`] policy and the MSE/PE handshakes;
 //! * `listener`: listen sockets and routing by infohash;
 //! * `discovery`: one DHT lookup per interval, which also announces;
@@ -38,6 +39,7 @@
 //! ```
 
 pub mod address_book;
+mod connection_cap;
 pub mod dialer;
 mod discovery;
 mod encryption;
@@ -54,7 +56,9 @@ pub use address_book::{AddressBook, AddressBookConfig, BookStats, Outcome, PeerS
 pub use dialer::Transport;
 pub use discovery::{ANNOUNCE_INTERVAL, LOOKUP_INTERVAL};
 pub use encryption::Encryption;
-pub use session::{Session, SessionConfig, SessionError, TorrentHandle, new_peer_id};
+pub use session::{
+    DEFAULT_MAX_CONNECTIONS, Session, SessionConfig, SessionError, TorrentHandle, new_peer_id,
+};
 pub use stall::StallReason;
 pub use torrent::{
     AddOptions, FileFilter, TorrentError, TorrentPhase, TorrentSource, TorrentStatus,

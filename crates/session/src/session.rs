@@ -17,6 +17,7 @@ use lodestone_download::verify::HashPool;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::connection_cap::SessionConnections;
 use crate::dialer::Transport;
 use crate::encryption::Encryption;
 use crate::listener::{self, Acceptor, Route, Router};
@@ -30,6 +31,10 @@ const INCOMING_QUEUE: usize = 32;
 
 /// Deadline of one HTTP tracker exchange.
 const TRACKER_HTTP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// [`SessionConfig::max_connections`] unless set: libtorrent's and
+/// Transmission's global default too, four torrents at their fullest.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 200;
 
 /// How to run a session.
 #[derive(Debug, Clone)]
@@ -56,6 +61,11 @@ pub struct SessionConfig {
     /// whole connect timeout: this many in flight bound how many dead
     /// addresses a second we can get past (32 over 5 s: about 6).
     pub max_dials_per_torrent: usize,
+    /// Most connections and connection attempts of every torrent together:
+    /// past it no torrent dials or accepts (see `connection_cap`), so that
+    /// many torrents in one session do not run the process out of file
+    /// descriptors (1,024 by default).
+    pub max_connections: usize,
     /// Time allowed to connect and exchange handshakes.
     pub connect_timeout: Duration,
     /// Threads hashing and writing pieces for every torrent together.
@@ -76,7 +86,8 @@ pub struct SessionConfig {
 impl SessionConfig {
     /// Defaults: a fresh peer id, the DHT on the public routers, port 6881
     /// on every IPv4 and IPv6 address, no limits, 50 peers per torrent
-    /// dialed 32 at a time with 5 s to connect, one hashing thread per core,
+    /// dialed 32 at a time with 5 s to connect, 200 connections in all,
+    /// one hashing thread per core,
     /// trackers used, encryption preferred.
     pub fn new() -> Self {
         Self {
@@ -89,6 +100,7 @@ impl SessionConfig {
             upload_limit: None,
             max_peers_per_torrent: 50,
             max_dials_per_torrent: 32,
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             connect_timeout: Duration::from_secs(5),
             hash_threads: std::thread::available_parallelism().map_or(2, usize::from),
             trackers: true,
@@ -240,6 +252,8 @@ pub(crate) struct Shared {
     pub(crate) upload_limit: Option<SharedBucket>,
     /// The one pool that hashes and writes every torrent's pieces.
     pub(crate) hash_pool: HashPool,
+    /// What every torrent holds, against `config.max_connections`.
+    pub(crate) connections: Arc<SessionConnections>,
 }
 
 /// The engine: add torrents to it, follow them through their handles.
@@ -291,6 +305,7 @@ impl Session {
             download_limit: config.download_limit.map(|r| SharedBucket::new(now, r)),
             upload_limit: config.upload_limit.map(|r| SharedBucket::new(now, r)),
             hash_pool: HashPool::new(config.hash_threads),
+            connections: SessionConnections::new(config.max_connections),
             config,
         });
         let router = Router::default();

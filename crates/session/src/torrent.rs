@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::address_book::{AddressBook, AddressBookConfig, Outcome, PeerSource, Wrapping};
+use crate::connection_cap::ConnectionShare;
 use crate::fetch_inbox::FetchInbox;
 use crate::holepunch::Holepunch;
 use crate::session::Shared;
@@ -236,6 +237,8 @@ pub(crate) struct Torrent {
     info_hash: InfoHash,
     handshake: Handshake,
     book: AddressBook,
+    /// What the book holds, counted against the session's cap.
+    connections: ConnectionShare,
     metainfo: Option<Arc<Metainfo>>,
     dials: JoinSet<(SocketAddr, Option<(Established, Wrapping)>)>,
     exits_tx: mpsc::UnboundedSender<PeerExit>,
@@ -323,6 +326,7 @@ pub(crate) async fn run(
     let holepunch_tx = shared.utp.is_some().then_some(holepunch_tx);
     let mut t = Torrent {
         handshake: Handshake::new(Reserved::LODESTONE, info_hash, shared.peer_id),
+        connections: shared.connections.share(),
         shared,
         info_hash,
         book,
@@ -404,7 +408,9 @@ pub(crate) async fn run(
             }
             Some(addr) = holepunch_rx.recv() => t.holepunch_connect(addr),
             Some(conn) = incoming.recv() => {
-                if t.book.incoming(conn.addr) {
+                if !t.connections.has_room(t.book.stats().busy) {
+                    tracing::debug!(peer = %conn.addr, "refused: the session holds its most connections");
+                } else if t.book.incoming(conn.addr) {
                     t.holepunch.incoming(conn.addr);
                     t.hand(&mut stage, conn);
                 }
@@ -623,9 +629,9 @@ impl Torrent {
         })
     }
 
-    /// Dials addresses from the book while there is room and peers are
-    /// wanted. Returns whether there is room left (then the book has
-    /// nothing due).
+    /// Dials addresses from the book while there is room, in the torrent
+    /// and in the session, and peers are wanted. Returns whether there is
+    /// room left (then the book has nothing due).
     fn dial_more(&mut self, stage: &Stage) -> bool {
         let wanted = match stage {
             Stage::Paused(_) => false,
@@ -636,19 +642,24 @@ impl Torrent {
         };
         self.wanted
             .send_if_modified(|w| std::mem::replace(w, wanted) != wanted);
+        // Told on every pass, dialing or not: connections that ended make
+        // room for the session's other torrents.
+        let mut room = self.connections.has_room(self.book.stats().busy);
         if !wanted {
             return false;
         }
         let shared = self.shared.clone();
         let cfg = &shared.config;
         let now = Instant::now().into_std();
-        while self.dials.len() < cfg.max_dials_per_torrent
+        while room
+            && self.dials.len() < cfg.max_dials_per_torrent
             && self.book.stats().busy < cfg.max_peers_per_torrent
         {
             let Some(addr) = self.book.next_dial(now) else {
                 return true;
             };
             self.spawn_dial(addr, cfg.transport.tcp());
+            room = self.connections.has_room(self.book.stats().busy);
         }
         false
     }
