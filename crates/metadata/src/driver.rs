@@ -51,6 +51,10 @@ pub struct FetchOptions {
     /// Connections held at once; one arriving when this many are held is
     /// closed and reported as a [`PeerExit`] that did not misbehave.
     pub max_connections: usize,
+    /// Connections held at once from one IP; past it one is closed the
+    /// same way, so that one host cannot take every slot from the honest
+    /// peers (the download holds to the same bound).
+    pub max_connections_per_ip: usize,
     /// Limit for the whole fetch.
     pub timeout: Duration,
     /// `v` in our extension handshake.
@@ -72,6 +76,7 @@ impl Default for FetchOptions {
         Self {
             fetch: FetchConfig::default(),
             max_connections: 64,
+            max_connections_per_ip: 8,
             timeout: Duration::from_secs(300),
             client_name: Some(concat!("lodestone ", env!("CARGO_PKG_VERSION")).to_owned()),
             listen_port: None,
@@ -219,9 +224,14 @@ impl Driver {
         }
     }
 
-    /// Takes on a new connection, or closes it if every slot is taken.
+    /// Takes on a new connection, or closes it if every slot, or every
+    /// slot for its IP, is taken.
     fn admit(&mut self, established: Established) {
-        if self.conns.len() >= self.options.max_connections.max(1) {
+        let ip = established.addr.ip();
+        let same_ip = self.conns.values().filter(|c| c.addr.ip() == ip).count();
+        if self.conns.len() >= self.options.max_connections.max(1)
+            || same_ip >= self.options.max_connections_per_ip.max(1)
+        {
             self.report_exit(established.addr, false);
             return;
         }

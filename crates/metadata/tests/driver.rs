@@ -563,16 +563,21 @@ async fn an_undecodable_ut_metadata_message_closes_the_peer_as_misbehaving() {
 async fn connections_beyond_the_limit_are_closed() {
     let info = info_dict(10);
     let peers = start_all(&info, &[Behaviour::NoUtMetadata; 2]).await;
-    let (conns, _) = dial(&info, &peers.iter().collect::<Vec<_>>(), false).await;
-    let mut options = options();
-    options.max_connections = 1;
-    options.timeout = Duration::from_secs(1);
-    let (result, progress, exits) = run(&info, conns, options).await;
-    assert!(matches!(result, Err(FetchError::TimedOut(_))));
-    assert_eq!(progress.ever_connected, 1, "{progress:?}");
-    // The second is closed on arrival, the first when the fetch gives up.
-    let order: Vec<_> = exits.iter().map(|e| (e.addr, e.misbehaved)).collect();
-    assert_eq!(order, [(peers[1].addr, false), (peers[0].addr, false)]);
+    // Both peers are on 127.0.0.1: the limit per IP applies to them too.
+    let limits: [fn(&mut FetchOptions); 2] =
+        [|o| o.max_connections = 1, |o| o.max_connections_per_ip = 1];
+    for limit in limits {
+        let (conns, _) = dial(&info, &peers.iter().collect::<Vec<_>>(), false).await;
+        let mut options = options();
+        limit(&mut options);
+        options.timeout = Duration::from_secs(1);
+        let (result, progress, exits) = run(&info, conns, options).await;
+        assert!(matches!(result, Err(FetchError::TimedOut(_))));
+        assert_eq!(progress.ever_connected, 1, "{progress:?}");
+        // The second is closed on arrival, the first when the fetch gives up.
+        let order: Vec<_> = exits.iter().map(|e| (e.addr, e.misbehaved)).collect();
+        assert_eq!(order, [(peers[1].addr, false), (peers[0].addr, false)]);
+    }
 }
 
 #[tokio::test]

@@ -56,6 +56,9 @@ pub struct SessionConfig {
     pub upload_limit: Option<NonZeroU64>,
     /// Most connections per torrent, in either phase.
     pub max_peers_per_torrent: usize,
+    /// Most connections per torrent from one IP, in either phase: one host
+    /// cannot take every slot from the others.
+    pub max_peers_per_ip: usize,
     /// Most connection attempts at once per torrent. Peers from the DHT
     /// and PEX are often gone, and a silent one holds its attempt for the
     /// whole connect timeout: this many in flight bound how many dead
@@ -85,8 +88,8 @@ pub struct SessionConfig {
 
 impl SessionConfig {
     /// Defaults: a fresh peer id, the DHT on the public routers, port 6881
-    /// on every IPv4 and IPv6 address, no limits, 50 peers per torrent
-    /// dialed 32 at a time with 5 s to connect, 200 connections in all,
+    /// on every IPv4 and IPv6 address, no limits, 50 peers per torrent (8
+    /// per IP) dialed 32 at a time with 5 s to connect, 200 connections in all,
     /// one hashing thread per core,
     /// trackers used, encryption preferred.
     pub fn new() -> Self {
@@ -99,6 +102,7 @@ impl SessionConfig {
             download_limit: None,
             upload_limit: None,
             max_peers_per_torrent: 50,
+            max_peers_per_ip: 8,
             max_dials_per_torrent: 32,
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             connect_timeout: Duration::from_secs(5),

@@ -570,6 +570,7 @@ impl Torrent {
         let fetch = FetchOptions {
             timeout: options.metadata_timeout,
             max_connections: self.shared.config.max_peers_per_torrent,
+            max_connections_per_ip: self.shared.config.max_peers_per_ip,
             listen_port: Some(self.shared.listen_port),
             pex: self.pex.clone(),
             listening: Some(self.listening_tx.clone()),
@@ -602,6 +603,7 @@ impl Torrent {
         config.files = self.files.clone();
         config.listen_port = Some(self.shared.listen_port);
         config.max_connections = cfg.max_peers_per_torrent;
+        config.max_connections_per_ip = cfg.max_peers_per_ip;
         config.download_limit = self.shared.download_limit.clone();
         config.upload_limit = self.shared.upload_limit.clone();
         config.hash_pool = Some(self.shared.hash_pool.clone());
