@@ -408,13 +408,17 @@ pub(crate) async fn run(
             }
             Some(addr) = holepunch_rx.recv() => t.holepunch_connect(addr),
             Some(conn) = incoming.recv() => {
-                if !t.connections.has_room(t.book.stats().busy) {
+                if !t.connections.take_place() {
                     tracing::debug!(peer = %conn.addr, "refused: the session holds its most connections");
                 } else if t.book.incoming(conn.addr) {
                     t.holepunch.incoming(conn.addr);
                     t.hand(&mut stage, conn);
+                } else {
+                    t.report_held();
                 }
             }
+            // Another torrent gave a place back.
+            () = t.connections.freed(), if t.connections.is_waiting() => {}
             Some(dialed) = t.dials.join_next() => {
                 if let Ok((addr, conn)) = dialed {
                     match conn {
@@ -501,6 +505,9 @@ pub(crate) async fn run(
         task.abort();
     }
     t.dials.abort_all();
+    // Its phase stopped and its dials aborted, it holds no place, though
+    // the trackers' goodbyes may take a while yet.
+    t.connections.report(0);
     // The last word, so that a follower sees the final phase even when
     // the torrent ended between two ticks.
     t.publish(&stage);
@@ -644,26 +651,39 @@ impl Torrent {
         };
         self.wanted
             .send_if_modified(|w| std::mem::replace(w, wanted) != wanted);
-        // Told on every pass, dialing or not: connections that ended make
-        // room for the session's other torrents.
-        let mut room = self.connections.has_room(self.book.stats().busy);
-        if !wanted {
-            return false;
-        }
+        // Reported on every pass, dialing or not: connections that ended
+        // make room for the session's other torrents.
+        self.report_held();
         let shared = self.shared.clone();
         let cfg = &shared.config;
+        if !wanted
+            || self.dials.len() >= cfg.max_dials_per_torrent
+            || self.book.stats().busy >= cfg.max_peers_per_torrent
+        {
+            self.connections.stop_waiting();
+            return false;
+        }
         let now = Instant::now().into_std();
-        while room
-            && self.dials.len() < cfg.max_dials_per_torrent
+        while self.dials.len() < cfg.max_dials_per_torrent
             && self.book.stats().busy < cfg.max_peers_per_torrent
         {
+            if !self.connections.take_place() {
+                return false;
+            }
             let Some(addr) = self.book.next_dial(now) else {
+                self.report_held();
                 return true;
             };
             self.spawn_dial(addr, cfg.transport.tcp());
-            room = self.connections.has_room(self.book.stats().busy);
         }
         false
+    }
+
+    /// Tells the session what the book holds: places taken for addresses
+    /// the book did not take, and those of connections that ended, go
+    /// back.
+    fn report_held(&mut self) {
+        self.connections.report(self.book.stats().busy);
     }
 
     /// Dials `addr` (over TCP too if `tcp`, over uTP if it is on); the
@@ -698,8 +718,13 @@ impl Torrent {
         .collect();
         let ours = (self.shared.listen_port, &bound[..]);
         let now = Instant::now().into_std();
+        if !self.connections.take_place() {
+            return;
+        }
         if self.holepunch.connect(now, addr, ours, &mut self.book) {
             self.spawn_dial(addr, false);
+        } else {
+            self.report_held();
         }
     }
 

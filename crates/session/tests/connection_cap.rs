@@ -1,8 +1,8 @@
-//! The session's cap on connections holds across torrents: two magnets,
-//! each naming three peers that accept TCP and never answer, in a session
-//! allowed one connection in all. Uncapped, all six are dialed at once.
-//! And a visitor that comes while the one connection is taken is turned
-//! away.
+//! The session's cap on connections, in a session allowed one: three
+//! magnets whose peers accept TCP and never answer take turns at the one
+//! connection (uncapped, all are dialed at once; without turns, the torrent
+//! with the most peers dials them all first), and a visitor that comes
+//! while the one connection is taken is turned away.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,37 +18,55 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-/// Connections the silent peers saw: open now, most open at once, ended.
+/// Connections open at some peer of a test, now and at most at once.
+#[derive(Default)]
+struct Open {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+/// What one torrent's peers saw.
 #[derive(Default)]
 struct Seen {
-    open: AtomicUsize,
-    most_open: AtomicUsize,
-    ended: AtomicUsize,
-    /// Notified when one opens or ends.
+    accepted: AtomicUsize,
+    /// Notified at each connection.
     changed: Notify,
 }
 
-/// A peer at a port of its own that takes connections and says nothing
-/// until the dialer gives up and closes.
-async fn silent_peer(seen: Arc<Seen>) -> SocketAddr {
+/// A peer at a port of its own that takes connections and says nothing;
+/// after `hold` (if any) it closes, counting the connection as closed first,
+/// so that the dial it ends cannot overlap the next in the count.
+async fn silent_peer(open: Arc<Open>, seen: Arc<Seen>, hold: Option<Duration>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let open = seen.open.fetch_add(1, Ordering::SeqCst) + 1;
-            seen.most_open.fetch_max(open, Ordering::SeqCst);
+            let now = open.now.fetch_add(1, Ordering::SeqCst) + 1;
+            open.most.fetch_max(now, Ordering::SeqCst);
+            seen.accepted.fetch_add(1, Ordering::SeqCst);
             seen.changed.notify_one();
-            let seen = seen.clone();
+            let open = open.clone();
             tokio::spawn(async move {
-                let mut sink = [0u8; 1024];
-                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-                seen.open.fetch_sub(1, Ordering::SeqCst);
-                seen.ended.fetch_add(1, Ordering::SeqCst);
-                seen.changed.notify_one();
+                match hold {
+                    Some(hold) => tokio::time::sleep(hold).await,
+                    None => {
+                        let mut sink = [0u8; 1024];
+                        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                    }
+                }
+                open.now.fetch_sub(1, Ordering::SeqCst);
+                drop(stream);
             });
         }
     });
     addr
+}
+
+/// Waits until `seen`'s peers took a connection.
+async fn dialed(seen: &Seen) {
+    while seen.accepted.load(Ordering::SeqCst) == 0 {
+        seen.changed.notified().await;
+    }
 }
 
 /// A session on 127.0.0.1 allowed one connection, dialing plaintext over
@@ -68,34 +86,44 @@ fn one_connection(connect_timeout: Duration) -> SessionConfig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn torrents_together_hold_at_most_the_sessions_connections() {
+async fn torrents_take_turns_within_the_sessions_connections() {
     let dir = std::env::temp_dir().join(format!("lodestone-cap-{}", std::process::id()));
-    let session = Session::start(one_connection(Duration::from_secs(1)))
+    let session = Session::start(one_connection(Duration::from_secs(30)))
         .await
         .unwrap();
-
-    let seen = Arc::new(Seen::default());
+    // The first torrent has ten peers to dial, the others one each; every
+    // peer hangs up 200 ms after it is dialed.
+    let open = Arc::new(Open::default());
     let mut torrents = Vec::new();
-    for n in 1..=2u8 {
+    let mut seen = Vec::new();
+    for (n, peers) in [(1u8, 10), (2, 1), (3, 1)] {
+        let torrent_seen = Arc::new(Seen::default());
         let mut magnet = Magnet::new(InfoHash::new([n; 20]));
-        for _ in 0..3 {
-            magnet.peers.push(silent_peer(seen.clone()).await);
+        for _ in 0..peers {
+            let hold = Some(Duration::from_millis(200));
+            magnet
+                .peers
+                .push(silent_peer(open.clone(), torrent_seen.clone(), hold).await);
         }
-        let options = AddOptions::new(&dir);
-        torrents.push(session.add(TorrentSource::Magnet(magnet), options).unwrap());
+        torrents.push(
+            session
+                .add(TorrentSource::Magnet(magnet), AddOptions::new(&dir))
+                .unwrap(),
+        );
+        seen.push(torrent_seen);
     }
 
-    // Six dials, one after another, each ended by the dialer's timeout.
     tokio::time::timeout(Duration::from_secs(60), async {
-        while seen.ended.load(Ordering::SeqCst) < 6 {
-            seen.changed.notified().await;
-        }
+        dialed(&seen[1]).await;
+        dialed(&seen[2]).await;
     })
     .await
-    .expect("the dials go on, one at a time");
-    // One more may show while the peer reads the last one's close.
-    let most = seen.most_open.load(Ordering::SeqCst);
-    assert!(most <= 2, "{most} connections open at once");
+    .expect("the torrents with one peer get a turn");
+    // Left to itself, the first would have dialed all ten before them.
+    let first = seen[0].accepted.load(Ordering::SeqCst);
+    assert!(first <= 5, "the first torrent dialed {first} peers first");
+    let most = open.most.load(Ordering::SeqCst);
+    assert_eq!(most, 1, "{most} connections open at once");
 
     for torrent in torrents {
         torrent.remove();
@@ -115,17 +143,14 @@ async fn a_visitor_past_the_cap_is_turned_away() {
     let seen = Arc::new(Seen::default());
     let info_hash = InfoHash::new([3; 20]);
     let mut magnet = Magnet::new(info_hash);
-    magnet.peers.push(silent_peer(seen.clone()).await);
+    let peer = silent_peer(Arc::default(), seen.clone(), None).await;
+    magnet.peers.push(peer);
     let torrent = session
         .add(TorrentSource::Magnet(magnet), AddOptions::new(&dir))
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while seen.open.load(Ordering::SeqCst) == 0 {
-            seen.changed.notified().await;
-        }
-    })
-    .await
-    .expect("the torrent dials its one peer");
+    tokio::time::timeout(Duration::from_secs(30), dialed(&seen))
+        .await
+        .expect("the torrent dials its one peer");
 
     let stream = TcpStream::connect(session.listen_addrs()[0]).await.unwrap();
     let visitor = Handshake::new(Reserved::LODESTONE, info_hash, PeerId::new([9; 20]));
