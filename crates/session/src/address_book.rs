@@ -482,6 +482,13 @@ impl AddressBook {
         self.pex_tokens = (self.pex_tokens + earned).min(f64::from(self.config.pex_dial_burst));
     }
 
+    /// Whether [`Self::next_dial`] would give an address at `now`: one is
+    /// due, within the PEX dial budget.
+    pub fn has_due(&mut self, now: Instant) -> bool {
+        self.refill_pex(now);
+        self.poll_timeout(now).is_some_and(|due| due <= now)
+    }
+
     /// When the next address becomes dialable (`now` if one is), if ever.
     pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         PeerSource::ALL

@@ -7,71 +7,101 @@
 //! stops them dialing or accepting past [`SessionConfig::max_connections`].
 //!
 //! **Taking a place.** A torrent takes a place before each dial and each
-//! incoming connection it keeps, atomically against the limit, and on
+//! incoming connection it keeps, under one lock with the limit, and on
 //! every pass of its loop reports what its address book holds (connections
 //! and dials in flight), which gives back the places of connections that
 //! ended. The count is of the book's entries, so it leaves some sockets
 //! out (handshakes still in the listener, the uTP port probe): keep the
 //! descriptor limit some way above the cap.
 //!
-//! **Fairness.** Torrents that started first would otherwise keep every
-//! place: a freed one goes back to its torrent on the same pass, before a
-//! torrent held back looks again, and a magnet held back for long fails
-//! its metadata timeout. So while some torrent waits for a place, one that
-//! holds its fair share (the limit divided among the torrents, and at
-//! least one for a torrent that waits) or more takes none, and a freed
-//! place wakes the waiting torrents at once. When every waiting torrent
-//! holds its share already, a freed place may stay free until some
-//! connection ends.
+//! **Turns.** A torrent refused a place waits, and a freed place goes to
+//! the waiting torrent that holds the fewest, the one waiting longest
+//! among equals; a torrent that gives a place back goes behind those
+//! already waiting. Otherwise the torrents that started first would keep
+//! every place (a freed one went back to its torrent on the same pass,
+//! before a torrent held back looked again), and a magnet held back for
+//! long fails its metadata timeout. A freed place wakes the waiting
+//! torrents at once; one that missed the wake-up looks again on its next
+//! status tick.
 //!
 //! [`SessionConfig::max_peers_per_torrent`]: crate::SessionConfig::max_peers_per_torrent
 //! [`SessionConfig::max_connections`]: crate::SessionConfig::max_connections
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
-use tokio::sync::futures::Notified;
 
 /// What every torrent of a session holds together, against one limit.
 #[derive(Debug)]
 pub(crate) struct SessionConnections {
-    held: AtomicUsize,
-    /// Torrents with a share.
-    shares: AtomicUsize,
-    /// Torrents refused a place that still want one.
-    waiting: AtomicUsize,
     limit: usize,
-    /// Told whenever a place is given back.
-    freed: Notify,
+    state: Mutex<State>,
+    /// Told whenever a place is given back; shared so that a torrent can
+    /// start listening before it looks for a place.
+    freed: Arc<Notify>,
+}
+
+/// The count and the line, under one lock.
+#[derive(Debug, Default)]
+struct State {
+    held: usize,
+    /// Waiting torrents by share: what each holds, and its place in line.
+    waiting: BTreeMap<u64, Turn>,
+    next_ticket: u64,
+    next_share: u64,
+}
+
+/// Who goes first among waiting torrents: fewest held, then longest
+/// waiting (the lowest ticket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Turn {
+    held: usize,
+    ticket: u64,
+}
+
+impl State {
+    fn ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
 }
 
 impl SessionConnections {
     /// A count of nothing held, against `limit`.
     pub(crate) fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
-            held: AtomicUsize::new(0),
-            shares: AtomicUsize::new(0),
-            waiting: AtomicUsize::new(0),
             limit,
-            freed: Notify::new(),
+            state: Mutex::new(State::default()),
+            freed: Arc::new(Notify::new()),
         })
     }
 
     /// A torrent's share of the count, holding nothing yet.
     pub(crate) fn share(self: &Arc<Self>) -> ConnectionShare {
-        self.shares.fetch_add(1, Ordering::Relaxed);
+        let id = {
+            let mut state = self.lock();
+            state.next_share += 1;
+            state.next_share
+        };
         ConnectionShare {
             session: self.clone(),
+            id,
             held: 0,
             waiting: false,
         }
     }
 
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent between statements: a panic while
+        // holding the lock leaves nothing half done.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// What every torrent holds together.
     #[cfg(test)]
     fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
+        self.lock().held
     }
 }
 
@@ -79,64 +109,84 @@ impl SessionConnections {
 #[derive(Debug)]
 pub(crate) struct ConnectionShare {
     session: Arc<SessionConnections>,
+    id: u64,
     held: usize,
-    /// Whether this torrent counts among the waiting.
+    /// Whether this torrent is in the line (mirrors the state's entry).
     waiting: bool,
 }
 
 impl ConnectionShare {
     /// The torrent now holds `held` connections and attempts, as its
     /// address book counts them; places it no longer holds go back to the
-    /// session.
+    /// session, and the torrent behind those already waiting.
     pub(crate) fn report(&mut self, held: usize) {
-        let count = &self.session.held;
-        if held > self.held {
-            count.fetch_add(held - self.held, Ordering::Relaxed);
-        } else if held < self.held {
-            count.fetch_sub(self.held - held, Ordering::Relaxed);
-            // To the back of the line: the places go to torrents already
-            // waiting, which this one's next pass would otherwise beat.
-            self.stop_waiting();
-            self.session.freed.notify_waiters();
+        if held == self.held {
+            return;
+        }
+        let freed = held < self.held;
+        {
+            let mut state = self.session.lock();
+            state.held = state.held + held - self.held;
+            let ticket = state.ticket();
+            if let Some(turn) = state.waiting.get_mut(&self.id) {
+                turn.held = held;
+                if freed {
+                    turn.ticket = ticket;
+                }
+            }
         }
         self.held = held;
+        if freed {
+            self.session.freed.notify_waiters();
+        }
     }
 
     /// Takes one place for a dial or an incoming connection, if the
-    /// session has room and no torrent waits that this one would take it
-    /// from (see the module docs). Refused, the torrent waits: it is
-    /// woken by [`Self::freed`] when a place is given back. The next
-    /// [`Self::report`] takes the place into the book's count, or gives
-    /// it back if the book did not take the address.
+    /// session has room and no waiting torrent goes first (see the module
+    /// docs). Refused, the torrent waits: [`Self::freed`] tells it when a
+    /// place is given back. The next [`Self::report`] takes the place into
+    /// the book's count, or gives it back if the book did not take the
+    /// address.
     pub(crate) fn take_place(&mut self) -> bool {
-        let session = &self.session;
-        let others_waiting = session.waiting.load(Ordering::Relaxed) > usize::from(self.waiting);
-        let fair = session.limit / session.shares.load(Ordering::Relaxed).max(1);
-        // With more torrents than places, the fair share is none, but a
-        // torrent that waits is owed one.
-        let bar = if self.waiting { fair.max(1) } else { fair };
-        let taken = !(others_waiting && self.held >= bar)
-            && session
-                .held
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
-                    (h < session.limit).then_some(h + 1)
-                })
-                .is_ok();
-        if taken {
-            self.held += 1;
-            self.stop_waiting();
-        } else if !self.waiting {
-            self.waiting = true;
-            session.waiting.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.session.lock();
+        let mine = match state.waiting.get(&self.id) {
+            Some(&turn) => turn,
+            None => Turn {
+                held: self.held,
+                ticket: u64::MAX,
+            },
+        };
+        let full = state.held >= self.session.limit;
+        let behind = state
+            .waiting
+            .iter()
+            .any(|(&id, &turn)| id != self.id && turn < mine);
+        if full || behind {
+            if !self.waiting {
+                let ticket = state.ticket();
+                state.waiting.insert(
+                    self.id,
+                    Turn {
+                        held: self.held,
+                        ticket,
+                    },
+                );
+                self.waiting = true;
+            }
+            return false;
         }
-        taken
+        state.held += 1;
+        state.waiting.remove(&self.id);
+        self.held += 1;
+        self.waiting = false;
+        true
     }
 
-    /// The torrent wants no place now (paused, seeding, or full by its own
-    /// limits): it waits no more.
+    /// The torrent wants no place now (nothing due, paused, seeding, or
+    /// full by its own limits): it leaves the line.
     pub(crate) fn stop_waiting(&mut self) {
         if std::mem::take(&mut self.waiting) {
-            self.session.waiting.fetch_sub(1, Ordering::Relaxed);
+            self.session.lock().waiting.remove(&self.id);
         }
     }
 
@@ -145,17 +195,23 @@ impl ConnectionShare {
         self.waiting
     }
 
-    /// Resolves when some torrent gives a place back.
-    pub(crate) fn freed(&self) -> Notified<'_> {
-        self.session.freed.notified()
+    /// What tells the waiting torrents that a place was given back. Take
+    /// its `notified()` before looking for a place, so that a place given
+    /// back meanwhile is not missed.
+    pub(crate) fn freed(&self) -> Arc<Notify> {
+        self.session.freed.clone()
+    }
+
+    /// The torrent ended: it leaves the line and gives back every place.
+    pub(crate) fn leave(&mut self) {
+        self.stop_waiting();
+        self.report(0);
     }
 }
 
 impl Drop for ConnectionShare {
     fn drop(&mut self) {
-        self.stop_waiting();
-        self.report(0);
-        self.session.shares.fetch_sub(1, Ordering::Relaxed);
+        self.leave();
     }
 }
 
@@ -178,52 +234,61 @@ mod tests {
     }
 
     #[test]
-    fn a_torrent_at_its_fair_share_leaves_freed_places_to_the_waiting() {
+    fn a_freed_place_goes_to_the_waiting_torrent_holding_the_fewest() {
         let session = SessionConnections::new(4);
-        let (mut a, mut b) = (session.share(), session.share());
-        for _ in 0..4 {
-            assert!(a.take_place());
-        }
-        assert!(!b.take_place());
-        assert!(b.is_waiting());
-        a.report(3);
-        assert!(
-            !a.take_place(),
-            "3 is past a's fair share of 2 while b waits"
-        );
-        assert!(b.take_place());
-        assert!(!b.is_waiting());
-        // Nobody waits now: a place given back goes to whoever asks.
-        a.report(2);
-        assert!(a.take_place());
-    }
-
-    #[test]
-    fn below_its_fair_share_a_torrent_takes_places_however_many_wait() {
-        let session = SessionConnections::new(3);
         let (mut a, mut b, mut c) = (session.share(), session.share(), session.share());
-        for _ in 0..3 {
-            assert!(b.take_place(), "nobody waits yet");
-        }
-        assert!(!a.take_place() && !c.take_place());
-        b.report(2);
-        assert!(!b.take_place(), "past its share of 1 while others wait");
-        assert!(a.take_place(), "a holds none of its share of 1");
-        assert!(!a.is_waiting() && c.is_waiting());
-        assert_eq!(session.held(), 3);
+        a.report(3);
+        assert!(b.take_place());
+        assert!(!b.take_place() && !c.take_place(), "full");
+        a.report(2);
+        assert!(!a.take_place(), "b and c wait, holding fewer");
+        assert!(!b.take_place(), "c holds fewer");
+        assert!(c.take_place());
+        assert!(!c.is_waiting() && b.is_waiting() && a.is_waiting());
     }
 
     #[test]
-    fn a_torrent_that_ends_gives_its_places_back() {
-        let session = SessionConnections::new(2);
+    fn among_equals_the_longest_waiting_goes_first() {
+        let session = SessionConnections::new(1);
+        let (mut a, mut b, mut c) = (session.share(), session.share(), session.share());
+        assert!(a.take_place());
+        assert!(!b.take_place() && !c.take_place());
+        assert!(!a.take_place(), "a waits too, behind b and c");
+        // a's connection ends: it goes behind b and c.
+        a.report(0);
+        assert!(!a.take_place() && !c.take_place());
+        assert!(b.take_place());
+        b.report(0);
+        assert!(!b.take_place() && !a.take_place());
+        assert!(c.take_place());
+    }
+
+    #[test]
+    fn no_place_stays_free_while_a_torrent_wants_one() {
+        // Two torrents hold the limit between them and both wait for more.
+        let session = SessionConnections::new(10);
         let (mut a, mut b) = (session.share(), session.share());
+        let _idle = [session.share(), session.share(), session.share()];
+        a.report(5);
+        b.report(5);
+        assert!(!a.take_place() && !b.take_place());
+        a.report(4);
+        assert!(!b.take_place(), "a holds fewer");
+        assert!(a.take_place());
+        assert_eq!(session.held(), 10);
+    }
+
+    #[test]
+    fn a_torrent_that_ends_gives_its_places_back_and_leaves_the_line() {
+        let session = SessionConnections::new(2);
+        let (mut a, mut b, mut c) = (session.share(), session.share(), session.share());
         assert!(a.take_place() && a.take_place());
-        assert!(!b.take_place());
+        assert!(!c.take_place() && !b.take_place());
         drop(a);
         assert_eq!(session.held(), 0);
-        assert!(b.take_place());
+        drop(c);
+        assert!(b.take_place(), "c, ahead of b, left");
         drop(b);
-        assert_eq!(session.waiting.load(Ordering::Relaxed), 0);
-        assert_eq!(session.shares.load(Ordering::Relaxed), 0);
+        assert!(session.lock().waiting.is_empty());
     }
 }

@@ -352,7 +352,11 @@ pub(crate) async fn run(
     };
     let mut tick = tokio::time::interval(STATUS_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let freed = t.connections.freed();
     let result = loop {
+        // Listening before looking for a place: one given back while we
+        // look wakes us.
+        let place_freed = freed.notified();
         // With no room to dial, a due address must not wake us in a loop.
         let next_due = if t.dial_more(&stage) {
             t.book
@@ -418,7 +422,7 @@ pub(crate) async fn run(
                 }
             }
             // Another torrent gave a place back.
-            () = t.connections.freed(), if t.connections.is_waiting() => {}
+            () = place_freed, if t.connections.is_waiting() => {}
             Some(dialed) = t.dials.join_next() => {
                 if let Ok((addr, conn)) = dialed {
                     match conn {
@@ -507,7 +511,7 @@ pub(crate) async fn run(
     t.dials.abort_all();
     // Its phase stopped and its dials aborted, it holds no place, though
     // the trackers' goodbyes may take a while yet.
-    t.connections.report(0);
+    t.connections.leave();
     // The last word, so that a follower sees the final phase even when
     // the torrent ended between two ticks.
     t.publish(&stage);
@@ -667,6 +671,12 @@ impl Torrent {
         while self.dials.len() < cfg.max_dials_per_torrent
             && self.book.stats().busy < cfg.max_peers_per_torrent
         {
+            // Nothing due: no place taken to give straight back, and no
+            // wait that would hold others back.
+            if !self.book.has_due(now) {
+                self.connections.stop_waiting();
+                return true;
+            }
             if !self.connections.take_place() {
                 return false;
             }

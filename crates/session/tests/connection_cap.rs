@@ -85,14 +85,17 @@ fn one_connection(connect_timeout: Duration) -> SessionConfig {
     config
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread: a torrent that gives its place back and looks again in the
+// same pass would always beat the ones it woke, were there no line.
+#[tokio::test(flavor = "current_thread")]
 async fn torrents_take_turns_within_the_sessions_connections() {
     let dir = std::env::temp_dir().join(format!("lodestone-cap-{}", std::process::id()));
     let session = Session::start(one_connection(Duration::from_secs(30)))
         .await
         .unwrap();
     // The first torrent has ten peers to dial, the others one each; every
-    // peer hangs up 200 ms after it is dialed.
+    // peer hangs up half a second after it is dialed. The first holds the
+    // one place when the others come.
     let open = Arc::new(Open::default());
     let mut torrents = Vec::new();
     let mut seen = Vec::new();
@@ -100,7 +103,7 @@ async fn torrents_take_turns_within_the_sessions_connections() {
         let torrent_seen = Arc::new(Seen::default());
         let mut magnet = Magnet::new(InfoHash::new([n; 20]));
         for _ in 0..peers {
-            let hold = Some(Duration::from_millis(200));
+            let hold = Some(Duration::from_millis(500));
             magnet
                 .peers
                 .push(silent_peer(open.clone(), torrent_seen.clone(), hold).await);
@@ -110,6 +113,11 @@ async fn torrents_take_turns_within_the_sessions_connections() {
                 .add(TorrentSource::Magnet(magnet), AddOptions::new(&dir))
                 .unwrap(),
         );
+        if n == 1 {
+            tokio::time::timeout(Duration::from_secs(30), dialed(&torrent_seen))
+                .await
+                .expect("the first torrent dials");
+        }
         seen.push(torrent_seen);
     }
 
@@ -121,7 +129,7 @@ async fn torrents_take_turns_within_the_sessions_connections() {
     .expect("the torrents with one peer get a turn");
     // Left to itself, the first would have dialed all ten before them.
     let first = seen[0].accepted.load(Ordering::SeqCst);
-    assert!(first <= 5, "the first torrent dialed {first} peers first");
+    assert!(first <= 2, "the first torrent dialed {first} peers first");
     let most = open.most.load(Ordering::SeqCst);
     assert_eq!(most, 1, "{most} connections open at once");
 

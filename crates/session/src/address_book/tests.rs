@@ -418,14 +418,16 @@ fn pex_dials_stay_within_the_budget_however_fast_they_fail() {
     while now < end {
         // Dial everything the book allows, as a torrent with unlimited
         // dial slots would, and every dial fails at once (connection
-        // refused on a made-up address).
-        while let Some(a) = b.next_dial(now) {
+        // refused on a made-up address). `has_due` says so exactly.
+        while b.has_due(now) {
+            let a = b.next_dial(now).expect("a due address");
             dht_dialed |= a == addr(5_000_000);
             if a != addr(5_000_000) {
                 dials += 1;
             }
             b.ended(now, a, Outcome::Failed);
         }
+        assert_eq!(b.next_dial(now), None, "none due");
         now = b
             .poll_timeout(now)
             .unwrap()
