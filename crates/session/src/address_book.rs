@@ -204,7 +204,7 @@ pub struct AddressBook {
     counts: [usize; PeerSource::ALL.len()],
     /// Dials PEX-learned addresses may still make now (a token bucket that
     /// starts full), and when it was last topped up (`None` before the
-    /// first [`AddressBook::next_dial`]).
+    /// first look for an address to dial).
     pex_tokens: f64,
     pex_refilled: Option<Instant>,
     /// Banned addresses; on loopback the address, elsewhere the whole IP.

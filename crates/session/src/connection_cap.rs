@@ -14,15 +14,19 @@
 //! out (handshakes still in the listener, the uTP port probe): keep the
 //! descriptor limit some way above the cap.
 //!
-//! **Turns.** A torrent refused a place waits, and a freed place goes to
-//! the waiting torrent that holds the fewest, the one waiting longest
-//! among equals; a torrent that gives a place back goes behind those
-//! already waiting. Otherwise the torrents that started first would keep
-//! every place (a freed one went back to its torrent on the same pass,
-//! before a torrent held back looked again), and a magnet held back for
-//! long fails its metadata timeout. A freed place wakes the waiting
-//! torrents at once; one that missed the wake-up looks again on its next
-//! status tick.
+//! **Turns.** A torrent refused a place for a dial waits in line, ordered
+//! by what it holds (fewest first) and then by how long it has waited; one
+//! that gives a place back goes behind those waiting that hold as many.
+//! A torrent takes a place only while more are free than there are
+//! waiting torrents ahead of it, so a freed place goes to the first in
+//! line, and places freed together are taken at once. Otherwise the
+//! torrents that started first would keep every place (a freed one went
+//! back to its torrent on the same pass, before a torrent held back looked
+//! again), and a magnet held back for long fails its metadata timeout.
+//! Places given back, and a torrent leaving the line, wake the waiting
+//! torrents; one that misses it looks again on its next status tick.
+//! Incoming connections and holepunch dials take a free place too, but a
+//! refusal does not put their torrent in line: it may not want to dial.
 //!
 //! [`SessionConfig::max_peers_per_torrent`]: crate::SessionConfig::max_peers_per_torrent
 //! [`SessionConfig::max_connections`]: crate::SessionConfig::max_connections
@@ -118,7 +122,7 @@ pub(crate) struct ConnectionShare {
 impl ConnectionShare {
     /// The torrent now holds `held` connections and attempts, as its
     /// address book counts them; places it no longer holds go back to the
-    /// session, and the torrent behind those already waiting.
+    /// session, and the torrent, if in line, behind those holding as many.
     pub(crate) fn report(&mut self, held: usize) {
         if held == self.held {
             return;
@@ -141,13 +145,24 @@ impl ConnectionShare {
         }
     }
 
-    /// Takes one place for a dial or an incoming connection, if the
-    /// session has room and no waiting torrent goes first (see the module
-    /// docs). Refused, the torrent waits: [`Self::freed`] tells it when a
-    /// place is given back. The next [`Self::report`] takes the place into
-    /// the book's count, or gives it back if the book did not take the
+    /// Takes one place for a dial, if more are free than there are waiting
+    /// torrents ahead of this one (see the module docs). Refused, the
+    /// torrent waits in line: [`Self::freed`] tells it when places are
+    /// given back. The next [`Self::report`] takes the place into the
+    /// book's count, or gives it back if the book did not take the
     /// address.
+    pub(crate) fn take_place_or_wait(&mut self) -> bool {
+        self.take(true)
+    }
+
+    /// Takes one place for an incoming connection or a holepunch dial, on
+    /// the terms of [`Self::take_place_or_wait`], without joining the line
+    /// when refused.
     pub(crate) fn take_place(&mut self) -> bool {
+        self.take(false)
+    }
+
+    fn take(&mut self, or_wait: bool) -> bool {
         let mut state = self.session.lock();
         let mine = match state.waiting.get(&self.id) {
             Some(&turn) => turn,
@@ -156,13 +171,14 @@ impl ConnectionShare {
                 ticket: u64::MAX,
             },
         };
-        let full = state.held >= self.session.limit;
-        let behind = state
+        let free = self.session.limit.saturating_sub(state.held);
+        let ahead = state
             .waiting
             .iter()
-            .any(|(&id, &turn)| id != self.id && turn < mine);
-        if full || behind {
-            if !self.waiting {
+            .filter(|&(&id, &turn)| id != self.id && turn < mine)
+            .count();
+        if free <= ahead {
+            if or_wait && !self.waiting {
                 let ticket = state.ticket();
                 state.waiting.insert(
                     self.id,
@@ -183,10 +199,12 @@ impl ConnectionShare {
     }
 
     /// The torrent wants no place now (nothing due, paused, seeding, or
-    /// full by its own limits): it leaves the line.
+    /// full by its own limits): it leaves the line, and those behind it
+    /// look again.
     pub(crate) fn stop_waiting(&mut self) {
         if std::mem::take(&mut self.waiting) {
             self.session.lock().waiting.remove(&self.id);
+            self.session.freed.notify_waiters();
         }
     }
 
@@ -224,12 +242,12 @@ mod tests {
         let session = SessionConnections::new(5);
         let (mut a, mut b) = (session.share(), session.share());
         a.report(2);
-        assert!(a.take_place(), "3 of 5 held");
-        assert!(b.take_place());
-        assert!(b.take_place(), "5 of 5 held");
-        assert!(!b.take_place(), "no room for a sixth");
+        assert!(a.take_place_or_wait(), "3 of 5 held");
+        assert!(b.take_place_or_wait());
+        assert!(b.take_place_or_wait(), "5 of 5 held");
+        assert!(!b.take_place_or_wait(), "no room for a sixth");
         a.report(2);
-        assert!(b.take_place(), "a gave one back");
+        assert!(b.take_place_or_wait(), "a gave one back");
         assert_eq!(session.held(), 5);
     }
 
@@ -238,12 +256,12 @@ mod tests {
         let session = SessionConnections::new(4);
         let (mut a, mut b, mut c) = (session.share(), session.share(), session.share());
         a.report(3);
-        assert!(b.take_place());
-        assert!(!b.take_place() && !c.take_place(), "full");
+        assert!(b.take_place_or_wait());
+        assert!(!b.take_place_or_wait() && !c.take_place_or_wait(), "full");
         a.report(2);
-        assert!(!a.take_place(), "b and c wait, holding fewer");
-        assert!(!b.take_place(), "c holds fewer");
-        assert!(c.take_place());
+        assert!(!a.take_place_or_wait(), "b and c wait, holding fewer");
+        assert!(!b.take_place_or_wait(), "c holds fewer");
+        assert!(c.take_place_or_wait());
         assert!(!c.is_waiting() && b.is_waiting() && a.is_waiting());
     }
 
@@ -251,16 +269,16 @@ mod tests {
     fn among_equals_the_longest_waiting_goes_first() {
         let session = SessionConnections::new(1);
         let (mut a, mut b, mut c) = (session.share(), session.share(), session.share());
-        assert!(a.take_place());
-        assert!(!b.take_place() && !c.take_place());
-        assert!(!a.take_place(), "a waits too, behind b and c");
+        assert!(a.take_place_or_wait());
+        assert!(!b.take_place_or_wait() && !c.take_place_or_wait());
+        assert!(!a.take_place_or_wait(), "a waits too, behind b and c");
         // a's connection ends: it goes behind b and c.
         a.report(0);
-        assert!(!a.take_place() && !c.take_place());
-        assert!(b.take_place());
+        assert!(!a.take_place_or_wait() && !c.take_place_or_wait());
+        assert!(b.take_place_or_wait());
         b.report(0);
-        assert!(!b.take_place() && !a.take_place());
-        assert!(c.take_place());
+        assert!(!b.take_place_or_wait() && !a.take_place_or_wait());
+        assert!(c.take_place_or_wait());
     }
 
     #[test]
@@ -271,23 +289,50 @@ mod tests {
         let _idle = [session.share(), session.share(), session.share()];
         a.report(5);
         b.report(5);
-        assert!(!a.take_place() && !b.take_place());
+        assert!(!a.take_place_or_wait() && !b.take_place_or_wait());
         a.report(4);
-        assert!(!b.take_place(), "a holds fewer");
-        assert!(a.take_place());
+        assert!(!b.take_place_or_wait(), "a holds fewer");
+        assert!(a.take_place_or_wait());
         assert_eq!(session.held(), 10);
+    }
+
+    #[test]
+    fn places_freed_together_are_taken_at_once() {
+        let session = SessionConnections::new(4);
+        let (mut x, mut a, mut b) = (session.share(), session.share(), session.share());
+        x.report(4);
+        assert!(!a.take_place_or_wait() && !b.take_place_or_wait());
+        x.leave();
+        // First in line, a takes all but the place kept for b.
+        for _ in 0..3 {
+            assert!(a.take_place_or_wait());
+        }
+        assert!(!a.take_place_or_wait(), "the last place is b's");
+        assert!(b.take_place_or_wait());
+        assert_eq!(session.held(), 4);
+    }
+
+    #[test]
+    fn an_incoming_connection_refused_does_not_join_the_line() {
+        let session = SessionConnections::new(1);
+        let (mut a, mut b) = (session.share(), session.share());
+        assert!(a.take_place());
+        assert!(!b.take_place());
+        assert!(!b.is_waiting());
+        a.report(0);
+        assert!(a.take_place(), "nobody waits");
     }
 
     #[test]
     fn a_torrent_that_ends_gives_its_places_back_and_leaves_the_line() {
         let session = SessionConnections::new(2);
         let (mut a, mut b, mut c) = (session.share(), session.share(), session.share());
-        assert!(a.take_place() && a.take_place());
-        assert!(!c.take_place() && !b.take_place());
+        assert!(a.take_place_or_wait() && a.take_place_or_wait());
+        assert!(!c.take_place_or_wait() && !b.take_place_or_wait());
         drop(a);
         assert_eq!(session.held(), 0);
         drop(c);
-        assert!(b.take_place(), "c, ahead of b, left");
+        assert!(b.take_place_or_wait(), "c, ahead of b, left");
         drop(b);
         assert!(session.lock().waiting.is_empty());
     }

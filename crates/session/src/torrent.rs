@@ -677,7 +677,7 @@ impl Torrent {
                 self.connections.stop_waiting();
                 return true;
             }
-            if !self.connections.take_place() {
+            if !self.connections.take_place_or_wait() {
                 return false;
             }
             let Some(addr) = self.book.next_dial(now) else {
@@ -882,7 +882,10 @@ impl Torrent {
     }
 
     /// Stops the current phase and reports how far it got.
-    async fn stop(&self, stage: &mut Stage) -> Result<Summary, TorrentError> {
+    async fn stop(&mut self, stage: &mut Stage) -> Result<Summary, TorrentError> {
+        // Stopping may take a while (pieces still being written): others
+        // must not wait behind us meanwhile.
+        self.connections.stop_waiting();
         match stage {
             Stage::Paused(last) => last
                 .take()
