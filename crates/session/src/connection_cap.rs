@@ -18,8 +18,9 @@
 //! by what it holds (fewest first) and then by how long it has waited; one
 //! that gives a place back goes behind those waiting that hold as many.
 //! A torrent takes a place only while more are free than there are
-//! waiting torrents ahead of it, so a freed place goes to the first in
-//! line, and places freed together are taken at once. Otherwise the
+//! waiting torrents ahead of it, so a freed place goes to the torrent
+//! holding the fewest, the first in line among equals, and places freed
+//! together are taken at once. Otherwise the
 //! torrents that started first would keep every place (a freed one went
 //! back to its torrent on the same pass, before a torrent held back looked
 //! again), and a magnet held back for long fails its metadata timeout.
@@ -41,8 +42,9 @@ use tokio::sync::Notify;
 pub(crate) struct SessionConnections {
     limit: usize,
     state: Mutex<State>,
-    /// Told whenever a place is given back; shared so that a torrent can
-    /// start listening before it looks for a place.
+    /// Told whenever places are given back or a torrent leaves the line;
+    /// shared so that a torrent can start listening before it looks for a
+    /// place.
     freed: Arc<Notify>,
 }
 
@@ -213,9 +215,9 @@ impl ConnectionShare {
         self.waiting
     }
 
-    /// What tells the waiting torrents that a place was given back. Take
-    /// its `notified()` before looking for a place, so that a place given
-    /// back meanwhile is not missed.
+    /// What tells the waiting torrents that places were given back or the
+    /// line moved. Take its `notified()` before looking for a place, so
+    /// that a change meanwhile is not missed.
     pub(crate) fn freed(&self) -> Arc<Notify> {
         self.session.freed.clone()
     }

@@ -421,7 +421,7 @@ pub(crate) async fn run(
                     t.report_held();
                 }
             }
-            // Another torrent gave a place back.
+            // Places were given back, or the line moved.
             () = place_freed, if t.connections.is_waiting() => {}
             Some(dialed) = t.dials.join_next() => {
                 if let Ok((addr, conn)) = dialed {
