@@ -151,10 +151,20 @@ impl ConnectionShare {
     /// torrents ahead of this one (see the module docs). Refused, the
     /// torrent waits in line: [`Self::freed`] tells it when places are
     /// given back. The next [`Self::report`] takes the place into the
-    /// book's count, or gives it back if the book did not take the
-    /// address.
+    /// book's count; one the torrent does not use after all goes back
+    /// with [`Self::give_back_unused`].
     pub(crate) fn take_place_or_wait(&mut self) -> bool {
         self.take(true)
+    }
+
+    /// Gives back the place just taken, which the torrent did not use after
+    /// all (its book refused the address, or had none due). It wakes
+    /// nobody: a place held this briefly is no place freed, and a peer
+    /// that sends connections or holepunch requests we refuse would
+    /// otherwise wake every waiting torrent each time.
+    pub(crate) fn give_back_unused(&mut self) {
+        self.session.lock().held -= 1;
+        self.held -= 1;
     }
 
     /// Takes one place for an incoming connection or a holepunch dial, on
@@ -312,6 +322,27 @@ mod tests {
         assert!(!a.take_place_or_wait(), "the last place is b's");
         assert!(b.take_place_or_wait());
         assert_eq!(session.held(), 4);
+    }
+
+    #[test]
+    fn a_place_given_back_unused_wakes_nobody() {
+        let session = SessionConnections::new(1);
+        let mut a = session.share();
+        let freed = session.freed.clone();
+        let woken = freed.notified();
+        tokio::pin!(woken);
+        assert!(!woken.as_mut().enable(), "nothing told yet");
+        assert!(a.take_place());
+        a.give_back_unused();
+        assert_eq!(session.held(), 0);
+        assert!(!woken.as_mut().enable(), "no wake-up");
+        a.report(1);
+        a.report(0);
+        assert!(
+            woken.as_mut().enable(),
+            "a place given back by report wakes"
+        );
+        assert!(a.take_place(), "the place is free again");
     }
 
     #[test]

@@ -418,7 +418,7 @@ pub(crate) async fn run(
                     t.holepunch.incoming(conn.addr);
                     t.hand(&mut stage, conn);
                 } else {
-                    t.report_held();
+                    t.connections.give_back_unused();
                 }
             }
             // Places were given back, or the line moved.
@@ -657,7 +657,7 @@ impl Torrent {
             .send_if_modified(|w| std::mem::replace(w, wanted) != wanted);
         // Reported on every pass, dialing or not: connections that ended
         // make room for the session's other torrents.
-        self.report_held();
+        self.connections.report(self.book.stats().busy);
         let shared = self.shared.clone();
         let cfg = &shared.config;
         if !wanted
@@ -681,19 +681,12 @@ impl Torrent {
                 return false;
             }
             let Some(addr) = self.book.next_dial(now) else {
-                self.report_held();
+                self.connections.give_back_unused();
                 return true;
             };
             self.spawn_dial(addr, cfg.transport.tcp());
         }
         false
-    }
-
-    /// Tells the session what the book holds: places taken for addresses
-    /// the book did not take, and those of connections that ended, go
-    /// back.
-    fn report_held(&mut self) {
-        self.connections.report(self.book.stats().busy);
     }
 
     /// Dials `addr` (over TCP too if `tcp`, over uTP if it is on); the
@@ -734,7 +727,7 @@ impl Torrent {
         if self.holepunch.connect(now, addr, ours, &mut self.book) {
             self.spawn_dial(addr, false);
         } else {
-            self.report_held();
+            self.connections.give_back_unused();
         }
     }
 
