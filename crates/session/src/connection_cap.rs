@@ -133,12 +133,10 @@ impl ConnectionShare {
         {
             let mut state = self.session.lock();
             state.held = state.held + held - self.held;
-            let ticket = state.ticket();
+            let ticket = (freed && self.waiting).then(|| state.ticket());
             if let Some(turn) = state.waiting.get_mut(&self.id) {
                 turn.held = held;
-                if freed {
-                    turn.ticket = ticket;
-                }
+                turn.ticket = ticket.unwrap_or(turn.ticket);
             }
         }
         self.held = held;

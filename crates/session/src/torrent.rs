@@ -660,17 +660,15 @@ impl Torrent {
         self.connections.report(self.book.stats().busy);
         let shared = self.shared.clone();
         let cfg = &shared.config;
-        if !wanted
-            || self.dials.len() >= cfg.max_dials_per_torrent
-            || self.book.stats().busy >= cfg.max_peers_per_torrent
-        {
-            self.connections.stop_waiting();
-            return false;
-        }
         let now = Instant::now().into_std();
-        while self.dials.len() < cfg.max_dials_per_torrent
-            && self.book.stats().busy < cfg.max_peers_per_torrent
-        {
+        loop {
+            if !wanted
+                || self.dials.len() >= cfg.max_dials_per_torrent
+                || self.book.stats().busy >= cfg.max_peers_per_torrent
+            {
+                self.connections.stop_waiting();
+                return false;
+            }
             // Nothing due: no place taken to give straight back, and no
             // wait that would hold others back.
             if !self.book.has_due(now) {
@@ -686,7 +684,6 @@ impl Torrent {
             };
             self.spawn_dial(addr, cfg.transport.tcp());
         }
-        false
     }
 
     /// Dials `addr` (over TCP too if `tcp`, over uTP if it is on); the

@@ -6,13 +6,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::{Ipv4Addr, SocketAddr};
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lodestone_core::{InfoHash, Magnet, PeerId};
-use lodestone_session::{AddOptions, Encryption, Session, SessionConfig, TorrentSource, Transport};
+use lodestone_session::{
+    AddOptions, Encryption, Session, SessionConfig, TorrentHandle, TorrentSource, Transport,
+};
 use lodestone_wire::{Connection, Handshake, Reserved};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -69,15 +74,21 @@ async fn dialed(seen: &Seen) {
     }
 }
 
+/// Removes the torrents, shuts the session down and deletes `dir`.
+async fn end(session: Session, torrents: Vec<TorrentHandle>, dir: &Path) {
+    for torrent in torrents {
+        torrent.remove();
+        let _ = torrent.wait().await;
+    }
+    session.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A session on 127.0.0.1 allowed one connection, dialing plaintext over
 /// TCP only (one attempt per dial) and giving up after `connect_timeout`.
 fn one_connection(connect_timeout: Duration) -> SessionConfig {
-    let mut config = SessionConfig::new();
-    config.dht = None;
+    let mut config = common::local_config();
     config.trackers = false;
-    config.listen_port = 0;
-    config.listen_ipv4 = Some(Ipv4Addr::LOCALHOST);
-    config.listen_ipv6 = None;
     config.transport = Transport::Tcp;
     config.encryption = Encryption::Off;
     config.connect_timeout = connect_timeout;
@@ -133,12 +144,7 @@ async fn torrents_take_turns_within_the_sessions_connections() {
     let most = open.most.load(Ordering::SeqCst);
     assert_eq!(most, 1, "{most} connections open at once");
 
-    for torrent in torrents {
-        torrent.remove();
-        let _ = torrent.wait().await;
-    }
-    session.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
+    end(session, torrents, &dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,8 +178,5 @@ async fn a_visitor_past_the_cap_is_turned_away() {
     .await;
     assert!(closed.is_ok(), "the visitor was kept past the cap");
 
-    torrent.remove();
-    let _ = torrent.wait().await;
-    session.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
+    end(session, vec![torrent], &dir).await;
 }

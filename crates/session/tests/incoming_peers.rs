@@ -5,12 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::Ipv4Addr;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use lodestone_core::{Magnet, Metainfo, PeerId};
-use lodestone_session::{AddOptions, Session, SessionConfig, TorrentSource};
+use lodestone_session::{AddOptions, Session, TorrentSource};
 use lodestone_wire::{Connection, ExtendedHandshake, Handshake, Reserved};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -39,12 +40,7 @@ async fn redialed_where_it_listens(source: TorrentSource, name: &str) {
         std::env::temp_dir().join(format!("lodestone-incoming-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let info_hash = source.info_hash();
-    let mut config = SessionConfig::new();
-    config.dht = None;
-    config.listen_port = 0;
-    config.listen_ipv4 = Some(Ipv4Addr::LOCALHOST);
-    config.listen_ipv6 = None;
-    let session = Session::start(config).await.unwrap();
+    let session = Session::start(common::local_config()).await.unwrap();
     let mut options = AddOptions::new(&dir);
     options.no_seed = true;
     let handle = session.add(source, options).unwrap();

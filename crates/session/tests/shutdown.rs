@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr};
 
 use lodestone_dht::DhtConfig;
@@ -10,12 +12,9 @@ use lodestone_session::{Session, SessionConfig};
 
 /// A session on 127.0.0.1 with uTP and TCP, and the DHT as given.
 fn config(dht: Option<DhtConfig>) -> SessionConfig {
-    let mut config = SessionConfig::new();
+    let mut config = common::local_config();
     config.dht = dht;
     config.trackers = false;
-    config.listen_port = 0;
-    config.listen_ipv4 = Some(Ipv4Addr::LOCALHOST);
-    config.listen_ipv6 = None;
     config
 }
 

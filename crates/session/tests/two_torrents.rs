@@ -4,9 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use lodestone_core::{InfoHash, Magnet, Metainfo, PeerId};
 use lodestone_download::swarm::Phase;
-use lodestone_session::{
-    AddOptions, Session, SessionConfig, TorrentHandle, TorrentPhase, TorrentSource,
-};
+use lodestone_session::{AddOptions, Session, TorrentHandle, TorrentPhase, TorrentSource};
 use lodestone_wire::{Connection, Handshake, Reserved};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -41,15 +41,6 @@ fn torrent(name: &str, seed: u64, dir: &Path) -> Arc<Metainfo> {
         std::fs::write(file, data).unwrap();
     }
     Arc::new(metainfo)
-}
-
-fn local_config() -> SessionConfig {
-    let mut config = SessionConfig::new();
-    config.dht = None;
-    config.listen_port = 0;
-    config.listen_ipv4 = Some(Ipv4Addr::LOCALHOST);
-    config.listen_ipv6 = None;
-    config
 }
 
 /// A TCP relay to `to` that counts the connections it is asked for.
@@ -112,7 +103,7 @@ async fn two_magnets_in_one_session_share_one_port_and_one_cap() {
         torrent("second", 23, &seed_dir),
     ];
 
-    let seeder = Session::start(local_config()).await.unwrap();
+    let seeder = Session::start(common::local_config()).await.unwrap();
     let port = seeder.listen_addrs()[0];
     let mut seeding = Vec::new();
     for t in &torrents {
@@ -139,7 +130,7 @@ async fn two_magnets_in_one_session_share_one_port_and_one_cap() {
 
     let (relay, connections) = counting_relay(port).await;
     let cap = 2 << 20;
-    let mut config = local_config();
+    let mut config = common::local_config();
     config.download_limit = NonZeroU64::new(cap);
     let leecher = Session::start(config).await.unwrap();
     let started = Instant::now();
@@ -190,7 +181,7 @@ async fn a_paused_torrent_drops_its_peers_and_resumes_to_completion() {
     let seed_dir = temp_dir("pause-seed");
     let leech_dir = temp_dir("pause-leech");
     let t = torrent("paused", 41, &seed_dir);
-    let seeder = Session::start(local_config()).await.unwrap();
+    let seeder = Session::start(common::local_config()).await.unwrap();
     let seeding = seeder
         .add(
             TorrentSource::Metainfo(t.clone()),
@@ -201,7 +192,7 @@ async fn a_paused_torrent_drops_its_peers_and_resumes_to_completion() {
     let (relay, connections) = counting_relay(seeder.listen_addrs()[0]).await;
 
     // Slow enough that it is still downloading when paused.
-    let mut config = local_config();
+    let mut config = common::local_config();
     config.download_limit = NonZeroU64::new(1 << 20);
     let leecher = Session::start(config).await.unwrap();
     let mut options = AddOptions::new(&leech_dir);
