@@ -38,8 +38,8 @@ impl<R: DeserializeOwned> Driver<R> {
             .arg("--workdir")
             .arg(dir.path())
             .args(args);
-        let mut proc = Proc::spawn(name.replace('_', "-"), command)?;
-        let event = proc.wait_event("ready", ready_within)?;
+        let (proc, event) =
+            Proc::spawn_awaiting(&name.replace('_', "-"), command, "ready", ready_within)?;
         let ready = serde_json::from_value(event).map_err(|e| HarnessError::Protocol {
             what: format!("{name}.py ready event"),
             detail: e.to_string(),

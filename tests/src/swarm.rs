@@ -197,9 +197,9 @@ impl Swarm {
             command.arg("--utp");
         }
         command.args(["--utp-only-seeders", &config.utp_only_seeders.to_string()]);
-        let mut proc = Proc::spawn("swarm", command)?;
         // The script enforces ready_timeout itself; the margin covers startup.
-        let ready = proc.wait_event("ready", config.ready_timeout + Duration::from_secs(10))?;
+        let within = config.ready_timeout + Duration::from_secs(10);
+        let (proc, ready) = Proc::spawn_awaiting("swarm", command, "ready", within)?;
         let info = serde_json::from_value(ready).map_err(|e| HarnessError::Protocol {
             what: "swarm".to_owned(),
             detail: format!("bad ready event: {e}"),
