@@ -128,7 +128,7 @@ pub struct DownloadArgs {
     pub transport: TransportArg,
     /// Most peer connections and connection attempts of all torrents
     /// together (each torrent has at most 50): past it none dials or
-    /// accepts more.
+    /// accepts more, and a torrent kept waiting says so in its status.
     #[arg(
         long,
         value_name = "N",

@@ -98,7 +98,7 @@ impl ProgressView {
     /// Shows a snapshot; `status` adds what the session knows (the
     /// addresses, the connections holepunching made).
     pub fn show(&mut self, p: &DownloadProgress, status: &TorrentStatus) {
-        let (peers_known, stuck) = (status.peers_known, status.stuck());
+        let (peers_known, why) = (status.peers_known, why_stuck(status));
         let phase_changed = self.phase != Some(p.phase);
         self.phase = Some(p.phase);
         self.last = p.clone();
@@ -108,7 +108,7 @@ impl ProgressView {
                     bar.set_length(p.wanted_bytes);
                     bar.set_position(p.verified_bytes);
                     bar.set_prefix(bar_prefix(p.phase, p.verified_bytes, p.wanted_bytes));
-                    bar.set_message(details(p, peers_known, stuck));
+                    bar.set_message(details(p, peers_known, why));
                 }
             }
             ViewMode::Plain => {
@@ -119,7 +119,7 @@ impl ProgressView {
                         phase_name(p.phase),
                         BinaryBytes(p.verified_bytes),
                         BinaryBytes(p.wanted_bytes),
-                        details(p, peers_known, stuck),
+                        details(p, peers_known, why),
                     );
                 }
             }
@@ -143,7 +143,8 @@ impl ProgressView {
                             "peers_connected": p.peers_connected,
                             "peers_known": peers_known,
                             "peers_holepunched": status.holepunched,
-                            "stuck": stuck.map(explain),
+                            "stuck": why,
+                            "held_back": status.held_back,
                         }),
                     );
                 }
@@ -200,7 +201,7 @@ fn bar_prefix(phase: Phase, verified: u64, wanted: u64) -> String {
 /// Rates, peers, the time left and why nothing moves: `down 1.50 MiB/s,
 /// up 0 B/s, peers 3/10, eta 2 minutes`. The time left is shown only while
 /// data arrives: at 0 B/s there is no estimate to give.
-fn details(p: &DownloadProgress, peers_known: usize, stuck: Option<Stuck>) -> String {
+fn details(p: &DownloadProgress, peers_known: usize, why: Option<&str>) -> String {
     let mut line = format!(
         "down {}/s, up {}/s, peers {}/{}",
         BinaryBytes(p.download_rate as u64),
@@ -211,9 +212,9 @@ fn details(p: &DownloadProgress, peers_known: usize, stuck: Option<Stuck>) -> St
     if let Some(left) = time_left(p) {
         line.push_str(&format!(", eta {}", HumanDuration(left)));
     }
-    if let Some(stuck) = stuck {
+    if let Some(why) = why {
         line.push(' ');
-        line.push_str(explain(stuck));
+        line.push_str(why);
     }
     line
 }
@@ -237,7 +238,19 @@ fn phase_name(phase: Phase) -> &'static str {
     }
 }
 
-/// Why nothing moves, in the user's words.
+/// Why nothing moves, in the user's words: the session's cap when it is
+/// what keeps an unconnected torrent from dialing, else the download's
+/// own reason.
+fn why_stuck(status: &TorrentStatus) -> Option<&'static str> {
+    match status.stuck() {
+        Some(Stuck::NotConnected) if status.held_back => Some(HELD_BACK),
+        stuck => stuck.map(explain),
+    }
+}
+
+/// What a torrent waiting for a place under the session's cap shows.
+pub const HELD_BACK: &str = "(waiting for a free place under --max-connections)";
+
 fn explain(stuck: Stuck) -> &'static str {
     match stuck {
         Stuck::NoPeersKnown => "(no peers found yet)",
@@ -276,6 +289,7 @@ fn summary_line(summary: &Summary, verified: u64, wanted: u64, elapsed: Duration
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lodestone_session::TorrentPhase;
 
     const SIZE: u64 = 3_500_000;
 
@@ -300,6 +314,24 @@ mod tests {
         };
         let line = summary_line(&done, SIZE, SIZE, Duration::from_secs(1));
         assert!(line.starts_with("downloaded 3.34 MiB in "), "{line}");
+    }
+
+    #[test]
+    fn an_unconnected_torrent_held_back_by_the_cap_says_so() {
+        let mut progress = downloading(0, 0.0);
+        progress.stuck = Some(Stuck::NotConnected);
+        let mut status = TorrentStatus {
+            phase: TorrentPhase::Download(progress),
+            metainfo: None,
+            peers_known: 4,
+            dial_failures: 0,
+            holepunched: 0,
+            dht_nodes: None,
+            held_back: true,
+        };
+        assert_eq!(why_stuck(&status), Some(HELD_BACK));
+        status.held_back = false;
+        assert_eq!(why_stuck(&status), Some(explain(Stuck::NotConnected)));
     }
 
     #[test]

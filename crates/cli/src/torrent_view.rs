@@ -13,7 +13,7 @@ use lodestone_metadata::Progress;
 use lodestone_session::{TorrentError, TorrentHandle, TorrentPhase, TorrentStatus};
 
 use crate::failure::Failure;
-use crate::progress_view::{ProgressView, ViewMode};
+use crate::progress_view::{HELD_BACK, ProgressView, ViewMode};
 use crate::state_dir::StateDir;
 use crate::status::StatusLine;
 use crate::stop_signal::StopSignals;
@@ -86,7 +86,7 @@ impl View {
                     mode.event("phase", serde_json::json!({ "phase": "metadata" }));
                     StatusLine::new(mode != ViewMode::Json)
                 });
-                line.set(describe(p, status.dht_nodes));
+                line.set(describe(p, status));
             }
             TorrentPhase::Download(p) => {
                 // The default snapshot is the download's before it has
@@ -148,13 +148,19 @@ impl View {
 
 /// One line saying how far a metadata fetch got, short enough to fit an
 /// 80-column terminal beside the spinner, whole:
-/// `metadata: peers 3/12, ut_metadata 2, pieces 1/4, DHT nodes 180`.
-fn describe(p: &Progress, dht_nodes: Option<usize>) -> String {
+/// `metadata: peers 3/12, ut_metadata 2, pieces 1/4, DHT nodes 180`, or,
+/// unconnected while the session's cap holds it back,
+/// `metadata: peers 0/12 (waiting for a free place under --max-connections)`.
+fn describe(p: &Progress, status: &TorrentStatus) -> String {
+    let peers = format!("metadata: peers {}/{}", p.connected, p.peers_known);
+    if status.held_back && p.connected == 0 {
+        return format!("{peers} {HELD_BACK}");
+    }
     let mut line = format!(
-        "metadata: peers {}/{}, ut_metadata {}, pieces {}/{}",
-        p.connected, p.peers_known, p.with_ut_metadata, p.pieces_have, p.pieces_total
+        "{peers}, ut_metadata {}, pieces {}/{}",
+        p.with_ut_metadata, p.pieces_have, p.pieces_total
     );
-    if let Some(nodes) = dht_nodes {
+    if let Some(nodes) = status.dht_nodes {
         line.push_str(&format!(", DHT nodes {nodes}"));
     }
     line

@@ -367,6 +367,7 @@ impl Session {
             dial_failures: 0,
             holepunched: 0,
             dht_nodes: None,
+            held_back: false,
         };
         let (status_tx, status) = watch::channel(initial);
         let (control, control_rx) = watch::channel(Control::Run);

@@ -15,6 +15,9 @@ pub enum StallReason {
     NoPeersFound,
     /// Peers were found, but none accepted a connection.
     NoneAccepted,
+    /// Peers were found, but the session's other torrents held every
+    /// connection it allows all along (`SessionConfig::max_connections`).
+    ConnectionCap,
     /// Connected peers lack the missing pieces.
     PeersLackPieces,
     /// Every peer that has missing pieces is choking us.
@@ -30,6 +33,7 @@ impl StallReason {
             StallReason::NoDhtNodes(_) => "no_dht_nodes",
             StallReason::NoPeersFound => "no_peers_found",
             StallReason::NoneAccepted => "none_accepted",
+            StallReason::ConnectionCap => "connection_cap",
             StallReason::PeersLackPieces => "peers_lack_pieces",
             StallReason::AllChoking => "all_choking",
             StallReason::NothingSent => "nothing_sent",
@@ -38,13 +42,14 @@ impl StallReason {
 
     /// The reason for a download whose address book holds `peers_known`
     /// addresses, whose DHT knows `dht_nodes` nodes (`None`: no DHT,
-    /// or a private torrent that does not use it), and whose download says
-    /// `stuck`.
+    /// or a private torrent that does not use it), whose download says
+    /// `stuck`, and which is `held_back` by the session's connection cap.
     pub(crate) fn diagnose(
         peers_known: usize,
         dht_nodes: Option<usize>,
         bootstrap: &[String],
         stuck: Option<Stuck>,
+        held_back: bool,
     ) -> Self {
         if peers_known == 0 {
             return match dht_nodes {
@@ -54,6 +59,7 @@ impl StallReason {
         }
         match stuck {
             Some(Stuck::NoPeersKnown) => StallReason::NoPeersFound,
+            Some(Stuck::NotConnected) if held_back => StallReason::ConnectionCap,
             Some(Stuck::NotConnected) => StallReason::NoneAccepted,
             Some(Stuck::NobodyHasMissing) => StallReason::PeersLackPieces,
             Some(Stuck::AllChoking) => StallReason::AllChoking,
@@ -74,6 +80,11 @@ impl fmt::Display for StallReason {
             StallReason::NoneAccepted => {
                 write!(f, "peers were found, but none accepted a connection")
             }
+            StallReason::ConnectionCap => write!(
+                f,
+                "peers were found, but other torrents held every connection the session \
+                 allows; raise --max-connections or run fewer torrents at once"
+            ),
             StallReason::PeersLackPieces => write!(f, "connected peers lack the missing pieces"),
             StallReason::AllChoking => write!(f, "every peer with missing pieces is choking us"),
             StallReason::NothingSent => write!(f, "peers are unchoked but send nothing"),
@@ -88,7 +99,7 @@ mod tests {
     #[test]
     fn each_stage_has_its_reason() {
         let boot = vec!["192.0.2.1:6881".to_owned()];
-        let d = |known, nodes, stuck| StallReason::diagnose(known, nodes, &boot, stuck);
+        let d = |known, nodes, stuck| StallReason::diagnose(known, nodes, &boot, stuck, false);
         assert_eq!(d(0, Some(0), None), StallReason::NoDhtNodes(boot.clone()));
         assert!(d(0, Some(0), None).to_string().contains("192.0.2.1:6881"));
         assert_eq!(d(0, Some(12), None), StallReason::NoPeersFound);
@@ -104,5 +115,23 @@ mod tests {
         assert_eq!(d(3, None, Some(Stuck::AllChoking)), StallReason::AllChoking);
         assert_eq!(d(3, None, None), StallReason::NothingSent);
         assert_eq!(d(3, None, None).code(), "nothing_sent");
+    }
+
+    #[test]
+    fn a_torrent_held_back_by_the_cap_says_so_only_when_unconnected() {
+        let held = |stuck| StallReason::diagnose(3, None, &[], stuck, true);
+        assert_eq!(held(Some(Stuck::NotConnected)), StallReason::ConnectionCap);
+        assert!(
+            held(Some(Stuck::NotConnected))
+                .to_string()
+                .contains("--max-connections")
+        );
+        // Connected peers are what it waits on, whatever the cap.
+        assert_eq!(held(Some(Stuck::AllChoking)), StallReason::AllChoking);
+        // No address to dial: the cap is not what holds it.
+        assert_eq!(
+            StallReason::diagnose(0, None, &[], Some(Stuck::NotConnected), true),
+            StallReason::NoPeersFound
+        );
     }
 }

@@ -173,6 +173,10 @@ pub struct TorrentStatus {
     pub holepunched: u64,
     /// Nodes in the DHT's routing tables, when this torrent uses the DHT.
     pub dht_nodes: Option<usize>,
+    /// The torrent has addresses to dial but waits its turn: every
+    /// connection the session allows (`SessionConfig::max_connections`)
+    /// is taken. It dials again when another connection ends.
+    pub held_back: bool,
 }
 
 impl TorrentStatus {
@@ -820,6 +824,7 @@ impl Torrent {
             dial_failures: stats.failures,
             holepunched: self.holepunch.connected(),
             dht_nodes: self.dht_nodes,
+            held_back: self.connections.is_waiting(),
         });
     }
 
@@ -860,6 +865,7 @@ impl Torrent {
             dht_nodes,
             &bootstrap,
             status.stuck(),
+            status.held_back,
         ))
     }
 

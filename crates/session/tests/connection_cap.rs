@@ -1,8 +1,9 @@
 //! The session's cap on connections, in a session allowed one: three
 //! magnets whose peers accept TCP and never answer take turns at the one
 //! connection (uncapped, all are dialed at once; without turns, the torrent
-//! with the most peers dials them all first), and a visitor that comes
-//! while the one connection is taken is turned away.
+//! with the most peers dials them all first), a visitor that comes while
+//! the one connection is taken is turned away, and a torrent kept waiting
+//! says so in its status.
 
 #![allow(clippy::unwrap_used)]
 
@@ -179,4 +180,54 @@ async fn a_visitor_past_the_cap_is_turned_away() {
     assert!(closed.is_ok(), "the visitor was kept past the cap");
 
     end(session, vec![torrent], &dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torrent_waiting_for_the_one_connection_says_it_is_held_back() {
+    let dir = std::env::temp_dir().join(format!("lodestone-cap-held-{}", std::process::id()));
+    let session = Session::start(one_connection(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let (first_seen, second_seen) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
+    let mut torrents = Vec::new();
+    for (n, seen) in [(4u8, &first_seen), (5, &second_seen)] {
+        let mut magnet = Magnet::new(InfoHash::new([n; 20]));
+        magnet
+            .peers
+            .push(silent_peer(Arc::default(), seen.clone(), None).await);
+        torrents.push(
+            session
+                .add(TorrentSource::Magnet(magnet), AddOptions::new(&dir))
+                .unwrap(),
+        );
+        if n == 4 {
+            tokio::time::timeout(Duration::from_secs(30), dialed(seen))
+                .await
+                .expect("the first torrent dials");
+        }
+    }
+    let mut second = torrents[1].status();
+    tokio::time::timeout(Duration::from_secs(30), second.wait_for(|s| s.held_back))
+        .await
+        .expect("the second torrent says it waits")
+        .unwrap();
+    assert_eq!(second_seen.accepted.load(Ordering::SeqCst), 0);
+    assert!(
+        !torrents[0].status().borrow().held_back,
+        "the first holds the place"
+    );
+
+    // The place freed, the second dials and no longer waits.
+    let first = torrents.remove(0);
+    first.remove();
+    let _ = first.wait().await;
+    tokio::time::timeout(Duration::from_secs(30), dialed(&second_seen))
+        .await
+        .expect("the second torrent dials once the place is free");
+    tokio::time::timeout(Duration::from_secs(30), second.wait_for(|s| !s.held_back))
+        .await
+        .expect("the second torrent no longer waits")
+        .unwrap();
+
+    end(session, torrents, &dir).await;
 }
