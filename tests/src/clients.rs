@@ -259,9 +259,8 @@ pub fn announce_peer(
         .args(["--port", &peer.port().to_string()])
         .args(["--info-hash", info_hash])
         .args(["--nodes", &join(dht_nodes)]);
-    let name = format!("announce {peer}");
-    let (_proc, event) =
-        Proc::spawn_awaiting(&name, command, "announced", Duration::from_secs(30))?;
+    let mut proc = Proc::spawn(format!("announce {peer}"), command)?;
+    let event = proc.wait_event("announced", Duration::from_secs(30))?;
     serde_json::from_value(event["nodes"].clone()).map_err(|e| HarnessError::Protocol {
         what: "announce.py".to_owned(),
         detail: format!("bad announced event: {e}"),
@@ -374,8 +373,8 @@ impl LibtorrentDownloader {
         if config.utp_only {
             command.arg("--utp-only");
         }
-        let name = format!("libtorrent {}", config.ip);
-        let (proc, _) = Proc::spawn_awaiting(&name, command, "started", Duration::from_secs(30))?;
+        let mut proc = Proc::spawn(format!("libtorrent {}", config.ip), command)?;
+        proc.wait_event("started", Duration::from_secs(30))?;
         Ok(LibtorrentDownloader {
             proc,
             save_path,

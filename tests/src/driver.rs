@@ -39,7 +39,7 @@ impl<R: DeserializeOwned> Driver<R> {
             .arg(dir.path())
             .args(args);
         let (proc, event) =
-            Proc::spawn_awaiting(&name.replace('_', "-"), command, "ready", ready_within)?;
+            Proc::spawn_retrying_crash(&name.replace('_', "-"), command, "ready", ready_within)?;
         let ready = serde_json::from_value(event).map_err(|e| HarnessError::Protocol {
             what: format!("{name}.py ready event"),
             detail: e.to_string(),

@@ -199,7 +199,7 @@ impl Swarm {
         command.args(["--utp-only-seeders", &config.utp_only_seeders.to_string()]);
         // The script enforces ready_timeout itself; the margin covers startup.
         let within = config.ready_timeout + Duration::from_secs(10);
-        let (proc, ready) = Proc::spawn_awaiting("swarm", command, "ready", within)?;
+        let (proc, ready) = Proc::spawn_retrying_crash("swarm", command, "ready", within)?;
         let info = serde_json::from_value(ready).map_err(|e| HarnessError::Protocol {
             what: "swarm".to_owned(),
             detail: format!("bad ready event: {e}"),
