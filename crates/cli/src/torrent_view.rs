@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::anyhow;
 use lodestone_core::Metainfo;
 use lodestone_download::swarm::{DownloadProgress, Summary};
-use lodestone_metadata::Progress;
+use lodestone_metadata::{FetchError, Progress};
 use lodestone_session::{TorrentError, TorrentHandle, TorrentPhase, TorrentStatus};
 
 use crate::failure::Failure;
@@ -61,6 +61,8 @@ struct View {
     download: Option<(ProgressView, std::sync::Arc<Metainfo>)>,
     /// Where to keep a fetched metainfo, until it is kept.
     keep: Option<StateDir>,
+    /// The last status said the session's cap held the torrent back.
+    held_back: bool,
 }
 
 impl View {
@@ -70,10 +72,12 @@ impl View {
             metadata: None,
             download: None,
             keep,
+            held_back: false,
         }
     }
 
     fn show(&mut self, status: &TorrentStatus) {
+        self.held_back = status.held_back;
         if let Some(metainfo) = &status.metainfo
             && let Some(state) = self.keep.take()
         {
@@ -141,6 +145,13 @@ impl View {
                     "gave up after --stall-timeout: {reason}; the data is kept"
                 )))
             }
+            // A fetch that timed out held back by the cap had no peer to
+            // ask: the timeout's own words would blame the peers.
+            Err(e @ TorrentError::Metadata(FetchError::TimedOut(_))) if self.held_back => {
+                Err(Failure::Failed(anyhow!(e).context(
+                    "every connection --max-connections allows was held by other torrents",
+                )))
+            }
             Err(e) => Err(Failure::Failed(anyhow!(e))),
         }
     }
@@ -149,11 +160,12 @@ impl View {
 /// One line saying how far a metadata fetch got, short enough to fit an
 /// 80-column terminal beside the spinner, whole:
 /// `metadata: peers 3/12, ut_metadata 2, pieces 1/4, DHT nodes 180`, or,
-/// unconnected while the session's cap holds it back,
+/// while the session's cap keeps it from connecting (with no peer, there
+/// is nothing else to tell),
 /// `metadata: peers 0/12 (waiting for a free place under --max-connections)`.
 fn describe(p: &Progress, status: &TorrentStatus) -> String {
     let peers = format!("metadata: peers {}/{}", p.connected, p.peers_known);
-    if status.held_back && p.connected == 0 {
+    if status.held_back {
         return format!("{peers} {HELD_BACK}");
     }
     let mut line = format!(

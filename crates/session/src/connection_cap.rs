@@ -223,6 +223,13 @@ impl ConnectionShare {
         self.waiting
     }
 
+    /// Whether the cap alone keeps the torrent from connecting: it waits
+    /// for a place and holds none, neither a connection nor a dial. (One
+    /// that waits while holding places waits for more, which is no stall.)
+    pub(crate) fn is_shut_out(&self) -> bool {
+        self.waiting && self.held == 0
+    }
+
     /// What tells the waiting torrents that places were given back or the
     /// line moved. Take its `notified()` before looking for a place, so
     /// that a change meanwhile is not missed.

@@ -15,8 +15,10 @@ pub enum StallReason {
     NoPeersFound,
     /// Peers were found, but none accepted a connection.
     NoneAccepted,
-    /// Peers were found, but the session's other torrents held every
-    /// connection it allows all along (`SessionConfig::max_connections`).
+    /// Peers were found, but the torrent holds no connection: the
+    /// session's other torrents hold every one it allows
+    /// (`SessionConfig::max_connections`), and none of its own dials failed
+    /// since it last made progress.
     ConnectionCap,
     /// Connected peers lack the missing pieces.
     PeersLackPieces,
@@ -43,13 +45,15 @@ impl StallReason {
     /// The reason for a download whose address book holds `peers_known`
     /// addresses, whose DHT knows `dht_nodes` nodes (`None`: no DHT,
     /// or a private torrent that does not use it), whose download says
-    /// `stuck`, and which is `held_back` by the session's connection cap.
+    /// `stuck`, and which the session's connection cap kept from dialing
+    /// (`shut_out`: it holds no place, and none of its dials failed in the
+    /// stall).
     pub(crate) fn diagnose(
         peers_known: usize,
         dht_nodes: Option<usize>,
         bootstrap: &[String],
         stuck: Option<Stuck>,
-        held_back: bool,
+        shut_out: bool,
     ) -> Self {
         if peers_known == 0 {
             return match dht_nodes {
@@ -59,7 +63,7 @@ impl StallReason {
         }
         match stuck {
             Some(Stuck::NoPeersKnown) => StallReason::NoPeersFound,
-            Some(Stuck::NotConnected) if held_back => StallReason::ConnectionCap,
+            Some(Stuck::NotConnected) if shut_out => StallReason::ConnectionCap,
             Some(Stuck::NotConnected) => StallReason::NoneAccepted,
             Some(Stuck::NobodyHasMissing) => StallReason::PeersLackPieces,
             Some(Stuck::AllChoking) => StallReason::AllChoking,

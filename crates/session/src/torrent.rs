@@ -173,9 +173,10 @@ pub struct TorrentStatus {
     pub holepunched: u64,
     /// Nodes in the DHT's routing tables, when this torrent uses the DHT.
     pub dht_nodes: Option<usize>,
-    /// The torrent has addresses to dial but waits its turn: every
-    /// connection the session allows (`SessionConfig::max_connections`)
-    /// is taken. It dials again when another connection ends.
+    /// The torrent wants peers and has addresses to dial, but holds no
+    /// connection and dials no one: other torrents hold every connection
+    /// the session allows (`SessionConfig::max_connections`). It dials
+    /// again when one of theirs ends.
     pub held_back: bool,
 }
 
@@ -189,6 +190,28 @@ impl TorrentStatus {
         match p.stuck {
             Some(Stuck::NotConnected) if self.peers_known == 0 => Some(Stuck::NoPeersKnown),
             other => other,
+        }
+    }
+}
+
+/// Where a download stood when it last verified something, for telling a
+/// stall from slow progress and saying why it stalled.
+#[derive(Debug, Clone, Copy)]
+struct LastProgress {
+    /// Bytes verified then.
+    verified: u64,
+    /// When.
+    at: Instant,
+    /// Dials failed by then, as the address book counts them.
+    dial_failures: u64,
+}
+
+impl LastProgress {
+    fn new(verified: u64, dial_failures: u64) -> Self {
+        Self {
+            verified,
+            at: Instant::now(),
+            dial_failures,
         }
     }
 }
@@ -248,8 +271,8 @@ pub(crate) struct Torrent {
     exits_tx: mpsc::UnboundedSender<PeerExit>,
     wanted: watch::Sender<bool>,
     status: watch::Sender<TorrentStatus>,
-    /// Bytes verified when progress was last seen, and when.
-    last_progress: (u64, Instant),
+    /// Where the download stood when progress was last seen.
+    last_progress: LastProgress,
     /// Whether this torrent uses the DHT (not private, a DHT running).
     uses_dht: bool,
     /// The DHT's node count when last asked (each status tick).
@@ -339,7 +362,7 @@ pub(crate) async fn run(
         exits_tx,
         wanted,
         status,
-        last_progress: (0, Instant::now()),
+        last_progress: LastProgress::new(0, 0),
         uses_dht: discovery.is_some(),
         dht_nodes: None,
         files: None,
@@ -800,6 +823,11 @@ impl Torrent {
             }
             Stage::Paused(_) => TorrentPhase::Paused,
         };
+        let wants_peers = match &phase {
+            TorrentPhase::Metadata(_) => true,
+            TorrentPhase::Download(p) => p.phase == Phase::Downloading,
+            TorrentPhase::Paused => false,
+        };
         if let Some(trackers) = &self.trackers {
             match &phase {
                 TorrentPhase::Download(p) => {
@@ -824,7 +852,9 @@ impl Torrent {
             dial_failures: stats.failures,
             holepunched: self.holepunch.connected(),
             dht_nodes: self.dht_nodes,
-            held_back: self.connections.is_waiting(),
+            // Only while peers are wanted: a torrent that has just become
+            // a seeder leaves the line at its next pass, after this.
+            held_back: wants_peers && self.connections.is_shut_out(),
         });
     }
 
@@ -834,7 +864,7 @@ impl Torrent {
         let Stage::Download { handle, .. } = stage else {
             // The clock starts with the download: a long metadata phase (it
             // has its own timeout) or a pause is no stall.
-            self.last_progress = (0, Instant::now());
+            self.last_progress = LastProgress::new(0, self.book.stats().failures);
             return None;
         };
         let (verified, phase) = {
@@ -842,14 +872,14 @@ impl Torrent {
             let p = p.borrow();
             (p.verified_bytes, p.phase)
         };
-        let now = Instant::now();
-        if verified != self.last_progress.0
+        let dial_failures = self.book.stats().failures;
+        if verified != self.last_progress.verified
             || !matches!(phase, Phase::Checking | Phase::Downloading)
         {
-            self.last_progress = (verified, now);
+            self.last_progress = LastProgress::new(verified, dial_failures);
             return None;
         }
-        if now - self.last_progress.1 < limit {
+        if self.last_progress.at.elapsed() < limit {
             return None;
         }
         let status = self.status.borrow().clone();
@@ -865,7 +895,9 @@ impl Torrent {
             dht_nodes,
             &bootstrap,
             status.stuck(),
-            status.held_back,
+            // Shut out now, and no dial of its own failed meanwhile: the
+            // cap, not the peers, is what kept it from connecting.
+            status.held_back && dial_failures == self.last_progress.dial_failures,
         ))
     }
 

@@ -3,7 +3,7 @@
 //! connection (uncapped, all are dialed at once; without turns, the torrent
 //! with the most peers dials them all first), a visitor that comes while
 //! the one connection is taken is turned away, and a torrent kept waiting
-//! says so in its status.
+//! says so in its status and, as a download that stalls, in its reason.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lodestone_core::{InfoHash, Magnet, PeerId};
+use lodestone_core::{InfoHash, Magnet, Metainfo, PeerId};
 use lodestone_session::{
-    AddOptions, Encryption, Session, SessionConfig, TorrentHandle, TorrentSource, Transport,
+    AddOptions, Encryption, Session, SessionConfig, StallReason, TorrentError, TorrentHandle,
+    TorrentSource, Transport,
 };
 use lodestone_wire::{Connection, Handshake, Reserved};
 use tokio::io::AsyncReadExt;
@@ -230,4 +231,69 @@ async fn a_torrent_waiting_for_the_one_connection_says_it_is_held_back() {
         .unwrap();
 
     end(session, torrents, &dir).await;
+}
+
+/// A download of 256 KiB whose peers are `peers`, that gives up after a
+/// second without progress.
+fn stalling_download(session: &Session, dir: &Path, peers: Vec<SocketAddr>) -> TorrentHandle {
+    let data = vec![7u8; 256 * 1024];
+    let metainfo = Metainfo::create("t", 64 * 1024, &[(vec!["a.bin".into()], &data)]).unwrap();
+    let mut options = AddOptions::new(dir);
+    options.peers = peers;
+    options.stall_timeout = Some(Duration::from_secs(1));
+    session
+        .add(TorrentSource::Metainfo(Arc::new(metainfo)), options)
+        .unwrap()
+}
+
+/// Waits for `torrent` to give up and returns why.
+async fn stall_reason(torrent: TorrentHandle) -> StallReason {
+    match tokio::time::timeout(Duration::from_secs(30), torrent.wait()).await {
+        Ok(Err(TorrentError::Stalled(reason))) => reason,
+        other => panic!("expected a stall, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_the_cap_shuts_out_stalls_for_that_reason() {
+    let dir = std::env::temp_dir().join(format!("lodestone-cap-stall-{}", std::process::id()));
+    let session = Session::start(one_connection(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    // A magnet's dial to a silent peer holds the one place all along.
+    let seen = Arc::new(Seen::default());
+    let mut magnet = Magnet::new(InfoHash::new([6; 20]));
+    magnet
+        .peers
+        .push(silent_peer(Arc::default(), seen.clone(), None).await);
+    let magnet = session
+        .add(TorrentSource::Magnet(magnet), AddOptions::new(&dir))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), dialed(&seen))
+        .await
+        .expect("the magnet dials");
+
+    let peer = silent_peer(Arc::default(), Arc::default(), None).await;
+    let download = stalling_download(&session, &dir.join("shut-out"), vec![peer]);
+    assert_eq!(stall_reason(download).await, StallReason::ConnectionCap);
+
+    end(session, vec![magnet], &dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_holding_the_place_itself_stalls_as_unaccepted() {
+    let dir = std::env::temp_dir().join(format!("lodestone-cap-own-{}", std::process::id()));
+    let session = Session::start(one_connection(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    // Its dial to the first silent peer holds the one place; the second
+    // waits for it, behind no other torrent.
+    let mut peers = Vec::new();
+    for _ in 0..2 {
+        peers.push(silent_peer(Arc::default(), Arc::default(), None).await);
+    }
+    let download = stalling_download(&session, &dir, peers);
+    assert_eq!(stall_reason(download).await, StallReason::NoneAccepted);
+
+    end(session, Vec::new(), &dir).await;
 }
