@@ -10,7 +10,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -63,7 +63,8 @@ impl Proc {
         event: &str,
         within: Duration,
     ) -> Result<(Proc, Value)> {
-        let log = std::env::temp_dir().join(RESTARTS_LOG);
+        let log = std::env::var_os(RESTARTS_LOG_ENV)
+            .map_or_else(|| std::env::temp_dir().join(RESTARTS_LOG), PathBuf::from);
         Self::spawn_retrying_crash_noting(name, command, event, within, &log)
     }
 
@@ -78,7 +79,11 @@ impl Proc {
         let mut proc = Self::spawn_from(name.to_owned(), &mut command)?;
         match proc.wait_event(event, within) {
             Err(HarnessError::Exited { status, .. }) if crashed(status) => {
-                let line = format!("{name} crashed ({status}) before {event:?}; started once more");
+                // libtest names each test's thread after the test.
+                let test = std::thread::current().name().unwrap_or("?").to_owned();
+                let line = format!(
+                    "{test}: {name} crashed ({status}) before {event:?}; started once more"
+                );
                 eprintln!("[{name}] {line}");
                 note_restart(log, &line);
                 let mut proc = Self::spawn_from(name.to_owned(), &mut command)?;
@@ -234,8 +239,12 @@ impl Proc {
 }
 
 /// Where [`Proc::spawn_retrying_crash`] notes each retry, under the
-/// system's temp directory; `tests/run` empties it first and prints it last.
+/// system's temp directory, unless [`RESTARTS_LOG_ENV`] names a file.
 pub const RESTARTS_LOG: &str = "lodestone-tests/driver-restarts.log";
+
+/// The file [`Proc::spawn_retrying_crash`] notes each retry in: `tests/run`
+/// sets it to a fresh file of its own and prints it last.
+pub const RESTARTS_LOG_ENV: &str = "LODESTONE_TEST_RESTARTS_LOG";
 
 /// Appends `line` to the file at `path` in one write, so that the lines of
 /// tests running at once do not mix; a failure to write it is only said,
@@ -322,8 +331,9 @@ mod tests {
         assert_eq!(ready["event"], "ready");
         assert_eq!(starts(&count), 2);
         let noted = std::fs::read_to_string(&log).expect("the retry is noted");
+        assert!(noted.contains("crash-once crashed (signal: 11"), "{noted}");
         assert!(
-            noted.starts_with("crash-once crashed (signal: 11"),
+            noted.starts_with("process::tests::a_helper_that_crashed"),
             "{noted}"
         );
     }

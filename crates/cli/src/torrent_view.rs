@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::anyhow;
 use lodestone_core::Metainfo;
 use lodestone_download::swarm::{DownloadProgress, Summary};
-use lodestone_metadata::{FetchError, Progress};
+use lodestone_metadata::Progress;
 use lodestone_session::{TorrentError, TorrentHandle, TorrentPhase, TorrentStatus};
 
 use crate::failure::Failure;
@@ -61,8 +61,6 @@ struct View {
     download: Option<(ProgressView, std::sync::Arc<Metainfo>)>,
     /// Where to keep a fetched metainfo, until it is kept.
     keep: Option<StateDir>,
-    /// The last status said the session's cap held the torrent back.
-    held_back: bool,
 }
 
 impl View {
@@ -72,12 +70,10 @@ impl View {
             metadata: None,
             download: None,
             keep,
-            held_back: false,
         }
     }
 
     fn show(&mut self, status: &TorrentStatus) {
-        self.held_back = status.held_back;
         if let Some(metainfo) = &status.metainfo
             && let Some(state) = self.keep.take()
         {
@@ -143,13 +139,6 @@ impl View {
                 );
                 Err(Failure::Failed(anyhow!(
                     "gave up after --stall-timeout: {reason}; the data is kept"
-                )))
-            }
-            // A fetch that timed out held back by the cap had no peer to
-            // ask: the timeout's own words would blame the peers.
-            Err(e @ TorrentError::Metadata(FetchError::TimedOut(_))) if self.held_back => {
-                Err(Failure::Failed(anyhow!(e).context(
-                    "every connection --max-connections allows was held by other torrents",
                 )))
             }
             Err(e) => Err(Failure::Failed(anyhow!(e))),

@@ -222,6 +222,14 @@ pub enum TorrentError {
     /// The metadata could not be fetched.
     #[error("metadata")]
     Metadata(#[from] FetchError),
+    /// The metadata fetch timed out while the torrent held no connection
+    /// because other torrents held every one the session allows
+    /// (`SessionConfig::max_connections`).
+    #[error(
+        "metadata: other torrents held every connection the session allows \
+         (--max-connections)"
+    )]
+    MetadataHeldBack(#[source] FetchError),
     /// The file selection fits nothing in the torrent (the user's input).
     #[error("{0}")]
     Selection(String),
@@ -488,6 +496,13 @@ pub(crate) async fn run(
                         continue;
                     }
                     PhaseEnd::Metadata(Ok(Ok(f))) => f,
+                    // Timed out with no place to dial from: the cap, not
+                    // the peers, kept it from the metadata.
+                    PhaseEnd::Metadata(Ok(Err(e @ FetchError::TimedOut(_))))
+                        if t.connections.is_shut_out() =>
+                    {
+                        break Err(TorrentError::MetadataHeldBack(e));
+                    }
                     PhaseEnd::Metadata(Ok(Err(e))) => break Err(e.into()),
                     PhaseEnd::Metadata(Err(e)) => break Err(TorrentError::Crashed(e.to_string())),
                     PhaseEnd::Download(result) => break result,

@@ -3,7 +3,7 @@
 //! connection (uncapped, all are dialed at once; without turns, the torrent
 //! with the most peers dials them all first), a visitor that comes while
 //! the one connection is taken is turned away, and a torrent kept waiting
-//! says so in its status and, as a download that stalls, in its reason.
+//! says so in its status and, when it gives up, in its reason.
 
 #![allow(clippy::unwrap_used)]
 
@@ -255,7 +255,7 @@ async fn stall_reason(torrent: TorrentHandle) -> StallReason {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_download_the_cap_shuts_out_stalls_for_that_reason() {
+async fn a_torrent_the_cap_shuts_out_gives_up_for_that_reason() {
     let dir = std::env::temp_dir().join(format!("lodestone-cap-stall-{}", std::process::id()));
     let session = Session::start(one_connection(Duration::from_secs(600)))
         .await
@@ -276,6 +276,21 @@ async fn a_download_the_cap_shuts_out_stalls_for_that_reason() {
     let peer = silent_peer(Arc::default(), Arc::default(), None).await;
     let download = stalling_download(&session, &dir.join("shut-out"), vec![peer]);
     assert_eq!(stall_reason(download).await, StallReason::ConnectionCap);
+
+    // A second magnet shut out the same way times out saying why.
+    let mut shut_out = Magnet::new(InfoHash::new([7; 20]));
+    shut_out
+        .peers
+        .push(silent_peer(Arc::default(), Arc::default(), None).await);
+    let mut options = AddOptions::new(dir.join("magnet"));
+    options.metadata_timeout = Duration::from_secs(1);
+    let shut_out = session
+        .add(TorrentSource::Magnet(shut_out), options)
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(30), shut_out.wait()).await {
+        Ok(Err(TorrentError::MetadataHeldBack(_))) => {}
+        other => panic!("expected the metadata to time out held back, got {other:?}"),
+    }
 
     end(session, vec![magnet], &dir).await;
 }
