@@ -10,7 +10,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -76,6 +76,31 @@ async fn dialed(seen: &Seen) {
     }
 }
 
+/// A magnet (infohash all `n`) of one silent peer, whose connections
+/// `seen` counts.
+async fn magnet_of_a_silent_peer(n: u8, seen: Arc<Seen>) -> Magnet {
+    let mut magnet = Magnet::new(InfoHash::new([n; 20]));
+    magnet
+        .peers
+        .push(silent_peer(Arc::default(), seen, None).await);
+    magnet
+}
+
+/// Adds the magnet of a silent peer and waits for its dial, which holds
+/// the session's one place from then on: the peer never answers, and the
+/// sessions these tests start wait 600 s for a handshake.
+async fn holding_the_one_place(session: &Session, dir: &Path, n: u8) -> TorrentHandle {
+    let seen = Arc::new(Seen::default());
+    let magnet = magnet_of_a_silent_peer(n, seen.clone()).await;
+    let torrent = session
+        .add(TorrentSource::Magnet(magnet), AddOptions::new(dir))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), dialed(&seen))
+        .await
+        .expect("the magnet dials its peer");
+    torrent
+}
+
 /// Removes the torrents, shuts the session down and deletes `dir`.
 async fn end(session: Session, torrents: Vec<TorrentHandle>, dir: &Path) {
     for torrent in torrents {
@@ -96,6 +121,16 @@ fn one_connection(connect_timeout: Duration) -> SessionConfig {
     config.connect_timeout = connect_timeout;
     config.max_connections = 1;
     config
+}
+
+/// A session allowed one connection that waits 600 s for a handshake, and
+/// a scratch directory named for the test.
+async fn one_place(test: &str) -> (Session, PathBuf) {
+    let session = Session::start(one_connection(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("lodestone-cap-{test}-{}", std::process::id()));
+    (session, dir)
 }
 
 // One thread: a torrent that gives its place back and looks again in the
@@ -151,23 +186,10 @@ async fn torrents_take_turns_within_the_sessions_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_past_the_cap_is_turned_away() {
-    let dir = std::env::temp_dir().join(format!("lodestone-cap-visit-{}", std::process::id()));
-    // The dial to the silent peer holds the one connection all along.
-    let session = Session::start(one_connection(Duration::from_secs(600)))
-        .await
-        .unwrap();
-    let seen = Arc::new(Seen::default());
-    let info_hash = InfoHash::new([3; 20]);
-    let mut magnet = Magnet::new(info_hash);
-    let peer = silent_peer(Arc::default(), seen.clone(), None).await;
-    magnet.peers.push(peer);
-    let torrent = session
-        .add(TorrentSource::Magnet(magnet), AddOptions::new(&dir))
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), dialed(&seen))
-        .await
-        .expect("the torrent dials its one peer");
+    let (session, dir) = one_place("visit").await;
+    let torrent = holding_the_one_place(&session, &dir, 3).await;
 
+    let info_hash = InfoHash::new([3; 20]);
     let stream = TcpStream::connect(session.listen_addrs()[0]).await.unwrap();
     let visitor = Handshake::new(Reserved::LODESTONE, info_hash, PeerId::new([9; 20]));
     let (mut conn, _) = Connection::initiate(stream, Duration::from_secs(5), visitor)
@@ -185,28 +207,15 @@ async fn a_visitor_past_the_cap_is_turned_away() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torrent_waiting_for_the_one_connection_says_it_is_held_back() {
-    let dir = std::env::temp_dir().join(format!("lodestone-cap-held-{}", std::process::id()));
-    let session = Session::start(one_connection(Duration::from_secs(600)))
-        .await
-        .unwrap();
-    let (first_seen, second_seen) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
-    let mut torrents = Vec::new();
-    for (n, seen) in [(4u8, &first_seen), (5, &second_seen)] {
-        let mut magnet = Magnet::new(InfoHash::new([n; 20]));
-        magnet
-            .peers
-            .push(silent_peer(Arc::default(), seen.clone(), None).await);
-        torrents.push(
-            session
-                .add(TorrentSource::Magnet(magnet), AddOptions::new(&dir))
-                .unwrap(),
-        );
-        if n == 4 {
-            tokio::time::timeout(Duration::from_secs(30), dialed(seen))
-                .await
-                .expect("the first torrent dials");
-        }
-    }
+    let (session, dir) = one_place("held").await;
+    let second_seen = Arc::new(Seen::default());
+    let mut torrents = vec![holding_the_one_place(&session, &dir, 4).await];
+    let magnet = magnet_of_a_silent_peer(5, second_seen.clone()).await;
+    torrents.push(
+        session
+            .add(TorrentSource::Magnet(magnet), AddOptions::new(&dir))
+            .unwrap(),
+    );
     let mut second = torrents[1].status();
     tokio::time::timeout(Duration::from_secs(30), second.wait_for(|s| s.held_back))
         .await
@@ -256,32 +265,15 @@ async fn stall_reason(torrent: TorrentHandle) -> StallReason {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torrent_the_cap_shuts_out_gives_up_for_that_reason() {
-    let dir = std::env::temp_dir().join(format!("lodestone-cap-stall-{}", std::process::id()));
-    let session = Session::start(one_connection(Duration::from_secs(600)))
-        .await
-        .unwrap();
-    // A magnet's dial to a silent peer holds the one place all along.
-    let seen = Arc::new(Seen::default());
-    let mut magnet = Magnet::new(InfoHash::new([6; 20]));
-    magnet
-        .peers
-        .push(silent_peer(Arc::default(), seen.clone(), None).await);
-    let magnet = session
-        .add(TorrentSource::Magnet(magnet), AddOptions::new(&dir))
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), dialed(&seen))
-        .await
-        .expect("the magnet dials");
+    let (session, dir) = one_place("stall").await;
+    let holder = holding_the_one_place(&session, &dir, 6).await;
 
     let peer = silent_peer(Arc::default(), Arc::default(), None).await;
     let download = stalling_download(&session, &dir.join("shut-out"), vec![peer]);
     assert_eq!(stall_reason(download).await, StallReason::ConnectionCap);
 
     // A second magnet shut out the same way times out saying why.
-    let mut shut_out = Magnet::new(InfoHash::new([7; 20]));
-    shut_out
-        .peers
-        .push(silent_peer(Arc::default(), Arc::default(), None).await);
+    let shut_out = magnet_of_a_silent_peer(7, Arc::default()).await;
     let mut options = AddOptions::new(dir.join("magnet"));
     options.metadata_timeout = Duration::from_secs(1);
     let shut_out = session
@@ -292,15 +284,12 @@ async fn a_torrent_the_cap_shuts_out_gives_up_for_that_reason() {
         other => panic!("expected the metadata to time out held back, got {other:?}"),
     }
 
-    end(session, vec![magnet], &dir).await;
+    end(session, vec![holder], &dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_holding_the_place_itself_stalls_as_unaccepted() {
-    let dir = std::env::temp_dir().join(format!("lodestone-cap-own-{}", std::process::id()));
-    let session = Session::start(one_connection(Duration::from_secs(600)))
-        .await
-        .unwrap();
+    let (session, dir) = one_place("own").await;
     // Its dial to the first silent peer holds the one place; the second
     // waits for it, behind no other torrent.
     let mut peers = Vec::new();
