@@ -108,6 +108,7 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
     let begun = Instant::now();
     let timestamp = Utc::now();
     let tools = Tools::find(&options.lodestone, options.rqbit.as_deref());
+    tools.page_in_by_running();
     let mut notes = vec![
         format!(
             "swarm content and downloads live under {}; /dev/shm (the default) is RAM, so there disk speed is not what is measured",
