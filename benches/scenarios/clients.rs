@@ -123,15 +123,6 @@ pub struct Tools {
     pub libtorrent: Result<PathBuf, String>,
 }
 
-/// Writes `path`'s dirty pages and drops its pages from the page cache.
-fn drop_from_page_cache(path: &Path) -> std::io::Result<()> {
-    let file = std::fs::File::open(path)?;
-    // Dirty pages (a binary the linker just wrote) are not dropped.
-    file.sync_data()?;
-    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)?;
-    Ok(())
-}
-
 /// The rqbit named on the command line, else `rqbit` on `PATH` (where
 /// `cargo install --root DIR` puts it when `DIR/bin` is on `PATH`), else
 /// cargo's default install directory.
@@ -170,30 +161,16 @@ impl Tools {
         }
     }
 
-    /// Drops every client executable's pages from the page cache before
-    /// the first round, so that each is paged in by running it, as a
-    /// user's binary is.
-    ///
-    /// Peak RSS counts the pages of the executable a process maps, and how
-    /// many the kernel maps at a page fault depends on how the file's pages
-    /// sit in the page cache: pages the linker or `cp` just wrote, or that
-    /// a `read` brought in, are mapped in larger runs than pages that
-    /// faults brought in. lodestone's peak RSS read 0.4-0.8 MiB apart
-    /// between a binary built minutes before and one built two hours
-    /// before, with the same code paths; with their pages dropped first,
-    /// both read the same. The first round then reads the pages it runs
-    /// from disk, a few milliseconds the medians absorb.
-    pub fn page_in_by_running(&self) {
-        let executables = [
-            self.lodestone.as_ref().map(|l| &l.bin),
-            self.rqbit.as_ref(),
-            self.aria2c.as_ref(),
-        ];
-        for path in executables.into_iter().flatten() {
-            if let Err(e) = drop_from_page_cache(path) {
-                eprintln!("could not drop {} from the page cache: {e}", path.display());
-            }
-        }
+    /// The client executables found, whose peak RSS the benchmark reports.
+    pub fn executables(&self) -> Vec<&Path> {
+        [
+            self.lodestone.as_ref().ok().map(|l| l.bin.as_path()),
+            self.rqbit.as_deref().ok(),
+            self.aria2c.as_deref().ok(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// Why `client` cannot run `race`, if it cannot.

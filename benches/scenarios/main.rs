@@ -36,6 +36,7 @@ mod clients;
 mod isolate;
 mod launch;
 mod node;
+mod page_cache;
 mod pin;
 mod report;
 mod upload;
@@ -108,7 +109,6 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
     let begun = Instant::now();
     let timestamp = Utc::now();
     let tools = Tools::find(&options.lodestone, options.rqbit.as_deref());
-    tools.page_in_by_running();
     let mut notes = vec![
         format!(
             "swarm content and downloads live under {}; /dev/shm (the default) is RAM, so there disk speed is not what is measured",
@@ -129,6 +129,10 @@ fn run(options: Options, scratch: &Path) -> Result<(), String> {
             .to_owned(),
     ];
     notes.push(TRANSMISSION_NOTE.to_owned());
+    // The node table reports the floor responder's peak RSS as well.
+    let floor = Path::new(env!("CARGO_BIN_EXE_udp-floor"));
+    let executables: Vec<&Path> = tools.executables().into_iter().chain([floor]).collect();
+    notes.extend(page_cache::drop_executables(&executables));
     if options.encrypted {
         notes.push(
             "encrypted: every seeder requires RC4 both ways (libtorrent in/out_enc_policy forced, \
