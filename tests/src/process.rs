@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::workdir::WorkDir;
 use crate::{HarnessError, Result};
 
 /// A running helper process; killed on drop.
@@ -50,13 +51,15 @@ impl Proc {
     /// the process and the event.
     ///
     /// libtorrent's python binding (2.0.8) has died of SIGSEGV while the
-    /// swarm's DHT sessions started, talking only among themselves: once in
-    /// a CI run, never in 600 starts on a loaded machine. That is the
-    /// harness failing, not the test. So only for drivers whose sessions
-    /// hear from nothing of ours before `event`: a crash our bytes might
-    /// have caused is never retried, nor is a second crash, a plain exit or
-    /// a crash after `event`. Each retry is logged to [`RESTARTS_LOG`],
-    /// which `tests/run` prints, so that one in a passing run is seen.
+    /// swarm's DHT sessions started, talking only among themselves: twice
+    /// in CI, in one test, never in about 720 starts on a machine of ours.
+    /// That is the harness failing, not the test. So only for drivers whose
+    /// sessions hear from nothing of ours before `event`: a crash our bytes
+    /// might have caused is never retried, nor is a second crash, a plain
+    /// exit or a crash after `event`. Each retry is logged to
+    /// [`RESTARTS_LOG`], which `tests/run` prints, so that one in a passing
+    /// run is seen; with it goes the crash's backtrace, when the system
+    /// left a core in the driver's directory (`core_pattern` is `core`).
     pub fn spawn_retrying_crash(
         name: &str,
         command: Command,
@@ -71,19 +74,26 @@ impl Proc {
     /// [`Proc::spawn_retrying_crash`], noting a retry in `log`.
     fn spawn_retrying_crash_noting(
         name: &str,
-        mut command: Command,
+        command: Command,
         event: &str,
         within: Duration,
         log: &Path,
     ) -> Result<(Proc, Value)> {
+        let cores = WorkDir::new("driver-cores")?;
+        let program = command.get_program().to_owned();
+        let mut command = allowing_core_dumps(&command, cores.path());
         let mut proc = Self::spawn_from(name.to_owned(), &mut command)?;
         match proc.wait_event(event, within) {
             Err(HarnessError::Exited { status, .. }) if crashed(status) => {
                 // libtest names each test's thread after the test.
                 let test = std::thread::current().name().unwrap_or("?").to_owned();
-                let line = format!(
+                let mut line = format!(
                     "{test}: {name} crashed ({status}) before {event:?}; started once more"
                 );
+                if let Some(trace) = backtrace(cores.path(), &program) {
+                    line.push('\n');
+                    line.push_str(&trace);
+                }
                 eprintln!("[{name}] {line}");
                 note_restart(log, &line);
                 let mut proc = Self::spawn_from(name.to_owned(), &mut command)?;
@@ -265,6 +275,54 @@ fn note_restart(path: &Path, line: &str) {
     }
 }
 
+/// `inner` run through `sh` with core dumps allowed, in `dir`: a crash then
+/// leaves its core there, where the system writes cores to the working
+/// directory.
+fn allowing_core_dumps(inner: &Command, dir: &Path) -> Command {
+    let mut wrapped = Command::new("sh");
+    wrapped
+        .arg("-c")
+        .arg(r#"ulimit -c unlimited 2>/dev/null; exec "$@""#)
+        .arg("sh")
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .current_dir(dir);
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
+/// The crashed thread's stack, read by gdb from a core `program` left in
+/// `dir`, if it left one; the core is removed.
+fn backtrace(dir: &Path, program: &std::ffi::OsStr) -> Option<String> {
+    let core = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("core"))
+        })?;
+    let output = Command::new("gdb")
+        .args(["-batch", "-q", "-ex", "bt 40"])
+        .arg(program)
+        .arg(&core)
+        .output();
+    let _ = std::fs::remove_file(&core);
+    let mut frames: Vec<String> = String::from_utf8_lossy(&output.ok()?.stdout)
+        .lines()
+        .filter(|line| line.starts_with('#'))
+        .map(|line| format!("    {line}"))
+        .collect();
+    // gdb prints the crashed frame once on loading the core, then in `bt`.
+    frames.dedup();
+    (!frames.is_empty()).then(|| frames.join("\n"))
+}
+
 /// Whether `status` is death by a signal that means a crash (Linux's
 /// numbers for SIGILL, SIGABRT, SIGBUS, SIGFPE and SIGSEGV), rather than an
 /// exit or a kill from outside.
@@ -336,6 +394,27 @@ mod tests {
             noted.starts_with("process::tests::a_helper_that_crashed"),
             "{noted}"
         );
+    }
+
+    #[test]
+    fn a_driver_runs_in_its_directory_with_core_dumps_allowed() {
+        let dir = WorkDir::new("cores").expect("workdir");
+        let mut inner = Command::new("sh");
+        inner
+            .args(["-c", "ulimit -c; pwd; echo \"$MARK\""])
+            .env("MARK", "kept");
+        let output = allowing_core_dumps(&inner, dir.path())
+            .output()
+            .expect("sh runs");
+        let said = String::from_utf8_lossy(&output.stdout);
+        let lines: Vec<&str> = said.lines().collect();
+        assert_eq!(lines.first(), Some(&"unlimited"), "{said}");
+        assert_eq!(
+            lines.get(1).map(std::path::Path::new),
+            Some(dir.path()),
+            "{said}"
+        );
+        assert_eq!(lines.get(2), Some(&"kept"), "{said}");
     }
 
     #[test]
