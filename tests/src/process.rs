@@ -56,28 +56,28 @@ impl Proc {
     /// That is the harness failing, not the test. So only for drivers whose
     /// sessions hear from nothing of ours before `event`: a crash our bytes
     /// might have caused is never retried, nor is a second crash, a plain
-    /// exit or a crash after `event`. Each retry is logged to
-    /// [`RESTARTS_LOG`], which `tests/run` prints, so that one in a passing
-    /// run is seen; with it goes the crash's backtrace, when the system
-    /// left a core in the driver's directory (`core_pattern` is `core`).
+    /// exit or a crash after `event`. Each retry is printed, and noted in
+    /// the file [`RESTARTS_LOG_ENV`] names, which `tests/run` prints, so
+    /// that one in a passing run is seen; with it goes the crash's
+    /// backtrace, when the system left a core in the driver's directory
+    /// (`core_pattern` is `core`).
     pub fn spawn_retrying_crash(
         name: &str,
         command: Command,
         event: &str,
         within: Duration,
     ) -> Result<(Proc, Value)> {
-        let log = std::env::var_os(RESTARTS_LOG_ENV)
-            .map_or_else(|| std::env::temp_dir().join(RESTARTS_LOG), PathBuf::from);
-        Self::spawn_retrying_crash_noting(name, command, event, within, &log)
+        let log = std::env::var_os(RESTARTS_LOG_ENV).map(PathBuf::from);
+        Self::spawn_retrying_crash_noting(name, command, event, within, log.as_deref())
     }
 
-    /// [`Proc::spawn_retrying_crash`], noting a retry in `log`.
+    /// [`Proc::spawn_retrying_crash`], noting a retry in `log`, if any.
     fn spawn_retrying_crash_noting(
         name: &str,
         command: Command,
         event: &str,
         within: Duration,
-        log: &Path,
+        log: Option<&Path>,
     ) -> Result<(Proc, Value)> {
         let cores = WorkDir::new("driver-cores")?;
         let program = command.get_program().to_owned();
@@ -95,7 +95,9 @@ impl Proc {
                     line.push_str(&trace);
                 }
                 eprintln!("[{name}] {line}");
-                note_restart(log, &line);
+                if let Some(log) = log {
+                    note_restart(log, &line);
+                }
                 let mut proc = Self::spawn_from(name.to_owned(), &mut command)?;
                 let got = proc.wait_event(event, within)?;
                 Ok((proc, got))
@@ -248,10 +250,6 @@ impl Proc {
     }
 }
 
-/// Where [`Proc::spawn_retrying_crash`] notes each retry, under the
-/// system's temp directory, unless [`RESTARTS_LOG_ENV`] names a file.
-pub const RESTARTS_LOG: &str = "lodestone-tests/driver-restarts.log";
-
 /// The file [`Proc::spawn_retrying_crash`] notes each retry in: `tests/run`
 /// sets it to a fresh file of its own and prints it last.
 pub const RESTARTS_LOG_ENV: &str = "LODESTONE_TEST_RESTARTS_LOG";
@@ -377,7 +375,13 @@ mod tests {
 
     /// Starts `command` as a driver that says `ready`, noting retries in `log`.
     fn start(name: &str, command: Command, log: &Path) -> Result<(Proc, Value)> {
-        Proc::spawn_retrying_crash_noting(name, command, "ready", Duration::from_secs(10), log)
+        Proc::spawn_retrying_crash_noting(
+            name,
+            command,
+            "ready",
+            Duration::from_secs(10),
+            Some(log),
+        )
     }
 
     #[test]
@@ -417,24 +421,28 @@ mod tests {
         assert_eq!(lines.get(2), Some(&"kept"), "{said}");
     }
 
+    /// Starts a helper that ends with `end` on its first `times` starts,
+    /// as a start that must fail with an exit; returns how often it was
+    /// started and whether a retry was noted.
+    fn failed_start(name: &str, end: &str, times: usize) -> (usize, bool) {
+        let dir = WorkDir::new(name).expect("workdir");
+        let (command, count) = helper(&dir, end, times);
+        let log = dir.path().join("restarts");
+        let error = start(name, command, &log).expect_err("the start fails");
+        assert!(matches!(error, HarnessError::Exited { .. }), "{error}");
+        (starts(&count), log.exists())
+    }
+
     #[test]
     fn a_helper_that_failed_without_crashing_is_not_started_again() {
-        let dir = WorkDir::new("exit-once").expect("workdir");
-        let (command, count) = helper(&dir, "exit 3", 1);
-        let log = dir.path().join("restarts");
-        let error = start("exit-once", command, &log).expect_err("an exit is the helper's answer");
-        assert!(matches!(error, HarnessError::Exited { .. }), "{error}");
-        assert_eq!(starts(&count), 1);
-        assert!(!log.exists(), "nothing was retried");
+        let (started, noted) = failed_start("exit-once", "exit 3", 1);
+        assert_eq!(started, 1);
+        assert!(!noted, "nothing was retried");
     }
 
     #[test]
     fn a_helper_that_crashes_twice_fails() {
-        let dir = WorkDir::new("crash-always").expect("workdir");
-        let (command, count) = helper(&dir, "kill -SEGV $$", 2);
-        let log = dir.path().join("restarts");
-        let error = start("crash-always", command, &log).expect_err("two crashes fail");
-        assert!(matches!(error, HarnessError::Exited { .. }), "{error}");
-        assert_eq!(starts(&count), 2);
+        let (started, _) = failed_start("crash-always", "kill -SEGV $$", 2);
+        assert_eq!(started, 2);
     }
 }

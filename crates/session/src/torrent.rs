@@ -194,6 +194,16 @@ impl TorrentStatus {
     }
 }
 
+/// Whether a torrent at `stage` wants peers: fetching its metadata, or
+/// downloading (not checking, seeding or paused).
+fn peers_wanted(stage: &Stage) -> bool {
+    match stage {
+        Stage::Paused(_) => false,
+        Stage::Metadata { .. } => true,
+        Stage::Download { handle, .. } => handle.progress().borrow().phase == Phase::Downloading,
+    }
+}
+
 /// Where a download stood when it last verified something, for telling a
 /// stall from slow progress and saying why it stalled.
 #[derive(Debug, Clone, Copy)]
@@ -688,13 +698,7 @@ impl Torrent {
     /// and in the session, and peers are wanted. Returns whether there is
     /// room left (then the book has nothing due).
     fn dial_more(&mut self, stage: &Stage) -> bool {
-        let wanted = match stage {
-            Stage::Paused(_) => false,
-            Stage::Metadata { .. } => true,
-            Stage::Download { handle, .. } => {
-                handle.progress().borrow().phase == Phase::Downloading
-            }
-        };
+        let wanted = peers_wanted(stage);
         self.wanted
             .send_if_modified(|w| std::mem::replace(w, wanted) != wanted);
         // Reported on every pass, dialing or not: connections that ended
@@ -838,11 +842,7 @@ impl Torrent {
             }
             Stage::Paused(_) => TorrentPhase::Paused,
         };
-        let wants_peers = match &phase {
-            TorrentPhase::Metadata(_) => true,
-            TorrentPhase::Download(p) => p.phase == Phase::Downloading,
-            TorrentPhase::Paused => false,
-        };
+        let wants_peers = peers_wanted(stage);
         if let Some(trackers) = &self.trackers {
             match &phase {
                 TorrentPhase::Download(p) => {
