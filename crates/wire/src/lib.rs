@@ -60,6 +60,7 @@ pub mod handshake;
 pub mod holepunch;
 pub mod message;
 pub mod pex;
+mod read_pool;
 pub mod transport;
 
 pub use codec::{Decoder, MessageError, encode, encode_piece_header, encoded_len};

@@ -339,3 +339,70 @@ async fn the_receive_buffer_keeps_its_size_under_a_stream_of_blocks() {
     }
     send.await.expect("join").expect("write");
 }
+
+/// A connection of one end of an in-memory pipe, split, with the other end.
+fn piped_reader() -> (ConnectionReader, ConnectionWriter, tokio::io::DuplexStream) {
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+    let conn = Connection::new(ByteStream::Other(Box::new(ours), addr)).expect("connection");
+    let (reader, writer) = conn.into_split();
+    (reader, writer, theirs)
+}
+
+/// Polls `recv` once, as a `select!` beside a timer would, and expects it
+/// to wait.
+async fn poll_recv_once(reader: &mut ConnectionReader) {
+    tokio::select! {
+        biased;
+        message = reader.recv() => panic!("nothing complete was sent, got {message:?}"),
+        () = std::future::ready(()) => {}
+    }
+}
+
+fn encoded(message: &Message) -> BytesMut {
+    let mut bytes = BytesMut::new();
+    encode(message, &mut bytes);
+    bytes
+}
+
+/// A reader that waits with nothing buffered parks its buffer, so a quiet
+/// connection holds no read memory, and reads on unharmed when bytes come.
+#[tokio::test]
+async fn a_reader_waiting_with_nothing_buffered_holds_no_buffer() {
+    let (mut reader, _writer, mut theirs) = piped_reader();
+    theirs.write_all(&encoded(&Message::Have(1))).await.unwrap();
+    assert_eq!(reader.recv().await.unwrap(), Message::Have(1));
+
+    poll_recv_once(&mut reader).await;
+    assert!(reader.parked, "the emptied buffer is parked");
+    assert_eq!(reader.buf.capacity(), 0);
+
+    let block = Message::Piece(Block {
+        index: 2,
+        begin: 0,
+        data: Bytes::from(vec![7; 16384]),
+    });
+    theirs.write_all(&encoded(&block)).await.unwrap();
+    assert_eq!(reader.recv().await.unwrap(), block);
+}
+
+/// A reader waiting on the rest of a frame keeps the part it has.
+#[tokio::test]
+async fn a_reader_waiting_on_half_a_frame_keeps_it() {
+    let (mut reader, _writer, mut theirs) = piped_reader();
+    let block = Message::Piece(Block {
+        index: 0,
+        begin: 16384,
+        data: Bytes::from((0..16384u32).map(|i| i as u8).collect::<Vec<_>>()),
+    });
+    let bytes = encoded(&block);
+    let (first, rest) = bytes.split_at(bytes.len() / 2);
+    theirs.write_all(first).await.unwrap();
+
+    poll_recv_once(&mut reader).await;
+    assert!(!reader.parked);
+    assert_eq!(&reader.buf[..], first);
+
+    theirs.write_all(rest).await.unwrap();
+    assert_eq!(reader.recv().await.unwrap(), block);
+}
