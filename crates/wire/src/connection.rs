@@ -34,8 +34,8 @@ use crate::transport::{ByteStream, ReadStream, WriteStream};
 /// Free space the reader keeps in its buffer before each read: exactly two
 /// `piece` frames of a 16 KiB block, the size every client requests. A
 /// connection holds one such buffer while bytes arrive or a frame is half
-/// read, and parks it with the thread's spares while it waits with nothing
-/// buffered ([`read_pool`]). About 32 KiB is a syscall per 32 µs at 1 GB/s
+/// read, and parks it with the thread's spares while it waits in `recv`
+/// with nothing buffered ([`read_pool`]). About 32 KiB is a syscall per 32 µs at 1 GB/s
 /// (256 KiB cost 23 MiB with 48 peers, for no measurable gain in CPU per
 /// byte, and four frames measured the same as two).
 ///
@@ -44,7 +44,7 @@ use crate::transport::{ByteStream, ReadStream, WriteStream};
 /// one frame and most of the next, so about 40 % of all bytes were moved
 /// once more. Sized to two frames, a full read of a stream of blocks ends
 /// on a frame boundary and nothing moves: 3–5 % less CPU per GiB.
-const READ_CHUNK: usize = 2 * (16 * 1024 + PIECE_HEADER_LEN);
+pub(crate) const READ_CHUNK: usize = 2 * (16 * 1024 + PIECE_HEADER_LEN);
 
 /// A protocol violation by the peer: drop it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

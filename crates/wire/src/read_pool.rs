@@ -15,30 +15,41 @@ use std::cell::RefCell;
 
 use bytes::BytesMut;
 
+use crate::connection::READ_CHUNK;
+
 /// Spares one thread keeps; more are freed. A few cover the connections
-/// that wake on a thread between two of its parks, and at 32 KiB each the
-/// memory they hold stays small against a torrent's pieces.
+/// that wake on a thread between two of its parks.
 const SPARES_PER_THREAD: usize = 4;
 
 thread_local! {
     static SPARES: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A buffer to read into: a parked spare if the thread has one (it may
-/// still share its allocation with messages split off it, which
-/// `BytesMut::reserve` handles), else an empty one to be sized by its
-/// first reservation.
+/// A buffer to read into: a parked spare if the thread has one, else an
+/// empty one that its first reservation sizes.
 pub(crate) fn take() -> BytesMut {
-    SPARES.with_borrow_mut(Vec::pop).unwrap_or_default()
+    // A thread tearing down its locals gets a new buffer rather than a panic.
+    SPARES
+        .try_with(|spares| spares.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
-/// Parks an emptied buffer for the next reader on this thread, or frees
-/// it when the thread already keeps enough.
+/// Parks an emptied buffer for the next reader on this thread. It is
+/// freed instead when the thread keeps enough, when it grew past
+/// [`READ_CHUNK`] (for a large `bitfield`, say), or when messages split off
+/// it still share its memory: a spare owns all its memory and is the
+/// usual size, so the spares hold at most `SPARES_PER_THREAD` ordinary
+/// buffers, and no message outlives its connection through them.
 pub(crate) fn park(mut buffer: BytesMut) {
     // Nothing buffered may be lost: only an emptied buffer is parked.
     debug_assert!(buffer.is_empty());
-    buffer.clear();
-    SPARES.with_borrow_mut(|spares| {
+    if !buffer.try_reclaim(READ_CHUNK) || buffer.capacity() > READ_CHUNK {
+        return;
+    }
+    let _ = SPARES.try_with(|spares| {
+        let mut spares = spares.borrow_mut();
         if spares.len() < SPARES_PER_THREAD {
             spares.push(buffer);
         }
@@ -49,27 +60,47 @@ pub(crate) fn park(mut buffer: BytesMut) {
 mod tests {
     use super::*;
 
+    /// Takes every spare this thread keeps.
+    fn take_all() -> Vec<BytesMut> {
+        std::iter::from_fn(|| Some(take()))
+            .take_while(|b| b.capacity() > 0)
+            .collect()
+    }
+
     #[test]
     fn a_parked_buffer_is_the_next_one_taken() {
-        let mut buffer = BytesMut::with_capacity(1000);
+        let mut buffer = BytesMut::with_capacity(READ_CHUNK);
         let at = buffer.as_ptr();
         buffer.extend_from_slice(b"x");
         buffer.clear();
         park(buffer);
         let again = take();
         assert_eq!(again.as_ptr(), at);
-        assert!(again.capacity() >= 1000);
+        assert_eq!(again.capacity(), READ_CHUNK);
         assert_eq!(take().capacity(), 0, "one park, one spare");
     }
 
     #[test]
     fn a_thread_keeps_a_bounded_number_of_spares() {
         for _ in 0..SPARES_PER_THREAD + 3 {
-            park(BytesMut::with_capacity(64));
+            park(BytesMut::with_capacity(READ_CHUNK));
         }
-        let kept = std::iter::from_fn(|| Some(take()))
-            .take_while(|b| b.capacity() > 0)
-            .count();
-        assert_eq!(kept, SPARES_PER_THREAD);
+        assert_eq!(take_all().len(), SPARES_PER_THREAD);
+    }
+
+    #[test]
+    fn an_oversized_buffer_is_freed_not_kept() {
+        park(BytesMut::with_capacity(256 * 1024));
+        assert!(take_all().is_empty());
+    }
+
+    #[test]
+    fn a_buffer_whose_memory_a_message_still_shares_is_freed_not_kept() {
+        let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+        buffer.extend_from_slice(&[7; 100]);
+        let message = buffer.split_to(100).freeze();
+        park(buffer);
+        assert!(take_all().is_empty());
+        assert_eq!(&message[..], &[7; 100]);
     }
 }

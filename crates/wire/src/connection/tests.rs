@@ -366,7 +366,8 @@ fn encoded(message: &Message) -> BytesMut {
 }
 
 /// A reader that waits with nothing buffered parks its buffer, so a quiet
-/// connection holds no read memory, and reads on unharmed when bytes come.
+/// connection holds no read memory, and is woken and reads on unharmed
+/// when bytes come.
 #[tokio::test]
 async fn a_reader_waiting_with_nothing_buffered_holds_no_buffer() {
     let (mut reader, _writer, mut theirs) = piped_reader();
@@ -382,8 +383,13 @@ async fn a_reader_waiting_with_nothing_buffered_holds_no_buffer() {
         begin: 0,
         data: Bytes::from(vec![7; 16384]),
     });
-    theirs.write_all(&encoded(&block)).await.unwrap();
+    // Written only once the reader waits again, so its wake-up is tested.
+    let send = tokio::spawn({
+        let bytes = encoded(&block);
+        async move { theirs.write_all(&bytes).await.map(|()| theirs) }
+    });
     assert_eq!(reader.recv().await.unwrap(), block);
+    send.await.expect("join").expect("write");
 }
 
 /// A reader waiting on the rest of a frame keeps the part it has.
