@@ -38,10 +38,11 @@ pub(crate) fn take() -> BytesMut {
 
 /// Parks an emptied buffer for the next reader on this thread. It is
 /// freed instead when the thread keeps enough, when it grew past
-/// [`READ_CHUNK`] (for a large `bitfield`, say), or when messages split off
-/// it still share its memory: a spare owns all its memory and is the
-/// usual size, so the spares hold at most `SPARES_PER_THREAD` ordinary
-/// buffers, and no message outlives its connection through them.
+/// [`READ_CHUNK`] (for a large `bitfield`, say), or when it cannot win back
+/// [`READ_CHUNK`] of room because a message split off it still holds the
+/// memory. So the spares hold at most `SPARES_PER_THREAD` buffers of the
+/// usual size, and a message that outlives its read is not kept alive
+/// by them.
 pub(crate) fn park(mut buffer: BytesMut) {
     // Nothing buffered may be lost: only an emptied buffer is parked.
     debug_assert!(buffer.is_empty());
@@ -78,6 +79,21 @@ mod tests {
         assert_eq!(again.as_ptr(), at);
         assert_eq!(again.capacity(), READ_CHUNK);
         assert_eq!(take().capacity(), 0, "one park, one spare");
+    }
+
+    /// The reader's usual case: every message split off the buffer has
+    /// been handled and dropped when it parks, so the whole buffer is kept.
+    #[test]
+    fn a_buffer_whose_messages_are_gone_is_kept_whole() {
+        let mut buffer = BytesMut::new();
+        buffer.reserve(READ_CHUNK);
+        let at = buffer.as_ptr();
+        buffer.extend_from_slice(&[1; 1000]);
+        drop(buffer.split_to(1000).freeze());
+        park(buffer);
+        let again = take();
+        assert_eq!(again.as_ptr(), at);
+        assert_eq!(again.capacity(), READ_CHUNK);
     }
 
     #[test]

@@ -383,12 +383,20 @@ async fn a_reader_waiting_with_nothing_buffered_holds_no_buffer() {
         begin: 0,
         data: Bytes::from(vec![7; 16384]),
     });
-    // Written only once the reader waits again, so its wake-up is tested.
+    // Written only once the reader waits again, so its wake-up is tested,
+    // and in two parts, so the buffer it takes back must keep the first
+    // part while it waits for the second.
     let send = tokio::spawn({
         let bytes = encoded(&block);
-        async move { theirs.write_all(&bytes).await.map(|()| theirs) }
+        async move {
+            let (first, rest) = bytes.split_at(bytes.len() / 2);
+            theirs.write_all(first).await?;
+            tokio::task::yield_now().await;
+            theirs.write_all(rest).await.map(|()| theirs)
+        }
     });
-    assert_eq!(reader.recv().await.unwrap(), block);
+    let received = tokio::time::timeout(TIMEOUT, reader.recv()).await;
+    assert_eq!(received.expect("woken").unwrap(), block);
     send.await.expect("join").expect("write");
 }
 
