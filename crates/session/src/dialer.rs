@@ -12,7 +12,7 @@
 //! (on a LAN usually TCP; behind a UDP-only NAT, uTP), and no peer gets
 //! two handshakes of one dial at once, of which it might keep the one we
 //! drop (unless the first transport's handshakes hang; see
-//! [`Attempt::carry`]).
+//! `Attempt::carry`).
 //! The price, a second connection to peers that speak both, is paid once
 //! per peer and is cheaper than making every TCP-only peer wait out a uTP
 //! fallback timer. MSE runs over uTP as over TCP (see [`dial`] for when
