@@ -36,6 +36,16 @@ const HASH_BACKLOG_BYTES: u64 = 4 << 20;
 
 type PeerResult = (PeerKey, SocketAddr, Result<(), PeerError>);
 
+/// What the coordinator is handed while it runs, besides its stop signal.
+pub(super) struct Inputs {
+    /// Handshaken connections to run.
+    pub(super) conns: mpsc::Receiver<Established>,
+    /// Holepunch rendezvous to ask for.
+    pub(super) rendezvous: mpsc::Receiver<Rendezvous>,
+    /// Requests to close the connection we would miss least.
+    pub(super) close_one: mpsc::Receiver<()>,
+}
+
 struct Coordinator {
     shared: Arc<Shared>,
     started: Instant,
@@ -47,6 +57,8 @@ struct Coordinator {
     max_connections: usize,
     max_connections_per_ip: usize,
     active: HashSet<SocketAddr>,
+    /// Peers told to close for turnover, not yet gone: not picked twice.
+    turning_over: HashSet<PeerKey>,
     /// Peers whose data failed the hash check; their connections are
     /// closing and the session's address book will not dial them again.
     banned: HashSet<SocketAddr>,
@@ -68,11 +80,16 @@ struct Coordinator {
 pub(super) async fn run(
     metainfo: Arc<Metainfo>,
     mut config: DownloadConfig,
-    (mut conns, mut rendezvous): (mpsc::Receiver<Established>, mpsc::Receiver<Rendezvous>),
+    inputs: Inputs,
     exits: mpsc::UnboundedSender<PeerExit>,
     progress: watch::Sender<DownloadProgress>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Summary, DownloadError> {
+    let Inputs {
+        mut conns,
+        mut rendezvous,
+        mut close_one,
+    } = inputs;
     let started = Instant::now();
     let info = &metainfo.info;
     let layout = Arc::new(Layout::from_info(info)?);
@@ -174,6 +191,7 @@ pub(super) async fn run(
         max_connections: config.max_connections.max(1),
         max_connections_per_ip: config.max_connections_per_ip.max(1),
         active: HashSet::new(),
+        turning_over: HashSet::new(),
         banned: HashSet::new(),
         exits,
         key_addrs: HashMap::new(),
@@ -238,6 +256,7 @@ pub(super) async fn run(
                 tracing::debug!(%via, %target, asked, "holepunch rendezvous");
                 st.dispatch();
             }
+            Some(()) = close_one.recv() => c.close_least_useful(),
             _ = tick.tick() => {
                 c.housekeeping();
                 resume.tick(&c.shared.lock().torrent.servable);
@@ -283,10 +302,11 @@ impl Coordinator {
         });
     }
 
-    fn on_peer_exit(&mut self, (_key, addr, result): PeerResult) {
+    fn on_peer_exit(&mut self, (key, addr, result): PeerResult) {
         // `key_addrs` keeps the key: a piece it helped with may still fail
         // its hash, and the blame must reach its address then.
         self.active.remove(&addr);
+        self.turning_over.remove(&key);
         let mut misbehaved = self.banned.contains(&addr);
         if let Err(e) = &result {
             tracing::debug!(%addr, "peer connection ended: {}", ErrorChain(e));
@@ -373,6 +393,32 @@ impl Coordinator {
                 addr,
                 misbehaved: true,
             });
+        }
+    }
+
+    /// The session needs a place for a torrent its cap shuts out: closes
+    /// the connection we would miss least ([`least_useful`]).
+    fn close_least_useful(&mut self) {
+        let st = self.shared.lock();
+        let candidates = st
+            .peers
+            .iter()
+            .filter(|(key, _)| !self.turning_over.contains(key))
+            .map(|(&key, e)| Usefulness {
+                key,
+                serves_us: !e.choking_us && st.torrent.picker.is_interesting(key),
+                download_rate: e.download_rate,
+                wants_ours: e.interested,
+                upload_rate: e.upload_rate,
+                connected_at: e.connected_at,
+            });
+        let Some(key) = least_useful(candidates) else {
+            return;
+        };
+        if let Some(p) = st.peers.get(&key) {
+            tracing::debug!(addr = ?self.key_addrs.get(&key), "closing a connection for another torrent");
+            let _ = p.tx.send(PeerCmd::Close(CloseReason::Turnover));
+            self.turning_over.insert(key);
         }
     }
 
@@ -514,5 +560,93 @@ impl Coordinator {
         }
         self.phase = Phase::Finished;
         self.publish();
+    }
+}
+
+/// What a connection is worth to us, for turnover.
+#[derive(Debug, Clone, Copy)]
+struct Usefulness {
+    key: PeerKey,
+    /// It has pieces we lack and lets us ask for them.
+    serves_us: bool,
+    download_rate: f64,
+    /// It wants pieces of ours.
+    wants_ours: bool,
+    upload_rate: f64,
+    connected_at: Instant,
+}
+
+/// The connection we would miss least: one that cannot serve us before
+/// one that can, then the slowest to us, then one that wants nothing of
+/// ours, then the slowest from us, and among equals the newest, which has
+/// had the least time to prove itself and whose loss costs the least
+/// history (rates, choker slots).
+fn least_useful(peers: impl Iterator<Item = Usefulness>) -> Option<PeerKey> {
+    peers
+        .min_by(|a, b| {
+            a.serves_us
+                .cmp(&b.serves_us)
+                .then(a.download_rate.total_cmp(&b.download_rate))
+                .then(a.wants_ours.cmp(&b.wants_ours))
+                .then(a.upload_rate.total_cmp(&b.upload_rate))
+                .then(b.connected_at.cmp(&a.connected_at))
+        })
+        .map(|p| p.key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(
+        key: u32,
+        serves_us: bool,
+        download_rate: f64,
+        wants_ours: bool,
+        upload_rate: f64,
+    ) -> Usefulness {
+        Usefulness {
+            key: PeerKey(key),
+            serves_us,
+            download_rate,
+            wants_ours,
+            upload_rate,
+            connected_at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn turnover_closes_the_connection_we_would_miss_least() {
+        let fast = peer(1, true, 5e6, false, 0.0);
+        let slow = peer(2, true, 1e3, false, 0.0);
+        let choking = peer(3, false, 0.0, true, 0.0);
+        let leecher = peer(4, false, 0.0, true, 2e6);
+        let idle = peer(5, false, 0.0, false, 0.0);
+        let least = |peers: &[Usefulness]| least_useful(peers.iter().copied()).map(|k| k.0);
+        assert_eq!(least(&[fast, slow, choking, leecher, idle]), Some(5));
+        assert_eq!(
+            least(&[fast, slow, choking, leecher]),
+            Some(3),
+            "a leecher we feed counts"
+        );
+        assert_eq!(
+            least(&[fast, slow, leecher]),
+            Some(4),
+            "anyone serving us beats a leecher"
+        );
+        assert_eq!(least(&[fast, slow]), Some(2));
+        assert_eq!(least(&[]), None);
+    }
+
+    #[test]
+    fn among_equals_turnover_closes_the_newest_connection() {
+        let old = peer(1, false, 0.0, false, 0.0);
+        let new = Usefulness {
+            key: PeerKey(2),
+            connected_at: old.connected_at + Duration::from_secs(1),
+            ..old
+        };
+        assert_eq!(least_useful([old, new].into_iter()), Some(PeerKey(2)));
+        assert_eq!(least_useful([new, old].into_iter()), Some(PeerKey(2)));
     }
 }

@@ -9,7 +9,8 @@
 //!   metadata fetch with what the peer said so far) within its connection
 //!   limits, reports every connection's end, takes hash verdicts from the
 //!   [`crate::verify::HashPool`], announces new
-//!   pieces, bans peers whose data fails, runs the choker, publishes
+//!   pieces, bans peers whose data fails, runs the choker, closes the
+//!   connection it would miss least when the session needs a place, publishes
 //!   [`DownloadProgress`] and applies the seeding policy;
 //! - the **peer protocol** is a sans-IO state machine per connection,
 //!   [`session::PeerSession`]: it handles messages, commands and timeouts
@@ -187,10 +188,16 @@ impl Download {
         let (progress_tx, progress) = watch::channel(DownloadProgress::default());
         let (stop, stop_rx) = watch::channel(false);
         let (rendezvous, rendezvous_rx) = mpsc::channel(RENDEZVOUS_QUEUE);
+        let (close_one, close_one_rx) = mpsc::channel(CLOSE_ONE_QUEUE);
+        let inputs = coordinator::Inputs {
+            conns,
+            rendezvous: rendezvous_rx,
+            close_one: close_one_rx,
+        };
         let task = tokio::spawn(coordinator::run(
             metainfo,
             config,
-            (conns, rendezvous_rx),
+            inputs,
             exits,
             progress_tx,
             stop_rx,
@@ -199,6 +206,7 @@ impl Download {
             progress,
             stop,
             rendezvous,
+            close_one,
             task,
         }
     }
@@ -207,6 +215,10 @@ impl Download {
 /// Rendezvous requests waiting for the coordinator; more are dropped
 /// (holepunching is best effort).
 const RENDEZVOUS_QUEUE: usize = 64;
+
+/// Requests to close a connection waiting for the coordinator; more are
+/// dropped (whoever asked asks again if it still needs a place).
+const CLOSE_ONE_QUEUE: usize = 16;
 
 /// A rendezvous to ask for (BEP 55): the connected peer `via` is asked to
 /// introduce us to the peer at `target`.
@@ -224,6 +236,7 @@ pub struct DownloadHandle {
     progress: watch::Receiver<DownloadProgress>,
     stop: watch::Sender<bool>,
     rendezvous: mpsc::Sender<Rendezvous>,
+    close_one: mpsc::Sender<()>,
     task: JoinHandle<Result<Summary, DownloadError>>,
 }
 
@@ -244,6 +257,13 @@ impl DownloadHandle {
     /// speaks ut_holepunch; a full queue drops the request.
     pub fn rendezvous(&self, request: Rendezvous) {
         let _ = self.rendezvous.try_send(request);
+    }
+
+    /// Asks the download to close the connection it would miss least (see
+    /// [`session::CloseReason::Turnover`]), to free a place under a cap shared with
+    /// other torrents. A full queue drops the request.
+    pub fn close_one_peer(&self) {
+        let _ = self.close_one.try_send(());
     }
 
     /// [`Self::wait`] without giving the handle up, for a `select!` loop

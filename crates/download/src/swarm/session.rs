@@ -116,6 +116,9 @@ pub enum CloseReason {
     Banned,
     /// We have everything and so does it, or the session ends.
     Done,
+    /// The session's cap on connections keeps another torrent from
+    /// connecting at all, and this was the connection we would miss least.
+    Turnover,
 }
 
 /// Why a peer connection ended.
