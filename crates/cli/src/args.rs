@@ -128,7 +128,8 @@ pub struct DownloadArgs {
     pub transport: TransportArg,
     /// Most peer connections and connection attempts of all torrents
     /// together (each torrent has at most 50): past it none dials or
-    /// accepts more, and a torrent kept waiting says so in its status.
+    /// accepts more, a torrent kept waiting says so in its status, and
+    /// after 5 s the torrent holding the most closes one for it.
     #[arg(
         long,
         value_name = "N",

@@ -29,11 +29,24 @@
 //! Incoming connections and holepunch dials take a free place too, but a
 //! refusal does not put their torrent in line: it may not want to dial.
 //!
+//! **Turnover.** Turns hand out only places that free up on their own, and
+//! a busy session's downloads may hold theirs for hours. So a torrent that
+//! holds no place at all and has waited [`TURNOVER_AFTER`] for one asks the
+//! torrent that offers the most connections to close one
+//! ([`ConnectionShare::ask_for_turnover`]); the place it frees goes to the
+//! torrent holding the fewest, the one that asked. A torrent offers its
+//! download's connections but one ([`ConnectionShare::offer`]), so nobody
+//! is left without a peer, and dials and metadata fetches are never cut
+//! short. Asking again waits another [`TURNOVER_AFTER`], so the session
+//! closes at most one connection per shut-out torrent that often.
+//!
 //! [`SessionConfig::max_peers_per_torrent`]: crate::SessionConfig::max_peers_per_torrent
 //! [`SessionConfig::max_connections`]: crate::SessionConfig::max_connections
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -56,6 +69,49 @@ struct State {
     waiting: BTreeMap<u64, Turn>,
     next_ticket: u64,
     next_share: u64,
+    /// Every share, by id: what it offers to close for a shut-out torrent.
+    holders: HashMap<u64, Holder>,
+}
+
+/// How long a torrent holding no place waits for one before it asks
+/// another torrent to close a connection for it, and between two asks.
+pub(crate) const TURNOVER_AFTER: Duration = Duration::from_secs(5);
+
+/// One share as the session sees it, for turnover.
+#[derive(Debug)]
+struct Holder {
+    /// Connections the torrent could close (see [`ConnectionShare::offer`]),
+    /// less those it was asked for since it last offered.
+    offered: usize,
+    requests: Arc<TurnoverRequests>,
+}
+
+/// Connections a torrent is asked to close, for torrents the cap shuts
+/// out: counted here, waited for in the torrent's loop.
+#[derive(Debug, Default)]
+pub(crate) struct TurnoverRequests {
+    asked: AtomicUsize,
+    notify: Notify,
+}
+
+impl TurnoverRequests {
+    fn ask(&self) {
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        // A permit is kept if the torrent is not waiting right now.
+        self.notify.notify_one();
+    }
+
+    /// Waits until the torrent is asked to close connections, and takes
+    /// how many. Cancel-safe: the count is taken in the poll that returns.
+    pub(crate) async fn asked(&self) -> usize {
+        loop {
+            let asked = self.asked.swap(0, Ordering::Relaxed);
+            if asked > 0 {
+                return asked;
+            }
+            self.notify.notified().await;
+        }
+    }
 }
 
 /// Who goes first among waiting torrents: fewest held, then longest
@@ -85,16 +141,27 @@ impl SessionConnections {
 
     /// A torrent's share of the count, holding nothing yet.
     pub(crate) fn share(self: &Arc<Self>) -> ConnectionShare {
+        let requests = Arc::new(TurnoverRequests::default());
         let id = {
             let mut state = self.lock();
             state.next_share += 1;
-            state.next_share
+            let id = state.next_share;
+            let holder = Holder {
+                offered: 0,
+                requests: requests.clone(),
+            };
+            state.holders.insert(id, holder);
+            id
         };
         ConnectionShare {
             session: self.clone(),
             id,
             held: 0,
             waiting: false,
+            offered: 0,
+            requests,
+            shut_out_since: None,
+            last_ask: None,
         }
     }
 
@@ -119,6 +186,13 @@ pub(crate) struct ConnectionShare {
     held: usize,
     /// Whether this torrent is in the line (mirrors the state's entry).
     waiting: bool,
+    /// What it last offered to close (see [`Self::offer`]).
+    offered: usize,
+    requests: Arc<TurnoverRequests>,
+    /// Since when it has been shut out, as its status ticks saw it.
+    shut_out_since: Option<Instant>,
+    /// When it last asked another torrent for a connection.
+    last_ask: Option<Instant>,
 }
 
 impl ConnectionShare {
@@ -237,9 +311,61 @@ impl ConnectionShare {
         self.session.freed.clone()
     }
 
+    /// The torrent could close `connections` of those it holds for a
+    /// torrent the cap shuts out: its download's connections but one
+    /// (none while it fetches metadata, is paused, or dials).
+    pub(crate) fn offer(&mut self, connections: usize) {
+        if connections == self.offered {
+            return;
+        }
+        self.offered = connections;
+        if let Some(holder) = self.session.lock().holders.get_mut(&self.id) {
+            holder.offered = connections;
+        }
+    }
+
+    /// Where the session's requests to close connections arrive.
+    pub(crate) fn turnover_requests(&self) -> Arc<TurnoverRequests> {
+        self.requests.clone()
+    }
+
+    /// Called on each status tick. A torrent shut out for
+    /// [`TURNOVER_AFTER`] (and as long since it last asked) asks the
+    /// torrent offering the most connections to close one; returns
+    /// whether it asked someone.
+    pub(crate) fn ask_for_turnover(&mut self, now: Instant) -> bool {
+        if !self.is_shut_out() {
+            self.shut_out_since = None;
+            return false;
+        }
+        let since = *self.shut_out_since.get_or_insert(now);
+        let waited = |from: Instant| now.saturating_duration_since(from) >= TURNOVER_AFTER;
+        if !waited(since) || !self.last_ask.is_none_or(waited) {
+            return false;
+        }
+        let mut state = self.session.lock();
+        let Some(holder) = state
+            .holders
+            .iter_mut()
+            .filter(|(id, holder)| **id != self.id && holder.offered > 0)
+            // The most offered; among equals, the torrent that came first.
+            .max_by_key(|(id, holder)| (holder.offered, std::cmp::Reverse(**id)))
+            .map(|(_, holder)| holder)
+        else {
+            return false;
+        };
+        // Not offered again until the torrent offers anew, so that two
+        // askers do not count on one connection.
+        holder.offered -= 1;
+        holder.requests.ask();
+        self.last_ask = Some(now);
+        true
+    }
+
     /// The torrent ended: it leaves the line and gives back every place.
     pub(crate) fn leave(&mut self) {
         self.stop_waiting();
+        self.offer(0);
         self.report(0);
     }
 }
@@ -247,6 +373,7 @@ impl ConnectionShare {
 impl Drop for ConnectionShare {
     fn drop(&mut self) {
         self.leave();
+        self.session.lock().holders.remove(&self.id);
     }
 }
 
@@ -373,5 +500,79 @@ mod tests {
         assert!(b.take_place_or_wait(), "c, ahead of b, left");
         drop(b);
         assert!(session.lock().waiting.is_empty());
+    }
+
+    fn asked(share: &ConnectionShare) -> usize {
+        share.requests.asked.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_torrent_shut_out_asks_the_one_offering_the_most_to_close_a_connection() {
+        let session = SessionConnections::new(5);
+        let (mut a, mut b, mut c) = (session.share(), session.share(), session.share());
+        a.report(2);
+        a.offer(1);
+        b.report(3);
+        b.offer(2);
+        assert!(!c.take_place_or_wait() && c.is_shut_out());
+        let t0 = Instant::now();
+        assert!(!c.ask_for_turnover(t0), "it has only just been shut out");
+        assert!(!c.ask_for_turnover(t0 + TURNOVER_AFTER / 2));
+        assert!(c.ask_for_turnover(t0 + TURNOVER_AFTER));
+        assert_eq!((asked(&a), asked(&b)), (0, 1), "b offers the most");
+        assert!(
+            !c.ask_for_turnover(t0 + TURNOVER_AFTER * 3 / 2),
+            "one ask per period"
+        );
+        // b offers one more now, but a as many and came first.
+        assert!(c.ask_for_turnover(t0 + TURNOVER_AFTER * 2));
+        assert_eq!((asked(&a), asked(&b)), (1, 1));
+        // b's connection closed: its place goes to c, who stops asking.
+        b.report(2);
+        assert!(c.take_place_or_wait());
+        assert!(!c.ask_for_turnover(t0 + TURNOVER_AFTER * 4));
+        assert_eq!((asked(&a), asked(&b)), (1, 1));
+    }
+
+    #[test]
+    fn nobody_is_asked_for_what_nobody_offers() {
+        let session = SessionConnections::new(2);
+        let (mut a, mut b) = (session.share(), session.share());
+        // Dials, or a metadata fetch's connections: nothing offered.
+        a.report(2);
+        assert!(!b.take_place_or_wait());
+        let t0 = Instant::now();
+        assert!(!b.ask_for_turnover(t0));
+        assert!(!b.ask_for_turnover(t0 + TURNOVER_AFTER));
+        // Offered, then taken back before b asked.
+        a.offer(1);
+        a.offer(0);
+        assert!(!b.ask_for_turnover(t0 + TURNOVER_AFTER * 2));
+        a.offer(1);
+        assert!(b.ask_for_turnover(t0 + TURNOVER_AFTER * 2));
+        assert!(
+            !b.ask_for_turnover(t0 + TURNOVER_AFTER * 3),
+            "the one offered is spoken for"
+        );
+        drop(a);
+        assert!(session.lock().holders.len() == 1, "a left");
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_for_the_torrent_and_is_taken_whole() {
+        let session = SessionConnections::new(1);
+        let (mut a, mut b) = (session.share(), session.share());
+        a.report(1);
+        a.offer(3);
+        assert!(!b.take_place_or_wait());
+        let t0 = Instant::now();
+        b.ask_for_turnover(t0);
+        b.ask_for_turnover(t0 + TURNOVER_AFTER);
+        let requests = a.turnover_requests();
+        assert_eq!(requests.asked().await, 1);
+        b.ask_for_turnover(t0 + TURNOVER_AFTER * 2);
+        b.ask_for_turnover(t0 + TURNOVER_AFTER * 3);
+        assert_eq!(requests.asked().await, 2, "both, in one take");
+        assert_eq!(asked(&a), 0);
     }
 }

@@ -176,7 +176,8 @@ pub struct TorrentStatus {
     /// The torrent wants peers and has addresses to dial, but holds no
     /// connection and dials no one: other torrents hold every connection
     /// the session allows (`SessionConfig::max_connections`). It dials
-    /// again when one of theirs ends.
+    /// again when one of theirs ends, or when, after some seconds, the
+    /// torrent holding the most closes one for it.
     pub held_back: bool,
 }
 
@@ -398,6 +399,7 @@ pub(crate) async fn run(
     let mut tick = tokio::time::interval(STATUS_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let freed = t.connections.freed();
+    let turnover = t.connections.turnover_requests();
     let result = loop {
         // Listening before looking for a place: one given back while we
         // look wakes us.
@@ -468,6 +470,7 @@ pub(crate) async fn run(
             }
             // Places were given back, or the line moved.
             () = place_freed, if t.connections.is_waiting() => {}
+            asked = turnover.asked() => t.turn_over(&stage, asked),
             Some(dialed) = t.dials.join_next() => {
                 if let Ok((addr, conn)) = dialed {
                     match conn {
@@ -546,6 +549,9 @@ pub(crate) async fn run(
                 t.publish(&stage);
             }
             _ = tick.tick() => {
+                if t.connections.ask_for_turnover(Instant::now().into_std()) {
+                    tracing::debug!(info_hash = %t.info_hash, "shut out by the connection cap: asked another torrent for a place");
+                }
                 t.dht_nodes = t.dht_nodes().await;
                 t.publish(&stage);
                 if let Some(limit) = options.stall_timeout
@@ -573,6 +579,16 @@ pub(crate) async fn run(
         trackers.stop().await;
     }
     result
+}
+
+/// Connections the torrent could close for another that the session's cap
+/// shuts out: the download's but one. A metadata fetch keeps its few, and
+/// dials in flight are no connections yet.
+fn closable(stage: &Stage) -> usize {
+    match stage {
+        Stage::Download { progress, .. } => progress.borrow().peers_connected.saturating_sub(1),
+        Stage::Metadata { .. } | Stage::Paused(_) => 0,
+    }
 }
 
 /// The torrent's trackers in BEP 12 tiers: a metainfo's `announce-list`
@@ -704,6 +720,7 @@ impl Torrent {
         // Reported on every pass, dialing or not: connections that ended
         // make room for the session's other torrents.
         self.connections.report(self.book.stats().busy);
+        self.connections.offer(closable(stage));
         let shared = self.shared.clone();
         let cfg = &shared.config;
         let now = Instant::now().into_std();
@@ -771,6 +788,18 @@ impl Torrent {
             self.spawn_dial(addr, false);
         } else {
             self.connections.give_back_unused();
+        }
+    }
+
+    /// The session asks for `connections` of ours to be closed, for a
+    /// torrent its cap shuts out: the download picks them. A phase that
+    /// offered none (see [`closable`]) has none to give.
+    fn turn_over(&self, stage: &Stage, connections: usize) {
+        if let Stage::Download { handle, .. } = stage {
+            tracing::debug!(info_hash = %self.info_hash, connections, "closing connections for a torrent the cap shuts out");
+            for _ in 0..connections {
+                handle.close_one_peer();
+            }
         }
     }
 

@@ -3,7 +3,8 @@
 //! connection (uncapped, all are dialed at once; without turns, the torrent
 //! with the most peers dials them all first), a visitor that comes while
 //! the one connection is taken is turned away, and a torrent kept waiting
-//! says so in its status and, when it gives up, in its reason.
+//! says so in its status and, when it gives up, in its reason. In a session
+//! allowed two, a torrent shut out by a seed holding both gets one of them.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,9 +17,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lodestone_core::{InfoHash, Magnet, Metainfo, PeerId};
+use lodestone_download::swarm::Phase;
 use lodestone_session::{
     AddOptions, Encryption, Session, SessionConfig, StallReason, TorrentError, TorrentHandle,
-    TorrentSource, Transport,
+    TorrentPhase, TorrentSource, TorrentStatus, Transport,
 };
 use lodestone_wire::{Connection, Handshake, Reserved};
 use tokio::io::AsyncReadExt;
@@ -300,4 +302,117 @@ async fn a_download_holding_the_place_itself_stalls_as_unaccepted() {
     assert_eq!(stall_reason(download).await, StallReason::NoneAccepted);
 
     end(session, Vec::new(), &dir).await;
+}
+
+/// Connections the torrent's download holds, if it is downloading or
+/// seeding.
+fn peers_connected(status: &TorrentStatus) -> Option<usize> {
+    match &status.phase {
+        TorrentPhase::Download(p) => Some(p.peers_connected),
+        _ => None,
+    }
+}
+
+/// Connects to `session` for `info_hash` as a peer that shakes hands and
+/// then only listens, and waits until the torrent counts it.
+async fn idle_leecher(session: &Session, torrent: &TorrentHandle, n: u8) -> Connection {
+    let info_hash = torrent.info_hash();
+    let stream = TcpStream::connect(session.listen_addrs()[0]).await.unwrap();
+    let ours = Handshake::new(Reserved::LODESTONE, info_hash, PeerId::new([n; 20]));
+    let (conn, _) = Connection::initiate(stream, Duration::from_secs(5), ours)
+        .await
+        .unwrap();
+    let mut status = torrent.status();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        status.wait_for(|s| peers_connected(s) == Some(usize::from(n))),
+    )
+    .await
+    .expect("the seed takes the leecher")
+    .unwrap();
+    conn
+}
+
+/// Whether `conn` is open: reads what has arrived, without waiting.
+async fn still_open(conn: &mut Connection) -> bool {
+    loop {
+        match tokio::time::timeout(Duration::ZERO, conn.recv()).await {
+            Err(_) => return true,
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torrent_shut_out_gets_a_place_from_one_holding_several() {
+    let mut config = one_connection(Duration::from_secs(600));
+    config.max_connections = 2;
+    let session = Session::start(config).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("lodestone-cap-turnover-{}", std::process::id()));
+    let data = vec![5u8; 128 * 1024];
+    let files = [(vec!["a.bin".to_string()], &data[..])];
+    let metainfo = Metainfo::create("seeded", 64 * 1024, &files).unwrap();
+    std::fs::create_dir_all(dir.join("seeded")).unwrap();
+    std::fs::write(dir.join("seeded").join("a.bin"), &data).unwrap();
+    let seed = session
+        .add(
+            TorrentSource::Metainfo(Arc::new(metainfo)),
+            AddOptions::new(&dir),
+        )
+        .unwrap();
+    let mut seed_status = seed.status();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        seed_status.wait_for(
+            |s| matches!(&s.phase, TorrentPhase::Download(p) if p.phase == Phase::Seeding),
+        ),
+    )
+    .await
+    .expect("seeding in time")
+    .unwrap();
+    // The seed holds both places, one after the other.
+    let mut older = idle_leecher(&session, &seed, 1).await;
+    let mut newer = idle_leecher(&session, &seed, 2).await;
+
+    let seen = Arc::new(Seen::default());
+    let magnet = magnet_of_a_silent_peer(8, seen.clone()).await;
+    let shut_out = session
+        .add(
+            TorrentSource::Magnet(magnet),
+            AddOptions::new(dir.join("magnet")),
+        )
+        .unwrap();
+    let mut shut_out_status = shut_out.status();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        shut_out_status.wait_for(|s| s.held_back),
+    )
+    .await
+    .expect("the magnet is shut out")
+    .unwrap();
+
+    // Both leechers are idle alike, so the newer goes, and the magnet dials
+    // in its place.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while newer.recv().await.is_ok() {}
+    })
+    .await
+    .expect("the seed closes its newer connection");
+    tokio::time::timeout(Duration::from_secs(30), dialed(&seen))
+        .await
+        .expect("the magnet dials in the freed place");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while peers_connected(&seed_status.borrow_and_update()) != Some(1) {
+            seed_status.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the seed counts one connection");
+    assert!(
+        still_open(&mut older).await,
+        "the older connection was closed too"
+    );
+
+    end(session, vec![seed, shut_out], &dir).await;
 }
