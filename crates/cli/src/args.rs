@@ -128,8 +128,10 @@ pub struct DownloadArgs {
     pub transport: TransportArg,
     /// Most peer connections and connection attempts of all torrents
     /// together (each torrent has at most 50): past it none dials or
-    /// accepts more, a torrent kept waiting says so in its status, and
-    /// after 5 s the torrent holding the most closes one for it.
+    /// accepts more, and a torrent kept waiting says so in its status.
+    /// One left with no connection at all gets one after 5 s: the torrent
+    /// with the most downloading or seeding connections closes one (never
+    /// its last).
     #[arg(
         long,
         value_name = "N",

@@ -31,14 +31,18 @@
 //!
 //! **Turnover.** Turns hand out only places that free up on their own, and
 //! a busy session's downloads may hold theirs for hours. So a torrent that
-//! holds no place at all and has waited [`TURNOVER_AFTER`] for one asks the
-//! torrent that offers the most connections to close one
-//! ([`ConnectionShare::ask_for_turnover`]); the place it frees goes to the
-//! torrent holding the fewest, the one that asked. A torrent offers its
-//! download's connections but one ([`ConnectionShare::offer`]), so nobody
-//! is left without a peer, and dials and metadata fetches are never cut
-//! short. Asking again waits another [`TURNOVER_AFTER`], so the session
-//! closes at most one connection per shut-out torrent that often.
+//! holds no place at all and has waited [`TURNOVER_AFTER`] for one, while
+//! none is free, asks the torrent that offers the most connections to close
+//! one ([`ConnectionShare::ask_for_turnover`]); the place it frees goes, by
+//! the turns above, to a torrent holding none: the one that asked, or one
+//! that has waited longer. A torrent offers its download's connections but
+//! one ([`ConnectionShare::offer`]), and the download never closes its last
+//! for turnover, so nobody is left without a peer; dials and metadata
+//! fetches are never cut short. Asking again waits another
+//! [`TURNOVER_AFTER`], twice as long each time a place given this way did
+//! not become a connection before the next ask (up to
+//! [`TURNOVER_MAX_INTERVAL`]), so a torrent whose addresses are all dead
+//! does not make another drop and redial a peer every few seconds.
 //!
 //! [`SessionConfig::max_peers_per_torrent`]: crate::SessionConfig::max_peers_per_torrent
 //! [`SessionConfig::max_connections`]: crate::SessionConfig::max_connections
@@ -70,19 +74,25 @@ struct State {
     next_ticket: u64,
     next_share: u64,
     /// Every share, by id: what it offers to close for a shut-out torrent.
-    holders: HashMap<u64, Holder>,
+    offers: HashMap<u64, Offer>,
 }
 
 /// How long a torrent holding no place waits for one before it asks
-/// another torrent to close a connection for it, and between two asks.
+/// another torrent to close a connection for it, and between two asks
+/// while the places it gets become connections.
 pub(crate) const TURNOVER_AFTER: Duration = Duration::from_secs(5);
 
-/// One share as the session sees it, for turnover.
+/// The longest wait between two asks of a torrent whose places do not
+/// become connections: the address book's longest backoff.
+pub(crate) const TURNOVER_MAX_INTERVAL: Duration = Duration::from_secs(300);
+
+/// What one torrent offers to close for a shut-out torrent.
 #[derive(Debug)]
-struct Holder {
+struct Offer {
     /// Connections the torrent could close (see [`ConnectionShare::offer`]),
     /// less those it was asked for since it last offered.
     offered: usize,
+    /// Where asks for them go.
     requests: Arc<TurnoverRequests>,
 }
 
@@ -146,11 +156,11 @@ impl SessionConnections {
             let mut state = self.lock();
             state.next_share += 1;
             let id = state.next_share;
-            let holder = Holder {
+            let offer = Offer {
                 offered: 0,
                 requests: requests.clone(),
             };
-            state.holders.insert(id, holder);
+            state.offers.insert(id, offer);
             id
         };
         ConnectionShare {
@@ -162,6 +172,8 @@ impl SessionConnections {
             requests,
             shut_out_since: None,
             last_ask: None,
+            ask_interval: TURNOVER_AFTER,
+            connected_since_ask: false,
         }
     }
 
@@ -188,11 +200,16 @@ pub(crate) struct ConnectionShare {
     waiting: bool,
     /// What it last offered to close (see [`Self::offer`]).
     offered: usize,
+    /// Where the session's asks to close connections arrive.
     requests: Arc<TurnoverRequests>,
     /// Since when it has been shut out, as its status ticks saw it.
     shut_out_since: Option<Instant>,
     /// When it last asked another torrent for a connection.
     last_ask: Option<Instant>,
+    /// How long after `last_ask` it may ask again.
+    ask_interval: Duration,
+    /// A dial of its own worked since it last asked.
+    connected_since_ask: bool,
 }
 
 impl ConnectionShare {
@@ -312,16 +329,25 @@ impl ConnectionShare {
     }
 
     /// The torrent could close `connections` of those it holds for a
-    /// torrent the cap shuts out: its download's connections but one
-    /// (none while it fetches metadata, is paused, or dials).
+    /// torrent the cap shuts out: its download's connections but one (none
+    /// while it fetches metadata or is paused; its dials never count).
+    /// Written through only when it changes, so an ask lowers the offer
+    /// until the torrent's count moves.
     pub(crate) fn offer(&mut self, connections: usize) {
         if connections == self.offered {
             return;
         }
         self.offered = connections;
-        if let Some(holder) = self.session.lock().holders.get_mut(&self.id) {
-            holder.offered = connections;
+        if let Some(offer) = self.session.lock().offers.get_mut(&self.id) {
+            offer.offered = connections;
         }
+    }
+
+    /// A dial of the torrent's own became a connection: the places turnover
+    /// gives it are used, and its asks go back to every [`TURNOVER_AFTER`].
+    pub(crate) fn connected(&mut self) {
+        self.connected_since_ask = true;
+        self.ask_interval = TURNOVER_AFTER;
     }
 
     /// Where the session's requests to close connections arrive.
@@ -330,35 +356,49 @@ impl ConnectionShare {
     }
 
     /// Called on each status tick. A torrent shut out for
-    /// [`TURNOVER_AFTER`] (and as long since it last asked) asks the
-    /// torrent offering the most connections to close one; returns
-    /// whether it asked someone.
+    /// [`TURNOVER_AFTER`], at least its ask interval after its last ask,
+    /// while no place is free, asks the torrent offering the most
+    /// connections to close one; returns whether it asked someone.
     pub(crate) fn ask_for_turnover(&mut self, now: Instant) -> bool {
         if !self.is_shut_out() {
             self.shut_out_since = None;
             return false;
         }
         let since = *self.shut_out_since.get_or_insert(now);
-        let waited = |from: Instant| now.saturating_duration_since(from) >= TURNOVER_AFTER;
-        if !waited(since) || !self.last_ask.is_none_or(waited) {
+        let waited = |from: Instant, wait: Duration| now.saturating_duration_since(from) >= wait;
+        if !waited(since, TURNOVER_AFTER)
+            || !self
+                .last_ask
+                .is_none_or(|last| waited(last, self.ask_interval))
+        {
             return false;
         }
         let mut state = self.session.lock();
-        let Some(holder) = state
-            .holders
+        // A place is free (one given back since the torrent last looked):
+        // it takes that one on its next pass, and nobody need close.
+        if state.held < self.session.limit {
+            return false;
+        }
+        let Some(offer) = state
+            .offers
             .iter_mut()
-            .filter(|(id, holder)| **id != self.id && holder.offered > 0)
+            .filter(|(id, offer)| **id != self.id && offer.offered > 0)
             // The most offered; among equals, the torrent that came first.
-            .max_by_key(|(id, holder)| (holder.offered, std::cmp::Reverse(**id)))
-            .map(|(_, holder)| holder)
+            .max_by_key(|(id, offer)| (offer.offered, std::cmp::Reverse(**id)))
+            .map(|(_, offer)| offer)
         else {
             return false;
         };
-        // Not offered again until the torrent offers anew, so that two
-        // askers do not count on one connection.
-        holder.offered -= 1;
-        holder.requests.ask();
+        // Lowered until the torrent offers anew, so that two askers do not
+        // count on one connection.
+        offer.offered -= 1;
+        offer.requests.ask();
+        if self.last_ask.is_some() && !self.connected_since_ask {
+            // The last place it was given did not become a connection.
+            self.ask_interval = (self.ask_interval * 2).min(TURNOVER_MAX_INTERVAL);
+        }
         self.last_ask = Some(now);
+        self.connected_since_ask = false;
         true
     }
 
@@ -373,7 +413,7 @@ impl ConnectionShare {
 impl Drop for ConnectionShare {
     fn drop(&mut self) {
         self.leave();
-        self.session.lock().holders.remove(&self.id);
+        self.session.lock().offers.remove(&self.id);
     }
 }
 
@@ -555,7 +595,7 @@ mod tests {
             "the one offered is spoken for"
         );
         drop(a);
-        assert!(session.lock().holders.len() == 1, "a left");
+        assert!(session.lock().offers.len() == 1, "a left");
     }
 
     #[tokio::test]
@@ -571,8 +611,53 @@ mod tests {
         let requests = a.turnover_requests();
         assert_eq!(requests.asked().await, 1);
         b.ask_for_turnover(t0 + TURNOVER_AFTER * 2);
-        b.ask_for_turnover(t0 + TURNOVER_AFTER * 3);
+        // Its first place did not become a connection: it waits twice as long.
+        b.ask_for_turnover(t0 + TURNOVER_AFTER * 4);
         assert_eq!(requests.asked().await, 2, "both, in one take");
+        assert_eq!(asked(&a), 0);
+    }
+
+    #[test]
+    fn asks_slow_down_while_the_places_given_are_not_used() {
+        let session = SessionConnections::new(2);
+        let (mut a, mut b) = (session.share(), session.share());
+        a.report(2);
+        a.offer(1);
+        assert!(!b.take_place_or_wait());
+        let t0 = Instant::now();
+        let asks_at = |b: &mut ConnectionShare, a: &mut ConnectionShare, secs: &[u64]| {
+            secs.iter()
+                .copied()
+                .filter(|&s| {
+                    // a offers anew, as its loop would once a peer left.
+                    a.offer(0);
+                    a.offer(1);
+                    b.ask_for_turnover(t0 + Duration::from_secs(s))
+                })
+                .collect::<Vec<_>>()
+        };
+        // Each place given goes unused (b stays shut out): 5, 10, 20 s apart.
+        assert_eq!(
+            asks_at(&mut b, &mut a, &[0, 5, 9, 10, 19, 20, 39, 40]),
+            vec![5, 10, 20, 40]
+        );
+        // A dial of b's worked: every 5 s again, not 40.
+        b.connected();
+        assert_eq!(asks_at(&mut b, &mut a, &[44, 45, 49, 50]), vec![45, 50]);
+    }
+
+    #[test]
+    fn nobody_is_asked_while_a_place_is_free() {
+        let session = SessionConnections::new(3);
+        let (mut a, mut b) = (session.share(), session.share());
+        a.report(3);
+        a.offer(2);
+        assert!(!b.take_place_or_wait());
+        a.report(2);
+        // b has not looked again yet: the place freed is its own to take.
+        let t0 = Instant::now();
+        assert!(!b.ask_for_turnover(t0));
+        assert!(!b.ask_for_turnover(t0 + TURNOVER_AFTER));
         assert_eq!(asked(&a), 0);
     }
 }

@@ -475,6 +475,7 @@ pub(crate) async fn run(
                 if let Ok((addr, conn)) = dialed {
                     match conn {
                         Some((conn, wrapping)) => {
+                            t.connections.connected();
                             t.holepunch.dial_worked(addr);
                             t.book.worked(addr, wrapping);
                             t.hand(&mut stage, conn);

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lodestone_core::{InfoHash, Magnet, Metainfo, PeerId};
 use lodestone_download::swarm::Phase;
@@ -391,6 +391,7 @@ async fn a_torrent_shut_out_gets_a_place_from_one_holding_several() {
     .await
     .expect("the magnet is shut out")
     .unwrap();
+    let shut_out_at = Instant::now();
 
     // Both leechers are idle alike, so the newer goes, and the magnet dials
     // in its place.
@@ -399,6 +400,13 @@ async fn a_torrent_shut_out_gets_a_place_from_one_holding_several() {
     })
     .await
     .expect("the seed closes its newer connection");
+    // The magnet waits 5 s before it asks (less a status tick, which may
+    // have seen it shut out before we did).
+    let waited = shut_out_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4),
+        "asked after {waited:?} shut out"
+    );
     tokio::time::timeout(Duration::from_secs(30), dialed(&seen))
         .await
         .expect("the magnet dials in the freed place");

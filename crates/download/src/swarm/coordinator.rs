@@ -415,6 +415,7 @@ impl Coordinator {
         let Some(key) = least_useful(candidates) else {
             return;
         };
+        // Found in `peers` under this lock, so it is there.
         if let Some(p) = st.peers.get(&key) {
             tracing::debug!(addr = ?self.key_addrs.get(&key), "closing a connection for another torrent");
             let _ = p.tx.send(PeerCmd::Close(CloseReason::Turnover));
@@ -566,23 +567,34 @@ impl Coordinator {
 /// What a connection is worth to us, for turnover.
 #[derive(Debug, Clone, Copy)]
 struct Usefulness {
+    /// The peer.
     key: PeerKey,
     /// It has pieces we lack and lets us ask for them.
     serves_us: bool,
+    /// Bytes per second it sends us.
     download_rate: f64,
     /// It wants pieces of ours.
     wants_ours: bool,
+    /// Bytes per second we send it.
     upload_rate: f64,
+    /// When its connection was adopted.
     connected_at: Instant,
 }
 
-/// The connection we would miss least: one that cannot serve us before
-/// one that can, then the slowest to us, then one that wants nothing of
-/// ours, then the slowest from us, and among equals the newest, which has
-/// had the least time to prove itself and whose loss costs the least
-/// history (rates, choker slots).
+/// The connection we would miss least among `peers` (those not already
+/// closing): one that cannot serve us before one that can, then the
+/// slowest to us, then one that wants nothing of ours, then the slowest
+/// from us, and among equals the newest, which has had the least time to
+/// prove itself and whose loss costs the least history (rates, choker
+/// slots). `None` if fewer than two: the last is never closed, even if
+/// the session's count of what we offer is a moment behind.
 fn least_useful(peers: impl Iterator<Item = Usefulness>) -> Option<PeerKey> {
+    let peers: Vec<Usefulness> = peers.collect();
+    if peers.len() < 2 {
+        return None;
+    }
     peers
+        .into_iter()
         .min_by(|a, b| {
             a.serves_us
                 .cmp(&b.serves_us)
@@ -635,6 +647,7 @@ mod tests {
             "anyone serving us beats a leecher"
         );
         assert_eq!(least(&[fast, slow]), Some(2));
+        assert_eq!(least(&[slow]), None, "the last is kept");
         assert_eq!(least(&[]), None);
     }
 
