@@ -574,13 +574,24 @@ mod tests {
         assert_eq!((asked(&a), asked(&b)), (1, 1));
     }
 
+    /// A session allowed `limit`, all held by `a`, which offers `offered`
+    /// of them, and `b`, shut out.
+    fn b_shut_out_by_a(
+        limit: usize,
+        offered: usize,
+    ) -> (Arc<SessionConnections>, ConnectionShare, ConnectionShare) {
+        let session = SessionConnections::new(limit);
+        let (mut a, mut b) = (session.share(), session.share());
+        a.report(limit);
+        a.offer(offered);
+        assert!(!b.take_place_or_wait() && b.is_shut_out());
+        (session, a, b)
+    }
+
     #[test]
     fn nobody_is_asked_for_what_nobody_offers() {
-        let session = SessionConnections::new(2);
-        let (mut a, mut b) = (session.share(), session.share());
         // Dials, or a metadata fetch's connections: nothing offered.
-        a.report(2);
-        assert!(!b.take_place_or_wait());
+        let (session, mut a, mut b) = b_shut_out_by_a(2, 0);
         let t0 = Instant::now();
         assert!(!b.ask_for_turnover(t0));
         assert!(!b.ask_for_turnover(t0 + TURNOVER_AFTER));
@@ -600,11 +611,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_waits_for_the_torrent_and_is_taken_whole() {
-        let session = SessionConnections::new(1);
-        let (mut a, mut b) = (session.share(), session.share());
-        a.report(1);
-        a.offer(3);
-        assert!(!b.take_place_or_wait());
+        let (_session, a, mut b) = b_shut_out_by_a(1, 3);
         let t0 = Instant::now();
         b.ask_for_turnover(t0);
         b.ask_for_turnover(t0 + TURNOVER_AFTER);
@@ -619,11 +626,7 @@ mod tests {
 
     #[test]
     fn asks_slow_down_while_the_places_given_are_not_used() {
-        let session = SessionConnections::new(2);
-        let (mut a, mut b) = (session.share(), session.share());
-        a.report(2);
-        a.offer(1);
-        assert!(!b.take_place_or_wait());
+        let (_session, mut a, mut b) = b_shut_out_by_a(2, 1);
         let t0 = Instant::now();
         let asks_at = |b: &mut ConnectionShare, a: &mut ConnectionShare, secs: &[u64]| {
             secs.iter()
@@ -648,11 +651,7 @@ mod tests {
 
     #[test]
     fn nobody_is_asked_while_a_place_is_free() {
-        let session = SessionConnections::new(3);
-        let (mut a, mut b) = (session.share(), session.share());
-        a.report(3);
-        a.offer(2);
-        assert!(!b.take_place_or_wait());
+        let (_session, mut a, mut b) = b_shut_out_by_a(3, 2);
         a.report(2);
         // b has not looked again yet: the place freed is its own to take.
         let t0 = Instant::now();
