@@ -129,9 +129,9 @@ pub struct DownloadArgs {
     /// Most peer connections and connection attempts of all torrents
     /// together (each torrent has at most 50): past it none dials or
     /// accepts more, and a torrent kept waiting says so in its status.
-    /// One left with no connection at all gets one after 5 s: the torrent
-    /// with the most downloading or seeding connections closes one (never
-    /// its last).
+    /// One left with no connection at all asks, after 5 s, the torrent
+    /// with the most downloading or seeding connections to close one
+    /// (never its last), then less and less often until it connects.
     #[arg(
         long,
         value_name = "N",

@@ -38,11 +38,11 @@
 //! that has waited longer. A torrent offers its download's connections but
 //! one ([`ConnectionShare::offer`]), and the download never closes its last
 //! for turnover, so nobody is left without a peer; dials and metadata
-//! fetches are never cut short. Asking again waits another
-//! [`TURNOVER_AFTER`], twice as long each time a place given this way did
-//! not become a connection before the next ask (up to
-//! [`TURNOVER_MAX_INTERVAL`]), so a torrent whose addresses are all dead
-//! does not make another drop and redial a peer every few seconds.
+//! fetches are never cut short. Each ask doubles the wait before the next
+//! (10 s, 20 s, … up to [`TURNOVER_MAX_INTERVAL`]) until a connection is
+//! handed to the torrent's phase, which sets the wait back to
+//! [`TURNOVER_AFTER`]; so a torrent whose addresses are all dead does not
+//! make another drop and redial a peer every few seconds.
 //!
 //! [`SessionConfig::max_peers_per_torrent`]: crate::SessionConfig::max_peers_per_torrent
 //! [`SessionConfig::max_connections`]: crate::SessionConfig::max_connections
@@ -80,11 +80,12 @@ struct State {
 /// How long a torrent holding no place waits for one before it asks
 /// another torrent to close a connection for it, and between two asks
 /// while the places it gets become connections.
-pub(crate) const TURNOVER_AFTER: Duration = Duration::from_secs(5);
+const TURNOVER_AFTER: Duration = Duration::from_secs(5);
 
 /// The longest wait between two asks of a torrent whose places do not
-/// become connections: the address book's longest backoff.
-pub(crate) const TURNOVER_MAX_INTERVAL: Duration = Duration::from_secs(300);
+/// become connections: five minutes, by then its addresses have backed off
+/// as far as they go, and more asks would only churn another's peers.
+const TURNOVER_MAX_INTERVAL: Duration = Duration::from_secs(300);
 
 /// What one torrent offers to close for a shut-out torrent.
 #[derive(Debug)]
@@ -100,11 +101,14 @@ struct Offer {
 /// out: counted here, waited for in the torrent's loop.
 #[derive(Debug, Default)]
 pub(crate) struct TurnoverRequests {
+    /// Connections asked for and not yet taken by the torrent.
     asked: AtomicUsize,
+    /// Wakes the torrent's loop when asked.
     notify: Notify,
 }
 
 impl TurnoverRequests {
+    /// Asks for one more connection to be closed.
     fn ask(&self) {
         self.asked.fetch_add(1, Ordering::Relaxed);
         // A permit is kept if the torrent is not waiting right now.
@@ -173,7 +177,6 @@ impl SessionConnections {
             shut_out_since: None,
             last_ask: None,
             ask_interval: TURNOVER_AFTER,
-            connected_since_ask: false,
         }
     }
 
@@ -208,8 +211,6 @@ pub(crate) struct ConnectionShare {
     last_ask: Option<Instant>,
     /// How long after `last_ask` it may ask again.
     ask_interval: Duration,
-    /// A dial of its own worked since it last asked.
-    connected_since_ask: bool,
 }
 
 impl ConnectionShare {
@@ -343,10 +344,9 @@ impl ConnectionShare {
         }
     }
 
-    /// A dial of the torrent's own became a connection: the places turnover
+    /// A connection was handed to the torrent's phase: the places turnover
     /// gives it are used, and its asks go back to every [`TURNOVER_AFTER`].
     pub(crate) fn connected(&mut self) {
-        self.connected_since_ask = true;
         self.ask_interval = TURNOVER_AFTER;
     }
 
@@ -393,12 +393,9 @@ impl ConnectionShare {
         // count on one connection.
         offer.offered -= 1;
         offer.requests.ask();
-        if self.last_ask.is_some() && !self.connected_since_ask {
-            // The last place it was given did not become a connection.
-            self.ask_interval = (self.ask_interval * 2).min(TURNOVER_MAX_INTERVAL);
-        }
+        // Longer until the place becomes a connection (`connected`).
+        self.ask_interval = (self.ask_interval * 2).min(TURNOVER_MAX_INTERVAL);
         self.last_ask = Some(now);
-        self.connected_since_ask = false;
         true
     }
 
@@ -542,6 +539,7 @@ mod tests {
         assert!(session.lock().waiting.is_empty());
     }
 
+    /// Connections `share` has been asked for and not yet taken.
     fn asked(share: &ConnectionShare) -> usize {
         share.requests.asked.load(Ordering::Relaxed)
     }
@@ -561,16 +559,16 @@ mod tests {
         assert!(c.ask_for_turnover(t0 + TURNOVER_AFTER));
         assert_eq!((asked(&a), asked(&b)), (0, 1), "b offers the most");
         assert!(
-            !c.ask_for_turnover(t0 + TURNOVER_AFTER * 3 / 2),
-            "one ask per period"
+            !c.ask_for_turnover(t0 + TURNOVER_AFTER * 2),
+            "the next ask waits twice as long"
         );
-        // b offers one more now, but a as many and came first.
-        assert!(c.ask_for_turnover(t0 + TURNOVER_AFTER * 2));
+        // b's offer is down to 1, as many as a's, and a came first.
+        assert!(c.ask_for_turnover(t0 + TURNOVER_AFTER * 3));
         assert_eq!((asked(&a), asked(&b)), (1, 1));
         // b's connection closed: its place goes to c, who stops asking.
         b.report(2);
         assert!(c.take_place_or_wait());
-        assert!(!c.ask_for_turnover(t0 + TURNOVER_AFTER * 4));
+        assert!(!c.ask_for_turnover(t0 + TURNOVER_AFTER * 20));
         assert_eq!((asked(&a), asked(&b)), (1, 1));
     }
 
@@ -606,7 +604,7 @@ mod tests {
             "the one offered is spoken for"
         );
         drop(a);
-        assert!(session.lock().offers.len() == 1, "a left");
+        assert_eq!(session.lock().offers.len(), 1, "a left");
     }
 
     #[tokio::test]
@@ -617,9 +615,9 @@ mod tests {
         b.ask_for_turnover(t0 + TURNOVER_AFTER);
         let requests = a.turnover_requests();
         assert_eq!(requests.asked().await, 1);
-        b.ask_for_turnover(t0 + TURNOVER_AFTER * 2);
-        // Its first place did not become a connection: it waits twice as long.
-        b.ask_for_turnover(t0 + TURNOVER_AFTER * 4);
+        // No connection came of it: 10 s, then 20 s to the next asks.
+        b.ask_for_turnover(t0 + TURNOVER_AFTER * 3);
+        b.ask_for_turnover(t0 + TURNOVER_AFTER * 7);
         assert_eq!(requests.asked().await, 2, "both, in one take");
         assert_eq!(asked(&a), 0);
     }
@@ -639,14 +637,18 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        // Each place given goes unused (b stays shut out): 5, 10, 20 s apart.
+        // No place given becomes a connection (b stays shut out): the waits
+        // double from 10 s and stop at 5 minutes.
+        let tried = [
+            0, 5, 14, 15, 34, 35, 74, 75, 155, 314, 315, 614, 615, 914, 915,
+        ];
         assert_eq!(
-            asks_at(&mut b, &mut a, &[0, 5, 9, 10, 19, 20, 39, 40]),
-            vec![5, 10, 20, 40]
+            asks_at(&mut b, &mut a, &tried),
+            vec![5, 15, 35, 75, 155, 315, 615, 915]
         );
-        // A dial of b's worked: every 5 s again, not 40.
+        // A connection was handed to b: 5 s again.
         b.connected();
-        assert_eq!(asks_at(&mut b, &mut a, &[44, 45, 49, 50]), vec![45, 50]);
+        assert_eq!(asks_at(&mut b, &mut a, &[919, 920]), vec![920]);
     }
 
     #[test]

@@ -177,7 +177,8 @@ pub struct TorrentStatus {
     /// connection and dials no one: other torrents hold every connection
     /// the session allows (`SessionConfig::max_connections`). It dials
     /// again when one of theirs ends, or when, after some seconds, the
-    /// torrent holding the most closes one for it.
+    /// download with the most connections closes one for it (or for a
+    /// torrent that has waited longer).
     pub held_back: bool,
 }
 
@@ -475,7 +476,6 @@ pub(crate) async fn run(
                 if let Ok((addr, conn)) = dialed {
                     match conn {
                         Some((conn, wrapping)) => {
-                            t.connections.connected();
                             t.holepunch.dial_worked(addr);
                             t.book.worked(addr, wrapping);
                             t.hand(&mut stage, conn);
@@ -818,7 +818,9 @@ impl Torrent {
             Stage::Download { conns, .. } => conns.try_send(conn).is_ok(),
             Stage::Paused(_) => false,
         };
-        if !sent {
+        if sent {
+            self.connections.connected();
+        } else {
             self.book
                 .ended(Instant::now().into_std(), addr, Outcome::Closed);
         }

@@ -403,7 +403,14 @@ impl Coordinator {
         let candidates = st
             .peers
             .iter()
-            .filter(|(key, _)| !self.turning_over.contains(key))
+            // Not one already closing: told to by an earlier ask, or banned.
+            .filter(|(key, _)| {
+                !self.turning_over.contains(key)
+                    && !self
+                        .key_addrs
+                        .get(key)
+                        .is_some_and(|addr| self.banned.contains(addr))
+            })
             .map(|(&key, e)| Usefulness {
                 key,
                 serves_us: !e.choking_us && st.torrent.picker.is_interesting(key),

@@ -6,7 +6,7 @@ use lodestone_wire::{BlockRequest, Message};
 use super::*;
 
 /// A leecher handshaken with the download at `addr`, named by `tag`.
-async fn connect(metainfo: &Metainfo, addr: SocketAddr, tag: u8) -> Connection {
+pub(super) async fn connect(metainfo: &Metainfo, addr: SocketAddr, tag: u8) -> Connection {
     let ours = Handshake::new(Reserved::LODESTONE, metainfo.info_hash, peer_id(tag));
     let (conn, _) = Connection::connect(addr, Duration::from_secs(5), ours)
         .await
@@ -16,7 +16,7 @@ async fn connect(metainfo: &Metainfo, addr: SocketAddr, tag: u8) -> Connection {
 
 /// Reads (and drops) messages until the other side hangs up; panics if it
 /// has not within 30 s.
-async fn until_hung_up(conn: &mut Connection) {
+pub(super) async fn until_hung_up(conn: &mut Connection) {
     tokio::time::timeout(Duration::from_secs(30), async {
         while conn.recv().await.is_ok() {}
     })

@@ -4,6 +4,7 @@ mod leechers;
 mod resume_record;
 mod seed_ratio;
 mod seeder;
+mod turnover;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
