@@ -330,7 +330,7 @@ impl Driver {
 
     fn report_exit(&self, addr: SocketAddr, misbehaved: bool) {
         // A caller that stopped listening does not need to know.
-        let _ = self.exits.send(PeerExit { addr, misbehaved });
+        let _ = self.exits.send(PeerExit::new(addr, misbehaved));
     }
 
     /// Asks every connection task for its connection back, then adds the

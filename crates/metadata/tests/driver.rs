@@ -396,7 +396,7 @@ async fn only_hostile_peers_end_in_a_stage_report() {
     assert!(progress.peers_dropped >= 3, "{progress:?}");
     assert!(err.to_string().contains("offered ut_metadata"), "{err}");
     // Bad data bans a peer; rejecting only says it has nothing to give.
-    let misbehaved: HashMap<_, _> = exits.iter().map(|e| (e.addr, e.misbehaved)).collect();
+    let misbehaved: HashMap<_, _> = exits.iter().map(|e| (e.addr, e.misbehaved())).collect();
     let expected: HashMap<_, _> = [
         (peers[0].addr, true),
         (peers[1].addr, true),
@@ -433,13 +433,7 @@ async fn peers_without_ut_metadata_say_so() {
         "{err}"
     );
     // Kept open until the fetch failed, then closed and reported.
-    let expected: Vec<_> = peers
-        .iter()
-        .map(|p| PeerExit {
-            addr: p.addr,
-            misbehaved: false,
-        })
-        .collect();
+    let expected: Vec<_> = peers.iter().map(|p| PeerExit::new(p.addr, false)).collect();
     assert_eq!(exits, expected);
 }
 
@@ -457,10 +451,7 @@ async fn assert_closed(behaviour: Behaviour, options: FetchOptions, misbehaved: 
         "{behaviour:?}: {err}"
     );
     assert_eq!(progress.peers_dropped, 1, "{behaviour:?}: {progress:?}");
-    let expected = PeerExit {
-        addr: peer.addr,
-        misbehaved,
-    };
+    let expected = PeerExit::new(peer.addr, misbehaved);
     assert_eq!(exits, [expected], "{behaviour:?}");
 }
 
@@ -575,7 +566,7 @@ async fn connections_beyond_the_limit_are_closed() {
         assert!(matches!(result, Err(FetchError::TimedOut(_))));
         assert_eq!(progress.ever_connected, 1, "{progress:?}");
         // The second is closed on arrival, the first when the fetch gives up.
-        let order: Vec<_> = exits.iter().map(|e| (e.addr, e.misbehaved)).collect();
+        let order: Vec<_> = exits.iter().map(|e| (e.addr, e.misbehaved())).collect();
         assert_eq!(order, [(peers[1].addr, false), (peers[0].addr, false)]);
     }
 }

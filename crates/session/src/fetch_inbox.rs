@@ -108,10 +108,7 @@ impl<C> Drop for FetchInbox<C> {
     fn drop(&mut self) {
         for (addr, _) in self.late.drain(..) {
             // A torrent task that stopped listening does not need to know.
-            let _ = self.exits.send(PeerExit {
-                addr,
-                misbehaved: false,
-            });
+            let _ = self.exits.send(PeerExit::new(addr, false));
         }
     }
 }
@@ -189,7 +186,7 @@ mod tests {
         assert!(inbox.offer(addr(7), 7));
         drop(inbox);
         let exit = exited.try_recv().expect("reported");
-        assert_eq!((exit.addr, exit.misbehaved), (addr(7), false));
+        assert_eq!((exit.addr, exit.misbehaved()), (addr(7), false));
         assert!(exited.try_recv().is_err());
     }
 }

@@ -21,7 +21,7 @@ use lodestone_download::swarm::{
 };
 use lodestone_metadata::{FetchError, FetchOptions, Fetched, Progress};
 use lodestone_wire::pex::PexReport;
-use lodestone_wire::{Established, Handshake, ListenReport, Message, PeerExit, Reserved};
+use lodestone_wire::{Established, ExitKind, Handshake, ListenReport, Message, PeerExit, Reserved};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -830,10 +830,12 @@ impl Torrent {
         if let Stage::Metadata { inbox, .. } = stage {
             inbox.exited(exit.addr);
         }
-        let outcome = if exit.misbehaved {
-            Outcome::Misbehaved
-        } else {
-            Outcome::Closed
+        let outcome = match exit.kind {
+            ExitKind::Ended => Outcome::Closed,
+            // As good as a dial that failed: backed off, then forgotten if
+            // it keeps leading to a peer connected already.
+            ExitKind::Duplicate => Outcome::Failed,
+            ExitKind::Misbehaved => Outcome::Misbehaved,
         };
         self.book
             .ended(Instant::now().into_std(), exit.addr, outcome);

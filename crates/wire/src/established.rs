@@ -57,6 +57,35 @@ impl Established {
 pub struct PeerExit {
     /// The peer's address.
     pub addr: SocketAddr,
+    /// What the end says about the address.
+    pub kind: ExitKind,
+}
+
+/// What a connection's end says about dialing its address again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// It ended (or was refused) through no fault of the peer's.
+    Ended,
+    /// The peer is connected through another connection, which is kept:
+    /// dialing this address again soon would only meet it once more.
+    Duplicate,
     /// The peer broke the protocol or sent bad data: never dial it again.
-    pub misbehaved: bool,
+    Misbehaved,
+}
+
+impl PeerExit {
+    /// An exit that is the peer's fault if `misbehaved`, else no one's.
+    pub fn new(addr: SocketAddr, misbehaved: bool) -> Self {
+        let kind = if misbehaved {
+            ExitKind::Misbehaved
+        } else {
+            ExitKind::Ended
+        };
+        Self { addr, kind }
+    }
+
+    /// Whether the peer misbehaved.
+    pub fn misbehaved(&self) -> bool {
+        self.kind == ExitKind::Misbehaved
+    }
 }

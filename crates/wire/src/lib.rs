@@ -67,7 +67,7 @@ pub use codec::{Decoder, MessageError, encode, encode_piece_header, encoded_len}
 pub use connection::{
     Connection, ConnectionError, ConnectionReader, ConnectionWriter, Preamble, ProtocolError,
 };
-pub use established::{Established, MAX_EARLY_MESSAGES, PeerExit};
+pub use established::{Established, ExitKind, MAX_EARLY_MESSAGES, PeerExit};
 pub use extension::{
     ExtendedHandshake, ExtensionError, ListenReport, OUR_UT_HOLEPUNCH_ID, OUR_UT_METADATA_ID,
     OUR_UT_PEX_ID, our_extensions,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lodestone_core::{ErrorChain, FileEntry, Metainfo};
-use lodestone_wire::{Established, Handshake, PeerExit, Reserved};
+use lodestone_wire::{Established, ExitKind, Handshake, PeerExit, Reserved};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
@@ -286,10 +286,9 @@ impl Coordinator {
             || same_ip >= self.max_connections_per_ip
         {
             tracing::debug!(%addr, same_ip, "connection refused");
-            let _ = self.exits.send(PeerExit {
-                addr,
-                misbehaved: self.banned.contains(&addr),
-            });
+            let _ = self
+                .exits
+                .send(PeerExit::new(addr, self.banned.contains(&addr)));
             return;
         }
         let key = self.next_key();
@@ -307,12 +306,20 @@ impl Coordinator {
         // its hash, and the blame must reach its address then.
         self.active.remove(&addr);
         self.turning_over.remove(&key);
-        let mut misbehaved = self.banned.contains(&addr);
+        let mut kind = if self.banned.contains(&addr) {
+            ExitKind::Misbehaved
+        } else {
+            ExitKind::Ended
+        };
         if let Err(e) = &result {
             tracing::debug!(%addr, "peer connection ended: {}", ErrorChain(e));
-            misbehaved |= e.is_peer_fault();
+            if e.is_peer_fault() {
+                kind = ExitKind::Misbehaved;
+            } else if e.is_duplicate() && kind == ExitKind::Ended {
+                kind = ExitKind::Duplicate;
+            }
         }
-        let _ = self.exits.send(PeerExit { addr, misbehaved });
+        let _ = self.exits.send(PeerExit { addr, kind });
     }
 
     /// A hash verdict from the pool.
@@ -389,10 +396,7 @@ impl Coordinator {
             // Its exit will carry the ban to the session.
             let _ = p.tx.send(PeerCmd::Close(CloseReason::Banned));
         } else {
-            let _ = self.exits.send(PeerExit {
-                addr,
-                misbehaved: true,
-            });
+            let _ = self.exits.send(PeerExit::new(addr, true));
         }
     }
 
@@ -544,7 +548,7 @@ impl Coordinator {
         // Every connection we held ends here: whoever dialed it must know.
         for addr in std::mem::take(&mut self.active) {
             let misbehaved = self.banned.contains(&addr);
-            let _ = self.exits.send(PeerExit { addr, misbehaved });
+            let _ = self.exits.send(PeerExit::new(addr, misbehaved));
         }
         let pool = self.shared.lock().pool.take();
         // The pool's threads finish our queued pieces: wait for them, on a

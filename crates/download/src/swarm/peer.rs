@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use lodestone_core::PeerId;
 use lodestone_wire::pex::PexReport;
 use lodestone_wire::{
     BlockRequest, ConnectionReader, ConnectionWriter, Decoder, Established, ListenReport,
@@ -24,7 +25,9 @@ use lodestone_wire::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::session::{Greeting, PeerCmd, PeerError, PeerEvent, PeerSession, ReadRequest};
+use super::session::{
+    CloseReason, Greeting, PeerCmd, PeerError, PeerEvent, PeerSession, ReadRequest,
+};
 use super::shared::{PeerEntry, Shared};
 use crate::picker::PeerKey;
 use crate::storage::{Storage, StorageError};
@@ -57,6 +60,23 @@ impl Drop for Registration {
     }
 }
 
+/// Whether a new connection to a peer already connected replaces the one
+/// we hold (`incoming`: the peer dialed the new one), or is closed.
+///
+/// Both sides must close the same one, or both connections go (each side
+/// dialing the other at once is the usual way to meet twice). The rule is
+/// libtorrent's, so the two agree: a connection dialed by the peer with
+/// the greater id replaces the one held; one dialed by the lesser is
+/// closed. It depends only on the new connection, so it holds whichever
+/// way the first was made.
+pub(crate) fn keeps_new_connection(ours: PeerId, theirs: PeerId, incoming: bool) -> bool {
+    if incoming {
+        theirs > ours
+    } else {
+        ours > theirs
+    }
+}
+
 /// Runs a handshaken connection until it ends. One handed over from the
 /// metadata phase may have sent our first message already
 /// ([`Established::greeted`], then [`Greeting::HandedOver`]) and carries
@@ -76,14 +96,18 @@ pub(crate) async fn run(
         incoming,
     } = established;
     if theirs.peer_id == shared.handshake.peer_id {
-        return Err(PeerError::Duplicate);
+        return Err(PeerError::Ourselves);
     }
     let now = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut session = {
         let mut st = shared.lock();
-        if st.peers.values().any(|p| p.id == theirs.peer_id) {
-            return Err(PeerError::Duplicate);
+        let ours = shared.handshake.peer_id;
+        if let Some(other) = st.peers.values().find(|p| p.id == theirs.peer_id) {
+            if !keeps_new_connection(ours, theirs.peer_id, incoming) {
+                return Err(PeerError::Duplicate);
+            }
+            let _ = other.tx.send(PeerCmd::Close(CloseReason::Duplicate));
         }
         st.peers.insert(
             key,
@@ -273,5 +297,40 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_dialed_by_the_greater_id_is_kept() {
+        let (low, high) = (PeerId::new([1; 20]), PeerId::new([2; 20]));
+        // Ours the greater: a connection we dialed replaces, one it dialed
+        // is closed; and the other way round.
+        assert!(keeps_new_connection(high, low, false));
+        assert!(!keeps_new_connection(high, low, true));
+        assert!(!keeps_new_connection(low, high, false));
+        assert!(keeps_new_connection(low, high, true));
+    }
+
+    #[test]
+    fn both_sides_keep_the_same_connection() {
+        let ids = [PeerId::new([1; 20]), PeerId::new([2; 20])];
+        for (ours, theirs) in [(ids[0], ids[1]), (ids[1], ids[0])] {
+            // Each dialed the other at once: our dial is their incoming.
+            // Each side holds its first and judges the other as new.
+            let we_keep_theirs = keeps_new_connection(ours, theirs, true);
+            let they_keep_ours = keeps_new_connection(theirs, ours, true);
+            assert_ne!(we_keep_theirs, they_keep_ours, "exactly one survives");
+            // The same connection judged from both ends.
+            for incoming in [false, true] {
+                assert_eq!(
+                    keeps_new_connection(ours, theirs, incoming),
+                    keeps_new_connection(theirs, ours, !incoming)
+                );
+            }
+        }
     }
 }

@@ -119,6 +119,10 @@ pub enum CloseReason {
     /// The session's cap on connections keeps another torrent from
     /// connecting at all, and this was the connection we would miss least.
     Turnover,
+    /// The peer connected again, and the new connection is the one kept:
+    /// the one dialed by the side with the greater peer id, as libtorrent
+    /// decides too, so that both sides close the same connection.
+    Duplicate,
 }
 
 /// Why a peer connection ended.
@@ -139,7 +143,12 @@ pub enum PeerError {
     /// Nothing at all arrived for a long time.
     #[error("peer idle")]
     Idle,
-    /// We connected to ourselves, or to a peer already connected.
+    /// We connected to ourselves (through some address of ours).
+    #[error("connected to ourselves")]
+    Ourselves,
+    /// The peer is connected already, through another connection that is
+    /// kept: no fault of its own (both sides dialed at once, or it has
+    /// two addresses).
     #[error("duplicate connection")]
     Duplicate,
     /// We hung up.
@@ -151,13 +160,22 @@ pub enum PeerError {
 }
 
 impl PeerError {
+    /// Whether the connection ended because the peer is connected through
+    /// another one, which is kept.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(
+            self,
+            PeerError::Duplicate | PeerError::Closed(CloseReason::Duplicate)
+        )
+    }
+
     /// Whether the peer should not be dialled again this session.
     pub fn is_peer_fault(&self) -> bool {
         matches!(
             self,
             PeerError::Misbehaved(_)
                 | PeerError::Bitfield(_)
-                | PeerError::Duplicate
+                | PeerError::Ourselves
                 | PeerError::Closed(CloseReason::Banned)
                 | PeerError::Connection(ConnectionError::Protocol(_))
         )

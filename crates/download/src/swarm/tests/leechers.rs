@@ -101,7 +101,7 @@ async fn one_address_gets_at_most_the_per_ip_connection_limit() {
             .await
             .expect("a connection past the limit was kept")
             .unwrap();
-        assert!(!exit.misbehaved);
+        assert!(!exit.misbehaved());
     }
     assert!(net.exits.try_recv().is_err());
     seed.shutdown();

@@ -1,5 +1,6 @@
 //! Whole downloads against in-process fake seeders on 127.0.0.1.
 
+mod duplicates;
 mod leechers;
 mod resume_record;
 mod seed_ratio;
@@ -258,13 +259,7 @@ async fn corrupting_seeder_is_banned_and_the_result_is_exact() {
         .await
         .expect("the liar was not dropped")
         .unwrap();
-    assert_eq!(
-        banned,
-        PeerExit {
-            addr: liar.addr,
-            misbehaved: true
-        }
-    );
+    assert_eq!(banned, PeerExit::new(liar.addr, true));
     // Handed over again after the ban: refused, as misbehaved.
     net.dial(liar.addr);
     let refused = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())

@@ -1,0 +1,49 @@
+//! A peer connected twice under one peer id: one connection is closed,
+//! by the rule both sides share, and nobody is blamed for it.
+
+use lodestone_wire::ExitKind;
+
+use super::leechers::{connect, until_hung_up};
+use super::*;
+
+/// A seeding download (id `A`) taken twice by a leecher whose id is all
+/// `tag`: returns the first connection and the second.
+async fn twice(tag: u8, test: &str) -> (DownloadHandle, Net, Connection, Connection, TempDir) {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new(test);
+    let (seed, addr, net) = seeding(&metainfo, &data, &dir.0, |_| true).await;
+    let first = connect(&metainfo, addr, tag).await;
+    until(&seed, |p| p.peers_connected == 1).await;
+    let second = connect(&metainfo, addr, tag).await;
+    (seed, net, first, second, dir)
+}
+
+/// The connection closed ends as no misbehaviour, and one stays.
+async fn closed_blameless(seed: DownloadHandle, mut net: Net, closed: &mut Connection) {
+    until_hung_up(closed).await;
+    let exit = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
+        .await
+        .expect("the closed connection is reported")
+        .unwrap();
+    assert_eq!(
+        exit.kind,
+        ExitKind::Duplicate,
+        "a second connection is no misbehaviour"
+    );
+    until(&seed, |p| p.peers_connected == 1).await;
+    seed.shutdown();
+    finish(seed).await;
+}
+
+#[tokio::test]
+async fn a_second_connection_dialed_by_the_greater_id_replaces_the_first() {
+    // The leecher's id (all `Z`) is greater than the seed's (all `A`).
+    let (seed, net, mut first, _second, _dir) = twice(b'Z', "swarm-dup-greater").await;
+    closed_blameless(seed, net, &mut first).await;
+}
+
+#[tokio::test]
+async fn a_second_connection_dialed_by_the_lesser_id_is_closed() {
+    let (seed, net, _first, mut second, _dir) = twice(b'0', "swarm-dup-lesser").await;
+    closed_blameless(seed, net, &mut second).await;
+}
