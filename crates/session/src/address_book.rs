@@ -173,6 +173,11 @@ pub enum Outcome {
     Failed,
     /// The connection worked for a while, then ended.
     Closed,
+    /// The connection led to a peer connected already through another
+    /// address, and was closed: backed off like a failed dial (a peer
+    /// with two addresses is not dialed at both every few seconds), but
+    /// not counted as one.
+    Duplicate,
     /// The peer broke the protocol or sent bad data: never again.
     Misbehaved,
 }
@@ -548,6 +553,7 @@ impl AddressBook {
                 entry.failures += 1;
                 self.failures += 1;
             }
+            Outcome::Duplicate => entry.failures += 1,
             // It worked: the next failure starts the backoff afresh.
             _ => entry.failures = 0,
         }

@@ -832,9 +832,7 @@ impl Torrent {
         }
         let outcome = match exit.kind {
             ExitKind::Ended => Outcome::Closed,
-            // As good as a dial that failed: backed off, then forgotten if
-            // it keeps leading to a peer connected already.
-            ExitKind::Duplicate => Outcome::Failed,
+            ExitKind::Duplicate => Outcome::Duplicate,
             ExitKind::Misbehaved => Outcome::Misbehaved,
         };
         self.book

@@ -178,7 +178,7 @@ impl Download {
     /// runtime. Handshaken connections arrive on `conns` (the channel may
     /// close at any time); the end of each one the download took or refused
     /// is reported on `exits`, so that whoever dials knows the slot is free
-    /// and whether the peer misbehaved.
+    /// and how it ended ([`lodestone_wire::ExitKind`]).
     pub fn start(
         metainfo: Arc<Metainfo>,
         config: DownloadConfig,

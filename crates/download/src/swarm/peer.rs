@@ -63,12 +63,15 @@ impl Drop for Registration {
 /// Whether a new connection to a peer already connected replaces the one
 /// we hold (`incoming`: the peer dialed the new one), or is closed.
 ///
-/// Both sides must close the same one, or both connections go (each side
-/// dialing the other at once is the usual way to meet twice). The rule is
-/// libtorrent's, so the two agree: a connection dialed by the peer with
-/// the greater id replaces the one held; one dialed by the lesser is
-/// closed. It depends only on the new connection, so it holds whichever
-/// way the first was made.
+/// Both sides must close the same one, or both connections go. The rule is
+/// libtorrent's: a connection dialed by the peer with the greater id
+/// replaces the one held; one dialed by the lesser is closed. When each
+/// side dialed the other at once (the usual way to meet twice), the two
+/// connections were dialed by different sides, so both ends keep the one
+/// the greater id dialed, whatever order they saw them in. When one side
+/// dialed both (a second address of the peer's), the ends agree only if
+/// they saw the two in the same order; otherwise both close, and the
+/// address book's backoff makes the next try later.
 pub(crate) fn keeps_new_connection(ours: PeerId, theirs: PeerId, incoming: bool) -> bool {
     if incoming {
         theirs > ours

@@ -55,6 +55,22 @@ fn failures_back_off_exponentially_then_forget() {
 }
 
 #[test]
+fn an_address_leading_to_a_peer_connected_already_backs_off_uncounted() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.add(addr(1), PeerSource::Dht);
+    b.next_dial(t0);
+    b.ended(t0, addr(1), Outcome::Duplicate);
+    let due = b.poll_timeout(t0).unwrap();
+    assert_eq!(due, t0 + Duration::from_secs(2));
+    b.next_dial(due);
+    b.ended(due, addr(1), Outcome::Duplicate);
+    assert_eq!(b.poll_timeout(due), Some(due + Duration::from_secs(4)));
+    let stats = b.stats();
+    assert_eq!((stats.failures, stats.banned, stats.known), (0, 0, 1));
+}
+
+#[test]
 fn a_connection_that_worked_resets_the_backoff() {
     let t0 = Instant::now();
     let mut b = book(10);

@@ -18,8 +18,14 @@ async fn twice(tag: u8, test: &str) -> (DownloadHandle, Net, Connection, Connect
     (seed, net, first, second, dir)
 }
 
-/// The connection closed ends as no misbehaviour, and one stays.
-async fn closed_blameless(seed: DownloadHandle, mut net: Net, closed: &mut Connection) {
+/// `closed` hangs up and ends as a duplicate, nobody's fault; `kept`
+/// stays open, and no other connection ends.
+async fn one_closed_blameless(
+    seed: DownloadHandle,
+    mut net: Net,
+    closed: &mut Connection,
+    kept: &mut Connection,
+) {
     until_hung_up(closed).await;
     let exit = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
         .await
@@ -31,19 +37,32 @@ async fn closed_blameless(seed: DownloadHandle, mut net: Net, closed: &mut Conne
         "a second connection is no misbehaviour"
     );
     until(&seed, |p| p.peers_connected == 1).await;
+    assert!(still_open(kept).await, "the connection kept was closed too");
+    assert!(net.exits.try_recv().is_err(), "a second connection ended");
     seed.shutdown();
     finish(seed).await;
+}
+
+/// Whether `conn` is open: reads what has arrived, without waiting.
+async fn still_open(conn: &mut Connection) -> bool {
+    loop {
+        match tokio::time::timeout(Duration::ZERO, conn.recv()).await {
+            Err(_) => return true,
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return false,
+        }
+    }
 }
 
 #[tokio::test]
 async fn a_second_connection_dialed_by_the_greater_id_replaces_the_first() {
     // The leecher's id (all `Z`) is greater than the seed's (all `A`).
-    let (seed, net, mut first, _second, _dir) = twice(b'Z', "swarm-dup-greater").await;
-    closed_blameless(seed, net, &mut first).await;
+    let (seed, net, mut first, mut second, _dir) = twice(b'Z', "swarm-dup-greater").await;
+    one_closed_blameless(seed, net, &mut first, &mut second).await;
 }
 
 #[tokio::test]
 async fn a_second_connection_dialed_by_the_lesser_id_is_closed() {
-    let (seed, net, _first, mut second, _dir) = twice(b'0', "swarm-dup-lesser").await;
-    closed_blameless(seed, net, &mut second).await;
+    let (seed, net, mut first, mut second, _dir) = twice(b'0', "swarm-dup-lesser").await;
+    one_closed_blameless(seed, net, &mut second, &mut first).await;
 }
