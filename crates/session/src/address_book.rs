@@ -370,10 +370,12 @@ impl AddressBook {
     }
 
     /// The peer of `conn`, a connection that reached us, listens at
-    /// `listen` (its extension handshake's `p`). That address is not
-    /// dialed while the connection lasts and is dialable after, like any
-    /// other; one being dialed or connected already is left to that. Only
-    /// a connection's first report counts.
+    /// `listen` (its extension handshake's `p`); or `conn` is a connection
+    /// we dialed and `listen` another address of the same peer, met lately
+    /// (the session's `peer_ids`). That address is not dialed while the
+    /// connection lasts and is dialable after, like any other; one being
+    /// dialed or connected already is left to that. Only a connection's
+    /// first report counts.
     pub fn listening(&mut self, conn: SocketAddr, listen: SocketAddr) {
         match self.entries.get_mut(&conn) {
             // A busy entry standing for a connection is no connection.

@@ -46,6 +46,7 @@ mod encryption;
 mod fetch_inbox;
 mod holepunch;
 mod listener;
+mod peer_ids;
 mod port_probe;
 mod session;
 mod stall;

@@ -30,6 +30,7 @@ use crate::address_book::{AddressBook, AddressBookConfig, Outcome, PeerSource, W
 use crate::connection_cap::ConnectionShare;
 use crate::fetch_inbox::FetchInbox;
 use crate::holepunch::Holepunch;
+use crate::peer_ids::PeerIds;
 use crate::session::Shared;
 use crate::stall::StallReason;
 use crate::trackers::{Identity, Trackers, Transfer};
@@ -315,6 +316,8 @@ pub(crate) struct Torrent {
     /// accepted), which leaves ut_holepunch out.
     holepunch_tx: Option<mpsc::Sender<SocketAddr>>,
     holepunch: Holepunch,
+    /// The peer each connection reached, to tell two addresses of one peer.
+    peer_ids: PeerIds,
 }
 
 /// Runs a torrent to its end; `incoming` carries connections the listener
@@ -391,6 +394,7 @@ pub(crate) async fn run(
         dht_nodes_tx,
         holepunch_tx,
         holepunch: Holepunch::default(),
+        peer_ids: PeerIds::default(),
         trackers,
     };
     let mut stage = match t.metainfo.clone() {
@@ -806,7 +810,7 @@ impl Torrent {
 
     /// Gives a handshaken connection to the current phase.
     fn hand(&mut self, stage: &mut Stage, conn: Established) {
-        let addr = conn.addr;
+        let (addr, peer, dialed) = (conn.addr, conn.theirs.peer_id, !conn.incoming);
         if conn.theirs.peer_id == self.shared.peer_id {
             // Ourselves, through some address of ours: never again.
             self.book
@@ -820,6 +824,12 @@ impl Torrent {
         };
         if sent {
             self.connections.connected();
+            let now = Instant::now().into_std();
+            if let Some(alias) = self.peer_ids.connected(now, addr, peer, dialed) {
+                // The peer left from another address of its lately (one of
+                // two connections closed): that one stands for this.
+                self.book.listening(addr, alias);
+            }
         } else {
             self.book
                 .ended(Instant::now().into_std(), addr, Outcome::Closed);
@@ -835,8 +845,15 @@ impl Torrent {
             ExitKind::Duplicate => Outcome::Duplicate,
             ExitKind::Misbehaved => Outcome::Misbehaved,
         };
-        self.book
-            .ended(Instant::now().into_std(), exit.addr, outcome);
+        let now = Instant::now().into_std();
+        self.book.ended(now, exit.addr, outcome);
+        if let Some(kept) = self.peer_ids.ended(now, exit.addr)
+            && outcome != Outcome::Misbehaved
+        {
+            // Another address of the same peer is connected: this one is
+            // not dialed while that connection lasts.
+            self.book.listening(kept, exit.addr);
+        }
     }
 
     /// Connections the fetch had that neither came back nor reported their
@@ -845,6 +862,7 @@ impl Torrent {
         let now = Instant::now().into_std();
         for &addr in missing {
             self.book.ended(now, addr, Outcome::Closed);
+            self.peer_ids.ended(now, addr);
         }
     }
 
