@@ -141,11 +141,15 @@ struct Entry {
     /// connection ends.
     dialable: bool,
     /// For a connection that reached us: where its peer says it listens
-    /// (the first report only).
+    /// (the first report only); for one we dialed: another address of the
+    /// same peer (see [`AddressBook::alias`]). It stands for this one.
     listen: Option<SocketAddr>,
-    /// For a listen address: the connection from its peer that keeps it
-    /// busy, not counted as a connection of its own.
+    /// For a listen address or an alias: the connection of its peer that
+    /// keeps it busy, not counted as a connection of its own.
     stands_for: Option<SocketAddr>,
+    /// It stands as an alias ([`AddressBook::alias`]): a ban of the
+    /// connection's peer does not reach it.
+    alias: bool,
 }
 
 /// Most distinct PEX reporters counted per address.
@@ -322,6 +326,7 @@ impl AddressBook {
             dialable: true,
             listen: None,
             stands_for: None,
+            alias: false,
         };
         if let Some(key) = entry.key(addr) {
             self.queues[source.index()].insert(key);
@@ -370,12 +375,10 @@ impl AddressBook {
     }
 
     /// The peer of `conn`, a connection that reached us, listens at
-    /// `listen` (its extension handshake's `p`); or `conn` is a connection
-    /// we dialed and `listen` another address of the same peer, met lately
-    /// (the session's `peer_ids`). That address is not dialed while the
-    /// connection lasts and is dialable after, like any other; one being
-    /// dialed or connected already is left to that. Only a connection's
-    /// first report counts.
+    /// `listen` (its extension handshake's `p`). That address is not
+    /// dialed while the connection lasts and is dialable after, like any
+    /// other; one being dialed or connected already is left to that. Only
+    /// a connection's first report counts.
     pub fn listening(&mut self, conn: SocketAddr, listen: SocketAddr) {
         match self.entries.get_mut(&conn) {
             // A busy entry standing for a connection is no connection.
@@ -412,11 +415,42 @@ impl AddressBook {
         }
     }
 
+    /// `other` is another address of the peer connected at `conn`, a
+    /// connection we dialed (the two met under one peer id): `other` is not
+    /// dialed while `conn` lasts, then waits its turn as it would have,
+    /// with its own source and failures. Nothing happens unless `other` is
+    /// a known, idle, dialable address and `conn` a connection with no
+    /// address standing for it yet. A ban of `conn`'s peer does not reach
+    /// `other`: a peer id proves nothing, and a liar could name an honest
+    /// peer's.
+    pub fn alias(&mut self, conn: SocketAddr, other: SocketAddr) {
+        let conn_free = self.entries.get(&conn).is_some_and(|e| {
+            e.status == Status::Busy && e.stands_for.is_none() && e.listen.is_none()
+        });
+        let other_idle = self
+            .entries
+            .get(&other)
+            .is_some_and(|e| e.dialable && e.status != Status::Busy);
+        if other == conn || !conn_free || !other_idle {
+            return;
+        }
+        self.make_busy(other);
+        if let Some(entry) = self.entries.get_mut(&other) {
+            entry.stands_for = Some(conn);
+            entry.alias = true;
+            self.standing += 1;
+        }
+        if let Some(entry) = self.entries.get_mut(&conn) {
+            entry.listen = Some(other);
+        }
+    }
+
     /// The entry at `addr` no longer stands for a connection.
     fn stop_standing(&mut self, addr: SocketAddr) {
         if let Some(entry) = self.entries.get_mut(&addr)
             && entry.stands_for.take().is_some()
         {
+            entry.alias = false;
             self.standing -= 1;
         }
     }
@@ -579,8 +613,9 @@ impl AddressBook {
         {
             return;
         }
+        let alias = self.entries.get(&listen).is_some_and(|e| e.alias);
         self.stop_standing(listen);
-        if outcome == Outcome::Misbehaved {
+        if outcome == Outcome::Misbehaved && !alias {
             self.ban(listen);
         } else {
             self.requeue(now, listen);

@@ -9,7 +9,8 @@
 //! other for as long as both addresses lived. Told which live connection
 //! the closed address is an alias of, the address book keeps that address
 //! busy, standing for the connection, and files it again only when the
-//! connection ends (see [`crate::address_book::AddressBook::listening`]).
+//! connection ends (see [`crate::address_book::AddressBook::alias`]). Peer
+//! ids prove nothing, so the book never lets a ban cross such a link.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -48,22 +49,25 @@ impl PeerIds {
         dialed: bool,
     ) -> Option<SocketAddr> {
         self.live.insert(addr, (peer, dialed));
-        let (was, left) = self.gone.get(&peer).copied()?;
-        if !dialed || was == addr || now.saturating_duration_since(left) > REMEMBERED {
-            return None;
-        }
-        self.gone.remove(&peer);
-        Some(was)
+        // Any connection to the peer settles where it was.
+        let (was, left) = self.gone.remove(&peer)?;
+        let recent = now.saturating_duration_since(left) <= REMEMBERED;
+        (dialed && recent && was != addr && !self.live.contains_key(&was)).then_some(was)
     }
 
     /// The connection at `addr` ended. If we had dialed it (so `addr` is
     /// where the peer listens), returns a live connection we dialed to the
     /// same peer, for `addr` to stand for; otherwise remembers where the
     /// peer was, for [`Self::connected`]. One that came in, from a port of
-    /// the moment, is only forgotten.
-    pub(crate) fn ended(&mut self, now: Instant, addr: SocketAddr) -> Option<SocketAddr> {
+    /// the moment, or whose peer `misbehaved`, is only forgotten.
+    pub(crate) fn ended(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        misbehaved: bool,
+    ) -> Option<SocketAddr> {
         let (peer, dialed) = self.live.remove(&addr)?;
-        if !dialed {
+        if !dialed || misbehaved {
             return None;
         }
         if let Some((&other, _)) = self
@@ -77,9 +81,16 @@ impl PeerIds {
             self.gone
                 .retain(|_, &mut (_, left)| now.saturating_duration_since(left) <= REMEMBERED);
         }
-        if self.gone.len() < MAX_GONE {
-            self.gone.insert(peer, (addr, now));
+        if self.gone.len() >= MAX_GONE
+            && let Some(oldest) = self
+                .gone
+                .iter()
+                .min_by_key(|(_, (_, left))| *left)
+                .map(|(&id, _)| id)
+        {
+            self.gone.remove(&oldest);
         }
+        self.gone.insert(peer, (addr, now));
         None
     }
 }
@@ -92,65 +103,110 @@ mod tests {
         SocketAddr::from(([10, 0, 0, n], 6881))
     }
 
+    const PEER: PeerId = PeerId::new([7; 20]);
+
     #[test]
     fn a_second_address_that_lost_stands_for_the_connection_kept() {
         let mut ids = PeerIds::default();
-        let (t0, peer) = (Instant::now(), PeerId::new([7; 20]));
-        assert_eq!(ids.connected(t0, addr(1), peer, true), None);
-        assert_eq!(ids.connected(t0, addr(2), peer, true), None);
+        let t0 = Instant::now();
+        assert_eq!(ids.connected(t0, addr(1), PEER, true), None);
+        assert_eq!(ids.connected(t0, addr(2), PEER, true), None);
         // One of the two closes, whichever: the other stands.
-        assert_eq!(ids.ended(t0, addr(1)), Some(addr(2)));
-        assert_eq!(ids.ended(t0, addr(2)), None, "none left");
+        assert_eq!(ids.ended(t0, addr(1), false), Some(addr(2)));
+        assert_eq!(ids.ended(t0, addr(2), false), None, "none left");
     }
 
     #[test]
     fn a_peer_that_closed_first_is_linked_when_its_other_address_connects() {
         let mut ids = PeerIds::default();
-        let (t0, peer) = (Instant::now(), PeerId::new([7; 20]));
-        ids.connected(t0, addr(1), peer, true);
+        let t0 = Instant::now();
+        ids.connected(t0, addr(1), PEER, true);
         // The peer hung up on the old one before the new one reached us.
-        assert_eq!(ids.ended(t0, addr(1)), None);
+        assert_eq!(ids.ended(t0, addr(1), false), None);
         let soon = t0 + Duration::from_secs(3);
-        assert_eq!(ids.connected(soon, addr(2), peer, true), Some(addr(1)));
-        // Linked once: the same address again is no alias of itself.
-        ids.ended(soon, addr(2));
-        assert_eq!(ids.connected(soon, addr(2), peer, true), None);
+        assert_eq!(ids.connected(soon, addr(2), PEER, true), Some(addr(1)));
+        // Linked once: a third address finds nothing left to link.
+        assert_eq!(ids.connected(soon, addr(3), PEER, true), None);
     }
 
     #[test]
-    fn only_a_recent_end_and_a_dialed_connection_are_linked() {
-        let mut ids = PeerIds::default();
-        let (t0, peer) = (Instant::now(), PeerId::new([7; 20]));
-        ids.connected(t0, addr(1), peer, true);
-        ids.ended(t0, addr(1));
-        let late = t0 + REMEMBERED + Duration::from_secs(1);
-        assert_eq!(ids.connected(late, addr(2), peer, true), None, "too late");
-        ids.ended(late, addr(2));
-        assert_eq!(
-            ids.connected(late, addr(3), peer, false),
-            None,
-            "it came in: its listen address stands for it"
-        );
-        // A live connection that came in is no connection to stand for,
-        // and its own address is no listen address.
-        ids.connected(late, addr(4), peer, true);
-        assert_eq!(ids.ended(late, addr(4)), None);
-        assert_eq!(ids.ended(late, addr(3)), None);
-        assert_eq!(ids.gone[&peer].0, addr(4));
-    }
-
-    #[test]
-    fn the_ended_table_is_bounded() {
+    fn a_reconnected_address_is_no_alias() {
         let mut ids = PeerIds::default();
         let t0 = Instant::now();
-        for n in 0..(MAX_GONE as u32 + 10) {
+        ids.connected(t0, addr(1), PEER, true);
+        ids.ended(t0, addr(1), false);
+        // The same address again settles it, even though it ends once more.
+        assert_eq!(ids.connected(t0, addr(1), PEER, true), None);
+        assert_eq!(ids.connected(t0, addr(2), PEER, true), None);
+        // And one that is live again is no alias either.
+        let mut ids = PeerIds::default();
+        ids.connected(t0, addr(1), PEER, true);
+        ids.ended(t0, addr(1), false);
+        ids.live.insert(addr(1), (PEER, true));
+        assert_eq!(ids.connected(t0, addr(2), PEER, true), None);
+    }
+
+    #[test]
+    fn only_a_recent_end_of_a_well_behaved_dialed_connection_links() {
+        let t0 = Instant::now();
+        // PEER's dialed connection at address 1 ended at t0.
+        let left = |misbehaved| {
+            let mut ids = PeerIds::default();
+            ids.connected(t0, addr(1), PEER, true);
+            ids.ended(t0, addr(1), misbehaved);
+            ids
+        };
+        let late = t0 + REMEMBERED + Duration::from_secs(1);
+        assert_eq!(
+            left(false).connected(late, addr(2), PEER, true),
+            None,
+            "too late"
+        );
+        let misbehaved = left(true).connected(t0, addr(2), PEER, true);
+        assert_eq!(misbehaved, None, "it misbehaved");
+        let came_in = left(false).connected(t0, addr(2), PEER, false);
+        assert_eq!(
+            came_in, None,
+            "it came in: its listen address stands for it"
+        );
+        assert_eq!(
+            left(false).connected(t0, addr(2), PEER, true),
+            Some(addr(1))
+        );
+
+        // An incoming connection's own address is no listen address, and
+        // is no connection to stand for.
+        let mut ids = PeerIds::default();
+        ids.connected(t0, addr(1), PEER, false);
+        ids.connected(t0, addr(2), PEER, true);
+        assert_eq!(ids.ended(t0, addr(1), false), None);
+        ids.connected(t0, addr(3), PEER, false);
+        assert_eq!(ids.ended(t0, addr(2), false), None);
+        assert_eq!(ids.gone[&PEER].0, addr(2));
+    }
+
+    #[test]
+    fn the_ended_table_is_bounded_and_keeps_the_latest() {
+        let mut ids = PeerIds::default();
+        let t0 = Instant::now();
+        let peer = |n: u32| {
             let mut id = [0; 20];
             id[..4].copy_from_slice(&n.to_be_bytes());
+            PeerId::new(id)
+        };
+        let total = MAX_GONE as u32 + 10;
+        for n in 0..total {
             let a = SocketAddr::from(([10, 0, 0, 1], 1000 + n as u16));
-            ids.connected(t0, a, PeerId::new(id), true);
-            ids.ended(t0, a);
+            let at = t0 + Duration::from_millis(u64::from(n));
+            ids.connected(at, a, peer(n), true);
+            ids.ended(at, a, false);
         }
         assert_eq!(ids.gone.len(), MAX_GONE);
+        assert!(
+            ids.gone.contains_key(&peer(total - 1)),
+            "the latest is kept"
+        );
+        assert!(!ids.gone.contains_key(&peer(0)), "the oldest went");
         assert!(ids.live.is_empty());
     }
 }

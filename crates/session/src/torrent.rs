@@ -811,10 +811,10 @@ impl Torrent {
     /// Gives a handshaken connection to the current phase.
     fn hand(&mut self, stage: &mut Stage, conn: Established) {
         let (addr, peer, dialed) = (conn.addr, conn.theirs.peer_id, !conn.incoming);
-        if conn.theirs.peer_id == self.shared.peer_id {
+        let now = Instant::now().into_std();
+        if peer == self.shared.peer_id {
             // Ourselves, through some address of ours: never again.
-            self.book
-                .ended(Instant::now().into_std(), addr, Outcome::Misbehaved);
+            self.book.ended(now, addr, Outcome::Misbehaved);
             return;
         }
         let sent = match stage {
@@ -824,15 +824,13 @@ impl Torrent {
         };
         if sent {
             self.connections.connected();
-            let now = Instant::now().into_std();
             if let Some(alias) = self.peer_ids.connected(now, addr, peer, dialed) {
                 // The peer left from another address of its lately (one of
                 // two connections closed): that one stands for this.
-                self.book.listening(addr, alias);
+                self.book.alias(addr, alias);
             }
         } else {
-            self.book
-                .ended(Instant::now().into_std(), addr, Outcome::Closed);
+            self.book.ended(now, addr, Outcome::Closed);
         }
     }
 
@@ -847,12 +845,11 @@ impl Torrent {
         };
         let now = Instant::now().into_std();
         self.book.ended(now, exit.addr, outcome);
-        if let Some(kept) = self.peer_ids.ended(now, exit.addr)
-            && outcome != Outcome::Misbehaved
-        {
+        let misbehaved = outcome == Outcome::Misbehaved;
+        if let Some(kept) = self.peer_ids.ended(now, exit.addr, misbehaved) {
             // Another address of the same peer is connected: this one is
             // not dialed while that connection lasts.
-            self.book.listening(kept, exit.addr);
+            self.book.alias(kept, exit.addr);
         }
     }
 
@@ -862,7 +859,9 @@ impl Torrent {
         let now = Instant::now().into_std();
         for &addr in missing {
             self.book.ended(now, addr, Outcome::Closed);
-            self.peer_ids.ended(now, addr);
+            // These never reached the download: no live connection of
+            // theirs for another address to stand for.
+            self.peer_ids.ended(now, addr, false);
         }
     }
 

@@ -71,6 +71,52 @@ fn an_address_leading_to_a_peer_connected_already_backs_off_uncounted() {
 }
 
 #[test]
+fn an_alias_stands_for_the_connection_and_no_ban_crosses_to_it() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.add(addr(1), PeerSource::Dht);
+    b.add(addr(2), PeerSource::Tracker);
+    assert_eq!(b.next_dial(t0), Some(addr(2)));
+    assert_eq!(b.next_dial(t0), Some(addr(1)));
+    // Both reached one peer id; the connection at 2 was closed.
+    b.ended(t0, addr(2), Outcome::Duplicate);
+    b.alias(addr(1), addr(2));
+    assert_eq!(b.stats().busy, 1, "an alias is no connection of its own");
+    let later = t0 + Duration::from_secs(600);
+    assert_eq!(b.next_dial(later), None, "not dialed while 1 lasts");
+    // The peer at 1 misbehaves: 1 is banned, 2 only filed again, with its
+    // own source and failure.
+    b.ended(later, addr(1), Outcome::Misbehaved);
+    assert!(b.is_banned(addr(1)) && !b.is_banned(addr(2)));
+    assert_eq!(b.next_dial(later), None, "its backoff still runs");
+    assert_eq!(b.next_dial(later + Duration::from_secs(2)), Some(addr(2)));
+    assert_eq!(b.entries[&addr(2)].source, PeerSource::Tracker);
+}
+
+#[test]
+fn an_alias_needs_an_idle_address_and_a_connection_with_none() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    for i in 1..=3 {
+        b.add(addr(i), PeerSource::Dht);
+    }
+    b.next_dial(t0);
+    b.next_dial(t0);
+    // 1 and 2 are both being dialed: neither can stand for the other.
+    b.alias(addr(1), addr(2));
+    assert_eq!(b.stats().busy, 2);
+    // Unknown addresses are not added by it.
+    b.alias(addr(1), addr(9));
+    assert_eq!(b.stats().known, 3);
+    // 3 stands for 1; then 2 (ended) cannot stand for 1 too.
+    b.alias(addr(1), addr(3));
+    b.ended(t0, addr(2), Outcome::Closed);
+    b.alias(addr(1), addr(2));
+    assert_eq!(b.stats().busy, 1);
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(2)));
+}
+
+#[test]
 fn a_connection_that_worked_resets_the_backoff() {
     let t0 = Instant::now();
     let mut b = book(10);
