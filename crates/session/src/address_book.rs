@@ -424,8 +424,17 @@ impl AddressBook {
     /// `other`: a peer id proves nothing, and a liar could name an honest
     /// peer's.
     pub fn alias(&mut self, conn: SocketAddr, other: SocketAddr) {
+        // A `listen` that no longer stands for `conn` (it was dialed,
+        // banned or ended meanwhile) is stale and may be replaced.
+        let stands_for_conn = |a: &SocketAddr| {
+            self.entries
+                .get(a)
+                .is_some_and(|e| e.stands_for == Some(conn))
+        };
         let conn_free = self.entries.get(&conn).is_some_and(|e| {
-            e.status == Status::Busy && e.stands_for.is_none() && e.listen.is_none()
+            e.status == Status::Busy
+                && e.stands_for.is_none()
+                && !e.listen.as_ref().is_some_and(stands_for_conn)
         });
         let other_idle = self
             .entries
@@ -573,8 +582,26 @@ impl AddressBook {
     /// [`AddressBook::incoming`] ended (or never began).
     pub fn ended(&mut self, now: Instant, addr: SocketAddr, outcome: Outcome) {
         self.stop_standing(addr);
-        if let Some(listen) = self.entries.get_mut(&addr).and_then(|e| e.listen.take()) {
-            self.release(now, listen, addr, outcome);
+        match self.entries.get_mut(&addr) {
+            Some(entry) => {
+                if let Some(listen) = entry.listen.take() {
+                    self.release(now, listen, addr, outcome);
+                }
+            }
+            // Its entry went while it lasted (a ban of another address on
+            // its IP): an alias on another IP may still stand for it. Rare,
+            // so a scan.
+            None => {
+                let standing: Vec<SocketAddr> = self
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| e.stands_for == Some(addr))
+                    .map(|(&a, _)| a)
+                    .collect();
+                for listen in standing {
+                    self.release(now, listen, addr, outcome);
+                }
+            }
         }
         if outcome == Outcome::Misbehaved {
             self.ban(addr);
@@ -617,6 +644,17 @@ impl AddressBook {
         self.stop_standing(listen);
         if outcome == Outcome::Misbehaved && !alias {
             self.ban(listen);
+        } else if self.pex_off
+            && self
+                .entries
+                .get(&listen)
+                .is_some_and(|e| e.source == PeerSource::Pex)
+        {
+            // Standing, it was busy when PEX was turned off (a magnet
+            // found private): forgotten now, as it would have been then.
+            if let Some(entry) = self.entries.remove(&listen) {
+                self.forget(listen, &entry);
+            }
         } else {
             self.requeue(now, listen);
         }

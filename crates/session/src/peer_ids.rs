@@ -39,8 +39,9 @@ impl PeerIds {
     /// A connection at `addr` to `peer` was handed to the torrent (`dialed`
     /// by us, or it came in). Returns the address of a connection to the
     /// same peer that ended lately, which should stand for this one: only
-    /// for a connection we dialed, since one that came in has its peer's
-    /// listen address to stand for it.
+    /// for a connection we dialed. One that came in is left to its peer's
+    /// own `p` report, which is lost when that address was busy with our
+    /// dial at the time (a gap this table does not close).
     pub(crate) fn connected(
         &mut self,
         now: Instant,

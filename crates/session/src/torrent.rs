@@ -845,11 +845,15 @@ impl Torrent {
         };
         let now = Instant::now().into_std();
         self.book.ended(now, exit.addr, outcome);
-        let misbehaved = outcome == Outcome::Misbehaved;
-        if let Some(kept) = self.peer_ids.ended(now, exit.addr, misbehaved) {
-            // Another address of the same peer is connected: this one is
-            // not dialed while that connection lasts.
-            self.book.alias(kept, exit.addr);
+        self.peer_left(now, exit.addr, outcome == Outcome::Misbehaved);
+    }
+
+    /// The connection at `addr` ended, and the book knows: if another
+    /// address of the same peer is connected, this one is not dialed while
+    /// that connection lasts.
+    fn peer_left(&mut self, now: std::time::Instant, addr: SocketAddr, misbehaved: bool) {
+        if let Some(kept) = self.peer_ids.ended(now, addr, misbehaved) {
+            self.book.alias(kept, addr);
         }
     }
 
@@ -859,9 +863,7 @@ impl Torrent {
         let now = Instant::now().into_std();
         for &addr in missing {
             self.book.ended(now, addr, Outcome::Closed);
-            // These never reached the download: no live connection of
-            // theirs for another address to stand for.
-            self.peer_ids.ended(now, addr, false);
+            self.peer_left(now, addr, false);
         }
     }
 

@@ -88,9 +88,70 @@ fn an_alias_stands_for_the_connection_and_no_ban_crosses_to_it() {
     // own source and failure.
     b.ended(later, addr(1), Outcome::Misbehaved);
     assert!(b.is_banned(addr(1)) && !b.is_banned(addr(2)));
+    assert_eq!(b.stats().busy, 0);
     assert_eq!(b.next_dial(later), None, "its backoff still runs");
     assert_eq!(b.next_dial(later + Duration::from_secs(2)), Some(addr(2)));
     assert_eq!(b.entries[&addr(2)].source, PeerSource::Tracker);
+}
+
+#[test]
+fn an_alias_is_released_when_its_connection_ends_without_an_entry() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    let conn = SocketAddr::from(([10, 0, 0, 1], 6881));
+    let neighbour = SocketAddr::from(([10, 0, 0, 1], 7000));
+    b.add(conn, PeerSource::Dht);
+    b.add(addr(2), PeerSource::Dht);
+    b.next_dial(t0);
+    b.next_dial(t0);
+    b.ended(t0, addr(2), Outcome::Duplicate);
+    b.alias(conn, addr(2));
+    // Another address on the connection's IP misbehaves: the IP's entries
+    // go, the open connection's with them.
+    b.add(neighbour, PeerSource::Dht);
+    b.next_dial(t0);
+    b.ended(t0, neighbour, Outcome::Misbehaved);
+    assert!(!b.entries.contains_key(&conn));
+    b.ended(t0, conn, Outcome::Closed);
+    assert_eq!(b.stats().busy, 0, "the alias stands for nothing now");
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(2)));
+}
+
+#[test]
+fn an_alias_that_stopped_standing_leaves_room_for_another() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    for i in 1..=3 {
+        b.add(addr(i), PeerSource::Dht);
+    }
+    for _ in 1..=3 {
+        b.next_dial(t0);
+    }
+    b.ended(t0, addr(2), Outcome::Duplicate);
+    b.alias(addr(1), addr(2));
+    // 2 is dialed again (its own connection now) and ends: it no longer
+    // stands for 1, so 3 may.
+    assert!(b.incoming(addr(2)));
+    b.ended(t0, addr(2), Outcome::Closed);
+    b.ended(t0, addr(3), Outcome::Duplicate);
+    b.alias(addr(1), addr(3));
+    assert_eq!(b.entries[&addr(3)].stands_for, Some(addr(1)));
+}
+
+#[test]
+fn a_pex_alias_is_forgotten_if_pex_went_off_while_it_stood() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.add(addr(1), PeerSource::Dht);
+    b.add_pex(addr(2), addr(9));
+    b.next_dial(t0);
+    b.next_dial(t0);
+    b.ended(t0, addr(2), Outcome::Duplicate);
+    b.alias(addr(1), addr(2));
+    b.forget_pex();
+    b.ended(t0, addr(1), Outcome::Closed);
+    assert!(!b.entries.contains_key(&addr(2)));
+    assert_eq!(b.stats().known, 1);
 }
 
 #[test]
