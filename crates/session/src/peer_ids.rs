@@ -29,8 +29,10 @@ const MAX_GONE: usize = 256;
 /// A torrent's connections by peer id.
 #[derive(Debug, Default)]
 pub(crate) struct PeerIds {
-    /// Live connections: the peer's id, and whether we dialed it.
-    live: HashMap<SocketAddr, (PeerId, bool)>,
+    /// Live connections we dialed, by the address dialed (a listen
+    /// address of the peer's), with the peer's id. One that came in is
+    /// not kept: its address, a port of the moment, is linked to nothing.
+    live: HashMap<SocketAddr, PeerId>,
     /// Connections ended lately: where each peer was, and when it left.
     gone: HashMap<PeerId, (SocketAddr, Instant)>,
 }
@@ -49,7 +51,9 @@ impl PeerIds {
         peer: PeerId,
         dialed: bool,
     ) -> Option<SocketAddr> {
-        self.live.insert(addr, (peer, dialed));
+        if dialed {
+            self.live.insert(addr, peer);
+        }
         // Any connection to the peer settles where it was.
         let (was, left) = self.gone.remove(&peer)?;
         let recent = now.saturating_duration_since(left) <= REMEMBERED;
@@ -59,30 +63,24 @@ impl PeerIds {
     /// The connection at `addr` ended. If we had dialed it (so `addr` is
     /// where the peer listens), returns a live connection we dialed to the
     /// same peer, for `addr` to stand for; otherwise remembers where the
-    /// peer was, for [`Self::connected`]. One that came in, from a port of
-    /// the moment, or whose peer `misbehaved`, is only forgotten.
+    /// peer was, for [`Self::connected`]. One whose peer `misbehaved` is
+    /// only forgotten; one that came in was never kept.
     pub(crate) fn ended(
         &mut self,
         now: Instant,
         addr: SocketAddr,
         misbehaved: bool,
     ) -> Option<SocketAddr> {
-        let (peer, dialed) = self.live.remove(&addr)?;
-        if !dialed || misbehaved {
+        let peer = self.live.remove(&addr)?;
+        if misbehaved {
             return None;
         }
-        if let Some((&other, _)) = self
-            .live
-            .iter()
-            .find(|(_, (id, dialed))| *id == peer && *dialed)
-        {
+        if let Some((&other, _)) = self.live.iter().find(|(_, id)| **id == peer) {
             return Some(other);
         }
-        if self.gone.len() >= MAX_GONE {
-            self.gone
-                .retain(|_, &mut (_, left)| now.saturating_duration_since(left) <= REMEMBERED);
-        }
+        // Full: the oldest goes (an expired one is no better kept).
         if self.gone.len() >= MAX_GONE
+            && !self.gone.contains_key(&peer)
             && let Some(oldest) = self
                 .gone
                 .iter()
@@ -143,7 +141,7 @@ mod tests {
         let mut ids = PeerIds::default();
         ids.connected(t0, addr(1), PEER, true);
         ids.ended(t0, addr(1), false);
-        ids.live.insert(addr(1), (PEER, true));
+        ids.live.insert(addr(1), PEER);
         assert_eq!(ids.connected(t0, addr(2), PEER, true), None);
     }
 

@@ -399,13 +399,13 @@ async fn a_torrent_shut_out_gets_a_place_from_one_holding_several() {
     tokio::time::timeout(Duration::from_secs(30), dialed(&seen))
         .await
         .expect("the magnet dials in the freed place");
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while peers_connected(&seed_status.borrow_and_update()) != Some(1) {
-            seed_status.changed().await.unwrap();
-        }
-    })
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        seed_status.wait_for(|s| peers_connected(s) == Some(1)),
+    )
     .await
-    .expect("the seed counts one connection");
+    .expect("the seed counts one connection")
+    .unwrap();
     // The older stays: a download never closes its last connection for
     // another torrent (see its own turnover tests).
     drop(older);

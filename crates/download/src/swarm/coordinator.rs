@@ -306,19 +306,15 @@ impl Coordinator {
         // its hash, and the blame must reach its address then.
         self.active.remove(&addr);
         self.turning_over.remove(&key);
-        let mut kind = if self.banned.contains(&addr) {
-            ExitKind::Misbehaved
-        } else {
-            ExitKind::Ended
-        };
         if let Err(e) = &result {
             tracing::debug!(%addr, "peer connection ended: {}", ErrorChain(e));
-            if e.is_peer_fault() {
-                kind = ExitKind::Misbehaved;
-            } else if e.is_duplicate() && kind == ExitKind::Ended {
-                kind = ExitKind::Duplicate;
-            }
         }
+        let kind = match &result {
+            _ if self.banned.contains(&addr) => ExitKind::Misbehaved,
+            Err(e) if e.is_peer_fault() => ExitKind::Misbehaved,
+            Err(e) if e.is_duplicate() => ExitKind::Duplicate,
+            _ => ExitKind::Ended,
+        };
         let _ = self.exits.send(PeerExit { addr, kind });
     }
 
