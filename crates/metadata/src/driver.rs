@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use lodestone_core::{InfoHash, Metainfo, MetainfoError};
 use lodestone_wire::pex::PexReport;
-use lodestone_wire::{Established, ListenReport, PeerExit};
+use lodestone_wire::{Established, ExitKind, ListenReport, PeerExit};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -49,7 +49,7 @@ pub struct FetchOptions {
     /// The state machine's tunables.
     pub fetch: FetchConfig,
     /// Connections held at once; one arriving when this many are held is
-    /// closed and reported as a [`PeerExit`] that did not misbehave.
+    /// closed and reported as a [`PeerExit`] that was fruitless.
     pub max_connections: usize,
     /// Connections held at once from one IP; past it one is closed the
     /// same way, so that one host cannot take every slot from the honest
@@ -329,8 +329,12 @@ impl Driver {
     }
 
     fn report_exit(&self, addr: SocketAddr, misbehaved: bool) {
-        // A caller that stopped listening does not need to know.
-        let _ = self.exits.send(PeerExit::new(addr, misbehaved));
+        // No piece data crosses a connection before its hand-over, so one
+        // that ends here was fruitless: redialing it soon would likely end
+        // the same way. A caller that stopped listening does not need to
+        // know.
+        let kind = ExitKind::Fruitless.or_misbehaved(misbehaved);
+        let _ = self.exits.send(PeerExit::new(addr, kind));
     }
 
     /// Asks every connection task for its connection back, then adds the

@@ -22,8 +22,8 @@ use lodestone_metadata::{
 use lodestone_wire::extension::{UT_METADATA, UT_PEX};
 use lodestone_wire::pex::{PexFlags, PexMessage, PexPeer};
 use lodestone_wire::{
-    Connection, Established, ExtendedHandshake, Handshake, ListenReport, MAX_EARLY_MESSAGES,
-    Message as Wire, OUR_UT_METADATA_ID, OUR_UT_PEX_ID, PeerExit, Reserved,
+    Connection, Established, ExitKind, ExtendedHandshake, Handshake, ListenReport,
+    MAX_EARLY_MESSAGES, Message as Wire, OUR_UT_METADATA_ID, OUR_UT_PEX_ID, PeerExit, Reserved,
 };
 use sha1::{Digest, Sha1};
 use tokio::net::TcpListener;
@@ -433,7 +433,10 @@ async fn peers_without_ut_metadata_say_so() {
         "{err}"
     );
     // Kept open until the fetch failed, then closed and reported.
-    let expected: Vec<_> = peers.iter().map(|p| PeerExit::new(p.addr, false)).collect();
+    let expected: Vec<_> = peers
+        .iter()
+        .map(|p| PeerExit::new(p.addr, ExitKind::Fruitless))
+        .collect();
     assert_eq!(exits, expected);
 }
 
@@ -451,7 +454,7 @@ async fn assert_closed(behaviour: Behaviour, options: FetchOptions, misbehaved: 
         "{behaviour:?}: {err}"
     );
     assert_eq!(progress.peers_dropped, 1, "{behaviour:?}: {progress:?}");
-    let expected = PeerExit::new(peer.addr, misbehaved);
+    let expected = PeerExit::new(peer.addr, ExitKind::Fruitless.or_misbehaved(misbehaved));
     assert_eq!(exits, [expected], "{behaviour:?}");
 }
 

@@ -175,13 +175,16 @@ impl Entry {
 pub enum Outcome {
     /// The connection never got past the handshake.
     Failed,
-    /// The connection worked for a while, then ended.
+    /// The connection was of use (piece data crossed it), then ended: the
+    /// next failure starts the backoff afresh.
     Closed,
-    /// The connection led to a peer connected already through another
-    /// address, and was closed: backed off like a failed dial (a peer
-    /// with two addresses is not dialed at both every few seconds), but
-    /// not counted as one.
-    Duplicate,
+    /// The connection ended before it was of use: the peer hung up, or we
+    /// closed it, before any piece data crossed it, or it led to a peer
+    /// connected already through another address. Backed off like a failed
+    /// dial, so a peer that shakes hands and hangs up at once (a full one,
+    /// say) or one with two addresses is not dialed every few seconds; but
+    /// not counted as a failed dial, since the address answered.
+    Fruitless,
     /// The peer broke the protocol or sent bad data: never again.
     Misbehaved,
 }
@@ -616,8 +619,8 @@ impl AddressBook {
                 entry.failures += 1;
                 self.failures += 1;
             }
-            Outcome::Duplicate => entry.failures += 1,
-            // It worked: the next failure starts the backoff afresh.
+            Outcome::Fruitless => entry.failures += 1,
+            // It was of use: the next failure starts the backoff afresh.
             _ => entry.failures = 0,
         }
         let pex_off = self.pex_off && entry.source == PeerSource::Pex;

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use lodestone_wire::PeerExit;
+use lodestone_wire::{ExitKind, PeerExit};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -107,8 +107,9 @@ impl<C> Drop for FetchInbox<C> {
     /// the fetch's to report.
     fn drop(&mut self) {
         for (addr, _) in self.late.drain(..) {
-            // A torrent task that stopped listening does not need to know.
-            let _ = self.exits.send(PeerExit::new(addr, false));
+            // Nothing crossed it. A torrent task that stopped listening
+            // does not need to know.
+            let _ = self.exits.send(PeerExit::new(addr, ExitKind::Fruitless));
         }
     }
 }
@@ -180,13 +181,13 @@ mod tests {
     }
 
     #[test]
-    fn late_connections_dropped_with_the_inbox_are_reported_ended() {
+    fn late_connections_dropped_with_the_inbox_are_reported_fruitless() {
         let (mut inbox, mut fetch, mut exited) = inbox(4);
         fetch.close();
         assert!(inbox.offer(addr(7), 7));
         drop(inbox);
         let exit = exited.try_recv().expect("reported");
-        assert_eq!((exit.addr, exit.misbehaved()), (addr(7), false));
+        assert_eq!(exit, PeerExit::new(addr(7), ExitKind::Fruitless));
         assert!(exited.try_recv().is_err());
     }
 }

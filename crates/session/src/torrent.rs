@@ -830,7 +830,8 @@ impl Torrent {
                 self.book.alias(addr, alias);
             }
         } else {
-            self.book.ended(now, addr, Outcome::Closed);
+            // Paused, or the phase's queue is full: nothing crossed it.
+            self.book.ended(now, addr, Outcome::Fruitless);
         }
     }
 
@@ -840,7 +841,7 @@ impl Torrent {
         }
         let outcome = match exit.kind {
             ExitKind::Ended => Outcome::Closed,
-            ExitKind::Duplicate => Outcome::Duplicate,
+            ExitKind::Fruitless | ExitKind::Duplicate => Outcome::Fruitless,
             ExitKind::Misbehaved => Outcome::Misbehaved,
         };
         let now = Instant::now().into_std();
@@ -858,11 +859,12 @@ impl Torrent {
     }
 
     /// Connections the fetch had that neither came back nor reported their
-    /// end count as ended, so their addresses are not busy forever.
+    /// end count as ended, fruitless like every end in the metadata phase,
+    /// so their addresses are not busy forever.
     fn release(&mut self, missing: &[SocketAddr]) {
         let now = Instant::now().into_std();
         for &addr in missing {
-            self.book.ended(now, addr, Outcome::Closed);
+            self.book.ended(now, addr, Outcome::Fruitless);
             self.peer_left(now, addr, false);
         }
     }

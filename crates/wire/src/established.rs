@@ -64,8 +64,15 @@ pub struct PeerExit {
 /// What a connection's end says about dialing its address again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitKind {
-    /// It ended (or was refused) through no fault of the peer's.
+    /// It ended through no fault of the peer's after piece data crossed it
+    /// (either way): a peer worth having, so its address may be dialed
+    /// again soon.
     Ended,
+    /// It ended, or was refused, before any piece data crossed it: a peer
+    /// that shakes hands and hangs up at once (a full one, say), or one
+    /// neither side had a use for. Dialing it again soon would likely end
+    /// the same way.
+    Fruitless,
     /// The peer is connected through another connection, which is kept:
     /// dialing this address again soon would only meet it once more.
     Duplicate,
@@ -73,14 +80,16 @@ pub enum ExitKind {
     Misbehaved,
 }
 
+impl ExitKind {
+    /// This kind, or [`ExitKind::Misbehaved`] if the peer misbehaved.
+    pub fn or_misbehaved(self, misbehaved: bool) -> Self {
+        if misbehaved { Self::Misbehaved } else { self }
+    }
+}
+
 impl PeerExit {
-    /// An exit that is the peer's fault if `misbehaved`, else no one's.
-    pub fn new(addr: SocketAddr, misbehaved: bool) -> Self {
-        let kind = if misbehaved {
-            ExitKind::Misbehaved
-        } else {
-            ExitKind::Ended
-        };
+    /// The end of the connection to `addr`.
+    pub fn new(addr: SocketAddr, kind: ExitKind) -> Self {
         Self { addr, kind }
     }
 

@@ -13,10 +13,10 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::peer;
+use super::peer::{self, PeerEnd};
 use super::progress::{DownloadProgress, Phase, Stuck, Summary};
 use super::resume_keeper::ResumeKeeper;
-use super::session::{PeerError, SessionConfig};
+use super::session::SessionConfig;
 use super::shared::{CloseReason, PeerCmd, Shared, State};
 use super::torrent::Torrent;
 use super::{DownloadConfig, DownloadError, Rendezvous};
@@ -34,7 +34,7 @@ const HOUSEKEEPING: Duration = Duration::from_millis(200);
 /// pause: bounds memory when hashing or the disk is slower than the network.
 const HASH_BACKLOG_BYTES: u64 = 4 << 20;
 
-type PeerResult = (PeerKey, SocketAddr, Result<(), PeerError>);
+type PeerResult = (PeerKey, SocketAddr, PeerEnd);
 
 /// What the coordinator is handed while it runs, besides its stop signal.
 pub(super) struct Inputs {
@@ -286,9 +286,8 @@ impl Coordinator {
             || same_ip >= self.max_connections_per_ip
         {
             tracing::debug!(%addr, same_ip, "connection refused");
-            let _ = self
-                .exits
-                .send(PeerExit::new(addr, self.banned.contains(&addr)));
+            let kind = ExitKind::Fruitless.or_misbehaved(self.banned.contains(&addr));
+            let _ = self.exits.send(PeerExit::new(addr, kind));
             return;
         }
         let key = self.next_key();
@@ -296,26 +295,27 @@ impl Coordinator {
         self.key_addrs.insert(key, addr);
         let shared = self.shared.clone();
         self.tasks.spawn(async move {
-            let result = peer::run(shared, key, conn).await;
-            (key, addr, result)
+            let end = peer::run(shared, key, conn).await;
+            (key, addr, end)
         });
     }
 
-    fn on_peer_exit(&mut self, (key, addr, result): PeerResult) {
+    fn on_peer_exit(&mut self, (key, addr, end): PeerResult) {
         // `key_addrs` keeps the key: a piece it helped with may still fail
         // its hash, and the blame must reach its address then.
         self.active.remove(&addr);
         self.turning_over.remove(&key);
-        if let Err(e) = &result {
+        if let Err(e) = &end.result {
             tracing::debug!(%addr, "peer connection ended: {}", ErrorChain(e));
         }
-        let kind = match &result {
+        let kind = match &end.result {
             _ if self.banned.contains(&addr) => ExitKind::Misbehaved,
             Err(e) if e.is_peer_fault() => ExitKind::Misbehaved,
             Err(e) if e.is_duplicate() => ExitKind::Duplicate,
-            _ => ExitKind::Ended,
+            _ if end.exchanged => ExitKind::Ended,
+            _ => ExitKind::Fruitless,
         };
-        let _ = self.exits.send(PeerExit { addr, kind });
+        let _ = self.exits.send(PeerExit::new(addr, kind));
     }
 
     /// A hash verdict from the pool.
@@ -392,7 +392,7 @@ impl Coordinator {
             // Its exit will carry the ban to the session.
             let _ = p.tx.send(PeerCmd::Close(CloseReason::Banned));
         } else {
-            let _ = self.exits.send(PeerExit::new(addr, true));
+            let _ = self.exits.send(PeerExit::new(addr, ExitKind::Misbehaved));
         }
     }
 
@@ -542,9 +542,10 @@ impl Coordinator {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         // Every connection we held ends here: whoever dialed it must know.
+        // The download is over, so none is called fruitless.
         for addr in std::mem::take(&mut self.active) {
-            let misbehaved = self.banned.contains(&addr);
-            let _ = self.exits.send(PeerExit::new(addr, misbehaved));
+            let kind = ExitKind::Ended.or_misbehaved(self.banned.contains(&addr));
+            let _ = self.exits.send(PeerExit::new(addr, kind));
         }
         let pool = self.shared.lock().pool.take();
         // The pool's threads finish our queued pieces: wait for them, on a

@@ -80,16 +80,31 @@ pub(crate) fn keeps_new_connection(ours: PeerId, theirs: PeerId, incoming: bool)
     }
 }
 
+/// How a connection's task ended.
+#[derive(Debug)]
+pub(crate) struct PeerEnd {
+    /// Why it ended, if not by our own or the peer's orderly close.
+    pub(crate) result: Result<(), PeerError>,
+    /// Piece data crossed it, either way ([`PeerSession::exchanged`]).
+    pub(crate) exchanged: bool,
+}
+
+impl From<PeerError> for PeerEnd {
+    /// An end before any piece data could cross.
+    fn from(e: PeerError) -> Self {
+        Self {
+            result: Err(e),
+            exchanged: false,
+        }
+    }
+}
+
 /// Runs a handshaken connection until it ends. One handed over from the
 /// metadata phase may have sent our first message already
 /// ([`Established::greeted`], then [`Greeting::HandedOver`]) and carries
 /// what the peer sent meanwhile (its bitfield, `have`s, extension
 /// handshake), handled first.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    key: PeerKey,
-    established: Established,
-) -> Result<(), PeerError> {
+pub(crate) async fn run(shared: Arc<Shared>, key: PeerKey, established: Established) -> PeerEnd {
     let Established {
         conn,
         theirs,
@@ -99,7 +114,7 @@ pub(crate) async fn run(
         incoming,
     } = established;
     if theirs.peer_id == shared.handshake.peer_id {
-        return Err(PeerError::Ourselves);
+        return PeerError::Ourselves.into();
     }
     let now = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -108,7 +123,7 @@ pub(crate) async fn run(
         let ours = shared.handshake.peer_id;
         if let Some(other) = st.peers.values().find(|p| p.id == theirs.peer_id) {
             if !keeps_new_connection(ours, theirs.peer_id, incoming) {
-                return Err(PeerError::Duplicate);
+                return PeerError::Duplicate.into();
             }
             let _ = other.tx.send(PeerCmd::Close(CloseReason::Duplicate));
         }
@@ -146,7 +161,11 @@ pub(crate) async fn run(
         session.handle_message(now, message);
     }
     update(&shared, &mut session);
-    pump(&shared, &mut session, &mut reader, &mut writer, &mut rx).await
+    let result = pump(&shared, &mut session, &mut reader, &mut writer, &mut rx).await;
+    PeerEnd {
+        result,
+        exchanged: session.exchanged(),
+    }
 }
 
 /// Moves the session's outputs to the socket and storage and its inputs

@@ -314,6 +314,9 @@ pub struct PeerSession {
     ops: Vec<Op>,
     /// Piece bytes sent since the last update.
     uploaded: u64,
+    /// A requested block arrived, or we sent one: the connection was of
+    /// use, so its end is no reason to wait long before dialing it again.
+    exchanged: bool,
     /// Bytes handed to the transport and not yet written, as last reported
     /// plus what was queued since.
     unsent: usize,
@@ -373,6 +376,7 @@ impl PeerSession {
             upload_hold: None,
             ops: Vec::new(),
             uploaded: 0,
+            exchanged: false,
             unsent: 0,
             reading: false,
             closed: false,
@@ -464,6 +468,13 @@ impl PeerSession {
     /// The peer's requests queued with us (at most [`MAX_UPLOADS_QUEUED`]).
     pub fn uploads_queued(&self) -> usize {
         self.uploads.len()
+    }
+
+    /// Whether piece data crossed the connection, either way: a requested
+    /// block arrived, or we sent one. The host reports a connection that
+    /// ends without it as fruitless.
+    pub fn exchanged(&self) -> bool {
+        self.exchanged
     }
 
     /// Whether the session has ended (a [`PeerEvent::Closed`] was queued).
@@ -747,7 +758,9 @@ impl PeerSession {
             .and_then(|l| self.config.layout.block_at(block.index, block.begin, l))
             .ok_or(PeerError::Misbehaved("block outside the torrent"))?;
         self.pipeline.record_bytes(now, len as u64);
-        if !self.pipeline.received(b, now) && !self.unsolicited.record() {
+        if self.pipeline.received(b, now) {
+            self.exchanged = true;
+        } else if !self.unsolicited.record() {
             return Err(PeerError::Misbehaved("too many unrequested blocks"));
         }
         self.ops.push(Op::Block(b, block.data));
@@ -882,6 +895,7 @@ impl PeerSession {
         }
         self.up_rate.record(now, bytes);
         self.uploaded += bytes;
+        self.exchanged |= bytes > 0;
     }
 
     /// The transport now holds `unsent` bytes not yet written (zero after
@@ -1179,6 +1193,28 @@ mod tests {
         assert_eq!(out[0], Message::Interested);
         assert_eq!(requests(&out), 8, "every block of the torrent");
         assert_eq!(s.outstanding(), 8);
+    }
+
+    #[test]
+    fn only_a_requested_block_makes_the_connection_of_use() {
+        let (mut t, mut s, now) = setup(Reserved::LODESTONE);
+        let block = |index| {
+            Message::Piece(Block {
+                index,
+                begin: 0,
+                data: Bytes::from(vec![5u8; BLOCK_SIZE as usize]),
+            })
+        };
+        s.handle_message(now, Message::HaveAll);
+        s.update(now, &mut t);
+        // Choked: nothing asked for, so a block sent anyway is no use.
+        s.handle_message(now, block(0));
+        assert!(!s.exchanged());
+        s.handle_message(now, Message::Unchoke);
+        s.update(now, &mut t);
+        assert_eq!(requests(&drain(&mut s)), 8);
+        s.handle_message(now, block(0));
+        assert!(s.exchanged());
     }
 
     #[test]

@@ -55,19 +55,45 @@ fn failures_back_off_exponentially_then_forget() {
 }
 
 #[test]
-fn an_address_leading_to_a_peer_connected_already_backs_off_uncounted() {
+fn fruitless_connections_back_off_uncounted_until_one_is_of_use() {
     let t0 = Instant::now();
     let mut b = book(10);
     b.add(addr(1), PeerSource::Dht);
+    // Accepted and hung up at once, twice: 2 s, then 4 s.
     b.next_dial(t0);
-    b.ended(t0, addr(1), Outcome::Duplicate);
+    b.ended(t0, addr(1), Outcome::Fruitless);
     let due = b.poll_timeout(t0).unwrap();
     assert_eq!(due, t0 + Duration::from_secs(2));
     b.next_dial(due);
-    b.ended(due, addr(1), Outcome::Duplicate);
-    assert_eq!(b.poll_timeout(due), Some(due + Duration::from_secs(4)));
+    b.ended(due, addr(1), Outcome::Fruitless);
+    let due = b.poll_timeout(due).unwrap();
+    assert_eq!(due, t0 + Duration::from_secs(6));
     let stats = b.stats();
     assert_eq!((stats.failures, stats.banned, stats.known), (0, 0, 1));
+    // A connection of use ends: the backoff starts afresh.
+    b.next_dial(due);
+    b.ended(due, addr(1), Outcome::Closed);
+    let later = due + Duration::from_secs(2);
+    assert_eq!(b.next_dial(later), Some(addr(1)));
+    b.ended(later, addr(1), Outcome::Fruitless);
+    assert_eq!(b.poll_timeout(later), Some(later + Duration::from_secs(2)));
+}
+
+#[test]
+fn an_address_that_only_ever_hangs_up_is_forgotten() {
+    let mut now = Instant::now();
+    let mut b = book(10);
+    b.add(addr(1), PeerSource::Dht);
+    for _ in 0..AddressBookConfig::default().max_failures {
+        assert_eq!(b.next_dial(now), Some(addr(1)));
+        b.ended(now, addr(1), Outcome::Fruitless);
+        match b.poll_timeout(now) {
+            Some(due) => now = due,
+            None => break,
+        }
+    }
+    assert_eq!(b.stats().known, 0, "forgotten after max_failures");
+    assert_eq!(b.stats().failures, 0, "none counted as a failed dial");
 }
 
 #[test]
@@ -79,7 +105,7 @@ fn an_alias_stands_for_the_connection_and_no_ban_crosses_to_it() {
     assert_eq!(b.next_dial(t0), Some(addr(2)));
     assert_eq!(b.next_dial(t0), Some(addr(1)));
     // Both reached one peer id; the connection at 2 was closed.
-    b.ended(t0, addr(2), Outcome::Duplicate);
+    b.ended(t0, addr(2), Outcome::Fruitless);
     b.alias(addr(1), addr(2));
     assert_eq!(b.stats().busy, 1, "an alias is no connection of its own");
     let later = t0 + Duration::from_secs(600);
@@ -104,7 +130,7 @@ fn an_alias_is_released_when_its_connection_ends_without_an_entry() {
     b.add(addr(2), PeerSource::Dht);
     b.next_dial(t0);
     b.next_dial(t0);
-    b.ended(t0, addr(2), Outcome::Duplicate);
+    b.ended(t0, addr(2), Outcome::Fruitless);
     b.alias(conn, addr(2));
     // Another address on the connection's IP misbehaves: the IP's entries
     // go, the open connection's with them.
@@ -127,13 +153,13 @@ fn an_alias_that_stopped_standing_leaves_room_for_another() {
     for _ in 1..=3 {
         b.next_dial(t0);
     }
-    b.ended(t0, addr(2), Outcome::Duplicate);
+    b.ended(t0, addr(2), Outcome::Fruitless);
     b.alias(addr(1), addr(2));
     // 2 is dialed again (its own connection now) and ends: it no longer
     // stands for 1, so 3 may.
     assert!(b.incoming(addr(2)));
     b.ended(t0, addr(2), Outcome::Closed);
-    b.ended(t0, addr(3), Outcome::Duplicate);
+    b.ended(t0, addr(3), Outcome::Fruitless);
     b.alias(addr(1), addr(3));
     assert_eq!(b.entries[&addr(3)].stands_for, Some(addr(1)));
 }
@@ -146,7 +172,7 @@ fn a_pex_alias_is_forgotten_if_pex_went_off_while_it_stood() {
     b.add_pex(addr(2), addr(9));
     b.next_dial(t0);
     b.next_dial(t0);
-    b.ended(t0, addr(2), Outcome::Duplicate);
+    b.ended(t0, addr(2), Outcome::Fruitless);
     b.alias(addr(1), addr(2));
     b.forget_pex();
     b.ended(t0, addr(1), Outcome::Closed);

@@ -1,7 +1,7 @@
 //! Hostile peers connecting to a seeding download: each is dropped or
 //! refused, and the download goes on serving honest peers.
 
-use lodestone_wire::{BlockRequest, Message};
+use lodestone_wire::{BlockRequest, ExitKind, Message};
 
 use super::*;
 
@@ -95,13 +95,13 @@ async fn one_address_gets_at_most_the_per_ip_connection_limit() {
     for tag in 0..limit as u8 + 4 {
         open.push(connect(&metainfo, addr, b'a' + tag).await);
     }
-    // The four past the limit come back as ended, and no other does.
+    // The four past the limit come back as fruitless, and no other does.
     for _ in 0..4 {
         let exit = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
             .await
             .expect("a connection past the limit was kept")
             .unwrap();
-        assert!(!exit.misbehaved());
+        assert_eq!(exit.kind, ExitKind::Fruitless);
     }
     assert!(net.exits.try_recv().is_err());
     seed.shutdown();

@@ -1,6 +1,7 @@
 //! Whole downloads against in-process fake seeders on 127.0.0.1.
 
 mod duplicates;
+mod fruitless;
 mod leechers;
 mod resume_record;
 mod seed_ratio;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lodestone_core::{Metainfo, PeerId};
-use lodestone_wire::{Connection, Handshake, Reserved};
+use lodestone_wire::{Connection, ExitKind, Handshake, Reserved};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -259,7 +260,7 @@ async fn corrupting_seeder_is_banned_and_the_result_is_exact() {
         .await
         .expect("the liar was not dropped")
         .unwrap();
-    assert_eq!(banned, PeerExit::new(liar.addr, true));
+    assert_eq!(banned, PeerExit::new(liar.addr, ExitKind::Misbehaved));
     // Handed over again after the ban: refused, as misbehaved.
     net.dial(liar.addr);
     let refused = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
