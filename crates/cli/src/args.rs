@@ -131,7 +131,8 @@ pub struct DownloadArgs {
     /// accepts more, and a torrent kept waiting says so in its status.
     /// One left with no connection at all asks, after 5 s, the torrent
     /// with the most downloading or seeding connections to close one
-    /// (never its last), then less and less often until it connects.
+    /// (never its last), then less and less often until a connection of
+    /// its own carries piece data.
     #[arg(
         long,
         value_name = "N",

@@ -39,10 +39,11 @@
 //! one ([`ConnectionShare::offer`]), and the download never closes its last
 //! for turnover, so nobody is left without a peer; dials and metadata
 //! fetches are never cut short. Each ask doubles the wait before the next
-//! (10 s, 20 s, … up to [`TURNOVER_MAX_INTERVAL`]) until a connection is
-//! handed to the torrent's phase, which sets the wait back to
-//! [`TURNOVER_AFTER`]; so a torrent whose addresses are all dead does not
-//! make another drop and redial a peer every few seconds.
+//! (10 s, 20 s, … up to [`TURNOVER_MAX_INTERVAL`]) until a connection of
+//! the torrent's proves of use (piece data crossed it), which sets the wait
+//! back to [`TURNOVER_AFTER`]; so a torrent whose addresses are all dead,
+//! or whose peers shake hands and hang up, does not make another drop and
+//! redial a peer every few seconds.
 //!
 //! [`SessionConfig::max_peers_per_torrent`]: crate::SessionConfig::max_peers_per_torrent
 //! [`SessionConfig::max_connections`]: crate::SessionConfig::max_connections
@@ -344,9 +345,11 @@ impl ConnectionShare {
         }
     }
 
-    /// A connection was handed to the torrent's phase: the places turnover
-    /// gives it are used, and its asks go back to every [`TURNOVER_AFTER`].
-    pub(crate) fn connected(&mut self) {
+    /// A connection of the torrent's ended after piece data crossed it: the
+    /// places turnover gives it are put to use, so its asks go back to
+    /// every [`TURNOVER_AFTER`]. (One still open holds a place, so the
+    /// torrent does not ask meanwhile.)
+    pub(crate) fn connection_of_use(&mut self) {
         self.ask_interval = TURNOVER_AFTER;
     }
 
@@ -393,7 +396,7 @@ impl ConnectionShare {
         // count on one connection.
         offer.offered -= 1;
         offer.requests.ask();
-        // Longer until the place becomes a connection (`connected`).
+        // Longer until a place is put to use (`connection_of_use`).
         self.ask_interval = (self.ask_interval * 2).min(TURNOVER_MAX_INTERVAL);
         self.last_ask = Some(now);
         true
@@ -646,8 +649,8 @@ mod tests {
             asks_at(&mut b, &mut a, &tried),
             vec![5, 15, 35, 75, 155, 315, 615, 915]
         );
-        // A connection was handed to b: 5 s again.
-        b.connected();
+        // A connection of b's carried piece data: 5 s again.
+        b.connection_of_use();
         assert_eq!(asks_at(&mut b, &mut a, &[919, 920]), vec![920]);
     }
 

@@ -823,7 +823,6 @@ impl Torrent {
             Stage::Paused(_) => false,
         };
         if sent {
-            self.connections.connected();
             if let Some(alias) = self.peer_ids.connected(now, addr, peer, dialed) {
                 // The peer left from another address of its lately (one of
                 // two connections closed): that one stands for this.
@@ -844,6 +843,9 @@ impl Torrent {
             ExitKind::Fruitless | ExitKind::Duplicate => Outcome::Fruitless,
             ExitKind::Misbehaved => Outcome::Misbehaved,
         };
+        if outcome == Outcome::Closed {
+            self.connections.connection_of_use();
+        }
         let now = Instant::now().into_std();
         self.book.ended(now, exit.addr, outcome);
         self.peer_left(now, exit.addr, outcome == Outcome::Misbehaved);
