@@ -166,6 +166,18 @@ struct Conn {
     commands: mpsc::UnboundedSender<Command>,
     ready: bool,
     budget: RequestBudget,
+    /// It sent a metadata piece: of use, so its end is no reason to wait
+    /// long before dialing it again.
+    of_use: bool,
+}
+
+impl Conn {
+    /// How its end reads, when it was nobody's fault: no piece data
+    /// crosses a connection before its hand-over, so one that ends here was
+    /// fruitless unless it sent some of the metadata.
+    fn end_kind(&self) -> ExitKind {
+        ExitKind::blameless(self.of_use)
+    }
 }
 
 struct Driver {
@@ -232,7 +244,7 @@ impl Driver {
         if self.conns.len() >= self.options.max_connections.max(1)
             || same_ip >= self.options.max_connections_per_ip.max(1)
         {
-            self.report_exit(established.addr, false);
+            self.report_exit(established.addr, ExitKind::Fruitless);
             return;
         }
         let id = self.next_id;
@@ -245,6 +257,7 @@ impl Driver {
                 commands,
                 ready: false,
                 budget: RequestBudget::default(),
+                of_use: false,
             },
         );
         self.progress.ever_connected += 1;
@@ -288,7 +301,10 @@ impl Driver {
                     let answer = respond(None, &mut conn.budget, piece).to_vec();
                     let _ = conn.commands.send(Command::Send(answer.into()));
                 }
-                Ok(message) => self.fetch.message(now, id, &message),
+                Ok(message) => {
+                    conn.of_use |= matches!(message, Message::Data { .. });
+                    self.fetch.message(now, id, &message);
+                }
                 Err(_) => {
                     self.closed_misbehaving += 1;
                     self.close(id, true);
@@ -324,16 +340,13 @@ impl Driver {
     fn close(&mut self, id: ConnId, misbehaved: bool) {
         if let Some(conn) = self.conns.remove(&id) {
             self.fetch.peer_gone(Instant::now().into_std(), id);
-            self.report_exit(conn.addr, misbehaved);
+            let kind = conn.end_kind().or_misbehaved(misbehaved);
+            self.report_exit(conn.addr, kind);
         }
     }
 
-    fn report_exit(&self, addr: SocketAddr, misbehaved: bool) {
-        // No piece data crosses a connection before its hand-over, so one
-        // that ends here was fruitless: redialing it soon would likely end
-        // the same way. A caller that stopped listening does not need to
-        // know.
-        let kind = ExitKind::Fruitless.or_misbehaved(misbehaved);
+    fn report_exit(&self, addr: SocketAddr, kind: ExitKind) {
+        // A caller that stopped listening does not need to know.
         let _ = self.exits.send(PeerExit::new(addr, kind));
     }
 
@@ -412,12 +425,12 @@ impl Drop for Driver {
     /// when the caller drops the fetch before it ends.
     fn drop(&mut self) {
         for conn in std::mem::take(&mut self.conns).into_values() {
-            self.report_exit(conn.addr, false);
+            self.report_exit(conn.addr, conn.end_kind());
         }
         if let Some(mut incoming) = self.incoming.take() {
             incoming.close();
             while let Ok(established) = incoming.try_recv() {
-                self.report_exit(established.addr, false);
+                self.report_exit(established.addr, ExitKind::Fruitless);
             }
         }
         // Dropping `tasks` aborts every connection task.

@@ -89,6 +89,8 @@ enum Behaviour {
     /// Sends three extension handshakes: without `p`, then saying it
     /// listens at [`LISTEN_PORT`], then at the port after.
     SaysWhereItListens,
+    /// Answers the first request, then hangs up.
+    OnePieceThenHangsUp,
 }
 
 /// The first `p` of [`Behaviour::SaysWhereItListens`], the one that counts.
@@ -267,6 +269,9 @@ async fn serve_one(
             payload: answer.into(),
         })
         .await?;
+        if behaviour == Behaviour::OnePieceThenHangsUp {
+            return Ok(());
+        }
     }
 }
 
@@ -456,6 +461,20 @@ async fn assert_closed(behaviour: Behaviour, options: FetchOptions, misbehaved: 
     assert_eq!(progress.peers_dropped, 1, "{behaviour:?}: {progress:?}");
     let expected = PeerExit::new(peer.addr, ExitKind::Fruitless.or_misbehaved(misbehaved));
     assert_eq!(exits, [expected], "{behaviour:?}");
+}
+
+#[tokio::test]
+async fn a_peer_that_gave_some_metadata_then_hung_up_was_of_use() {
+    // Two metadata pieces: one peer's first answer cannot finish the fetch.
+    let info = info_dict(400);
+    assert!(info.len() > 16 * 1024);
+    let peer = FakePeer::start(&info, Behaviour::OnePieceThenHangsUp).await;
+    let (conns, _) = dial(&info, &[&peer], false).await;
+    let (result, _, exits) = run(&info, conns, options()).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, FetchError::PeersExhausted(_)), "{err}");
+    // Not fruitless: the session may dial it again soon.
+    assert_eq!(exits, [PeerExit::new(peer.addr, ExitKind::Ended)]);
 }
 
 #[tokio::test]

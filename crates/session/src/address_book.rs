@@ -86,11 +86,12 @@ pub struct AddressBookConfig {
     /// Most addresses held.
     pub capacity: usize,
     /// Wait before the first redial of an address whose connection failed
-    /// or ended; it doubles with every further failure.
+    /// or ended; it doubles with every further end without use.
     pub first_retry: Duration,
     /// The longest wait between redials.
     pub max_retry: Duration,
-    /// Failures in a row after which an address is forgotten.
+    /// A failed dial that makes this many ends without use in a row
+    /// (failed dials, fruitless connections) forgets the address.
     pub max_failures: u32,
     /// PEX-learned addresses dialed at once before the rate applies.
     pub pex_dial_burst: u32,
@@ -100,7 +101,8 @@ pub struct AddressBookConfig {
 
 impl Default for AddressBookConfig {
     /// 2,000 addresses; redials after 2 s, 4 s, … up to 5 minutes; forgotten
-    /// after 8 failures in a row (about ten minutes of trying); PEX dials
+    /// by the 8th failure in a row (about five minutes of trying a dead
+    /// address), never while it answers; PEX dials
     /// 20 at once, then 2 a second (one honest message of 50 peers is all
     /// dialed within 15 s).
     fn default() -> Self {
@@ -175,15 +177,16 @@ impl Entry {
 pub enum Outcome {
     /// The connection never got past the handshake.
     Failed,
-    /// The connection was of use (piece data crossed it), then ended: the
-    /// next failure starts the backoff afresh.
-    Closed,
+    /// The connection was of use (piece data or metadata crossed it), then
+    /// ended: the next failure starts the backoff afresh.
+    OfUse,
     /// The connection ended before it was of use: the peer hung up, or we
     /// closed it, before any piece data crossed it, or it led to a peer
     /// connected already through another address. Backed off like a failed
     /// dial, so a peer that shakes hands and hangs up at once (a full one,
     /// say) or one with two addresses is not dialed every few seconds; but
-    /// not counted as a failed dial, since the address answered.
+    /// not counted as a failed dial, and never the reason an address is
+    /// forgotten: it answered, and may have room later.
     Fruitless,
     /// The peer broke the protocol or sent bad data: never again.
     Misbehaved,
@@ -616,15 +619,18 @@ impl AddressBook {
         let entry = slot.get_mut();
         match outcome {
             Outcome::Failed => {
-                entry.failures += 1;
+                entry.failures = entry.failures.saturating_add(1);
                 self.failures += 1;
             }
-            Outcome::Fruitless => entry.failures += 1,
+            Outcome::Fruitless => entry.failures = entry.failures.saturating_add(1),
             // It was of use: the next failure starts the backoff afresh.
             _ => entry.failures = 0,
         }
         let pex_off = self.pex_off && entry.source == PeerSource::Pex;
-        if !entry.dialable || pex_off || entry.failures >= self.config.max_failures {
+        // Only a dial that fails forgets: an address that still answers
+        // waits up to `max_retry`, however often it was of no use.
+        let unreachable = outcome == Outcome::Failed && entry.failures >= self.config.max_failures;
+        if !entry.dialable || pex_off || unreachable {
             let entry = slot.remove();
             self.forget(addr, &entry);
             return;

@@ -40,8 +40,8 @@
 //! for turnover, so nobody is left without a peer; dials and metadata
 //! fetches are never cut short. Each ask doubles the wait before the next
 //! (10 s, 20 s, … up to [`TURNOVER_MAX_INTERVAL`]) until a connection of
-//! the torrent's proves of use (piece data crossed it), which sets the wait
-//! back to [`TURNOVER_AFTER`]; so a torrent whose addresses are all dead,
+//! the torrent's proves of use (piece data or metadata crossed it), which
+//! sets the wait back to [`TURNOVER_AFTER`]; so a torrent whose addresses are all dead,
 //! or whose peers shake hands and hang up, does not make another drop and
 //! redial a peer every few seconds.
 //!
@@ -345,10 +345,11 @@ impl ConnectionShare {
         }
     }
 
-    /// A connection of the torrent's ended after piece data crossed it: the
-    /// places turnover gives it are put to use, so its asks go back to
-    /// every [`TURNOVER_AFTER`]. (One still open holds a place, so the
-    /// torrent does not ask meanwhile.)
+    /// A connection of the torrent's was of use: it ended after piece data
+    /// or metadata crossed it, or the metadata fetch it served succeeded.
+    /// The places turnover gives the torrent are put to use, so its asks go
+    /// back to every [`TURNOVER_AFTER`]. (One still open holds a place, so
+    /// the torrent does not ask meanwhile.)
     pub(crate) fn connection_of_use(&mut self) {
         self.ask_interval = TURNOVER_AFTER;
     }

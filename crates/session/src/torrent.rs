@@ -320,6 +320,21 @@ pub(crate) struct Torrent {
     peer_ids: PeerIds,
 }
 
+/// Files a connection's end with the torrent. A connection's listen report
+/// is queued before its exit, but the two queues are read in any order:
+/// filed first, it keeps the connection's backoff and ban.
+fn file_exit(
+    t: &mut Torrent,
+    stage: &mut Stage,
+    listening: &mut mpsc::Receiver<ListenReport>,
+    exit: PeerExit,
+) {
+    while let Ok(r) = listening.try_recv() {
+        t.book.listening(r.conn, r.listen);
+    }
+    t.on_exit(stage, exit);
+}
+
 /// Runs a torrent to its end; `incoming` carries connections the listener
 /// routed to it, `control` pauses, resumes or removes it.
 pub(crate) async fn run(
@@ -497,15 +512,7 @@ pub(crate) async fn run(
                     }
                 }
             }
-            Some(exit) = exits.recv() => {
-                // A connection's listen report is queued before its exit,
-                // but the two queues are read in any order: filed first, it
-                // keeps the connection's backoff and ban.
-                while let Ok(r) = listening_rx.try_recv() {
-                    t.book.listening(r.conn, r.listen);
-                }
-                t.on_exit(&mut stage, exit);
-            }
+            Some(exit) = exits.recv() => file_exit(&mut t, &mut stage, &mut listening_rx, exit),
             () = sleep_until(next_due) => {}
             end = phase_end(&mut stage) => {
                 let fetched = match end {
@@ -535,7 +542,17 @@ pub(crate) async fn run(
                     t.pex = None;
                     t.book.forget_pex();
                 }
+                // The places it held were put to use.
+                t.connections.connection_of_use();
                 let mut conns = fetched.conns;
+                if matches!(stage, Stage::Metadata { .. }) {
+                    // The fetch reported its ends before it returned: filed
+                    // first, each counts once, and the hand-over below
+                    // releases only the connections nobody reported.
+                    while let Ok(exit) = exits.try_recv() {
+                        file_exit(&mut t, &mut stage, &mut listening_rx, exit);
+                    }
+                }
                 if let Stage::Metadata { inbox, .. } = &mut stage {
                     let rest = inbox.hand_over(conns.iter().map(|c| c.addr));
                     t.release(&rest.missing);
@@ -839,11 +856,11 @@ impl Torrent {
             inbox.exited(exit.addr);
         }
         let outcome = match exit.kind {
-            ExitKind::Ended => Outcome::Closed,
+            ExitKind::Ended => Outcome::OfUse,
             ExitKind::Fruitless | ExitKind::Duplicate => Outcome::Fruitless,
             ExitKind::Misbehaved => Outcome::Misbehaved,
         };
-        if outcome == Outcome::Closed {
+        if outcome == Outcome::OfUse {
             self.connections.connection_of_use();
         }
         let now = Instant::now().into_std();

@@ -64,11 +64,11 @@ pub struct PeerExit {
 /// What a connection's end says about dialing its address again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitKind {
-    /// It ended through no fault of the peer's after piece data crossed it
-    /// (either way): a peer worth having, so its address may be dialed
-    /// again soon.
+    /// It ended through no fault of the peer's after something of use
+    /// crossed it (piece data either way, or metadata): a peer worth
+    /// having, so its address may be dialed again soon.
     Ended,
-    /// It ended, or was refused, before any piece data crossed it: a peer
+    /// It ended, or was refused, before anything of use crossed it: a peer
     /// that shakes hands and hangs up at once (a full one, say), or one
     /// neither side had a use for. Dialing it again soon would likely end
     /// the same way.
@@ -81,6 +81,12 @@ pub enum ExitKind {
 }
 
 impl ExitKind {
+    /// The end of a connection nobody is to blame for: [`ExitKind::Ended`]
+    /// if it was `of_use`, else [`ExitKind::Fruitless`].
+    pub fn blameless(of_use: bool) -> Self {
+        if of_use { Self::Ended } else { Self::Fruitless }
+    }
+
     /// This kind, or [`ExitKind::Misbehaved`] if the peer misbehaved.
     pub fn or_misbehaved(self, misbehaved: bool) -> Self {
         if misbehaved { Self::Misbehaved } else { self }

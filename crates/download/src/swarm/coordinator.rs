@@ -312,8 +312,7 @@ impl Coordinator {
             _ if self.banned.contains(&addr) => ExitKind::Misbehaved,
             Err(e) if e.is_peer_fault() => ExitKind::Misbehaved,
             Err(e) if e.is_duplicate() => ExitKind::Duplicate,
-            _ if end.exchanged => ExitKind::Ended,
-            _ => ExitKind::Fruitless,
+            _ => ExitKind::blameless(end.exchanged),
         };
         let _ = self.exits.send(PeerExit::new(addr, kind));
     }
@@ -539,12 +538,22 @@ impl Coordinator {
     /// Stops every peer, lets the hash pool finish and write what it holds,
     /// and records the final numbers.
     async fn finish(&mut self, checked: &mut mpsc::UnboundedReceiver<Checked>) {
+        // Aborted tasks return no end: whether each connection was of use
+        // is read before they go.
+        let of_use: HashSet<SocketAddr> = {
+            let st = self.shared.lock();
+            st.peers
+                .iter()
+                .filter(|(_, p)| p.exchanged)
+                .filter_map(|(key, _)| self.key_addrs.get(key).copied())
+                .collect()
+        };
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         // Every connection we held ends here: whoever dialed it must know.
-        // The download is over, so none is called fruitless.
         for addr in std::mem::take(&mut self.active) {
-            let kind = ExitKind::Ended.or_misbehaved(self.banned.contains(&addr));
+            let kind = ExitKind::blameless(of_use.contains(&addr))
+                .or_misbehaved(self.banned.contains(&addr));
             let _ = self.exits.send(PeerExit::new(addr, kind));
         }
         let pool = self.shared.lock().pool.take();

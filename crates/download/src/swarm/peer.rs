@@ -137,6 +137,7 @@ pub(crate) async fn run(shared: Arc<Shared>, key: PeerKey, established: Establis
                 choking_us: true,
                 download_rate: 0.0,
                 upload_rate: 0.0,
+                exchanged: false,
             },
         );
         let config = shared.session.clone();
@@ -277,6 +278,7 @@ fn update(shared: &Shared, session: &mut PeerSession) {
         e.interested = session.peer_interested();
         e.choking_us = session.choking_us();
         (e.download_rate, e.upload_rate) = session.rates();
+        e.exchanged = session.exchanged();
     }
     st.dispatch();
 }

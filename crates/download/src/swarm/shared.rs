@@ -37,6 +37,11 @@ pub(crate) struct PeerEntry {
     /// Published by the peer task about once a second, for the choker.
     pub(crate) download_rate: f64,
     pub(crate) upload_rate: f64,
+    /// [`PeerSession::exchanged`] as of the task's last update, for the
+    /// exit of a connection still open when the download stops.
+    ///
+    /// [`PeerSession::exchanged`]: super::session::PeerSession::exchanged
+    pub(crate) exchanged: bool,
 }
 
 /// The mutable part.
@@ -139,6 +144,7 @@ mod tests {
 
     fn entry(tx: mpsc::UnboundedSender<PeerCmd>) -> PeerEntry {
         PeerEntry {
+            exchanged: false,
             id: PeerId::new([7; 20]),
             tx,
             connected_at: Instant::now(),

@@ -72,7 +72,7 @@ fn fruitless_connections_back_off_uncounted_until_one_is_of_use() {
     assert_eq!((stats.failures, stats.banned, stats.known), (0, 0, 1));
     // A connection of use ends: the backoff starts afresh.
     b.next_dial(due);
-    b.ended(due, addr(1), Outcome::Closed);
+    b.ended(due, addr(1), Outcome::OfUse);
     let later = due + Duration::from_secs(2);
     assert_eq!(b.next_dial(later), Some(addr(1)));
     b.ended(later, addr(1), Outcome::Fruitless);
@@ -80,20 +80,27 @@ fn fruitless_connections_back_off_uncounted_until_one_is_of_use() {
 }
 
 #[test]
-fn an_address_that_only_ever_hangs_up_is_forgotten() {
+fn an_address_that_answers_is_never_forgotten_only_waited_for() {
     let mut now = Instant::now();
     let mut b = book(10);
     b.add(addr(1), PeerSource::Dht);
-    for _ in 0..AddressBookConfig::default().max_failures {
+    let max_failures = AddressBookConfig::default().max_failures;
+    // Far more fruitless ends than failures forget: the waits grow to
+    // the longest, and the address stays.
+    for _ in 0..2 * max_failures {
         assert_eq!(b.next_dial(now), Some(addr(1)));
         b.ended(now, addr(1), Outcome::Fruitless);
-        match b.poll_timeout(now) {
-            Some(due) => now = due,
-            None => break,
-        }
+        now = b.poll_timeout(now).expect("still known");
     }
-    assert_eq!(b.stats().known, 0, "forgotten after max_failures");
+    assert_eq!(b.next_dial(now), Some(addr(1)));
+    b.ended(now, addr(1), Outcome::Fruitless);
+    assert_eq!(b.poll_timeout(now), Some(now + Duration::from_secs(300)));
     assert_eq!(b.stats().failures, 0, "none counted as a failed dial");
+    // Once it stops answering, one failed dial forgets it.
+    let due = b.poll_timeout(now).unwrap();
+    assert_eq!(b.next_dial(due), Some(addr(1)));
+    b.ended(due, addr(1), Outcome::Failed);
+    assert_eq!(b.stats().known, 0);
 }
 
 #[test]
@@ -138,7 +145,7 @@ fn an_alias_is_released_when_its_connection_ends_without_an_entry() {
     b.next_dial(t0);
     b.ended(t0, neighbour, Outcome::Misbehaved);
     assert!(!b.entries.contains_key(&conn));
-    b.ended(t0, conn, Outcome::Closed);
+    b.ended(t0, conn, Outcome::OfUse);
     assert_eq!(b.stats().busy, 0, "the alias stands for nothing now");
     assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(2)));
 }
@@ -158,7 +165,7 @@ fn an_alias_that_stopped_standing_leaves_room_for_another() {
     // 2 is dialed again (its own connection now) and ends: it no longer
     // stands for 1, so 3 may.
     assert!(b.incoming(addr(2)));
-    b.ended(t0, addr(2), Outcome::Closed);
+    b.ended(t0, addr(2), Outcome::OfUse);
     b.ended(t0, addr(3), Outcome::Fruitless);
     b.alias(addr(1), addr(3));
     assert_eq!(b.entries[&addr(3)].stands_for, Some(addr(1)));
@@ -175,7 +182,7 @@ fn a_pex_alias_is_forgotten_if_pex_went_off_while_it_stood() {
     b.ended(t0, addr(2), Outcome::Fruitless);
     b.alias(addr(1), addr(2));
     b.forget_pex();
-    b.ended(t0, addr(1), Outcome::Closed);
+    b.ended(t0, addr(1), Outcome::OfUse);
     assert!(!b.entries.contains_key(&addr(2)));
     assert_eq!(b.stats().known, 1);
 }
@@ -197,7 +204,7 @@ fn an_alias_needs_an_idle_address_and_a_connection_with_none() {
     assert_eq!(b.stats().known, 3);
     // 3 stands for 1; then 2 (ended) cannot stand for 1 too.
     b.alias(addr(1), addr(3));
-    b.ended(t0, addr(2), Outcome::Closed);
+    b.ended(t0, addr(2), Outcome::OfUse);
     b.alias(addr(1), addr(2));
     assert_eq!(b.stats().busy, 1);
     assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(2)));
@@ -212,7 +219,7 @@ fn a_connection_that_worked_resets_the_backoff() {
     b.ended(t0, addr(1), Outcome::Failed);
     let due = b.poll_timeout(t0).unwrap();
     b.next_dial(due);
-    b.ended(due, addr(1), Outcome::Closed);
+    b.ended(due, addr(1), Outcome::OfUse);
     assert_eq!(b.poll_timeout(due), Some(due + Duration::from_secs(2)));
 }
 
@@ -244,7 +251,7 @@ fn remembers_the_wrapping_that_worked() {
     b.add(addr(1), PeerSource::Dht);
     assert_eq!(b.wrapping(addr(1)), None);
     b.worked(addr(1), Wrapping::Plain);
-    b.ended(now, addr(1), Outcome::Closed);
+    b.ended(now, addr(1), Outcome::OfUse);
     assert_eq!(b.wrapping(addr(1)), Some(Wrapping::Plain));
     // An address the book does not hold keeps nothing.
     b.worked(addr(2), Wrapping::Mse);
@@ -272,7 +279,7 @@ fn an_incoming_connection_is_busy_until_it_ends_then_forgotten() {
     assert!(b.incoming(ephemeral(5)));
     assert_eq!(b.next_dial(t0), None);
     assert_eq!(b.stats().busy, 1);
-    b.ended(t0, ephemeral(5), Outcome::Closed);
+    b.ended(t0, ephemeral(5), Outcome::OfUse);
     // Nothing listens at the port it came from.
     assert_eq!(b.next_dial(t0 + Duration::from_secs(60)), None);
     assert_eq!(b.stats().known, 0);
@@ -293,7 +300,7 @@ fn an_incoming_peer_is_redialed_where_it_says_it_listens() {
     // Only the first report of a connection counts.
     b.listening(ephemeral(5), addr(6));
     assert_eq!(b.stats().known, 2);
-    b.ended(t0, ephemeral(5), Outcome::Closed);
+    b.ended(t0, ephemeral(5), Outcome::OfUse);
     assert_eq!(b.stats().known, 1);
     assert_eq!(b.next_dial(t0), None, "redialed after the usual wait");
     assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(5)));
@@ -304,7 +311,7 @@ fn a_listen_address_reported_after_its_connection_ended_is_kept() {
     let t0 = Instant::now();
     let mut b = book(10);
     b.incoming(ephemeral(5));
-    b.ended(t0, ephemeral(5), Outcome::Closed);
+    b.ended(t0, ephemeral(5), Outcome::OfUse);
     b.listening(ephemeral(5), addr(5));
     assert_eq!(b.next_dial(t0), Some(addr(5)));
     assert_eq!(b.stats().known, 1);
@@ -316,7 +323,7 @@ fn the_other_phases_report_after_the_end_keeps_the_wait() {
     let mut b = book(10);
     b.incoming(ephemeral(5));
     b.listening(ephemeral(5), addr(5));
-    b.ended(t0, ephemeral(5), Outcome::Closed);
+    b.ended(t0, ephemeral(5), Outcome::OfUse);
     // The metadata fetch reported it; the download's report comes late.
     b.listening(ephemeral(5), addr(5));
     assert_eq!(b.stats().known, 1);
@@ -333,7 +340,7 @@ fn a_known_address_is_not_dialed_while_its_peer_is_connected_to_us() {
     b.incoming(ephemeral(5));
     b.listening(ephemeral(5), addr(5));
     assert_eq!(b.next_dial(t0), None);
-    b.ended(t0, ephemeral(5), Outcome::Closed);
+    b.ended(t0, ephemeral(5), Outcome::OfUse);
     assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(5)));
 }
 
@@ -346,7 +353,7 @@ fn a_listen_address_being_dialed_is_left_to_its_dial() {
     b.incoming(ephemeral(5));
     b.listening(ephemeral(5), addr(5));
     // The incoming connection's end does not end the dial.
-    b.ended(t0, ephemeral(5), Outcome::Closed);
+    b.ended(t0, ephemeral(5), Outcome::OfUse);
     assert_eq!(b.stats().busy, 1);
     b.ended(t0, addr(5), Outcome::Failed);
     assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(5)));
@@ -359,12 +366,12 @@ fn a_connection_from_a_listening_port_stays_dialable() {
     let mut b = book(10);
     b.incoming(addr(5));
     b.listening(addr(5), addr(5));
-    b.ended(t0, addr(5), Outcome::Closed);
+    b.ended(t0, addr(5), Outcome::OfUse);
     assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(5)));
     // And a known address that connects to us was dialable before.
     b.add(addr(6), PeerSource::Dht);
     b.incoming(addr(6));
-    b.ended(t0, addr(6), Outcome::Closed);
+    b.ended(t0, addr(6), Outcome::OfUse);
     assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(6)));
 }
 
@@ -397,7 +404,7 @@ fn a_listen_address_keeps_its_backoff_through_a_visit() {
     // backoff goes on from two failures (4 s), not from none (2 s).
     b.incoming(ephemeral(5));
     b.listening(ephemeral(5), addr(5));
-    b.ended(t0 + s(2), ephemeral(5), Outcome::Closed);
+    b.ended(t0 + s(2), ephemeral(5), Outcome::OfUse);
     assert_eq!(b.next_dial(t0 + s(4)), None);
     assert_eq!(b.next_dial(t0 + s(6)), Some(addr(5)));
 }
@@ -411,14 +418,14 @@ fn a_connection_from_a_listen_address_takes_it_over() {
     // A second connection, from where it listens (as uTP dials).
     b.incoming(addr(5));
     assert_eq!(b.stats().busy, 2);
-    b.ended(t0, ephemeral(5), Outcome::Closed);
+    b.ended(t0, ephemeral(5), Outcome::OfUse);
     assert_eq!(
         b.next_dial(t0 + Duration::from_secs(60)),
         None,
         "still connected from there"
     );
     assert_eq!(b.stats().busy, 1);
-    b.ended(t0, addr(5), Outcome::Closed);
+    b.ended(t0, addr(5), Outcome::OfUse);
     assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(5)));
 }
 
@@ -484,7 +491,7 @@ proptest! {
                 8 => b.forget_pex(),
                 1 => { b.next_dial(now); }
                 2 => b.ended(now, addr(a), Outcome::Failed),
-                3 => b.ended(now, addr(a), Outcome::Closed),
+                3 => b.ended(now, addr(a), Outcome::OfUse),
                 4 => { b.incoming(addr(a)); }
                 5 => b.ended(now, addr(a), Outcome::Misbehaved),
                 9 => b.listening(addr(a), addr(u32::from(s) * 7 % 30)),
