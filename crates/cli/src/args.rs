@@ -132,7 +132,7 @@ pub struct DownloadArgs {
     /// One left with no connection at all asks, after 5 s, the torrent
     /// with the most downloading or seeding connections to close one
     /// (never its last), then less and less often until a connection of
-    /// its own proves of use.
+    /// its own ends after being of use, or its metadata arrives.
     #[arg(
         long,
         value_name = "N",

@@ -301,10 +301,7 @@ impl Driver {
                     let answer = respond(None, &mut conn.budget, piece).to_vec();
                     let _ = conn.commands.send(Command::Send(answer.into()));
                 }
-                Ok(message) => {
-                    conn.of_use |= matches!(message, Message::Data { .. });
-                    self.fetch.message(now, id, &message);
-                }
+                Ok(message) => conn.of_use |= self.fetch.message(now, id, &message),
                 Err(_) => {
                     self.closed_misbehaving += 1;
                     self.close(id, true);

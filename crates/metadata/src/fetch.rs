@@ -375,23 +375,25 @@ impl<P: PeerKey> Fetch<P> {
 
     /// A ut_metadata message from `peer`. Requests are not the fetch's
     /// business (see [`crate::serve`]) and are ignored here, as are unknown
-    /// types and answers nobody asked for.
-    pub fn message(&mut self, now: Instant, peer: P, message: &Message<'_>) {
+    /// types and answers nobody asked for. Returns whether it was a piece
+    /// we asked `peer` for: the peer was of use.
+    pub fn message(&mut self, now: Instant, peer: P, message: &Message<'_>) -> bool {
         if self.finished {
-            return;
+            return false;
         }
         let Some(i) = self.peers.iter().position(|p| p.key == peer) else {
-            return;
+            return false;
         };
         match *message {
             Message::Data {
                 piece,
                 total_size,
                 data,
-            } => self.on_data(now, i, piece, total_size, data),
+            } => return self.on_data(now, i, piece, total_size, data),
             Message::Reject { piece } => self.on_reject(now, i, piece),
             Message::Request { .. } | Message::Unknown { .. } => {}
         }
+        false
     }
 
     /// Releases the requests of every peer whose deadline has passed.
@@ -459,14 +461,31 @@ impl<P: PeerKey> Fetch<P> {
         }
     }
 
-    fn on_data(&mut self, now: Instant, i: usize, piece: u32, total: Option<u64>, data: &[u8]) {
+    /// Whether `data` answered a request of ours (what follows may still
+    /// find it wrong and drop the peer).
+    fn on_data(
+        &mut self,
+        now: Instant,
+        i: usize,
+        piece: u32,
+        total: Option<u64>,
+        data: &[u8],
+    ) -> bool {
+        let answered = self.attempt.is_some()
+            && self.peers[i].answered(piece, now, self.config.request_timeout);
+        if answered {
+            self.take_piece(now, i, piece, total, data);
+        }
+        // Otherwise unsolicited, a duplicate, or from an abandoned attempt.
+        answered
+    }
+
+    /// A piece that answered our request, checked and stored.
+    fn take_piece(&mut self, now: Instant, i: usize, piece: u32, total: Option<u64>, data: &[u8]) {
         let Some(attempt) = &mut self.attempt else {
             return;
         };
         let peer = &mut self.peers[i];
-        if !peer.answered(piece, now, self.config.request_timeout) {
-            return; // unsolicited, duplicate, or from an abandoned attempt
-        }
         let key = peer.key;
         // Whatever happens next, this peer no longer holds the piece.
         attempt.release(key, piece);

@@ -474,7 +474,7 @@ async fn a_peer_that_gave_some_metadata_then_hung_up_was_of_use() {
     let err = result.unwrap_err();
     assert!(matches!(err, FetchError::PeersExhausted(_)), "{err}");
     // Not fruitless: the session may dial it again soon.
-    assert_eq!(exits, [PeerExit::new(peer.addr, ExitKind::Ended)]);
+    assert_eq!(exits, [PeerExit::new(peer.addr, ExitKind::OfUse)]);
 }
 
 #[tokio::test]

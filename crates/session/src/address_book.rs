@@ -86,12 +86,13 @@ pub struct AddressBookConfig {
     /// Most addresses held.
     pub capacity: usize,
     /// Wait before the first redial of an address whose connection failed
-    /// or ended; it doubles with every further end without use.
+    /// or ended; it doubles with every further end without use (failed
+    /// dial or fruitless connection).
     pub first_retry: Duration,
     /// The longest wait between redials.
     pub max_retry: Duration,
-    /// A failed dial that makes this many ends without use in a row
-    /// (failed dials, fruitless connections) forgets the address.
+    /// Failed dials in a row after which an address is forgotten; an
+    /// address that answers is kept.
     pub max_failures: u32,
     /// PEX-learned addresses dialed at once before the rate applies.
     pub pex_dial_burst: u32,
@@ -101,7 +102,7 @@ pub struct AddressBookConfig {
 
 impl Default for AddressBookConfig {
     /// 2,000 addresses; redials after 2 s, 4 s, … up to 5 minutes; forgotten
-    /// by the 8th failure in a row (about five minutes of trying a dead
+    /// after 8 failed dials in a row (about five minutes of trying a dead
     /// address), never while it answers; PEX dials
     /// 20 at once, then 2 a second (one honest message of 50 peers is all
     /// dialed within 15 s).
@@ -130,7 +131,12 @@ enum Status {
 struct Entry {
     source: PeerSource,
     status: Status,
-    failures: u32,
+    /// Ends in a row without use (failed dials, fruitless connections):
+    /// what the backoff doubles on.
+    without_use: u32,
+    /// Failed dials in a row: what forgets the address. An address that
+    /// answers is kept, however little use it was.
+    failed_dials: u32,
     /// Insertion order, for fairness and deterministic ties.
     seq: u64,
     /// Distinct peers that reported it by PEX (at most [`MAX_REPORTERS`]).
@@ -181,13 +187,17 @@ pub enum Outcome {
     /// ended: the next failure starts the backoff afresh.
     OfUse,
     /// The connection ended before it was of use: the peer hung up, or we
-    /// closed it, before any piece data crossed it, or it led to a peer
+    /// closed it, before anything of use crossed it, or it led to a peer
     /// connected already through another address. Backed off like a failed
     /// dial, so a peer that shakes hands and hangs up at once (a full one,
     /// say) or one with two addresses is not dialed every few seconds; but
-    /// not counted as a failed dial, and never the reason an address is
-    /// forgotten: it answered, and may have room later.
+    /// not counted as a failed dial, and it ends a run of failed dials: the
+    /// address answered, and may have room later, so it is not forgotten.
     Fruitless,
+    /// We let the connection go before it could be of use (the torrent
+    /// paused, or its phase had no room): the address is filed again with
+    /// its backoff as it was.
+    Unused,
     /// The peer broke the protocol or sent bad data: never again.
     Misbehaved,
 }
@@ -325,7 +335,8 @@ impl AddressBook {
         let entry = Entry {
             source,
             status: Status::Idle { due: None },
-            failures: 0,
+            without_use: 0,
+            failed_dials: 0,
             seq,
             reporters: reporter.into_iter().collect(),
             wrapping: None,
@@ -619,17 +630,26 @@ impl AddressBook {
         let entry = slot.get_mut();
         match outcome {
             Outcome::Failed => {
-                entry.failures = entry.failures.saturating_add(1);
+                entry.without_use = entry.without_use.saturating_add(1);
+                entry.failed_dials += 1;
                 self.failures += 1;
             }
-            Outcome::Fruitless => entry.failures = entry.failures.saturating_add(1),
+            // It answered: kept, however little use it was.
+            Outcome::Fruitless => {
+                entry.without_use = entry.without_use.saturating_add(1);
+                entry.failed_dials = 0;
+            }
+            Outcome::Unused => {}
             // It was of use: the next failure starts the backoff afresh.
-            _ => entry.failures = 0,
+            Outcome::OfUse => {
+                entry.without_use = 0;
+                entry.failed_dials = 0;
+            }
+            // Banned above.
+            Outcome::Misbehaved => {}
         }
         let pex_off = self.pex_off && entry.source == PeerSource::Pex;
-        // Only a dial that fails forgets: an address that still answers
-        // waits up to `max_retry`, however often it was of no use.
-        let unreachable = outcome == Outcome::Failed && entry.failures >= self.config.max_failures;
+        let unreachable = entry.failed_dials >= self.config.max_failures;
         if !entry.dialable || pex_off || unreachable {
             let entry = slot.remove();
             self.forget(addr, &entry);
@@ -669,7 +689,8 @@ impl AddressBook {
         }
     }
 
-    /// Files an entry as idle, due after the backoff its failures earned.
+    /// Files an entry as idle, due after the backoff its ends without use
+    /// earned.
     fn requeue(&mut self, now: Instant, addr: SocketAddr) {
         let Some(entry) = self.entries.get_mut(&addr) else {
             return;
@@ -677,7 +698,7 @@ impl AddressBook {
         if let Some(key) = entry.key(addr) {
             self.queues[entry.source.index()].remove(&key);
         }
-        let exponent = entry.failures.saturating_sub(1).min(16);
+        let exponent = entry.without_use.saturating_sub(1).min(16);
         let wait = self
             .config
             .first_retry

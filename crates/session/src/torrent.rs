@@ -846,8 +846,9 @@ impl Torrent {
                 self.book.alias(addr, alias);
             }
         } else {
-            // Paused, or the phase's queue is full: nothing crossed it.
-            self.book.ended(now, addr, Outcome::Fruitless);
+            // Paused, or the phase's queue is full: our doing, not the
+            // peer's.
+            self.book.ended(now, addr, Outcome::Unused);
         }
     }
 
@@ -856,7 +857,7 @@ impl Torrent {
             inbox.exited(exit.addr);
         }
         let outcome = match exit.kind {
-            ExitKind::Ended => Outcome::OfUse,
+            ExitKind::OfUse => Outcome::OfUse,
             ExitKind::Fruitless | ExitKind::Duplicate => Outcome::Fruitless,
             ExitKind::Misbehaved => Outcome::Misbehaved,
         };
@@ -878,12 +879,12 @@ impl Torrent {
     }
 
     /// Connections the fetch had that neither came back nor reported their
-    /// end count as ended, fruitless like every end in the metadata phase,
-    /// so their addresses are not busy forever.
+    /// end count as ended, unused (how they went is not known), so their
+    /// addresses are not busy forever.
     fn release(&mut self, missing: &[SocketAddr]) {
         let now = Instant::now().into_std();
         for &addr in missing {
-            self.book.ended(now, addr, Outcome::Fruitless);
+            self.book.ended(now, addr, Outcome::Unused);
             self.peer_left(now, addr, false);
         }
     }

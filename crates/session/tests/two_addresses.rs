@@ -101,13 +101,19 @@ async fn one_connection_kept_and_the_other_address_left_alone(theirs: PeerId, na
         .unwrap();
 
     // Both addresses are dialed; one connection is closed as a duplicate.
+    // The peer may see that close before it reports the other connection.
     let mut open = Vec::new();
-    let closed = loop {
+    let mut closed = None;
+    while open.len() < 2 || closed.is_none() {
         match next(&mut seen).await {
             Seen::Connected(at, hang_up) => open.push((at, hang_up)),
-            Seen::Closed(at) => break at,
+            Seen::Closed(at) => {
+                assert!(closed.is_none(), "both connections were closed");
+                closed = Some(at);
+            }
         }
-    };
+    }
+    let closed = closed.unwrap();
     open.retain(|(at, _)| *at != closed);
     let [(kept, hang_up)] = <[_; 1]>::try_from(open).unwrap();
     assert_ne!(kept, closed);

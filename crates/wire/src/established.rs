@@ -67,24 +67,26 @@ pub enum ExitKind {
     /// It ended through no fault of the peer's after something of use
     /// crossed it (piece data either way, or metadata): a peer worth
     /// having, so its address may be dialed again soon.
-    Ended,
+    OfUse,
     /// It ended, or was refused, before anything of use crossed it: a peer
     /// that shakes hands and hangs up at once (a full one, say), or one
     /// neither side had a use for. Dialing it again soon would likely end
     /// the same way.
     Fruitless,
     /// The peer is connected through another connection, which is kept:
-    /// dialing this address again soon would only meet it once more.
+    /// dialing this address again soon would only meet it once more. (The
+    /// session's address book files it like [`ExitKind::Fruitless`]; it is
+    /// told apart for the logs and the tests.)
     Duplicate,
     /// The peer broke the protocol or sent bad data: never dial it again.
     Misbehaved,
 }
 
 impl ExitKind {
-    /// The end of a connection nobody is to blame for: [`ExitKind::Ended`]
+    /// The end of a connection nobody is to blame for: [`ExitKind::OfUse`]
     /// if it was `of_use`, else [`ExitKind::Fruitless`].
     pub fn blameless(of_use: bool) -> Self {
-        if of_use { Self::Ended } else { Self::Fruitless }
+        if of_use { Self::OfUse } else { Self::Fruitless }
     }
 
     /// This kind, or [`ExitKind::Misbehaved`] if the peer misbehaved.

@@ -549,7 +549,13 @@ impl Coordinator {
                 .collect()
         };
         self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
+        // A task that ended before the abort still says how; aborted ones
+        // say nothing and are reported below.
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Ok(end) = joined {
+                self.on_peer_exit(end);
+            }
+        }
         // Every connection we held ends here: whoever dialed it must know.
         for addr in std::mem::take(&mut self.active) {
             let kind = ExitKind::blameless(of_use.contains(&addr))

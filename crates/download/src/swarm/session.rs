@@ -314,8 +314,9 @@ pub struct PeerSession {
     ops: Vec<Op>,
     /// Piece bytes sent since the last update.
     uploaded: u64,
-    /// A requested block arrived, or we sent one: the connection was of
-    /// use, so its end is no reason to wait long before dialing it again.
+    /// A requested or accepted block arrived, or we queued one to send: the
+    /// connection was of use, so its end is no reason to wait long before
+    /// dialing it again.
     exchanged: bool,
     /// Bytes handed to the transport and not yet written, as last reported
     /// plus what was queued since.
@@ -470,9 +471,9 @@ impl PeerSession {
         self.uploads.len()
     }
 
-    /// Whether piece data crossed the connection, either way: a requested
-    /// block arrived, or we sent one. The host reports a connection that
-    /// ends without it as fruitless.
+    /// Whether piece data crossed the connection, either way: a block we
+    /// requested or used arrived, or we queued one to send. The host
+    /// reports a connection that ends without it as fruitless.
     pub fn exchanged(&self) -> bool {
         self.exchanged
     }
@@ -982,6 +983,9 @@ impl PeerSession {
                         cancel,
                         piece_complete,
                     } => {
+                        // Also one in flight when a choke cleared our
+                        // requests: it counted as unrequested, but is used.
+                        self.exchanged = true;
                         t.assembly.put(&self.config.layout, b, &data);
                         for peer in cancel {
                             t.push(Action::Cancel { peer, block: b });
@@ -1195,16 +1199,19 @@ mod tests {
         assert_eq!(s.outstanding(), 8);
     }
 
+    /// The first block of piece `index`, as the peer sends it.
+    fn first_block(index: u32) -> Message {
+        Message::Piece(Block {
+            index,
+            begin: 0,
+            data: Bytes::from(vec![5u8; BLOCK_SIZE as usize]),
+        })
+    }
+
     #[test]
     fn only_a_requested_block_makes_the_connection_of_use() {
         let (mut t, mut s, now) = setup(Reserved::LODESTONE);
-        let block = |index| {
-            Message::Piece(Block {
-                index,
-                begin: 0,
-                data: Bytes::from(vec![5u8; BLOCK_SIZE as usize]),
-            })
-        };
+        let block = first_block;
         s.handle_message(now, Message::HaveAll);
         s.update(now, &mut t);
         // Choked: nothing asked for, so a block sent anyway is no use.
@@ -1215,6 +1222,46 @@ mod tests {
         assert_eq!(requests(&drain(&mut s)), 8);
         s.handle_message(now, block(0));
         assert!(s.exchanged());
+    }
+
+    #[test]
+    fn a_block_in_flight_past_a_choke_is_of_use_once_used() {
+        // Without the fast extension a choke drops our requests, and the
+        // blocks already on their way arrive unrequested.
+        let mut plain = Reserved::LODESTONE;
+        plain.set_fast(false);
+        let (mut t, mut s, now) = setup(plain);
+        s.handle_message(now, Message::Bitfield(Bytes::from_static(&[0xf0])));
+        s.handle_message(now, Message::Unchoke);
+        s.update(now, &mut t);
+        drain(&mut s);
+        // Another peer delivers the second half of piece 0, so the piece
+        // stays open when the choke gives our requests back.
+        let elsewhere = SocketAddr::from(([10, 0, 0, 2], 6881));
+        let peer = (Reserved::LODESTONE, elsewhere);
+        let mut other = PeerSession::new(
+            now,
+            s.config.clone(),
+            PeerKey(2),
+            peer,
+            Greeting::Fresh,
+            &mut t,
+        );
+        other.handle_message(
+            now,
+            Message::Piece(Block {
+                index: 0,
+                begin: BLOCK_SIZE,
+                data: Bytes::from(vec![5u8; BLOCK_SIZE as usize]),
+            }),
+        );
+        other.update(now, &mut t);
+        s.handle_message(now, Message::Choke);
+        s.update(now, &mut t);
+        s.handle_message(now, first_block(0));
+        assert!(!s.exchanged());
+        s.update(now, &mut t);
+        assert!(s.exchanged(), "the torrent took the block");
     }
 
     #[test]

@@ -559,8 +559,8 @@ fn unsolicited_data_is_ignored() {
         total_size: Some(info.len() as u64),
         data: &info[2 * PIECE_SIZE as usize..],
     };
-    fetch.message(now, 1, &unasked);
-    fetch.message(now, 9, &unasked);
+    assert!(!fetch.message(now, 1, &unasked), "unasked is of no use");
+    assert!(!fetch.message(now, 9, &unasked));
     assert_eq!(fetch.stats().pieces_have, 0);
     assert_eq!(fetch.poll_action(), None);
 }
@@ -619,9 +619,9 @@ fn repeated_handshake_with_a_new_size_moves_the_peer() {
         total_size: Some(info.len() as u64),
         data: &info[(piece * PIECE_SIZE) as usize..((piece + 1) * PIECE_SIZE) as usize],
     };
-    fetch.message(now, 1, &msg(0));
+    assert!(fetch.message(now, 1, &msg(0)), "an answer is of use");
     while fetch.poll_action().is_some() {}
-    fetch.message(now, 1, &msg(1));
+    assert!(fetch.message(now, 1, &msg(1)));
     assert!(fetch.take_verified().is_some());
 }
 
@@ -765,7 +765,9 @@ proptest! {
                     let msg = Message::Data { piece, total_size: size, data: &junk[..len] };
                     fetch.message(now, peer, &msg);
                 }
-                _ => fetch.message(now, peer, &Message::Reject { piece }),
+                _ => {
+                    fetch.message(now, peer, &Message::Reject { piece });
+                }
             }
             while let Some(action) = fetch.poll_action() {
                 if let Action::Send { message: Message::Request { piece }, .. } = action {

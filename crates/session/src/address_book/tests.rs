@@ -79,27 +79,50 @@ fn fruitless_connections_back_off_uncounted_until_one_is_of_use() {
     assert_eq!(b.poll_timeout(later), Some(later + Duration::from_secs(2)));
 }
 
+/// Dials `addr(1)` when it is next due and ends the dial with `outcome`.
+fn end_next(b: &mut AddressBook, now: &mut Instant, outcome: Outcome) {
+    *now = b.poll_timeout(*now).expect("still known");
+    assert_eq!(b.next_dial(*now), Some(addr(1)));
+    b.ended(*now, addr(1), outcome);
+}
+
+#[test]
+fn an_unused_connection_leaves_the_backoff_as_it_was() {
+    let mut now = Instant::now();
+    let mut b = book(10);
+    b.add(addr(1), PeerSource::Dht);
+    assert_eq!(b.next_dial(now), Some(addr(1)));
+    b.ended(now, addr(1), Outcome::Fruitless);
+    end_next(&mut b, &mut now, Outcome::Fruitless);
+    assert_eq!(b.poll_timeout(now), Some(now + Duration::from_secs(4)));
+    end_next(&mut b, &mut now, Outcome::Unused);
+    assert_eq!(b.poll_timeout(now), Some(now + Duration::from_secs(4)));
+}
+
 #[test]
 fn an_address_that_answers_is_never_forgotten_only_waited_for() {
     let mut now = Instant::now();
     let mut b = book(10);
     b.add(addr(1), PeerSource::Dht);
     let max_failures = AddressBookConfig::default().max_failures;
-    // Far more fruitless ends than failures forget: the waits grow to
+    // Far more fruitless ends than failed dials forget: the waits grow to
     // the longest, and the address stays.
     for _ in 0..2 * max_failures {
-        assert_eq!(b.next_dial(now), Some(addr(1)));
-        b.ended(now, addr(1), Outcome::Fruitless);
-        now = b.poll_timeout(now).expect("still known");
+        end_next(&mut b, &mut now, Outcome::Fruitless);
     }
-    assert_eq!(b.next_dial(now), Some(addr(1)));
-    b.ended(now, addr(1), Outcome::Fruitless);
     assert_eq!(b.poll_timeout(now), Some(now + Duration::from_secs(300)));
     assert_eq!(b.stats().failures, 0, "none counted as a failed dial");
-    // Once it stops answering, one failed dial forgets it.
-    let due = b.poll_timeout(now).unwrap();
-    assert_eq!(b.next_dial(due), Some(addr(1)));
-    b.ended(due, addr(1), Outcome::Failed);
+    // Once it stops answering, it is forgotten after as many failed dials
+    // as any address, not sooner; an answer between starts the count over.
+    for _ in 0..max_failures - 1 {
+        end_next(&mut b, &mut now, Outcome::Failed);
+    }
+    end_next(&mut b, &mut now, Outcome::Fruitless);
+    for _ in 0..max_failures - 1 {
+        end_next(&mut b, &mut now, Outcome::Failed);
+    }
+    assert_eq!(b.stats().known, 1);
+    end_next(&mut b, &mut now, Outcome::Failed);
     assert_eq!(b.stats().known, 0);
 }
 
@@ -479,7 +502,7 @@ proptest! {
 
     /// Counts agree with the entries whatever the sequence of operations.
     #[test]
-    fn counts_stay_consistent(ops in proptest::collection::vec((0u8..10, 0u32..30, 0u8..5), 1..400)) {
+    fn counts_stay_consistent(ops in proptest::collection::vec((0u8..13, 0u32..30, 0u8..5), 1..400)) {
         let t0 = Instant::now();
         let mut b = book(16);
         let mut now = t0;
@@ -495,6 +518,9 @@ proptest! {
                 4 => { b.incoming(addr(a)); }
                 5 => b.ended(now, addr(a), Outcome::Misbehaved),
                 9 => b.listening(addr(a), addr(u32::from(s) * 7 % 30)),
+                10 => b.ended(now, addr(a), Outcome::Fruitless),
+                11 => b.ended(now, addr(a), Outcome::Unused),
+                12 => b.alias(addr(a), addr(u32::from(s) * 7 % 30)),
                 _ => now += Duration::from_secs(u64::from(a)),
             }
             let total: usize = PeerSource::ALL.iter().map(|&s| b.count(s)).sum();

@@ -63,7 +63,7 @@ async fn a_peer_that_got_a_block_then_hung_up_ended_well() {
     first_block(&mut conn, &data).await;
     drop(conn);
     let exit = next_exit(&mut net).await;
-    assert_eq!(exit.kind, ExitKind::Ended);
+    assert_eq!(exit.kind, ExitKind::OfUse);
     seed.shutdown();
     finish(seed).await;
 }
@@ -89,6 +89,6 @@ async fn connections_open_when_the_download_stops_end_as_they_were() {
     let mut exits = [next_exit(&mut net).await, next_exit(&mut net).await];
     exits.sort_by_key(|e| e.addr != served_from);
     assert_eq!(exits[0].addr, served_from);
-    assert_eq!(exits[0].kind, ExitKind::Ended);
+    assert_eq!(exits[0].kind, ExitKind::OfUse);
     assert_eq!(exits[1].kind, ExitKind::Fruitless);
 }
