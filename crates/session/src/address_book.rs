@@ -98,9 +98,6 @@ pub struct AddressBookConfig {
     pub pex_dial_burst: u32,
     /// PEX-learned addresses dialed per second, at most, in the long run.
     pub pex_dials_per_sec: f64,
-    /// How long another address of a connected peer stands for its
-    /// connection ([`AddressBook::alias`]) before it is dialed again.
-    pub alias_lifetime: Duration,
 }
 
 impl Default for AddressBookConfig {
@@ -108,7 +105,7 @@ impl Default for AddressBookConfig {
     /// after 8 failed dials in a row (about five minutes of trying a dead
     /// address), never while it answers; PEX dials
     /// 20 at once, then 2 a second (one honest message of 50 peers is all
-    /// dialed within 15 s); an alias stands 5 minutes at a time.
+    /// dialed within 15 s).
     fn default() -> Self {
         Self {
             capacity: 2_000,
@@ -117,7 +114,6 @@ impl Default for AddressBookConfig {
             max_failures: 8,
             pex_dial_burst: 20,
             pex_dials_per_sec: 2.0,
-            alias_lifetime: Duration::from_secs(300),
         }
     }
 }
@@ -159,10 +155,9 @@ struct Entry {
     /// For a listen address or an alias: the connection of its peer that
     /// keeps it busy, not counted as a connection of its own.
     stands_for: Option<SocketAddr>,
-    /// It stands as an alias ([`AddressBook::alias`]) until then: a ban of
-    /// the connection's peer does not reach it, and it is dialed again
-    /// then, so an impostor under its peer's id cannot keep it undialed.
-    alias_until: Option<Instant>,
+    /// It stands as an alias ([`AddressBook::alias`]): a ban of the
+    /// connection's peer does not reach it.
+    alias: bool,
 }
 
 /// Most distinct PEX reporters counted per address.
@@ -248,8 +243,6 @@ pub struct AddressBook {
     standing: usize,
     /// PEX is off for good ([`AddressBook::forget_pex`]).
     pex_off: bool,
-    /// When each standing alias lapses.
-    alias_lapses: BTreeSet<(Instant, SocketAddr)>,
 }
 
 /// Most bans remembered; past it the ban list stops growing (the
@@ -274,7 +267,6 @@ impl AddressBook {
             pex_dials: 0,
             standing: 0,
             pex_off: false,
-            alias_lapses: BTreeSet::new(),
         }
     }
 
@@ -351,7 +343,7 @@ impl AddressBook {
             dialable: true,
             listen: None,
             stands_for: None,
-            alias_until: None,
+            alias: false,
         };
         if let Some(key) = entry.key(addr) {
             self.queues[source.index()].insert(key);
@@ -447,11 +439,8 @@ impl AddressBook {
     /// a known, idle, dialable address and `conn` a connection with no
     /// address standing for it yet. A ban of `conn`'s peer does not reach
     /// `other`: a peer id proves nothing, and a liar could name an honest
-    /// peer's. For the same reason `other` stands at most
-    /// [`AddressBookConfig::alias_lifetime`] from `now`, then waits its turn
-    /// again: dialed, it meets the same peer and stands once more, or
-    /// reaches the honest peer an impostor's connection displaced.
-    pub fn alias(&mut self, now: Instant, conn: SocketAddr, other: SocketAddr) {
+    /// peer's.
+    pub fn alias(&mut self, conn: SocketAddr, other: SocketAddr) {
         // A `listen` that no longer stands for `conn` (it was dialed,
         // banned or ended meanwhile) is stale and may be replaced.
         let stands_for_conn = |a: &SocketAddr| {
@@ -472,12 +461,10 @@ impl AddressBook {
             return;
         }
         self.make_busy(other);
-        let until = now + self.config.alias_lifetime;
         if let Some(entry) = self.entries.get_mut(&other) {
             entry.stands_for = Some(conn);
-            entry.alias_until = Some(until);
+            entry.alias = true;
             self.standing += 1;
-            self.alias_lapses.insert((until, other));
         }
         if let Some(entry) = self.entries.get_mut(&conn) {
             entry.listen = Some(other);
@@ -489,27 +476,8 @@ impl AddressBook {
         if let Some(entry) = self.entries.get_mut(&addr)
             && entry.stands_for.take().is_some()
         {
-            if let Some(until) = entry.alias_until.take() {
-                self.alias_lapses.remove(&(until, addr));
-            }
+            entry.alias = false;
             self.standing -= 1;
-        }
-    }
-
-    /// Aliases whose time is up stop standing and wait their turn to be
-    /// dialed again, as when their connection ends.
-    fn lapse_aliases(&mut self, now: Instant) {
-        while self
-            .alias_lapses
-            .first()
-            .is_some_and(|&(until, _)| until <= now)
-        {
-            let Some((_, addr)) = self.alias_lapses.pop_first() else {
-                break;
-            };
-            if let Some(conn) = self.entries.get(&addr).and_then(|e| e.stands_for) {
-                self.release(now, addr, conn, Outcome::Unused);
-            }
         }
     }
 
@@ -527,7 +495,6 @@ impl AddressBook {
     /// trusted source with one due, within the PEX dial budget.
     pub fn next_dial(&mut self, now: Instant) -> Option<SocketAddr> {
         self.refill_pex(now);
-        self.lapse_aliases(now);
         let source = PeerSource::ALL.into_iter().find(|&s| {
             let due = self.queues[s.index()]
                 .first()
@@ -586,14 +553,11 @@ impl AddressBook {
     /// due, within the PEX dial budget.
     pub fn has_due(&mut self, now: Instant) -> bool {
         self.refill_pex(now);
-        self.lapse_aliases(now);
         self.poll_timeout(now).is_some_and(|due| due <= now)
     }
 
-    /// When the next address becomes dialable (`now` if one is), if ever;
-    /// or sooner, when an alias lapses and must be filed again.
+    /// When the next address becomes dialable (`now` if one is), if ever.
     pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
-        let lapse = self.alias_lapses.first().map(|&(until, _)| until);
         PeerSource::ALL
             .into_iter()
             .filter_map(|s| {
@@ -610,7 +574,6 @@ impl AddressBook {
                     .max(Duration::from_millis(1));
                 Some(due.max(now.checked_add(wait)?))
             })
-            .chain(lapse)
             .min()
     }
 
@@ -706,10 +669,7 @@ impl AddressBook {
         {
             return;
         }
-        let alias = self
-            .entries
-            .get(&listen)
-            .is_some_and(|e| e.alias_until.is_some());
+        let alias = self.entries.get(&listen).is_some_and(|e| e.alias);
         self.stop_standing(listen);
         if outcome == Outcome::Misbehaved && !alias {
             self.ban(listen);
@@ -816,9 +776,6 @@ impl AddressBook {
         }
         if entry.stands_for.is_some() {
             self.standing -= 1;
-        }
-        if let Some(until) = entry.alias_until {
-            self.alias_lapses.remove(&(until, addr));
         }
         self.counts[entry.source.index()] -= 1;
     }

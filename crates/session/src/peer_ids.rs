@@ -8,12 +8,9 @@
 //! later, meet the peer once more, and one connection would replace the
 //! other for as long as both addresses lived. Told which live connection
 //! the closed address is an alias of, the address book keeps that address
-//! busy, standing for the connection, and files it again when the
-//! connection ends or after 5 minutes, whichever comes first (see
-//! [`crate::address_book::AddressBook::alias`]). Peer ids prove nothing, so
-//! the book never lets a ban cross such a link, and an impostor answering
-//! under an honest peer's id keeps the honest address undialed 5 minutes at
-//! most.
+//! busy, standing for the connection, and files it again only when the
+//! connection ends (see [`crate::address_book::AddressBook::alias`]). Peer
+//! ids prove nothing, so the book never lets a ban cross such a link.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -843,7 +843,7 @@ impl Torrent {
             if let Some(alias) = self.peer_ids.connected(now, addr, peer, dialed) {
                 // The peer left from another address of its lately (one of
                 // two connections closed): that one stands for this.
-                self.book.alias(now, addr, alias);
+                self.book.alias(addr, alias);
             }
         } else {
             // Paused, or the phase's queue is full: our doing, not the
@@ -871,10 +871,10 @@ impl Torrent {
 
     /// The connection at `addr` ended, and the book knows: if another
     /// address of the same peer is connected, this one is not dialed while
-    /// that connection lasts (5 minutes at a time).
+    /// that connection lasts.
     fn peer_left(&mut self, now: std::time::Instant, addr: SocketAddr, misbehaved: bool) {
         if let Some(kept) = self.peer_ids.ended(now, addr, misbehaved) {
-            self.book.alias(now, kept, addr);
+            self.book.alias(kept, addr);
         }
     }
 
