@@ -195,8 +195,9 @@ pub enum Outcome {
     /// address answered, and may have room later, so it is not forgotten.
     Fruitless,
     /// We let the connection go before it could be of use (the torrent
-    /// paused, or its phase had no room): the address is filed again with
-    /// its backoff as it was.
+    /// paused, or its phase had no room), or it was lost in the metadata
+    /// phase's hand-over with its end unknown: the address is filed again
+    /// with its backoff as it was.
     Unused,
     /// The peer broke the protocol or sent bad data: never again.
     Misbehaved,

@@ -1209,13 +1209,14 @@ mod tests {
     }
 
     #[test]
-    fn only_a_requested_block_makes_the_connection_of_use() {
+    fn a_block_neither_asked_for_nor_used_is_of_no_use() {
         let (mut t, mut s, now) = setup(Reserved::LODESTONE);
         let block = first_block;
         s.handle_message(now, Message::HaveAll);
         s.update(now, &mut t);
-        // Choked: nothing asked for, so a block sent anyway is no use.
+        // Choked: nothing asked for, and no piece open to take it.
         s.handle_message(now, block(0));
+        s.update(now, &mut t);
         assert!(!s.exchanged());
         s.handle_message(now, Message::Unchoke);
         s.update(now, &mut t);
