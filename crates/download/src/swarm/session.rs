@@ -1225,17 +1225,24 @@ mod tests {
         assert!(s.exchanged());
     }
 
-    #[test]
-    fn a_block_in_flight_past_a_choke_is_of_use_once_used() {
-        // Without the fast extension a choke drops our requests, and the
-        // blocks already on their way arrive unrequested.
+    /// A session without the fast extension, unchoked by a peer with
+    /// every piece: it has asked for all 8 blocks.
+    fn unchoked_without_fast() -> (Torrent, PeerSession, Instant) {
         let mut plain = Reserved::LODESTONE;
         plain.set_fast(false);
         let (mut t, mut s, now) = setup(plain);
         s.handle_message(now, Message::Bitfield(Bytes::from_static(&[0xf0])));
         s.handle_message(now, Message::Unchoke);
         s.update(now, &mut t);
-        drain(&mut s);
+        assert_eq!(requests(&drain(&mut s)), 8);
+        (t, s, now)
+    }
+
+    #[test]
+    fn a_block_in_flight_past_a_choke_is_of_use_once_used() {
+        // Without the fast extension a choke drops our requests, and the
+        // blocks already on their way arrive unrequested.
+        let (mut t, mut s, now) = unchoked_without_fast();
         // Another peer delivers the second half of piece 0, so the piece
         // stays open when the choke gives our requests back.
         let elsewhere = SocketAddr::from(([10, 0, 0, 2], 6881));
@@ -1292,13 +1299,7 @@ mod tests {
 
     #[test]
     fn a_choke_without_the_fast_extension_returns_the_requests() {
-        let mut plain = Reserved::LODESTONE;
-        plain.set_fast(false);
-        let (mut t, mut s, now) = setup(plain);
-        s.handle_message(now, Message::Bitfield(Bytes::from_static(&[0xf0])));
-        s.handle_message(now, Message::Unchoke);
-        s.update(now, &mut t);
-        assert_eq!(requests(&drain(&mut s)), 8);
+        let (mut t, mut s, now) = unchoked_without_fast();
         s.handle_message(now, Message::Choke);
         s.update(now, &mut t);
         assert_eq!(s.outstanding(), 0);
