@@ -194,10 +194,12 @@ pub enum Outcome {
     /// not counted as a failed dial, and it ends a run of failed dials: the
     /// address answered, and may have room later, so it is not forgotten.
     Fruitless,
-    /// We let the connection go before it could be of use (the torrent
-    /// paused, or its phase had no room), or it was lost in the metadata
-    /// phase's hand-over with its end unknown: the address is filed again
-    /// with its backoff as it was.
+    /// The torrent let a fresh connection go before its phase took it
+    /// (paused, or the phase's queue was full), or the connection was lost
+    /// in the metadata phase's hand-over with its end unknown: the address
+    /// is filed again with its backoff as it was. (A phase that refuses a
+    /// connection at its own cap reports it fruitless: dialed again soon,
+    /// it would likely be refused again.)
     Unused,
     /// The peer broke the protocol or sent bad data: never again.
     Misbehaved,
@@ -436,7 +438,7 @@ impl AddressBook {
     /// `other` is another address of the peer connected at `conn`, a
     /// connection we dialed (the two met under one peer id): `other` is not
     /// dialed while `conn` lasts, then waits its turn as it would have,
-    /// with its own source and failures. Nothing happens unless `other` is
+    /// with its own source and backoff. Nothing happens unless `other` is
     /// a known, idle, dialable address and `conn` a connection with no
     /// address standing for it yet. A ban of `conn`'s peer does not reach
     /// `other`: a peer id proves nothing, and a liar could name an honest
@@ -661,7 +663,7 @@ impl AddressBook {
 
     /// The connection `conn` ended with `outcome`: the listen address of
     /// its peer, if it still stands for it, waits its turn again (with its
-    /// own failures: we have not reached it), or is banned with it.
+    /// own backoff: we have not reached it), or is banned with it.
     fn release(&mut self, now: Instant, listen: SocketAddr, conn: SocketAddr, outcome: Outcome) {
         if self
             .entries

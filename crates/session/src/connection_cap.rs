@@ -80,12 +80,12 @@ struct State {
 
 /// How long a torrent holding no place waits for one before it asks
 /// another torrent to close a connection for it, and between two asks
-/// while the places it gets become connections.
+/// while its connections prove of use.
 const TURNOVER_AFTER: Duration = Duration::from_secs(5);
 
-/// The longest wait between two asks of a torrent whose places do not
-/// become connections: five minutes, by then its addresses have backed off
-/// as far as they go, and more asks would only churn another's peers.
+/// The longest wait between two asks of a torrent whose places come to
+/// nothing of use: five minutes, by then its addresses have backed off as
+/// far as they go, and more asks would only churn another's peers.
 const TURNOVER_MAX_INTERVAL: Duration = Duration::from_secs(300);
 
 /// What one torrent offers to close for a shut-out torrent.

@@ -76,7 +76,7 @@ pub enum ExitKind {
     /// The peer is connected through another connection, which is kept:
     /// dialing this address again soon would only meet it once more. (The
     /// session's address book files it like [`ExitKind::Fruitless`]; it is
-    /// told apart for the logs and the tests.)
+    /// told apart for the tests.)
     Duplicate,
     /// The peer broke the protocol or sent bad data: never dial it again.
     Misbehaved,

@@ -100,7 +100,7 @@ fn an_unused_connection_leaves_the_backoff_as_it_was() {
 }
 
 #[test]
-fn an_address_that_answers_is_never_forgotten_only_waited_for() {
+fn an_address_is_forgotten_only_by_failed_dials_in_a_row() {
     let mut now = Instant::now();
     let mut b = book(10);
     b.add(addr(1), PeerSource::Dht);
@@ -234,7 +234,7 @@ fn an_alias_needs_an_idle_address_and_a_connection_with_none() {
 }
 
 #[test]
-fn a_connection_that_worked_resets_the_backoff() {
+fn a_connection_of_use_resets_the_backoff() {
     let t0 = Instant::now();
     let mut b = book(10);
     b.add(addr(1), PeerSource::Dht);
