@@ -171,15 +171,6 @@ struct Conn {
     of_use: bool,
 }
 
-impl Conn {
-    /// How its end reads, when it was nobody's fault: no piece data
-    /// crosses a connection before its hand-over, so one that ends here was
-    /// fruitless unless it sent some of the metadata.
-    fn end_kind(&self) -> ExitKind {
-        ExitKind::blameless(self.of_use)
-    }
-}
-
 struct Driver {
     fetch: Fetch<ConnId>,
     info_hash: InfoHash,
@@ -337,7 +328,7 @@ impl Driver {
     fn close(&mut self, id: ConnId, misbehaved: bool) {
         if let Some(conn) = self.conns.remove(&id) {
             self.fetch.peer_gone(Instant::now().into_std(), id);
-            let kind = conn.end_kind().or_misbehaved(misbehaved);
+            let kind = ExitKind::blameless(conn.of_use).or_misbehaved(misbehaved);
             self.report_exit(conn.addr, kind);
         }
     }
@@ -422,7 +413,7 @@ impl Drop for Driver {
     /// when the caller drops the fetch before it ends.
     fn drop(&mut self) {
         for conn in std::mem::take(&mut self.conns).into_values() {
-            self.report_exit(conn.addr, conn.end_kind());
+            self.report_exit(conn.addr, ExitKind::blameless(conn.of_use));
         }
         if let Some(mut incoming) = self.incoming.take() {
             incoming.close();

@@ -665,23 +665,17 @@ impl AddressBook {
     /// its peer, if it still stands for it, waits its turn again (with its
     /// own backoff: we have not reached it), or is banned with it.
     fn release(&mut self, now: Instant, listen: SocketAddr, conn: SocketAddr, outcome: Outcome) {
-        if self
-            .entries
-            .get(&listen)
-            .is_none_or(|e| e.stands_for != Some(conn))
-        {
+        let Some(entry) = self.entries.get(&listen) else {
+            return;
+        };
+        if entry.stands_for != Some(conn) {
             return;
         }
-        let alias = self.entries.get(&listen).is_some_and(|e| e.alias);
+        let (alias, from_pex) = (entry.alias, entry.source == PeerSource::Pex);
         self.stop_standing(listen);
         if outcome == Outcome::Misbehaved && !alias {
             self.ban(listen);
-        } else if self.pex_off
-            && self
-                .entries
-                .get(&listen)
-                .is_some_and(|e| e.source == PeerSource::Pex)
-        {
+        } else if self.pex_off && from_pex {
             // Standing, it was busy when PEX was turned off (a magnet
             // found private): forgotten now, as it would have been then.
             if let Some(entry) = self.entries.remove(&listen) {

@@ -41,9 +41,9 @@
 //! fetches are never cut short. Each ask doubles the wait before the next
 //! (10 s, 20 s, … up to [`TURNOVER_MAX_INTERVAL`]) until a connection of
 //! the torrent's proves of use (piece data or metadata crossed it), which
-//! sets the wait back to [`TURNOVER_AFTER`]; so a torrent whose addresses are all dead,
-//! or whose peers shake hands and hang up, does not make another drop and
-//! redial a peer every few seconds.
+//! sets the wait back to [`TURNOVER_AFTER`]; so a torrent whose addresses
+//! are all dead, or whose peers shake hands and hang up, does not make
+//! another drop and redial a peer every few seconds.
 //!
 //! [`SessionConfig::max_peers_per_torrent`]: crate::SessionConfig::max_peers_per_torrent
 //! [`SessionConfig::max_connections`]: crate::SessionConfig::max_connections

@@ -545,13 +545,11 @@ pub(crate) async fn run(
                 // The places it held were put to use.
                 t.connections.connection_of_use();
                 let mut conns = fetched.conns;
-                if matches!(stage, Stage::Metadata { .. }) {
-                    // The fetch reported its ends before it returned: filed
-                    // first, each counts once, and the hand-over below
-                    // releases only the connections nobody reported.
-                    while let Ok(exit) = exits.try_recv() {
-                        file_exit(&mut t, &mut stage, &mut listening_rx, exit);
-                    }
+                // The fetch reported its ends before it returned: filed
+                // first, each counts once, and the hand-over below releases
+                // only the connections nobody reported.
+                while let Ok(exit) = exits.try_recv() {
+                    file_exit(&mut t, &mut stage, &mut listening_rx, exit);
                 }
                 if let Stage::Metadata { inbox, .. } = &mut stage {
                     let rest = inbox.hand_over(conns.iter().map(|c| c.addr));

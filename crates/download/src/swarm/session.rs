@@ -1199,11 +1199,11 @@ mod tests {
         assert_eq!(s.outstanding(), 8);
     }
 
-    /// The first block of piece `index`, as the peer sends it.
-    fn first_block(index: u32) -> Message {
+    /// The block at `begin` in piece `index`, as the peer sends it.
+    fn block(index: u32, begin: u32) -> Message {
         Message::Piece(Block {
             index,
-            begin: 0,
+            begin,
             data: Bytes::from(vec![5u8; BLOCK_SIZE as usize]),
         })
     }
@@ -1211,17 +1211,16 @@ mod tests {
     #[test]
     fn a_block_neither_asked_for_nor_used_is_of_no_use() {
         let (mut t, mut s, now) = setup(Reserved::LODESTONE);
-        let block = first_block;
         s.handle_message(now, Message::HaveAll);
         s.update(now, &mut t);
         // Choked: nothing asked for, and no piece open to take it.
-        s.handle_message(now, block(0));
+        s.handle_message(now, block(0, 0));
         s.update(now, &mut t);
         assert!(!s.exchanged());
         s.handle_message(now, Message::Unchoke);
         s.update(now, &mut t);
         assert_eq!(requests(&drain(&mut s)), 8);
-        s.handle_message(now, block(0));
+        s.handle_message(now, block(0, 0));
         assert!(s.exchanged());
     }
 
@@ -1255,18 +1254,11 @@ mod tests {
             Greeting::Fresh,
             &mut t,
         );
-        other.handle_message(
-            now,
-            Message::Piece(Block {
-                index: 0,
-                begin: BLOCK_SIZE,
-                data: Bytes::from(vec![5u8; BLOCK_SIZE as usize]),
-            }),
-        );
+        other.handle_message(now, block(0, BLOCK_SIZE));
         other.update(now, &mut t);
         s.handle_message(now, Message::Choke);
         s.update(now, &mut t);
-        s.handle_message(now, first_block(0));
+        s.handle_message(now, block(0, 0));
         assert!(!s.exchanged());
         s.update(now, &mut t);
         assert!(s.exchanged(), "the torrent took the block");
