@@ -70,8 +70,8 @@ pub const LODESTONE_BIN_ENV: &str = "LODESTONE_BIN";
 /// runs from (`target/<profile>/deps/<test>` → `target/<profile>/lodestone`).
 ///
 /// Integration tests of another package cannot ask cargo for a binary's path,
-/// so `tests/run` builds every binary (`cargo build --workspace --bins`)
-/// before running the tests.
+/// so `tests/run` builds every binary before running the tests (`cargo build
+/// --workspace --bins --tests`).
 pub fn lodestone_binary() -> Result<PathBuf> {
     let path = match std::env::var_os(LODESTONE_BIN_ENV) {
         Some(path) => PathBuf::from(path),
