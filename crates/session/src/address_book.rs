@@ -398,12 +398,21 @@ impl AddressBook {
     /// `listen` (its extension handshake's `p`). That address is not
     /// dialed while the connection lasts and is dialable after, like any
     /// other; one being dialed or connected already is left to that. Only
-    /// a connection's first report counts.
+    /// a connection's first report counts, unless the link it made (or an
+    /// alias made) has gone stale: a later report then takes its place.
     pub fn listening(&mut self, conn: SocketAddr, listen: SocketAddr) {
+        // A link that no longer stands for `conn` (its address was dialed,
+        // banned or ended meanwhile) would leave the peer's listen address
+        // to be dialed, only to meet the duplicate rule.
+        let linked = self
+            .entries
+            .get(&conn)
+            .and_then(|e| e.listen)
+            .is_some_and(|l| l == conn || self.stands_for(l, conn));
         match self.entries.get_mut(&conn) {
             // A busy entry standing for a connection is no connection.
             Some(entry) if entry.status == Status::Busy && entry.stands_for.is_none() => {
-                if entry.listen.is_some() {
+                if linked {
                     return;
                 }
                 entry.listen = Some(listen);
@@ -446,15 +455,10 @@ impl AddressBook {
     pub fn alias(&mut self, conn: SocketAddr, other: SocketAddr) {
         // A `listen` that no longer stands for `conn` (it was dialed,
         // banned or ended meanwhile) is stale and may be replaced.
-        let stands_for_conn = |a: &SocketAddr| {
-            self.entries
-                .get(a)
-                .is_some_and(|e| e.stands_for == Some(conn))
-        };
         let conn_free = self.entries.get(&conn).is_some_and(|e| {
             e.status == Status::Busy
                 && e.stands_for.is_none()
-                && !e.listen.as_ref().is_some_and(stands_for_conn)
+                && !e.listen.is_some_and(|l| self.stands_for(l, conn))
         });
         let other_idle = self
             .entries
@@ -472,6 +476,13 @@ impl AddressBook {
         if let Some(entry) = self.entries.get_mut(&conn) {
             entry.listen = Some(other);
         }
+    }
+
+    /// Whether the entry at `addr` stands for the connection at `conn`.
+    fn stands_for(&self, addr: SocketAddr, conn: SocketAddr) -> bool {
+        self.entries
+            .get(&addr)
+            .is_some_and(|e| e.stands_for == Some(conn))
     }
 
     /// The entry at `addr` no longer stands for a connection.

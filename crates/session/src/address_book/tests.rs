@@ -330,6 +330,28 @@ fn an_incoming_peer_is_redialed_where_it_says_it_listens() {
 }
 
 #[test]
+fn a_listen_report_takes_the_place_of_a_stale_link() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.add(addr(2), PeerSource::Dht);
+    assert_eq!(b.next_dial(t0), Some(addr(2)));
+    b.ended(t0, addr(2), Outcome::Fruitless);
+    b.incoming(ephemeral(5));
+    b.alias(ephemeral(5), addr(2));
+    // 2 reaches us on a connection of its own: it stands for 5 no more.
+    assert!(b.incoming(addr(2)));
+    b.listening(ephemeral(5), addr(6));
+    assert_eq!(b.entries[&addr(6)].stands_for, Some(ephemeral(5)));
+    let later = t0 + Duration::from_secs(60);
+    assert_eq!(b.next_dial(later), None, "6 is connected already");
+    // A live link still keeps a later report out.
+    b.listening(ephemeral(5), addr(7));
+    assert!(!b.entries.contains_key(&addr(7)));
+    b.ended(later, ephemeral(5), Outcome::OfUse);
+    assert_eq!(b.next_dial(later + Duration::from_secs(2)), Some(addr(6)));
+}
+
+#[test]
 fn a_listen_address_reported_after_its_connection_ended_is_kept() {
     let t0 = Instant::now();
     let mut b = book(10);
