@@ -22,8 +22,8 @@
 //! we do not dial a peer already connected to us, and it is dialed when the
 //! connection ends, as any other. Both phases report `p`, the metadata
 //! fetch and the download: the second report of a connection changes
-//! nothing while it lasts, and one that comes after its end files the
-//! address as any late report does.
+//! nothing while the first one's link lasts, and one that comes after its
+//! end files the address as any late report does.
 //!
 //! **PEX** (BEP 11) is the least trusted source: any connected peer can
 //! name any address. Its addresses are dialed at most at a fixed rate
@@ -149,8 +149,9 @@ struct Entry {
     /// connection ends.
     dialable: bool,
     /// For a connection that reached us: where its peer says it listens
-    /// (the first report only); for one we dialed: another address of the
-    /// same peer (see [`AddressBook::alias`]). It stands for this one.
+    /// (the first report while its link lasts); for one we dialed: another
+    /// address of the same peer (see [`AddressBook::alias`]). It stands for
+    /// this one.
     listen: Option<SocketAddr>,
     /// For a listen address or an alias: the connection of its peer that
     /// keeps it busy, not counted as a connection of its own.
@@ -401,9 +402,10 @@ impl AddressBook {
     /// a connection's first report counts, unless the link it made (or an
     /// alias made) has gone stale: a later report then takes its place.
     pub fn listening(&mut self, conn: SocketAddr, listen: SocketAddr) {
-        // A link that no longer stands for `conn` (its address was dialed,
-        // banned or ended meanwhile) would leave the peer's listen address
-        // to be dialed, only to meet the duplicate rule.
+        // A link that no longer stands for `conn` (its address reached us
+        // on a connection of its own, was banned, or was busy when linked)
+        // would leave the peer's listen address to be dialed, only to meet
+        // the duplicate rule.
         let linked = self
             .entries
             .get(&conn)
@@ -453,8 +455,9 @@ impl AddressBook {
     /// `other`: a peer id proves nothing, and a liar could name an honest
     /// peer's.
     pub fn alias(&mut self, conn: SocketAddr, other: SocketAddr) {
-        // A `listen` that no longer stands for `conn` (it was dialed,
-        // banned or ended meanwhile) is stale and may be replaced.
+        // A `listen` that no longer stands for `conn` (it reached us on a
+        // connection of its own, was banned, or was busy when linked) is
+        // stale and may be replaced.
         let conn_free = self.entries.get(&conn).is_some_and(|e| {
             e.status == Status::Busy
                 && e.stands_for.is_none()
