@@ -342,6 +342,7 @@ fn a_listen_report_takes_the_place_of_a_stale_link() {
     assert!(b.incoming(addr(2)));
     b.listening(ephemeral(5), addr(6));
     assert_eq!(b.entries[&addr(6)].stands_for, Some(ephemeral(5)));
+    assert_eq!(b.stats().busy, 2, "the connections at 5 and at 2");
     let later = t0 + Duration::from_secs(60);
     assert_eq!(b.next_dial(later), None, "6 is connected already");
     // A live link still keeps a later report out.
@@ -349,6 +350,22 @@ fn a_listen_report_takes_the_place_of_a_stale_link() {
     assert!(!b.entries.contains_key(&addr(7)));
     b.ended(later, ephemeral(5), Outcome::OfUse);
     assert_eq!(b.next_dial(later + Duration::from_secs(2)), Some(addr(6)));
+}
+
+#[test]
+fn the_other_phases_report_links_again_once_the_first_link_went_stale() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    b.incoming(ephemeral(5));
+    b.listening(ephemeral(5), addr(5));
+    // The peer also reaches us from where it listens, and that connection
+    // ends: 5 stands for the first connection no more.
+    assert!(b.incoming(addr(5)));
+    b.ended(t0, addr(5), Outcome::Fruitless);
+    // The download repeats the metadata phase's report.
+    b.listening(ephemeral(5), addr(5));
+    assert_eq!(b.stats().busy, 1);
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(60)), None);
 }
 
 #[test]
