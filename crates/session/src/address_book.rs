@@ -410,7 +410,7 @@ impl AddressBook {
             .entries
             .get(&conn)
             .and_then(|e| e.listen)
-            .is_some_and(|l| l == conn || self.stands_for(l, conn));
+            .is_some_and(|l| l == conn || self.standing_for(l, conn).is_some());
         match self.entries.get_mut(&conn) {
             // A busy entry standing for a connection is no connection.
             Some(entry) if entry.status == Status::Busy && entry.stands_for.is_none() => {
@@ -461,7 +461,8 @@ impl AddressBook {
         let conn_free = self.entries.get(&conn).is_some_and(|e| {
             e.status == Status::Busy
                 && e.stands_for.is_none()
-                && !e.listen.is_some_and(|l| self.stands_for(l, conn))
+                && e.listen
+                    .is_none_or(|l| self.standing_for(l, conn).is_none())
         });
         let other_idle = self
             .entries
@@ -481,11 +482,11 @@ impl AddressBook {
         }
     }
 
-    /// Whether the entry at `addr` stands for the connection at `conn`.
-    fn stands_for(&self, addr: SocketAddr, conn: SocketAddr) -> bool {
+    /// The entry at `addr`, if it stands for the connection at `conn`.
+    fn standing_for(&self, addr: SocketAddr, conn: SocketAddr) -> Option<&Entry> {
         self.entries
             .get(&addr)
-            .is_some_and(|e| e.stands_for == Some(conn))
+            .filter(|e| e.stands_for == Some(conn))
     }
 
     /// The entry at `addr` no longer stands for a connection.
@@ -679,12 +680,9 @@ impl AddressBook {
     /// its peer, if it still stands for it, waits its turn again (with its
     /// own backoff: we have not reached it), or is banned with it.
     fn release(&mut self, now: Instant, listen: SocketAddr, conn: SocketAddr, outcome: Outcome) {
-        let Some(entry) = self.entries.get(&listen) else {
+        let Some(entry) = self.standing_for(listen, conn) else {
             return;
         };
-        if entry.stands_for != Some(conn) {
-            return;
-        }
         let (alias, from_pex) = (entry.alias, entry.source == PeerSource::Pex);
         self.stop_standing(listen);
         if outcome == Outcome::Misbehaved && !alias {
