@@ -54,6 +54,19 @@ impl<S: AsyncWrite + Unpin> Rc4Stream<S> {
         Poll::Ready(Ok(()))
     }
 
+    /// Drops the ciphertext `inner` has taken once it is at least
+    /// [`MAX_PENDING`]. `pending` is emptied only when everything in it was
+    /// sent, and a peer that reads slowly but steadily keeps some of it
+    /// always unsent: without this, every byte uploaded to it stayed here.
+    /// Waiting for a full `MAX_PENDING` first moves at most one byte per
+    /// byte sent, and holds `pending` under twice `MAX_PENDING`.
+    fn forget_sent(&mut self) {
+        if self.sent >= MAX_PENDING {
+            self.pending.drain(..self.sent);
+            self.sent = 0;
+        }
+    }
+
     /// Encrypts as much of `bufs` as fits the pending buffer; returns the
     /// plaintext bytes taken.
     fn poll_accept(
@@ -64,6 +77,7 @@ impl<S: AsyncWrite + Unpin> Rc4Stream<S> {
         if self.pending.len() - self.sent >= MAX_PENDING {
             ready!(self.poll_drain(cx))?;
         }
+        self.forget_sent();
         let mut taken = 0;
         for buf in bufs {
             let room = MAX_PENDING.saturating_sub(self.pending.len() - self.sent);
@@ -161,5 +175,29 @@ mod tests {
         b.read_exact(&mut got).await.expect("read");
         assert_eq!(got, message);
         drop(writer.await.expect("writer"));
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_never_catches_up_does_not_grow_the_buffer() {
+        let secret = [5u8; crate::dh::KEY_LEN];
+        let skey = InfoHash::new([3; 20]);
+        let (a, mut b) = tokio::io::duplex(64 * 1024);
+        let mut a = Rc4Stream::new(a, Cipher::initiator(&secret, &skey));
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            while b.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        // Writes without a flush, as the peer task does between batches:
+        // the reader drains the pipe, but never all that is pending.
+        let chunk = vec![0u8; 64 * 1024];
+        let mut most = 0;
+        for _ in 0..128 {
+            a.write_all(&chunk).await.expect("write");
+            most = most.max(a.pending.len());
+        }
+        assert!(most <= 2 * MAX_PENDING, "held {most} bytes after 8 MiB");
+        a.shutdown().await.expect("shutdown");
+        drop(a);
+        reader.await.expect("reader");
     }
 }
