@@ -212,6 +212,50 @@ fn clashing_paths_are_refused() {
     assert_eq!(m.info.files[3].offset, 15);
 }
 
+/// Runs `work` on its own thread and fails if it has not finished within a
+/// minute: a liveness bound for input that made the parser quadratic, far
+/// above what the work takes (milliseconds), so it only ever fails on a hang.
+fn finishes<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(work()));
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("still working after a minute")
+}
+
+#[test]
+fn a_path_of_very_many_components_is_checked_in_linear_time() {
+    let deep: Vec<&[u8]> = vec![b"a"; 200_000];
+    let info = multi(vec![file(1, &deep), file(1, &[b"b"])]);
+    let m = finishes(move || Metainfo::from_info_bytes(encode(&info))).unwrap();
+    assert_eq!(m.info.files[0].path.len(), 200_001);
+    // A clash deep down is still found.
+    let mut below: Vec<&[u8]> = deep.clone();
+    below.push(b"c");
+    let clash = multi(vec![file(1, &deep), file(1, &below)]);
+    assert!(matches!(
+        finishes(move || Metainfo::from_info_bytes(encode(&clash))).unwrap_err(),
+        MetainfoError::PathClash(p) if p.len() == "t".len() + 2 * 200_000
+    ));
+}
+
+#[test]
+fn a_huge_announce_list_makes_a_magnet_in_linear_time() {
+    let urls: Vec<OwnedValue> = (0..300_000)
+        .map(|n| s(format!("udp://t{n}:1").as_bytes()))
+        .collect();
+    let mut tiers = vec![OwnedValue::List(urls)];
+    tiers.push(OwnedValue::List(vec![s(b"udp://t7:1")]));
+    let root = dict(vec![
+        ("announce-list", OwnedValue::List(tiers)),
+        ("info", single(10, 4, 3)),
+    ]);
+    let m = Metainfo::from_torrent_bytes(&encode(&root)).unwrap();
+    let magnet = finishes(move || m.magnet());
+    // Every tracker once, in order: the repeat in the second tier is dropped.
+    assert_eq!(magnet.trackers.len(), 300_000);
+    assert_eq!(magnet.trackers[7], "udp://t7:1");
+}
+
 #[test]
 fn piece_arithmetic_is_checked() {
     let info = with(single(10, 4, 3), "pieces", Some(s(&[0; 41])));

@@ -16,6 +16,7 @@ mod parse;
 mod paths;
 mod write;
 
+use std::collections::HashSet;
 use std::fmt;
 
 use lodestone_bencode::{Dict, Limits, Value};
@@ -110,8 +111,11 @@ impl Metainfo {
         let mut magnet = Magnet::new(self.info_hash);
         magnet.display_name = Some(self.info.name.clone());
         let tiers = self.announce_list.iter().flatten();
+        // A set, not a search of the list so far: a torrent may list
+        // hundreds of thousands of trackers.
+        let mut seen = HashSet::new();
         for tracker in self.announce.iter().chain(tiers) {
-            if !magnet.trackers.contains(tracker) {
+            if seen.insert(tracker.as_str()) {
                 magnet.trackers.push(tracker.clone());
             }
         }
