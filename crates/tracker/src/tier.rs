@@ -2,6 +2,8 @@
 //! and one that answers moves to the front, so the next announce goes to
 //! it first.
 
+use std::collections::HashSet;
+
 use rand::Rng;
 use rand::seq::SliceRandom;
 
@@ -91,11 +93,16 @@ pub fn tiers_of(
     } else {
         announce_list.to_vec()
     };
+    // A set, not a search of the lists so far: a magnet link may name
+    // tens of thousands of trackers.
+    let mut named: HashSet<&str> = lists.iter().flatten().map(String::as_str).collect();
+    let mut added = Vec::new();
     for tr in magnet_trackers {
-        if !lists.iter().flatten().any(|t| t == tr) {
-            lists.push(vec![tr.clone()]);
+        if named.insert(tr) {
+            added.push(vec![tr.clone()]);
         }
     }
+    lists.extend(added);
     lists
         .iter()
         .map(|urls| Tier::new(urls, rng))
@@ -161,5 +168,23 @@ mod tests {
         let tiers = tiers_of(None, &many, &[], &mut rng);
         assert_eq!(tiers.len(), MAX_TRACKERS);
         assert!(tiers.iter().all(|t| t.trackers().len() == MAX_TRACKERS));
+    }
+
+    /// Tens of thousands of `tr=` are deduplicated in linear time: checking
+    /// each against the tiers so far took minutes (a hang, not a failure,
+    /// is what a return of that would show here).
+    #[test]
+    fn a_magnet_naming_many_trackers_is_deduplicated_quickly() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let tr: Vec<String> = (0..200_000)
+            .map(|i| format!("udp://t{}:1", i % 100_000))
+            .collect();
+        let tiers = tiers_of(None, &[], &tr, &mut rng);
+        let urls: Vec<String> = tiers
+            .iter()
+            .map(|t| t.trackers()[0].url().to_string())
+            .collect();
+        let first: Vec<String> = (0..MAX_TRACKERS).map(|i| format!("udp://t{i}:1")).collect();
+        assert_eq!(urls, first);
     }
 }
