@@ -2,7 +2,8 @@
 //! contacts, as a bencoded dictionary `{id, nodes, nodes6}` in the compact
 //! encodings of BEP 5 and BEP 32.
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::Path;
 
 use lodestone_bencode::{Limits, Writer, parse};
@@ -67,13 +68,19 @@ impl SavedState {
         Ok(SavedState { id, nodes })
     }
 
-    /// Reads `path`; a missing file is an empty state.
+    /// Reads `path`; a missing file is an empty state. Reads one byte past
+    /// the decoder's input limit at most, so a huge file (damaged, or not
+    /// ours) is refused without being read whole.
     pub fn load(path: &Path) -> io::Result<SavedState> {
-        match std::fs::read(path) {
-            Ok(bytes) => Self::decode(&bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(SavedState::default()),
-            Err(e) => Err(e),
-        }
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SavedState::default()),
+            Err(e) => return Err(e),
+        };
+        let mut bytes = Vec::new();
+        file.take(LIMITS.max_input as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        Self::decode(&bytes)
     }
 
     /// Writes `path` atomically (a temporary file renamed over it).
@@ -107,5 +114,21 @@ mod tests {
         assert_eq!(SavedState::decode(&state.encode()).unwrap(), state);
         assert!(SavedState::decode(b"d5:nodes3:abce").is_err());
         assert!(SavedState::decode(b"garbage").is_err());
+    }
+
+    #[test]
+    fn a_huge_file_is_refused_unread() {
+        let dir = std::env::temp_dir().join(format!("lodestone-dht-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dht.state");
+        // Sparse: 64 GiB that take no disk, and more memory than reading
+        // the file whole could get.
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(64 << 30)
+            .unwrap();
+        let err = SavedState::load(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
