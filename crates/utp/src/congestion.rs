@@ -48,7 +48,10 @@ impl Rtt {
                 self.srtt = Some((srtt * 7 + rtt) / 8);
             }
         }
-        self.rto = (self.srtt.unwrap_or(rtt) + self.var * 4).max(MIN_RTO);
+        // Capped like the back-off: a peer that holds an ack back for a
+        // minute must not stretch the timeout, and with it the time to
+        // notice it is gone, without bound.
+        self.rto = (self.srtt.unwrap_or(rtt) + self.var * 4).clamp(MIN_RTO, MAX_RTO);
     }
 
     /// The current timeout.
@@ -242,6 +245,9 @@ mod tests {
         let mut slow = Rtt::new();
         slow.sample(Duration::from_millis(400));
         assert_eq!(slow.rto(), Duration::from_millis(1200));
+        let mut held_back = Rtt::new();
+        held_back.sample(Duration::from_secs(60));
+        assert_eq!(held_back.rto(), MAX_RTO);
     }
 
     #[test]
