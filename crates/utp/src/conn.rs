@@ -23,6 +23,10 @@ const MAX_TIMEOUTS: u32 = 6;
 const LINGER: Duration = Duration::from_secs(10);
 /// Dup acks (or packets sacked past a hole) that mean a loss (BEP 29).
 const DUP_ACKS: u32 = 3;
+/// How much older than the oldest packet in flight an ack may be, for a
+/// packet reordered behind later ones (libutp allows as many as it counts
+/// duplicate acks).
+const ACK_SLACK: u16 = 3;
 /// In-order data packets acked by one STATE. Acking every packet cost a
 /// fast sender as many datagrams in as it sent out: three libtorrent
 /// seeders at 170 MB/s over loopback overflowed their socket buffers with
@@ -412,6 +416,9 @@ impl Conn {
             self.ack_due = self.state == State::Connected;
             return;
         }
+        if !self.acks_what_we_sent(h.ack_nr) {
+            return;
+        }
         self.heard = true;
         if let State::SynSent { .. } = self.state {
             // The first packet back names the sequence the peer starts from.
@@ -439,6 +446,19 @@ impl Conn {
             _ => {}
         }
         self.check_done(io);
+    }
+
+    /// Whether `ack` names one of the last packets we sent: at most
+    /// [`ACK_SLACK`] older than the oldest still in flight. As libutp does,
+    /// anything else is dropped unread. Only a packet that passes proves
+    /// the peer hears us (`heard`), or answers our SYN: the ack must echo a
+    /// sequence number we drew at random, which a sender spoofing the
+    /// address cannot see, where the connection id and its own sequence
+    /// numbers are its to choose.
+    fn acks_what_we_sent(&self, ack: u16) -> bool {
+        let newest = self.seq_nr.wrapping_sub(1);
+        let inflight = u16::try_from(self.inflight.len()).unwrap_or(u16::MAX);
+        newest.wrapping_sub(ack) <= inflight.saturating_add(ACK_SLACK)
     }
 
     fn on_ack(&mut self, p: &Packet<'_>, io: &mut Io<'_>) {

@@ -329,6 +329,16 @@ mod tests {
     }
 
     fn packet(kind: PacketType, conn_id: u16, seq_nr: u16, payload: &[u8]) -> Vec<u8> {
+        packet_acking(kind, conn_id, seq_nr, 0, payload)
+    }
+
+    fn packet_acking(
+        kind: PacketType,
+        conn_id: u16,
+        seq_nr: u16,
+        ack_nr: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut out = Vec::new();
         Packet {
             header: Header {
@@ -338,7 +348,7 @@ mod tests {
                 timestamp_diff_us: 0,
                 wnd_size: 1 << 20,
                 seq_nr,
-                ack_nr: 0,
+                ack_nr,
             },
             sack: None,
             payload,
@@ -353,15 +363,31 @@ mod tests {
 
     /// A socket with one connection accepted from `peer(1)`, whose SYN
     /// (id 4, sequence 100) is answered: its data starts at sequence 101
-    /// and carries id 5.
-    fn accepted(now: Instant) -> (Socket, StreamId) {
+    /// and carries id 5 and the ack [`Accepted::ack`].
+    fn accepted(now: Instant) -> Accepted {
         let mut s = Socket::new(Config::default(), 1, now);
         s.handle_datagram(now, peer(1), &syn(4));
         let Some(Event::Incoming(id, _)) = s.poll_event() else {
             panic!("no incoming connection");
         };
-        while s.poll_transmit(now).is_some() {}
-        (s, id)
+        let answer = acks(&mut s, now);
+        // The peer acks the sequence our answer came before.
+        let ack = answer[0].seq_nr.wrapping_sub(1);
+        Accepted { s, id, ack }
+    }
+
+    struct Accepted {
+        s: Socket,
+        id: StreamId,
+        /// The ack the peer's packets carry.
+        ack: u16,
+    }
+
+    impl Accepted {
+        /// A DATA packet from the peer.
+        fn data(&self, seq: u16, payload: &[u8]) -> Vec<u8> {
+            packet_acking(PacketType::Data, 5, seq, self.ack, payload)
+        }
     }
 
     /// The STATE packets `s` sends now.
@@ -375,53 +401,76 @@ mod tests {
     #[test]
     fn in_order_data_is_acked_in_batches_or_after_a_short_delay() {
         let t0 = Instant::now();
-        let (mut s, _) = accepted(t0);
+        let mut a = accepted(t0);
         let every = u16::try_from(crate::conn::ACK_EVERY).expect("small");
         for seq in 101..101 + every - 1 {
-            s.handle_datagram(t0, peer(1), &packet(PacketType::Data, 5, seq, b"x"));
-            assert!(acks(&mut s, t0).is_empty(), "packet {seq} acked alone");
+            let data = a.data(seq, b"x");
+            a.s.handle_datagram(t0, peer(1), &data);
+            assert!(acks(&mut a.s, t0).is_empty(), "packet {seq} acked alone");
         }
-        s.handle_datagram(t0, peer(1), &packet(PacketType::Data, 5, 100 + every, b"x"));
-        let batch = acks(&mut s, t0);
+        let data = a.data(100 + every, b"x");
+        a.s.handle_datagram(t0, peer(1), &data);
+        let batch = acks(&mut a.s, t0);
         assert_eq!(batch.len(), 1, "one ack for the batch");
         assert_eq!(batch[0].ack_nr, 100 + every);
 
         // A lone packet is acked once the delay runs out, not before.
-        s.handle_datagram(t0, peer(1), &packet(PacketType::Data, 5, 101 + every, b"x"));
-        assert!(acks(&mut s, t0).is_empty());
-        assert_eq!(s.poll_timeout(), Some(t0 + crate::conn::ACK_DELAY));
-        s.handle_timeout(t0 + crate::conn::ACK_DELAY);
-        let late = acks(&mut s, t0 + crate::conn::ACK_DELAY);
+        let data = a.data(101 + every, b"x");
+        a.s.handle_datagram(t0, peer(1), &data);
+        assert!(acks(&mut a.s, t0).is_empty());
+        assert_eq!(a.s.poll_timeout(), Some(t0 + crate::conn::ACK_DELAY));
+        a.s.handle_timeout(t0 + crate::conn::ACK_DELAY);
+        let late = acks(&mut a.s, t0 + crate::conn::ACK_DELAY);
         assert_eq!(late.len(), 1);
         assert_eq!(late[0].ack_nr, 101 + every);
-        assert_eq!(s.poll_timeout(), None, "nothing left to ack");
+        assert_eq!(a.s.poll_timeout(), None, "nothing left to ack");
     }
 
     #[test]
     fn a_hole_is_acked_at_once_and_packets_a_window_past_it_are_kept() {
         let t0 = Instant::now();
-        let (mut s, id) = accepted(t0);
+        let mut a = accepted(t0);
         // 101 is lost; 800 packets of 1 KiB follow it (past the old reach of
         // 512, within the 1 MiB window).
         let payload = [7u8; 1024];
         for seq in 102..902 {
-            s.handle_datagram(t0, peer(1), &packet(PacketType::Data, 5, seq, &payload));
-            let acked = acks(&mut s, t0);
+            let data = a.data(seq, &payload);
+            a.s.handle_datagram(t0, peer(1), &data);
+            let acked = acks(&mut a.s, t0);
             assert_eq!(acked.len(), 1, "packet {seq} past the hole acked at once");
             assert_eq!(acked[0].ack_nr, 100);
         }
-        s.handle_datagram(t0, peer(1), &packet(PacketType::Data, 5, 101, &payload));
-        let acked = acks(&mut s, t0);
+        let data = a.data(101, &payload);
+        a.s.handle_datagram(t0, peer(1), &data);
+        let acked = acks(&mut a.s, t0);
         assert_eq!(acked.len(), 1, "the hole filled: acked at once");
         assert_eq!(acked[0].ack_nr, 901, "every packet past the hole was kept");
         let mut read = 0;
-        while let Ok(Some(n)) = s.read(id, 65536, |_| {}) {
+        while let Ok(Some(n)) = a.s.read(a.id, 65536, |_| {}) {
             if n == 0 {
                 break;
             }
             read += n;
         }
         assert_eq!(read, 801 * 1024);
+    }
+
+    #[test]
+    fn a_packet_acking_nothing_we_sent_is_dropped_unheard() {
+        let t0 = Instant::now();
+        let mut a = accepted(t0);
+        // A sender spoofing peer(1) knows the ids and its own sequence
+        // numbers, not the ack: what it guesses wrong is dropped unread.
+        for wrong in [a.ack.wrapping_add(1), a.ack.wrapping_sub(100), a.ack ^ 0x8000] {
+            let spoofed = packet_acking(PacketType::Data, 5, 101, wrong, b"x");
+            a.s.handle_datagram(t0, peer(1), &spoofed);
+            assert!(acks(&mut a.s, t0).is_empty(), "ack {wrong} answered");
+            assert_eq!(a.s.read(a.id, 10, |_| {}), Ok(None), "ack {wrong} read");
+        }
+        // The same packet with the right ack is taken.
+        let data = a.data(101, b"x");
+        a.s.handle_datagram(t0, peer(1), &data);
+        assert_eq!(a.s.read(a.id, 10, |_| {}), Ok(Some(1)));
     }
 
     #[test]
