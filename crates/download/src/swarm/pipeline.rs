@@ -79,6 +79,10 @@ pub(crate) struct Pipeline {
     bursty: bool,
     /// The peer's own cap (`reqq` in its extension handshake).
     peer_cap: usize,
+    /// Requests given back without their block (a choke, a reject, our
+    /// cancel), newest last, at most [`MAX_DEPTH`]: a block of one may
+    /// still arrive, crossing the message on the wire.
+    given_back: VecDeque<BlockIndex>,
 }
 
 impl Pipeline {
@@ -94,6 +98,7 @@ impl Pipeline {
             burst: None,
             bursty: false,
             peer_cap: MAX_DEPTH,
+            given_back: VecDeque::new(),
         }
     }
 
@@ -147,7 +152,7 @@ impl Pipeline {
 
     /// A block arrived: whether we had requested it (and still had).
     pub(crate) fn received(&mut self, block: BlockIndex, now: Instant) -> bool {
-        let found = self.remove(block);
+        let found = self.forget(block);
         if found {
             self.watch_bursts(now);
             self.last_progress = now;
@@ -181,8 +186,36 @@ impl Pipeline {
         }
     }
 
-    /// Forgets one request (rejected or cancelled); whether it was there.
+    /// Gives one request back (rejected or cancelled); whether it was there.
     pub(crate) fn remove(&mut self, block: BlockIndex) -> bool {
+        let found = self.forget(block);
+        if found {
+            self.give_back(block);
+        }
+        found
+    }
+
+    /// Gives every request back (the peer choked us without the fast
+    /// extension) and returns them.
+    pub(crate) fn take_all(&mut self) -> Vec<BlockIndex> {
+        self.saturated = false;
+        let taken: Vec<BlockIndex> = self.outstanding.drain(..).collect();
+        for &block in &taken {
+            self.give_back(block);
+        }
+        taken
+    }
+
+    /// A block that was not outstanding arrived: whether it is one given
+    /// back lately, so late rather than never asked of this peer.
+    pub(crate) fn late(&mut self, block: BlockIndex) -> bool {
+        match self.given_back.iter().position(|&b| b == block) {
+            Some(i) => self.given_back.remove(i).is_some(),
+            None => false,
+        }
+    }
+
+    fn forget(&mut self, block: BlockIndex) -> bool {
         match self.outstanding.iter().position(|&b| b == block) {
             Some(0) => self.outstanding.pop_front().is_some(),
             Some(i) => self.outstanding.remove(i).is_some(),
@@ -190,11 +223,11 @@ impl Pipeline {
         }
     }
 
-    /// Forgets every request (the peer choked us without the fast
-    /// extension) and returns them.
-    pub(crate) fn take_all(&mut self) -> Vec<BlockIndex> {
-        self.saturated = false;
-        self.outstanding.drain(..).collect()
+    fn give_back(&mut self, block: BlockIndex) {
+        if self.given_back.len() == MAX_DEPTH {
+            self.given_back.pop_front();
+        }
+        self.given_back.push_back(block);
     }
 
     /// Requests are outstanding and nothing arrived for `timeout`.

@@ -758,12 +758,23 @@ impl PeerSession {
             .ok()
             .and_then(|l| self.config.layout.block_at(block.index, block.begin, l))
             .ok_or(PeerError::Misbehaved("block outside the torrent"))?;
-        self.pipeline.record_bytes(now, len as u64);
         if self.pipeline.received(b, now) {
             self.exchanged = true;
-        } else if !self.unsolicited.record() {
-            return Err(PeerError::Misbehaved("too many unrequested blocks"));
+        } else {
+            if !self.unsolicited.record() {
+                return Err(PeerError::Misbehaved("too many unrequested blocks"));
+            }
+            if !self.pipeline.late(b) {
+                // Never asked of this peer: dropped. Taken, it would go
+                // into an open piece another peer is filling and cancel
+                // that peer's request; a peer could spoil every piece we
+                // lack, and blame could not single it out among the
+                // piece's senders.
+                return Ok(());
+            }
         }
+        // Counted only now, so junk earns no rate with the choker.
+        self.pipeline.record_bytes(now, len as u64);
         self.ops.push(Op::Block(b, block.data));
         Ok(())
     }
@@ -1254,6 +1265,16 @@ mod tests {
             Greeting::Fresh,
             &mut t,
         );
+        other.handle_message(now, Message::HaveAll);
+        other.handle_message(now, Message::Unchoke);
+        other.update(now, &mut t);
+        // Every block is asked for already: the endgame asks again.
+        let second_half = BlockRequest {
+            index: 0,
+            begin: BLOCK_SIZE,
+            length: BLOCK_SIZE,
+        };
+        assert!(drain(&mut other).contains(&Message::Request(second_half)));
         other.handle_message(now, block(0, BLOCK_SIZE));
         other.update(now, &mut t);
         s.handle_message(now, Message::Choke);
@@ -1262,6 +1283,41 @@ mod tests {
         assert!(!s.exchanged());
         s.update(now, &mut t);
         assert!(s.exchanged(), "the torrent took the block");
+    }
+
+    #[test]
+    fn a_block_never_asked_of_this_peer_is_dropped() {
+        let (mut t, mut honest, now) = unchoked_without_fast();
+        while t.poll_action().is_some() {}
+        // Another peer, asked for nothing, sends a block of a piece the
+        // honest one is fetching, and many more of the same.
+        let elsewhere = SocketAddr::from(([10, 0, 0, 2], 6881));
+        let peer = (Reserved::LODESTONE, elsewhere);
+        let mut junk = PeerSession::new(
+            now,
+            honest.config.clone(),
+            PeerKey(2),
+            peer,
+            Greeting::Fresh,
+            &mut t,
+        );
+        for _ in 0..256 {
+            junk.handle_message(now, block(0, 0));
+        }
+        junk.update(now, &mut t);
+        assert!(
+            !junk.exchanged(),
+            "the torrent took a block never asked for"
+        );
+        assert!(!junk.is_closed(), "within the tolerance for late blocks");
+        assert_eq!(t.poll_action(), None, "the honest peer's request stands");
+        // Nor does junk earn a rate with the choker.
+        junk.handle_timeout(now + Duration::from_secs(1));
+        assert_eq!(junk.rates().0, 0.0);
+        // The honest peer's block is still taken.
+        honest.handle_message(now, block(0, 0));
+        honest.update(now, &mut t);
+        assert!(honest.exchanged());
     }
 
     #[test]
