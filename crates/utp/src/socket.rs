@@ -461,7 +461,11 @@ mod tests {
         let mut a = accepted(t0);
         // A sender spoofing peer(1) knows the ids and its own sequence
         // numbers, not the ack: what it guesses wrong is dropped unread.
-        for wrong in [a.ack.wrapping_add(1), a.ack.wrapping_sub(100), a.ack ^ 0x8000] {
+        for wrong in [
+            a.ack.wrapping_add(1),
+            a.ack.wrapping_sub(100),
+            a.ack ^ 0x8000,
+        ] {
             let spoofed = packet_acking(PacketType::Data, 5, 101, wrong, b"x");
             a.s.handle_datagram(t0, peer(1), &spoofed);
             assert!(acks(&mut a.s, t0).is_empty(), "ack {wrong} answered");
