@@ -576,6 +576,11 @@ impl Conn {
         if seq_lt(seq, next) {
             return; // a duplicate: the ack tells the peer again
         }
+        // Once our side closed, nobody reads: the sequence still counts, so
+        // acks and the FIN go on as before, but no byte is kept. A peer
+        // could otherwise pin a full receive window for as long as our FIN
+        // is retransmitted.
+        let payload = if self.close_requested { &[] } else { payload };
         if self.peer_fin.is_some_and(|fin| seq_lt(fin, seq)) {
             return; // past the end the peer announced
         }

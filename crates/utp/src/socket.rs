@@ -456,6 +456,24 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_connection_keeps_no_data_it_receives() {
+        let t0 = Instant::now();
+        let mut a = accepted(t0);
+        // The peer is heard from, so our close sends a FIN and lingers.
+        let state = packet_acking(PacketType::State, 5, 101, a.ack, &[]);
+        a.s.handle_datagram(t0, peer(1), &state);
+        a.s.close(a.id);
+        while a.s.poll_transmit(t0).is_some() {}
+        // Past a hole at 101, so none of it could be delivered anyway.
+        for seq in 102..802 {
+            let data = a.data(seq, &[0; 1400]);
+            a.s.handle_datagram(t0, peer(1), &data);
+        }
+        let window = acks(&mut a.s, t0).last().expect("acked").wnd_size as usize;
+        assert_eq!(window, Config::default().recv_buffer, "the window shrank");
+    }
+
+    #[test]
     fn a_packet_acking_nothing_we_sent_is_dropped_unheard() {
         let t0 = Instant::now();
         let mut a = accepted(t0);
