@@ -83,6 +83,11 @@ const UPLOAD_BUFFER: usize = 1 << 20;
 /// A connection on which nothing arrives for this long is dead.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 
+/// A connection on which neither side has wanted anything of the other for
+/// this long is closed (libtorrent's inactivity timeout): keep-alives alone
+/// must not hold a connection slot that a useful peer could have.
+const NO_INTEREST_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// We send a keep-alive after this long without sending anything.
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -143,6 +148,9 @@ pub enum PeerError {
     /// Nothing at all arrived for a long time.
     #[error("peer idle")]
     Idle,
+    /// Neither side wanted anything of the other for a long time.
+    #[error("no interest either way")]
+    NoInterest,
     /// We connected to ourselves (through some address of ours).
     #[error("connected to ourselves")]
     Ourselves,
@@ -306,6 +314,8 @@ pub struct PeerSession {
     rates: (f64, f64),
     last_message: Instant,
     last_sent: Instant,
+    /// Since when neither side has been interested, if so now.
+    no_interest_since: Option<Instant>,
     next_tick: Instant,
     /// No new requests before this (download limit).
     request_hold: Option<Instant>,
@@ -372,6 +382,7 @@ impl PeerSession {
             rates: (0.0, 0.0),
             last_message: now,
             last_sent: now,
+            no_interest_since: None,
             next_tick: now + TICK,
             request_hold: None,
             upload_hold: None,
@@ -930,6 +941,13 @@ impl PeerSession {
             if now.saturating_duration_since(self.last_message) > IDLE_TIMEOUT {
                 return self.close(PeerError::Idle);
             }
+            if self.am_interested || self.peer_interested {
+                self.no_interest_since = None;
+            } else if now.saturating_duration_since(*self.no_interest_since.get_or_insert(now))
+                > NO_INTEREST_TIMEOUT
+            {
+                return self.close(PeerError::NoInterest);
+            }
             if now.saturating_duration_since(self.last_sent) > KEEPALIVE {
                 self.send(now, Message::KeepAlive);
             }
@@ -1318,6 +1336,42 @@ mod tests {
         honest.handle_message(now, block(0, 0));
         honest.update(now, &mut t);
         assert!(honest.exchanged());
+    }
+
+    #[test]
+    fn a_peer_that_only_keeps_alive_is_let_go_after_ten_minutes() {
+        let (mut t, mut s, start) = setup(Reserved::LODESTONE);
+        // It has nothing we lack, and wants nothing of ours.
+        s.handle_message(start, Message::HaveNone);
+        let mut now = start;
+        while now - start < Duration::from_secs(3600) && !s.is_closed() {
+            now += Duration::from_secs(50);
+            s.handle_message(now, Message::KeepAlive);
+            s.handle_timeout(now);
+            s.update(now, &mut t);
+        }
+        assert!(now - start > NO_INTEREST_TIMEOUT, "let go early");
+        // Counted from the first tick that saw it, one step in.
+        assert!(now - start <= NO_INTEREST_TIMEOUT + Duration::from_secs(100));
+        assert!(
+            std::iter::from_fn(|| s.poll_event())
+                .any(|e| matches!(e, PeerEvent::Closed(PeerError::NoInterest)))
+        );
+    }
+
+    #[test]
+    fn interest_either_way_keeps_a_connection() {
+        let (mut t, mut s, start) = setup(Reserved::LODESTONE);
+        s.handle_message(start, Message::HaveNone);
+        s.handle_message(start, Message::Interested);
+        let mut now = start;
+        for _ in 0..72 {
+            now += Duration::from_secs(50);
+            s.handle_message(now, Message::KeepAlive);
+            s.handle_timeout(now);
+            s.update(now, &mut t);
+        }
+        assert!(!s.is_closed(), "an interested peer was let go");
     }
 
     #[test]
