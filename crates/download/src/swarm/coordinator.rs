@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use super::peer::{self, PeerEnd};
 use super::progress::{DownloadProgress, Phase, Stuck, Summary};
 use super::resume_keeper::ResumeKeeper;
-use super::session::SessionConfig;
+use super::session::{PeerError, SessionConfig};
 use super::shared::{CloseReason, PeerCmd, Shared, State};
 use super::torrent::Torrent;
 use super::{DownloadConfig, DownloadError, Rendezvous};
@@ -29,6 +29,10 @@ use crate::verify::{CheckOutcome, Checked, HashPool, PieceHash, PieceHasher};
 
 /// How often progress is published and the choker consulted.
 const HOUSEKEEPING: Duration = Duration::from_millis(200);
+
+/// Connections short of the limit at which the torrent counts as crowded
+/// (libtorrent's margin for letting go of peers of no use to either side).
+const CROWDED_MARGIN: usize = 5;
 
 /// Completed pieces waiting for the hash pool, in bytes, before requests
 /// pause: bounds memory when hashing or the disk is slower than the network.
@@ -298,9 +302,18 @@ impl Coordinator {
             let end = peer::run(shared, key, conn).await;
             (key, addr, end)
         });
+        self.note_crowding();
+    }
+
+    /// Tells the sessions whether few connection slots are left: then one
+    /// of use to neither side makes room ([`Torrent::is_crowded`]).
+    fn note_crowding(&self) {
+        let crowded = self.tasks.len() + CROWDED_MARGIN >= self.max_connections;
+        self.shared.lock().torrent.set_crowded(crowded);
     }
 
     fn on_peer_exit(&mut self, (key, addr, end): PeerResult) {
+        self.note_crowding();
         // `key_addrs` keeps the key: a piece it helped with may still fail
         // its hash, and the blame must reach its address then.
         self.active.remove(&addr);
@@ -312,6 +325,9 @@ impl Coordinator {
             _ if self.banned.contains(&addr) => ExitKind::Misbehaved,
             Err(e) if e.is_peer_fault() => ExitKind::Misbehaved,
             Err(e) if e.is_duplicate() => ExitKind::Duplicate,
+            // Of no use lately, whatever crossed it before: backed off, not
+            // redialed at once only to be let go again.
+            Err(PeerError::NoInterest) => ExitKind::Fruitless,
             _ => ExitKind::blameless(end.exchanged),
         };
         let _ = self.exits.send(PeerExit::new(addr, kind));

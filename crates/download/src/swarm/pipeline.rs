@@ -67,7 +67,7 @@ pub(crate) struct Pipeline {
     saturated: bool,
     /// Last block received, or when requests went out to an empty pipeline.
     last_progress: Instant,
-    /// Bytes received from the peer (wanted or not).
+    /// Bytes of the blocks taken from the peer (asked of it, if late).
     rate: RateEstimator,
     /// The same over the last [`QUEUED_TIME`] only, which sets a bursty
     /// peer's floor: the 5 s window of `rate` would ramp it up slowly.
@@ -139,7 +139,7 @@ impl Pipeline {
         self.outstanding.extend(blocks.iter().copied());
     }
 
-    /// Counts `bytes` of piece data received, requested or not.
+    /// Counts `bytes` of a block taken: one asked of the peer, if late.
     pub(crate) fn record_bytes(&mut self, now: Instant, bytes: u64) {
         self.rate.record(now, bytes);
         self.recent.record(now, bytes);

@@ -84,8 +84,9 @@ const UPLOAD_BUFFER: usize = 1 << 20;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// A connection on which neither side has wanted anything of the other for
-/// this long is closed (libtorrent's inactivity timeout): keep-alives alone
-/// must not hold a connection slot that a useful peer could have.
+/// this long is closed while the torrent is short of connection slots
+/// ([`Torrent::is_crowded`]), as libtorrent does near its limits:
+/// keep-alives alone must not hold a slot a useful peer could have.
 const NO_INTEREST_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// We send a keep-alive after this long without sending anything.
@@ -261,6 +262,8 @@ enum Op {
     Choked,
     Rejected(BlockIndex),
     Block(BlockIndex, Bytes),
+    /// A block never asked of the peer was dropped: its length.
+    Dropped(u64),
     /// The peer told us where it listens: others may hear of it by PEX.
     Listening(SocketAddr),
     /// The peer's extension handshake offered ut_holepunch, or not.
@@ -781,6 +784,7 @@ impl PeerSession {
                 // that peer's request; a peer could spoil every piece we
                 // lack, and blame could not single it out among the
                 // piece's senders.
+                self.ops.push(Op::Dropped(len as u64));
                 return Ok(());
             }
         }
@@ -941,13 +945,6 @@ impl PeerSession {
             if now.saturating_duration_since(self.last_message) > IDLE_TIMEOUT {
                 return self.close(PeerError::Idle);
             }
-            if self.am_interested || self.peer_interested {
-                self.no_interest_since = None;
-            } else if now.saturating_duration_since(*self.no_interest_since.get_or_insert(now))
-                > NO_INTEREST_TIMEOUT
-            {
-                return self.close(PeerError::NoInterest);
-            }
             if now.saturating_duration_since(self.last_sent) > KEEPALIVE {
                 self.send(now, Message::KeepAlive);
             }
@@ -987,6 +984,22 @@ impl PeerSession {
         self.send_pex(now, torrent);
         self.top_up(now, torrent);
         self.maybe_read(now);
+        self.watch_interest(now, torrent.is_crowded());
+    }
+
+    /// Closes the connection once neither side has been interested for
+    /// [`NO_INTEREST_TIMEOUT`] and the torrent is short of slots. Run at
+    /// every update, so interest shown between two ticks (a piece
+    /// announced, fetched and verified within a second) counts.
+    fn watch_interest(&mut self, now: Instant, crowded: bool) {
+        if self.am_interested || self.peer_interested {
+            self.no_interest_since = None;
+            return;
+        }
+        let since = *self.no_interest_since.get_or_insert(now);
+        if crowded && now.saturating_duration_since(since) > NO_INTEREST_TIMEOUT {
+            self.close(PeerError::NoInterest);
+        }
     }
 
     fn apply(&mut self, now: Instant, op: Op, t: &mut Torrent) {
@@ -1003,6 +1016,10 @@ impl PeerSession {
             Op::Listening(addr) => t.peer_listening(key, addr),
             Op::Holepunch(supports) => t.relay.supports(key, supports),
             Op::Rendezvous(target) => self.relay(now, target, t),
+            Op::Dropped(len) => {
+                t.counters.downloaded += len;
+                t.counters.wasted += len;
+            }
             Op::Block(b, data) => {
                 let len = data.len() as u64;
                 t.counters.downloaded += len;
@@ -1328,6 +1345,7 @@ mod tests {
             "the torrent took a block never asked for"
         );
         assert!(!junk.is_closed(), "within the tolerance for late blocks");
+        assert_eq!(t.counters().wasted, 256 * u64::from(BLOCK_SIZE));
         assert_eq!(t.poll_action(), None, "the honest peer's request stands");
         // Nor does junk earn a rate with the choker.
         junk.handle_timeout(now + Duration::from_secs(1));
@@ -1339,8 +1357,9 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_that_only_keeps_alive_is_let_go_after_ten_minutes() {
+    fn a_peer_that_only_keeps_alive_is_let_go_after_ten_minutes_when_slots_are_short() {
         let (mut t, mut s, start) = setup(Reserved::LODESTONE);
+        t.set_crowded(true);
         // It has nothing we lack, and wants nothing of ours.
         s.handle_message(start, Message::HaveNone);
         let mut now = start;
@@ -1351,7 +1370,7 @@ mod tests {
             s.update(now, &mut t);
         }
         assert!(now - start > NO_INTEREST_TIMEOUT, "let go early");
-        // Counted from the first tick that saw it, one step in.
+        // Counted from the first update that saw no interest, a step in.
         assert!(now - start <= NO_INTEREST_TIMEOUT + Duration::from_secs(100));
         assert!(
             std::iter::from_fn(|| s.poll_event())
@@ -1360,10 +1379,10 @@ mod tests {
     }
 
     #[test]
-    fn interest_either_way_keeps_a_connection() {
+    fn interest_either_way_or_free_slots_keep_a_connection() {
+        // Slots to spare: an uninterested peer costs nobody anything.
         let (mut t, mut s, start) = setup(Reserved::LODESTONE);
         s.handle_message(start, Message::HaveNone);
-        s.handle_message(start, Message::Interested);
         let mut now = start;
         for _ in 0..72 {
             now += Duration::from_secs(50);
@@ -1371,7 +1390,38 @@ mod tests {
             s.handle_timeout(now);
             s.update(now, &mut t);
         }
+        assert!(!s.is_closed(), "let go with slots to spare");
+        // Short of slots, interest keeps it: the peer's, or a blip of ours
+        // between two ticks (a piece announced and taken within a second).
+        t.set_crowded(true);
+        s.handle_message(now, Message::Interested);
+        s.update(now, &mut t);
+        for _ in 0..72 {
+            now += Duration::from_secs(50);
+            s.handle_message(now, Message::KeepAlive);
+            s.handle_timeout(now);
+            s.update(now, &mut t);
+        }
         assert!(!s.is_closed(), "an interested peer was let go");
+        s.handle_message(now, Message::NotInterested);
+        // Every 550 s the peer announces a piece we lack, and we have it
+        // before the next tick: 1,650 s with no interest seen at a tick.
+        // (Three pieces of four: with all four both sides would be seeds.)
+        for i in 0..33 {
+            now += Duration::from_secs(50);
+            if i % 11 == 0 {
+                s.handle_message(now, Message::Have(i / 11));
+                s.update(now, &mut t);
+                assert!(s.am_interested, "a piece we lack");
+                let piece = s.config.layout.piece(i / 11).expect("in the torrent");
+                t.found_on_disk(piece, true);
+            }
+            s.handle_message(now, Message::KeepAlive);
+            s.handle_timeout(now);
+            s.update(now, &mut t);
+            assert!(!s.am_interested, "the piece is had");
+        }
+        assert!(!s.is_closed(), "let go while trading");
     }
 
     #[test]

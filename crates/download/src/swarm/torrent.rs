@@ -95,7 +95,8 @@ pub struct Counters {
     /// Piece data received, wanted or not.
     pub downloaded: u64,
     /// Piece data received that we already had or never asked for (endgame
-    /// duplicates, late blocks after a cancel).
+    /// duplicates, late blocks after a cancel, blocks never asked of their
+    /// sender, which are dropped).
     pub wasted: u64,
     /// Piece data sent.
     pub uploaded: u64,
@@ -132,6 +133,8 @@ pub struct Torrent {
     /// (BEP 55).
     pub(crate) relay: Relay,
     actions: VecDeque<Action>,
+    /// Few connection slots are left ([`Torrent::is_crowded`]).
+    crowded: bool,
 }
 
 impl Torrent {
@@ -160,7 +163,20 @@ impl Torrent {
             hash_backlog: hash_backlog.max(1),
             relay: Relay::default(),
             actions: VecDeque::new(),
+            crowded: false,
         }
+    }
+
+    /// Whether the torrent's connections are within a few of its limit, so
+    /// a connection of no use to either side should make room.
+    pub fn is_crowded(&self) -> bool {
+        self.crowded
+    }
+
+    /// Says whether few connection slots are left (the coordinator counts
+    /// its connections against the limit).
+    pub fn set_crowded(&mut self, crowded: bool) {
+        self.crowded = crowded;
     }
 
     /// Caps the pieces under assembly or at the hash pool at `pieces`
