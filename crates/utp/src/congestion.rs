@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 pub const MIN_RTO: Duration = Duration::from_millis(500);
 /// Before any round trip was measured (BEP 29).
 pub const INITIAL_RTO: Duration = Duration::from_secs(1);
-/// Back-off stops doubling here.
+/// The retransmission timeout never goes above this: back-off stops
+/// doubling here, and no round trip measured lifts it higher.
 const MAX_RTO: Duration = Duration::from_secs(30);
 
 /// Smoothed round-trip time and the retransmission timeout derived from it.

@@ -104,6 +104,8 @@ pub(crate) struct Conn {
     /// `write` refused bytes: say Writable when space frees.
     write_blocked: bool,
     close_requested: bool,
+    /// The application dropped its stream: nothing received is read.
+    reader_gone: bool,
     fin_sent: bool,
     linger_until: Option<Instant>,
 
@@ -207,6 +209,7 @@ impl Conn {
             dup_acks: 0,
             write_blocked: false,
             close_requested: false,
+            reader_gone: false,
             fin_sent: false,
             linger_until: None,
             ack_nr: 0,
@@ -449,7 +452,7 @@ impl Conn {
     }
 
     /// Whether `ack` names one of the last packets we sent: at most
-    /// [`ACK_SLACK`] older than the oldest still in flight. As libutp does,
+    /// [`ACK_SLACK`] older than the last one acked. As libutp does,
     /// anything else is dropped unread. Only a packet that passes proves
     /// the peer hears us (`heard`), or answers our SYN: the ack must echo a
     /// sequence number we drew at random, which a sender spoofing the
@@ -473,10 +476,6 @@ impl Conn {
             cwnd = self.cc.window(),
             "uTP packet"
         );
-        // An ack for something never sent is garbage.
-        if !seq_lt(ack, self.seq_nr) {
-            return;
-        }
         let mut acked = 0;
         let mut sample = None;
         let mut progressed = false;
@@ -576,11 +575,11 @@ impl Conn {
         if seq_lt(seq, next) {
             return; // a duplicate: the ack tells the peer again
         }
-        // Once our side closed, nobody reads: the sequence still counts, so
-        // acks and the FIN go on as before, but no byte is kept. A peer
-        // could otherwise pin a full receive window for as long as our FIN
-        // is retransmitted.
-        let payload = if self.close_requested { &[] } else { payload };
+        // Once the reader is gone the sequence still counts, so acks and
+        // the FIN go on as before, but no byte is kept. A peer could
+        // otherwise pin a full receive window for as long as our FIN is
+        // retransmitted.
+        let payload = if self.reader_gone { &[] } else { payload };
         if self.peer_fin.is_some_and(|fin| seq_lt(fin, seq)) {
             return; // past the end the peer announced
         }
@@ -691,6 +690,13 @@ impl Conn {
             self.stop();
         }
         self.close_requested = true;
+    }
+
+    /// The application dropped its stream: [`Self::close`], and nothing
+    /// received from now on is kept, only acked.
+    pub fn release(&mut self) {
+        self.reader_gone = true;
+        self.close();
     }
 
     /// Aborts: a RESET to the peer, and closed at once.

@@ -424,7 +424,7 @@ impl AsyncWrite for UtpStream {
 
 impl Drop for UtpStream {
     fn drop(&mut self) {
-        self.inner.lock().socket.close(self.id);
+        self.inner.lock().socket.release(self.id);
         self.inner.wake.notify_one();
     }
 }

@@ -202,10 +202,21 @@ impl Socket {
     }
 
     /// Closes gracefully: a FIN after everything written; the connection
-    /// leaves once both sides are done ([`Event::Closed`]).
+    /// leaves once both sides are done ([`Event::Closed`]). What arrives
+    /// meanwhile can still be read.
     pub fn close(&mut self, id: StreamId) {
+        self.closing(id, Conn::close);
+    }
+
+    /// [`Self::close`] for a stream nobody will read again (it was
+    /// dropped): what arrives meanwhile is acked and not kept.
+    pub fn release(&mut self, id: StreamId) {
+        self.closing(id, Conn::release);
+    }
+
+    fn closing(&mut self, id: StreamId, how: fn(&mut Conn)) {
         if let Some(conn) = self.conns.get_mut(&id) {
-            conn.close();
+            how(conn);
             self.dirty.push(id);
             self.reap(id);
         }
@@ -456,13 +467,27 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_connection_keeps_no_data_it_receives() {
+    fn a_connection_closed_for_writing_still_reads() {
+        let t0 = Instant::now();
+        let mut a = accepted(t0);
+        let state = packet_acking(PacketType::State, 5, 101, a.ack, &[]);
+        a.s.handle_datagram(t0, peer(1), &state);
+        a.s.close(a.id);
+        while a.s.poll_transmit(t0).is_some() {}
+        // Our FIN took a sequence number; the peer's ack may still lag.
+        let data = a.data(101, b"reply");
+        a.s.handle_datagram(t0, peer(1), &data);
+        assert_eq!(a.s.read(a.id, 10, |_| {}), Ok(Some(5)));
+    }
+
+    #[test]
+    fn a_released_connection_keeps_no_data_it_receives() {
         let t0 = Instant::now();
         let mut a = accepted(t0);
         // The peer is heard from, so our close sends a FIN and lingers.
         let state = packet_acking(PacketType::State, 5, 101, a.ack, &[]);
         a.s.handle_datagram(t0, peer(1), &state);
-        a.s.close(a.id);
+        a.s.release(a.id);
         while a.s.poll_transmit(t0).is_some() {}
         // Past a hole at 101, so none of it could be delivered anyway.
         for seq in 102..802 {
