@@ -31,6 +31,10 @@ const MAX_FILE: u64 = 1 << 30;
 pub struct PoolLog {
     path: PathBuf,
     records: usize,
+    /// The file ends in a torn record (a crash mid-append): the next save
+    /// rewrites it, since records appended after the tear would be read
+    /// out of step with their boundaries.
+    torn: bool,
 }
 
 fn family_byte(family: Family) -> u8 {
@@ -70,6 +74,7 @@ impl PoolLog {
         let mut log = PoolLog {
             path: path.to_owned(),
             records: 0,
+            torn: false,
         };
         if bytes.is_empty() {
             return Ok((log, Vec::new()));
@@ -107,6 +112,7 @@ impl PoolLog {
             log.records += 1;
             rest = &body[len..];
         }
+        log.torn = !rest.is_empty();
         Ok((log, nodes.into_values().collect()))
     }
 
@@ -117,7 +123,7 @@ impl PoolLog {
         I: Iterator<Item = NodeAddr>,
     {
         let grown = self.records + journal.changes.len() > pool_len.saturating_mul(2) + 4096;
-        if journal.rewrite || grown || !self.path.exists() {
+        if journal.rewrite || grown || self.torn || !self.path.exists() {
             return self.rewrite(all);
         }
         if journal.changes.is_empty() {
@@ -150,6 +156,7 @@ impl PoolLog {
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
         self.records = records;
+        self.torn = false;
         Ok(())
     }
 
@@ -194,8 +201,19 @@ mod tests {
         // A torn record at the end is ignored.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"+\x04abc").unwrap();
-        let (log2, nodes) = PoolLog::load(&path).unwrap();
+        let (mut log2, nodes) = PoolLog::load(&path).unwrap();
         assert_eq!((log2.records(), nodes), (3, vec![b]));
+        // The next save does not append after the tear, where the new
+        // records would be read out of step: it rewrites the log.
+        let c = node(3, "5.6.7.8:9");
+        let journal = Journal {
+            rewrite: false,
+            changes: vec![Change::Added(c)],
+        };
+        log2.save(journal, 2, [b, c].into_iter()).unwrap();
+        let mut replayed = PoolLog::load(&path).unwrap().1;
+        replayed.sort_by_key(|n| n.id);
+        assert_eq!(replayed, vec![b, c]);
         // An overflowed journal rewrites from the live pool.
         let journal = Journal {
             rewrite: true,
