@@ -132,6 +132,17 @@ pub enum DropReason {
         /// Bytes expected.
         expected: u32,
     },
+    /// A repeated extension handshake announced another `metadata_size`:
+    /// one torrent's info dictionary has one size. (Switching sizes back and
+    /// forth made every attempt start over, so a liar could keep an honest
+    /// peer's answers out until the fetch timed out.)
+    #[error("announced metadata_size {now} after {before}")]
+    SizeChanged {
+        /// What it announced first.
+        before: u32,
+        /// What it announced now.
+        now: u64,
+    },
     /// The metadata it supplied (alone) does not hash to the infohash.
     #[error("metadata it sent does not match the infohash")]
     HashMismatch,
@@ -154,6 +165,7 @@ impl DropReason {
             | DropReason::MetadataEmpty
             | DropReason::WrongTotalSize { .. }
             | DropReason::WrongPieceLength { .. }
+            | DropReason::SizeChanged { .. }
             | DropReason::HashMismatch => true,
             DropReason::Rejected | DropReason::TimedOut => false,
         }
@@ -334,10 +346,21 @@ impl<P: PeerKey> Fetch<P> {
 
     /// `peer` completed its extension handshake offering ut_metadata, with
     /// the `metadata_size` it announced (if any). A second call for a known
-    /// peer (BEP 10 allows repeated handshakes) updates its size.
+    /// peer (BEP 10 allows repeated handshakes) may announce the size it
+    /// lacked before; announcing another size drops it
+    /// ([`DropReason::SizeChanged`]), and one without a size changes nothing.
     pub fn peer_ready(&mut self, now: Instant, peer: P, metadata_size: Option<u64>) {
         if self.finished {
             return;
+        }
+        let known = self.peers.iter().find(|p| p.key == peer).map(|p| p.size);
+        match (known, metadata_size) {
+            (Some(Some(before)), Some(size)) if size != u64::from(before) => {
+                let reason = DropReason::SizeChanged { before, now: size };
+                return self.drop_peer(now, peer, reason);
+            }
+            (Some(_), None) => return,
+            _ => {}
         }
         if self.banned.contains(&peer) {
             self.drop_peer(now, peer, DropReason::HashMismatch);

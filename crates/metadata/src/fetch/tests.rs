@@ -605,24 +605,73 @@ fn peer_with_another_size_sits_out_the_attempt() {
 }
 
 #[test]
-fn repeated_handshake_with_a_new_size_moves_the_peer() {
+fn repeated_handshake_with_another_size_drops_the_peer() {
     let info = metadata(2 * PIECE_SIZE as usize);
     let mut fetch = Fetch::new(info_hash_of(&info), FetchConfig::default());
     let now = Instant::now();
-    fetch.peer_ready(now, 1u32, Some(info.len() as u64));
-    fetch.peer_ready(now, 2u32, Some(info.len() as u64));
+    let size = info.len() as u64;
+    fetch.peer_ready(now, 1u32, Some(size));
+    fetch.peer_ready(now, 2u32, Some(size));
     while fetch.poll_action().is_some() {}
-    // Peer 2 now claims another size: its requests go back to peer 1's pool.
+    // Again without a size: nothing changes.
+    fetch.peer_ready(now, 2, None);
+    assert!(fetch.poll_action().is_none());
+    // Peer 2 now claims another size: dropped, its requests go to peer 1.
     fetch.peer_ready(now, 2, Some(5));
+    let actions: Vec<_> = std::iter::from_fn(|| fetch.poll_action()).collect();
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Drop {
+            peer: 2,
+            reason: DropReason::SizeChanged { now: 5, .. }
+        }
+    )));
     let msg = |piece: u32| Message::Data {
         piece,
-        total_size: Some(info.len() as u64),
+        total_size: Some(size),
         data: &info[(piece * PIECE_SIZE) as usize..((piece + 1) * PIECE_SIZE) as usize],
     };
     assert!(fetch.message(now, 1, &msg(0)), "an answer is of use");
     while fetch.poll_action().is_some() {}
     assert!(fetch.message(now, 1, &msg(1)));
     assert!(fetch.take_verified().is_some());
+}
+
+#[test]
+fn size_flips_cannot_keep_an_honest_answer_out() {
+    let info = metadata(100);
+    let mut fetch = Fetch::new(info_hash_of(&info), FetchConfig::default());
+    let start = Instant::now();
+    fetch.peer_ready(start, 1u32, Some(100)); // honest
+    fetch.peer_ready(start, 2u32, Some(5_000)); // a silent liar
+    fetch.peer_ready(start, 3u32, Some(5_000)); // a liar that flips
+    let answer = Message::Data {
+        piece: 0,
+        total_size: Some(100),
+        data: &info,
+    };
+    // The flipper switches sizes every 4 s while it is connected; a drop
+    // closes its connection.
+    let mut flipper = true;
+    for cycle in 0..75u32 {
+        let now = start + Duration::from_secs(4) * cycle;
+        fetch.handle_timeout(now);
+        // The honest peer answers the last cycle's request.
+        fetch.message(now, 1, &answer);
+        if fetch.take_verified().is_some() {
+            return;
+        }
+        if flipper {
+            fetch.peer_ready(now, 3, Some(100));
+            fetch.peer_ready(now, 3, Some(5_000));
+        }
+        while let Some(action) = fetch.poll_action() {
+            if matches!(action, Action::Drop { peer: 3, .. }) {
+                flipper = false;
+            }
+        }
+    }
+    panic!("300 s of size flips kept a one-piece fetch from its honest peer");
 }
 
 #[test]
