@@ -8,8 +8,9 @@
 //! entries either side of it (numeric neighbours share the longest prefix
 //! with the target, which is what XOR closeness rewards).
 //!
-//! Bounds: `capacity` entries per family; at most `per_ip` ids per public IP
-//! (one host cannot fill the pool with made-up ids); when full, a new node
+//! Bounds: `capacity` entries per family; at most `per_ip` ids per public
+//! IPv4 address or IPv6 /64, the least a host is given (one host cannot fill
+//! the pool with made-up ids, nor with the addresses of its /64); when full, a new node
 //! may only replace its id-successor if that one has not been confirmed for
 //! `stale_after`, so the pool stays spread over the keyspace and favours
 //! nodes that keep answering.
@@ -32,7 +33,8 @@ use crate::secure_id::is_local;
 pub struct PoolConfig {
     /// Most nodes kept per address family.
     pub capacity: usize,
-    /// Most ids per public IP (local addresses are exempt).
+    /// Most ids per public IPv4 address or IPv6 /64 (local addresses are
+    /// exempt).
     pub per_ip: u16,
     /// A node not confirmed for this long may be replaced or re-verified.
     pub stale_after: Duration,
@@ -79,6 +81,7 @@ struct Entry {
 #[derive(Debug, Default)]
 struct FamilyPool {
     by_id: BTreeMap<NodeId, Entry>,
+    /// Ids per host ([`host`]).
     per_ip: HashMap<IpAddr, u16>,
     /// Where the maintenance sweep continues.
     cursor: Option<NodeId>,
@@ -317,7 +320,7 @@ impl Pool {
             }
             // The id moved: account the new address like a newcomer.
             let old = entry.addr;
-            if !is_local(&ip) && pool.per_ip.get(&ip).copied().unwrap_or(0) >= per_ip {
+            if !is_local(&ip) && pool.per_ip.get(&host(ip)).copied().unwrap_or(0) >= per_ip {
                 return PoolInsert::Refused;
             }
             entry.addr = node.addr;
@@ -326,7 +329,7 @@ impl Pool {
             self.record(Change::Added(node));
             return PoolInsert::Added;
         }
-        if !is_local(&ip) && pool.per_ip.get(&ip).copied().unwrap_or(0) >= per_ip {
+        if !is_local(&ip) && pool.per_ip.get(&host(ip)).copied().unwrap_or(0) >= per_ip {
             return PoolInsert::Refused;
         }
         if pool.by_id.len() >= capacity {
@@ -558,17 +561,28 @@ impl Pool {
     pub const APPROX_ENTRY_BYTES: usize = 100;
 }
 
+/// What the per-host bound counts under: an IPv4 address, or an IPv6
+/// address's /64. A single host is commonly given a whole /64, so counting
+/// each of its addresses apart would give it 2^64 allowances.
+fn host(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+    }
+}
+
 fn claim(per_ip: &mut HashMap<IpAddr, u16>, ip: IpAddr) {
     if !is_local(&ip) {
-        *per_ip.entry(ip).or_default() += 1;
+        *per_ip.entry(host(ip)).or_default() += 1;
     }
 }
 
 fn release(per_ip: &mut HashMap<IpAddr, u16>, ip: &IpAddr) {
-    if let Some(count) = per_ip.get_mut(ip) {
+    let host = host(*ip);
+    if let Some(count) = per_ip.get_mut(&host) {
         *count = count.saturating_sub(1);
         if *count == 0 {
-            per_ip.remove(ip);
+            per_ip.remove(&host);
         }
     }
 }
@@ -616,6 +630,30 @@ mod tests {
         assert_eq!(ids, vec![44, 32, 36]);
         pool.closest_into(&querier, Family::V6, 3, &querier, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn one_ipv6_slash_64_counts_as_one_host() {
+        let now = Instant::now();
+        let mut pool = Pool::new(config(100), now);
+        for i in 1..=50u8 {
+            pool.insert(node(i, &format!("2001:db8::{i:x}"), 6881), now, now);
+        }
+        assert_eq!(pool.len(Family::V6), 2, "one /64 took more than its share");
+        // Another /64 is another host; an id moving within its /64 keeps
+        // the count right.
+        let other = node(60, "2001:db8:0:1::1", 6881);
+        assert_eq!(pool.insert(other, now, now), PoolInsert::Added);
+        let moved = node(60, "2001:db8:0:1::2", 6881);
+        assert_eq!(pool.insert(moved, now, now), PoolInsert::Added);
+        assert_eq!(
+            pool.insert(node(61, "2001:db8:0:1::3", 6881), now, now),
+            PoolInsert::Added
+        );
+        assert_eq!(
+            pool.insert(node(62, "2001:db8:0:1::4", 6881), now, now),
+            PoolInsert::Refused
+        );
     }
 
     #[test]
