@@ -1,7 +1,9 @@
 //! The peers announced to us, per infohash, bounded and expiring.
 //!
 //! Bounds: at most `max_peers_per_swarm` per infohash (a new announce then
-//! replaces the oldest entry) and at most `max_swarms` infohashes (new ones
+//! replaces the oldest entry), of which at most [`PEERS_PER_IP`] share an IP
+//! (one more from that IP replaces its own oldest, so a host announcing
+//! many ports cannot push the honest peers out) and at most `max_swarms` infohashes (new ones
 //! are refused when full: established swarms are worth more than a flood of
 //! fresh infohashes). Entries expire `ttl` after their last announce.
 
@@ -13,6 +15,10 @@ use lodestone_core::InfoHash;
 use lodestone_core::compact::Family;
 use rand::Rng;
 use rand::seq::IndexedRandom;
+
+/// Entries of one swarm that may share an IP: a few clients behind one
+/// NAT, not a host announcing every port it has.
+pub const PEERS_PER_IP: usize = 4;
 
 /// Bounds of the peer store.
 #[derive(Debug, Clone)]
@@ -67,18 +73,22 @@ impl PeerStore {
             return false;
         }
         let peers = self.swarms.entry(info_hash).or_default();
+        let new = Peer {
+            addr,
+            announced: now,
+        };
+        let same_ip = peers.iter().filter(|p| p.addr.ip() == addr.ip()).count();
         if let Some(p) = peers.iter_mut().find(|p| p.addr == addr) {
             p.announced = now;
+        } else if same_ip >= PEERS_PER_IP {
+            let own = peers.iter_mut().filter(|p| p.addr.ip() == addr.ip());
+            if let Some(oldest) = own.min_by_key(|p| p.announced) {
+                *oldest = new;
+            }
         } else if peers.len() < self.config.max_peers_per_swarm {
-            peers.push(Peer {
-                addr,
-                announced: now,
-            });
+            peers.push(new);
         } else if let Some(oldest) = peers.iter_mut().min_by_key(|p| p.announced) {
-            *oldest = Peer {
-                addr,
-                announced: now,
-            };
+            *oldest = new;
         }
         true
     }
@@ -147,8 +157,8 @@ mod tests {
             ttl: Duration::from_secs(60),
         });
         let ih = |b| InfoHash([b; 20]);
-        for port in 1..=20u16 {
-            assert!(store.announce(ih(1), SocketAddr::from(([10, 0, 0, 1], port)), now));
+        for i in 1..=20u8 {
+            assert!(store.announce(ih(1), SocketAddr::from(([10, 0, 0, i], 6881)), now));
         }
         assert_eq!(store.peer_count(), 10);
         assert!(store.announce(ih(2), "[::1]:5".parse().unwrap(), now));
@@ -164,5 +174,31 @@ mod tests {
         );
         store.expire(later);
         assert_eq!(store.swarm_count(), 0);
+    }
+
+    #[test]
+    fn one_ip_announcing_many_ports_keeps_its_own_few() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let now = Instant::now();
+        let mut store = PeerStore::new(StoreConfig {
+            max_swarms: 2,
+            max_peers_per_swarm: 10,
+            ttl: Duration::from_secs(60),
+        });
+        let ih = InfoHash([1; 20]);
+        let honest = SocketAddr::from(([198, 51, 100, 1], 6881));
+        store.announce(ih, honest, now);
+        for port in 1..=20u16 {
+            let later = now + Duration::from_millis(1000 + u64::from(port));
+            store.announce(ih, SocketAddr::from(([203, 0, 113, 7], port)), later);
+        }
+        assert_eq!(store.peer_count(), 1 + PEERS_PER_IP);
+        let at = now + Duration::from_secs(2);
+        let sample = store.sample(&ih, Family::V4, 50, at, &mut rng);
+        assert!(sample.contains(&honest), "pushed out by one host's ports");
+        // Its newest ports are the ones kept.
+        for port in 17..=20u16 {
+            assert!(sample.contains(&SocketAddr::from(([203, 0, 113, 7], port))));
+        }
     }
 }
