@@ -47,6 +47,7 @@ mod fetch_inbox;
 mod holepunch;
 mod listener;
 mod peer_ids;
+mod pending_handshakes;
 mod port_probe;
 mod session;
 mod stall;

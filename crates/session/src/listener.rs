@@ -25,14 +25,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::encryption::{self, Encryption, Opening, RawStream};
+use crate::pending_handshakes::PendingHandshakes;
 
 /// Ports tried after the one asked for before letting the OS choose.
 const PORT_ATTEMPTS: u16 = 10;
-
-/// Incoming connections whose handshake may be pending at once per
-/// listener; past it new connections are closed at once, so a crowd that
-/// connects and says nothing costs a bounded number of tasks and sockets.
-const MAX_PENDING_HANDSHAKES: usize = 128;
 
 /// Where incoming connections for one torrent go.
 #[derive(Debug, Clone)]
@@ -104,7 +100,7 @@ pub(crate) async fn listen(
 /// may be pending, within what time, under which encryption policy.
 pub(crate) struct Acceptor {
     router: Router,
-    pending: Arc<tokio::sync::Semaphore>,
+    pending: PendingHandshakes,
     timeout: Duration,
     encryption: Encryption,
 }
@@ -114,7 +110,7 @@ impl Acceptor {
     pub(crate) fn new(router: Router, timeout: Duration, encryption: Encryption) -> Self {
         Self {
             router,
-            pending: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES)),
+            pending: PendingHandshakes::default(),
             timeout,
             encryption,
         }
@@ -237,10 +233,11 @@ async fn answer(
 
 /// Runs `handshakes` for an incoming connection on its own task within
 /// `timeout` and hands the connection to its torrent; refuses the
-/// connection at once when `pending` handshakes are already under way.
+/// connection at once when the listener, or its IP, has all the `pending`
+/// handshakes it may.
 fn spawn_handshake<F>(
     addr: SocketAddr,
-    pending: &Arc<tokio::sync::Semaphore>,
+    pending: &PendingHandshakes,
     timeout: Duration,
     handshakes: F,
 ) where
@@ -248,12 +245,12 @@ fn spawn_handshake<F>(
         + Send
         + 'static,
 {
-    let Ok(permit) = pending.clone().try_acquire_owned() else {
+    let Some(slot) = pending.admit(addr.ip()) else {
         tracing::debug!(%addr, "too many handshakes pending: connection closed");
         return;
     };
     tokio::spawn(async move {
-        let _permit = permit;
+        let _slot = slot;
         match tokio::time::timeout(timeout, handshakes)
             .await
             .unwrap_or(Err(AcceptError::Timeout))
