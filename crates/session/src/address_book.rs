@@ -204,6 +204,9 @@ pub enum Outcome {
     Unused,
     /// The peer broke the protocol or sent bad data: never again.
     Misbehaved,
+    /// The address led to ourselves: that address is never dialed again,
+    /// but not its IP, which honest peers may share with us behind one NAT.
+    Ourselves,
 }
 
 /// Counts for displays and for explaining a stalled torrent.
@@ -638,9 +641,10 @@ impl AddressBook {
                 }
             }
         }
-        if outcome == Outcome::Misbehaved {
-            self.ban(addr);
-            return;
+        match outcome {
+            Outcome::Misbehaved => return self.ban(addr),
+            Outcome::Ourselves => return self.shun(addr),
+            _ => {}
         }
         let MapEntry::Occupied(mut slot) = self.entries.entry(addr) else {
             return;
@@ -663,8 +667,8 @@ impl AddressBook {
                 entry.without_use = 0;
                 entry.failed_dials = 0;
             }
-            // Banned above.
-            Outcome::Misbehaved => {}
+            // Banned or shunned above.
+            Outcome::Misbehaved | Outcome::Ourselves => {}
         }
         let pex_off = self.pex_off && entry.source == PeerSource::Pex;
         let unreachable = entry.failed_dials >= self.config.max_failures;
@@ -724,26 +728,32 @@ impl AddressBook {
     /// Never dial `addr` again. On loopback only that address is banned
     /// (local swarms share one IP); elsewhere its whole IP.
     pub fn ban(&mut self, addr: SocketAddr) {
-        if self.banned_addrs.len() + self.banned_ips.len() < MAX_BANS {
-            if addr.ip().is_loopback() {
-                self.banned_addrs.insert(addr);
-            } else {
-                self.banned_ips.insert(addr.ip());
-            }
+        if addr.ip().is_loopback() {
+            return self.shun(addr);
         }
-        let doomed: Vec<SocketAddr> = if addr.ip().is_loopback() {
-            vec![addr]
-        } else {
-            self.entries
-                .keys()
-                .filter(|a| a.ip() == addr.ip())
-                .copied()
-                .collect()
-        };
+        if self.banned_addrs.len() + self.banned_ips.len() < MAX_BANS {
+            self.banned_ips.insert(addr.ip());
+        }
+        let doomed: Vec<SocketAddr> = self
+            .entries
+            .keys()
+            .filter(|a| a.ip() == addr.ip())
+            .copied()
+            .collect();
         for a in doomed {
             if let Some(entry) = self.entries.remove(&a) {
                 self.forget(a, &entry);
             }
+        }
+    }
+
+    /// Never dial `addr` again, that address alone.
+    fn shun(&mut self, addr: SocketAddr) {
+        if self.banned_addrs.len() + self.banned_ips.len() < MAX_BANS {
+            self.banned_addrs.insert(addr);
+        }
+        if let Some(entry) = self.entries.remove(&addr) {
+            self.forget(addr, &entry);
         }
     }
 

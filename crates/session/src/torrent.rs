@@ -829,7 +829,7 @@ impl Torrent {
         let now = Instant::now().into_std();
         if peer == self.shared.peer_id {
             // Ourselves, through some address of ours: never again.
-            self.book.ended(now, addr, Outcome::Misbehaved);
+            self.book.ended(now, addr, Outcome::Ourselves);
             return;
         }
         let sent = match stage {

@@ -268,6 +268,25 @@ fn misbehaving_peers_are_banned_by_ip_except_on_loopback() {
 }
 
 #[test]
+fn an_address_leading_to_ourselves_is_shunned_alone() {
+    // Our public address reached us back (a NAT that loops): other peers
+    // behind that NAT share its IP and must stay dialable.
+    let t0 = Instant::now();
+    let mut b = book(10);
+    let ours = addr(1);
+    let neighbour = SocketAddr::new(ours.ip(), 7000);
+    b.add(ours, PeerSource::Dht);
+    b.add(neighbour, PeerSource::Dht);
+    b.next_dial(t0);
+    b.ended(t0, ours, Outcome::Ourselves);
+    assert!(b.is_banned(ours));
+    assert!(!b.is_banned(neighbour));
+    assert!(!b.add(ours, PeerSource::Magnet), "never dialed again");
+    assert_eq!(b.stats().known, 1);
+    assert!(b.incoming(SocketAddr::new(ours.ip(), 50_000)));
+}
+
+#[test]
 fn remembers_the_wrapping_that_worked() {
     let now = Instant::now();
     let mut b = book(4);
