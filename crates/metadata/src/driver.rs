@@ -55,6 +55,11 @@ pub struct FetchOptions {
     /// same way, so that one host cannot take every slot from the honest
     /// peers (the download holds to the same bound).
     pub max_connections_per_ip: usize,
+    /// A connection held this long without offering ut_metadata (no
+    /// extension handshake yet, or one without it) gives its slot to a new
+    /// connection when every slot is taken: silent or metadata-less peers
+    /// must not keep a seeder out until the fetch times out.
+    pub useless_after: Duration,
     /// Limit for the whole fetch.
     pub timeout: Duration,
     /// `v` in our extension handshake.
@@ -77,6 +82,7 @@ impl Default for FetchOptions {
             fetch: FetchConfig::default(),
             max_connections: 64,
             max_connections_per_ip: 8,
+            useless_after: Duration::from_secs(10),
             timeout: Duration::from_secs(300),
             client_name: Some(concat!("lodestone ", env!("CARGO_PKG_VERSION")).to_owned()),
             listen_port: None,
@@ -165,6 +171,8 @@ struct Conn {
     addr: SocketAddr,
     commands: mpsc::UnboundedSender<Command>,
     ready: bool,
+    /// When it was taken on, for [`FetchOptions::useless_after`].
+    since: Instant,
     budget: RequestBudget,
     /// It sent a metadata piece: of use, so its end is no reason to wait
     /// long before dialing it again.
@@ -227,13 +235,15 @@ impl Driver {
         }
     }
 
-    /// Takes on a new connection, or closes it if every slot, or every
-    /// slot for its IP, is taken.
+    /// Takes on a new connection, or closes it if every slot for its IP is
+    /// taken, or every slot is and none holds a useless connection to give
+    /// up ([`FetchOptions::useless_after`]).
     fn admit(&mut self, established: Established) {
         let ip = established.addr.ip();
         let same_ip = self.conns.values().filter(|c| c.addr.ip() == ip).count();
-        if self.conns.len() >= self.options.max_connections.max(1)
-            || same_ip >= self.options.max_connections_per_ip.max(1)
+        let full = self.conns.len() >= self.options.max_connections.max(1);
+        if same_ip >= self.options.max_connections_per_ip.max(1)
+            || (full && !self.give_up_a_useless_one())
         {
             self.report_exit(established.addr, ExitKind::Fruitless);
             return;
@@ -247,6 +257,7 @@ impl Driver {
                 addr: established.addr,
                 commands,
                 ready: false,
+                since: Instant::now(),
                 budget: RequestBudget::default(),
                 of_use: false,
             },
@@ -325,6 +336,25 @@ impl Driver {
 
     /// Lets connection `id` go (dropping its command sender ends its task)
     /// and reports its exit.
+    /// Closes the oldest connection that has not offered ut_metadata for
+    /// [`FetchOptions::useless_after`]; whether there was one.
+    fn give_up_a_useless_one(&mut self) -> bool {
+        let now = Instant::now();
+        let useless = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.ready)
+            .filter(|(_, c)| now.saturating_duration_since(c.since) >= self.options.useless_after)
+            .min_by_key(|(_, c)| c.since)
+            .map(|(&id, c)| (id, c.addr));
+        let Some((id, addr)) = useless else {
+            return false;
+        };
+        tracing::debug!(%addr, "metadata slot given to a newcomer");
+        self.close(id, false);
+        true
+    }
+
     fn close(&mut self, id: ConnId, misbehaved: bool) {
         if let Some(conn) = self.conns.remove(&id) {
             self.fetch.peer_gone(Instant::now().into_std(), id);

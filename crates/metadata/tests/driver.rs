@@ -584,6 +584,8 @@ async fn connections_beyond_the_limit_are_closed() {
         let mut options = options();
         limit(&mut options);
         options.timeout = Duration::from_secs(1);
+        // Within the grace a useless peer keeps its slot.
+        options.useless_after = Duration::from_secs(60);
         let (result, progress, exits) = run(&info, conns, options).await;
         assert!(matches!(result, Err(FetchError::TimedOut(_))));
         assert_eq!(progress.ever_connected, 1, "{progress:?}");
@@ -591,6 +593,24 @@ async fn connections_beyond_the_limit_are_closed() {
         let order: Vec<_> = exits.iter().map(|e| (e.addr, e.misbehaved())).collect();
         assert_eq!(order, [(peers[1].addr, false), (peers[0].addr, false)]);
     }
+}
+
+#[tokio::test]
+async fn a_useless_peer_gives_its_slot_to_a_seeder() {
+    let info = info_dict(10);
+    let peers = start_all(&info, &[Behaviour::NoUtMetadata, Behaviour::Honest]).await;
+    let (conns, _open) = dial(&info, &peers.iter().collect::<Vec<_>>(), true).await;
+    let mut options = options();
+    options.max_connections = 1;
+    // At once, so the test need not wait out the usual grace.
+    options.useless_after = Duration::ZERO;
+    let (result, progress, exits) = run(&info, conns, options).await;
+    let fetched = result.unwrap();
+    assert_eq!(fetched.metainfo.raw_info(), &info[..]);
+    assert_eq!(progress.ever_connected, 2, "{progress:?}");
+    // The useless one was let go, blameless.
+    let order: Vec<_> = exits.iter().map(|e| (e.addr, e.misbehaved())).collect();
+    assert_eq!(order, [(peers[0].addr, false)]);
 }
 
 #[tokio::test]
