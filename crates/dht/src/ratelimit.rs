@@ -53,6 +53,22 @@ impl Default for RateLimitConfig {
     }
 }
 
+impl RateLimitConfig {
+    /// The limits of a node that is no bootstrap node (every torrent
+    /// client's): a small slot table, no global packet limit (replies to
+    /// its own lookups come in bursts), and a cap on the bytes it answers
+    /// with, so that queries from spoofed sources cannot turn it into an
+    /// amplifier (a `get_peers` answer is up to nine times the query).
+    pub fn client() -> Self {
+        Self {
+            slots: 1024,
+            global_rate: 0.0,
+            reply_bytes_rate: 256e3,
+            ..Self::default()
+        }
+    }
+}
+
 /// A classic token bucket on a caller-supplied clock.
 #[derive(Debug, Clone)]
 struct TokenBucket {

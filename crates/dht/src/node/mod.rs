@@ -31,6 +31,7 @@ use rand::{RngExt, SeedableRng};
 use crate::ip_vote::IpVotes;
 use crate::krpc::{Body, DecodeError, ErrorCode, Message, Query, Response, TransactionId, Want};
 use crate::pool::{Journal, Pool};
+use crate::ratelimit::{RateLimitConfig, RateLimiter};
 use crate::routing::{RoutingConfig, RoutingTable};
 use crate::secure_id;
 use crate::store::{PeerStore, StoreConfig};
@@ -238,7 +239,13 @@ pub struct Node {
     /// The lookup targets of a burst's queries, kept likewise.
     burst_targets: Vec<(NodeId, Family)>,
     server: Option<Server>,
+    /// Abuse limits: the server's, or [`RateLimitConfig::client`]'s.
+    limits: RateLimiter,
 }
+
+/// Mixed into the seed for a client's rate-limit salt, so that drawing it
+/// leaves the node's own random draws as they were.
+const CLIENT_SALT_MIX: u64 = 0x5a17_c0de_d1ce_f00d;
 
 impl Node {
     /// A node with `node_id` (a random one when `None`), all randomness drawn
@@ -257,12 +264,20 @@ impl Node {
             config.max_outstanding,
         );
         let tokens = Tokens::new(&mut rng, now, config.token_rotation);
-        let server = config
-            .server
-            .clone()
-            .map(|c| Server::new(c, rng.random(), rng.random(), now));
+        let (server, limits) = match config.server.clone() {
+            Some(c) => {
+                let (secret, salt) = (rng.random(), rng.random());
+                let limits = RateLimiter::new(c.limits.clone(), salt, now);
+                (Some(Server::new(c, secret, now)), limits)
+            }
+            None => {
+                let salt = StdRng::seed_from_u64(rng_seed ^ CLIENT_SALT_MIX).random();
+                (None, RateLimiter::new(RateLimitConfig::client(), salt, now))
+            }
+        };
         Self {
             server,
+            limits,
             store: PeerStore::new(config.store.clone()),
             votes: IpVotes::new(config.ip_votes),
             next_maintenance: now + config.maintenance_interval,
@@ -358,9 +373,9 @@ impl Node {
         self.server.as_ref().map_or(0, Server::queued)
     }
 
-    /// Memory held by the rate limiter, in bytes (server only).
+    /// Memory held by the rate limiter, in bytes.
     pub fn limiter_memory(&self) -> usize {
-        self.server.as_ref().map_or(0, |s| s.limits.memory())
+        self.limits.memory()
     }
 
     /// Good contacts of both tables, for persisting.
@@ -613,9 +628,7 @@ impl Node {
             self.stats.dropped += 1;
             return None;
         }
-        if let Some(s) = &mut self.server
-            && s.limits.admit(&from.ip(), now).is_err()
-        {
+        if self.limits.admit(&from.ip(), now).is_err() {
             self.stats.rate_limited += 1;
             return None;
         }
@@ -637,7 +650,7 @@ impl Node {
                 if let Some((tid, code, text)) = err.reply()
                     && !self.config.read_only
                 {
-                    self.send_error(from, tid, code, text);
+                    self.send_error(now, from, tid, code, text);
                 }
                 return;
             }
@@ -937,9 +950,15 @@ impl Node {
         true
     }
 
-    fn send_error(&mut self, to: SocketAddr, tid: TransactionId, code: ErrorCode, text: &str) {
-        self.stats.errors_out += 1;
-        self.stats.replies_out += 1;
+    /// An error answer, within the reply-byte budget like any answer.
+    fn send_error(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        tid: TransactionId,
+        code: ErrorCode,
+        text: &str,
+    ) {
         let msg = Message {
             tid,
             body: Body::Error(crate::krpc::ErrorBody {
@@ -950,10 +969,14 @@ impl Node {
             read_only: false,
             version: self.config.version,
         };
-        self.transmits.push_back(Transmit {
-            to,
-            bytes: msg.to_bytes(),
-        });
+        let bytes = msg.to_bytes();
+        if !self.limits.admit_reply(bytes.len(), now) {
+            self.stats.rate_limited += 1;
+            return;
+        }
+        self.stats.errors_out += 1;
+        self.stats.replies_out += 1;
+        self.transmits.push_back(Transmit { to, bytes });
     }
 }
 

@@ -82,7 +82,7 @@ impl Node {
             } => {
                 if !self.tokens.verify(&from.ip(), &token) {
                     self.scratch = response;
-                    self.send_error(from, tid, ErrorCode::Protocol, "bad token");
+                    self.send_error(now, from, tid, ErrorCode::Protocol, "bad token");
                     return;
                 }
                 let port = if implied_port { from.port() } else { port };
@@ -114,9 +114,7 @@ impl Node {
         if let Body::Response(r) = msg.body {
             self.scratch = r;
         }
-        if let Some(s) = &mut self.server
-            && !s.limits.admit_reply(bytes.len(), now)
-        {
+        if !self.limits.admit_reply(bytes.len(), now) {
             self.stats.rate_limited += 1;
             return;
         }

@@ -20,7 +20,7 @@
 //!   confirmed for `stale_after` are pinged again, those silent for
 //!   `expire_after` are removed. While the pool has room, a random
 //!   `find_node` lookup every `crawl_interval` discovers more nodes.
-//! * **Limits**: every datagram passes the [`RateLimiter`] first; answers
+//! * **Limits**: every datagram passes the node's [`crate::ratelimit::RateLimiter`] first; answers
 //!   pass its byte budget. Read-only (BEP 43) nodes and nodes whose id does
 //!   not match their public IP (BEP 42) never enter the pool.
 
@@ -36,7 +36,7 @@ use sha1::{Digest, Sha1};
 use super::{Node, Purpose, query_transmit};
 use crate::krpc::{Query, TransactionId};
 use crate::pool::{Pool, PoolConfig};
-use crate::ratelimit::{RateLimitConfig, RateLimiter};
+use crate::ratelimit::RateLimitConfig;
 use crate::secure_id;
 
 /// Knobs of a bootstrap node.
@@ -89,7 +89,6 @@ const COOKIE_LEN: usize = 7;
 pub(super) struct Server {
     pub(super) config: ServerConfig,
     pub(super) pool: Pool,
-    pub(super) limits: RateLimiter,
     /// Nodes to ping as soon as the budget allows.
     ready: VecDeque<NodeAddr>,
     /// Queriers to ping once their delay has passed (FIFO = due order).
@@ -105,10 +104,9 @@ pub(super) struct Server {
 }
 
 impl Server {
-    pub(super) fn new(config: ServerConfig, secret: [u8; 16], salt: u64, now: Instant) -> Self {
+    pub(super) fn new(config: ServerConfig, secret: [u8; 16], now: Instant) -> Self {
         Self {
             pool: Pool::new(config.pool.clone(), now),
-            limits: RateLimiter::new(config.limits.clone(), salt, now),
             config,
             ready: VecDeque::new(),
             delayed: VecDeque::new(),

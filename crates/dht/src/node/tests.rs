@@ -189,7 +189,10 @@ fn large_swarms_are_sampled_under_the_datagram_limit() {
     let mut n = node(1, now);
     let ih = InfoHash([5; 20]);
     let them = NodeId([9; 20]);
+    let mut now = now;
     for i in 0..300u16 {
+        // Paced within the bytes a client answers with a second.
+        now += Duration::from_millis(10);
         let from = SocketAddr::from(([127, 1, (i >> 8) as u8, i as u8], 1000 + i));
         n.handle_datagram(
             now,
@@ -218,6 +221,7 @@ fn large_swarms_are_sampled_under_the_datagram_limit() {
         drain(&mut n);
     }
     let want = Some(Want { n4: true, n6: true });
+    now += Duration::from_millis(10);
     n.handle_datagram(
         now,
         addr("127.0.0.2:1"),
@@ -549,4 +553,36 @@ fn empty_node_lists_are_sent_not_left_out() {
         let reply = n.poll_transmit().unwrap().bytes;
         assert!(!reply.windows(5).any(|w| w == b"nodes"));
     }
+}
+
+#[test]
+fn a_client_is_no_amplifier() {
+    let now = Instant::now();
+    let mut n = node(1, now);
+    let answers = |n: &mut Node| {
+        drain(n)
+            .into_iter()
+            .filter(|(_, m)| matches!(m.body, Body::Response(_)))
+            .map(|(_, m)| m.to_bytes().len())
+            .collect::<Vec<_>>()
+    };
+    // One source (spoofed, say): its burst of answers, then silence.
+    let ping = query_bytes(b"x", NodeId([9; 20]), Query::Ping, false);
+    for _ in 0..1000 {
+        n.handle_datagram(now, addr("198.51.100.9:6881"), &ping);
+    }
+    let one = answers(&mut n).len();
+    assert!(one <= 100, "{one} answers to one source");
+    // Many sources at once: the bytes answered stay within the budget.
+    let later = now + Duration::from_secs(1);
+    for i in 0..4000u32 {
+        let [_, _, a, b] = i.to_be_bytes();
+        n.handle_datagram(later, SocketAddr::from(([203, 0, a, b], 6881)), &ping);
+    }
+    let bytes: usize = answers(&mut n).iter().sum();
+    let budget = RateLimitConfig::client().reply_bytes_rate;
+    assert!(
+        (bytes as f64) < budget / 10.0 + 2048.0 + 1000.0,
+        "{bytes} bytes answered at once"
+    );
 }
