@@ -171,6 +171,10 @@ struct Conn {
     addr: SocketAddr,
     commands: mpsc::UnboundedSender<Command>,
     ready: bool,
+    /// The `metadata_size` it announced first. Kept here, where a
+    /// handshake that turns ut_metadata off does not forget it, so that
+    /// announcing another size later is caught however it is staged.
+    size: Option<u64>,
     /// When it was taken on, for [`FetchOptions::useless_after`].
     since: Instant,
     budget: RequestBudget,
@@ -257,6 +261,7 @@ impl Driver {
                 addr: established.addr,
                 commands,
                 ready: false,
+                size: None,
                 since: Instant::now(),
                 budget: RequestBudget::default(),
                 of_use: false,
@@ -283,6 +288,13 @@ impl Driver {
                 ut_metadata: true,
                 metadata_size,
             } => {
+                if metadata_size.is_some_and(|size| conn.size.is_some_and(|first| first != size)) {
+                    // Another size than before, though the fetch may have
+                    // forgotten the peer in between (see `SizeChanged`).
+                    self.closed_misbehaving += 1;
+                    return self.close(id, true);
+                }
+                conn.size = conn.size.or(metadata_size);
                 if !conn.ready {
                     conn.ready = true;
                     self.progress.ever_ut_metadata += 1;
@@ -334,16 +346,15 @@ impl Driver {
         }
     }
 
-    /// Lets connection `id` go (dropping its command sender ends its task)
-    /// and reports its exit.
-    /// Closes the oldest connection that has not offered ut_metadata for
+    /// Closes the oldest connection that has not offered the metadata
+    /// (ut_metadata with a `metadata_size`) for
     /// [`FetchOptions::useless_after`]; whether there was one.
     fn give_up_a_useless_one(&mut self) -> bool {
         let now = Instant::now();
         let useless = self
             .conns
             .iter()
-            .filter(|(_, c)| !c.ready)
+            .filter(|(_, c)| !(c.ready && c.size.is_some()) && !c.of_use)
             .filter(|(_, c)| now.saturating_duration_since(c.since) >= self.options.useless_after)
             .min_by_key(|(_, c)| c.since)
             .map(|(&id, c)| (id, c.addr));
@@ -355,6 +366,8 @@ impl Driver {
         true
     }
 
+    /// Lets connection `id` go (dropping its command sender ends its task)
+    /// and reports its exit.
     fn close(&mut self, id: ConnId, misbehaved: bool) {
         if let Some(conn) = self.conns.remove(&id) {
             self.fetch.peer_gone(Instant::now().into_std(), id);

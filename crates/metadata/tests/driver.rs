@@ -91,6 +91,9 @@ enum Behaviour {
     SaysWhereItListens,
     /// Answers the first request, then hangs up.
     OnePieceThenHangsUp,
+    /// Announces a wrong size, turns ut_metadata off, then announces the
+    /// right one: what the fetch alone, having forgotten it, takes as new.
+    ChangesSize,
 }
 
 /// The first `p` of [`Behaviour::SaysWhereItListens`], the one that counts.
@@ -202,6 +205,14 @@ fn opening(info: &[u8], behaviour: Behaviour) -> Vec<Wire> {
             .collect(),
         Behaviour::AnnouncesTwice => vec![bitfield.clone(), bitfield],
         Behaviour::HandshakeFlood => vec![handshake; 40],
+        Behaviour::ChangesSize => {
+            // A lie first, then the truth: taken as a new peer, it would
+            // be served as an honest one.
+            let off = ExtendedHandshake::default().to_message();
+            let mut lie = seeder_extensions(info, behaviour);
+            lie.metadata_size = Some(info.len() as u64 + 1);
+            vec![bitfield, lie.to_message(), off, handshake]
+        }
         Behaviour::Pex => vec![bitfield, handshake, pex_message(false), pex_message(true)],
         Behaviour::SaysWhereItListens => {
             let says = |p| {
@@ -461,6 +472,11 @@ async fn assert_closed(behaviour: Behaviour, options: FetchOptions, misbehaved: 
     assert_eq!(progress.peers_dropped, 1, "{behaviour:?}: {progress:?}");
     let expected = PeerExit::new(peer.addr, ExitKind::Fruitless.or_misbehaved(misbehaved));
     assert_eq!(exits, [expected], "{behaviour:?}");
+}
+
+#[tokio::test]
+async fn a_peer_that_changes_its_size_is_closed_however_it_stages_it() {
+    assert_closed(Behaviour::ChangesSize, options(), true).await;
 }
 
 #[tokio::test]
