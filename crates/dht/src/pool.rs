@@ -318,9 +318,14 @@ impl Pool {
             if entry.addr == node.addr {
                 return PoolInsert::Refreshed;
             }
-            // The id moved: account the new address like a newcomer.
+            // The id moved: account the new address like a newcomer, unless
+            // it stayed within its host (an IPv6 address of the same /64).
             let old = entry.addr;
-            if !is_local(&ip) && pool.per_ip.get(&host(ip)).copied().unwrap_or(0) >= per_ip {
+            let same_host = host(old.ip()) == host(ip);
+            if !same_host
+                && !is_local(&ip)
+                && pool.per_ip.get(&host(ip)).copied().unwrap_or(0) >= per_ip
+            {
                 return PoolInsert::Refused;
             }
             entry.addr = node.addr;
@@ -653,6 +658,12 @@ mod tests {
         assert_eq!(
             pool.insert(node(62, "2001:db8:0:1::4", 6881), now, now),
             PoolInsert::Refused
+        );
+        // With its /64 full, an id may still move within it (privacy
+        // addresses rotate).
+        assert_eq!(
+            pool.insert(node(61, "2001:db8:0:1::5", 6881), now, now),
+            PoolInsert::Added
         );
     }
 

@@ -1,5 +1,5 @@
-//! Abuse limits of a public node: per-IP and global packet rates, and a cap
-//! on the bytes we send back.
+//! Abuse limits of a DHT node: per-IP and global packet rates, and a cap on
+//! the bytes we send back (a bootstrap node's are larger than a client's).
 //!
 //! Per IP the limit is a token bucket (`per_ip_rate` per second, `per_ip_burst`
 //! deep) and running it dry bans the address for `ban`: a flooder is then
@@ -206,6 +206,12 @@ impl RateLimiter {
             slot.last_ms = now_ms;
             let tokens = (f64::from(slot.tokens) + elapsed * rate).min(burst);
             if tokens < 1.0 {
+                if now_ms < slot.banned_until_ms {
+                    // Another address's ban is live: this one is refused
+                    // by the empty budget, not handed a fresh one.
+                    slot.tokens = tokens as f32;
+                    return Err(Refusal::PerIp);
+                }
                 slot.banned_until_ms = now_ms.saturating_add(ban.as_millis() as u64);
                 slot.banned = fingerprint;
                 // The others sharing the slot, and the address after its
@@ -290,10 +296,45 @@ mod tests {
                 let _ = l.admit(&ip, now);
             }
         }
+        // A second later the drained budgets have refilled a little; a
+        // ban of the whole slot would have lasted 5 minutes.
+        let later = now + Duration::from_secs(1);
         let refused = (0..=255u8)
-            .filter(|b| l.admit(&IpAddr::from([198, 51, 100, *b]), now).is_err())
+            .filter(|b| l.admit(&IpAddr::from([198, 51, 100, *b]), later).is_err())
             .count();
         assert!(refused < 26, "{refused} of 256 honest addresses refused");
+    }
+
+    #[test]
+    fn a_second_flooder_in_a_slot_does_not_lift_the_first_ban() {
+        let now = Instant::now();
+        let mut l = RateLimiter::new(config(), 42, now);
+        // Two addresses that share a slot, found by trying.
+        let first: IpAddr = "203.0.113.1".parse().unwrap();
+        let slot = l.slot_of(&first).0;
+        let second = (2..=255u8)
+            .map(|b| IpAddr::from([203, 0, 113, b]))
+            .chain((0..=255u8).map(|b| IpAddr::from([198, 51, 100, b])))
+            .chain((0..=255u8).map(|b| IpAddr::from([192, 0, 2, b])))
+            .find(|ip| l.slot_of(ip).0 == slot)
+            .expect("a collision among 767 addresses and 1,024 slots");
+        for _ in 0..11 {
+            let _ = l.admit(&first, now);
+        }
+        assert_eq!(l.admit(&first, now), Err(Refusal::PerIp), "banned");
+        // The second runs the refilled budget dry in turn; taking turns
+        // gets neither of them more than the budget.
+        let through = (0..1000)
+            .filter(|i| {
+                let ip = if i % 2 == 0 { &first } else { &second };
+                l.admit(ip, now).is_ok()
+            })
+            .count();
+        assert!(through <= 10, "{through} packets through by taking turns");
+        assert_eq!(
+            l.admit(&first, now + Duration::from_secs(299)),
+            Err(Refusal::PerIp)
+        );
     }
 
     #[test]

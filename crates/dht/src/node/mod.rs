@@ -83,7 +83,8 @@ pub struct Config {
     pub version: Option<[u8; 4]>,
     /// Ask for IPv6 contacts (`want n6`) while bootstrapping.
     pub want_ipv6: bool,
-    /// Bootstrap-node behaviour (verified pool, abuse limits); `None` for a client.
+    /// Bootstrap-node behaviour (verified pool, its abuse limits); `None`
+    /// for a client, which gets [`RateLimitConfig::client`]'s limits.
     pub server: Option<ServerConfig>,
 }
 
@@ -628,11 +629,25 @@ impl Node {
             self.stats.dropped += 1;
             return None;
         }
-        if self.limits.admit(&from.ip(), now).is_err() {
+        // A bootstrap node limits before decoding, to spend nothing on a
+        // flood. A client decodes first (the decoder is bounded) and limits
+        // only what it would answer: replies to its own lookups, which come
+        // in bursts from the routers, must never get a router banned.
+        let charged = if self.server.is_some() {
+            None
+        } else {
+            Some(Message::decode(bytes))
+        };
+        let answerable = match &charged {
+            None => true,
+            Some(Ok(msg)) => matches!(msg.body, Body::Query { .. }),
+            Some(Err(_)) => true,
+        };
+        if answerable && self.limits.admit(&from.ip(), now).is_err() {
             self.stats.rate_limited += 1;
             return None;
         }
-        Some(Message::decode(bytes))
+        Some(charged.unwrap_or_else(|| Message::decode(bytes)))
     }
 
     /// Handles an admitted datagram; one that did not decode gets the error

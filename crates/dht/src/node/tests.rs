@@ -586,3 +586,29 @@ fn a_client_is_no_amplifier() {
         "{bytes} bytes answered at once"
     );
 }
+
+#[test]
+fn a_client_never_limits_replies_to_its_own_queries() {
+    // A router answering a burst of our lookups (replies are matched to
+    // our queries later; unmatched ones are simply dropped).
+    let now = Instant::now();
+    let mut n = node(1, now);
+    let router = addr("198.51.100.7:6881");
+    let reply = response_bytes(
+        TransactionId::new(b"zz").unwrap(),
+        Response::default(),
+        None,
+    );
+    for _ in 0..500 {
+        n.handle_datagram(now, router, &reply);
+    }
+    drain(&mut n);
+    // The router is not banned: its own query is answered.
+    let ping = query_bytes(b"x", NodeId([7; 20]), Query::Ping, false);
+    n.handle_datagram(now, router, &ping);
+    assert!(
+        drain(&mut n)
+            .iter()
+            .any(|(to, m)| *to == router && matches!(m.body, Body::Response(_)))
+    );
+}
