@@ -5,12 +5,14 @@
 
 pub mod compact;
 pub mod error_chain;
+pub mod host;
 pub mod id;
 pub mod magnet;
 pub mod metainfo;
 
 pub use compact::{Family, NodeAddr};
 pub use error_chain::ErrorChain;
+pub use host::host_of;
 pub use id::{Distance, IdParseError, InfoHash, NodeId, PeerId};
 pub use magnet::{FileSelection, Magnet, MagnetError, parse_selection};
 pub use metainfo::{FileEntry, FileSlice, Info, Metainfo, MetainfoError};

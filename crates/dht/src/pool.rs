@@ -24,7 +24,7 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use lodestone_core::compact::{self, Family};
-use lodestone_core::{NodeAddr, NodeId};
+use lodestone_core::{NodeAddr, NodeId, host_of};
 
 use crate::secure_id::is_local;
 
@@ -81,7 +81,7 @@ struct Entry {
 #[derive(Debug, Default)]
 struct FamilyPool {
     by_id: BTreeMap<NodeId, Entry>,
-    /// Ids per host ([`host`]).
+    /// Ids per host ([`host_of`]).
     per_ip: HashMap<IpAddr, u16>,
     /// Where the maintenance sweep continues.
     cursor: Option<NodeId>,
@@ -321,10 +321,10 @@ impl Pool {
             // The id moved: account the new address like a newcomer, unless
             // it stayed within its host (an IPv6 address of the same /64).
             let old = entry.addr;
-            let same_host = host(old.ip()) == host(ip);
+            let same_host = host_of(old.ip()) == host_of(ip);
             if !same_host
                 && !is_local(&ip)
-                && pool.per_ip.get(&host(ip)).copied().unwrap_or(0) >= per_ip
+                && pool.per_ip.get(&host_of(ip)).copied().unwrap_or(0) >= per_ip
             {
                 return PoolInsert::Refused;
             }
@@ -334,7 +334,7 @@ impl Pool {
             self.record(Change::Added(node));
             return PoolInsert::Added;
         }
-        if !is_local(&ip) && pool.per_ip.get(&host(ip)).copied().unwrap_or(0) >= per_ip {
+        if !is_local(&ip) && pool.per_ip.get(&host_of(ip)).copied().unwrap_or(0) >= per_ip {
             return PoolInsert::Refused;
         }
         if pool.by_id.len() >= capacity {
@@ -566,24 +566,14 @@ impl Pool {
     pub const APPROX_ENTRY_BYTES: usize = 100;
 }
 
-/// What the per-host bound counts under: an IPv4 address, or an IPv6
-/// address's /64. A single host is commonly given a whole /64, so counting
-/// each of its addresses apart would give it 2^64 allowances.
-fn host(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-    }
-}
-
 fn claim(per_ip: &mut HashMap<IpAddr, u16>, ip: IpAddr) {
     if !is_local(&ip) {
-        *per_ip.entry(host(ip)).or_default() += 1;
+        *per_ip.entry(host_of(ip)).or_default() += 1;
     }
 }
 
 fn release(per_ip: &mut HashMap<IpAddr, u16>, ip: &IpAddr) {
-    let host = host(*ip);
+    let host = host_of(*ip);
     if let Some(count) = per_ip.get_mut(&host) {
         *count = count.saturating_sub(1);
         if *count == 0 {

@@ -11,13 +11,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use lodestone_core::InfoHash;
 use lodestone_core::compact::Family;
+use lodestone_core::{InfoHash, host_of};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
-/// Entries of one swarm that may share an IP: a few clients behind one
-/// NAT, not a host announcing every port it has.
+/// Entries of one swarm that may share an IP (an IPv6 /64, see
+/// [`host_of`]): a few clients behind one NAT, not a host announcing every
+/// port or address it has.
 pub const PEERS_PER_IP: usize = 4;
 
 /// Bounds of the peer store.
@@ -77,11 +78,15 @@ impl PeerStore {
             addr,
             announced: now,
         };
-        let same_ip = peers.iter().filter(|p| p.addr.ip() == addr.ip()).count();
+        let host = host_of(addr.ip());
+        let same_ip = peers
+            .iter()
+            .filter(|p| host_of(p.addr.ip()) == host)
+            .count();
         if let Some(p) = peers.iter_mut().find(|p| p.addr == addr) {
             p.announced = now;
         } else if same_ip >= PEERS_PER_IP {
-            let own = peers.iter_mut().filter(|p| p.addr.ip() == addr.ip());
+            let own = peers.iter_mut().filter(|p| host_of(p.addr.ip()) == host);
             if let Some(oldest) = own.min_by_key(|p| p.announced) {
                 *oldest = new;
             }
@@ -196,7 +201,13 @@ mod tests {
         let at = now + Duration::from_secs(2);
         let sample = store.sample(&ih, Family::V4, 50, at, &mut rng);
         assert!(sample.contains(&honest), "pushed out by one host's ports");
-        // Its newest ports are the ones kept.
+        // Its newest ports are the ones kept; its /64 is one host too.
+        let six = |i: u16| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i], 6881));
+        for i in 1..=10u16 {
+            store.announce(ih, six(i), at);
+        }
+        assert_eq!(store.peer_count(), 1 + 2 * PEERS_PER_IP);
+        let sample = store.sample(&ih, Family::V4, 50, at, &mut rng);
         for port in 17..=20u16 {
             assert!(sample.contains(&SocketAddr::from(([203, 0, 113, 7], port))));
         }

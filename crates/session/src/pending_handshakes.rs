@@ -10,10 +10,13 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use lodestone_core::host_of;
+
 /// Handshakes under way at once per listener.
 pub(crate) const MAX_PENDING: usize = 128;
 
-/// Of those, from one IP: as many as the connections one IP may hold.
+/// Of those, from one IP (an IPv6 /64, see [`host_of`]): as many as the
+/// connections one IP may hold.
 pub(crate) const MAX_PENDING_PER_IP: usize = 8;
 
 /// The handshakes under way, by IP. Clones share the count.
@@ -32,6 +35,7 @@ impl PendingHandshakes {
     /// A slot for a handshake from `ip`, held until the slot drops; none
     /// when the listener or that IP has all it may.
     pub(crate) fn admit(&self, ip: IpAddr) -> Option<PendingSlot> {
+        let ip = host_of(ip);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let from_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
         if counts.total >= MAX_PENDING || from_ip >= MAX_PENDING_PER_IP {
@@ -82,6 +86,14 @@ mod tests {
         assert!(pending.admit(ip(2)).is_some(), "another IP is let in");
         drop(hog);
         assert!(pending.admit(ip(1)).is_some(), "freed when the slots drop");
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_by_its_slash_64() {
+        let pending = PendingHandshakes::default();
+        let addrs = (1..=20u16).map(|i| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, i]));
+        let admitted: Vec<PendingSlot> = addrs.filter_map(|ip| pending.admit(ip)).collect();
+        assert_eq!(admitted.len(), MAX_PENDING_PER_IP);
     }
 
     #[test]

@@ -828,8 +828,16 @@ impl Torrent {
         let (addr, peer, dialed) = (conn.addr, conn.theirs.peer_id, !conn.incoming);
         let now = Instant::now().into_std();
         if peer == self.shared.peer_id {
-            // Ourselves, through some address of ours: never again.
-            self.book.ended(now, addr, Outcome::Ourselves);
+            // Ourselves, through some address of ours: an address we dialed
+            // is never dialed again. One that dialed us is only closed:
+            // anyone can claim our id, and shunning each of its ports
+            // would fill the list of bans.
+            let outcome = if dialed {
+                Outcome::Ourselves
+            } else {
+                Outcome::Fruitless
+            };
+            self.book.ended(now, addr, outcome);
             return;
         }
         let sent = match stage {
