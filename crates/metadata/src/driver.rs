@@ -183,6 +183,13 @@ struct Conn {
     of_use: bool,
 }
 
+impl Conn {
+    /// It offered ut_metadata with a size: a peer that has the metadata.
+    fn offers_metadata(&self) -> bool {
+        self.ready && self.size.is_some()
+    }
+}
+
 struct Driver {
     fetch: Fetch<ConnId>,
     info_hash: InfoHash,
@@ -354,7 +361,7 @@ impl Driver {
         let useless = self
             .conns
             .iter()
-            .filter(|(_, c)| !(c.ready && c.size.is_some()) && !c.of_use)
+            .filter(|(_, c)| !c.offers_metadata() && !c.of_use)
             .filter(|(_, c)| now.saturating_duration_since(c.since) >= self.options.useless_after)
             .min_by_key(|(_, c)| c.since)
             .map(|(&id, c)| (id, c.addr));
