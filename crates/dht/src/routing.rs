@@ -16,7 +16,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lodestone_core::{NodeAddr, NodeId};
+use lodestone_core::{NodeAddr, NodeId, host_of};
 use rand::{Rng, RngExt};
 
 use crate::secure_id::is_local;
@@ -30,7 +30,8 @@ pub struct RoutingConfig {
     pub max_failures: u8,
     /// A node that has not answered for this long is questionable.
     pub questionable_after: Duration,
-    /// At most one entry per public IP (local addresses are exempt).
+    /// At most one entry per public IPv4 address or IPv6 /64 (local
+    /// addresses are exempt), as libtorrent restricts its table.
     pub restrict_ips: bool,
 }
 
@@ -166,13 +167,14 @@ impl RoutingTable {
     }
 
     fn ip_taken(&self, ip: IpAddr, id: &NodeId) -> bool {
+        let host = host_of(ip);
         self.config.restrict_ips
             && !is_local(&ip)
             && self
                 .buckets
                 .iter()
                 .flat_map(|b| b.entries.iter().chain(&b.replacements))
-                .any(|e| e.node.addr.ip() == ip && e.node.id != *id)
+                .any(|e| host_of(e.node.addr.ip()) == host && e.node.id != *id)
     }
 
     /// Whether inserting `node` would add it or refresh it now: the node uses

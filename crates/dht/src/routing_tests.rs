@@ -52,6 +52,13 @@ fn one_node_per_public_ip_but_local_addresses_are_exempt() {
         t.insert(node([4; 20], [127, 0, 0, 1], 2), now),
         Insert::Added
     );
+    // An IPv6 host is its /64: a second address of it is one node more.
+    let six = |id: u8, last: u16| NodeAddr {
+        id: NodeId([id; 20]),
+        addr: SocketAddr::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, last]), 1),
+    };
+    assert_eq!(t.insert(six(5, 1), now), Insert::Added);
+    assert_eq!(t.insert(six(6, 2), now), Insert::Rejected);
 }
 
 #[test]
