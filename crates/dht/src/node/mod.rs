@@ -633,21 +633,13 @@ impl Node {
         // flood. A client decodes first (the decoder is bounded) and limits
         // only what it would answer: replies to its own lookups, which come
         // in bursts from the routers, must never get a router banned.
-        let charged = if self.server.is_some() {
-            None
-        } else {
-            Some(Message::decode(bytes))
-        };
-        let answerable = match &charged {
-            None => true,
-            Some(Ok(msg)) => matches!(msg.body, Body::Query { .. }),
-            Some(Err(_)) => true,
-        };
-        if answerable && self.limits.admit(&from.ip(), now).is_err() {
+        let decoded = self.server.is_none().then(|| Message::decode(bytes));
+        let a_reply = matches!(&decoded, Some(Ok(msg)) if !matches!(msg.body, Body::Query { .. }));
+        if !a_reply && self.limits.admit(&from.ip(), now).is_err() {
             self.stats.rate_limited += 1;
             return None;
         }
-        Some(charged.unwrap_or_else(|| Message::decode(bytes)))
+        Some(decoded.unwrap_or_else(|| Message::decode(bytes)))
     }
 
     /// Handles an admitted datagram; one that did not decode gets the error
