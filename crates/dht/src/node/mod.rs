@@ -259,7 +259,6 @@ impl Node {
             RoutingTable::new(id, config.routing.clone(), now),
         ];
         let rpc = Transactions::new(
-            rng.random(),
             config.short_timeout,
             config.query_timeout,
             config.max_outstanding,
@@ -948,7 +947,7 @@ impl Node {
         query: Query,
         why: Why,
     ) -> bool {
-        let Some(tid) = self.rpc.start(now, to, id, why) else {
+        let Some(tid) = self.rpc.start(now, to, id, why, &mut self.rng) else {
             return false;
         };
         self.stats.queries_out += 1;

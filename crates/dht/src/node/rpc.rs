@@ -2,7 +2,10 @@
 //!
 //! An answer is matched only if its transaction id is one we issued AND it
 //! comes from the address we sent the query to: otherwise anyone could answer
-//! on another node's behalf. Every query has two deadlines, a short one that
+//! on another node's behalf. Each id is drawn at random, as libtorrent draws
+//! its own: counting up from one id a node saw would tell it the ids of our
+//! next queries, and it could then forge their answers from the addresses
+//! it had just handed us, with the source address as the only check left. Every query has two deadlines, a short one that
 //! lets a lookup widen and a hard one after which it failed. Both are constant
 //! offsets from the send time, so two FIFO queues hold them in deadline order;
 //! stale entries (answered queries) are pruned from the fronts so the earliest
@@ -13,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lodestone_core::NodeId;
+use rand::{Rng, RngExt};
 
 use super::lookup::LookupId;
 use crate::krpc::TransactionId;
@@ -43,7 +47,6 @@ pub(crate) struct Pending {
 /// The table of outstanding queries.
 #[derive(Debug)]
 pub(crate) struct Transactions {
-    next: u16,
     pending: HashMap<u16, Pending>,
     short_queue: VecDeque<(Instant, u16)>,
     hard_queue: VecDeque<(Instant, u16)>,
@@ -54,9 +57,8 @@ pub(crate) struct Transactions {
 }
 
 impl Transactions {
-    pub(crate) fn new(first_tid: u16, short: Duration, hard: Duration, capacity: usize) -> Self {
+    pub(crate) fn new(short: Duration, hard: Duration, capacity: usize) -> Self {
         Self {
-            next: first_tid,
             pending: HashMap::new(),
             short_queue: VecDeque::new(),
             hard_queue: VecDeque::new(),
@@ -77,23 +79,25 @@ impl Transactions {
         self.pings
     }
 
-    /// Registers a query; `None` when too many are in flight.
+    /// Registers a query under an id drawn from `rng`; `None` when too many
+    /// are in flight.
     pub(crate) fn start(
         &mut self,
         now: Instant,
         to: SocketAddr,
         id: Option<NodeId>,
         why: Why,
+        rng: &mut impl Rng,
     ) -> Option<TransactionId> {
         if self.pending.len() >= self.capacity {
             return None;
         }
-        // Below capacity (< 65535), so a free id exists and this ends.
-        while self.pending.contains_key(&self.next) {
-            self.next = self.next.wrapping_add(1);
+        // Below capacity (< 65535), so a free id exists and this ends; the
+        // step past a taken id is predictable only in that rare case.
+        let mut tid: u16 = rng.random();
+        while self.pending.contains_key(&tid) {
+            tid = tid.wrapping_add(1);
         }
-        let tid = self.next;
-        self.next = self.next.wrapping_add(1);
         let wire_tid = TransactionId::new(&tid.to_be_bytes())?;
         self.pending.insert(
             tid,
@@ -197,17 +201,20 @@ impl Transactions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
 
     #[test]
     fn answers_match_tid_and_address_and_deadlines_are_exact() {
         let now = Instant::now();
         let s = Duration::from_secs(1);
         let h = Duration::from_secs(10);
-        let mut rpc = Transactions::new(65534, s, h, 100);
+        let mut rpc = Transactions::new(s, h, 100);
+        let rng = &mut StdRng::seed_from_u64(1);
         let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
-        let t1 = rpc.start(now, a, None, Why::Ping).unwrap();
-        let t2 = rpc.start(now + s / 2, b, None, Why::Ping).unwrap();
+        let t1 = rpc.start(now, a, None, Why::Ping, rng).unwrap();
+        let t2 = rpc.start(now + s / 2, b, None, Why::Ping, rng).unwrap();
         assert_ne!(t1, t2);
         assert_eq!(rpc.next_deadline(), Some(now + s));
         // Wrong source address or unknown tid: no match.
@@ -230,10 +237,31 @@ mod tests {
     #[test]
     fn capacity_is_enforced() {
         let now = Instant::now();
-        let mut rpc = Transactions::new(0, Duration::from_secs(1), Duration::from_secs(2), 2);
+        let mut rpc = Transactions::new(Duration::from_secs(1), Duration::from_secs(2), 2);
+        let rng = &mut StdRng::seed_from_u64(2);
         let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
-        assert!(rpc.start(now, a, None, Why::Announce).is_some());
-        assert!(rpc.start(now, a, None, Why::Announce).is_some());
-        assert!(rpc.start(now, a, None, Why::Announce).is_none());
+        assert!(rpc.start(now, a, None, Why::Announce, rng).is_some());
+        assert!(rpc.start(now, a, None, Why::Announce, rng).is_some());
+        assert!(rpc.start(now, a, None, Why::Announce, rng).is_none());
+    }
+
+    /// A node that saw one of our ids guesses the next 16 and forges their
+    /// answers; with ids counted up it would hit every time.
+    #[test]
+    fn one_id_seen_does_not_give_away_the_next() {
+        let now = Instant::now();
+        let mut rpc = Transactions::new(Duration::from_secs(1), Duration::from_secs(2), 100);
+        let rng = &mut StdRng::seed_from_u64(3);
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let as_number = |tid: TransactionId| u16::from_be_bytes(tid.as_slice().try_into().unwrap());
+        let mut seen = as_number(rpc.start(now, a, None, Why::Ping, rng).unwrap());
+        let mut guessed = 0;
+        for _ in 0..200 {
+            let next = as_number(rpc.start(now, a, None, Why::Ping, rng).unwrap());
+            guessed += usize::from((1..=16).contains(&next.wrapping_sub(seen)));
+            rpc.take(&TransactionId::new(&next.to_be_bytes()).unwrap(), &a);
+            seen = next;
+        }
+        assert!(guessed <= 1, "{guessed} of 200 next ids guessed");
     }
 }
