@@ -226,8 +226,10 @@ pub struct Node {
     next_lookup: u64,
     tokens: Tokens,
     store: PeerStore,
-    votes: IpVotes,
-    external_ip: Option<IpAddr>,
+    /// Ballots for our external address, by the voter's family.
+    votes: [IpVotes; 2],
+    /// The external address believed, by family.
+    external: [Option<IpAddr>; 2],
     bootstrap_addrs: Vec<SocketAddr>,
     bootstrapping: Option<LookupId>,
     next_maintenance: Instant,
@@ -279,7 +281,7 @@ impl Node {
             server,
             limits,
             store: PeerStore::new(config.store.clone()),
-            votes: IpVotes::new(config.ip_votes),
+            votes: [IpVotes::new(config.ip_votes), IpVotes::new(config.ip_votes)],
             next_maintenance: now + config.maintenance_interval,
             config,
             id,
@@ -289,7 +291,7 @@ impl Node {
             lookups: BTreeMap::new(),
             next_lookup: 0,
             tokens,
-            external_ip: None,
+            external: [None; 2],
             bootstrap_addrs: Vec::new(),
             bootstrapping: None,
             transmits: VecDeque::new(),
@@ -306,9 +308,10 @@ impl Node {
         self.id
     }
 
-    /// Our external IP, once enough nodes agreed on it.
+    /// Our external IP, once enough nodes agreed on it: the one our BEP 42
+    /// id follows, IPv4 when known, else IPv6.
     pub fn external_ip(&self) -> Option<IpAddr> {
-        self.external_ip
+        self.external[V4].or(self.external[V6])
     }
 
     /// The routing table of `family`.
@@ -848,16 +851,21 @@ impl Node {
         }
     }
 
+    /// Counts `voter`'s report of our address. A dual-stack node has an
+    /// address in each family but one id; it follows the IPv4 address, so
+    /// that the two families' answers do not take turns remaking it.
     fn vote_ip(&mut self, now: Instant, reported: IpAddr, voter: IpAddr) {
-        let Some(ip) = self.votes.vote(reported, voter) else {
-            return;
-        };
-        if self.external_ip == Some(ip) {
+        // A voter sees us from its own family; another is a lie.
+        if reported.is_ipv4() != voter.is_ipv4() {
             return;
         }
-        self.external_ip = Some(ip);
+        let family = family_index(&SocketAddr::new(voter, 0));
+        let Some(ip) = self.votes[family].vote(reported, voter) else {
+            return;
+        };
+        self.external[family] = Some(ip);
         self.events.push_back(Event::ExternalIp { ip });
-        if !secure_id::verify(&self.id, &ip) {
+        if self.external_ip() == Some(ip) && !secure_id::verify(&self.id, &ip) {
             self.id = secure_id::generate(&ip, &mut self.rng);
             for table in &mut self.tables {
                 *table = table.rebuilt(self.id, now);

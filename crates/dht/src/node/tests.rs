@@ -277,6 +277,49 @@ fn external_ip_needs_several_voters_and_yields_a_bep42_id() {
     assert_eq!(n.table(Family::V4).len(), 3);
 }
 
+/// Answers `n`'s pings from `voters`, each reporting us as `me`.
+fn votes_from(n: &mut Node, now: Instant, voters: &[SocketAddr], me: SocketAddr) {
+    for (i, &peer) in voters.iter().enumerate() {
+        n.add_node(now, peer);
+        let (_, ping) = drain(n).remove(0);
+        let r = Response {
+            id: NodeId([i as u8 + 10; 20]),
+            ..Response::default()
+        };
+        n.handle_datagram(now, peer, &response_bytes(ping.tid, r, Some(me)));
+    }
+}
+
+/// Each family's answers report that family's address. Counted as one
+/// ballot, they took turns winning, and every turn made a new id: here a
+/// round of IPv6 voters would have won it.
+#[test]
+fn a_dual_stack_node_keeps_the_id_of_its_ipv4_address() {
+    let now = Instant::now();
+    let mut n = node(1, now);
+    let me_v4 = addr("203.0.113.7:6881");
+    let me_v6 = addr("[2001:db8::7]:6881");
+    let v4_voters: Vec<SocketAddr> = (1..=3u8)
+        .map(|i| SocketAddr::from(([127, 0, 0, i + 1], 7000)))
+        .collect();
+    let v6_voters: Vec<SocketAddr> = (1..=32u16)
+        .map(|i| SocketAddr::from(([0x2001, 0xdb8, i, 0, 0, 0, 0, 1], 7000)))
+        .collect();
+    votes_from(&mut n, now, &v4_voters, me_v4);
+    let id = n.id();
+    assert!(secure_id::verify(&id, &me_v4.ip()));
+    votes_from(&mut n, now, &v6_voters, me_v6);
+    assert_eq!(n.id(), id);
+    assert_eq!(n.external_ip(), Some(me_v4.ip()));
+    // An IPv4 voter reporting an IPv6 address is not counted.
+    let liars: Vec<SocketAddr> = (5..=8u8)
+        .map(|i| SocketAddr::from(([127, 0, 0, i], 7000)))
+        .collect();
+    votes_from(&mut n, now, &liars, me_v6);
+    assert_eq!(n.id(), id);
+    assert_eq!(n.external_ip(), Some(me_v4.ip()));
+}
+
 #[test]
 fn nodes_with_ids_not_matching_their_public_ip_stay_out_of_the_table() {
     let now = Instant::now();
