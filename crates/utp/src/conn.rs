@@ -411,7 +411,9 @@ impl Conn {
     pub fn on_packet(&mut self, p: &Packet<'_>, io: &mut Io<'_>) {
         let h = &p.header;
         if h.kind == PacketType::Reset {
-            self.close_with(CloseReason::Reset, io);
+            if self.answers_what_we_sent(h.ack_nr) {
+                self.close_with(CloseReason::Reset, io);
+            }
             return;
         }
         if h.kind == PacketType::Syn {
@@ -462,6 +464,16 @@ impl Conn {
         let newest = self.seq_nr.wrapping_sub(1);
         let inflight = u16::try_from(self.inflight.len()).unwrap_or(u16::MAX);
         newest.wrapping_sub(ack) <= inflight.saturating_add(ACK_SLACK)
+    }
+
+    /// Whether a RESET with `ack` answers a packet we sent lately. libutp
+    /// and libtorrent both put the sequence number of the packet that drew
+    /// a RESET in its ack, and an ACK-only STATE carries our next number,
+    /// so that one counts too. Anything else is ignored: otherwise a
+    /// sender spoofing the peer's address ended the connection by guessing
+    /// only its 16-bit id.
+    fn answers_what_we_sent(&self, ack: u16) -> bool {
+        ack == self.seq_nr || self.acks_what_we_sent(ack)
     }
 
     fn on_ack(&mut self, p: &Packet<'_>, io: &mut Io<'_>) {

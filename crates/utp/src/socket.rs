@@ -520,6 +520,30 @@ mod tests {
         assert_eq!(a.s.read(a.id, 10, |_| {}), Ok(Some(1)));
     }
 
+    /// A RESET ends the connection only if its ack names something we
+    /// sent, as a real peer's does; a spoofer knew the id and nothing else.
+    #[test]
+    fn a_reset_acking_nothing_we_sent_is_ignored() {
+        let t0 = Instant::now();
+        let mut a = accepted(t0);
+        for wrong in [
+            a.ack.wrapping_sub(100),
+            a.ack ^ 0x8000,
+            a.ack.wrapping_add(2),
+        ] {
+            let spoofed = packet_acking(PacketType::Reset, 5, 7, wrong, &[]);
+            a.s.handle_datagram(t0, peer(1), &spoofed);
+            assert!(a.s.poll_event().is_none(), "ack {wrong} reset us");
+        }
+        // One answering our STATE (which carries the next number) does.
+        let reset = packet_acking(PacketType::Reset, 5, 7, a.ack.wrapping_add(1), &[]);
+        a.s.handle_datagram(t0, peer(1), &reset);
+        assert_eq!(
+            a.s.poll_event(),
+            Some(Event::Closed(a.id, crate::CloseReason::Reset))
+        );
+    }
+
     #[test]
     fn syn_flood_is_bounded() {
         let now = Instant::now();
