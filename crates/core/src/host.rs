@@ -1,4 +1,6 @@
-//! What a limit "per IP" counts under: the least a single host is given.
+//! What a limit "per IP" counts under: the least a single host is given;
+//! and how far an address reaches, so that a stranger cannot point us at
+//! our own machine or network.
 //!
 //! An IPv4 address is one host (or one NAT). An IPv6 host is commonly given
 //! a whole /64 and may answer from any address in it, so counting its
@@ -15,9 +17,85 @@ pub fn host_of(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// How far an address reaches, narrowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Scope {
+    /// This machine: loopback.
+    Machine,
+    /// A network behind a router: RFC 1918, shared (CGNAT) and link-local
+    /// IPv4; unique-local and link-local IPv6.
+    Private,
+    /// Anything else.
+    Public,
+}
+
+/// The scope of `ip` (an IPv4-mapped IPv6 address counts as its IPv4).
+fn scope_of(ip: IpAddr) -> Scope {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            let shared = a == 100 && (64..128).contains(&b);
+            if v4.is_loopback() {
+                Scope::Machine
+            } else if v4.is_private() || v4.is_link_local() || shared {
+                Scope::Private
+            } else {
+                Scope::Public
+            }
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            let unique_local = first & 0xfe00 == 0xfc00;
+            let link_local = first & 0xffc0 == 0xfe80;
+            if v6.is_loopback() {
+                Scope::Machine
+            } else if unique_local || link_local {
+                Scope::Private
+            } else {
+                Scope::Public
+            }
+        }
+    }
+}
+
+/// Whether a peer at `reporter` may point us at `named`. An address of a
+/// narrower scope than the reporter's names something on the reporter's
+/// own machine or network, which from here is ours instead: a public peer
+/// naming `127.0.0.1:6379` or `192.168.1.1:80` would aim our dials at our
+/// own services and neighbours. A peer on our machine may name anything.
+pub fn may_name(reporter: IpAddr, named: IpAddr) -> bool {
+    scope_of(named) >= scope_of(reporter)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reporter_names_only_its_own_scope_or_wider() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let public = ip("198.51.100.1");
+        for narrower in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.20.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "169.254.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:192.168.1.1",
+        ] {
+            assert!(!may_name(public, ip(narrower)), "{narrower}");
+            assert!(may_name(ip("127.0.0.1"), ip(narrower)), "{narrower}");
+        }
+        assert!(may_name(public, ip("203.0.113.9")));
+        assert!(may_name(public, ip("2001:db8::1")));
+        assert!(may_name(ip("192.168.1.7"), ip("10.0.0.1")));
+        assert!(!may_name(ip("192.168.1.7"), ip("127.0.0.1")));
+    }
 
     #[test]
     fn an_ipv6_host_is_its_slash_64() {

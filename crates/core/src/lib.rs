@@ -12,7 +12,7 @@ pub mod metainfo;
 
 pub use compact::{Family, NodeAddr};
 pub use error_chain::ErrorChain;
-pub use host::host_of;
+pub use host::{host_of, may_name};
 pub use id::{Distance, IdParseError, InfoHash, NodeId, PeerId};
 pub use magnet::{FileSelection, Magnet, MagnetError, parse_selection};
 pub use metainfo::{FileEntry, FileSlice, Info, Metainfo, MetainfoError};

@@ -31,13 +31,25 @@
 //! [`AddressBookConfig::pex_dial_burst`]), however many arrive and however
 //! fast they fail, so a flood cannot aim our dials at an address space of
 //! its choosing faster than that; and among them, those that more distinct
-//! peers reported are dialed first.
+//! peers (counted by IP, or IPv6 /64) reported are dialed first.
+//!
+//! **Nobody aims our dials.** A peer may name only addresses as wide as its
+//! own ([`lodestone_core::may_name`]): a public peer naming `127.0.0.1` or
+//! `192.168.1.1` is ignored. Sources other than the magnet and connections
+//! to us file at most [`MAX_PER_HOST`] ports of one IP (or IPv6 /64), as
+//! libtorrent keeps one entry per IP by default, so a list of one victim's
+//! ports is no port scan. Loopback is exempt, as it is from IP bans: local
+//! swarms share one IP. An IPv4-mapped IPv6 address is filed as its IPv4,
+//! so it cannot reach a banned IP under another name.
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+
+use lodestone_core::compact::is_contactable;
+use lodestone_core::{host_of, may_name};
 
 /// Where an address came from, in the order we prefer to dial them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -159,10 +171,38 @@ struct Entry {
     /// It stands as an alias ([`AddressBook::alias`]): a ban of the
     /// connection's peer does not reach it.
     alias: bool,
+    /// It counts against its host's [`MAX_PER_HOST`].
+    on_host: bool,
 }
 
 /// Most distinct PEX reporters counted per address.
 const MAX_REPORTERS: usize = 8;
+
+/// Most ports of one IP (or IPv6 /64) filed from a source that may name any
+/// address: trackers, the DHT, PEX, a relay's `connect` and the listen
+/// ports peers connected to us report.
+pub const MAX_PER_HOST: usize = 4;
+
+/// `addr` with an IPv4-mapped IPv6 address as its IPv4, the form the book
+/// files and bans under.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// The key a host's entries are counted under, if they are counted: not on
+/// loopback.
+fn host_key(addr: SocketAddr) -> Option<IpAddr> {
+    (!addr.ip().is_loopback()).then(|| host_of(addr.ip()))
+}
+
+/// Whether two reporters are one: the same IP (or IPv6 /64), or on
+/// loopback the same address.
+fn same_reporter(a: SocketAddr, b: SocketAddr) -> bool {
+    match (host_key(a), host_key(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
 
 /// An idle entry's place in its source's queue: never tried before
 /// waiting for a redial, then earlier due, more reporters, older.
@@ -250,6 +290,8 @@ pub struct AddressBook {
     standing: usize,
     /// PEX is off for good ([`AddressBook::forget_pex`]).
     pex_off: bool,
+    /// Entries counted per host ([`Entry::on_host`]).
+    per_host: HashMap<IpAddr, usize>,
 }
 
 /// Most bans remembered; past it the ban list stops growing (the
@@ -274,40 +316,46 @@ impl AddressBook {
             pex_dials: 0,
             standing: 0,
             pex_off: false,
+            per_host: HashMap::new(),
         }
     }
 
     /// Whether `addr` is banned.
     pub fn is_banned(&self, addr: SocketAddr) -> bool {
+        let addr = canonical(addr);
         self.banned_addrs.contains(&addr) || self.banned_ips.contains(&addr.ip())
     }
 
     /// Records an address `source` told us of, dialable at once. Returns
     /// whether it is new. Banned and unusable addresses (port 0,
-    /// unspecified or multicast IPs) are ignored; a full book makes room as
-    /// the module docs say.
+    /// unspecified, broadcast or multicast IPs) are ignored, and so is a
+    /// new port of a host with [`MAX_PER_HOST`] filed, unless the magnet
+    /// names it; a full book makes room as the module docs say.
     pub fn add(&mut self, addr: SocketAddr, source: PeerSource) -> bool {
-        self.add_reported(addr, source, None)
+        self.add_reported(canonical(addr), source, None, source != PeerSource::Magnet)
     }
 
     /// Records an address a connected peer, `reporter`, told us of by PEX.
     /// Returns whether it is new. Each distinct reporter moves it up among
-    /// the PEX-learned addresses.
+    /// the PEX-learned addresses. An address narrower than the reporter's
+    /// own (see the module docs) is ignored.
     pub fn add_pex(&mut self, addr: SocketAddr, reporter: SocketAddr) -> bool {
-        !self.pex_off && self.add_reported(addr, PeerSource::Pex, Some(reporter))
+        !self.pex_off
+            && may_name(reporter.ip(), addr.ip())
+            && self.add_reported(canonical(addr), PeerSource::Pex, Some(reporter), true)
     }
 
+    /// Files `addr`; `capped`: a new entry counts against its host's
+    /// [`MAX_PER_HOST`], and is refused past it. A reported address comes
+    /// here [`canonical`]; a connection's, as the connection knows it.
     fn add_reported(
         &mut self,
         addr: SocketAddr,
         source: PeerSource,
         reporter: Option<SocketAddr>,
+        capped: bool,
     ) -> bool {
-        if addr.port() == 0
-            || addr.ip().is_unspecified()
-            || addr.ip().is_multicast()
-            || self.is_banned(addr)
-        {
+        if !is_contactable(&addr) || self.is_banned(addr) {
             return false;
         }
         if let Some(entry) = self.entries.get_mut(&addr) {
@@ -317,7 +365,7 @@ impl AddressBook {
             entry.dialable |= source != PeerSource::Pex;
             if let Some(r) = reporter
                 && entry.reporters.len() < MAX_REPORTERS
-                && !entry.reporters.contains(&r)
+                && !entry.reporters.iter().any(|&known| same_reporter(known, r))
             {
                 entry.reporters.push(r);
             }
@@ -334,8 +382,15 @@ impl AddressBook {
             }
             return false;
         }
+        let host = host_key(addr).filter(|_| capped);
+        if host.is_some_and(|h| self.per_host.get(&h).is_some_and(|&n| n >= MAX_PER_HOST)) {
+            return false;
+        }
         if self.entries.len() >= self.config.capacity.max(1) && !self.evict_for(source) {
             return false;
+        }
+        if let Some(h) = host {
+            *self.per_host.entry(h).or_default() += 1;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -351,6 +406,7 @@ impl AddressBook {
             listen: None,
             stands_for: None,
             alias: false,
+            on_host: host.is_some(),
         };
         if let Some(key) = entry.key(addr) {
             self.queues[source.index()].insert(key);
@@ -387,7 +443,8 @@ impl AddressBook {
             return false;
         }
         let known = self.entries.get(&addr).is_some_and(|e| e.dialable);
-        self.add(addr, PeerSource::Incoming);
+        // A connection is no one's word: its peer is there.
+        self.add_reported(addr, PeerSource::Incoming, None, false);
         if let Some(entry) = self.entries.get_mut(&addr) {
             entry.dialable = known;
         }
@@ -531,23 +588,26 @@ impl AddressBook {
         Some(addr)
     }
 
-    /// A holepunch relay (BEP 55) asks us to dial `addr` now. Its word
-    /// counts as PEX does, and the dial comes out
-    /// of the same budget, so a hostile relay cannot aim our dials faster
-    /// than a PEX flood could. Refused (false) for a banned or unusable
-    /// address, one being dialed or connected, or with the budget spent;
-    /// otherwise the address is busy until [`AddressBook::ended`].
-    pub fn holepunch(&mut self, now: Instant, addr: SocketAddr) -> bool {
+    /// A holepunch relay (BEP 55) asks us to dial `addr` now; `asked`: we
+    /// asked for this rendezvous. Its word counts as PEX does, and the dial
+    /// comes out of the same budget, so a hostile relay cannot aim our
+    /// dials faster than a PEX flood could. Refused (false) for a banned or
+    /// unusable address, an IPv4-mapped one (the caller passes it as its
+    /// IPv4), one being dialed or connected, one waiting out its backoff
+    /// that we did not ask for (or a relay could dial it as often as it
+    /// liked), or with the budget spent; otherwise the address is busy
+    /// until [`AddressBook::ended`].
+    pub fn holepunch(&mut self, now: Instant, addr: SocketAddr, asked: bool) -> bool {
         self.refill_pex(now);
-        if self.pex_tokens < 1.0 || self.pex_off {
+        if self.pex_tokens < 1.0 || self.pex_off || canonical(addr) != addr {
             return false;
         }
-        self.add_reported(addr, PeerSource::Pex, None);
-        if self
-            .entries
-            .get(&addr)
-            .is_none_or(|e| e.status == Status::Busy)
-        {
+        self.add_reported(addr, PeerSource::Pex, None, true);
+        let dialable = |status: Status| match status {
+            Status::Busy => false,
+            Status::Idle { due } => asked || due.is_none_or(|d| d <= now),
+        };
+        if !self.entries.get(&addr).is_some_and(|e| dialable(e.status)) {
             return false;
         }
         self.make_busy(addr);
@@ -611,7 +671,7 @@ impl AddressBook {
         let queue = std::mem::take(&mut self.queues[PeerSource::Pex.index()]);
         for (.., addr) in queue {
             if let Some(entry) = self.entries.remove(&addr) {
-                self.counts[entry.source.index()] -= 1;
+                self.forget(addr, &entry);
             }
         }
     }
@@ -728,16 +788,17 @@ impl AddressBook {
     /// Never dial `addr` again. On loopback only that address is banned
     /// (local swarms share one IP); elsewhere its whole IP.
     pub fn ban(&mut self, addr: SocketAddr) {
-        if addr.ip().is_loopback() {
+        let ip = addr.ip().to_canonical();
+        if ip.is_loopback() {
             return self.shun(addr);
         }
         if self.banned_addrs.len() + self.banned_ips.len() < MAX_BANS {
-            self.banned_ips.insert(addr.ip());
+            self.banned_ips.insert(ip);
         }
         let doomed: Vec<SocketAddr> = self
             .entries
             .keys()
-            .filter(|a| a.ip() == addr.ip())
+            .filter(|a| a.ip().to_canonical() == ip)
             .copied()
             .collect();
         for a in doomed {
@@ -750,7 +811,7 @@ impl AddressBook {
     /// Never dial `addr` again, that address alone.
     fn shun(&mut self, addr: SocketAddr) {
         if self.banned_addrs.len() + self.banned_ips.len() < MAX_BANS {
-            self.banned_addrs.insert(addr);
+            self.banned_addrs.insert(canonical(addr));
         }
         if let Some(entry) = self.entries.remove(&addr) {
             self.forget(addr, &entry);
@@ -797,6 +858,15 @@ impl AddressBook {
             self.standing -= 1;
         }
         self.counts[entry.source.index()] -= 1;
+        if entry.on_host
+            && let Some(h) = host_key(addr)
+            && let MapEntry::Occupied(mut count) = self.per_host.entry(h)
+        {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
     }
 
     /// Makes room for one entry from `newcomer` by dropping the oldest idle

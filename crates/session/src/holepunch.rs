@@ -94,7 +94,8 @@ impl Holepunch {
 
     /// A relay asks us to dial `addr` over uTP now. Whether to: not one of
     /// `ours` (the port we listen on, at an address of ours), and admitted
-    /// by the address book, which then holds it busy.
+    /// by the address book, which then holds it busy. An address we did not
+    /// ask a rendezvous for keeps its backoff there.
     pub(crate) fn connect(
         &mut self,
         now: Instant,
@@ -102,8 +103,8 @@ impl Holepunch {
         ours: (u16, &[IpAddr]),
         book: &mut AddressBook,
     ) -> bool {
-        self.asked.remove(&addr);
-        if is_ours(addr, ours) || !book.holepunch(now, addr) {
+        let asked = self.asked.remove(&addr);
+        if is_ours(addr, ours) || !book.holepunch(now, addr, asked) {
             tracing::debug!(%addr, "holepunch connect refused");
             return false;
         }
@@ -130,6 +131,7 @@ fn is_ours(addr: SocketAddr, (port, bound): (u16, &[IpAddr])) -> bool {
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
+    use std::time::Duration;
 
     use super::*;
     use crate::address_book::{AddressBookConfig, Outcome, PeerSource};
@@ -167,6 +169,18 @@ mod tests {
         // Nobody to ask for an address not learned by PEX.
         book.add(addr(4, 6881), PeerSource::Dht);
         assert_eq!(h.dial_failed(addr(4, 6881), &book), None);
+    }
+
+    /// A relay that was never asked sends `connect` for an address backing
+    /// off: refused until its wait is over, or a relay could have us dial
+    /// one target twice a second for ever.
+    #[test]
+    fn an_unasked_connect_keeps_the_backoff() {
+        let t0 = Instant::now();
+        let (mut book, mut h, target, _relay) = after_a_failed_pex_dial(t0);
+        let soon = t0 + Duration::from_millis(1);
+        assert!(!h.connect(soon, target, OURS, &mut book));
+        assert!(h.connect(t0 + Duration::from_secs(3), target, OURS, &mut book));
     }
 
     #[test]

@@ -791,6 +791,8 @@ impl Torrent {
     /// [`Holepunch::connect`] agrees; the other side dials us at the same
     /// time, which opens its NAT or firewall to our packets.
     fn holepunch_connect(&mut self, addr: SocketAddr) {
+        // Filed, dialed and ended under one name.
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         let cfg = &self.shared.config;
         let bound: Vec<std::net::IpAddr> = [
             cfg.listen_ipv4.map(Into::into),

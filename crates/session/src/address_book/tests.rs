@@ -713,3 +713,97 @@ fn with_pex_off_a_busy_pex_address_is_not_dialed_again_nor_new_ones_taken() {
     assert_eq!(b.stats().known, 0);
     assert_eq!(b.next_dial(t0 + Duration::from_secs(600)), None);
 }
+
+fn public(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A public peer naming our loopback or our LAN would aim our dials at our
+/// own services and neighbours.
+#[test]
+fn a_peer_names_only_addresses_as_wide_as_its_own() {
+    let mut b = book(10);
+    let stranger = public("198.51.100.1:6881");
+    assert!(!b.add_pex(public("127.0.0.1:22"), stranger));
+    assert!(!b.add_pex(public("192.168.1.1:80"), stranger));
+    assert!(!b.add_pex(public("[::ffff:10.0.0.1]:80"), stranger));
+    assert!(b.add_pex(public("203.0.113.5:6881"), stranger));
+    // A neighbour may name neighbours; a local peer, anything.
+    assert!(b.add_pex(public("192.168.1.9:6881"), public("192.168.1.7:6881")));
+    assert!(b.add_pex(public("127.0.0.1:7000"), public("127.0.0.1:7001")));
+    assert_eq!(b.stats().known, 3);
+}
+
+/// A list of one victim's ports is no port scan: each host gets a few
+/// entries from strangers. The magnet's own word and loopback swarms are
+/// not limited.
+#[test]
+fn strangers_file_a_few_ports_of_one_host() {
+    let mut b = book(1_000);
+    for port in 1..=100 {
+        b.add(SocketAddr::from(([198, 51, 100, 7], port)), PeerSource::Dht);
+        let slash_64 = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, port], 6881));
+        b.add(slash_64, PeerSource::Tracker);
+    }
+    // The host's allowance is one, whoever fills it.
+    for port in 101..=200 {
+        b.add_pex(SocketAddr::from(([198, 51, 100, 7], port)), addr(1));
+    }
+    assert_eq!(b.count(PeerSource::Dht), MAX_PER_HOST);
+    assert_eq!(b.count(PeerSource::Pex), 0);
+    assert_eq!(b.count(PeerSource::Tracker), MAX_PER_HOST);
+    assert!(b.add(
+        SocketAddr::from(([198, 51, 100, 7], 999)),
+        PeerSource::Magnet
+    ));
+    for port in 1..=100 {
+        assert!(b.add(SocketAddr::from(([127, 0, 0, 1], port)), PeerSource::Dht));
+    }
+    // A port forgotten makes room for another.
+    let t0 = Instant::now();
+    b.ban(SocketAddr::from(([127, 0, 0, 1], 1)));
+    let first = SocketAddr::from(([198, 51, 100, 7], 1));
+    for _ in 0..AddressBookConfig::default().max_failures {
+        b.entries.get_mut(&first).unwrap().status = Status::Busy;
+        b.ended(t0, first, Outcome::Failed);
+    }
+    assert!(!b.entries.contains_key(&first));
+    assert!(b.add(
+        SocketAddr::from(([198, 51, 100, 7], 1_000)),
+        PeerSource::Dht
+    ));
+}
+
+/// One IP with many connections reported the same addresses from each,
+/// and each connection counted as another reporter.
+#[test]
+fn reporters_are_counted_by_ip() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    let (honest, pushed) = (public("198.51.100.1:6881"), public("198.51.100.2:6881"));
+    b.add_pex(honest, public("203.0.113.1:6881"));
+    b.add_pex(honest, public("203.0.113.2:6881"));
+    for port in 5_000..5_008 {
+        b.add_pex(pushed, SocketAddr::from(([203, 0, 113, 5], port)));
+    }
+    assert_eq!(b.next_dial(t0), Some(honest));
+}
+
+/// `::ffff:1.2.3.4` is 1.2.3.4 to the kernel: banned with it, and filed
+/// as it.
+#[test]
+fn an_ipv4_mapped_address_is_its_ipv4() {
+    let mut b = book(10);
+    b.ban(public("198.51.100.4:6881"));
+    assert!(!b.add_pex(public("[::ffff:198.51.100.4]:7000"), addr(1)));
+    assert!(!b.add(public("[::ffff:198.51.100.4]:7000"), PeerSource::Dht));
+    assert!(b.is_banned(public("[::ffff:198.51.100.4]:7001")));
+    assert!(b.add(public("[::ffff:198.51.100.5]:7000"), PeerSource::Dht));
+    assert!(b.entries.contains_key(&public("198.51.100.5:7000")));
+}
+
+#[test]
+fn broadcast_is_unusable() {
+    let mut b = book(10);
+    assert!(!b.add(public("255.255.255.255:6881"), PeerSource::Dht));
+}
