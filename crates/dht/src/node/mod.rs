@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use lodestone_core::compact::Family;
-use lodestone_core::{InfoHash, NodeAddr, NodeId};
+use lodestone_core::{InfoHash, NodeAddr, NodeId, may_name};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -808,9 +808,16 @@ impl Node {
         seed: bool,
         pending: &Pending,
         node: NodeAddr,
-        response: Response,
+        mut response: Response,
         id_ok: bool,
     ) {
+        // A node names only addresses as wide as its own: a public one
+        // naming loopback or a private network would aim our queries and
+        // our download's dials at our own machine and neighbours.
+        let from = node.addr.ip();
+        response.nodes.retain(|n| may_name(from, n.addr.ip()));
+        response.nodes6.retain(|n| may_name(from, n.addr.ip()));
+        response.values.retain(|peer| may_name(from, peer.ip()));
         let own = self.id;
         let Some(lookup) = self.lookups.get_mut(&id) else {
             return;

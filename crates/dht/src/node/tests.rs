@@ -436,6 +436,45 @@ fn lookup_through_a_router_reports_peers_and_finishes() {
     assert_eq!(n.active_lookups(), 0);
 }
 
+/// A public node's answer naming our loopback or a private network: not
+/// queried, not reported as peers.
+#[test]
+fn a_public_node_cannot_point_a_lookup_at_our_own_network() {
+    let now = Instant::now();
+    let mut n = node(1, now);
+    let router = addr("198.51.100.1:1");
+    let mut rng = StdRng::seed_from_u64(9);
+    let router_id = secure_id::generate(&router.ip(), &mut rng);
+    let contact = |s: &str, b: u8| NodeAddr {
+        id: NodeId([b; 20]),
+        addr: addr(s),
+    };
+    let (private, public) = (contact("10.0.0.3:1", 0x50), contact("203.0.113.9:1", 0x52));
+    n.bootstrap(now, &[router]);
+    let lookup = n.get_peers(now, InfoHash([0x51; 20]));
+    for (to, msg) in drain(&mut n) {
+        assert_eq!(to, router);
+        let r = Response {
+            id: router_id,
+            nodes: vec![private, public],
+            values: ["127.0.0.1:22", "192.168.1.1:80", "203.0.113.5:6881"]
+                .map(addr)
+                .to_vec(),
+            token: Token::new(b"tok"),
+            ..Response::default()
+        };
+        n.handle_datagram(now, router, &response_bytes(msg.tid, r, None));
+    }
+    let asked: Vec<SocketAddr> = drain(&mut n).into_iter().map(|(to, _)| to).collect();
+    assert!(asked.contains(&public.addr), "{asked:?}");
+    assert!(!asked.contains(&private.addr), "{asked:?}");
+    let events: Vec<Event> = std::iter::from_fn(|| n.poll_event()).collect();
+    assert!(events.contains(&Event::PeersFound {
+        lookup,
+        peers: vec![addr("203.0.113.5:6881")]
+    }));
+}
+
 #[test]
 fn read_only_node_answers_nothing_and_flags_its_queries() {
     let now = Instant::now();
