@@ -10,6 +10,7 @@
 //! TLS is rustls with the ring provider and the platform's certificate
 //! store; no OpenSSL, and no proxy is taken from the environment.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use url::Url;
@@ -75,6 +76,16 @@ impl HttpError {
     }
 }
 
+/// A body, and the server it came from.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The body, within the cap.
+    pub body: Vec<u8>,
+    /// The address the answer came from, when the connection knows it (a
+    /// TCP connection always does).
+    pub server: Option<SocketAddr>,
+}
+
 /// The rules every request of a [`Client`] follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -129,11 +140,18 @@ impl Client {
     /// GETs `url` and returns its body, refusing one over the cap before
     /// reading past it.
     pub async fn get(&self, url: &Url) -> Result<Vec<u8>, HttpError> {
+        self.fetch(url).await.map(|fetched| fetched.body)
+    }
+
+    /// [`Client::get`], and the address of the server that answered (after
+    /// any redirect): a tracker's peers are judged by where it stands.
+    pub async fn fetch(&self, url: &Url) -> Result<Fetched, HttpError> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(HttpError::UnsupportedScheme { url: url.clone() });
         }
         let fail = |source: reqwest::Error| self.failure(url, source);
         let mut response = self.inner.get(url.clone()).send().await.map_err(fail)?;
+        let server = response.remote_addr();
         let status = response.status();
         if !status.is_success() {
             return Err(HttpError::Status {
@@ -158,7 +176,7 @@ impl Client {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok(Fetched { body, server })
     }
 
     fn failure(&self, url: &Url, source: reqwest::Error) -> HttpError {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lodestone_core::InfoHash;
+use lodestone_core::{InfoHash, may_name};
 use url::Url;
 
 use crate::announce::{Announce, AnnounceReply, ScrapeStats};
@@ -73,13 +73,18 @@ impl Tracker {
     ) -> Result<AnnounceReply, TrackerError> {
         match &mut self.transport {
             Transport::Http => {
-                let body = client.http.get(&http::announce_url(&self.url, a)).await?;
-                http::parse_announce(&body)
+                let fetched = client.http.fetch(&http::announce_url(&self.url, a)).await?;
+                let mut reply = http::parse_announce(&fetched.body)?;
+                keep_named_by(&mut reply, fetched.server);
+                Ok(reply)
             }
             Transport::Udp(link) => {
                 let link = udp_link(link, &self.url, client.udp).await?;
                 match link.exchange(UdpRequest::Announce(*a)).await? {
-                    UdpDone::Announced(reply) => Ok(reply),
+                    UdpDone::Announced(mut reply) => {
+                        keep_named_by(&mut reply, Some(link.tracker()));
+                        Ok(reply)
+                    }
                     UdpDone::Scraped(_) => {
                         Err(TrackerError::Malformed("scrape reply to an announce"))
                     }
@@ -116,6 +121,16 @@ impl Tracker {
     }
 }
 
+/// Keeps the peers a tracker at `server` may name ([`may_name`]): a public
+/// tracker naming loopback or a private network would aim our dials at our
+/// own machine and neighbours. libtorrent drops such peers too. A server of
+/// unknown address (which a TCP connection never is) is taken at its word.
+fn keep_named_by(reply: &mut AnnounceReply, server: Option<SocketAddr>) {
+    if let Some(server) = server {
+        reply.peers.retain(|peer| may_name(server.ip(), peer.ip()));
+    }
+}
+
 /// The UDP link, opened on first use: the host is resolved then.
 async fn udp_link<'l>(
     slot: &'l mut Option<Box<UdpLink>>,
@@ -142,4 +157,32 @@ async fn resolve(url: &Url) -> Result<SocketAddr, TrackerError> {
         .map_err(|_| fail())?
         .next()
         .ok_or_else(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(peers: &[&str]) -> AnnounceReply {
+        AnnounceReply {
+            interval: Duration::from_secs(60),
+            min_interval: None,
+            peers: peers.iter().map(|p| p.parse().unwrap()).collect(),
+            seeders: None,
+            leechers: None,
+            warning: None,
+        }
+    }
+
+    #[test]
+    fn a_public_tracker_cannot_point_us_at_our_own_network() {
+        let peers = ["127.0.0.1:22", "192.168.1.1:80", "203.0.113.5:6881"];
+        let mut from_public = reply(&peers);
+        keep_named_by(&mut from_public, Some("198.51.100.1:80".parse().unwrap()));
+        assert_eq!(from_public.peers, reply(&["203.0.113.5:6881"]).peers);
+        // A tracker on our machine (a test's, or the user's own) names any.
+        let mut from_loopback = reply(&peers);
+        keep_named_by(&mut from_loopback, Some("127.0.0.1:6969".parse().unwrap()));
+        assert_eq!(from_loopback.peers, reply(&peers).peers);
+    }
 }
