@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lodestone_core::Metainfo;
+use lodestone_core::{Metainfo, may_name};
 use lodestone_metadata::RequestBudget;
 use lodestone_wire::extension::{UT_HOLEPUNCH, UT_METADATA, UT_PEX};
 use lodestone_wire::holepunch::{HolepunchKind, HolepunchMessage, HolepunchMeter};
@@ -719,6 +719,10 @@ impl PeerSession {
                 tracing::debug!(peer = %self.addr, "holepunch request over the bound, ignored");
             }
             HolepunchKind::Rendezvous => self.ops.push(Op::Rendezvous(message.addr)),
+            // As with PEX: a relay names only addresses as wide as its own.
+            HolepunchKind::Connect if !may_name(self.addr.ip(), message.addr.ip()) => {
+                tracing::debug!(peer = %self.addr, target = %message.addr, "holepunch connect into our own network, ignored");
+            }
             HolepunchKind::Connect => self
                 .events
                 .push_back(PeerEvent::HolepunchConnect(message.addr)),

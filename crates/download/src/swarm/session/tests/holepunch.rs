@@ -213,19 +213,38 @@ fn rendezvous_beyond_the_bound_are_dropped_silently() {
     assert!(!s.is_closed());
 }
 
+/// The dials `s` asks of the host for a relay's `connect`; nothing else.
+fn connects(s: &mut PeerSession) -> Vec<SocketAddr> {
+    std::iter::from_fn(|| s.poll_event())
+        .map(|e| match e {
+            PeerEvent::HolepunchConnect(a) => a,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
+}
+
 #[test]
 fn connect_asks_the_host_to_dial_within_the_bound() {
     let (_t, mut s, _target, now) = three_peers();
     for _ in 0..10 {
         s.handle_message(now, holepunch(HolepunchMessage::connect(addr(8, 7008))));
     }
-    let dials: Vec<_> = std::iter::from_fn(|| s.poll_event())
-        .map(|e| match e {
-            PeerEvent::HolepunchConnect(a) => a,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
+    let dials = connects(&mut s);
     assert_eq!(dials, vec![addr(8, 7008); HOLEPUNCH_BURST as usize]);
+}
+
+/// A relay on a private network (10.0.0.1) cannot have us dial our own
+/// machine; its neighbours and the internet it may name.
+#[test]
+fn a_connect_into_a_narrower_network_is_ignored() {
+    let (_t, mut s, _target, now) = three_peers();
+    let own_machine = SocketAddr::from(([127, 0, 0, 1], 22));
+    let public = SocketAddr::from(([203, 0, 113, 5], 6881));
+    for to in [own_machine, addr(8, 7008), public] {
+        s.handle_message(now, holepunch(HolepunchMessage::connect(to)));
+    }
+    let dials = connects(&mut s);
+    assert_eq!(dials, [addr(8, 7008), public]);
 }
 
 #[test]
