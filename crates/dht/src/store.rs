@@ -5,10 +5,15 @@
 //! (one more from that IP replaces its own oldest, so a host announcing
 //! many ports cannot push the honest peers out) and at most `max_swarms` infohashes (new ones
 //! are refused when full: established swarms are worth more than a flood of
-//! fresh infohashes). Entries expire `ttl` after their last announce.
+//! fresh infohashes). One IP is in at most [`SWARMS_PER_IP`] swarms, so
+//! that flood cannot come from one host: one IP announcing 4,096 made-up
+//! infohashes filled the store, and every honest new swarm was refused for
+//! as long as it kept announcing. Entries expire `ttl` after their last
+//! announce.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::hash_map::Entry;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use lodestone_core::compact::Family;
@@ -20,6 +25,12 @@ use rand::seq::IndexedRandom;
 /// [`host_of`]): a few clients behind one NAT, not a host announcing every
 /// port or address it has.
 pub const PEERS_PER_IP: usize = 4;
+
+/// Swarms one IP (an IPv6 /64) may be stored in. An honest host's torrents
+/// are spread over the whole DHT, eight closest nodes each, so one node
+/// holds few of them: a seedbox announcing a thousand torrents to a DHT of
+/// millions lands in this node's store about once in a hundred.
+pub const SWARMS_PER_IP: usize = 32;
 
 /// Bounds of the peer store.
 #[derive(Debug, Clone)]
@@ -53,6 +64,8 @@ struct Peer {
 pub struct PeerStore {
     config: StoreConfig,
     swarms: HashMap<InfoHash, Vec<Peer>>,
+    /// Swarms each host has an entry in.
+    swarms_of: HashMap<IpAddr, usize>,
     // Reused by `sample` so that serving get_peers does not allocate per query.
     scratch: Vec<SocketAddr>,
 }
@@ -63,13 +76,30 @@ impl PeerStore {
         Self {
             config,
             swarms: HashMap::new(),
+            swarms_of: HashMap::new(),
             scratch: Vec::new(),
         }
     }
 
     /// Records that `addr` announced `info_hash` at `now`. Returns false when
-    /// refused because the store is full of other swarms.
+    /// refused because the store is full of other swarms, or its IP is in
+    /// [`SWARMS_PER_IP`] others.
     pub fn announce(&mut self, info_hash: InfoHash, addr: SocketAddr, now: Instant) -> bool {
+        let host = host_of(addr.ip());
+        let same_ip = self.swarms.get(&info_hash).map_or(0, |peers| {
+            peers
+                .iter()
+                .filter(|p| host_of(p.addr.ip()) == host)
+                .count()
+        });
+        if same_ip == 0
+            && self
+                .swarms_of
+                .get(&host)
+                .is_some_and(|&n| n >= SWARMS_PER_IP)
+        {
+            return false;
+        }
         if !self.swarms.contains_key(&info_hash) && self.swarms.len() >= self.config.max_swarms {
             return false;
         }
@@ -78,11 +108,7 @@ impl PeerStore {
             addr,
             announced: now,
         };
-        let host = host_of(addr.ip());
-        let same_ip = peers
-            .iter()
-            .filter(|p| host_of(p.addr.ip()) == host)
-            .count();
+        let mut pushed_out = None;
         if let Some(p) = peers.iter_mut().find(|p| p.addr == addr) {
             p.announced = now;
         } else if same_ip >= PEERS_PER_IP {
@@ -93,7 +119,16 @@ impl PeerStore {
         } else if peers.len() < self.config.max_peers_per_swarm {
             peers.push(new);
         } else if let Some(oldest) = peers.iter_mut().min_by_key(|p| p.announced) {
+            pushed_out = Some(host_of(oldest.addr.ip()));
             *oldest = new;
+        }
+        if same_ip == 0 {
+            *self.swarms_of.entry(host).or_default() += 1;
+        }
+        if let Some(gone) = pushed_out
+            && !peers.iter().any(|p| host_of(p.addr.ip()) == gone)
+        {
+            leave_swarm(&mut self.swarms_of, gone);
         }
         true
     }
@@ -129,8 +164,25 @@ impl PeerStore {
     /// Drops expired peers and empty swarms.
     pub fn expire(&mut self, now: Instant) {
         let ttl = self.config.ttl;
+        let swarms_of = &mut self.swarms_of;
+        let mut gone = Vec::new();
         self.swarms.retain(|_, peers| {
-            peers.retain(|p| now.saturating_duration_since(p.announced) < ttl);
+            gone.clear();
+            peers.retain(|p| {
+                let live = now.saturating_duration_since(p.announced) < ttl;
+                if !live {
+                    gone.push(host_of(p.addr.ip()));
+                }
+                live
+            });
+            // A host several of whose entries went leaves once.
+            gone.sort_unstable();
+            gone.dedup();
+            for host in &gone {
+                if !peers.iter().any(|p| host_of(p.addr.ip()) == *host) {
+                    leave_swarm(swarms_of, *host);
+                }
+            }
             !peers.is_empty()
         });
     }
@@ -143,6 +195,16 @@ impl PeerStore {
     /// Number of peers stored across swarms.
     pub fn peer_count(&self) -> usize {
         self.swarms.values().map(Vec::len).sum()
+    }
+}
+
+/// `host` has no entry left in one more swarm.
+fn leave_swarm(swarms_of: &mut HashMap<IpAddr, usize>, host: IpAddr) {
+    if let Entry::Occupied(mut count) = swarms_of.entry(host) {
+        *count.get_mut() -= 1;
+        if *count.get() == 0 {
+            count.remove();
+        }
     }
 }
 
@@ -211,5 +273,49 @@ mod tests {
         for port in 17..=20u16 {
             assert!(sample.contains(&SocketAddr::from(([203, 0, 113, 7], port))));
         }
+    }
+
+    #[test]
+    fn one_ip_is_stored_in_a_bounded_number_of_swarms() {
+        let now = Instant::now();
+        let mut store = PeerStore::new(StoreConfig {
+            max_swarms: 4096,
+            max_peers_per_swarm: 2,
+            ttl: Duration::from_secs(60),
+        });
+        let ih = |i: u32| {
+            let mut bytes = [0u8; 20];
+            bytes[..4].copy_from_slice(&i.to_be_bytes());
+            InfoHash(bytes)
+        };
+        let flooder = SocketAddr::from(([203, 0, 113, 7], 6881));
+        let refused = (0..4096)
+            .filter(|&i| !store.announce(ih(i), flooder, now))
+            .count();
+        assert_eq!(
+            (refused, store.swarm_count()),
+            (4096 - SWARMS_PER_IP, SWARMS_PER_IP)
+        );
+        // Its /64 is one host; honest newcomers are still taken.
+        let six = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 6881));
+        let six_too = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 2], 6881));
+        for i in 0..SWARMS_PER_IP as u32 {
+            assert!(store.announce(ih(10_000 + i), six, now));
+        }
+        assert!(!store.announce(ih(20_000), six_too, now));
+        assert!(store.announce(ih(30_000), "198.51.100.1:6881".parse().unwrap(), now));
+        // Re-announcing where it is stored is no new swarm.
+        assert!(store.announce(ih(0), flooder, now));
+        // Pushed out of a full swarm, it may join another.
+        let later = now + Duration::from_secs(1);
+        store.announce(ih(0), "198.51.100.2:6881".parse().unwrap(), later);
+        store.announce(ih(0), "198.51.100.3:6881".parse().unwrap(), later);
+        assert!(store.announce(ih(40_000), flooder, later));
+        // Once its entries expire, it may be stored anew.
+        let much_later = now + Duration::from_secs(61);
+        store.expire(much_later);
+        assert!(store.announce(ih(50_000), flooder, much_later));
+        assert!(store.swarms_of.values().all(|&n| n <= SWARMS_PER_IP));
+        assert_eq!(store.swarms_of.get(&flooder.ip()), Some(&1));
     }
 }
