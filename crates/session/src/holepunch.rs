@@ -3,16 +3,18 @@
 //! which connections holepunching made.
 //!
 //! Pure: the torrent task passes the address book and acts on the answers.
-//! What a relay's `connect` can make us do is bounded three times: the
+//! What a relay's `connect` can make us do is bounded four times: the
 //! per-connection meter in the download (a few per peer, then one per
-//! 15 s), the PEX dial budget of the address book (shared with PEX, so a
-//! hostile relay aims our dials no faster than a PEX flood), and the
-//! address book's own refusals (banned, unusable, already dialing or
-//! connected); addresses of our own are refused here.
+//! 15 s, and only addresses as wide as the relay's own), the PEX dial
+//! budget of the address book (shared with PEX, so a hostile relay aims our
+//! dials no faster than a PEX flood), the address book's own refusals
+//! (banned, unusable, already dialing or connected, or backing off when we
+//! did not ask for the rendezvous), and addresses of our own, refused
+//! here.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lodestone_download::Rendezvous;
 
@@ -25,24 +27,30 @@ pub(crate) struct Holepunch {
     /// connection with them was counted already (the other side's dial
     /// may arrive first, as an incoming connection).
     punching: HashMap<SocketAddr, bool>,
-    /// Addresses we asked a rendezvous for and have not connected to since
-    /// (at most [`MAX_ASKED`]): their dial may reach us before the relay's
-    /// `connect` does, and that connection is holepunching's too.
-    asked: HashSet<SocketAddr>,
+    /// Addresses we asked a rendezvous for, and when, that we have not
+    /// connected to since (at most [`MAX_ASKED`]): their dial may reach us
+    /// before the relay's `connect` does, and that connection is
+    /// holepunching's too; and the relay's `connect` for them may skip
+    /// their backoff, for [`ASK_LASTS`].
+    asked: HashMap<SocketAddr, Instant>,
     /// Connections holepunching made, ever.
     connected: u64,
 }
 
-/// Rendezvous remembered for counting at once; beyond it, a connection the
-/// other side's dial makes before the relay's `connect` arrives is simply
-/// not counted.
+/// Rendezvous remembered at once; a new one replaces the oldest, as a
+/// relay that never answered must not keep the next ones out.
 const MAX_ASKED: usize = 256;
+
+/// How long a rendezvous we asked for stays ours: a relay passes it on
+/// within a round trip or two.
+const ASK_LASTS: Duration = Duration::from_secs(30);
 
 impl Holepunch {
     /// A dial to `addr` failed on every transport it tried. The rendezvous
     /// to ask for, through the peer that told us of the address: one per
     /// failed dial, so one per round of the address book's backoff, and
     /// none after a holepunched dial failed (the relay already tried).
+    /// Call [`Holepunch::asking`] if it is sent.
     pub(crate) fn dial_failed(
         &mut self,
         addr: SocketAddr,
@@ -53,10 +61,25 @@ impl Holepunch {
             return None;
         }
         let via = book.reporter(addr)?;
-        if self.asked.len() < MAX_ASKED {
-            self.asked.insert(addr);
-        }
         Some(Rendezvous { via, target: addr })
+    }
+
+    /// A rendezvous with `target` is asked for at `now`.
+    pub(crate) fn asking(&mut self, now: Instant, target: SocketAddr) {
+        if self.asked.len() >= MAX_ASKED {
+            self.asked
+                .retain(|_, at| now.saturating_duration_since(*at) < ASK_LASTS);
+        }
+        if self.asked.len() >= MAX_ASKED
+            && let Some(oldest) = self
+                .asked
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(a, _)| *a)
+        {
+            self.asked.remove(&oldest);
+        }
+        self.asked.insert(target, now);
     }
 
     /// A dial to `addr` made a connection; whether holepunching made it.
@@ -76,7 +99,7 @@ impl Holepunch {
     /// so did it if we asked a rendezvous for it and the relay's `connect`
     /// reached it before ours reached us.
     pub(crate) fn incoming(&mut self, addr: SocketAddr) {
-        let asked = self.asked.remove(&addr);
+        let asked = self.asked.remove(&addr).is_some();
         match self.punching.get_mut(&addr) {
             Some(counted) if !*counted => {
                 *counted = true;
@@ -103,7 +126,10 @@ impl Holepunch {
         ours: (u16, &[IpAddr]),
         book: &mut AddressBook,
     ) -> bool {
-        let asked = self.asked.remove(&addr);
+        let asked = self
+            .asked
+            .remove(&addr)
+            .is_some_and(|at| now.saturating_duration_since(at) < ASK_LASTS);
         if is_ours(addr, ours) || !book.holepunch(now, addr, asked) {
             tracing::debug!(%addr, "holepunch connect refused");
             return false;
@@ -161,6 +187,7 @@ mod tests {
             h.dial_failed(target, &book),
             Some(Rendezvous { via: relay, target })
         );
+        h.asking(t0, target);
         // The relay's connect: we dial, and that dial's failure asks for
         // no second rendezvous.
         assert!(h.connect(t0, target, OURS, &mut book));
@@ -181,6 +208,29 @@ mod tests {
         let soon = t0 + Duration::from_millis(1);
         assert!(!h.connect(soon, target, OURS, &mut book));
         assert!(h.connect(t0 + Duration::from_secs(3), target, OURS, &mut book));
+    }
+
+    /// Rendezvous no relay answered fill the memory of what we asked; a
+    /// fresh one still skips the backoff, where it was not remembered and
+    /// its `connect` was refused for good.
+    #[test]
+    fn unanswered_rendezvous_do_not_crowd_out_a_fresh_one() {
+        let t0 = Instant::now();
+        let (mut book, mut h, target, _relay) = after_a_failed_pex_dial(t0);
+        for i in 0..MAX_ASKED as u16 {
+            h.asking(t0, SocketAddr::from(([198, 51, 100, 1], i + 1)));
+        }
+        let later = t0 + Duration::from_millis(1);
+        assert!(h.dial_failed(target, &book).is_some());
+        h.asking(later, target);
+        assert!(h.connect(later, target, OURS, &mut book));
+        // One asked too long ago no longer skips it.
+        let (mut book, mut h, target, _relay) = after_a_failed_pex_dial(t0);
+        h.asking(t0, target);
+        let stale = t0 + ASK_LASTS + Duration::from_millis(1);
+        assert_eq!(book.next_dial(stale), Some(target));
+        book.ended(stale, target, Outcome::Failed);
+        assert!(!h.connect(stale, target, OURS, &mut book));
     }
 
     #[test]
@@ -211,6 +261,7 @@ mod tests {
         let t0 = Instant::now();
         let (book, mut h, target, _relay) = after_a_failed_pex_dial(t0);
         assert!(h.dial_failed(target, &book).is_some());
+        h.asking(t0, target);
         h.incoming(target);
         assert_eq!(h.connected(), 1);
         // Counted once: a second connection from it is not holepunching's.

@@ -506,6 +506,7 @@ pub(crate) async fn run(
                             t.book.ended(Instant::now().into_std(), addr, Outcome::Failed);
                             if let (Some(r), Stage::Download { handle, .. }) = (rendezvous, &stage) {
                                 tracing::debug!(target = %r.target, via = %r.via, "asking for a holepunch rendezvous");
+                                t.holepunch.asking(Instant::now().into_std(), r.target);
                                 handle.rendezvous(r);
                             }
                         }
