@@ -33,14 +33,16 @@
 //! its choosing faster than that; and among them, those that more distinct
 //! peers (counted by IP, or IPv6 /64) reported are dialed first.
 //!
-//! **Nobody aims our dials.** A peer may name only addresses as wide as its
-//! own ([`lodestone_core::may_name`]): a public peer naming `127.0.0.1` or
-//! `192.168.1.1` is ignored. Sources other than the magnet and connections
-//! to us file at most [`MAX_PER_HOST`] ports of one IP (or IPv6 /64), as
-//! libtorrent keeps one entry per IP by default, so a list of one victim's
-//! ports is no port scan. Loopback is exempt, as it is from IP bans: local
-//! swarms share one IP. An IPv4-mapped IPv6 address is filed as its IPv4,
-//! so it cannot reach a banned IP under another name.
+//! **Nobody aims our dials.** A PEX peer may name only addresses as wide as
+//! its own ([`lodestone_core::may_name`]): a public peer naming `127.0.0.1`
+//! or `192.168.1.1` is ignored. What sources other than the magnet and
+//! connections to us file is held to a few ports per IP address and a few
+//! dozen entries per IPv6 /64 ([`host_quota`]), so a list of one victim's
+//! ports is no port scan. A host at its quota takes a new address only in
+//! place of an idle one a less trusted source filed, so junk a PEX peer
+//! names on a seeder's IP cannot keep the tracker's word for it out. An
+//! IPv4-mapped IPv6 address is filed as its IPv4, so it cannot reach a
+//! banned IP under another name.
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry as MapEntry;
@@ -50,6 +52,10 @@ use std::time::{Duration, Instant};
 
 use lodestone_core::compact::is_contactable;
 use lodestone_core::{host_of, may_name};
+
+mod host_quota;
+
+use host_quota::HostQuota;
 
 /// Where an address came from, in the order we prefer to dial them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -171,17 +177,12 @@ struct Entry {
     /// It stands as an alias ([`AddressBook::alias`]): a ban of the
     /// connection's peer does not reach it.
     alias: bool,
-    /// It counts against its host's [`MAX_PER_HOST`].
+    /// It counts against its host's quota ([`host_quota`]).
     on_host: bool,
 }
 
 /// Most distinct PEX reporters counted per address.
 const MAX_REPORTERS: usize = 8;
-
-/// Most ports of one IP (or IPv6 /64) filed from a source that may name any
-/// address: trackers, the DHT, PEX, a relay's `connect` and the listen
-/// ports peers connected to us report.
-pub const MAX_PER_HOST: usize = 4;
 
 /// `addr` with an IPv4-mapped IPv6 address as its IPv4, the form the book
 /// files and bans under.
@@ -189,19 +190,13 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
-/// The key a host's entries are counted under, if they are counted: not on
-/// loopback.
-fn host_key(addr: SocketAddr) -> Option<IpAddr> {
-    (!addr.ip().is_loopback()).then(|| host_of(addr.ip()))
-}
-
-/// Whether two reporters are one: the same IP (or IPv6 /64), or on
-/// loopback the same address.
+/// Whether two reporters are one: the same IP (or IPv6 /64: one party may
+/// hold all of it), or on loopback the same address.
 fn same_reporter(a: SocketAddr, b: SocketAddr) -> bool {
-    match (host_key(a), host_key(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
+    if a.ip().is_loopback() || b.ip().is_loopback() {
+        return a == b;
     }
+    host_of(a.ip()) == host_of(b.ip())
 }
 
 /// An idle entry's place in its source's queue: never tried before
@@ -291,7 +286,7 @@ pub struct AddressBook {
     /// PEX is off for good ([`AddressBook::forget_pex`]).
     pex_off: bool,
     /// Entries counted per host ([`Entry::on_host`]).
-    per_host: HashMap<IpAddr, usize>,
+    quota: HostQuota,
 }
 
 /// Most bans remembered; past it the ban list stops growing (the
@@ -316,7 +311,7 @@ impl AddressBook {
             pex_dials: 0,
             standing: 0,
             pex_off: false,
-            per_host: HashMap::new(),
+            quota: HostQuota::default(),
         }
     }
 
@@ -329,8 +324,8 @@ impl AddressBook {
     /// Records an address `source` told us of, dialable at once. Returns
     /// whether it is new. Banned and unusable addresses (port 0,
     /// unspecified, broadcast or multicast IPs) are ignored, and so is a
-    /// new port of a host with [`MAX_PER_HOST`] filed, unless the magnet
-    /// names it; a full book makes room as the module docs say.
+    /// new address of a host at its quota (see the module docs), unless
+    /// the magnet names it; a full book makes room as the module docs say.
     pub fn add(&mut self, addr: SocketAddr, source: PeerSource) -> bool {
         self.add_reported(canonical(addr), source, None, source != PeerSource::Magnet)
     }
@@ -345,9 +340,10 @@ impl AddressBook {
             && self.add_reported(canonical(addr), PeerSource::Pex, Some(reporter), true)
     }
 
-    /// Files `addr`; `capped`: a new entry counts against its host's
-    /// [`MAX_PER_HOST`], and is refused past it. A reported address comes
-    /// here [`canonical`]; a connection's, as the connection knows it.
+    /// Files `addr`; `capped`: a new entry counts against its host's quota,
+    /// and past it takes the place of a less trusted one or is refused. A
+    /// reported address comes here [`canonical`]; a connection's, as the
+    /// connection knows it.
     fn add_reported(
         &mut self,
         addr: SocketAddr,
@@ -382,15 +378,14 @@ impl AddressBook {
             }
             return false;
         }
-        let host = host_key(addr).filter(|_| capped);
-        if host.is_some_and(|h| self.per_host.get(&h).is_some_and(|&n| n >= MAX_PER_HOST)) {
+        if capped && !self.make_room_on_host(addr.ip(), source) {
             return false;
         }
         if self.entries.len() >= self.config.capacity.max(1) && !self.evict_for(source) {
             return false;
         }
-        if let Some(h) = host {
-            *self.per_host.entry(h).or_default() += 1;
+        if capped {
+            self.quota.add(addr.ip());
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -406,7 +401,7 @@ impl AddressBook {
             listen: None,
             stands_for: None,
             alias: false,
-            on_host: host.is_some(),
+            on_host: capped,
         };
         if let Some(key) = entry.key(addr) {
             self.queues[source.index()].insert(key);
@@ -858,15 +853,37 @@ impl AddressBook {
             self.standing -= 1;
         }
         self.counts[entry.source.index()] -= 1;
-        if entry.on_host
-            && let Some(h) = host_key(addr)
-            && let MapEntry::Occupied(mut count) = self.per_host.entry(h)
-        {
-            *count.get_mut() -= 1;
-            if *count.get() == 0 {
-                count.remove();
+        if entry.on_host {
+            self.quota.remove(addr.ip());
+        }
+    }
+
+    /// Makes room under the quota of `ip` for an entry from `source`, if it
+    /// is full, by forgetting idle entries sharing the full quota that a
+    /// less trusted source filed: the least trusted, then the oldest.
+    /// Returns false when the quota stays full.
+    fn make_room_on_host(&mut self, ip: IpAddr, source: PeerSource) -> bool {
+        // At most one entry per cap `ip` has reached, so this ends.
+        while self.quota.is_full(ip) {
+            let victim = self
+                .entries
+                .iter()
+                .filter(|(a, e)| {
+                    e.on_host
+                        && e.source > source
+                        && e.status != Status::Busy
+                        && self.quota.frees_room_for(ip, a.ip())
+                })
+                .max_by_key(|(_, e)| (e.source, Reverse(e.seq)))
+                .map(|(a, _)| *a);
+            let Some(victim) = victim else {
+                return false;
+            };
+            if let Some(entry) = self.entries.remove(&victim) {
+                self.forget(victim, &entry);
             }
         }
+        true
     }
 
     /// Makes room for one entry from `newcomer` by dropping the oldest idle

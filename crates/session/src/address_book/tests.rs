@@ -2,6 +2,7 @@ use std::net::Ipv4Addr;
 
 use proptest::prelude::*;
 
+use super::host_quota::{MAX_PER_ADDRESS, MAX_PER_SLASH_64};
 use super::*;
 
 fn addr(i: u32) -> SocketAddr {
@@ -734,24 +735,24 @@ fn a_peer_names_only_addresses_as_wide_as_its_own() {
     assert_eq!(b.stats().known, 3);
 }
 
-/// A list of one victim's ports is no port scan: each host gets a few
-/// entries from strangers. The magnet's own word and loopback swarms are
-/// not limited.
+/// A list of one victim's ports is no port scan: each address gets a few
+/// entries from strangers, each IPv6 /64 a few dozen. The magnet's own
+/// word and loopback swarms are not limited.
 #[test]
 fn strangers_file_a_few_ports_of_one_host() {
     let mut b = book(1_000);
     for port in 1..=100 {
         b.add(SocketAddr::from(([198, 51, 100, 7], port)), PeerSource::Dht);
-        let slash_64 = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, port], 6881));
-        b.add(slash_64, PeerSource::Tracker);
+        let in_one_slash_64 = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, port], 6881));
+        b.add(in_one_slash_64, PeerSource::Tracker);
     }
-    // The host's allowance is one, whoever fills it.
+    assert_eq!(b.count(PeerSource::Dht), MAX_PER_ADDRESS);
+    assert_eq!(b.count(PeerSource::Tracker), MAX_PER_SLASH_64);
+    // The address's allowance is one, whoever fills it.
     for port in 101..=200 {
         b.add_pex(SocketAddr::from(([198, 51, 100, 7], port)), addr(1));
     }
-    assert_eq!(b.count(PeerSource::Dht), MAX_PER_HOST);
     assert_eq!(b.count(PeerSource::Pex), 0);
-    assert_eq!(b.count(PeerSource::Tracker), MAX_PER_HOST);
     assert!(b.add(
         SocketAddr::from(([198, 51, 100, 7], 999)),
         PeerSource::Magnet
@@ -761,7 +762,6 @@ fn strangers_file_a_few_ports_of_one_host() {
     }
     // A port forgotten makes room for another.
     let t0 = Instant::now();
-    b.ban(SocketAddr::from(([127, 0, 0, 1], 1)));
     let first = SocketAddr::from(([198, 51, 100, 7], 1));
     for _ in 0..AddressBookConfig::default().max_failures {
         b.entries.get_mut(&first).unwrap().status = Status::Busy;
@@ -772,6 +772,33 @@ fn strangers_file_a_few_ports_of_one_host() {
         SocketAddr::from(([198, 51, 100, 7], 1_000)),
         PeerSource::Dht
     ));
+}
+
+/// Junk ports a PEX peer names on a seeder's IP take that IP's allowance;
+/// the tracker's word for the seeder's real port still gets in, in place
+/// of the oldest junk, and less trusted sources cannot push it out.
+#[test]
+fn a_trusted_source_takes_the_place_of_junk_on_a_full_host() {
+    let t0 = Instant::now();
+    let mut b = book(100);
+    let seeder_ip = [198, 51, 100, 7];
+    for port in 1..=MAX_PER_ADDRESS as u16 {
+        assert!(b.add_pex(SocketAddr::from((seeder_ip, port)), addr(1)));
+    }
+    let real = SocketAddr::from((seeder_ip, 6881));
+    assert!(b.add(real, PeerSource::Tracker));
+    assert!(!b.entries.contains_key(&SocketAddr::from((seeder_ip, 1))));
+    assert_eq!(b.count(PeerSource::Pex), MAX_PER_ADDRESS - 1);
+    // A busy entry is not taken: the dial under way is left alone.
+    let dialing = b.next_dial(t0);
+    assert_eq!(dialing, Some(real));
+    assert!(b.add(SocketAddr::from((seeder_ip, 6882)), PeerSource::Dht));
+    assert!(b.add(SocketAddr::from((seeder_ip, 6883)), PeerSource::Dht));
+    assert!(b.add(SocketAddr::from((seeder_ip, 6884)), PeerSource::Dht));
+    assert_eq!(b.count(PeerSource::Pex), 0);
+    assert!(!b.add(SocketAddr::from((seeder_ip, 6885)), PeerSource::Dht));
+    assert!(!b.add_pex(SocketAddr::from((seeder_ip, 6886)), addr(1)));
+    assert!(b.entries.contains_key(&real));
 }
 
 /// One IP with many connections reported the same addresses from each,
