@@ -22,9 +22,12 @@ pub fn host_of(ip: IpAddr) -> IpAddr {
 enum Scope {
     /// This machine: loopback.
     Machine,
-    /// A network behind a router: RFC 1918, shared (CGNAT) and link-local
-    /// IPv4; unique-local and link-local IPv6.
+    /// A network behind a router: RFC 1918 and link-local IPv4;
+    /// unique-local and link-local IPv6.
     Private,
+    /// The shared space of a carrier-grade NAT (100.64.0.0/10): strangers,
+    /// the ISP's other customers, but not the internet either.
+    Shared,
     /// Anything else.
     Public,
 }
@@ -37,8 +40,10 @@ fn scope_of(ip: IpAddr) -> Scope {
             let shared = a == 100 && (64..128).contains(&b);
             if v4.is_loopback() {
                 Scope::Machine
-            } else if v4.is_private() || v4.is_link_local() || shared {
+            } else if v4.is_private() || v4.is_link_local() {
                 Scope::Private
+            } else if shared {
+                Scope::Shared
             } else {
                 Scope::Public
             }
@@ -95,6 +100,11 @@ mod tests {
         assert!(may_name(public, ip("2001:db8::1")));
         assert!(may_name(ip("192.168.1.7"), ip("10.0.0.1")));
         assert!(!may_name(ip("192.168.1.7"), ip("127.0.0.1")));
+        // A carrier's other customers are strangers to our own network.
+        assert!(!may_name(ip("100.64.0.1"), ip("192.168.1.1")));
+        assert!(!may_name(ip("100.64.0.1"), ip("169.254.169.254")));
+        assert!(may_name(ip("100.64.0.1"), ip("100.64.0.9")));
+        assert!(may_name(ip("192.168.1.7"), ip("100.64.0.9")));
     }
 
     #[test]

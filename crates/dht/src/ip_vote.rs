@@ -53,8 +53,11 @@ impl IpVotes {
         let count = self.count(reported);
         let decided = match self.believed {
             None if count >= self.needed => Some(reported),
-            Some(_) if self.voted.len() >= ROUND => self.leader(),
-            _ => return None,
+            _ if self.voted.len() < ROUND => return None,
+            // A round without agreement (a NAT with several public
+            // addresses, say) starts over rather than remember every voter.
+            None => None,
+            Some(_) => self.leader(),
         };
         self.tally.clear();
         self.voted.clear();
@@ -167,6 +170,20 @@ mod tests {
             assert_eq!(votes.vote(reported, IpAddr::from([10, 0, 0, i])), None);
         }
         assert_eq!(votes.vote(moved, voter(200)), Some(moved));
+    }
+
+    #[test]
+    fn a_round_without_agreement_starts_over() {
+        let mut votes = IpVotes::new(3);
+        for i in 0..=255u8 {
+            let (reported, who) = (IpAddr::from([5, 5, 5, i]), IpAddr::from([10, 0, 0, i]));
+            assert_eq!(votes.vote(reported, who), None);
+            assert!(votes.voted.len() < ROUND);
+        }
+        let me: IpAddr = "1.2.3.4".parse().unwrap();
+        assert_eq!(votes.vote(me, voter(1)), None);
+        assert_eq!(votes.vote(me, voter(2)), None);
+        assert_eq!(votes.vote(me, voter(3)), Some(me));
     }
 
     #[test]
