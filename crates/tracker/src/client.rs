@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lodestone_core::{InfoHash, may_name};
+use lodestone_core::InfoHash;
 use url::Url;
 
 use crate::announce::{Announce, AnnounceReply, ScrapeStats};
@@ -121,13 +121,17 @@ impl Tracker {
     }
 }
 
-/// Keeps the peers a tracker at `server` may name ([`may_name`]): a public
-/// tracker naming loopback or a private network would aim our dials at our
-/// own machine and neighbours. libtorrent drops such peers too. A server of
-/// unknown address (which a TCP connection never is) is taken at its word.
+/// Drops the peers on our own machine (loopback) that a tracker elsewhere
+/// names: they would aim our dials at our own services. Private addresses
+/// are kept, unlike what a PEX peer or DHT node may name: a tracker is the
+/// torrent's own choice, and ISPs run trackers that hand their customers
+/// each other's private addresses (libtorrent keeps them for that). A
+/// server of unknown address (which a TCP connection never is) is taken at
+/// its word.
 fn keep_named_by(reply: &mut AnnounceReply, server: Option<SocketAddr>) {
-    if let Some(server) = server {
-        reply.peers.retain(|peer| may_name(server.ip(), peer.ip()));
+    let ours = |ip: std::net::IpAddr| ip.to_canonical().is_loopback();
+    if server.is_some_and(|s| !ours(s.ip())) {
+        reply.peers.retain(|peer| !ours(peer.ip()));
     }
 }
 
@@ -175,11 +179,17 @@ mod tests {
     }
 
     #[test]
-    fn a_public_tracker_cannot_point_us_at_our_own_network() {
-        let peers = ["127.0.0.1:22", "192.168.1.1:80", "203.0.113.5:6881"];
+    fn a_tracker_elsewhere_cannot_point_us_at_our_own_machine() {
+        let peers = [
+            "127.0.0.1:22",
+            "[::ffff:127.0.0.1]:22",
+            "[::1]:22",
+            "192.168.1.1:6881",
+            "203.0.113.5:6881",
+        ];
         let mut from_public = reply(&peers);
         keep_named_by(&mut from_public, Some("198.51.100.1:80".parse().unwrap()));
-        assert_eq!(from_public.peers, reply(&["203.0.113.5:6881"]).peers);
+        assert_eq!(from_public.peers, reply(&peers[3..]).peers);
         // A tracker on our machine (a test's, or the user's own) names any.
         let mut from_loopback = reply(&peers);
         keep_named_by(&mut from_loopback, Some("127.0.0.1:6969".parse().unwrap()));

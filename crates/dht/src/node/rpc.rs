@@ -5,11 +5,13 @@
 //! on another node's behalf. Each id is drawn at random, as libtorrent draws
 //! its own: counting up from one id a node saw would tell it the ids of our
 //! next queries, and it could then forge their answers from the addresses
-//! it had just handed us, with the source address as the only check left. Every query has two deadlines, a short one that
-//! lets a lookup widen and a hard one after which it failed. Both are constant
-//! offsets from the send time, so two FIFO queues hold them in deadline order;
-//! stale entries (answered queries) are pruned from the fronts so the earliest
-//! deadline reported is always a live one.
+//! it had just handed us, with the source address as the only check left.
+//!
+//! Every query has two deadlines, a short one that lets a lookup widen and
+//! a hard one after which it failed. Both are constant offsets from the
+//! send time, so two FIFO queues hold them in deadline order; stale entries
+//! (answered queries) are pruned from the fronts so the earliest deadline
+//! reported is always a live one.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

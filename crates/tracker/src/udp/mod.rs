@@ -39,13 +39,12 @@ impl UdpLink {
         })
     }
 
-    /// Runs `request` to its end: the machine's retries bound the time.
     /// The tracker's address.
     pub fn tracker(&self) -> SocketAddr {
         self.tracker
     }
 
-    /// Sends `request` and waits for its answer.
+    /// Runs `request` to its end: the machine's retries bound the time.
     pub async fn exchange(&mut self, request: UdpRequest) -> Result<UdpDone, TrackerError> {
         let mut buf = vec![0u8; packet::MAX_DATAGRAM];
         self.machine.start(Instant::now().into_std(), request);
