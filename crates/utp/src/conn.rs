@@ -242,6 +242,11 @@ impl Conn {
         self.cc.window()
     }
 
+    /// The connection id our packets carry.
+    pub fn send_id(&self) -> u16 {
+        self.send_id
+    }
+
     /// The last measured queueing delay.
     pub fn queuing_delay(&self) -> Duration {
         self.cc.queuing_delay()

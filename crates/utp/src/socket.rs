@@ -130,7 +130,12 @@ impl Socket {
         } else {
             (from, h.connection_id)
         };
-        if let Some(id) = self.by_key.get(&key).copied() {
+        if let Some(id) = self
+            .by_key
+            .get(&key)
+            .copied()
+            .or_else(|| self.reset_by_send_id(from, &h))
+        {
             let mut io = Self::io(self.epoch, now, &mut self.transmits, &mut self.events);
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.on_packet(&packet, &mut io);
@@ -156,6 +161,21 @@ impl Socket {
                 .transmits
                 .push_back((from, reset_for(&h, now, self.epoch).into())),
         }
+    }
+
+    /// The connection a RESET names by our send id. libutp answers a packet
+    /// it has no connection for with the id that packet carried, which is
+    /// our send id, one off our receive id either way (libtorrent names our
+    /// receive id); lodestone's own [`reset_for`] does as libutp does.
+    fn reset_by_send_id(&self, from: SocketAddr, h: &Header) -> Option<StreamId> {
+        if h.kind != PacketType::Reset {
+            return None;
+        }
+        let id = h.connection_id;
+        [id.wrapping_add(1), id.wrapping_sub(1)]
+            .into_iter()
+            .filter_map(|recv_id| self.by_key.get(&(from, recv_id)).copied())
+            .find(|stream| self.conns.get(stream).is_some_and(|c| c.send_id() == id))
     }
 
     /// Drops a closed connection once nothing is left for the reader.
@@ -542,6 +562,22 @@ mod tests {
             a.s.poll_event(),
             Some(Event::Closed(a.id, crate::CloseReason::Reset))
         );
+    }
+
+    /// libutp's RESET carries the id of the packet that drew it: our send
+    /// id (4 here, where we receive on 5). It was taken for a stray.
+    #[test]
+    fn a_reset_naming_our_send_id_ends_the_connection() {
+        let t0 = Instant::now();
+        let mut a = accepted(t0);
+        let reset = packet_acking(PacketType::Reset, 4, 7, a.ack.wrapping_add(1), &[]);
+        a.s.handle_datagram(t0, peer(1), &reset);
+        assert_eq!(
+            a.s.poll_event(),
+            Some(Event::Closed(a.id, crate::CloseReason::Reset))
+        );
+        // Nor is a stray RESET answered.
+        assert!(a.s.poll_transmit(t0).is_none());
     }
 
     #[test]
