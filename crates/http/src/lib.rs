@@ -5,15 +5,18 @@
 //! so one [`Client`] applies the same rules to every request: a deadline
 //! for the whole exchange, a cap on the body checked before and while it
 //! arrives (a server may lie about or omit `Content-Length`), a bounded
-//! number of redirects, and errors that say whose fault it was.
+//! number of redirects, none of which may lead from elsewhere to this
+//! machine (a tracker or a `.torrent` link must not make us fetch our own
+//! services, as libtorrent's SSRF mitigation refuses too), and errors that
+//! say whose fault it was.
 //!
 //! TLS is rustls with the ring provider and the platform's certificate
 //! store; no OpenSSL, and no proxy is taken from the environment.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use url::Url;
+use url::{Host, Url};
 
 /// Why a GET failed, by whose fault.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,50 @@ impl HttpError {
     }
 }
 
+/// Follows at most `max` redirects, and none from elsewhere to this
+/// machine.
+fn redirect_policy(max: usize) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > max {
+            attempt.error(format!("more than {max} redirects"))
+        } else if attempt
+            .previous()
+            .first()
+            .is_some_and(|first| leads_home(first, attempt.url()))
+        {
+            attempt.error("a redirect to this machine from elsewhere")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// Whether a redirect from a request that began at `first` to `next` would
+/// lead to this machine from elsewhere. A name is judged as written: one
+/// whose DNS answer is loopback still gets through, as the policy is not
+/// shown where a name resolves.
+fn leads_home(first: &Url, next: &Url) -> bool {
+    names_this_machine(next) && !names_this_machine(first)
+}
+
+/// Whether `url`'s host is this machine: loopback, the unspecified
+/// address (which Linux connects to loopback) or `localhost`.
+fn names_this_machine(url: &Url) -> bool {
+    let ours = |ip: IpAddr| {
+        let ip = ip.to_canonical();
+        ip.is_loopback() || ip.is_unspecified()
+    };
+    match url.host() {
+        Some(Host::Ipv4(ip)) => ours(ip.into()),
+        Some(Host::Ipv6(ip)) => ours(ip.into()),
+        Some(Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
 /// A body, and the server it came from.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -129,7 +176,7 @@ impl Client {
         let inner = reqwest::Client::builder()
             .user_agent(concat!("lodestone/", env!("CARGO_PKG_VERSION")))
             .timeout(limits.timeout)
-            .redirect(reqwest::redirect::Policy::limited(limits.max_redirects))
+            .redirect(redirect_policy(limits.max_redirects))
             .no_proxy()
             .pool_max_idle_per_host(0)
             .build()
@@ -191,5 +238,32 @@ impl Client {
                 source,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redirect_from_elsewhere_to_this_machine_is_refused() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let public = url("http://tracker.example/announce");
+        for home in [
+            "http://127.0.0.1:6379/",
+            "http://127.8.9.1/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://0.0.0.0:22/",
+            "http://localhost/",
+            "http://LocalHost./",
+            "http://admin.localhost/",
+        ] {
+            assert!(leads_home(&public, &url(home)), "{home}");
+        }
+        assert!(!leads_home(&public, &url("http://198.51.100.1/announce")));
+        // A request that began here may stay here (a tracker on loopback).
+        let local = url("http://127.0.0.1:6969/announce");
+        assert!(!leads_home(&local, &url("http://localhost:6969/announce")));
     }
 }
