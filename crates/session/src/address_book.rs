@@ -859,29 +859,30 @@ impl AddressBook {
     }
 
     /// Makes room under the quota of `ip` for an entry from `source`, if it
-    /// is full, by forgetting idle entries sharing the full quota that a
-    /// less trusted source filed: the least trusted, then the oldest.
-    /// Returns false when the quota stays full.
+    /// is full, by forgetting one idle entry under the full cap that a less
+    /// trusted source filed: the least trusted, then the oldest. Returns
+    /// false when the quota stays full.
     fn make_room_on_host(&mut self, ip: IpAddr, source: PeerSource) -> bool {
-        // At most one entry per cap `ip` has reached, so this ends.
-        while self.quota.is_full(ip) {
-            let victim = self
-                .entries
-                .iter()
-                .filter(|(a, e)| {
-                    e.on_host
-                        && e.source > source
-                        && e.status != Status::Busy
-                        && self.quota.frees_room_for(ip, a.ip())
-                })
-                .max_by_key(|(_, e)| (e.source, Reverse(e.seq)))
-                .map(|(a, _)| *a);
-            let Some(victim) = victim else {
-                return false;
-            };
-            if let Some(entry) = self.entries.remove(&victim) {
-                self.forget(victim, &entry);
-            }
+        let Some(crowd) = self.quota.crowding(ip) else {
+            return true;
+        };
+        // Nothing is less trusted than PEX: no search.
+        if source == PeerSource::Pex {
+            return false;
+        }
+        let victim = self
+            .entries
+            .iter()
+            .filter(|(a, e)| {
+                e.on_host && e.source > source && e.status != Status::Busy && crowd.includes(a.ip())
+            })
+            .max_by_key(|(_, e)| (e.source, Reverse(e.seq)))
+            .map(|(a, _)| *a);
+        let Some(victim) = victim else {
+            return false;
+        };
+        if let Some(entry) = self.entries.remove(&victim) {
+            self.forget(victim, &entry);
         }
         true
     }

@@ -45,22 +45,28 @@ pub(super) struct HostQuota {
     counts: HashMap<HostKey, usize>,
 }
 
+/// A cap an address has reached: one entry it [`Crowd::includes`] leaving
+/// makes room for one more at that address, under every cap.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Crowd(HostKey);
+
+impl Crowd {
+    /// Whether an entry at `ip` counts under this cap.
+    pub(super) fn includes(self, ip: IpAddr) -> bool {
+        keys(ip).into_iter().flatten().any(|(key, _)| key == self.0)
+    }
+}
+
 impl HostQuota {
-    /// Whether one more entry at `ip` would pass a cap.
-    pub(super) fn is_full(&self, ip: IpAddr) -> bool {
+    /// The narrowest cap one more entry at `ip` would pass, if any. An
+    /// entry at the same address counts under its /64 too, so when the
+    /// address is full, one of its own entries leaving frees both caps.
+    pub(super) fn crowding(&self, ip: IpAddr) -> Option<Crowd> {
         keys(ip)
             .into_iter()
             .flatten()
-            .any(|(key, cap)| self.at_cap(key, cap))
-    }
-
-    /// Whether removing an entry at `other` would make room for one at
-    /// `ip`, under a cap `ip` has reached.
-    pub(super) fn frees_room_for(&self, ip: IpAddr, other: IpAddr) -> bool {
-        let others = keys(other);
-        keys(ip).into_iter().flatten().any(|(key, cap)| {
-            self.at_cap(key, cap) && others.iter().flatten().any(|(k, _)| *k == key)
-        })
+            .find(|&(key, cap)| self.at_cap(key, cap))
+            .map(|(key, _)| Crowd(key))
     }
 
     /// An entry at `ip` is counted.
@@ -85,6 +91,21 @@ impl HostQuota {
     fn at_cap(&self, key: HostKey, cap: usize) -> bool {
         self.counts.get(&key).is_some_and(|&n| n >= cap)
     }
+
+    /// Whether these counts are those of the entries at `counted`, and
+    /// within every cap.
+    #[cfg(test)]
+    pub(super) fn counts_exactly(&self, counted: impl Iterator<Item = IpAddr>) -> bool {
+        let mut recount = HostQuota::default();
+        counted.for_each(|ip| recount.add(ip));
+        let within = |key: &HostKey, n: &usize| {
+            *n <= match key {
+                HostKey::Address(_) => MAX_PER_ADDRESS,
+                HostKey::Slash64(_) => MAX_PER_SLASH_64,
+            }
+        };
+        recount.counts == self.counts && self.counts.iter().all(|(k, n)| within(k, n))
+    }
 }
 
 #[cfg(test)]
@@ -99,28 +120,38 @@ mod tests {
     fn an_address_then_a_slash_64_fill_up() {
         let mut quota = HostQuota::default();
         for _ in 0..MAX_PER_ADDRESS {
-            assert!(!quota.is_full(ip("198.51.100.7")));
+            assert!(quota.crowding(ip("198.51.100.7")).is_none());
             quota.add(ip("198.51.100.7"));
         }
-        assert!(quota.is_full(ip("198.51.100.7")));
-        assert!(!quota.is_full(ip("198.51.100.8")));
+        let crowd = quota.crowding(ip("198.51.100.7")).expect("full");
+        assert!(crowd.includes(ip("198.51.100.7")));
+        assert!(!crowd.includes(ip("198.51.100.8")));
+        assert!(quota.crowding(ip("198.51.100.8")).is_none());
         // Many machines of one /64 each get their own few, up to its cap.
         for i in 0..MAX_PER_SLASH_64 as u16 {
             let machine = IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 1, i]);
-            assert!(!quota.is_full(machine));
+            assert!(quota.crowding(machine).is_none());
             quota.add(machine);
         }
         let another = ip("2001:db8::2:1");
-        assert!(quota.is_full(another));
-        assert!(quota.frees_room_for(another, ip("2001:db8::1:0")));
-        assert!(!quota.frees_room_for(another, ip("2001:db8:0:1::1")));
+        let crowd = quota.crowding(another).expect("the /64 is full");
+        assert!(crowd.includes(ip("2001:db8::1:0")));
+        assert!(!crowd.includes(ip("2001:db8:0:1::1")));
         quota.remove(ip("2001:db8::1:0"));
-        assert!(!quota.is_full(another));
+        assert!(quota.crowding(another).is_none());
+        // A full address in a full /64: its own entries are the ones that
+        // make room.
+        for _ in 0..MAX_PER_ADDRESS {
+            quota.add(ip("2001:db8::1:1"));
+        }
+        let crowd = quota.crowding(ip("2001:db8::1:1")).expect("full");
+        assert!(crowd.includes(ip("2001:db8::1:1")));
+        assert!(!crowd.includes(ip("2001:db8::1:2")));
         // Loopback is never counted.
         for _ in 0..100 {
             quota.add(ip("127.0.0.1"));
         }
-        assert!(!quota.is_full(ip("127.0.0.1")));
+        assert!(quota.crowding(ip("127.0.0.1")).is_none());
         assert!(
             quota
                 .counts

@@ -560,8 +560,10 @@ proptest! {
     }
 
     /// Counts agree with the entries whatever the sequence of operations.
+    /// Addresses are ports of three IPs, so that host quotas fill.
     #[test]
     fn counts_stay_consistent(ops in proptest::collection::vec((0u8..13, 0u32..30, 0u8..5), 1..400)) {
+        let addr = |i: u32| SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + i % 3), 6881 + i as u16));
         let t0 = Instant::now();
         let mut b = book(16);
         let mut now = t0;
@@ -591,12 +593,15 @@ proptest! {
             let standing = b.entries.values().filter(|e| e.stands_for.is_some()).count();
             prop_assert_eq!(b.stats().busy + standing, busy);
             prop_assert_eq!(b.standing, standing);
-            // A listen address stands for a live connection of its peer.
+            let counted = b.entries.iter().filter(|(_, e)| e.on_host).map(|(a, _)| a.ip());
+            prop_assert!(b.quota.counts_exactly(counted));
+            // A listen address stands for a live connection of its peer,
+            // or for one whose entry a ban of its IP took while it lasts.
             for e in b.entries.values() {
                 if let Some(conn) = e.stands_for {
                     prop_assert_eq!(e.status, Status::Busy);
                     let c = b.entries.get(&conn);
-                    prop_assert!(c.is_some_and(|c| c.status == Status::Busy));
+                    prop_assert!(c.is_some_and(|c| c.status == Status::Busy) || b.is_banned(conn));
                 }
             }
         }
@@ -748,7 +753,7 @@ fn strangers_file_a_few_ports_of_one_host() {
     }
     assert_eq!(b.count(PeerSource::Dht), MAX_PER_ADDRESS);
     assert_eq!(b.count(PeerSource::Tracker), MAX_PER_SLASH_64);
-    // The address's allowance is one, whoever fills it.
+    // PEX is the least trusted source: it takes nothing's place.
     for port in 101..=200 {
         b.add_pex(SocketAddr::from(([198, 51, 100, 7], port)), addr(1));
     }
@@ -779,7 +784,6 @@ fn strangers_file_a_few_ports_of_one_host() {
 /// of the oldest junk, and less trusted sources cannot push it out.
 #[test]
 fn a_trusted_source_takes_the_place_of_junk_on_a_full_host() {
-    let t0 = Instant::now();
     let mut b = book(100);
     let seeder_ip = [198, 51, 100, 7];
     for port in 1..=MAX_PER_ADDRESS as u16 {
@@ -789,16 +793,32 @@ fn a_trusted_source_takes_the_place_of_junk_on_a_full_host() {
     assert!(b.add(real, PeerSource::Tracker));
     assert!(!b.entries.contains_key(&SocketAddr::from((seeder_ip, 1))));
     assert_eq!(b.count(PeerSource::Pex), MAX_PER_ADDRESS - 1);
-    // A busy entry is not taken: the dial under way is left alone.
-    let dialing = b.next_dial(t0);
-    assert_eq!(dialing, Some(real));
-    assert!(b.add(SocketAddr::from((seeder_ip, 6882)), PeerSource::Dht));
-    assert!(b.add(SocketAddr::from((seeder_ip, 6883)), PeerSource::Dht));
-    assert!(b.add(SocketAddr::from((seeder_ip, 6884)), PeerSource::Dht));
+    // The DHT's word takes the place of the rest of the junk, and of
+    // nothing the tracker said.
+    for port in 6882..=6884 {
+        assert!(b.add(SocketAddr::from((seeder_ip, port)), PeerSource::Dht));
+    }
     assert_eq!(b.count(PeerSource::Pex), 0);
     assert!(!b.add(SocketAddr::from((seeder_ip, 6885)), PeerSource::Dht));
     assert!(!b.add_pex(SocketAddr::from((seeder_ip, 6886)), addr(1)));
     assert!(b.entries.contains_key(&real));
+}
+
+/// A dial under way is left alone: junk being dialed is not replaced.
+#[test]
+fn a_busy_entry_keeps_its_place_on_a_full_host() {
+    let t0 = Instant::now();
+    let mut b = book(100);
+    let seeder_ip = [198, 51, 100, 7];
+    for port in 1..=MAX_PER_ADDRESS as u16 {
+        assert!(b.add_pex(SocketAddr::from((seeder_ip, port)), addr(1)));
+    }
+    let dialing: Vec<_> = std::iter::from_fn(|| b.next_dial(t0)).collect();
+    assert_eq!(dialing.len(), MAX_PER_ADDRESS);
+    assert!(!b.add(SocketAddr::from((seeder_ip, 6881)), PeerSource::Tracker));
+    b.ended(t0, dialing[0], Outcome::Failed);
+    assert!(b.add(SocketAddr::from((seeder_ip, 6881)), PeerSource::Tracker));
+    assert!(!b.entries.contains_key(&dialing[0]));
 }
 
 /// One IP with many connections reported the same addresses from each,
