@@ -3,9 +3,10 @@
 //! One node could lie, and one host could answer from many addresses, so a
 //! voter counts by its host ([`host_of`]: an IPv4 address or an IPv6 /64),
 //! once a round. The first address is believed as soon as `needed` voters
-//! reported it, because a fresh node wants its BEP 42 id soon. After that
-//! the address changes only at the end of a round of [`ROUND`] voters, to
-//! the one most of them reported: otherwise a handful of hostile voters
+//! reported it, because a fresh node wants its BEP 42 id soon (a round of
+//! [`ROUND`] voters without that agreement starts over). After that the
+//! address changes only at the end of a round of [`ROUND`] voters, to the
+//! one most of them reported: otherwise a handful of hostile voters
 //! could flip it back and forth, and every flip gives us a new node id and
 //! rebuilds the routing table. This is libtorrent's shape too: it rotates
 //! its external address only after a round of votes. A real move is still

@@ -29,7 +29,8 @@ pub const PEERS_PER_IP: usize = 4;
 /// Swarms one IP (an IPv6 /64) may be stored in. An honest host's torrents
 /// are spread over the whole DHT, eight closest nodes each, so one node
 /// holds few of them: a seedbox announcing a thousand torrents to a DHT of
-/// millions lands in this node's store about once in a hundred.
+/// millions lands in this node's store about once in a hundred. Loopback
+/// is exempt: a local swarm's every peer shares it.
 pub const SWARMS_PER_IP: usize = 32;
 
 /// Bounds of the peer store.
@@ -92,12 +93,11 @@ impl PeerStore {
                 .filter(|p| host_of(p.addr.ip()) == host)
                 .count()
         });
-        if same_ip == 0
-            && self
-                .swarms_of
-                .get(&host)
-                .is_some_and(|&n| n >= SWARMS_PER_IP)
-        {
+        let crowded = self
+            .swarms_of
+            .get(&host)
+            .is_some_and(|&n| n >= SWARMS_PER_IP);
+        if same_ip == 0 && crowded && !host.is_loopback() {
             return false;
         }
         if !self.swarms.contains_key(&info_hash) && self.swarms.len() >= self.config.max_swarms {
@@ -317,5 +317,10 @@ mod tests {
         assert!(store.announce(ih(50_000), flooder, much_later));
         assert!(store.swarms_of.values().all(|&n| n <= SWARMS_PER_IP));
         assert_eq!(store.swarms_of.get(&flooder.ip()), Some(&1));
+        // Local swarms share loopback.
+        let local = SocketAddr::from(([127, 0, 0, 1], 6881));
+        for i in 0..2 * SWARMS_PER_IP as u32 {
+            assert!(store.announce(ih(60_000 + i), local, much_later));
+        }
     }
 }

@@ -5,10 +5,10 @@
 //! so one [`Client`] applies the same rules to every request: a deadline
 //! for the whole exchange, a cap on the body checked before and while it
 //! arrives (a server may lie about or omit `Content-Length`), a bounded
-//! number of redirects, none of which may lead from elsewhere to this
-//! machine (a tracker or a `.torrent` link must not make us fetch our own
-//! services, as libtorrent's SSRF mitigation refuses too), and errors that
-//! say whose fault it was.
+//! number of redirects, none of which may lead from elsewhere to an address
+//! or name of this machine (a tracker or a `.torrent` link must not make us
+//! fetch our own services; a name that merely resolves here is not caught),
+//! and errors that say whose fault it was.
 //!
 //! TLS is rustls with the ring provider and the platform's certificate
 //! store; no OpenSSL, and no proxy is taken from the environment.
