@@ -10,13 +10,17 @@
 //! the closed address is an alias of, the address book keeps that address
 //! busy, standing for the connection, and files it again only when the
 //! connection ends (see [`crate::address_book::AddressBook::alias`]). Peer
-//! ids prove nothing, so the book never lets a ban cross such a link.
+//! ids prove nothing, so the book never lets a ban cross such a link, and
+//! two addresses are linked only on one host (an IPv4 address, an IPv6
+//! /64), where the download's duplicate rule applies too: anyone can copy
+//! an honest peer's id, and linked across hosts a copy kept the honest
+//! peer's address from being dialed for as long as it stayed.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lodestone_core::PeerId;
+use lodestone_core::{PeerId, host_of};
 
 /// How long after a connection ends a new one to the same peer from
 /// another address makes the two aliases: a redial's backoff and a dial.
@@ -33,8 +37,9 @@ pub(crate) struct PeerIds {
     /// address of the peer's), with the peer's id. One that came in is
     /// not kept: its address, a port of the moment, is linked to nothing.
     live: HashMap<SocketAddr, PeerId>,
-    /// Connections ended lately: where each peer was, and when it left.
-    gone: HashMap<PeerId, (SocketAddr, Instant)>,
+    /// Connections ended lately: where each peer was on each host, and
+    /// when it left.
+    gone: HashMap<(PeerId, IpAddr), (SocketAddr, Instant)>,
 }
 
 impl PeerIds {
@@ -55,7 +60,7 @@ impl PeerIds {
             self.live.insert(addr, peer);
         }
         // Any connection to the peer settles where it was.
-        let (was, left) = self.gone.remove(&peer)?;
+        let (was, left) = self.gone.remove(&(peer, host_of(addr.ip())))?;
         let recent = now.saturating_duration_since(left) <= REMEMBERED;
         (dialed && recent && was != addr && !self.live.contains_key(&was)).then_some(was)
     }
@@ -75,31 +80,58 @@ impl PeerIds {
         if misbehaved {
             return None;
         }
-        if let Some((&other, _)) = self.live.iter().find(|(_, id)| **id == peer) {
+        if let Some((&other, _)) = self
+            .live
+            .iter()
+            .find(|&(&other, id)| *id == peer && same_host(other, addr))
+        {
             return Some(other);
         }
         // Full: the oldest goes (an expired one is no better kept).
+        let key = (peer, host_of(addr.ip()));
         if self.gone.len() >= MAX_GONE
-            && !self.gone.contains_key(&peer)
+            && !self.gone.contains_key(&key)
             && let Some(oldest) = self
                 .gone
                 .iter()
                 .min_by_key(|(_, (_, left))| *left)
-                .map(|(&id, _)| id)
+                .map(|(&key, _)| key)
         {
             self.gone.remove(&oldest);
         }
-        self.gone.insert(peer, (addr, now));
+        self.gone.insert(key, (addr, now));
         None
     }
+}
+
+/// Whether two addresses are on one host, as the duplicate rule counts.
+fn same_host(a: SocketAddr, b: SocketAddr) -> bool {
+    host_of(a.ip()) == host_of(b.ip())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Addresses of one host: ports of 10.0.0.1.
     fn addr(n: u8) -> SocketAddr {
-        SocketAddr::from(([10, 0, 0, n], 6881))
+        SocketAddr::from(([10, 0, 0, 1], 6880 + u16::from(n)))
+    }
+
+    /// A copy of a peer's id from another host links nothing, either way.
+    #[test]
+    fn another_host_under_the_same_id_is_no_alias() {
+        let mut ids = PeerIds::default();
+        let t0 = Instant::now();
+        let elsewhere = SocketAddr::from(([10, 0, 0, 2], 6881));
+        ids.connected(t0, addr(1), PEER, true);
+        ids.connected(t0, elsewhere, PEER, true);
+        assert_eq!(ids.ended(t0, addr(1), false), None);
+        assert_eq!(ids.ended(t0, elsewhere, false), None);
+        assert_eq!(ids.connected(t0, addr(2), PEER, true), Some(addr(1)));
+        ids.ended(t0, addr(2), false);
+        let far = SocketAddr::from(([10, 0, 0, 3], 6881));
+        assert_eq!(ids.connected(t0, far, PEER, true), None);
     }
 
     const PEER: PeerId = PeerId::new([7; 20]);
@@ -181,7 +213,7 @@ mod tests {
         assert_eq!(ids.ended(t0, addr(1), false), None);
         ids.connected(t0, addr(3), PEER, false);
         assert_eq!(ids.ended(t0, addr(2), false), None);
-        assert_eq!(ids.gone[&PEER].0, addr(2));
+        assert_eq!(ids.gone[&(PEER, addr(2).ip())].0, addr(2));
     }
 
     #[test]
@@ -194,6 +226,7 @@ mod tests {
             PeerId::new(id)
         };
         let total = MAX_GONE as u32 + 10;
+        let host = IpAddr::from([10, 0, 0, 1]);
         for n in 0..total {
             let a = SocketAddr::from(([10, 0, 0, 1], 1000 + n as u16));
             let at = t0 + Duration::from_millis(u64::from(n));
@@ -202,10 +235,10 @@ mod tests {
         }
         assert_eq!(ids.gone.len(), MAX_GONE);
         assert!(
-            ids.gone.contains_key(&peer(total - 1)),
+            ids.gone.contains_key(&(peer(total - 1), host)),
             "the latest is kept"
         );
-        assert!(!ids.gone.contains_key(&peer(0)), "the oldest went");
+        assert!(!ids.gone.contains_key(&(peer(0), host)), "the oldest went");
         assert!(ids.live.is_empty());
     }
 }

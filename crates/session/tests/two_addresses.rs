@@ -1,5 +1,6 @@
-//! One peer reachable at two addresses (127.0.0.1 and 127.0.0.2, one peer
-//! id): the download dials both, keeps one connection by the duplicate
+//! One peer reachable at two addresses of one host (two ports of
+//! 127.0.0.1, one peer id): the download dials both, keeps one connection
+//! by the duplicate
 //! rule, and does not dial the other address while that connection lasts,
 //! whichever id is the greater; once it ends, the other address is dialed
 //! again.
@@ -36,7 +37,7 @@ fn torrent() -> Arc<Metainfo> {
     Arc::new(Metainfo::create("t", 64 * 1024, &[(vec!["a.bin".into()], &data)]).unwrap())
 }
 
-/// One peer with id `id` listening at 127.0.0.1 and 127.0.0.2: it shakes
+/// One peer with id `id` listening at two ports of 127.0.0.1: it shakes
 /// hands, then says nothing, and reports each connection and its end.
 async fn peer_at_two_addresses(
     torrent: &Metainfo,
@@ -45,8 +46,8 @@ async fn peer_at_two_addresses(
     let (tx, rx) = mpsc::unbounded_channel();
     let ours = Handshake::new(Reserved::LODESTONE, torrent.info_hash, id);
     let mut addrs = Vec::new();
-    for ip in ["127.0.0.1", "127.0.0.2"] {
-        let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    for _ in 0..2 {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let at = listener.local_addr().unwrap();
         addrs.push(at);
         let tx = tx.clone();

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use lodestone_core::PeerId;
+use lodestone_core::{PeerId, host_of};
 use lodestone_wire::pex::PexReport;
 use lodestone_wire::{
     BlockRequest, ConnectionReader, ConnectionWriter, Decoder, Established, ListenReport,
@@ -63,13 +63,20 @@ impl Drop for Registration {
 /// Whether a new connection to a peer already connected replaces the one
 /// we hold (`incoming`: the peer dialed the new one), or is closed.
 ///
+/// "Already connected" means the same peer id from the same host (an IPv4
+/// address, an IPv6 /64). A peer id proves nothing, and anyone who
+/// connected to an honest peer has its id: matched across hosts, a copy
+/// closed the honest peer's connection. Across hosts both are kept, as
+/// libtorrent keeps them by default (its one connection per IP is all its
+/// duplicate check).
+///
 /// Both sides must close the same one, or both connections go. The rule is
 /// libtorrent's: a connection dialed by the peer with the greater id
 /// replaces the one held; one dialed by the lesser is closed. When each
 /// side dialed the other at once (the usual way to meet twice), the two
 /// connections were dialed by different sides, so both ends keep the one
 /// the greater id dialed, whatever order they saw them in. When one side
-/// dialed both (a second address of the peer's), the ends agree only if
+/// dialed both (a second port of the peer's), the ends agree only if
 /// they saw the two in the same order; otherwise both close, and the
 /// address book's backoff makes the next try later.
 pub(crate) fn keeps_new_connection(ours: PeerId, theirs: PeerId, incoming: bool) -> bool {
@@ -121,7 +128,9 @@ pub(crate) async fn run(shared: Arc<Shared>, key: PeerKey, established: Establis
     let mut session = {
         let mut st = shared.lock();
         let ours = shared.handshake.peer_id;
-        if let Some(other) = st.peers.values().find(|p| p.id == theirs.peer_id) {
+        let host = host_of(addr.ip());
+        let same_peer = |p: &&PeerEntry| p.id == theirs.peer_id && p.host == host;
+        if let Some(other) = st.peers.values().find(same_peer) {
             if !keeps_new_connection(ours, theirs.peer_id, incoming) {
                 return PeerError::Duplicate.into();
             }
@@ -131,6 +140,7 @@ pub(crate) async fn run(shared: Arc<Shared>, key: PeerKey, established: Establis
             key,
             PeerEntry {
                 id: theirs.peer_id,
+                host,
                 tx,
                 connected_at: now,
                 interested: false,

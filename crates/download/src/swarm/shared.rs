@@ -7,7 +7,7 @@
 //! [`State::dispatch`] carries out what the torrent asked for.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -28,6 +28,9 @@ use crate::verify::PieceHasher;
 #[derive(Debug)]
 pub(crate) struct PeerEntry {
     pub(crate) id: PeerId,
+    /// Where it connected from, as [`lodestone_core::host_of`] counts: a
+    /// peer id is the same peer's only from the same host.
+    pub(crate) host: IpAddr,
     pub(crate) tx: mpsc::UnboundedSender<PeerCmd>,
     pub(crate) connected_at: Instant,
     /// It told us it wants our pieces.
@@ -146,6 +149,7 @@ mod tests {
         PeerEntry {
             exchanged: false,
             id: PeerId::new([7; 20]),
+            host: IpAddr::from([10, 0, 0, 1]),
             tx,
             connected_at: Instant::now(),
             interested: false,

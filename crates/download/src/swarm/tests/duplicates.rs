@@ -1,5 +1,6 @@
-//! A peer connected twice under one peer id: one connection is closed,
-//! by the rule both sides share, and nobody is blamed for it.
+//! A peer connected twice under one peer id from one host: one connection
+//! is closed, by the rule both sides share, and nobody is blamed for it.
+//! From another host the id is taken for a copy, and both are kept.
 
 use lodestone_wire::ExitKind;
 
@@ -65,4 +66,32 @@ async fn a_second_connection_dialed_by_the_greater_id_replaces_the_first() {
 async fn a_second_connection_dialed_by_the_lesser_id_is_closed() {
     let (seed, net, mut first, mut second, _dir) = twice(b'0', "swarm-dup-lesser").await;
     one_closed_blameless(seed, net, &mut second, &mut first).await;
+}
+
+/// Whoever connected to an honest peer has its id. Here the copy comes
+/// from 127.0.0.2 under an id that would win the duplicate rule: the
+/// honest connection from 127.0.0.1 was closed for it.
+#[tokio::test]
+async fn a_copied_id_from_another_host_closes_nothing() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-dup-copy");
+    let (seed, addr, net) = seeding(&metainfo, &data, &dir.0, |_| true).await;
+    let mut honest = connect(&metainfo, addr, b'Z').await;
+    until(&seed, |p| p.peers_connected == 1).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let ours = Handshake::new(Reserved::LODESTONE, metainfo.info_hash, peer_id(b'Z'));
+    let (mut copy, _) = Connection::initiate(stream, Duration::from_secs(5), ours)
+        .await
+        .unwrap();
+    until(&seed, |p| p.peers_connected == 2).await;
+    assert!(
+        still_open(&mut honest).await,
+        "the honest connection was closed"
+    );
+    assert!(still_open(&mut copy).await);
+    drop(net);
+    seed.shutdown();
+    finish(seed).await;
 }
