@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lodestone_core::{InfoHash, Metainfo, MetainfoError};
+use lodestone_core::{InfoHash, Metainfo, MetainfoError, host_of};
 use lodestone_wire::pex::PexReport;
 use lodestone_wire::{Established, ExitKind, ListenReport, PeerExit};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -250,8 +250,13 @@ impl Driver {
     /// taken, or every slot is and none holds a useless connection to give
     /// up ([`FetchOptions::useless_after`]).
     fn admit(&mut self, established: Established) {
-        let ip = established.addr.ip();
-        let same_ip = self.conns.values().filter(|c| c.addr.ip() == ip).count();
+        // By host, as the listener counts: an IPv6 /64 is one.
+        let host = host_of(established.addr.ip());
+        let same_ip = self
+            .conns
+            .values()
+            .filter(|c| host_of(c.addr.ip()) == host)
+            .count();
         let full = self.conns.len() >= self.options.max_connections.max(1);
         if same_ip >= self.options.max_connections_per_ip.max(1)
             || (full && !self.give_up_a_useless_one())

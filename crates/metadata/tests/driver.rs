@@ -611,6 +611,32 @@ async fn connections_beyond_the_limit_are_closed() {
     }
 }
 
+/// Two addresses of one IPv6 /64 are one host, as the listener counts.
+#[tokio::test]
+async fn one_slash_64_is_one_host_for_the_limit_per_ip() {
+    let info = info_dict(10);
+    let peers = start_all(&info, &[Behaviour::NoUtMetadata; 2]).await;
+    let (mut conns, _) = dial(&info, &peers.iter().collect::<Vec<_>>(), false).await;
+    let (tx, relabelled) = mpsc::channel(2);
+    let addrs: [SocketAddr; 2] =
+        ["[2001:db8::1]:6881", "[2001:db8::2]:6881"].map(|a| a.parse().unwrap());
+    for addr in addrs {
+        let mut conn = conns.recv().await.unwrap();
+        conn.addr = addr;
+        tx.send(conn).await.unwrap();
+    }
+    drop(tx);
+    let mut options = options();
+    options.max_connections_per_ip = 1;
+    options.timeout = Duration::from_secs(1);
+    options.useless_after = Duration::from_secs(60);
+    let (result, progress, exits) = run(&info, relabelled, options).await;
+    assert!(matches!(result, Err(FetchError::TimedOut(_))));
+    assert_eq!(progress.ever_connected, 1, "{progress:?}");
+    let order: Vec<_> = exits.iter().map(|e| e.addr).collect();
+    assert_eq!(order, [addrs[1], addrs[0]]);
+}
+
 #[tokio::test]
 async fn a_useless_peer_gives_its_slot_to_a_seeder() {
     let info = info_dict(10);

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lodestone_core::{ErrorChain, FileEntry, Metainfo};
+use lodestone_core::{ErrorChain, FileEntry, Metainfo, host_of};
 use lodestone_wire::{Established, ExitKind, Handshake, PeerExit, Reserved};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -283,7 +283,13 @@ impl Coordinator {
     /// handed over by the metadata fetch): run it unless a limit says no.
     fn adopt(&mut self, conn: Established) {
         let addr = conn.addr;
-        let same_ip = self.active.iter().filter(|a| a.ip() == addr.ip()).count();
+        // By host, as the listener counts: an IPv6 /64 is one.
+        let host = host_of(addr.ip());
+        let same_ip = self
+            .active
+            .iter()
+            .filter(|a| host_of(a.ip()) == host)
+            .count();
         if self.banned.contains(&addr)
             || self.active.contains(&addr)
             || self.tasks.len() >= self.max_connections

@@ -85,6 +85,47 @@ async fn requests_for_pieces_we_lack_are_rejected_then_get_the_peer_dropped() {
     finish(seed).await;
 }
 
+/// Connections from one IPv6 /64 count as one host's, as the listener
+/// counts them: each is a real loopback connection under an address of
+/// 2001:db8::/64.
+#[tokio::test]
+async fn one_slash_64_gets_at_most_the_per_ip_connection_limit() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-per-64");
+    let (seed, _addr, mut net) = seeding(&metainfo, &data, &dir.0, |_| true).await;
+    let limit = DownloadConfig::new(&dir.0, peer_id(0)).max_connections_per_ip;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    let mut open = Vec::new();
+    for i in 0..limit as u16 + 2 {
+        let handshake = net.handshake;
+        let (accepted, theirs) = tokio::join!(
+            async {
+                let stream = listener.accept().await.unwrap().0;
+                Connection::accept(stream, Duration::from_secs(5), handshake).await
+            },
+            connect(&metainfo, at, b'a' + i as u8),
+        );
+        let (conn, hs) = accepted.unwrap();
+        let from = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i + 1], 6881));
+        net.conns
+            .send(Established::new(conn, hs, from, true))
+            .await
+            .unwrap();
+        open.push(theirs);
+    }
+    for _ in 0..2 {
+        let exit = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
+            .await
+            .expect("a connection past the limit was kept")
+            .unwrap();
+        assert_eq!(exit.kind, ExitKind::Fruitless);
+    }
+    assert!(net.exits.try_recv().is_err());
+    seed.shutdown();
+    finish(seed).await;
+}
+
 #[tokio::test]
 async fn one_address_gets_at_most_the_per_ip_connection_limit() {
     let (metainfo, data) = torrent(32 * 1024, &SIZES);
