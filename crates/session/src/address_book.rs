@@ -179,6 +179,11 @@ struct Entry {
     alias: bool,
     /// It counts against its host's quota ([`host_quota`]).
     on_host: bool,
+    /// Connections under this address that have not ended: TCP and uTP
+    /// share port numbers, so a peer may reach us twice from one address
+    /// (or while we dial it), and the end of one must not file the entry
+    /// as ended while the other lasts.
+    connections: u8,
 }
 
 /// Most distinct PEX reporters counted per address.
@@ -402,6 +407,7 @@ impl AddressBook {
             stands_for: None,
             alias: false,
             on_host: capped,
+            connections: 0,
         };
         if let Some(key) = entry.key(addr) {
             self.queues[source.index()].insert(key);
@@ -447,7 +453,15 @@ impl AddressBook {
         // from where it listens) is busy with that one.
         self.stop_standing(addr);
         self.make_busy(addr);
+        self.connected(addr);
         true
+    }
+
+    /// One more connection under `addr` has begun.
+    fn connected(&mut self, addr: SocketAddr) {
+        if let Some(entry) = self.entries.get_mut(&addr) {
+            entry.connections = entry.connections.saturating_add(1);
+        }
     }
 
     /// The peer of `conn`, a connection that reached us, listens at
@@ -674,6 +688,14 @@ impl AddressBook {
     /// A connection handed out by [`AddressBook::next_dial`] or recorded by
     /// [`AddressBook::incoming`] ended (or never began).
     pub fn ended(&mut self, now: Instant, addr: SocketAddr, outcome: Outcome) {
+        let blamed = matches!(outcome, Outcome::Misbehaved | Outcome::Ourselves);
+        if let Some(entry) = self.entries.get_mut(&addr) {
+            entry.connections = entry.connections.saturating_sub(1);
+            // Another connection under this address lasts: it ends later.
+            if entry.connections > 0 && !blamed {
+                return;
+            }
+        }
         self.stop_standing(addr);
         match self.entries.get_mut(&addr) {
             Some(entry) => {
@@ -818,11 +840,13 @@ impl AddressBook {
         self.entries.get(&addr).and_then(|e| e.wrapping)
     }
 
-    /// Records that `wrapping` worked with `addr`.
+    /// Our dial to `addr` made a connection, wrapped as `wrapping`: that
+    /// wrapping is tried first next time.
     pub fn worked(&mut self, addr: SocketAddr, wrapping: Wrapping) {
         if let Some(entry) = self.entries.get_mut(&addr) {
             entry.wrapping = Some(wrapping);
         }
+        self.connected(addr);
     }
 
     /// Counts for displays.

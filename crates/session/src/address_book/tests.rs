@@ -329,6 +329,31 @@ fn an_incoming_connection_is_busy_until_it_ends_then_forgotten() {
     assert_eq!(b.count(PeerSource::Incoming), 0);
 }
 
+/// Over TCP and uTP one address can reach us twice, or reach us while we
+/// dial it. The end of one (the duplicate closed) filed the entry as
+/// ended while the other lasted: not busy, so dialed again or forgotten.
+#[test]
+fn two_connections_under_one_address_end_one_at_a_time() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    assert!(b.incoming(ephemeral(5)));
+    assert!(b.incoming(ephemeral(5)));
+    b.ended(t0, ephemeral(5), Outcome::Fruitless);
+    assert_eq!(b.stats().busy, 1, "the other connection lasts");
+    b.ended(t0, ephemeral(5), Outcome::OfUse);
+    assert_eq!(b.stats(), BookStats::default());
+    // Our dial worked, and the peer reached us from the same address.
+    b.add(addr(6), PeerSource::Dht);
+    assert_eq!(b.next_dial(t0), Some(addr(6)));
+    b.worked(addr(6), Wrapping::Plain);
+    assert!(b.incoming(addr(6)));
+    b.ended(t0, addr(6), Outcome::Fruitless);
+    assert_eq!(b.stats().busy, 1);
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(600)), None);
+    b.ended(t0, addr(6), Outcome::OfUse);
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(600)), Some(addr(6)));
+}
+
 #[test]
 fn an_incoming_peer_is_redialed_where_it_says_it_listens() {
     let t0 = Instant::now();
