@@ -45,6 +45,21 @@ pub(crate) struct Route {
 /// Infohash → torrent, read by every acceptor, written by the session.
 pub(crate) type Router = Arc<DashMap<InfoHash, Route>>;
 
+/// A torrent's place in the [`Router`], given up when this is dropped:
+/// when its task returns, and when it panics, so a crashed torrent neither
+/// answers handshakes it cannot take nor keeps its info hash from being
+/// added again.
+pub(crate) struct RouteGuard {
+    pub(crate) router: Router,
+    pub(crate) info_hash: InfoHash,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        self.router.remove(&self.info_hash);
+    }
+}
+
 /// Binds TCP on `ip` at `port`, else one of the next ports, else any.
 async fn bind_near(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
     if port != 0 {
@@ -262,4 +277,37 @@ fn spawn_handshake<F>(
             Err(e) => tracing::debug!(%addr, "incoming handshake failed: {}", ErrorChain(&e)),
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    use lodestone_core::PeerId;
+    use lodestone_wire::Reserved;
+
+    use super::*;
+
+    /// A torrent task that panics gives up its route as one that returns.
+    #[test]
+    fn a_crashed_torrent_leaves_the_router() {
+        let router = Router::default();
+        let info_hash = InfoHash([3; 20]);
+        let route = Route {
+            handshake: Handshake::new(Reserved::LODESTONE, info_hash, PeerId::new([1; 20])),
+            conns: mpsc::channel(1).0,
+            req2: [0; 20],
+        };
+        router.insert(info_hash, route);
+        let guard = RouteGuard {
+            router: router.clone(),
+            info_hash,
+        };
+        let crashed = catch_unwind(AssertUnwindSafe(move || {
+            let _route = guard;
+            panic!("the torrent task crashed");
+        }));
+        assert!(crashed.is_err());
+        assert!(router.is_empty());
+    }
 }

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::connection_cap::SessionConnections;
 use crate::dialer::Transport;
 use crate::encryption::Encryption;
-use crate::listener::{self, Acceptor, Route, Router};
+use crate::listener::{self, Acceptor, Route, RouteGuard, Router};
 use crate::torrent::{
     self, AddOptions, Control, TorrentError, TorrentPhase, TorrentSource, TorrentStatus,
 };
@@ -372,12 +372,13 @@ impl Session {
         let (status_tx, status) = watch::channel(initial);
         let (control, control_rx) = watch::channel(Control::Run);
         let shared = self.shared.clone();
-        let router = self.router.clone();
+        let route = RouteGuard {
+            router: self.router.clone(),
+            info_hash,
+        };
         let task = tokio::spawn(async move {
-            let result =
-                torrent::run(shared, source, options, incoming, control_rx, status_tx).await;
-            router.remove(&info_hash);
-            result
+            let _route = route;
+            torrent::run(shared, source, options, incoming, control_rx, status_tx).await
         });
         Ok(TorrentHandle {
             info_hash,
