@@ -1,12 +1,15 @@
 //! The `--metrics` HTTP responder: the node's counters in the Prometheus
 //! text format, to any request on any path.
 
+use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lodestone_dht::{Dht, DhtStats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use super::rss;
 
@@ -110,23 +113,50 @@ fn text(s: &DhtStats) -> String {
 const MAX_REQUEST: usize = 4096;
 /// Time a metrics client gets to send its request and read the answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Clients served at once; more are closed on arrival.
+const MAX_CLIENTS: usize = 64;
 
 /// First pause after a failed `accept`, doubled up to [`ACCEPT_BACKOFF_MAX`].
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause between failed `accept`s.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// A minimal HTTP/1.0 responder: one client at a time, bounded request size
-/// and time; every path gets the metrics.
+/// A minimal HTTP/1.0 responder: bounded request size and time; every
+/// path gets the metrics.
 pub(super) async fn serve(listener: TcpListener, dht: Dht) {
+    serve_each(listener, move |mut stream| {
+        let dht = dht.clone();
+        async move { exchange(&mut stream, &dht).await }
+    })
+    .await
+}
+
+/// Answers each connection with `answer` on a task of its own, within
+/// [`CLIENT_TIMEOUT`], at most [`MAX_CLIENTS`] at once: served one after
+/// another, one client that said nothing held every scrape back for the
+/// whole timeout.
+async fn serve_each<F, Fut>(listener: TcpListener, answer: F)
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = io::Result<()>> + Send + 'static,
+{
+    let places = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
-        let mut stream = accept_with_backoff(|| listener.accept()).await.0;
-        if tokio::time::timeout(CLIENT_TIMEOUT, exchange(&mut stream, &dht))
-            .await
-            .is_err()
-        {
-            tracing::debug!("metrics client too slow; dropped");
-        }
+        let stream = accept_with_backoff(|| listener.accept()).await.0;
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            tracing::debug!("metrics: {MAX_CLIENTS} clients already; one closed");
+            continue;
+        };
+        let exchange = answer(stream);
+        tokio::spawn(async move {
+            if tokio::time::timeout(CLIENT_TIMEOUT, exchange)
+                .await
+                .is_err()
+            {
+                tracing::debug!("metrics client too slow; dropped");
+            }
+            drop(place);
+        });
     }
 }
 
@@ -179,6 +209,28 @@ async fn exchange(stream: &mut TcpStream, dht: &Dht) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that connects and says nothing holds no one else back.
+    #[tokio::test]
+    async fn a_silent_client_holds_no_one_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        tokio::spawn(serve_each(listener, |mut stream| async move {
+            let mut request = [0u8; 1];
+            stream.read_exact(&mut request).await?;
+            stream.write_all(b"ok").await
+        }));
+        let _silent = TcpStream::connect(at).await.unwrap();
+        let mut asking = TcpStream::connect(at).await.unwrap();
+        asking.write_all(b"?").await.unwrap();
+        let mut answer = Vec::new();
+        // A liveness bound well short of the silent client's 5 s.
+        tokio::time::timeout(Duration::from_secs(2), asking.read_to_end(&mut answer))
+            .await
+            .expect("answered while the silent client waits")
+            .unwrap();
+        assert_eq!(answer, b"ok");
+    }
 
     /// An acceptor failing with EMFILE is retried after growing pauses, not
     /// in a loop that never yields the clock.
