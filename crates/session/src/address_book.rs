@@ -179,10 +179,11 @@ struct Entry {
     alias: bool,
     /// It counts against its host's quota ([`host_quota`]).
     on_host: bool,
-    /// Connections under this address that have not ended: TCP and uTP
-    /// share port numbers, so a peer may reach us twice from one address
-    /// (or while we dial it), and the end of one must not file the entry
-    /// as ended while the other lasts.
+    /// Dials and connections under this address that have not ended: TCP
+    /// and uTP share port numbers, so a peer may reach us twice from one
+    /// address (or while we dial it), and the end of one must not file the
+    /// entry as ended while the other lasts. A dial counts from when it is
+    /// handed out, so that its failure ends only itself.
     connections: u8,
 }
 
@@ -256,7 +257,8 @@ pub struct BookStats {
     pub known: usize,
     /// Addresses being dialed or connected: connections, each counted
     /// once (the listen address of a peer connected to us is not dialed
-    /// either, but it is the same connection).
+    /// either, but it is the same connection). A second connection under
+    /// one address, which a phase closes as a duplicate, is not counted.
     pub busy: usize,
     /// Dials that failed before the handshake completed, ever.
     pub failures: u64,
@@ -457,7 +459,7 @@ impl AddressBook {
         true
     }
 
-    /// One more connection under `addr` has begun.
+    /// One more dial or connection under `addr` has begun.
     fn connected(&mut self, addr: SocketAddr) {
         if let Some(entry) = self.entries.get_mut(&addr) {
             entry.connections = entry.connections.saturating_add(1);
@@ -594,6 +596,7 @@ impl AddressBook {
             self.pex_dials += 1;
         }
         self.make_busy(addr);
+        self.connected(addr);
         Some(addr)
     }
 
@@ -620,6 +623,7 @@ impl AddressBook {
             return false;
         }
         self.make_busy(addr);
+        self.connected(addr);
         self.pex_tokens -= 1.0;
         self.pex_dials += 1;
         true
@@ -840,13 +844,11 @@ impl AddressBook {
         self.entries.get(&addr).and_then(|e| e.wrapping)
     }
 
-    /// Our dial to `addr` made a connection, wrapped as `wrapping`: that
-    /// wrapping is tried first next time.
+    /// Records that `wrapping` worked with `addr`.
     pub fn worked(&mut self, addr: SocketAddr, wrapping: Wrapping) {
         if let Some(entry) = self.entries.get_mut(&addr) {
             entry.wrapping = Some(wrapping);
         }
-        self.connected(addr);
     }
 
     /// Counts for displays.

@@ -1,8 +1,8 @@
 //! Which peer each of a torrent's connections reached, by peer id, so that
 //! two addresses of one peer are known as one.
 //!
-//! A peer with two addresses (IPv4 and IPv6, say) is met twice, and one of
-//! the two connections is closed: by us (the download's duplicate rule),
+//! A peer with two addresses on one host (two ports, say) is met twice,
+//! and one of the two connections is closed: by us (the download's duplicate rule),
 //! or by the peer before our check runs, which looks like any other end.
 //! Either way the closed address would be dialed again a few seconds
 //! later, meet the peer once more, and one connection would replace the
@@ -15,6 +15,13 @@
 //! /64), where the download's duplicate rule applies too: anyone can copy
 //! an honest peer's id, and linked across hosts a copy kept the honest
 //! peer's address from being dialed for as long as it stayed.
+//!
+//! Across hosts (a peer's IPv4 and IPv6 addresses, say) we keep both
+//! connections, but the peer may not: libtorrent closes one of two under
+//! our id from any hosts. The end of one whose twin on another host lasts
+//! ([`PeerIds::has_twin_elsewhere`]) is filed as fruitless, not of use, so
+//! its redials back off instead of displacing the twin every few seconds;
+//! a copied id costs an honest peer at most that backoff.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -63,6 +70,17 @@ impl PeerIds {
         let (was, left) = self.gone.remove(&(peer, host_of(addr.ip())))?;
         let recent = now.saturating_duration_since(left) <= REMEMBERED;
         (dialed && recent && was != addr && !self.live.contains_key(&was)).then_some(was)
+    }
+
+    /// Whether `addr`, a live connection we dialed, has a twin: a live
+    /// connection we dialed to the same peer on another host.
+    pub(crate) fn has_twin_elsewhere(&self, addr: SocketAddr) -> bool {
+        let Some(peer) = self.live.get(&addr) else {
+            return false;
+        };
+        self.live
+            .iter()
+            .any(|(&other, id)| id == peer && !same_host(other, addr))
     }
 
     /// The connection at `addr` ended. If we had dialed it (so `addr` is
@@ -116,6 +134,22 @@ mod tests {
     /// Addresses of one host: ports of 10.0.0.1.
     fn addr(n: u8) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, 1], 6880 + u16::from(n)))
+    }
+
+    #[test]
+    fn a_twin_is_the_same_id_dialed_on_another_host() {
+        let mut ids = PeerIds::default();
+        let t0 = Instant::now();
+        let elsewhere = SocketAddr::from(([10, 0, 0, 2], 6881));
+        ids.connected(t0, addr(1), PEER, true);
+        assert!(!ids.has_twin_elsewhere(addr(1)));
+        ids.connected(t0, addr(2), PEER, true);
+        assert!(!ids.has_twin_elsewhere(addr(1)), "the same host");
+        ids.connected(t0, elsewhere, PEER, true);
+        assert!(ids.has_twin_elsewhere(addr(1)));
+        assert!(ids.has_twin_elsewhere(elsewhere));
+        ids.ended(t0, elsewhere, false);
+        assert!(!ids.has_twin_elsewhere(addr(1)));
     }
 
     /// A copy of a peer's id from another host links nothing, either way.

@@ -873,8 +873,13 @@ impl Torrent {
         if outcome == Outcome::OfUse {
             self.connections.connection_of_use();
         }
+        // Its peer closed one of two (see `PeerIds::has_twin_elsewhere`).
+        let filed = match outcome {
+            Outcome::OfUse if self.peer_ids.has_twin_elsewhere(exit.addr) => Outcome::Fruitless,
+            _ => outcome,
+        };
         let now = Instant::now().into_std();
-        self.book.ended(now, exit.addr, outcome);
+        self.book.ended(now, exit.addr, filed);
         self.peer_left(now, exit.addr, outcome == Outcome::Misbehaved);
     }
 

@@ -66,9 +66,9 @@ impl Drop for Registration {
 /// "Already connected" means the same peer id from the same host (an IPv4
 /// address, an IPv6 /64). A peer id proves nothing, and anyone who
 /// connected to an honest peer has its id: matched across hosts, a copy
-/// closed the honest peer's connection. Across hosts both are kept, as
-/// libtorrent keeps them by default (its one connection per IP is all its
-/// duplicate check).
+/// closed the honest peer's connection. Across hosts both are kept here;
+/// a peer that matches ids across hosts (libtorrent does) may close one
+/// itself, and the session then backs that address off.
 ///
 /// Both sides must close the same one, or both connections go. The rule is
 /// libtorrent's: a connection dialed by the peer with the greater id

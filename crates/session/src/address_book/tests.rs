@@ -345,13 +345,18 @@ fn two_connections_under_one_address_end_one_at_a_time() {
     // Our dial worked, and the peer reached us from the same address.
     b.add(addr(6), PeerSource::Dht);
     assert_eq!(b.next_dial(t0), Some(addr(6)));
-    b.worked(addr(6), Wrapping::Plain);
     assert!(b.incoming(addr(6)));
     b.ended(t0, addr(6), Outcome::Fruitless);
     assert_eq!(b.stats().busy, 1);
     assert_eq!(b.next_dial(t0 + Duration::from_secs(600)), None);
     b.ended(t0, addr(6), Outcome::OfUse);
     assert_eq!(b.next_dial(t0 + Duration::from_secs(600)), Some(addr(6)));
+    // The peer reached us while we dialed it, and our dial failed: its
+    // connection lasts.
+    assert!(b.incoming(addr(6)));
+    b.ended(t0, addr(6), Outcome::Failed);
+    assert_eq!(b.stats().busy, 1);
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(600)), None);
 }
 
 #[test]
