@@ -9,7 +9,7 @@
 //! backoff (2 s by default) and cost one more connection. Such a late
 //! connection is now kept here and joins the download with the others.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use lodestone_wire::{ExitKind, PeerExit};
@@ -26,8 +26,10 @@ use tokio::sync::mpsc::error::TrySendError;
 #[derive(Debug)]
 pub(crate) struct FetchInbox<C> {
     sender: mpsc::Sender<C>,
-    /// Addresses given to the fetch and not yet reported ended.
-    inside: HashSet<SocketAddr>,
+    /// Addresses given to the fetch and not yet reported ended, with how
+    /// many connections each (TCP and uTP share port numbers, so one
+    /// address may bring two).
+    inside: HashMap<SocketAddr, usize>,
     /// Connections that arrived after the fetch closed its channel; at
     /// most the channel's capacity, so a burst of accepts in that window
     /// holds no more than the fetch itself would have queued.
@@ -57,7 +59,7 @@ impl<C> FetchInbox<C> {
         let (sender, receiver) = mpsc::channel(capacity);
         let inbox = FetchInbox {
             sender,
-            inside: HashSet::new(),
+            inside: HashMap::new(),
             late: Vec::new(),
             exits,
         };
@@ -70,7 +72,7 @@ impl<C> FetchInbox<C> {
     pub(crate) fn offer(&mut self, addr: SocketAddr, conn: C) -> bool {
         match self.sender.try_send(conn) {
             Ok(()) => {
-                self.inside.insert(addr);
+                *self.inside.entry(addr).or_default() += 1;
                 true
             }
             Err(TrySendError::Closed(conn)) if self.late.len() < self.sender.max_capacity() => {
@@ -84,7 +86,7 @@ impl<C> FetchInbox<C> {
 
     /// The fetch reported the connection from `addr` ended.
     pub(crate) fn exited(&mut self, addr: SocketAddr) {
-        self.inside.remove(&addr);
+        take_one(&mut self.inside, addr);
     }
 
     /// The fetch handed back the connections from `back`: what is left
@@ -92,11 +94,24 @@ impl<C> FetchInbox<C> {
     pub(crate) fn hand_over(&mut self, back: impl IntoIterator<Item = SocketAddr>) -> Remainder<C> {
         let mut inside = std::mem::take(&mut self.inside);
         for addr in back {
-            inside.remove(&addr);
+            take_one(&mut inside, addr);
         }
         Remainder {
-            missing: inside.into_iter().collect(),
+            missing: inside
+                .into_iter()
+                .flat_map(|(addr, n)| std::iter::repeat_n(addr, n))
+                .collect(),
             late: self.late.drain(..).map(|(_, conn)| conn).collect(),
+        }
+    }
+}
+
+/// One connection from `addr` is accounted for.
+fn take_one(inside: &mut HashMap<SocketAddr, usize>, addr: SocketAddr) {
+    if let Some(n) = inside.get_mut(&addr) {
+        *n -= 1;
+        if *n == 0 {
+            inside.remove(&addr);
         }
     }
 }
@@ -145,6 +160,20 @@ mod tests {
         let rest = inbox.hand_over([]);
         assert_eq!(rest.missing, [addr(1)], "1 neither came back nor ended");
         assert!(rest.late.is_empty());
+    }
+
+    /// One address may bring two connections (TCP and uTP); each is
+    /// accounted for on its own.
+    #[test]
+    fn two_connections_from_one_address_are_two() {
+        let (mut inbox, _fetch, _) = inbox(4);
+        assert!(inbox.offer(addr(1), 1));
+        assert!(inbox.offer(addr(1), 2));
+        inbox.exited(addr(1));
+        assert_eq!(inbox.hand_over([]).missing, [addr(1)]);
+        assert!(inbox.offer(addr(1), 3));
+        assert!(inbox.offer(addr(1), 4));
+        assert_eq!(inbox.hand_over([addr(1)]).missing, [addr(1)]);
     }
 
     #[test]
