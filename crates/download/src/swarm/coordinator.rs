@@ -267,6 +267,12 @@ pub(super) async fn run(
             }
         }
     };
+    // Connections queued for us and never adopted end here too: whoever
+    // handed them over holds their addresses busy until told.
+    conns.close();
+    while let Ok(conn) = conns.try_recv() {
+        let _ = c.exits.send(PeerExit::new(conn.addr, ExitKind::Fruitless));
+    }
     c.finish(&mut checked).await;
     let verified = c.shared.lock().torrent.servable.clone();
     resume.finish(verified).await;

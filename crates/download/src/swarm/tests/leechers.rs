@@ -85,6 +85,27 @@ async fn requests_for_pieces_we_lack_are_rejected_then_get_the_peer_dropped() {
     finish(seed).await;
 }
 
+/// A handshaken loopback connection from a leecher tagged `tag`, as the
+/// download would be handed it, and the leecher's end.
+async fn handshaken(
+    metainfo: &Metainfo,
+    net: &Net,
+    tag: u8,
+) -> (Connection, Connection, Handshake) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    let handshake = net.handshake;
+    let (accepted, theirs) = tokio::join!(
+        async {
+            let stream = listener.accept().await.unwrap().0;
+            Connection::accept(stream, Duration::from_secs(5), handshake).await
+        },
+        connect(metainfo, at, tag),
+    );
+    let (ours, hs) = accepted.unwrap();
+    (ours, theirs, hs)
+}
+
 /// Connections from one IPv6 /64 count as one host's, as the listener
 /// counts them: each is a real loopback connection under an address of
 /// 2001:db8::/64.
@@ -94,19 +115,9 @@ async fn one_slash_64_gets_at_most_the_per_ip_connection_limit() {
     let dir = TempDir::new("swarm-per-64");
     let (seed, _addr, mut net) = seeding(&metainfo, &data, &dir.0, |_| true).await;
     let limit = DownloadConfig::new(&dir.0, peer_id(0)).max_connections_per_ip;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let at = listener.local_addr().unwrap();
     let mut open = Vec::new();
     for i in 0..limit as u16 + 2 {
-        let handshake = net.handshake;
-        let (accepted, theirs) = tokio::join!(
-            async {
-                let stream = listener.accept().await.unwrap().0;
-                Connection::accept(stream, Duration::from_secs(5), handshake).await
-            },
-            connect(&metainfo, at, b'a' + i as u8),
-        );
-        let (conn, hs) = accepted.unwrap();
+        let (conn, theirs, hs) = handshaken(&metainfo, &net, b'a' + i as u8).await;
         let from = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i + 1], 6881));
         net.conns
             .send(Established::new(conn, hs, from, true))
@@ -123,6 +134,30 @@ async fn one_slash_64_gets_at_most_the_per_ip_connection_limit() {
     }
     assert!(net.exits.try_recv().is_err());
     seed.shutdown();
+    finish(seed).await;
+}
+
+/// A connection queued for the download when it stops is reported ended:
+/// it was dropped unreported, and the address book held its address busy
+/// for good.
+#[tokio::test]
+async fn a_connection_queued_at_the_stop_is_reported() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-queued-at-stop");
+    let (seed, _addr, mut net) = seeding(&metainfo, &data, &dir.0, |_| true).await;
+    let (conn, _theirs, hs) = handshaken(&metainfo, &net, b'q').await;
+    let from = SocketAddr::from(([10, 0, 0, 9], 6881));
+    // Queued and stopped before the download's task runs again (this
+    // runtime has one thread): the stop is seen first.
+    net.conns
+        .try_send(Established::new(conn, hs, from, true))
+        .unwrap();
+    seed.shutdown();
+    let exit = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
+        .await
+        .expect("the queued connection was reported")
+        .unwrap();
+    assert_eq!((exit.addr, exit.kind), (from, ExitKind::Fruitless));
     finish(seed).await;
 }
 
