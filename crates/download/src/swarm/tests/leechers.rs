@@ -125,16 +125,7 @@ async fn one_slash_64_gets_at_most_the_per_ip_connection_limit() {
             .unwrap();
         open.push(theirs);
     }
-    for _ in 0..2 {
-        let exit = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
-            .await
-            .expect("a connection past the limit was kept")
-            .unwrap();
-        assert_eq!(exit.kind, ExitKind::Fruitless);
-    }
-    assert!(net.exits.try_recv().is_err());
-    seed.shutdown();
-    finish(seed).await;
+    refused_past_the_limit(seed, &mut net, 2).await;
 }
 
 /// A connection queued for the download when it stops is reported ended:
@@ -171,8 +162,13 @@ async fn one_address_gets_at_most_the_per_ip_connection_limit() {
     for tag in 0..limit as u8 + 4 {
         open.push(connect(&metainfo, addr, b'a' + tag).await);
     }
-    // The four past the limit come back as fruitless, and no other does.
-    for _ in 0..4 {
+    refused_past_the_limit(seed, &mut net, 4).await;
+}
+
+/// The `past` connections beyond a limit come back as fruitless, and no
+/// other does; then the download stops.
+async fn refused_past_the_limit(seed: DownloadHandle, net: &mut Net, past: usize) {
+    for _ in 0..past {
         let exit = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
             .await
             .expect("a connection past the limit was kept")
