@@ -128,8 +128,7 @@ pub struct DownloadArgs {
     pub transport: TransportArg,
     /// Most peer connections and connection attempts of all torrents
     /// together (each torrent has at most 50): past it none dials or
-    /// accepts more (but one holding no connection accepts one), and a
-    /// torrent kept waiting says so in its status.
+    /// accepts more, and a torrent kept waiting says so in its status.
     /// One left with no connection at all asks, after 5 s, the torrent
     /// with the most downloading or seeding connections to close one
     /// (never its last), then less and less often until a connection of

@@ -67,8 +67,7 @@ pub struct SessionConfig {
     /// Most connections and connection attempts of every torrent together:
     /// past it no torrent dials or accepts (see `connection_cap`), so that
     /// many torrents in one session do not run the process out of file
-    /// descriptors (1,024 by default). A torrent holding no connection
-    /// still accepts one, so each may go one past it.
+    /// descriptors (1,024 by default).
     pub max_connections: usize,
     /// Time allowed to connect and exchange handshakes.
     pub connect_timeout: Duration,
