@@ -28,11 +28,6 @@
 //! torrents; one that misses it looks again on its next status tick.
 //! Incoming connections and holepunch dials take a free place too, but a
 //! refusal does not put their torrent in line: it may not want to dial.
-//! A torrent that holds no place at all may take one for them past the
-//! cap: a seeder dials nobody, so it never waits in line nor asks for
-//! turnover, and with every place held elsewhere (by busy downloads, or by
-//! idle hostile peers of other torrents) it could never serve anyone. The
-//! session thus holds at most one connection per torrent past the cap.
 //!
 //! **Turnover.** Turns hand out only places that free up on their own, and
 //! a busy session's downloads may hold theirs for hours. So a torrent that
@@ -265,8 +260,7 @@ impl ConnectionShare {
 
     /// Takes one place for an incoming connection or a holepunch dial, on
     /// the terms of [`Self::take_place_or_wait`], without joining the line
-    /// when refused; one holding no place takes one past the cap (see the
-    /// module docs).
+    /// when refused.
     pub(crate) fn take_place(&mut self) -> bool {
         self.take(false)
     }
@@ -286,8 +280,7 @@ impl ConnectionShare {
             .iter()
             .filter(|&(&id, &turn)| id != self.id && turn < mine)
             .count();
-        let floor = !or_wait && self.held == 0;
-        if free <= ahead && !floor {
+        if free <= ahead {
             if or_wait && !self.waiting {
                 let ticket = state.ticket();
                 state.waiting.insert(
@@ -429,19 +422,6 @@ impl Drop for ConnectionShare {
 mod tests {
     use super::*;
 
-    /// Every place is held by another torrent; a seeder, which never waits
-    /// in line, refused every peer that came to it.
-    #[test]
-    fn a_torrent_holding_nothing_takes_one_incoming_past_the_cap() {
-        let session = SessionConnections::new(2);
-        let (mut a, mut seeder) = (session.share(), session.share());
-        a.report(2);
-        assert!(seeder.take_place(), "its one place past the cap");
-        assert!(!seeder.take_place(), "no second");
-        assert!(!a.take_place(), "nor anyone else's");
-        assert_eq!(session.held(), 3);
-    }
-
     #[test]
     fn torrents_share_one_limit() {
         let session = SessionConnections::new(5);
@@ -540,10 +520,9 @@ mod tests {
 
     #[test]
     fn an_incoming_connection_refused_does_not_join_the_line() {
-        let session = SessionConnections::new(2);
+        let session = SessionConnections::new(1);
         let (mut a, mut b) = (session.share(), session.share());
         assert!(a.take_place());
-        assert!(b.take_place());
         assert!(!b.take_place());
         assert!(!b.is_waiting());
         a.report(0);
