@@ -625,6 +625,10 @@ proptest! {
             prop_assert_eq!(b.standing, standing);
             let counted = b.entries.iter().filter(|(_, e)| e.on_host).map(|(a, _)| a.ip());
             prop_assert!(b.quota.counts_exactly(counted));
+            // Only a busy entry has dials or connections under it.
+            for e in b.entries.values() {
+                prop_assert!(e.status == Status::Busy || e.connections == 0);
+            }
             // A listen address stands for a live connection of its peer,
             // or for one whose entry a ban of its IP took while it lasts.
             for e in b.entries.values() {
