@@ -4,6 +4,7 @@
 //! untrusted bytes or text and return typed errors that name the problem.
 
 pub mod compact;
+pub mod counts;
 pub mod error_chain;
 pub mod host;
 pub mod id;

@@ -80,7 +80,7 @@ impl IpVotes {
             return *count;
         }
         if self.tally.len() >= MAX_CANDIDATES
-            && let Some(weakest) = (0..self.tally.len()).min_by_key(|&i| self.tally[i].1)
+            && let Some((weakest, _)) = self.tally.iter().enumerate().min_by_key(|(_, (_, n))| *n)
         {
             self.tally.swap_remove(weakest);
         }

@@ -12,11 +12,11 @@
 //! announce.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use lodestone_core::compact::Family;
+use lodestone_core::counts::count_down;
 use lodestone_core::{InfoHash, host_of};
 use rand::Rng;
 use rand::seq::IndexedRandom;
@@ -200,12 +200,7 @@ impl PeerStore {
 
 /// `host` has no entry left in one more swarm.
 fn leave_swarm(swarms_of: &mut HashMap<IpAddr, usize>, host: IpAddr) {
-    if let Entry::Occupied(mut count) = swarms_of.entry(host) {
-        *count.get_mut() -= 1;
-        if *count.get() == 0 {
-            count.remove();
-        }
-    }
+    count_down(swarms_of, host);
 }
 
 #[cfg(test)]

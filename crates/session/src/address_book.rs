@@ -192,7 +192,7 @@ const MAX_REPORTERS: usize = 8;
 
 /// `addr` with an IPv4-mapped IPv6 address as its IPv4, the form the book
 /// files and bans under.
-fn canonical(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use lodestone_core::counts::count_down;
 use lodestone_wire::{ExitKind, PeerExit};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -86,7 +87,7 @@ impl<C> FetchInbox<C> {
 
     /// The fetch reported the connection from `addr` ended.
     pub(crate) fn exited(&mut self, addr: SocketAddr) {
-        take_one(&mut self.inside, addr);
+        count_down(&mut self.inside, addr);
     }
 
     /// The fetch handed back the connections from `back`: what is left
@@ -94,7 +95,7 @@ impl<C> FetchInbox<C> {
     pub(crate) fn hand_over(&mut self, back: impl IntoIterator<Item = SocketAddr>) -> Remainder<C> {
         let mut inside = std::mem::take(&mut self.inside);
         for addr in back {
-            take_one(&mut inside, addr);
+            count_down(&mut inside, addr);
         }
         Remainder {
             missing: inside
@@ -102,16 +103,6 @@ impl<C> FetchInbox<C> {
                 .flat_map(|(addr, n)| std::iter::repeat_n(addr, n))
                 .collect(),
             late: self.late.drain(..).map(|(_, conn)| conn).collect(),
-        }
-    }
-}
-
-/// One connection from `addr` is accounted for.
-fn take_one(inside: &mut HashMap<SocketAddr, usize>, addr: SocketAddr) {
-    if let Some(n) = inside.get_mut(&addr) {
-        *n -= 1;
-        if *n == 0 {
-            inside.remove(&addr);
         }
     }
 }

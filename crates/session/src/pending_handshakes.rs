@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use lodestone_core::counts::count_down;
 use lodestone_core::host_of;
 
 /// Handshakes under way at once per listener.
@@ -61,12 +62,7 @@ impl Drop for PendingSlot {
     fn drop(&mut self) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_ip.remove(&self.ip);
-            }
-        }
+        count_down(&mut counts.per_ip, self.ip);
     }
 }
 

@@ -793,7 +793,7 @@ impl Torrent {
     /// time, which opens its NAT or firewall to our packets.
     fn holepunch_connect(&mut self, addr: SocketAddr) {
         // Filed, dialed and ended under one name.
-        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        let addr = crate::address_book::canonical(addr);
         let cfg = &self.shared.config;
         let bound: Vec<std::net::IpAddr> = [
             cfg.listen_ipv4.map(Into::into),

@@ -10,9 +10,9 @@
 //! bans already allow.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
+use lodestone_core::counts::count_down;
 use lodestone_core::host_of;
 
 /// Entries of one IP address (any ports) that count against the quota.
@@ -79,12 +79,7 @@ impl HostQuota {
     /// A counted entry at `ip` is gone.
     pub(super) fn remove(&mut self, ip: IpAddr) {
         for (key, _) in keys(ip).into_iter().flatten() {
-            if let Entry::Occupied(mut count) = self.counts.entry(key) {
-                *count.get_mut() -= 1;
-                if *count.get() == 0 {
-                    count.remove();
-                }
-            }
+            count_down(&mut self.counts, key);
         }
     }
 
