@@ -45,6 +45,18 @@
 //! are all dead, or whose peers shake hands and hang up, does not make
 //! another drop and redial a peer every few seconds.
 //!
+//! **Incoming connections of a torrent holding none.** A torrent that
+//! dials nobody (a seed) never waits in line, so the turns above would
+//! never give it a place, and a peer it refuses may not come back for
+//! many minutes. So an incoming connection that the cap refuses to a
+//! torrent holding no place takes one past the cap, if another torrent
+//! offers a connection to close; it is asked to close it at once, which
+//! brings the count back to the cap. Every place so taken is paid for by
+//! an offered connection, so the session goes past its cap only until the
+//! asked torrents close theirs, and by no more than the asks in flight.
+//! These asks are paced with the torrent's dial asks
+//! ([`ConnectionShare::take_place_for_incoming`]).
+//!
 //! [`SessionConfig::max_peers_per_torrent`]: crate::SessionConfig::max_peers_per_torrent
 //! [`SessionConfig::max_connections`]: crate::SessionConfig::max_connections
 
@@ -258,11 +270,35 @@ impl ConnectionShare {
         self.held -= 1;
     }
 
-    /// Takes one place for an incoming connection or a holepunch dial, on
-    /// the terms of [`Self::take_place_or_wait`], without joining the line
-    /// when refused.
+    /// Takes one place for a holepunch dial, on the terms of
+    /// [`Self::take_place_or_wait`], without joining the line when
+    /// refused.
     pub(crate) fn take_place(&mut self) -> bool {
         self.take(false)
+    }
+
+    /// Takes one place for an incoming connection, on the terms of
+    /// [`Self::take_place`]. Refused while the torrent holds none, it takes
+    /// one past the cap if it may ask for turnover now (see
+    /// [`Self::ask_for_turnover`], whose pace it shares, less the wait shut
+    /// out: the peer is here now) and another torrent offers a connection,
+    /// which that torrent is asked to close.
+    pub(crate) fn take_place_for_incoming(&mut self, now: Instant) -> bool {
+        if self.take(false) {
+            return true;
+        }
+        if self.held > 0 || !self.may_ask_again(now) {
+            return false;
+        }
+        let mut state = self.session.lock();
+        if !ask_the_most_offering(&mut state, self.id) {
+            return false;
+        }
+        state.held += 1;
+        drop(state);
+        self.held += 1;
+        self.asked_at(now);
+        true
     }
 
     fn take(&mut self, or_wait: bool) -> bool {
@@ -369,38 +405,31 @@ impl ConnectionShare {
             return false;
         }
         let since = *self.shut_out_since.get_or_insert(now);
-        let waited = |from: Instant, wait: Duration| now.saturating_duration_since(from) >= wait;
-        if !waited(since, TURNOVER_AFTER)
-            || !self
-                .last_ask
-                .is_none_or(|last| waited(last, self.ask_interval))
-        {
+        if now.saturating_duration_since(since) < TURNOVER_AFTER || !self.may_ask_again(now) {
             return false;
         }
         let mut state = self.session.lock();
         // A place is free (one given back since the torrent last looked):
         // it takes that one on its next pass, and nobody need close.
-        if state.held < self.session.limit {
+        if state.held < self.session.limit || !ask_the_most_offering(&mut state, self.id) {
             return false;
         }
-        let Some(offer) = state
-            .offers
-            .iter_mut()
-            .filter(|(id, offer)| **id != self.id && offer.offered > 0)
-            // The most offered; among equals, the torrent that came first.
-            .max_by_key(|(id, offer)| (offer.offered, std::cmp::Reverse(**id)))
-            .map(|(_, offer)| offer)
-        else {
-            return false;
-        };
-        // Lowered until the torrent offers anew, so that two askers do not
-        // count on one connection.
-        offer.offered -= 1;
-        offer.requests.ask();
-        // Longer until a place is put to use (`connection_of_use`).
+        drop(state);
+        self.asked_at(now);
+        true
+    }
+
+    /// Whether the torrent's ask interval has passed since its last ask.
+    fn may_ask_again(&self, now: Instant) -> bool {
+        self.last_ask
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.ask_interval)
+    }
+
+    /// The torrent asked for a connection at `now`: the next ask waits
+    /// twice as long, until a place is put to use (`connection_of_use`).
+    fn asked_at(&mut self, now: Instant) {
         self.ask_interval = (self.ask_interval * 2).min(TURNOVER_MAX_INTERVAL);
         self.last_ask = Some(now);
-        true
     }
 
     /// The torrent ended: it leaves the line and gives back every place.
@@ -409,6 +438,26 @@ impl ConnectionShare {
         self.offer(0);
         self.report(0);
     }
+}
+
+/// Asks the torrent offering the most connections, other than `asker`, to
+/// close one; returns whether one offered any.
+fn ask_the_most_offering(state: &mut State, asker: u64) -> bool {
+    let Some(offer) = state
+        .offers
+        .iter_mut()
+        .filter(|(id, offer)| **id != asker && offer.offered > 0)
+        // The most offered; among equals, the torrent that came first.
+        .max_by_key(|(id, offer)| (offer.offered, std::cmp::Reverse(**id)))
+        .map(|(_, offer)| offer)
+    else {
+        return false;
+    };
+    // Lowered until the torrent offers anew, so that two askers do not
+    // count on one connection.
+    offer.offered -= 1;
+    offer.requests.ask();
+    true
 }
 
 impl Drop for ConnectionShare {
@@ -523,10 +572,49 @@ mod tests {
         let session = SessionConnections::new(1);
         let (mut a, mut b) = (session.share(), session.share());
         assert!(a.take_place());
-        assert!(!b.take_place());
+        assert!(!b.take_place_for_incoming(Instant::now()), "a offers none");
         assert!(!b.is_waiting());
         a.report(0);
         assert!(a.take_place(), "nobody waits");
+    }
+
+    #[test]
+    fn a_visitor_of_a_torrent_holding_none_gets_a_place_another_gives_up() {
+        // a holds the limit and offers one; b, a seed, dials nobody.
+        let session = SessionConnections::new(2);
+        let (mut a, mut b) = (session.share(), session.share());
+        a.report(2);
+        a.offer(1);
+        let t0 = Instant::now();
+        assert!(b.take_place_for_incoming(t0));
+        assert_eq!(asked(&a), 1, "a is asked to close one");
+        assert_eq!(session.held(), 3, "past the cap until a closes it");
+        assert!(!b.is_waiting(), "a seed does not join the line");
+        // a closed one, and offers anew as its count moved.
+        a.report(1);
+        a.offer(0);
+        // Holding one, b takes more only as places free.
+        assert!(!b.take_place_for_incoming(t0));
+        assert_eq!(session.held(), 2);
+        // b's connection came to nothing and a took the place back: b's
+        // next visitor is let in after the doubled wait, 10 s.
+        b.report(0);
+        a.report(2);
+        a.offer(1);
+        assert!(!b.take_place_for_incoming(t0 + TURNOVER_AFTER));
+        assert!(b.take_place_for_incoming(t0 + TURNOVER_AFTER * 2));
+        assert_eq!(asked(&a), 2);
+    }
+
+    #[test]
+    fn a_visitor_is_refused_when_nobody_offers_a_connection() {
+        let session = SessionConnections::new(1);
+        let (mut a, mut b) = (session.share(), session.share());
+        a.report(1);
+        // A metadata fetch, or a download with one connection, offers none.
+        a.offer(0);
+        assert!(!b.take_place_for_incoming(Instant::now()));
+        assert_eq!((asked(&a), session.held()), (0, 1));
     }
 
     #[test]

@@ -479,13 +479,17 @@ pub(crate) async fn run(
             }
             Some(addr) = holepunch_rx.recv() => t.holepunch_connect(addr),
             Some(conn) = incoming.recv() => {
-                if !t.connections.take_place() {
+                // A banned peer is refused first: past the cap, taking a
+                // place may cost another torrent a connection.
+                if t.book.is_banned(conn.addr) {
+                    tracing::debug!(peer = %conn.addr, "refused: banned");
+                } else if !t.connections.take_place_for_incoming(Instant::now().into_std()) {
                     tracing::debug!(peer = %conn.addr, "refused: the session holds its most connections");
-                } else if t.book.incoming(conn.addr) {
+                } else {
+                    // Refuses only the banned, checked above.
+                    t.book.incoming(conn.addr);
                     t.holepunch.incoming(conn.addr);
                     t.hand(&mut stage, conn);
-                } else {
-                    t.connections.give_back_unused();
                 }
             }
             // Places were given back, or the line moved.

@@ -4,7 +4,8 @@
 //! with the most peers dials them all first), a visitor that comes while
 //! the one connection is taken is turned away, and a torrent kept waiting
 //! says so in its status and, when it gives up, in its reason. In a session
-//! allowed two, a torrent shut out by a seed holding both gets one of them.
+//! allowed two, a torrent shut out by a seed holding both gets one of them,
+//! by dialing or, if it dials nobody, when a peer connects to it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -333,33 +334,40 @@ async fn idle_leecher(session: &Session, torrent: &TorrentHandle, n: u8) -> Conn
     conn
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_torrent_shut_out_gets_a_place_from_one_holding_several() {
-    let mut config = one_connection(Duration::from_secs(600));
-    config.max_connections = 2;
-    let session = Session::start(config).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("lodestone-cap-turnover-{}", std::process::id()));
-    let data = vec![5u8; 128 * 1024];
+/// Adds a torrent of 128 KiB of `fill` bytes, named `name`, whose data is
+/// in `dir` already, and waits until it seeds.
+async fn seeding(session: &Session, dir: &Path, name: &str, fill: u8) -> TorrentHandle {
+    let data = vec![fill; 128 * 1024];
     let files = [(vec!["a.bin".to_string()], &data[..])];
-    let metainfo = Metainfo::create("seeded", 64 * 1024, &files).unwrap();
-    std::fs::create_dir_all(dir.join("seeded")).unwrap();
-    std::fs::write(dir.join("seeded").join("a.bin"), &data).unwrap();
+    let metainfo = Metainfo::create(name, 64 * 1024, &files).unwrap();
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    std::fs::write(dir.join(name).join("a.bin"), &data).unwrap();
     let seed = session
         .add(
             TorrentSource::Metainfo(Arc::new(metainfo)),
-            AddOptions::new(&dir),
+            AddOptions::new(dir),
         )
         .unwrap();
-    let mut seed_status = seed.status();
     tokio::time::timeout(
         Duration::from_secs(30),
-        seed_status.wait_for(
+        seed.status().wait_for(
             |s| matches!(&s.phase, TorrentPhase::Download(p) if p.phase == Phase::Seeding),
         ),
     )
     .await
     .expect("seeding in time")
     .unwrap();
+    seed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torrent_shut_out_gets_a_place_from_one_holding_several() {
+    let mut config = one_connection(Duration::from_secs(600));
+    config.max_connections = 2;
+    let session = Session::start(config).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("lodestone-cap-turnover-{}", std::process::id()));
+    let seed = seeding(&session, &dir, "seeded", 5).await;
+    let mut seed_status = seed.status();
     // The seed holds both places, one after the other.
     let older = idle_leecher(&session, &seed, 1).await;
     let mut newer = idle_leecher(&session, &seed, 2).await;
@@ -411,4 +419,34 @@ async fn a_torrent_shut_out_gets_a_place_from_one_holding_several() {
     drop(older);
 
     end(session, vec![seed, shut_out], &dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_holding_no_place_takes_a_visitor_from_one_holding_several() {
+    let mut config = one_connection(Duration::from_secs(600));
+    config.max_connections = 2;
+    let session = Session::start(config).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("lodestone-cap-visit-{}", std::process::id()));
+    let busy = seeding(&session, &dir, "busy", 5).await;
+    let idle = seeding(&session, &dir, "idle", 6).await;
+    let _older = idle_leecher(&session, &busy, 1).await;
+    let mut newer = idle_leecher(&session, &busy, 2).await;
+
+    // The idle seed dials nobody, so no turn of the line would ever give
+    // it a place: its visitor takes the busy seed's newer connection's.
+    let _visitor = idle_leecher(&session, &idle, 1).await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while newer.recv().await.is_ok() {}
+    })
+    .await
+    .expect("the busy seed closes its newer connection");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        busy.status().wait_for(|s| peers_connected(s) == Some(1)),
+    )
+    .await
+    .expect("the busy seed counts one connection")
+    .unwrap();
+
+    end(session, vec![busy, idle], &dir).await;
 }
