@@ -701,26 +701,10 @@ impl AddressBook {
             }
         }
         self.stop_standing(addr);
-        match self.entries.get_mut(&addr) {
-            Some(entry) => {
-                if let Some(listen) = entry.listen.take() {
-                    self.release(now, listen, addr, outcome);
-                }
-            }
-            // Its entry went while it lasted (a ban of another address on
-            // its IP): an alias on another IP may still stand for it. Rare,
-            // so a scan.
-            None => {
-                let standing: Vec<SocketAddr> = self
-                    .entries
-                    .iter()
-                    .filter(|(_, e)| e.stands_for == Some(addr))
-                    .map(|(&a, _)| a)
-                    .collect();
-                for listen in standing {
-                    self.release(now, listen, addr, outcome);
-                }
-            }
+        // A connection's entry lasts as long as it does (a ban keeps it:
+        // see `forget_unless_connected`).
+        if let Some(listen) = self.entries.get_mut(&addr).and_then(|e| e.listen.take()) {
+            self.release(now, listen, addr, outcome);
         }
         match outcome {
             Outcome::Misbehaved => return self.ban(addr),
@@ -784,8 +768,14 @@ impl AddressBook {
     }
 
     /// Files an entry as idle, due after the backoff its ends without use
-    /// earned.
+    /// earned; one banned while it was busy is forgotten instead.
     fn requeue(&mut self, now: Instant, addr: SocketAddr) {
+        if self.is_banned(addr) {
+            if let Some(entry) = self.entries.remove(&addr) {
+                self.forget(addr, &entry);
+            }
+            return;
+        }
         let Some(entry) = self.entries.get_mut(&addr) else {
             return;
         };
@@ -823,9 +813,7 @@ impl AddressBook {
             .copied()
             .collect();
         for a in doomed {
-            if let Some(entry) = self.entries.remove(&a) {
-                self.forget(a, &entry);
-            }
+            self.forget_unless_connected(a);
         }
     }
 
@@ -834,7 +822,18 @@ impl AddressBook {
         if self.banned_addrs.len() + self.banned_ips.len() < MAX_BANS {
             self.banned_addrs.insert(canonical(addr));
         }
-        if let Some(entry) = self.entries.remove(&addr) {
+        self.forget_unless_connected(addr);
+    }
+
+    /// Forgets the entry of a banned address now, or, while a dial or a
+    /// connection under it lasts, when the last ends (see
+    /// [`Self::requeue`]): until then it counts among the busy, whose
+    /// places the session's cap must not hand out again.
+    fn forget_unless_connected(&mut self, addr: SocketAddr) {
+        if let MapEntry::Occupied(slot) = self.entries.entry(addr)
+            && slot.get().connections == 0
+        {
+            let entry = slot.remove();
             self.forget(addr, &entry);
         }
     }

@@ -152,7 +152,7 @@ fn an_alias_stands_for_the_connection_and_no_ban_crosses_to_it() {
 }
 
 #[test]
-fn an_alias_is_released_when_its_connection_ends_without_an_entry() {
+fn an_alias_is_released_when_its_connection_on_a_banned_ip_ends() {
     let t0 = Instant::now();
     let mut b = book(10);
     let conn = SocketAddr::from(([10, 0, 0, 1], 6881));
@@ -163,13 +163,14 @@ fn an_alias_is_released_when_its_connection_ends_without_an_entry() {
     b.next_dial(t0);
     b.ended(t0, addr(2), Outcome::Fruitless);
     b.alias(conn, addr(2));
-    // Another address on the connection's IP misbehaves: the IP's entries
-    // go, the open connection's with them.
+    // Another address on the connection's IP misbehaves: the IP is
+    // banned, and the open connection's entry is kept until it ends.
     b.add(neighbour, PeerSource::Dht);
     b.next_dial(t0);
     b.ended(t0, neighbour, Outcome::Misbehaved);
-    assert!(!b.entries.contains_key(&conn));
+    assert_eq!(b.entries[&conn].status, Status::Busy);
     b.ended(t0, conn, Outcome::OfUse);
+    assert!(!b.entries.contains_key(&conn), "forgotten at its end");
     assert_eq!(b.stats().busy, 0, "the alias stands for nothing now");
     assert_eq!(b.next_dial(t0 + Duration::from_secs(2)), Some(addr(2)));
 }
@@ -266,6 +267,35 @@ fn misbehaving_peers_are_banned_by_ip_except_on_loopback() {
     b.ban(l1);
     assert!(b.is_banned(l1) && !b.is_banned(l2));
     assert!(b.add(l2, PeerSource::Dht));
+}
+
+#[test]
+fn a_ban_keeps_the_ips_other_connections_busy_until_they_end() {
+    // Two connections from one IP: one misbehaves and bans the IP. The
+    // other runs on, and its place stays counted until it ends.
+    let t0 = Instant::now();
+    let mut b = book(10);
+    let (bad, other) = (addr(1), SocketAddr::new(addr(1).ip(), 7000));
+    assert!(b.incoming(bad) && b.incoming(other));
+    b.ended(t0, bad, Outcome::Misbehaved);
+    assert!(b.is_banned(other));
+    assert_eq!((b.stats().busy, b.stats().known), (1, 1));
+    b.ended(t0, other, Outcome::OfUse);
+    assert_eq!((b.stats().busy, b.stats().known), (0, 0), "forgotten");
+    assert_eq!(b.next_dial(t0 + Duration::from_secs(3600)), None);
+}
+
+#[test]
+fn a_shunned_address_stays_busy_while_its_other_connection_lasts() {
+    // TCP and uTP share ports: one address, two connections.
+    let t0 = Instant::now();
+    let mut b = book(10);
+    let ours = addr(1);
+    assert!(b.incoming(ours) && b.incoming(ours));
+    b.ended(t0, ours, Outcome::Ourselves);
+    assert_eq!(b.stats().busy, 1);
+    b.ended(t0, ours, Outcome::Fruitless);
+    assert_eq!((b.stats().busy, b.stats().known), (0, 0));
 }
 
 #[test]
@@ -625,17 +655,18 @@ proptest! {
             prop_assert_eq!(b.standing, standing);
             let counted = b.entries.iter().filter(|(_, e)| e.on_host).map(|(a, _)| a.ip());
             prop_assert!(b.quota.counts_exactly(counted));
-            // Only a busy entry has dials or connections under it.
-            for e in b.entries.values() {
+            // Only a busy entry has dials or connections under it, and a
+            // banned address is kept only while one lasts.
+            for (&a, e) in &b.entries {
                 prop_assert!(e.status == Status::Busy || e.connections == 0);
+                prop_assert!(!b.is_banned(a) || e.connections > 0);
             }
-            // A listen address stands for a live connection of its peer,
-            // or for one whose entry a ban of its IP took while it lasts.
+            // A listen address stands for a live connection of its peer.
             for e in b.entries.values() {
                 if let Some(conn) = e.stands_for {
                     prop_assert_eq!(e.status, Status::Busy);
                     let c = b.entries.get(&conn);
-                    prop_assert!(c.is_some_and(|c| c.status == Status::Busy) || b.is_banned(conn));
+                    prop_assert!(c.is_some_and(|c| c.status == Status::Busy && c.connections > 0));
                 }
             }
         }
