@@ -17,7 +17,8 @@ on a private loopback DHT, inside a fresh network namespace.
 Options (each also read from the environment variable in brackets):
   --quick               1 round, 128 MiB (16 from transmission, 64 over uTP and uploaded, 32 by
                         PEX), 3 s node load: a few minutes
-  --rounds N            rounds per scenario, clients alternating [LODESTONE_BENCH_ROUNDS] (5)
+  --rounds N            rounds per scenario, clients alternating; the node scenario alternates
+                        lodestone's 1 and 2 shards as many times [LODESTONE_BENCH_ROUNDS] (5)
   --size-mib N          download size in MiB, spread over 8 files [LODESTONE_BENCH_SIZE_MIB] (512)
   --piece-kib N         piece length in KiB, 0 lets libtorrent choose [LODESTONE_BENCH_PIECE_KIB] (0)
   --seeders LIST        libtorrent seeders per swarm, e.g. 3,48: one download race each; the

@@ -43,6 +43,18 @@ impl Summary {
     }
 }
 
+/// `b / a` for each round that has both, where `a` and `b` are (round,
+/// value) samples of two alternated configurations: pairing within a round
+/// keeps drift on the machine between rounds out of the ratio.
+pub fn ratios_by_round(a: &[(usize, f64)], b: &[(usize, f64)]) -> Vec<f64> {
+    b.iter()
+        .filter_map(|&(round, vb)| {
+            let &(_, va) = a.iter().find(|&&(r, _)| r == round)?;
+            (va > 0.0).then(|| vb / va)
+        })
+        .collect()
+}
+
 /// Nearest-rank percentile `p` (0..=100) of an ascending-sorted slice.
 pub fn percentile_sorted<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() || !(0.0..=100.0).contains(&p) {
@@ -56,6 +68,15 @@ pub fn percentile_sorted<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratios_pair_values_of_the_same_round() {
+        let one = [(1, 5.0), (2, 4.0), (3, 6.0)];
+        let two = [(2, 5.0), (1, 5.5), (4, 9.0)];
+        // Round 4 has no single-shard run; round 3 no second.
+        assert_eq!(ratios_by_round(&one, &two), vec![1.25, 1.1]);
+        assert!(ratios_by_round(&[(1, 0.0)], &[(1, 1.0)]).is_empty());
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

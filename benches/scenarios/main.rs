@@ -684,19 +684,34 @@ fn node_scenario(
     match &tools.lodestone {
         Err(e) => report.node_skipped.push(e.clone()),
         Ok(l) => {
-            // One shard, then two: the cost per answer of sharing the node.
-            for shards in [1, 2] {
-                let plural = if shards == 1 { "" } else { "s" };
-                eprintln!("loading lodestone node, {shards} shard{plural}...");
-                let dir = scratch.join(format!("node-lodestone-{shards}"));
-                let result = std::fs::create_dir_all(&dir)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| node::lodestone(l, &setup, &dir, shards, options.node_pool));
-                match result {
-                    Ok(run) => report.node.push(run),
-                    Err(e) => {
-                        println!("lodestone node: {e}");
-                        report.node_skipped.push(e);
+            // One shard and two, alternated for `rounds` rounds (the first
+            // of each round swapping), so that drift on the machine falls on
+            // both: the ratio of their costs per answer is a difference of
+            // under 10 %, within one run's noise.
+            for round in 0..options.rounds {
+                let order = if round % 2 == 0 { [1, 2] } else { [2, 1] };
+                for shards in order {
+                    let plural = if shards == 1 { "" } else { "s" };
+                    eprintln!(
+                        "loading lodestone node, {shards} shard{plural}, round {}...",
+                        round + 1
+                    );
+                    let dir = scratch.join(format!("node-lodestone-{shards}-{round}"));
+                    let result = std::fs::create_dir_all(&dir)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| node::lodestone(l, &setup, &dir, shards, options.node_pool))
+                        .map(|run| node::NodeRun {
+                            round: Some(round + 1),
+                            ..run
+                        });
+                    // The pool log is 28 MB a run, and /dev/shm is small.
+                    let _ = std::fs::remove_file(dir.join("state").join("pool.log"));
+                    match result {
+                        Ok(run) => report.node.push(run),
+                        Err(e) => {
+                            println!("lodestone node: {e}");
+                            report.node_skipped.push(e);
+                        }
                     }
                 }
             }

@@ -1,6 +1,6 @@
-//! A DHT bootstrap node under load: `lodestone node` (one shard, then two)
-//! against a lone libtorrent DHT node (`benches/py/dht_node.py`, rate limits
-//! raised).
+//! A DHT bootstrap node under load: `lodestone node` (one shard and two,
+//! alternated for the benchmark's rounds) against a lone libtorrent DHT
+//! node (`benches/py/dht_node.py`, rate limits raised).
 //!
 //! lodestone starts with a verified pool of `--node-pool` entries (a
 //! `pool.log` written here, loopback addresses that answer nothing), as a
@@ -56,6 +56,8 @@ pub struct NodeRun {
     pub node: String,
     /// lodestone's `--shards`.
     pub shards: Option<usize>,
+    /// Which round of lodestone's alternated runs, from 1.
+    pub round: Option<usize>,
     /// Entries of the verified pool it served from (lodestone).
     pub pool: Option<u32>,
     /// The cores it was pinned to (`taskset` list), if pinned.
@@ -343,6 +345,7 @@ fn load(
         system_us_per_answer,
         node: name,
         shards: None,
+        round: None,
         pool: None,
         cores: setup.plan.map(|p| p.node.clone()),
         node_busy,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use lodestone_benches::options::{Client, Options};
-use lodestone_benches::stats::Summary;
+use lodestone_benches::stats::{Summary, ratios_by_round};
 use serde::Serialize;
 
 use crate::ceilings::Ceilings;
@@ -195,7 +195,7 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
     }
     let _ = writeln!(
         t,
-        "{:<13} {:>17} {:>8} {:>8}   {:>12} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>10} {:>9} {:>8}",
+        "{:<16} {:>17} {:>8} {:>8}   {:>12} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>10} {:>9} {:>8}",
         "node",
         "light answered",
         "p50 us",
@@ -223,10 +223,14 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
         };
         let (lp50, lp99) = lat(&r.light.latency_us);
         let (sp50, sp99) = lat(&r.saturate.latency_us);
+        let name = match r.round {
+            Some(round) => format!("{} #{round}", r.node),
+            None => r.node.clone(),
+        };
         let _ = writeln!(
             t,
-            "{:<13} {:>17} {:>8} {:>8}   {:>12.0} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>10} {:>9} {:>8}",
-            r.node,
+            "{:<16} {:>17} {:>8} {:>8}   {:>12.0} {:>8} {:>8} {:>8}   {:>9} {:>7} {:>10} {:>10} {:>10} {:>9} {:>8}",
+            name,
             format!("{}/{}", r.light.answered, r.light.sent),
             lp50,
             lp99,
@@ -244,32 +248,40 @@ pub fn node_table(runs: &[NodeRun], skipped: &[String]) -> String {
             percent(r.generator_own)
         );
     }
-    let find = |name: &str| runs.iter().find(|r| r.node == name);
-    if let (Some(l), Some(lt)) = (find("lodestone"), find("libtorrent")) {
+    // lodestone's rows are rounds: its figures below are their medians.
+    let samples = |name: &str, figure: fn(&NodeRun) -> Option<f64>| -> Vec<(usize, f64)> {
+        runs.iter()
+            .filter(|r| r.node == name)
+            .filter_map(|r| Some((r.round.unwrap_or(1), figure(r)?)))
+            .collect()
+    };
+    let median = |name: &str, figure: fn(&NodeRun) -> Option<f64>| {
+        let values: Vec<f64> = samples(name, figure).iter().map(|&(_, v)| v).collect();
+        Summary::of(&values).map(|s| s.median)
+    };
+    let rate = |r: &NodeRun| Some(r.saturate.answered_per_s);
+    let cost = |r: &NodeRun| r.cpu_us_per_answer;
+    if let (Some(l), Some(lt)) = (median("lodestone", rate), median("libtorrent", rate)) {
         let _ = writeln!(
             t,
             "lodestone answers {:.2}x libtorrent's queries/s",
-            l.saturate.answered_per_s / lt.saturate.answered_per_s.max(1e-9)
+            l / lt.max(1e-9)
         );
     }
-    if let (Some(node), Some(floor)) = (
-        find("lodestone").and_then(|r| r.cpu_us_per_answer),
-        find(crate::node::FLOOR).and_then(|r| r.cpu_us_per_answer),
-    ) {
+    if let (Some(node), Some(floor)) = (median("lodestone", cost), median(crate::node::FLOOR, cost))
+    {
         let _ = writeln!(
             t,
             "lodestone spends {:.1} us per answer above the udp floor's {floor:.1} us",
             node - floor
         );
     }
-    if let (Some(one), Some(two)) = (
-        find("lodestone").and_then(|r| r.cpu_us_per_answer),
-        find("lodestone x2").and_then(|r| r.cpu_us_per_answer),
-    ) {
+    let ratios = ratios_by_round(&samples("lodestone", cost), &samples("lodestone x2", cost));
+    if let Some(r) = Summary::of(&ratios) {
         let _ = writeln!(
             t,
-            "lodestone with 2 shards spends {:.2}x the CPU per answer of 1 shard",
-            two / one.max(1e-9)
+            "lodestone with 2 shards spends {:.2}x the CPU per answer of 1 shard (median of {} rounds, {:.2}-{:.2})",
+            r.median, r.count, r.min, r.max
         );
     }
     let _ = writeln!(
