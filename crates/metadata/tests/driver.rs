@@ -684,7 +684,7 @@ async fn pex_peers_are_reported_once_per_interval() {
     let mut options = options();
     options.pex = Some(pex_tx);
     let (result, _, _) = run(&info, conns, options).await;
-    result.unwrap();
+    let mut fetched = result.unwrap();
     // The messages came before the metadata on the one connection, so their
     // reports are in; the second came too soon after the first.
     let report = pex_rx.try_recv().expect("a PEX report");
@@ -692,6 +692,15 @@ async fn pex_peers_are_reported_once_per_interval() {
     let added: Vec<_> = report.peers.iter().map(|p| p.addr).collect();
     assert_eq!(added, pex_batch(false));
     assert!(pex_rx.try_recv().is_err(), "the second message was taken");
+    // The download goes on with the same interval: a third message now
+    // would come too soon as well.
+    let Wire::Extended { payload, .. } = pex_message(true) else {
+        panic!("a ut_pex message");
+    };
+    let carried = &mut fetched.conns[0].pex;
+    let third = carried.receive(std::time::Instant::now(), &payload);
+    assert_eq!(third.unwrap(), [], "taken as a first message");
+    assert_eq!(carried.ignored(), 2);
 }
 
 #[tokio::test]

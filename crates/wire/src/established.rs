@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use crate::connection::Connection;
 use crate::handshake::Handshake;
 use crate::message::Message;
+use crate::pex::PexInbox;
 
 /// Most messages a peer may send before its connection changes hands.
 /// A peer that announces its pieces with `have` one by one while we still
@@ -34,6 +35,9 @@ pub struct Established {
     /// must not send a `bitfield` (BEP 3 allows it only first) and announces
     /// its pieces with `have` instead.
     pub greeted: bool,
+    /// What the peer's ut_pex messages gave so far: the next owner goes on
+    /// counting its caps, so a hand-over does not grant a second allowance.
+    pub pex: PexInbox,
 }
 
 impl Established {
@@ -46,6 +50,7 @@ impl Established {
             incoming,
             early: Vec::new(),
             greeted: false,
+            pex: PexInbox::default(),
         }
     }
 }

@@ -119,6 +119,7 @@ pub(crate) async fn run(shared: Arc<Shared>, key: PeerKey, established: Establis
         early,
         greeted,
         incoming,
+        pex,
     } = established;
     if theirs.peer_id == shared.handshake.peer_id {
         return PeerError::Ourselves.into();
@@ -157,7 +158,9 @@ pub(crate) async fn run(shared: Arc<Shared>, key: PeerKey, established: Establis
             Greeting::Fresh
         };
         let peer = (theirs.reserved, addr);
-        PeerSession::new(now, config, key, peer, greeting, &mut st.torrent)
+        let mut session = PeerSession::new(now, config, key, peer, greeting, &mut st.torrent);
+        session.carry_pex_inbox(pex);
+        session
     };
     let _registration = Registration {
         shared: shared.clone(),

@@ -432,6 +432,13 @@ impl PeerSession {
         }
     }
 
+    /// The connection comes from the metadata phase, whose reading of the
+    /// peer's ut_pex messages was `inbox`: its caps (one message per
+    /// interval, a total per connection) go on from there.
+    pub fn carry_pex_inbox(&mut self, inbox: PexInbox) {
+        self.pex_inbox = inbox;
+    }
+
     /// We dialed the peer at `addr`, so it listens there: other peers may
     /// hear of it by PEX. (A peer we dialed does not send its port: libtorrent
     /// sends `p` only on connections it made.) Follow with [`Self::update`].
@@ -1584,6 +1591,18 @@ mod tests {
         assert_eq!(peers.iter().map(|p| p.addr).collect::<Vec<_>>(), [learned]);
         s.handle_message(now + MIN_PEX_INTERVAL / 2, pex(pex_payload(&[other])));
         assert!(s.poll_event().is_none());
+        // So is one within the interval of a message the metadata phase
+        // took before handing the connection over.
+        let mut carried = PexInbox::default();
+        assert!(
+            !carried
+                .receive(now, &pex_payload(&[learned]))
+                .unwrap()
+                .is_empty()
+        );
+        s2.carry_pex_inbox(carried);
+        s2.handle_message(now + MIN_PEX_INTERVAL / 2, pex(pex_payload(&[learned])));
+        assert!(s2.poll_event().is_none());
 
         // Ours: after the first delay, the other peer's listen address
         // (never the recipient's own), under the id the peer chose.

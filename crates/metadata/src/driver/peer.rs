@@ -134,6 +134,7 @@ impl PeerTask {
             incoming,
             early,
             greeted,
+            pex: pex_inbox,
         } = established;
         let early_bytes = early.iter().map(encoded_len).sum();
         let announced = early.iter().any(is_announcement);
@@ -149,7 +150,7 @@ impl PeerTask {
             their_id: None,
             events,
             pex: greeting.pex.clone(),
-            pex_inbox: PexInbox::default(),
+            pex_inbox,
             listening: greeting.listening.clone().filter(|_| incoming),
         };
         let (reader, writer) = conn.into_split();
@@ -381,6 +382,7 @@ impl PeerTask {
             incoming: self.incoming,
             early: std::mem::take(&mut self.early),
             greeted: self.greeted,
+            pex: std::mem::take(&mut self.pex_inbox),
         });
     }
 }
