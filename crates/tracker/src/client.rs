@@ -143,12 +143,16 @@ async fn udp_link<'l>(
 ) -> Result<&'l mut UdpLink, TrackerError> {
     let link = match slot.take() {
         Some(link) => link,
-        None => Box::new(UdpLink::open(resolve(url).await?, config).await?),
+        None => {
+            let server = resolve(url, config.base_timeout).await?;
+            Box::new(UdpLink::open(server, config).await?)
+        }
     };
     Ok(slot.insert(link))
 }
 
-async fn resolve(url: &Url) -> Result<SocketAddr, TrackerError> {
+/// The address of `url`'s host, looked up within `within`.
+async fn resolve(url: &Url, within: Duration) -> Result<SocketAddr, TrackerError> {
     let fail = || TrackerError::Resolve(url.to_string());
     let (host, port) = (
         url.host_str().ok_or_else(fail)?,
@@ -156,11 +160,25 @@ async fn resolve(url: &Url) -> Result<SocketAddr, TrackerError> {
     );
     // IPv6 literals come bracketed in URLs.
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    tokio::net::lookup_host((host, port))
+    first_address(within, tokio::net::lookup_host((host, port)))
         .await
-        .map_err(|_| fail())?
-        .next()
         .ok_or_else(fail)
+}
+
+/// The first address `lookup` gives within `within`. The system resolver's
+/// own timeouts (seconds per server, each server tried in turn, several
+/// rounds) can add up to minutes, and meanwhile the tier's next tracker
+/// waits. (The lookup's thread runs on to the resolver's end; only the
+/// wait for it stops.)
+async fn first_address<I: Iterator<Item = SocketAddr>>(
+    within: Duration,
+    lookup: impl Future<Output = std::io::Result<I>>,
+) -> Option<SocketAddr> {
+    tokio::time::timeout(within, lookup)
+        .await
+        .ok()?
+        .ok()?
+        .next()
 }
 
 #[cfg(test)]
@@ -176,6 +194,19 @@ mod tests {
             leechers: None,
             warning: None,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_lookup_that_hangs_gives_up_in_time() {
+        type Lookup = std::io::Result<std::vec::IntoIter<SocketAddr>>;
+        let within = Duration::from_secs(15);
+        let hung = std::future::pending::<Lookup>();
+        let started = tokio::time::Instant::now();
+        assert_eq!(first_address(within, hung).await, None);
+        assert_eq!(started.elapsed(), within);
+        let server: SocketAddr = "198.51.100.1:6969".parse().unwrap();
+        let answered = std::future::ready::<Lookup>(Ok(vec![server].into_iter()));
+        assert_eq!(first_address(within, answered).await, Some(server));
     }
 
     #[test]
