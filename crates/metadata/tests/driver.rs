@@ -699,7 +699,7 @@ async fn pex_peers_are_reported_once_per_interval() {
     };
     let carried = &mut fetched.conns[0].pex;
     let third = carried.receive(std::time::Instant::now(), &payload);
-    assert_eq!(third.unwrap(), [], "taken as a first message");
+    assert_eq!(third.unwrap(), [], "ignored, as too soon after the first");
     assert_eq!(carried.ignored(), 2);
 }
 

@@ -185,6 +185,10 @@ struct Entry {
     /// entry as ended while the other lasts. A dial counts from when it is
     /// handed out, so that its failure ends only itself.
     connections: u8,
+    /// Banned or shunned while a dial or connection under it lasted: it is
+    /// forgotten when the last ends, whether or not the ban list had room
+    /// for it (see [`AddressBook::forget_unless_connected`]).
+    doomed: bool,
 }
 
 /// Most distinct PEX reporters counted per address.
@@ -297,7 +301,8 @@ pub struct AddressBook {
 }
 
 /// Most bans remembered; past it the ban list stops growing (the
-/// addresses stay out of the book, which is what matters most).
+/// addresses still leave the book, when their connections end if any
+/// last, which is what matters most).
 const MAX_BANS: usize = 4_096;
 
 impl AddressBook {
@@ -410,6 +415,7 @@ impl AddressBook {
             alias: false,
             on_host: capped,
             connections: 0,
+            doomed: false,
         };
         if let Some(key) = entry.key(addr) {
             self.queues[source.index()].insert(key);
@@ -770,15 +776,15 @@ impl AddressBook {
     /// Files an entry as idle, due after the backoff its ends without use
     /// earned; one banned while it was busy is forgotten instead.
     fn requeue(&mut self, now: Instant, addr: SocketAddr) {
-        if self.is_banned(addr) {
+        let Some(entry) = self.entries.get_mut(&addr) else {
+            return;
+        };
+        if entry.doomed {
             if let Some(entry) = self.entries.remove(&addr) {
                 self.forget(addr, &entry);
             }
             return;
         }
-        let Some(entry) = self.entries.get_mut(&addr) else {
-            return;
-        };
         if let Some(key) = entry.key(addr) {
             self.queues[entry.source.index()].remove(&key);
         }
@@ -830,12 +836,15 @@ impl AddressBook {
     /// [`Self::requeue`]): until then it counts among the busy, whose
     /// places the session's cap must not hand out again.
     fn forget_unless_connected(&mut self, addr: SocketAddr) {
-        if let MapEntry::Occupied(slot) = self.entries.entry(addr)
-            && slot.get().connections == 0
-        {
-            let entry = slot.remove();
-            self.forget(addr, &entry);
+        let MapEntry::Occupied(mut slot) = self.entries.entry(addr) else {
+            return;
+        };
+        if slot.get().connections > 0 {
+            slot.get_mut().doomed = true;
+            return;
         }
+        let entry = slot.remove();
+        self.forget(addr, &entry);
     }
 
     /// The wrapping that last worked with `addr`, if any did.

@@ -45,17 +45,22 @@
 //! are all dead, or whose peers shake hands and hang up, does not make
 //! another drop and redial a peer every few seconds.
 //!
-//! **Incoming connections of a torrent holding none.** A torrent that
-//! dials nobody (a seed) never waits in line, so the turns above would
-//! never give it a place, and a peer it refuses may not come back for
-//! many minutes. So an incoming connection that the cap refuses to a
-//! torrent holding no place takes one past the cap, if another torrent
-//! offers a connection to close; it is asked to close it at once, which
-//! brings the count back to the cap. Every place so taken is paid for by
-//! an offered connection, so the session goes past its cap only until the
-//! asked torrents close theirs, and by no more than the asks in flight.
-//! These asks are paced with the torrent's dial asks
-//! ([`ConnectionShare::take_place_for_incoming`]).
+//!
+//! **Visitors of a torrent outside the line.** A torrent that dials
+//! nobody (a seed) never waits in line, so no turn would ever give it a
+//! place, and a peer it refuses may not come back for many minutes. So a
+//! peer connecting to a torrent that holds no place and is not in line,
+//! while every place is held, takes one past the cap if another torrent
+//! offers a connection to close, and that torrent is asked to close it at
+//! once ([`ConnectionShare::take_place_for_incoming`]). Each place so
+//! taken is backed by an offered connection; the count stays past the cap
+//! until the asked torrent closes one (or, if it has none left to close,
+//! until one of the session's connections ends), by at most one place per
+//! torrent that held none. A visitor costs another torrent a connection,
+//! and anyone may connect, so these asks have a pace of their own that
+//! only slows (10 s, 20 s, … up to [`TURNOVER_MAX_INTERVAL`]): a hostile
+//! peer that connects, takes a block and leaves cannot bring it back to
+//! 5 s, as a connection of use does for dial asks.
 //!
 //! [`SessionConfig::max_peers_per_torrent`]: crate::SessionConfig::max_peers_per_torrent
 //! [`SessionConfig::max_connections`]: crate::SessionConfig::max_connections
@@ -188,8 +193,8 @@ impl SessionConnections {
             offered: 0,
             requests,
             shut_out_since: None,
-            last_ask: None,
-            ask_interval: TURNOVER_AFTER,
+            dial_asks: AskPace::default(),
+            visitor_asks: AskPace::default(),
         }
     }
 
@@ -220,10 +225,44 @@ pub(crate) struct ConnectionShare {
     requests: Arc<TurnoverRequests>,
     /// Since when it has been shut out, as its status ticks saw it.
     shut_out_since: Option<Instant>,
-    /// When it last asked another torrent for a connection.
-    last_ask: Option<Instant>,
-    /// How long after `last_ask` it may ask again.
-    ask_interval: Duration,
+    /// Its asks for connections for its dials ([`Self::ask_for_turnover`]).
+    dial_asks: AskPace,
+    /// Its asks for connections for its visitors
+    /// ([`Self::take_place_for_incoming`]).
+    visitor_asks: AskPace,
+}
+
+/// When a torrent may next ask another to close a connection for it.
+#[derive(Debug)]
+struct AskPace {
+    /// When it last asked.
+    last: Option<Instant>,
+    /// How long after `last` it may ask again.
+    interval: Duration,
+}
+
+impl Default for AskPace {
+    /// Free to ask now; [`TURNOVER_AFTER`] after the first ask.
+    fn default() -> Self {
+        Self {
+            last: None,
+            interval: TURNOVER_AFTER,
+        }
+    }
+}
+
+impl AskPace {
+    /// Whether the interval has passed since the last ask.
+    fn due(&self, now: Instant) -> bool {
+        self.last
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.interval)
+    }
+
+    /// It asked at `now`: the next ask waits twice as long.
+    fn asked(&mut self, now: Instant) {
+        self.interval = (self.interval * 2).min(TURNOVER_MAX_INTERVAL);
+        self.last = Some(now);
+    }
 }
 
 impl ConnectionShare {
@@ -262,9 +301,9 @@ impl ConnectionShare {
 
     /// Gives back the place just taken, which the torrent did not use after
     /// all (its book refused the address, or had none due). It wakes
-    /// nobody: a place held this briefly is no place freed, and a peer
-    /// that sends connections or holepunch requests we refuse would
-    /// otherwise wake every waiting torrent each time.
+    /// nobody: a place held this briefly is no place freed, and a relay
+    /// that sends holepunch requests we refuse would otherwise wake every
+    /// waiting torrent each time.
     pub(crate) fn give_back_unused(&mut self) {
         self.session.lock().held -= 1;
         self.held -= 1;
@@ -278,26 +317,28 @@ impl ConnectionShare {
     }
 
     /// Takes one place for an incoming connection, on the terms of
-    /// [`Self::take_place`]. Refused while the torrent holds none, it takes
-    /// one past the cap if it may ask for turnover now (see
-    /// [`Self::ask_for_turnover`], whose pace it shares, less the wait shut
-    /// out: the peer is here now) and another torrent offers a connection,
-    /// which that torrent is asked to close.
+    /// [`Self::take_place`]. Refused to a torrent that holds none and is not
+    /// in line (the turns serve one that is), while every place is held,
+    /// it takes one past the cap if its visitor asks are due and another
+    /// torrent offers a connection, which that torrent is asked to close
+    /// (see the module docs).
     pub(crate) fn take_place_for_incoming(&mut self, now: Instant) -> bool {
         if self.take(false) {
             return true;
         }
-        if self.held > 0 || !self.may_ask_again(now) {
+        if self.held > 0 || self.waiting || !self.visitor_asks.due(now) {
             return false;
         }
         let mut state = self.session.lock();
-        if !ask_the_most_offering(&mut state, self.id) {
+        // A place is free, kept for a torrent in line holding none: it is
+        // theirs, and nobody need close.
+        if state.held < self.session.limit || !ask_the_most_offering(&mut state, self.id) {
             return false;
         }
         state.held += 1;
         drop(state);
         self.held += 1;
-        self.asked_at(now);
+        self.visitor_asks.asked(now);
         true
     }
 
@@ -387,7 +428,7 @@ impl ConnectionShare {
     /// back to every [`TURNOVER_AFTER`]. (One still open holds a place, so
     /// the torrent does not ask meanwhile.)
     pub(crate) fn connection_of_use(&mut self) {
-        self.ask_interval = TURNOVER_AFTER;
+        self.dial_asks.interval = TURNOVER_AFTER;
     }
 
     /// Where the session's requests to close connections arrive.
@@ -405,7 +446,7 @@ impl ConnectionShare {
             return false;
         }
         let since = *self.shut_out_since.get_or_insert(now);
-        if now.saturating_duration_since(since) < TURNOVER_AFTER || !self.may_ask_again(now) {
+        if now.saturating_duration_since(since) < TURNOVER_AFTER || !self.dial_asks.due(now) {
             return false;
         }
         let mut state = self.session.lock();
@@ -415,21 +456,9 @@ impl ConnectionShare {
             return false;
         }
         drop(state);
-        self.asked_at(now);
+        // Longer until a place is put to use (`connection_of_use`).
+        self.dial_asks.asked(now);
         true
-    }
-
-    /// Whether the torrent's ask interval has passed since its last ask.
-    fn may_ask_again(&self, now: Instant) -> bool {
-        self.last_ask
-            .is_none_or(|last| now.saturating_duration_since(last) >= self.ask_interval)
-    }
-
-    /// The torrent asked for a connection at `now`: the next ask waits
-    /// twice as long, until a place is put to use (`connection_of_use`).
-    fn asked_at(&mut self, now: Instant) {
-        self.ask_interval = (self.ask_interval * 2).min(TURNOVER_MAX_INTERVAL);
-        self.last_ask = Some(now);
     }
 
     /// The torrent ended: it leaves the line and gives back every place.
@@ -604,6 +633,33 @@ mod tests {
         assert!(!b.take_place_for_incoming(t0 + TURNOVER_AFTER));
         assert!(b.take_place_for_incoming(t0 + TURNOVER_AFTER * 2));
         assert_eq!(asked(&a), 2);
+        // A visitor that took a block and left does not bring the pace
+        // back, as a connection of use does for dials: the next waits 20 s.
+        b.connection_of_use();
+        b.report(0);
+        a.report(2);
+        a.offer(0);
+        a.offer(1);
+        assert!(!b.take_place_for_incoming(t0 + TURNOVER_AFTER * 3));
+        assert!(b.take_place_for_incoming(t0 + TURNOVER_AFTER * 6));
+    }
+
+    #[test]
+    fn a_visitor_goes_past_the_cap_only_for_a_torrent_the_line_cannot_serve() {
+        let session = SessionConnections::new(2);
+        let (mut a, mut b, mut c) = (session.share(), session.share(), session.share());
+        a.report(2);
+        a.offer(1);
+        let t0 = Instant::now();
+        // b waits in line for a dial: turns and turnover serve it.
+        assert!(!b.take_place_or_wait());
+        assert!(!b.take_place_for_incoming(t0));
+        // A place frees and is kept for b: c's visitor may not take it,
+        // nor have a close one for it.
+        a.report(1);
+        assert!(!c.take_place_for_incoming(t0));
+        assert_eq!((asked(&a), session.held()), (0, 1));
+        assert!(b.take_place_or_wait());
     }
 
     #[test]

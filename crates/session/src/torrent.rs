@@ -478,20 +478,7 @@ pub(crate) async fn run(
                 }
             }
             Some(addr) = holepunch_rx.recv() => t.holepunch_connect(addr),
-            Some(conn) = incoming.recv() => {
-                // A banned peer is refused first: past the cap, taking a
-                // place may cost another torrent a connection.
-                if t.book.is_banned(conn.addr) {
-                    tracing::debug!(peer = %conn.addr, "refused: banned");
-                } else if !t.connections.take_place_for_incoming(Instant::now().into_std()) {
-                    tracing::debug!(peer = %conn.addr, "refused: the session holds its most connections");
-                } else {
-                    // Refuses only the banned, checked above.
-                    t.book.incoming(conn.addr);
-                    t.holepunch.incoming(conn.addr);
-                    t.hand(&mut stage, conn);
-                }
-            }
+            Some(conn) = incoming.recv() => t.visitor(&mut stage, conn),
             // Places were given back, or the line moved.
             () = place_freed, if t.connections.is_waiting() => {}
             asked = turnover.asked() => t.turn_over(&stage, asked),
@@ -830,21 +817,43 @@ impl Torrent {
         }
     }
 
+    /// A peer connected to us for this torrent: handed to the phase if the
+    /// caps and the book let it in.
+    fn visitor(&mut self, stage: &mut Stage, conn: Established) {
+        let addr = conn.addr;
+        // Those the torrent would not keep are refused before they take a
+        // place: past the cap, a place may cost another torrent a
+        // connection.
+        if matches!(stage, Stage::Paused(_))
+            || self.book.is_banned(addr)
+            || conn.theirs.peer_id == self.shared.peer_id
+        {
+            tracing::debug!(peer = %addr, "refused: paused, banned, or our own id");
+            return;
+        }
+        if !self
+            .connections
+            .take_place_for_incoming(Instant::now().into_std())
+        {
+            tracing::debug!(peer = %addr, "refused: the session holds its most connections");
+            return;
+        }
+        let filed = self.book.incoming(addr);
+        debug_assert!(filed, "the book refuses only the banned");
+        self.holepunch.incoming(addr);
+        self.hand(stage, conn);
+    }
+
     /// Gives a handshaken connection to the current phase.
     fn hand(&mut self, stage: &mut Stage, conn: Established) {
         let (addr, peer, dialed) = (conn.addr, conn.theirs.peer_id, !conn.incoming);
         let now = Instant::now().into_std();
         if peer == self.shared.peer_id {
-            // Ourselves, through some address of ours: an address we dialed
-            // is never dialed again. One that dialed us is only closed:
-            // anyone can claim our id, and shunning each of its ports
-            // would fill the list of bans.
-            let outcome = if dialed {
-                Outcome::Ourselves
-            } else {
-                Outcome::Fruitless
-            };
-            self.book.ended(now, addr, outcome);
+            // Ourselves, through some address of ours: never dialed again.
+            // (A visitor with our id is refused before it gets here: anyone
+            // can claim it, and shunning each of its ports would fill the
+            // list of bans.)
+            self.book.ended(now, addr, Outcome::Ourselves);
             return;
         }
         let sent = match stage {

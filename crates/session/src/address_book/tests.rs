@@ -269,15 +269,23 @@ fn misbehaving_peers_are_banned_by_ip_except_on_loopback() {
     assert!(b.add(l2, PeerSource::Dht));
 }
 
+/// A book holding a dial to `other` and a connection from `bad`, on one
+/// IP, after `bad` misbehaved.
+fn banned_while_dialing(b: &mut AddressBook, t0: Instant, bad: SocketAddr, other: SocketAddr) {
+    b.add(other, PeerSource::Dht);
+    assert_eq!(b.next_dial(t0), Some(other));
+    assert!(b.incoming(bad));
+    b.ended(t0, bad, Outcome::Misbehaved);
+}
+
 #[test]
 fn a_ban_keeps_the_ips_other_connections_busy_until_they_end() {
-    // Two connections from one IP: one misbehaves and bans the IP. The
-    // other runs on, and its place stays counted until it ends.
+    // One connection misbehaves and bans the IP. Our dial to another port
+    // of it runs on, and its place stays counted until it ends.
     let t0 = Instant::now();
     let mut b = book(10);
     let (bad, other) = (addr(1), SocketAddr::new(addr(1).ip(), 7000));
-    assert!(b.incoming(bad) && b.incoming(other));
-    b.ended(t0, bad, Outcome::Misbehaved);
+    banned_while_dialing(&mut b, t0, bad, other);
     assert!(b.is_banned(other));
     assert_eq!((b.stats().busy, b.stats().known), (1, 1));
     b.ended(t0, other, Outcome::OfUse);
@@ -286,12 +294,30 @@ fn a_ban_keeps_the_ips_other_connections_busy_until_they_end() {
 }
 
 #[test]
+fn a_ban_the_full_list_cannot_hold_still_forgets_the_ips_entries() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    for i in 0..MAX_BANS as u32 {
+        b.ban(SocketAddr::from(([203, 0, (i >> 8) as u8, i as u8], 1)));
+    }
+    let (bad, other) = (addr(1), SocketAddr::new(addr(1).ip(), 7000));
+    banned_while_dialing(&mut b, t0, bad, other);
+    assert!(!b.is_banned(other), "no room in the list");
+    assert_eq!(b.stats().busy, 1);
+    b.ended(t0, other, Outcome::OfUse);
+    assert_eq!(b.stats().known, 0, "forgotten all the same");
+}
+
+#[test]
 fn a_shunned_address_stays_busy_while_its_other_connection_lasts() {
-    // TCP and uTP share ports: one address, two connections.
+    // TCP and uTP share ports: our dial and the peer's connection under
+    // one address.
     let t0 = Instant::now();
     let mut b = book(10);
     let ours = addr(1);
-    assert!(b.incoming(ours) && b.incoming(ours));
+    b.add(ours, PeerSource::Dht);
+    assert_eq!(b.next_dial(t0), Some(ours));
+    assert!(b.incoming(ours));
     b.ended(t0, ours, Outcome::Ourselves);
     assert_eq!(b.stats().busy, 1);
     b.ended(t0, ours, Outcome::Fruitless);
