@@ -479,6 +479,10 @@ impl AddressBook {
     /// a connection's first report counts, unless the link it made (or an
     /// alias made) has gone stale: a later report then takes its place.
     pub fn listening(&mut self, conn: SocketAddr, listen: SocketAddr) {
+        // The word of a banned peer (see `forget_unless_connected`).
+        if self.entries.get(&conn).is_some_and(|e| e.doomed) {
+            return;
+        }
         // A link that no longer stands for `conn` (its address reached us
         // on a connection of its own, was banned, or was busy when linked)
         // would leave the peer's listen address to be dialed, only to meet

@@ -45,25 +45,23 @@
 //! are all dead, or whose peers shake hands and hang up, does not make
 //! another drop and redial a peer every few seconds.
 //!
-//!
 //! **Visitors of a torrent outside the line.** A torrent that dials
-//! nobody (a seed) never waits in line, so no turn would ever give it a
-//! place, and a peer it refuses may not come back for many minutes. So a
-//! peer connecting to a torrent that holds no place and is not in line,
-//! while every place is held, takes one past the cap if another torrent
-//! offers a connection to close, and that torrent is asked to close it at
-//! once ([`ConnectionShare::take_place_for_incoming`]). Each place so
-//! taken is backed by an offered connection; the count stays past the cap
-//! until the asked torrent closes one (or, if it has none left to close,
-//! until one of the session's connections ends), by at most one place per
-//! torrent that held none. A visitor costs another torrent a connection,
-//! and anyone may connect, so these asks have a pace of their own that
-//! only slows (10 s, 20 s, … up to [`TURNOVER_MAX_INTERVAL`]): a hostile
-//! peer that connects, takes a block and leaves cannot bring it back to
-//! 5 s, as a connection of use does for dial asks.
-//!
-//! [`SessionConfig::max_peers_per_torrent`]: crate::SessionConfig::max_peers_per_torrent
-//! [`SessionConfig::max_connections`]: crate::SessionConfig::max_connections
+//! nobody (a seed, or a download with nothing due) is not in line, so no
+//! turn gives it a place, and a peer it refuses may not come back for many
+//! minutes. So while every place is held, a peer connecting to a torrent
+//! that holds none and is not in line takes one past the cap if another
+//! torrent offers a connection to close, which that torrent is asked to
+//! close at once ([`ConnectionShare::take_place_for_incoming`]). Each place
+//! so taken is backed by an offered connection; the count stays past the
+//! cap until the asked torrent closes one (or, if it has none left to
+//! close, until one of the session's connections ends), by at most one
+//! place per torrent that held none. A visitor costs another torrent a
+//! connection, and anyone may connect to any of our torrents, so these
+//! asks have one pace for the whole session that only slows (10 s, 20 s,
+//! … up to [`TURNOVER_MAX_INTERVAL`]): a peer that connects, takes a block
+//! and leaves cannot bring it back, as a connection of use does for dial
+//! asks, nor get one ask per torrent. Honest visitors that stay hold their
+//! place, and the torrent no longer needs one past the cap.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -93,6 +91,9 @@ struct State {
     next_share: u64,
     /// Every share, by id: what it offers to close for a shut-out torrent.
     offers: HashMap<u64, Offer>,
+    /// The session's asks for connections for visitors (see the module
+    /// docs).
+    visitor_asks: AskPace,
 }
 
 /// How long a torrent holding no place waits for one before it asks
@@ -194,7 +195,6 @@ impl SessionConnections {
             requests,
             shut_out_since: None,
             dial_asks: AskPace::default(),
-            visitor_asks: AskPace::default(),
         }
     }
 
@@ -227,9 +227,6 @@ pub(crate) struct ConnectionShare {
     shut_out_since: Option<Instant>,
     /// Its asks for connections for its dials ([`Self::ask_for_turnover`]).
     dial_asks: AskPace,
-    /// Its asks for connections for its visitors
-    /// ([`Self::take_place_for_incoming`]).
-    visitor_asks: AskPace,
 }
 
 /// When a torrent may next ask another to close a connection for it.
@@ -242,7 +239,7 @@ struct AskPace {
 }
 
 impl Default for AskPace {
-    /// Free to ask now; [`TURNOVER_AFTER`] after the first ask.
+    /// Free to ask now; after the first ask, twice [`TURNOVER_AFTER`].
     fn default() -> Self {
         Self {
             last: None,
@@ -317,28 +314,31 @@ impl ConnectionShare {
     }
 
     /// Takes one place for an incoming connection, on the terms of
-    /// [`Self::take_place`]. Refused to a torrent that holds none and is not
-    /// in line (the turns serve one that is), while every place is held,
-    /// it takes one past the cap if its visitor asks are due and another
-    /// torrent offers a connection, which that torrent is asked to close
-    /// (see the module docs).
+    /// [`Self::take_place`]. When that is refused because every place is
+    /// held, a torrent that holds none and is not in line (the turns serve
+    /// one that is) takes one past the cap, if the session's visitor asks
+    /// are due and another torrent offers a connection, which it is asked
+    /// to close (see the module docs).
     pub(crate) fn take_place_for_incoming(&mut self, now: Instant) -> bool {
         if self.take(false) {
             return true;
         }
-        if self.held > 0 || self.waiting || !self.visitor_asks.due(now) {
+        if self.held > 0 || self.waiting {
             return false;
         }
         let mut state = self.session.lock();
         // A place is free, kept for a torrent in line holding none: it is
         // theirs, and nobody need close.
-        if state.held < self.session.limit || !ask_the_most_offering(&mut state, self.id) {
+        if state.held < self.session.limit
+            || !state.visitor_asks.due(now)
+            || !ask_the_most_offering(&mut state, self.id)
+        {
             return false;
         }
         state.held += 1;
+        state.visitor_asks.asked(now);
         drop(state);
         self.held += 1;
-        self.visitor_asks.asked(now);
         true
     }
 
@@ -424,9 +424,10 @@ impl ConnectionShare {
 
     /// A connection of the torrent's was of use: it ended after piece data
     /// or metadata crossed it, or the metadata fetch it served succeeded.
-    /// The places turnover gives the torrent are put to use, so its asks go
-    /// back to every [`TURNOVER_AFTER`]. (One still open holds a place, so
-    /// the torrent does not ask meanwhile.)
+    /// The places turnover gives the torrent are put to use, so its dial
+    /// asks go back to every [`TURNOVER_AFTER`] (not the visitor asks: see
+    /// the module docs). (One still open holds a place, so the torrent does
+    /// not ask meanwhile.)
     pub(crate) fn connection_of_use(&mut self) {
         self.dial_asks.interval = TURNOVER_AFTER;
     }
@@ -642,6 +643,24 @@ mod tests {
         a.offer(1);
         assert!(!b.take_place_for_incoming(t0 + TURNOVER_AFTER * 3));
         assert!(b.take_place_for_incoming(t0 + TURNOVER_AFTER * 6));
+    }
+
+    #[test]
+    fn visitors_of_all_torrents_share_one_pace() {
+        let session = SessionConnections::new(2);
+        let (mut a, mut b, mut c) = (session.share(), session.share(), session.share());
+        a.report(2);
+        a.offer(1);
+        let t0 = Instant::now();
+        assert!(b.take_place_for_incoming(t0));
+        a.report(1);
+        a.offer(0);
+        a.offer(1);
+        // Another seed holding none: one peer visiting each cannot cost a
+        // connection per torrent.
+        assert!(!c.take_place_for_incoming(t0 + TURNOVER_AFTER));
+        assert!(c.take_place_for_incoming(t0 + TURNOVER_AFTER * 2));
+        assert_eq!(asked(&a), 2);
     }
 
     #[test]

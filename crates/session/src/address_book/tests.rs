@@ -309,6 +309,34 @@ fn a_ban_the_full_list_cannot_hold_still_forgets_the_ips_entries() {
 }
 
 #[test]
+fn a_peer_banned_past_the_full_list_is_not_dialed_where_it_listens() {
+    let t0 = Instant::now();
+    let ip = addr(1).ip();
+    let (bad, visitor, listen) = (
+        SocketAddr::new(ip, 50_000),
+        SocketAddr::new(ip, 50_001),
+        SocketAddr::new(ip, 6881),
+    );
+    // Where it listens, told before the ban or after it.
+    for told_first in [true, false] {
+        let mut b = book(10);
+        for i in 0..MAX_BANS as u32 {
+            b.ban(SocketAddr::from(([203, 0, (i >> 8) as u8, i as u8], 1)));
+        }
+        assert!(b.incoming(bad) && b.incoming(visitor));
+        if told_first {
+            b.listening(visitor, listen);
+        }
+        b.ended(t0, bad, Outcome::Misbehaved);
+        if !told_first {
+            b.listening(visitor, listen);
+        }
+        b.ended(t0, visitor, Outcome::OfUse);
+        assert_eq!(b.stats().known, 0, "told first: {told_first}");
+    }
+}
+
+#[test]
 fn a_shunned_address_stays_busy_while_its_other_connection_lasts() {
     // TCP and uTP share ports: our dial and the peer's connection under
     // one address.

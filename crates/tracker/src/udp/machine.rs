@@ -26,6 +26,7 @@ use crate::error::TrackerError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpConfig {
     /// Wait for the first reply; each retry doubles it (BEP 15: 15 s).
+    /// The tracker's host lookup gets as long.
     pub base_timeout: Duration,
     /// Packets sent for one request before it fails (BEP 15 goes on to 9;
     /// we stop sooner and let the tier try its next tracker).
