@@ -5,7 +5,8 @@
 //! the one connection is taken is turned away, and a torrent kept waiting
 //! says so in its status and, when it gives up, in its reason. In a session
 //! allowed two, a torrent shut out by a seed holding both gets one of them,
-//! by dialing or, if it dials nobody, when a peer connects to it.
+//! by dialing or, if it dials nobody, when a peer connects to it; a peer
+//! connecting to a paused torrent meanwhile costs nobody a connection.
 
 #![allow(clippy::unwrap_used)]
 
@@ -192,7 +193,14 @@ async fn a_visitor_past_the_cap_is_turned_away() {
     let (session, dir) = one_place("visit").await;
     let torrent = holding_the_one_place(&session, &dir, 3).await;
 
-    let info_hash = InfoHash::new([3; 20]);
+    turned_away(&session, InfoHash::new([3; 20])).await;
+
+    end(session, vec![torrent], &dir).await;
+}
+
+/// Connects to `session` for `info_hash` as a peer that shakes hands, and
+/// waits for the session to close the connection.
+async fn turned_away(session: &Session, info_hash: InfoHash) {
     let stream = TcpStream::connect(session.listen_addrs()[0]).await.unwrap();
     let visitor = Handshake::new(Reserved::LODESTONE, info_hash, PeerId::new([9; 20]));
     let (mut conn, _) = Connection::initiate(stream, Duration::from_secs(5), visitor)
@@ -203,9 +211,7 @@ async fn a_visitor_past_the_cap_is_turned_away() {
         while conn.recv().await.is_ok() {}
     })
     .await;
-    assert!(closed.is_ok(), "the visitor was kept past the cap");
-
-    end(session, vec![torrent], &dir).await;
+    assert!(closed.is_ok(), "the visitor was kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,6 +438,21 @@ async fn a_seed_holding_no_place_takes_a_visitor_from_one_holding_several() {
     let _older = idle_leecher(&session, &busy, 1).await;
     let mut newer = idle_leecher(&session, &busy, 2).await;
 
+    // A paused torrent keeps nobody: its visitor is turned away before it
+    // can cost the busy seed its connection (or spend the visitors' pace).
+    let paused = seeding(&session, &dir, "paused", 7).await;
+    paused.pause();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        paused
+            .status()
+            .wait_for(|s| s.phase == TorrentPhase::Paused),
+    )
+    .await
+    .expect("paused in time")
+    .unwrap();
+    turned_away(&session, paused.info_hash()).await;
+
     // The idle seed dials nobody, so no turn of the line would ever give
     // it a place: its visitor takes the busy seed's newer connection's.
     let _visitor = idle_leecher(&session, &idle, 1).await;
@@ -448,5 +469,5 @@ async fn a_seed_holding_no_place_takes_a_visitor_from_one_holding_several() {
     .expect("the busy seed counts one connection")
     .unwrap();
 
-    end(session, vec![busy, idle], &dir).await;
+    end(session, vec![busy, idle, paused], &dir).await;
 }
