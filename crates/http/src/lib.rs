@@ -7,7 +7,8 @@
 //! arrives (a server may lie about or omit `Content-Length`), a bounded
 //! number of redirects, none of which may lead from elsewhere to an address
 //! or name of this machine (a tracker or a `.torrent` link must not make us
-//! fetch our own services; a name that merely resolves here is not caught),
+//! fetch our own services; a name that merely resolves here is caught only
+//! once connected, so its answer is refused but the request was sent),
 //! and errors that say whose fault it was.
 //!
 //! TLS is rustls with the ring provider and the platform's certificate
@@ -61,6 +62,15 @@ pub enum HttpError {
         #[source]
         source: reqwest::Error,
     },
+    /// A redirect from elsewhere led to a name that resolved to this
+    /// machine: the answer, from one of our own services, is refused.
+    #[error("{url} redirected to {to}, which is this machine")]
+    RedirectedHome {
+        /// The URL asked for.
+        url: Url,
+        /// Where the redirects ended (boxed: the error stays small).
+        to: Box<Url>,
+    },
     /// The HTTP client could not be set up (a local failure).
     #[error("cannot set up the HTTP client")]
     Setup(#[source] reqwest::Error),
@@ -105,16 +115,27 @@ fn leads_home(first: &Url, next: &Url) -> bool {
     names_this_machine(next) && !names_this_machine(first)
 }
 
-/// Whether `url`'s host is this machine: loopback, the unspecified
-/// address (which Linux connects to loopback) or `localhost`.
+/// Whether a request for `first` that ended at `last`, answered from
+/// `server`, was led home from elsewhere by a name that resolved here
+/// (what [`leads_home`] cannot see). Without a redirect the name is the
+/// user's own choice.
+fn redirected_home(first: &Url, last: &Url, server: Option<SocketAddr>) -> bool {
+    last != first && !names_this_machine(first) && server.is_some_and(|s| is_this_machine(s.ip()))
+}
+
+/// Whether `ip` is this machine: loopback, or the unspecified address
+/// (which Linux connects to loopback).
+fn is_this_machine(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback() || ip.is_unspecified()
+}
+
+/// Whether `url`'s host is this machine: see [`is_this_machine`], or
+/// `localhost`.
 fn names_this_machine(url: &Url) -> bool {
-    let ours = |ip: IpAddr| {
-        let ip = ip.to_canonical();
-        ip.is_loopback() || ip.is_unspecified()
-    };
     match url.host() {
-        Some(Host::Ipv4(ip)) => ours(ip.into()),
-        Some(Host::Ipv6(ip)) => ours(ip.into()),
+        Some(Host::Ipv4(ip)) => is_this_machine(ip.into()),
+        Some(Host::Ipv6(ip)) => is_this_machine(ip.into()),
         Some(Host::Domain(name)) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
             name == "localhost" || name.ends_with(".localhost")
@@ -199,6 +220,12 @@ impl Client {
         let fail = |source: reqwest::Error| self.failure(url, source);
         let mut response = self.inner.get(url.clone()).send().await.map_err(fail)?;
         let server = response.remote_addr();
+        if redirected_home(url, response.url(), server) {
+            return Err(HttpError::RedirectedHome {
+                url: url.clone(),
+                to: Box::new(response.url().clone()),
+            });
+        }
         let status = response.status();
         if !status.is_success() {
             return Err(HttpError::Status {
@@ -265,5 +292,21 @@ mod tests {
         // A request that began here may stay here (a tracker on loopback).
         let local = url("http://127.0.0.1:6969/announce");
         assert!(!leads_home(&local, &url("http://localhost:6969/announce")));
+    }
+
+    #[test]
+    fn a_redirect_to_a_name_that_resolves_here_is_refused_once_connected() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let public = url("http://tracker.example/announce");
+        let rebound = url("http://rebound.example/announce");
+        let home = Some(SocketAddr::from(([127, 0, 0, 1], 80)));
+        let away = Some(SocketAddr::from(([198, 51, 100, 1], 80)));
+        assert!(redirected_home(&public, &rebound, home));
+        assert!(!redirected_home(&public, &rebound, away));
+        // Not redirected: a name of the user's own that resolves here.
+        assert!(!redirected_home(&public, &public, home));
+        // Begun here, it may end here.
+        let local = url("http://127.0.0.1:6969/announce");
+        assert!(!redirected_home(&local, &rebound, home));
     }
 }
