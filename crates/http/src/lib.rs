@@ -117,10 +117,15 @@ fn leads_home(first: &Url, next: &Url) -> bool {
 
 /// Whether a request for `first` that ended at `last`, answered from
 /// `server`, was led home from elsewhere by a name that resolved here
-/// (what [`leads_home`] cannot see). Without a redirect the name is the
-/// user's own choice.
+/// (what [`leads_home`] cannot see). Only a redirect to another host
+/// counts: the URL a response reports is rewritten even without one (no
+/// fragment, no user info), and a name of the user's own that resolves
+/// here is taken as meant, with whatever scheme, port or path its own
+/// redirects give it.
 fn redirected_home(first: &Url, last: &Url, server: Option<SocketAddr>) -> bool {
-    last != first && !names_this_machine(first) && server.is_some_and(|s| is_this_machine(s.ip()))
+    last.host() != first.host()
+        && !names_this_machine(first)
+        && server.is_some_and(|s| is_this_machine(s.ip()))
 }
 
 /// Whether `ip` is this machine: loopback, or the unspecified address
@@ -303,8 +308,14 @@ mod tests {
         let away = Some(SocketAddr::from(([198, 51, 100, 1], 80)));
         assert!(redirected_home(&public, &rebound, home));
         assert!(!redirected_home(&public, &rebound, away));
-        // Not redirected: a name of the user's own that resolves here.
+        // Not redirected (as the response reports it, without fragment or
+        // user info), or redirected on its own host: a name of the user's
+        // own that resolves here.
         assert!(!redirected_home(&public, &public, home));
+        let with_extras = url("http://u:p@tracker.example/announce#x");
+        assert!(!redirected_home(&with_extras, &public, home));
+        let same_host = url("https://tracker.example:8443/v2/announce");
+        assert!(!redirected_home(&public, &same_host, home));
         // Begun here, it may end here.
         let local = url("http://127.0.0.1:6969/announce");
         assert!(!redirected_home(&local, &rebound, home));

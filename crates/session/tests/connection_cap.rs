@@ -452,6 +452,13 @@ async fn a_seed_holding_no_place_takes_a_visitor_from_one_holding_several() {
     .expect("paused in time")
     .unwrap();
     turned_away(&session, paused.info_hash()).await;
+    // Let in, it would have had the busy seed close a connection. (Bounded
+    // wait for nothing to happen: there is no event to wait for.)
+    let kept = tokio::time::timeout(Duration::from_secs(1), async {
+        while newer.recv().await.is_ok() {}
+    })
+    .await;
+    assert!(kept.is_err(), "the busy seed closed a connection");
 
     // The idle seed dials nobody, so no turn of the line would ever give
     // it a place: its visitor takes the busy seed's newer connection's.

@@ -21,7 +21,8 @@ pub enum TrackerError {
     /// The tracker answered with a failure reason or an error action.
     #[error("the tracker refused: {0}")]
     Refused(String),
-    /// The HTTP exchange failed (network, status, or a body over the cap).
+    /// The HTTP exchange failed (network, status, a body over the cap, or
+    /// a redirect that led to this machine).
     #[error("HTTP tracker")]
     Http(#[from] lodestone_http::HttpError),
     /// A UDP tracker did not answer after every retry.
