@@ -193,16 +193,16 @@ async fn a_visitor_past_the_cap_is_turned_away() {
     let (session, dir) = one_place("visit").await;
     let torrent = holding_the_one_place(&session, &dir, 3).await;
 
-    turned_away(&session, InfoHash::new([3; 20])).await;
+    turned_away(&session, InfoHash::new([3; 20]), PeerId::new([9; 20])).await;
 
     end(session, vec![torrent], &dir).await;
 }
 
-/// Connects to `session` for `info_hash` as a peer that shakes hands, and
-/// waits for the session to close the connection.
-async fn turned_away(session: &Session, info_hash: InfoHash) {
+/// Connects to `session` for `info_hash` as a peer with id `peer_id` that
+/// shakes hands, and waits for the session to close the connection.
+async fn turned_away(session: &Session, info_hash: InfoHash, peer_id: PeerId) {
     let stream = TcpStream::connect(session.listen_addrs()[0]).await.unwrap();
-    let visitor = Handshake::new(Reserved::LODESTONE, info_hash, PeerId::new([9; 20]));
+    let visitor = Handshake::new(Reserved::LODESTONE, info_hash, peer_id);
     let (mut conn, _) = Connection::initiate(stream, Duration::from_secs(5), visitor)
         .await
         .unwrap();
@@ -431,6 +431,7 @@ async fn a_torrent_shut_out_gets_a_place_from_one_holding_several() {
 async fn a_seed_holding_no_place_takes_a_visitor_from_one_holding_several() {
     let mut config = one_connection(Duration::from_secs(600));
     config.max_connections = 2;
+    let ours = config.peer_id;
     let session = Session::start(config).await.unwrap();
     let dir = std::env::temp_dir().join(format!("lodestone-cap-visit-{}", std::process::id()));
     let busy = seeding(&session, &dir, "busy", 5).await;
@@ -451,9 +452,11 @@ async fn a_seed_holding_no_place_takes_a_visitor_from_one_holding_several() {
     .await
     .expect("paused in time")
     .unwrap();
-    turned_away(&session, paused.info_hash()).await;
-    // Let in, it would have had the busy seed close a connection. (Bounded
-    // wait for nothing to happen: there is no event to wait for.)
+    turned_away(&session, paused.info_hash(), PeerId::new([9; 20])).await;
+    // Nor is a visitor that claims our own peer id, which anyone can.
+    turned_away(&session, idle.info_hash(), ours).await;
+    // Let in, either would have had the busy seed close a connection.
+    // (Bounded wait for nothing to happen: there is no event to wait for.)
     let kept = tokio::time::timeout(Duration::from_secs(1), async {
         while newer.recv().await.is_ok() {}
     })
