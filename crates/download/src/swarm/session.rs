@@ -97,7 +97,7 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_secs(1);
 
 /// What the torrent tells a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerCmd {
     /// We verified this piece and can serve it: announce it.
     Have(PieceIndex),
@@ -111,9 +111,15 @@ pub enum PeerCmd {
     /// Disconnect.
     Close(CloseReason),
     /// Send this ut_holepunch message (BEP 55), if the peer speaks it: a
-    /// rendezvous we ask of it, or a relay's `connect` for it.
-    Holepunch(HolepunchMessage),
+    /// rendezvous we ask of it, or a relay's `connect` for it. Boxed: it is
+    /// rare and three times the size of the others, and every slot of each
+    /// peer's command channel is as large as the largest command.
+    Holepunch(Box<HolepunchMessage>),
 }
+
+// Each peer's command channel allocates its slots 32 at a time: a larger
+// command costs every connection that much more memory.
+const _: () = assert!(std::mem::size_of::<PeerCmd>() <= 16);
 
 /// Why we hang up on a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

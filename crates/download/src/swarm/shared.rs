@@ -60,7 +60,7 @@ impl State {
     /// Tells every connected peer.
     pub(crate) fn broadcast(&self, cmd: PeerCmd) {
         for p in self.peers.values() {
-            let _ = p.tx.send(cmd);
+            let _ = p.tx.send(cmd.clone());
         }
     }
 
@@ -96,7 +96,7 @@ impl State {
                 }
                 Action::Holepunch { peer, message } => {
                     if let Some(p) = self.peers.get(&peer) {
-                        let _ = p.tx.send(PeerCmd::Holepunch(message));
+                        let _ = p.tx.send(PeerCmd::Holepunch(Box::new(message)));
                     }
                 }
             }

@@ -144,7 +144,7 @@ fn a_relay_sends_connect_to_both_sides() {
     };
     assert_eq!(peer, PeerKey(2));
     assert_eq!(message, HolepunchMessage::connect(addr(1, 7001)));
-    target.handle_command(now, PeerCmd::Holepunch(message));
+    target.handle_command(now, PeerCmd::Holepunch(Box::new(message)));
     assert_eq!(sent(drain(&mut target)), [message]);
 }
 
@@ -260,7 +260,7 @@ fn the_initiator_asks_the_peer_that_told_of_the_target() {
         (peer, message),
         (PeerKey(2), HolepunchMessage::rendezvous(unreachable))
     );
-    target.handle_command(now, PeerCmd::Holepunch(message));
+    target.handle_command(now, PeerCmd::Holepunch(Box::new(message)));
     assert_eq!(sent(drain(&mut target)), [message]);
     // A reporter without ut_holepunch, or gone, cannot be asked.
     assert!(!t.rendezvous_via(addr(3, 7003), unreachable));
