@@ -69,10 +69,7 @@ async fn fetch_torrent(url: &Url) -> Result<Metainfo, Failure> {
         timeout: FETCH_TIMEOUT,
         ..lodestone_http::Limits::default()
     };
-    let fetched = match lodestone_http::Client::new(limits) {
-        Ok(client) => client.get(url).await,
-        Err(e) => Err(e),
-    };
+    let fetched = lodestone_http::Client::new(limits).get(url).await;
     let bytes = fetched.map_err(|e| {
         if e.is_request_fault() {
             Failure::BadInput(e.into())

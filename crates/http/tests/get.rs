@@ -17,7 +17,6 @@ fn client(max_body: u64, timeout: Duration) -> Client {
         timeout,
         ..Limits::default()
     })
-    .expect("client")
 }
 
 fn url(text: &str) -> Url {

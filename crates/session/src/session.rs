@@ -233,9 +233,6 @@ pub enum SessionError {
     /// The DHT could not start (local failure, or a bad bootstrap list).
     #[error("cannot start the DHT")]
     Dht(#[source] io::Error),
-    /// The tracker client could not be set up (local failure).
-    #[error("cannot set up the tracker client")]
-    Trackers(#[source] lodestone_tracker::TrackerError),
     /// The torrent is in the session already.
     #[error("torrent {0} is added already")]
     Duplicate(InfoHash),
@@ -292,13 +289,9 @@ impl Session {
             Some((handle, incoming)) => (Some(handle), Some(incoming)),
             None => (None, None),
         };
-        let trackers = if config.trackers {
-            let client = lodestone_tracker::Client::new(TRACKER_HTTP_TIMEOUT, config.tracker_udp)
-                .map_err(SessionError::Trackers)?;
-            Some(client)
-        } else {
-            None
-        };
+        let trackers = config
+            .trackers
+            .then(|| lodestone_tracker::Client::new(TRACKER_HTTP_TIMEOUT, config.tracker_udp));
         let now = Instant::now();
         let shared = Arc::new(Shared {
             peer_id: config.peer_id,

@@ -470,7 +470,7 @@ mod tests {
 
     /// The announces of one tier of one tracker, and the peers it finds.
     fn spawn_one(url: String) -> (Trackers, mpsc::Receiver<Vec<SocketAddr>>) {
-        let client = Client::new(Duration::from_secs(5), UdpConfig::default()).expect("client");
+        let client = Client::new(Duration::from_secs(5), UdpConfig::default());
         let tiers = lodestone_tracker::tier::tiers_of(None, &[], &[url], &mut rand::rng());
         let me = Identity {
             info_hash: InfoHash([1; 20]),

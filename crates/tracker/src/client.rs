@@ -22,13 +22,13 @@ pub struct Client {
 impl Client {
     /// A client whose HTTP exchanges end within `http_timeout` and read at
     /// most [`http::MAX_REPLY`] bytes.
-    pub fn new(http_timeout: Duration, udp: UdpConfig) -> Result<Client, TrackerError> {
+    pub fn new(http_timeout: Duration, udp: UdpConfig) -> Client {
         let http = lodestone_http::Client::new(lodestone_http::Limits {
             max_body: http::MAX_REPLY,
             timeout: http_timeout,
             max_redirects: 2,
-        })?;
-        Ok(Client { http, udp })
+        });
+        Client { http, udp }
     }
 }
 
