@@ -62,6 +62,11 @@ pub fn enter(scratch: &Path) -> Result<(), String> {
         .env("LODESTONE_BENCH_LOCK", scratch.with_extension("lock"))
         // WorkDir (swarm content, downloader scratch) goes to the scratch dir.
         .env("TMPDIR", scratch)
+        // cargo points this at the build's and the toolchain's folders,
+        // which no client needs: every client would inherit it, and its
+        // dynamic loader would search them all for each shared library
+        // first (0.3-0.6 ms more per start here, counted in the times).
+        .env_remove("LD_LIBRARY_PATH")
         .exec();
     Err(format!(
         "cannot run unshare (needs root or user namespaces; see tests/setup): {error}"
