@@ -1,7 +1,7 @@
 //! Bounded HTTP(S) GETs.
 //!
-//! lodestone fetches a `.torrent` named by URL, and its tracker announces
-//! (next) are HTTP GETs too. Both read bytes from a server nobody vetted,
+//! lodestone fetches a `.torrent` named by URL, and its HTTP tracker
+//! announces and scrapes are GETs too. Both read bytes from a server nobody vetted,
 //! so one [`Client`] applies the same rules to every request: a deadline
 //! for the whole exchange, a cap on the body checked before and while it
 //! arrives (a server may lie about or omit `Content-Length`), a bounded
@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
-
 use url::{Host, Url};
 
 /// Why a GET failed, by whose fault.

@@ -11,8 +11,9 @@ use crate::error::TrackerError;
 use crate::http;
 use crate::udp::{UdpConfig, UdpDone, UdpLink, UdpRequest};
 
-/// What every tracker exchange of a session uses: one HTTP client (so
-/// connections are reused) and the UDP timing.
+/// What every tracker exchange of a session uses: one HTTP client (so the
+/// root certificates load once, at the first HTTP announce; connections
+/// are not pooled, see [`lodestone_http::Client`]) and the UDP timing.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: lodestone_http::Client,
