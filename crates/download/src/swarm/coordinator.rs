@@ -10,7 +10,7 @@ use lodestone_core::{ErrorChain, FileEntry, Metainfo, host_of};
 use lodestone_wire::{Established, ExitKind, Handshake, PeerExit, Reserved};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::peer::{self, PeerEnd};
@@ -27,7 +27,8 @@ use crate::picker::PeerKey;
 use crate::storage::Storage;
 use crate::verify::{CheckOutcome, Checked, HashPool, PieceHash, PieceHasher};
 
-/// How often progress is published and the choker consulted.
+/// How often progress is published and the choker's rounds come due (a
+/// change of interest consults it at once).
 const HOUSEKEEPING: Duration = Duration::from_millis(200);
 
 /// Connections short of the limit at which the torrent counts as crowded
@@ -182,6 +183,7 @@ pub(super) async fn run(
         handshake,
         layout: layout.clone(),
         storage,
+        interest_changed: Notify::new(),
         state: Mutex::new(state),
     });
     let mut c = Coordinator {
@@ -261,6 +263,7 @@ pub(super) async fn run(
                 st.dispatch();
             }
             Some(()) = close_one.recv() => c.close_least_useful(),
+            () = c.shared.interest_changed.notified() => c.rechoke(),
             _ = tick.tick() => {
                 c.housekeeping();
                 resume.tick(&c.shared.lock().torrent.servable);
@@ -489,6 +492,14 @@ impl Coordinator {
     }
 
     fn housekeeping(&mut self) {
+        self.rechoke();
+        self.publish();
+    }
+
+    /// Runs the choker: its rate-based and optimistic rounds when they are
+    /// due, and otherwise only filling the slots of peers that left or lost
+    /// interest, which is cheap enough to do on every change of interest.
+    fn rechoke(&mut self) {
         let now = Instant::now();
         let shared = self.shared.clone();
         let st = shared.lock();
@@ -513,8 +524,6 @@ impl Coordinator {
                 }
             }
         }
-        drop(st);
-        self.publish();
     }
 
     fn publish(&self) {

@@ -288,7 +288,10 @@ fn update(shared: &Shared, session: &mut PeerSession) {
     let mut st = shared.lock();
     session.update(now, &mut st.torrent);
     if let Some(e) = st.peers.get_mut(&session.key()) {
-        e.interested = session.peer_interested();
+        if e.interested != session.peer_interested() {
+            e.interested = session.peer_interested();
+            shared.interest_changed.notify_one();
+        }
         e.choking_us = session.choking_us();
         (e.download_rate, e.upload_rate) = session.rates();
         e.exchanged = session.exchanged();

@@ -14,7 +14,7 @@ use std::time::Instant;
 use lodestone_core::PeerId;
 use lodestone_wire::pex::PexReport;
 use lodestone_wire::{Handshake, ListenReport};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::session::SessionConfig;
 pub(crate) use super::session::{CloseReason, PeerCmd};
@@ -126,6 +126,12 @@ pub(crate) struct Shared {
     /// Where addresses a holepunch relay asks us to dial go, if
     /// holepunching is on.
     pub(crate) holepunch: Option<mpsc::Sender<SocketAddr>>,
+    /// Signalled when a peer becomes interested in our pieces or loses
+    /// interest, so the coordinator fills or frees an upload slot at once
+    /// instead of at its next housekeeping tick: a downloader kept choked
+    /// for up to a tick (200 ms) after its `interested` lost a third of a
+    /// 64 MiB upload's time.
+    pub(crate) interest_changed: Notify,
     pub(crate) state: Mutex<State>,
 }
 

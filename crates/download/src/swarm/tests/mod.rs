@@ -7,6 +7,7 @@ mod resume_record;
 mod seed_ratio;
 mod seeder;
 mod turnover;
+mod unchoke;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
