@@ -183,7 +183,7 @@ pub(super) async fn run(
         handshake,
         layout: layout.clone(),
         storage,
-        interest_changed: Notify::new(),
+        rechoke: Notify::new(),
         state: Mutex::new(state),
     });
     let mut c = Coordinator {
@@ -263,7 +263,7 @@ pub(super) async fn run(
                 st.dispatch();
             }
             Some(()) = close_one.recv() => c.close_least_useful(),
-            () = c.shared.interest_changed.notified() => c.rechoke(),
+            () = c.shared.rechoke.notified() => c.rechoke(),
             _ = tick.tick() => {
                 c.housekeeping();
                 resume.tick(&c.shared.lock().torrent.servable);
@@ -498,7 +498,8 @@ impl Coordinator {
 
     /// Runs the choker: its rate-based and optimistic rounds when they are
     /// due, and otherwise only filling the slots of peers that left or lost
-    /// interest, which is cheap enough to do on every change of interest.
+    /// interest, which is cheap enough to do whenever a slot may change
+    /// hands ([`Shared::rechoke`]).
     fn rechoke(&mut self) {
         let now = Instant::now();
         let shared = self.shared.clone();

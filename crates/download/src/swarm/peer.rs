@@ -54,7 +54,10 @@ struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
-        st.peers.remove(&self.key);
+        if st.peers.remove(&self.key).is_some_and(|e| e.interested) {
+            // It may have held an upload slot, which another can have now.
+            self.shared.rechoke.notify_one();
+        }
         st.torrent.peer_gone(self.key);
         st.dispatch();
     }
@@ -290,7 +293,7 @@ fn update(shared: &Shared, session: &mut PeerSession) {
     if let Some(e) = st.peers.get_mut(&session.key()) {
         if e.interested != session.peer_interested() {
             e.interested = session.peer_interested();
-            shared.interest_changed.notify_one();
+            shared.rechoke.notify_one();
         }
         e.choking_us = session.choking_us();
         (e.download_rate, e.upload_rate) = session.rates();

@@ -126,12 +126,13 @@ pub(crate) struct Shared {
     /// Where addresses a holepunch relay asks us to dial go, if
     /// holepunching is on.
     pub(crate) holepunch: Option<mpsc::Sender<SocketAddr>>,
-    /// Signalled when a peer becomes interested in our pieces or loses
-    /// interest, so the coordinator fills or frees an upload slot at once
-    /// instead of at its next housekeeping tick: a downloader kept choked
-    /// for up to a tick (200 ms) after its `interested` lost a third of a
-    /// 64 MiB upload's time.
-    pub(crate) interest_changed: Notify,
+    /// Signalled when an upload slot may change hands between the choker's
+    /// rounds (a peer became interested, lost interest, or left while
+    /// interested), so the coordinator runs the choker at once instead of
+    /// at its next housekeeping tick: a downloader kept choked for up to a
+    /// tick (200 ms) after its `interested` lost a third of a 64 MiB
+    /// upload's time.
+    pub(crate) rechoke: Notify,
     pub(crate) state: Mutex<State>,
 }
 

@@ -1,40 +1,96 @@
-//! How soon a seeding download lets a newly interested peer download.
+//! How soon a seeding download lets a peer download: when it becomes
+//! interested, and when a slot frees up.
+//!
+//! Between its 10 s rounds the choker only fills free slots; it used to do
+//! so only at the coordinator's housekeeping tick (every 200 ms), so a
+//! downloader's `interested` waited up to a tick for its unchoke, a third
+//! of a 64 MiB upload over loopback. These tests wait with the clock
+//! stopped ([`on_a_stopped_clock`]), so no tick can come: an unchoke that
+//! waited for one arrives only once the clock moves again, and the wait
+//! shows on it.
+
+use std::sync::mpsc as std_mpsc;
 
 use lodestone_wire::Message;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::leechers::connect;
 use super::*;
 
-/// Longest the clock is held still (in real time) while the test waits for
-/// the unchoke: past it a build that waits for its housekeeping tick still
-/// ends, and fails, instead of hanging.
+/// Longest the clock is held still, in real time: past it a build that
+/// waits for its housekeeping tick still ends, and fails, instead of
+/// hanging.
 const HOLD: Duration = Duration::from_secs(10);
 
-/// A peer's `interested` is answered by an unchoke at once, not at the
-/// coordinator's next housekeeping tick (up to 200 ms later, a third of a
-/// 64 MiB upload over loopback). The clock is paused, and a blocking task
-/// keeps tokio from advancing it while the test waits, so no tick can come:
-/// an unchoke that waited for one arrives only after the hold, later on the
-/// virtual clock.
-#[tokio::test(start_paused = true)]
+/// Runs `work` with tokio's clock paused and held still, and says how far
+/// the clock moved meanwhile. A blocking task in flight stops the runtime
+/// from advancing a paused clock when it is idle; it lets go once `work`
+/// is done, or after [`HOLD`] in real time. The clock is paused only for
+/// `work`: set-up and shutdown wait for the hash pool's threads, which
+/// would not hold a paused clock back.
+async fn on_a_stopped_clock<T>(work: impl Future<Output = T>) -> (T, Duration) {
+    tokio::time::pause();
+    let (release, hold) = std_mpsc::channel::<()>();
+    let holding = tokio::task::spawn_blocking(move || {
+        let _ = hold.recv_timeout(HOLD);
+    });
+    let started = Instant::now();
+    let out = work.await;
+    let moved = started.elapsed();
+    drop(release);
+    holding.await.unwrap();
+    tokio::time::resume();
+    (out, moved)
+}
+
+/// Says it is interested and reads until it is unchoked.
+async fn interested_until_unchoked(mut conn: Connection) -> Connection {
+    conn.send(&Message::Interested).await.unwrap();
+    while conn.recv().await.unwrap() != Message::Unchoke {}
+    conn
+}
+
+#[tokio::test]
 async fn an_interested_peer_is_unchoked_without_waiting_for_a_tick() {
     let (metainfo, data) = torrent(32 * 1024, &SIZES);
     let dir = TempDir::new("swarm-unchoke");
     let (seed, addr, _keep) = seeding(&metainfo, &data, &dir.0, |_| true).await;
-    let mut conn = connect(&metainfo, addr, b'U').await;
+    let conn = connect(&metainfo, addr, b'U').await;
 
-    let (release, hold) = std::sync::mpsc::channel::<()>();
-    let holding = tokio::task::spawn_blocking(move || {
-        let _ = hold.recv_timeout(HOLD);
-    });
-    let asked = tokio::time::Instant::now();
-    conn.send(&Message::Interested).await.unwrap();
-    while conn.recv().await.unwrap() != Message::Unchoke {}
-    let waited = asked.elapsed();
-    let _ = release.send(());
-    holding.await.unwrap();
-
+    let (_conn, waited) = on_a_stopped_clock(interested_until_unchoked(conn)).await;
     assert_eq!(waited, Duration::ZERO, "the unchoke waited for a tick");
+    seed.shutdown();
+    finish(seed).await;
+}
+
+#[tokio::test]
+async fn a_slot_left_by_a_peer_is_filled_without_waiting_for_a_tick() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-unchoke-turn");
+    let (seed, addr, _keep) = seeding(&metainfo, &data, &dir.0, |_| true).await;
+    // Four slots for rate and one optimistic: the sixth peer waits.
+    let mut conns = Vec::new();
+    for tag in 0..6 {
+        conns.push(connect(&metainfo, addr, b'a' + tag).await);
+    }
+
+    let (_unchoked, waited) = on_a_stopped_clock(async {
+        let mut waiting = JoinSet::new();
+        for conn in conns {
+            waiting.spawn(interested_until_unchoked(conn));
+        }
+        let mut unchoked = Vec::new();
+        for _ in 0..5 {
+            unchoked.push(waiting.join_next().await.unwrap().unwrap());
+        }
+        // One of them hangs up; the sixth gets its slot.
+        drop(unchoked.pop());
+        unchoked.push(waiting.join_next().await.unwrap().unwrap());
+        unchoked
+    })
+    .await;
+    assert_eq!(waited, Duration::ZERO, "the freed slot waited for a tick");
     seed.shutdown();
     finish(seed).await;
 }
