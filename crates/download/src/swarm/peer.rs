@@ -293,6 +293,9 @@ fn update(shared: &Shared, session: &mut PeerSession) {
     if let Some(e) = st.peers.get_mut(&session.key()) {
         if e.interested != session.peer_interested() {
             e.interested = session.peer_interested();
+            // Notifications coalesce: a peer flipping its interest costs at
+            // most one choker run per batch of its messages. Not metered:
+            // an honest peer trading pieces with us may flip once a piece.
             shared.rechoke.notify_one();
         }
         e.choking_us = session.choking_us();
