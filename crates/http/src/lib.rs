@@ -1,15 +1,16 @@
 //! Bounded HTTP(S) GETs.
 //!
 //! lodestone fetches a `.torrent` named by URL, and its HTTP tracker
-//! announces and scrapes are GETs too. Both read bytes from a server nobody vetted,
-//! so one [`Client`] applies the same rules to every request: a deadline
-//! for the whole exchange, a cap on the body checked before and while it
-//! arrives (a server may lie about or omit `Content-Length`), a bounded
-//! number of redirects, none of which may lead from elsewhere to an address
-//! or name of this machine (a tracker or a `.torrent` link must not make us
-//! fetch our own services; a name that merely resolves here is caught only
-//! once connected, so its answer is refused but the request was sent),
-//! and errors that say whose fault it was.
+//! announces and scrapes are GETs too. Both read bytes from a server
+//! nobody vetted, so one [`Client`] applies the same rules to every
+//! request: a deadline for the whole exchange, a cap on the body checked
+//! before and while it arrives (a server may lie about or omit
+//! `Content-Length`), a bounded number of redirects, none of which may lead
+//! from elsewhere to an address or name of this machine (a tracker or a
+//! `.torrent` link must not make us fetch our own services; a name that
+//! merely resolves here is caught only once connected, so its answer is
+//! refused but the request was sent), and errors that say whose fault it
+//! was.
 //!
 //! TLS is rustls with the ring provider and the platform's certificate
 //! store; no OpenSSL, and no proxy is taken from the environment.

@@ -28,7 +28,7 @@ use crate::storage::Storage;
 use crate::verify::{CheckOutcome, Checked, HashPool, PieceHash, PieceHasher};
 
 /// How often progress is published and the choker's rounds come due (a
-/// change of interest consults it at once).
+/// change that may move an upload slot consults it at once).
 const HOUSEKEEPING: Duration = Duration::from_millis(200);
 
 /// Connections short of the limit at which the torrent counts as crowded

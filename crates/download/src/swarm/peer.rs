@@ -291,8 +291,9 @@ fn update(shared: &Shared, session: &mut PeerSession) {
     let mut st = shared.lock();
     session.update(now, &mut st.torrent);
     if let Some(e) = st.peers.get_mut(&session.key()) {
-        if e.interested != session.peer_interested() {
-            e.interested = session.peer_interested();
+        let interested = session.peer_interested();
+        if e.interested != interested {
+            e.interested = interested;
             // Notifications coalesce: a peer flipping its interest costs at
             // most one choker run per batch of its messages. Not metered:
             // an honest peer trading pieces with us may flip once a piece.

@@ -44,6 +44,38 @@ async fn on_a_stopped_clock<T>(work: impl Future<Output = T>) -> (T, Duration) {
     (out, moved)
 }
 
+/// A download seeding a whole torrent, and `peers` leechers handshaken
+/// with it and not yet interested. Holds what must outlive the test.
+struct Seeded {
+    seed: DownloadHandle,
+    peers: Vec<Connection>,
+    _net: Net,
+    _dir: TempDir,
+}
+
+impl Seeded {
+    async fn start(name: &str, peers: u8) -> Self {
+        let (metainfo, data) = torrent(32 * 1024, &SIZES);
+        let dir = TempDir::new(name);
+        let (seed, addr, net) = seeding(&metainfo, &data, &dir.0, |_| true).await;
+        let mut conns = Vec::new();
+        for tag in 0..peers {
+            conns.push(connect(&metainfo, addr, b'a' + tag).await);
+        }
+        Self {
+            seed,
+            peers: conns,
+            _net: net,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        self.seed.shutdown();
+        finish(self.seed).await;
+    }
+}
+
 /// Says it is interested and reads until it is unchoked.
 async fn interested_until_unchoked(mut conn: Connection) -> Connection {
     conn.send(&Message::Interested).await.unwrap();
@@ -53,27 +85,19 @@ async fn interested_until_unchoked(mut conn: Connection) -> Connection {
 
 #[tokio::test]
 async fn an_interested_peer_is_unchoked_without_waiting_for_a_tick() {
-    let (metainfo, data) = torrent(32 * 1024, &SIZES);
-    let dir = TempDir::new("swarm-unchoke");
-    let (seed, addr, _keep) = seeding(&metainfo, &data, &dir.0, |_| true).await;
-    let conn = connect(&metainfo, addr, b'U').await;
+    let mut seeded = Seeded::start("swarm-unchoke", 1).await;
+    let conn = seeded.peers.remove(0);
 
     let (_conn, waited) = on_a_stopped_clock(interested_until_unchoked(conn)).await;
     assert_eq!(waited, Duration::ZERO, "the unchoke waited for a tick");
-    seed.shutdown();
-    finish(seed).await;
+    seeded.stop().await;
 }
 
 #[tokio::test]
 async fn a_slot_left_by_a_peer_is_filled_without_waiting_for_a_tick() {
-    let (metainfo, data) = torrent(32 * 1024, &SIZES);
-    let dir = TempDir::new("swarm-unchoke-turn");
-    let (seed, addr, _keep) = seeding(&metainfo, &data, &dir.0, |_| true).await;
     // Four slots for rate and one optimistic: the sixth peer waits.
-    let mut conns = Vec::new();
-    for tag in 0..6 {
-        conns.push(connect(&metainfo, addr, b'a' + tag).await);
-    }
+    let mut seeded = Seeded::start("swarm-unchoke-turn", 6).await;
+    let conns = std::mem::take(&mut seeded.peers);
 
     let (_unchoked, waited) = on_a_stopped_clock(async {
         let mut waiting = JoinSet::new();
@@ -91,6 +115,5 @@ async fn a_slot_left_by_a_peer_is_filled_without_waiting_for_a_tick() {
     })
     .await;
     assert_eq!(waited, Duration::ZERO, "the freed slot waited for a tick");
-    seed.shutdown();
-    finish(seed).await;
+    seeded.stop().await;
 }
