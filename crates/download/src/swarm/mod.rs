@@ -36,6 +36,7 @@ mod coordinator;
 mod peer;
 mod pipeline;
 mod progress;
+mod read_buffers;
 mod relay;
 mod resume_keeper;
 pub mod session;

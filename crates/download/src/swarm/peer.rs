@@ -25,6 +25,7 @@ use lodestone_wire::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::read_buffers::ReadBuffers;
 use super::session::{
     CloseReason, Greeting, PeerCmd, PeerError, PeerEvent, PeerSession, ReadRequest,
 };
@@ -42,7 +43,9 @@ const MAX_BATCH: usize = 512;
 /// so an honest peer downloading at full speed is never paused by it.
 const READ_PAUSE_BACKLOG: usize = 2 << 20;
 
-type ReadJob = JoinHandle<Result<Vec<(BlockRequest, Bytes)>, StorageError>>;
+/// A storage read's blocks, each a slice of the one buffer they were read
+/// into, and that whole buffer, to be used again once they are sent.
+type ReadJob = JoinHandle<Result<(Vec<(BlockRequest, Bytes)>, Bytes), StorageError>>;
 
 /// Removes the peer from the shared state however its task ends (error,
 /// return, or abort at shutdown), so its requests go back to the picker.
@@ -195,6 +198,7 @@ async fn pump(
     rx: &mut mpsc::UnboundedReceiver<PeerCmd>,
 ) -> Result<(), PeerError> {
     let mut read_job: Option<ReadJob> = None;
+    let mut read_buffers = ReadBuffers::default();
     loop {
         while let Some(message) = session.poll_transmit() {
             writer.feed(&message);
@@ -205,7 +209,7 @@ async fn pump(
         while let Some(event) = session.poll_event() {
             match event {
                 PeerEvent::Read(batch) => {
-                    read_job = Some(start_read(shared.storage.clone(), batch));
+                    read_job = Some(start_read(shared.storage.clone(), batch, &mut read_buffers));
                 }
                 PeerEvent::Pex(peers) => {
                     if let Some(pex) = &shared.pex {
@@ -240,6 +244,11 @@ async fn pump(
                 PeerEvent::Closed(e) => return Err(e),
             }
         }
+        if read_job.is_none() && session.uploads_queued() == 0 {
+            // Nothing left to serve: a connection not uploading holds no
+            // read buffers.
+            read_buffers.clear();
+        }
         let deadline = session.poll_timeout();
         let flushing = writer.needs_flush();
         tokio::select! {
@@ -271,9 +280,17 @@ async fn pump(
             }
             done = join(&mut read_job) => {
                 read_job = None;
-                // A panicked read task is a bug, already reported; its
-                // requests are simply not served.
-                session.handle_read(Instant::now(), done.unwrap_or_else(|_| Ok(Vec::new())));
+                let blocks = match done {
+                    Ok(Ok((blocks, whole))) => {
+                        read_buffers.keep(whole);
+                        Ok(blocks)
+                    }
+                    Ok(Err(e)) => Err(e),
+                    // A panicked read task is a bug, already reported; its
+                    // requests are simply not served.
+                    Err(_) => Ok(Vec::new()),
+                };
+                session.handle_read(Instant::now(), blocks);
                 update(shared, session);
             }
             _ = sleep_until(deadline) => {
@@ -307,27 +324,32 @@ fn update(shared: &Shared, session: &mut PeerSession) {
 }
 
 /// Reads a batch of requested blocks on a blocking thread, into one buffer
-/// that the blocks are then sliced from.
-fn start_read(storage: Arc<Storage>, batch: Vec<ReadRequest>) -> ReadJob {
+/// from `buffers` that the blocks are then sliced from.
+fn start_read(
+    storage: Arc<Storage>,
+    batch: Vec<ReadRequest>,
+    buffers: &mut ReadBuffers,
+) -> ReadJob {
+    let total = batch.iter().map(|p| p.request.length as usize).sum();
+    let mut buf = buffers.take(total);
     tokio::task::spawn_blocking(move || {
-        let total = batch.iter().map(|p| p.request.length as usize).sum();
-        let mut buf = vec![0u8; total];
         let mut at = 0;
         for p in &batch {
             let len = p.request.length as usize;
             storage.read(p.offset, &mut buf[at..at + len])?;
             at += len;
         }
-        let buf = Bytes::from(buf);
+        let buf = buf.freeze();
         let mut at = 0;
-        Ok(batch
+        let blocks = batch
             .iter()
             .map(|p| {
                 let len = p.request.length as usize;
                 at += len;
                 (p.request, buf.slice(at - len..at))
             })
-            .collect())
+            .collect();
+        Ok((blocks, buf))
     })
 }
 

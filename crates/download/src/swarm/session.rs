@@ -78,7 +78,7 @@ const MAX_REFUSED_REQUESTS: u32 = 1024;
 
 /// Bytes queued to the transport above which we stop reading upload data
 /// from storage.
-const UPLOAD_BUFFER: usize = 1 << 20;
+pub(crate) const UPLOAD_BUFFER: usize = 1 << 20;
 
 /// A connection on which nothing arrives for this long is dead.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
