@@ -1,12 +1,13 @@
 //! A TCP relay that counts connections: put in front of a peer (a real
 //! client or a fake), it lets a test assert, at the peer's side, how many
-//! times a client connected to it, and whether the client ever sent a
-//! plaintext BitTorrent handshake.
+//! times a client connected to it, whether the client ever sent a
+//! plaintext BitTorrent handshake, and how many connections the peer hung
+//! up in an encryption handshake's key exchange.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
 /// A running relay; it stops accepting when the test process ends.
@@ -16,10 +17,15 @@ pub struct CountingRelay {
     count: Arc<AtomicUsize>,
     plaintext: Arc<AtomicUsize>,
     served: Arc<AtomicUsize>,
+    key_exchange_hangups: Arc<AtomicUsize>,
 }
 
 /// The start of a plaintext BitTorrent handshake.
 const HANDSHAKE_HEADER: &[u8] = b"\x13BitTorrent protocol";
+
+/// What an MSE receiver sends before it has read the initiator's request:
+/// its 96-byte public key and up to 512 bytes of padding (the MSE spec).
+const MSE_KEY_EXCHANGE: std::ops::RangeInclusive<usize> = 96..=96 + 512;
 
 impl CountingRelay {
     /// Listens on `ip` (any port) and relays every connection to `to`.
@@ -29,25 +35,28 @@ impl CountingRelay {
         let count = Arc::new(AtomicUsize::new(0));
         let plaintext = Arc::new(AtomicUsize::new(0));
         let served = Arc::new(AtomicUsize::new(0));
-        let (counted, seen, sent) = (count.clone(), plaintext.clone(), served.clone());
-        thread::spawn(move || {
-            for inbound in listener.incoming() {
-                let Ok(inbound) = inbound else { continue };
-                counted.fetch_add(1, Ordering::SeqCst);
-                let (seen, sent) = (seen.clone(), sent.clone());
-                thread::spawn(move || {
-                    if let Ok(outbound) = TcpStream::connect(to) {
-                        pipe(inbound, outbound, &seen, sent);
-                    }
-                });
-            }
-        });
-        Ok(CountingRelay {
+        let key_exchange_hangups = Arc::new(AtomicUsize::new(0));
+        let relay = CountingRelay {
             addr,
             count,
             plaintext,
             served,
-        })
+            key_exchange_hangups,
+        };
+        let counters = relay.clone();
+        thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { continue };
+                counters.count.fetch_add(1, Ordering::SeqCst);
+                let counters = counters.clone();
+                thread::spawn(move || {
+                    if let Ok(outbound) = TcpStream::connect(to) {
+                        pipe(inbound, outbound, &counters);
+                    }
+                });
+            }
+        });
+        Ok(relay)
     }
 
     /// Where clients should connect.
@@ -70,23 +79,50 @@ impl CountingRelay {
     pub fn bytes_served(&self) -> usize {
         self.served.load(Ordering::SeqCst)
     }
+
+    /// Connections the peer closed first, having sent no more than an MSE
+    /// key exchange: libtorrent 2.0 hangs up so on one encrypted handshake
+    /// in 256 (it misreads a shared secret that begins with a zero byte),
+    /// and the client's redial after it is not a second connection of its
+    /// own making.
+    pub fn key_exchange_hangups(&self) -> usize {
+        self.key_exchange_hangups.load(Ordering::SeqCst)
+    }
 }
 
-/// Copies both directions until either side closes, counting plaintext
-/// handshakes in the client's direction into `seen` and the bytes of the
-/// peer's into `sent`.
-fn pipe(a: TcpStream, b: TcpStream, seen: &AtomicUsize, sent: Arc<AtomicUsize>) {
+/// Copies both directions until either side closes, counting into
+/// `counters` the plaintext handshakes in the client's direction, the bytes
+/// of the peer's, and whether the peer hung up first within a key exchange.
+fn pipe(a: TcpStream, b: TcpStream, counters: &CountingRelay) {
     let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
         return;
     };
+    let (sent, hangups) = (
+        counters.served.clone(),
+        counters.key_exchange_hangups.clone(),
+    );
+    // Set once the client has closed: a peer that closes after it only
+    // answers the client's close.
+    let client_closed = Arc::new(AtomicBool::new(false));
+    let closed = client_closed.clone();
     let backward = thread::spawn(move || {
-        copy_then_close(b2, a2, |chunk| {
-            sent.fetch_add(chunk.len(), Ordering::SeqCst);
-        });
+        copy_then_close(
+            b2,
+            a2,
+            |chunk| {
+                sent.fetch_add(chunk.len(), Ordering::SeqCst);
+            },
+            |total| {
+                if !closed.load(Ordering::SeqCst) && MSE_KEY_EXCHANGE.contains(&total) {
+                    hangups.fetch_add(1, Ordering::SeqCst);
+                }
+            },
+        );
     });
+    let seen = &counters.plaintext;
     // The tail of the previous read, so a header split across reads counts.
     let mut carry: Vec<u8> = Vec::new();
-    copy_then_close(a, b, |chunk| {
+    let watch = |chunk: &[u8]| {
         carry.extend_from_slice(chunk);
         let found = carry
             .windows(HANDSHAKE_HEADER.len())
@@ -95,23 +131,34 @@ fn pipe(a: TcpStream, b: TcpStream, seen: &AtomicUsize, sent: Arc<AtomicUsize>) 
         seen.fetch_add(found, Ordering::SeqCst);
         // Too short to hold a whole header, so none is counted twice.
         carry.drain(..carry.len().saturating_sub(HANDSHAKE_HEADER.len() - 1));
-    });
+    };
+    copy_then_close(a, b, watch, |_| client_closed.store(true, Ordering::SeqCst));
     let _ = backward.join();
 }
 
 /// Copies until either side closes, showing each chunk to `watch` before
-/// passing it on (so it has seen every byte the receiver has).
-fn copy_then_close(mut from: TcpStream, mut to: TcpStream, mut watch: impl FnMut(&[u8])) {
+/// passing it on (so it has seen every byte the receiver has), then tells
+/// `closing` how many bytes it copied before it passes the close on (so
+/// the far side cannot have answered it yet).
+fn copy_then_close(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    mut watch: impl FnMut(&[u8]),
+    closing: impl FnOnce(usize),
+) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         watch(&buf[..n]);
+        total += n;
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
     }
+    closing(total);
     let _ = to.shutdown(Shutdown::Write);
 }
