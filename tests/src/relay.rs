@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
+use lodestone_mse::{KEY_LEN, MAX_PAD};
+
 /// A running relay; it stops accepting when the test process ends.
 #[derive(Debug, Clone)]
 pub struct CountingRelay {
@@ -24,8 +26,8 @@ pub struct CountingRelay {
 const HANDSHAKE_HEADER: &[u8] = b"\x13BitTorrent protocol";
 
 /// What an MSE receiver sends before it has read the initiator's request:
-/// its 96-byte public key and up to 512 bytes of padding (the MSE spec).
-const MSE_KEY_EXCHANGE: std::ops::RangeInclusive<usize> = 96..=96 + 512;
+/// its public key and up to [`MAX_PAD`] bytes of padding.
+const MSE_KEY_EXCHANGE: std::ops::RangeInclusive<usize> = KEY_LEN..=KEY_LEN + MAX_PAD;
 
 impl CountingRelay {
     /// Listens on `ip` (any port) and relays every connection to `to`.
@@ -82,11 +84,16 @@ impl CountingRelay {
 
     /// Connections the peer closed first, having sent no more than an MSE
     /// key exchange: libtorrent 2.0 hangs up so on one encrypted handshake
-    /// in 256 (it misreads a shared secret that begins with a zero byte),
-    /// and the client's redial after it is not a second connection of its
-    /// own making.
+    /// in 256 (it misreads a shared secret that begins with a zero byte).
     pub fn key_exchange_hangups(&self) -> usize {
         self.key_exchange_hangups.load(Ordering::SeqCst)
+    }
+
+    /// Connections of the client's own making: all of them but those the
+    /// peer hung up in the key exchange, after which the client's redial
+    /// with fresh keys is the same dial again.
+    pub fn client_connections(&self) -> usize {
+        self.connections() - self.key_exchange_hangups()
     }
 }
 

@@ -79,9 +79,7 @@ lodestone_tests::isolated_test! {
         assert_eq!(done["complete"], true, "{done}");
         verify_files(out.path(), &info.files).expect("every file matches its checksum");
         for (name, relay) in &relays {
-            // A dial that met libtorrent's zero-led-secret hang-up is
-            // redialed with fresh keys, and does not count.
-            let ours = relay.connections() - relay.key_exchange_hangups();
+            let ours = relay.client_connections();
             assert_eq!(ours, 1, "{name} saw {} connections", relay.connections());
         }
     }

@@ -36,13 +36,15 @@ impl ReadBuffers {
     /// A buffer of `len` bytes to read into: the oldest kept one if nothing
     /// refers to it any more, else a new one.
     pub(crate) fn take(&mut self, len: usize) -> BytesMut {
-        let free = self.kept.front().is_some_and(Bytes::is_unique);
-        let reused = free.then(|| self.kept.pop_front()).flatten();
-        match reused.and_then(|b| b.try_into_mut().ok()) {
-            Some(mut buffer) => {
+        match self.kept.pop_front().map(Bytes::try_into_mut) {
+            Some(Ok(mut buffer)) => {
                 // Zeroes only what grows past the buffer's last length.
                 buffer.resize(len, 0);
                 buffer
+            }
+            Some(Err(in_flight)) => {
+                self.kept.push_front(in_flight);
+                BytesMut::zeroed(len)
             }
             // Zeroed by the allocator, which may have fresh pages at hand.
             None => BytesMut::zeroed(len),
