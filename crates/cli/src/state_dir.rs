@@ -14,11 +14,10 @@
 //! data is hashed again), never fatal.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use lodestone_core::{InfoHash, Metainfo};
+use lodestone_core::{InfoHash, Metainfo, state_file};
 
 /// Largest cached .torrent read back: the metadata fetch refuses bigger
 /// info dictionaries, so a bigger file is not one we wrote.
@@ -102,20 +101,14 @@ impl StateDir {
     /// and really is that torrent's (its info dictionary hashes to it).
     pub fn cached_metainfo(&self, info_hash: InfoHash) -> Option<Metainfo> {
         let path = self.torrent_path(info_hash);
-        let mut bytes = Vec::new();
-        match File::open(&path).and_then(|f| f.take(MAX_TORRENT_BYTES + 1).read_to_end(&mut bytes))
-        {
-            Ok(_) if bytes.len() as u64 <= MAX_TORRENT_BYTES => {}
-            Ok(_) => {
-                tracing::warn!("ignoring {}: too large", path.display());
-                return None;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        let bytes = match state_file::read(&path, MAX_TORRENT_BYTES) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None,
             Err(e) => {
                 tracing::warn!("ignoring {}: {e}", path.display());
                 return None;
             }
-        }
+        };
         match Metainfo::from_torrent_bytes(&bytes) {
             Ok(m) if m.info_hash == info_hash => {
                 tracing::info!("metadata of {info_hash} read from {}", path.display());

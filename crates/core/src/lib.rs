@@ -1,7 +1,9 @@
 //! Core vocabulary of lodestone: ids, compact addresses, magnet links and metainfo.
 //!
-//! Everything here is pure data and parsing; nothing does IO. Parsers take
-//! untrusted bytes or text and return typed errors that name the problem.
+//! Everything here is pure data and parsing, but for [`state_file`], which
+//! reads the files lodestone keeps for itself with the checks every loader
+//! of them needs. Parsers take untrusted bytes or text and return typed
+//! errors that name the problem.
 
 pub mod compact;
 pub mod counts;
@@ -10,6 +12,7 @@ pub mod host;
 pub mod id;
 pub mod magnet;
 pub mod metainfo;
+pub mod state_file;
 
 pub use compact::{Family, NodeAddr};
 pub use error_chain::ErrorChain;

@@ -21,12 +21,13 @@
 //! mtime seconds, mtime nanoseconds]`, or empty when the file was absent).
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use lodestone_bencode::{Limits, Writer, parse};
 use lodestone_core::InfoHash;
+use lodestone_core::state_file::{self, StateFileError};
 use thiserror::Error;
 
 use crate::bitfield::Bitfield;
@@ -60,11 +61,14 @@ pub enum ResumeError {
         /// The OS error.
         source: io::Error,
     },
-    /// The record is larger than [`MAX_RECORD_BYTES`] (not ours).
-    #[error("resume record {path} is larger than {MAX_RECORD_BYTES} bytes")]
-    TooLarge {
+    /// The record could not be read: an OS error, a FIFO or device where
+    /// it should be, or larger than [`MAX_RECORD_BYTES`] (not ours).
+    #[error("resume record {path}: {source}")]
+    Unreadable {
         /// The record file.
         path: PathBuf,
+        /// Why.
+        source: StateFileError,
     },
     /// The bytes are not a record (damaged, truncated, or another format).
     #[error("damaged resume record: {0}")]
@@ -199,27 +203,14 @@ impl ResumeRecord {
 
     /// Reads the record at `path`: `Ok(None)` when there is none.
     pub fn load(path: &Path) -> Result<Option<Self>, ResumeError> {
-        let io = |op| {
-            move |source| ResumeError::Io {
-                op,
+        let read =
+            state_file::read(path, MAX_RECORD_BYTES).map_err(|source| ResumeError::Unreadable {
                 path: path.to_path_buf(),
                 source,
-            }
+            })?;
+        let Some(bytes) = read else {
+            return Ok(None);
         };
-        let file = match File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io("open")(e)),
-        };
-        let mut bytes = Vec::new();
-        file.take(MAX_RECORD_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io("read"))?;
-        if bytes.len() as u64 > MAX_RECORD_BYTES {
-            return Err(ResumeError::TooLarge {
-                path: path.to_path_buf(),
-            });
-        }
         Self::decode(&bytes).map(Some)
     }
 

@@ -2,12 +2,12 @@
 //! contacts, as a bencoded dictionary `{id, nodes, nodes6}` in the compact
 //! encodings of BEP 5 and BEP 32.
 
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 
 use lodestone_bencode::{Limits, Writer, parse};
 use lodestone_core::compact::{self, Family};
+use lodestone_core::state_file;
 use lodestone_core::{NodeAddr, NodeId};
 
 /// What is remembered between runs.
@@ -68,19 +68,14 @@ impl SavedState {
         Ok(SavedState { id, nodes })
     }
 
-    /// Reads `path`; a missing file is an empty state. Reads one byte past
-    /// the decoder's input limit at most, so a huge file (damaged, or not
-    /// ours) is refused without being read whole.
+    /// Reads `path`; a missing file is an empty state. A file larger than
+    /// the decoder's input limit, or not a regular file, is refused without
+    /// being read whole (see [`lodestone_core::state_file`]).
     pub fn load(path: &Path) -> io::Result<SavedState> {
-        let file = match File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SavedState::default()),
-            Err(e) => return Err(e),
-        };
-        let mut bytes = Vec::new();
-        file.take(LIMITS.max_input as u64 + 1)
-            .read_to_end(&mut bytes)?;
-        Self::decode(&bytes)
+        match state_file::read(path, LIMITS.max_input as u64)? {
+            Some(bytes) => Self::decode(&bytes),
+            None => Ok(SavedState::default()),
+        }
     }
 
     /// Writes `path` atomically (a temporary file renamed over it).

@@ -107,7 +107,10 @@ fn oversized_record_is_refused_before_parsing() {
     file.set_len(MAX_RECORD_BYTES + 1).unwrap();
     assert!(matches!(
         ResumeRecord::load(&path),
-        Err(ResumeError::TooLarge { .. })
+        Err(ResumeError::Unreadable {
+            source: StateFileError::TooLarge { .. },
+            ..
+        })
     ));
 }
 
