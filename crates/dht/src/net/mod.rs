@@ -301,9 +301,10 @@ impl Dht {
         node_config.want_ipv6 |= sockets.v6.is_some();
         let seed = rand::random();
         let now = std::time::Instant::now();
+        let pool_capacity = node_config.server.as_ref().map_or(0, |s| s.pool.capacity);
         let mut node = Node::new(node_config, saved.id, seed, now);
         let pool_log = match &config.pool_file {
-            Some(path) => match PoolLog::load(path) {
+            Some(path) => match PoolLog::load(path, pool_capacity) {
                 Ok((log, nodes)) => {
                     node.load_pool(&nodes, now);
                     Some(log)

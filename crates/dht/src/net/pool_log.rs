@@ -7,24 +7,38 @@
 //! twice as many records as the pool has entries (or the node's journal
 //! overflowed), the save rewrites it from the live pool instead, atomically
 //! through a temporary file. A torn last record (a crash mid-append) is
-//! ignored on load.
+//! ignored on load; so is everything from a damaged record on, with a
+//! warning, and the next save rewrites the log from the live pool.
 //!
 //! Format: the magic `LDPOOL1\n`, then records:
 //! `+` family(4|6) compact-node-info (26 or 38 bytes) | `-` family id(20).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use lodestone_core::compact::{self, Family};
-use lodestone_core::{NodeAddr, NodeId};
+use lodestone_core::{NodeAddr, NodeId, state_file};
 
 use crate::pool::{Change, Journal};
 
-const MAGIC: &[u8] = b"LDPOOL1\n";
-/// Larger files are not ours (a full log of 2 × 2 M entries is ~160 MB).
-const MAX_FILE: u64 = 1 << 30;
+const MAGIC: &[u8; 8] = b"LDPOOL1\n";
+/// Longest record: `+`, the family, and an IPv6 compact node info.
+const MAX_RECORD: usize = 2 + 38;
+
+/// Larger files are not ours. A save keeps the log within twice the pool's
+/// entries (both families) and 4,096 more records, so a log for `capacity`
+/// entries per family stays under this; it is never less than 1 GiB, so a
+/// log written before the operator lowered the capacity still loads (the
+/// replay keeps only what the capacity allows).
+fn max_file(capacity: usize) -> u64 {
+    let records = (capacity as u64).saturating_mul(4).saturating_add(4096);
+    records
+        .saturating_mul(MAX_RECORD as u64)
+        .saturating_add(MAGIC.len() as u64)
+        .max(1 << 30)
+}
 
 /// The log file and how many records it holds.
 #[derive(Debug)]
@@ -59,61 +73,131 @@ fn write_change(out: &mut Vec<u8>, change: &Change) {
     }
 }
 
-impl PoolLog {
-    /// Opens (reads) the log at `path`; a missing file is an empty pool.
-    /// Returns the log and the nodes it describes.
-    pub fn load(path: &Path) -> io::Result<(PoolLog, Vec<NodeAddr>)> {
-        let mut bytes = Vec::new();
-        match File::open(path) {
-            Ok(f) => {
-                f.take(MAX_FILE).read_to_end(&mut bytes)?;
+/// The live entries of a log as it is replayed, at most `capacity` of each
+/// family: the pool would take no more, and a damaged or hostile log of the
+/// largest size allowed would otherwise describe tens of millions.
+struct Replay {
+    nodes: HashMap<(u8, NodeId), NodeAddr>,
+    per_family: [usize; 2],
+    capacity: usize,
+}
+
+impl Replay {
+    fn apply(&mut self, op: u8, family: Family, body: &[u8]) {
+        let (fam, slot) = (family_byte(family), usize::from(family == Family::V6));
+        if op == b'+' {
+            let Some(node) = compact::decode_nodes(body, family)
+                .ok()
+                .and_then(|decoded| decoded.first().copied())
+            else {
+                return;
+            };
+            if let Some(known) = self.nodes.get_mut(&(fam, node.id)) {
+                *known = node;
+            } else if self.per_family[slot] < self.capacity {
+                self.nodes.insert((fam, node.id), node);
+                self.per_family[slot] += 1;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        } else if let Some(id) = NodeId::from_slice(body)
+            && self.nodes.remove(&(fam, id)).is_some()
+        {
+            self.per_family[slot] -= 1;
+        }
+    }
+}
+
+/// The family and body length of a record starting `op family`, if those
+/// two bytes are a record's.
+fn record_shape(op: u8, family: u8) -> Option<(Family, usize)> {
+    let family = match family {
+        4 => Family::V4,
+        6 => Family::V6,
+        _ => return None,
+    };
+    match op {
+        b'+' => Some((family, family.node_len())),
+        b'-' => Some((family, 20)),
+        _ => None,
+    }
+}
+
+/// Reads until `buf` is full or the input ends; how many bytes it got
+/// (`read_exact` would not tell a torn record's length from an error).
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+    Ok(got)
+}
+
+impl PoolLog {
+    /// Opens (reads) the log at `path`; a missing file is an empty pool.
+    /// Returns the log and the nodes it describes, at most `capacity` per
+    /// family. The file is streamed, so loading holds the live entries and
+    /// not the log's bytes too.
+    pub fn load(path: &Path, capacity: usize) -> io::Result<(PoolLog, Vec<NodeAddr>)> {
         let mut log = PoolLog {
             path: path.to_owned(),
             records: 0,
             torn: false,
         };
-        if bytes.is_empty() {
+        let Some(file) = state_file::open(path, max_file(capacity))? else {
             return Ok((log, Vec::new()));
-        }
-        let Some(mut rest) = bytes.strip_prefix(MAGIC) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is not a lodestone pool log", path.display()),
-            ));
         };
-        let mut nodes: HashMap<(u8, NodeId), NodeAddr> = HashMap::new();
-        while let [op, fam, body @ ..] = rest {
-            let family = match fam {
-                4 => Family::V4,
-                6 => Family::V6,
-                _ => break,
-            };
-            let len = match op {
-                b'+' => family.node_len(),
-                b'-' => 20,
-                _ => break,
-            };
-            let Some(record) = body.get(..len) else {
-                break; // torn last record
-            };
-            if *op == b'+' {
-                if let Ok(decoded) = compact::decode_nodes(record, family)
-                    && let Some(node) = decoded.first()
-                {
-                    nodes.insert((*fam, node.id), *node);
-                }
-            } else if let Some(id) = NodeId::from_slice(record) {
-                nodes.remove(&(*fam, id));
+        let mut reader = BufReader::new(file);
+        let mut magic = [0; MAGIC.len()];
+        match fill(&mut reader, &mut magic)? {
+            0 => return Ok((log, Vec::new())),
+            n if n == MAGIC.len() && magic == *MAGIC => {}
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not a lodestone pool log", path.display()),
+                ));
             }
-            log.records += 1;
-            rest = &body[len..];
         }
-        log.torn = !rest.is_empty();
-        Ok((log, nodes.into_values().collect()))
+        let mut replay = Replay {
+            nodes: HashMap::new(),
+            per_family: [0; 2],
+            capacity,
+        };
+        let mut offset = MAGIC.len();
+        let mut record = [0; MAX_RECORD];
+        loop {
+            let head = fill(&mut reader, &mut record[..2])?;
+            if head == 0 {
+                break;
+            }
+            let shape = record_shape(record[0], record[1]).filter(|_| head == 2);
+            let Some((family, len)) = shape else {
+                // A crash mid-append leaves a torn record only at the very
+                // end; a bad byte before that is damage, and the rest of
+                // the file cannot be told apart into records any more.
+                if head == 2 {
+                    tracing::warn!(
+                        "pool log {} damaged at byte {offset}: kept the {} records before it",
+                        path.display(),
+                        log.records
+                    );
+                }
+                log.torn = true;
+                break;
+            };
+            if fill(&mut reader, &mut record[2..2 + len])? < len {
+                log.torn = true;
+                break;
+            }
+            replay.apply(record[0], family, &record[2..2 + len]);
+            log.records += 1;
+            offset += 2 + len;
+        }
+        Ok((log, replay.nodes.into_values().collect()))
     }
 
     /// Writes `journal` out: appended, or a full rewrite from `all` when the
@@ -183,7 +267,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("pool.log");
         let _ = std::fs::remove_file(&path);
-        let (mut log, nodes) = PoolLog::load(&path).unwrap();
+        let (mut log, nodes) = PoolLog::load(&path, 10).unwrap();
         assert!(nodes.is_empty());
         let a = node(1, "1.2.3.4:5");
         let b = node(2, "[2001:db8::1]:6");
@@ -196,12 +280,12 @@ mod tests {
         };
         log.save(journal, 1, std::iter::empty()).unwrap();
         assert_eq!(log.records(), 3);
-        let (_, nodes) = PoolLog::load(&path).unwrap();
+        let (_, nodes) = PoolLog::load(&path, 10).unwrap();
         assert_eq!(nodes, vec![b]);
         // A torn record at the end is ignored.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"+\x04abc").unwrap();
-        let (mut log2, nodes) = PoolLog::load(&path).unwrap();
+        let (mut log2, nodes) = PoolLog::load(&path, 10).unwrap();
         assert_eq!((log2.records(), nodes), (3, vec![b]));
         // The next save does not append after the tear, where the new
         // records would be read out of step: it rewrites the log.
@@ -211,7 +295,7 @@ mod tests {
             changes: vec![Change::Added(c)],
         };
         log2.save(journal, 2, [b, c].into_iter()).unwrap();
-        let mut replayed = PoolLog::load(&path).unwrap().1;
+        let mut replayed = PoolLog::load(&path, 10).unwrap().1;
         replayed.sort_by_key(|n| n.id);
         assert_eq!(replayed, vec![b, c]);
         // An overflowed journal rewrites from the live pool.
@@ -221,9 +305,82 @@ mod tests {
         };
         log.save(journal, 1, [b].into_iter()).unwrap();
         assert_eq!(log.records(), 1);
-        assert_eq!(PoolLog::load(&path).unwrap().1, vec![b]);
+        assert_eq!(PoolLog::load(&path, 10).unwrap().1, vec![b]);
         std::fs::write(&path, b"not a log").unwrap();
-        assert!(PoolLog::load(&path).is_err());
+        assert!(PoolLog::load(&path, 10).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lodestone-pool-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    fn log_of(changes: &[Change]) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        for change in changes {
+            write_change(&mut bytes, change);
+        }
+        bytes
+    }
+
+    #[test]
+    fn loading_keeps_at_most_capacity_live_entries_per_family() {
+        let path = scratch("capped.log");
+        let v4: Vec<NodeAddr> = (1..=5).map(|i| node(i, &format!("1.2.3.{i}:5"))).collect();
+        let v6 = node(9, "[2001:db8::1]:6");
+        let mut changes: Vec<Change> = v4.iter().copied().map(Change::Added).collect();
+        changes.push(Change::Added(v6));
+        // A removal makes room again, and a known node's new address is
+        // taken even when the family is full.
+        changes.push(Change::Removed(v4[0].id, Family::V4));
+        let moved = NodeAddr {
+            addr: "9.9.9.9:9".parse().unwrap(),
+            ..v4[1]
+        };
+        changes.extend([Change::Added(v4[4]), Change::Added(moved)]);
+        std::fs::write(&path, log_of(&changes)).unwrap();
+        let (log, mut nodes) = PoolLog::load(&path, 2).unwrap();
+        nodes.sort_by_key(|n| n.id);
+        assert_eq!(nodes, vec![moved, v4[4], v6]);
+        assert_eq!(log.records(), changes.len());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_record_ends_the_replay_and_the_next_save_rewrites() {
+        let path = scratch("damaged.log");
+        let (a, b) = (node(1, "1.2.3.4:5"), node(2, "5.6.7.8:9"));
+        let mut bytes = log_of(&[Change::Added(a)]);
+        let damaged_at = bytes.len();
+        bytes.extend(log_of(&[Change::Added(b)])[MAGIC.len()..].iter());
+        bytes[damaged_at] = b'?';
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut log, nodes) = PoolLog::load(&path, 10).unwrap();
+        assert_eq!((log.records(), nodes), (1, vec![a]));
+        let c = node(3, "9.9.9.9:9");
+        let journal = Journal {
+            rewrite: false,
+            changes: vec![Change::Added(c)],
+        };
+        log.save(journal, 2, [a, c].into_iter()).unwrap();
+        let mut replayed = PoolLog::load(&path, 10).unwrap().1;
+        replayed.sort_by_key(|n| n.id);
+        assert_eq!(replayed, vec![a, c]);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_file_larger_than_any_log_is_refused_unread() {
+        let path = scratch("huge.log");
+        // Sparse: no disk, and far more than loading could afford to read.
+        File::create(&path)
+            .unwrap()
+            .set_len(max_file(10) + 1)
+            .unwrap();
+        let err = PoolLog::load(&path, 10).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        std::fs::remove_file(&path).unwrap();
     }
 }

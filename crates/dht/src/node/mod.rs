@@ -357,11 +357,17 @@ impl Node {
 
     /// Puts remembered nodes back into the pool. They are served at once
     /// and count as due for re-verification, so the first sweeps ping them.
+    /// They pass the checks a live node does (a contactable address, not our
+    /// own id, and a BEP 42 id when enforced), since the log may be damaged
+    /// or may predate the node's configuration.
     pub fn load_pool(&mut self, nodes: &[NodeAddr], now: Instant) {
+        let (own, enforce) = (self.id, self.config.enforce_node_id);
         if let Some(s) = &mut self.server {
             let due = now.checked_sub(s.config.pool.stale_after).unwrap_or(now);
             for node in nodes {
-                s.pool.insert(*node, now, due);
+                if server::admissible(&own, node, false, enforce) {
+                    s.pool.insert(*node, now, due);
+                }
             }
             // Loading is not a change worth writing back.
             s.pool.take_journal();

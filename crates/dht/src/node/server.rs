@@ -183,7 +183,7 @@ impl Server {
 }
 
 /// Whether a node may enter the pool.
-fn admissible(own: &NodeId, node: &NodeAddr, read_only: bool, enforce: bool) -> bool {
+pub(super) fn admissible(own: &NodeId, node: &NodeAddr, read_only: bool, enforce: bool) -> bool {
     !read_only
         && node.id != *own
         && lodestone_core::compact::is_contactable(&node.addr)

@@ -150,6 +150,32 @@ fn read_only_queriers_and_our_own_id_are_never_pooled() {
 }
 
 #[test]
+fn a_loaded_pool_keeps_only_nodes_a_live_one_would_admit() {
+    let now = Instant::now();
+    let own = NodeId([0xee; 20]);
+    let mut n = Node::new(server_config(100), Some(own), 1, now);
+    let node = |i, addr: &str| NodeAddr {
+        id: id(i),
+        addr: addr.parse().unwrap(),
+    };
+    let kept = node(1, "10.0.0.1:6881");
+    let loaded = [
+        kept,
+        node(2, "10.0.0.2:0"),
+        node(3, "224.0.0.1:6881"),
+        node(4, "0.0.0.0:6881"),
+        NodeAddr {
+            id: own,
+            addr: local(5),
+        },
+    ];
+    n.load_pool(&loaded, now);
+    let pool = n.pool().unwrap();
+    assert_eq!(pool.len(Family::V4), 1);
+    assert_eq!(pool.nodes().collect::<Vec<_>>(), vec![kept]);
+}
+
+#[test]
 fn nodes_answering_our_queries_are_served_at_once_sixteen_per_reply() {
     let now = Instant::now();
     let mut n = Node::new(server_config(1000), Some(NodeId([0xee; 20])), 1, now);
