@@ -10,7 +10,14 @@ use lodestone_core::compact::{self, Family};
 use lodestone_core::state_file;
 use lodestone_core::{NodeAddr, NodeId};
 
-/// What is remembered between runs.
+/// Most contacts of one family taken from a state file. A table of the
+/// default 8 per bucket holds at most 1,280 and, in a network of `n` nodes,
+/// about `8 · log2(n)`; the input limit alone would let a damaged file name
+/// 40,000, each of which bootstrapping would compare with all the others.
+const MAX_NODES_PER_FAMILY: usize = 2048;
+
+/// What is remembered between runs. Loading keeps only contacts a datagram
+/// could reach, at most 2,048 of each family.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SavedState {
     /// Our node id.
@@ -61,8 +68,12 @@ impl SavedState {
         let mut nodes = Vec::new();
         for (key, family) in [(&b"nodes"[..], Family::V4), (&b"nodes6"[..], Family::V6)] {
             if let Some(bytes) = dict.get_bytes(key) {
-                nodes
-                    .extend(compact::decode_nodes(bytes, family).map_err(|e| bad(&e.to_string()))?);
+                let decoded =
+                    compact::decode_nodes(bytes, family).map_err(|e| bad(&e.to_string()))?;
+                let usable = decoded
+                    .into_iter()
+                    .filter(|n| compact::is_contactable(&n.addr));
+                nodes.extend(usable.take(MAX_NODES_PER_FAMILY));
             }
         }
         Ok(SavedState { id, nodes })
@@ -109,6 +120,26 @@ mod tests {
         assert_eq!(SavedState::decode(&state.encode()).unwrap(), state);
         assert!(SavedState::decode(b"d5:nodes3:abce").is_err());
         assert!(SavedState::decode(b"garbage").is_err());
+    }
+
+    #[test]
+    fn a_file_gives_the_first_reachable_contacts_of_each_family_up_to_a_cap() {
+        let node = |i: u32, addr: &str| NodeAddr {
+            id: NodeId::from_slice(&[i.to_be_bytes(); 5].concat()).unwrap(),
+            addr: addr.parse().unwrap(),
+        };
+        // Ones no datagram could reach are skipped before counting.
+        let unreachable = [node(0, "0.0.0.0:6881"), node(0, "10.0.0.1:0")];
+        let nodes: Vec<NodeAddr> = (unreachable.into_iter())
+            .chain((0..3000).map(|i| node(i, "10.0.0.1:6881")))
+            .chain((0..5).map(|i| node(i, "[2001:db8::1]:6881")))
+            .collect();
+        let state = SavedState { id: None, nodes };
+        let loaded = SavedState::decode(&state.encode()).unwrap();
+        let (v4, v6): (Vec<NodeAddr>, Vec<NodeAddr>) =
+            loaded.nodes.into_iter().partition(|n| n.addr.is_ipv4());
+        assert_eq!(v4, state.nodes[2..2 + MAX_NODES_PER_FAMILY]);
+        assert_eq!(v6, state.nodes[3002..]);
     }
 
     #[test]
