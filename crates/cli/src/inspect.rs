@@ -97,8 +97,12 @@ fn tracker_tiers(metainfo: &Metainfo) -> Vec<Vec<String>> {
 
 /// Whether `download` announces to a tracker URL.
 fn tracker_use(url: &str) -> &'static str {
+    use lodestone_tracker::TrackerError;
     match lodestone_tracker::Tracker::parse(url) {
         Ok(_) => "announced unless --no-trackers",
+        Err(TrackerError::LocalNotAnnounce(_)) => {
+            "unused: an HTTP tracker on this machine must be at /announce"
+        }
         Err(_) => "unused: lodestone speaks http, https and udp trackers",
     }
 }

@@ -190,6 +190,24 @@ fn a_torrent_shows_its_tracker_tiers_and_magnet_link() {
     );
 }
 
+/// A magnet may name any URL as a tracker; one on this machine is used only
+/// at `/announce`, so a link cannot make us GET a local service.
+#[test]
+fn a_local_tracker_off_announce_is_shown_unused() {
+    let magnet = "magnet:?xt=urn:btih:2bafb5b72c6718371baf7ef70bdb1ab5d742e705\
+                  &tr=http://127.0.0.1:631/admin&tr=http://127.0.0.1:6969/announce";
+    let output = lodestone(&["inspect", magnet]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for line in [
+        "tracker:     http://127.0.0.1:631/admin \
+         (unused: an HTTP tracker on this machine must be at /announce)",
+        "tracker:     http://127.0.0.1:6969/announce (announced unless --no-trackers)",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+    }
+}
+
 /// `announce` alone is one tier.
 #[test]
 fn announce_alone_is_one_tier() {

@@ -9,8 +9,9 @@
 //! from elsewhere to an address or name of this machine (a tracker or a
 //! `.torrent` link must not make us fetch our own services; a name that
 //! merely resolves here is caught only once connected, so its answer is
-//! refused but the request was sent), and errors that say whose fault it
-//! was.
+//! refused but the request was sent, unless the client refuses such names
+//! before connecting, as a tracker's does), and errors that say whose fault
+//! it was.
 //!
 //! TLS is rustls with the ring provider and the platform's certificate
 //! store; no OpenSSL, and no proxy is taken from the environment.
@@ -97,13 +98,42 @@ impl HttpError {
 fn build(limits: Limits) -> Result<reqwest::Client, reqwest::Error> {
     // The process-wide TLS provider; an earlier call already set it.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .user_agent(concat!("lodestone/", env!("CARGO_PKG_VERSION")))
         .timeout(limits.timeout)
         .redirect(redirect_policy(limits.max_redirects))
         .no_proxy()
-        .pool_max_idle_per_host(0)
-        .build()
+        .pool_max_idle_per_host(0);
+    if limits.names_may_resolve_here {
+        builder.build()
+    } else {
+        builder.dns_resolver(ResolverAwayFromHere).build()
+    }
+}
+
+/// The system's resolver, refusing a name other than `localhost` whose
+/// answers include this machine (see [`Limits::names_may_resolve_here`]).
+/// Literal addresses never come here; [`names_this_machine`] judges them.
+struct ResolverAwayFromHere;
+
+impl reqwest::dns::Resolve for ResolverAwayFromHere {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let answers: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if resolves_here_unnamed(&host, &answers) {
+                return Err(format!("{host} resolves to this machine").into());
+            }
+            Ok(Box::new(answers.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Whether `host`, answered with `answers`, leads to this machine without
+/// saying so by its name.
+fn resolves_here_unnamed(host: &str, answers: &[SocketAddr]) -> bool {
+    !is_localhost_name(host) && answers.iter().any(|a| is_this_machine(a.ip()))
 }
 
 /// Follows at most `max` redirects, and none from elsewhere to this
@@ -152,18 +182,23 @@ fn is_this_machine(ip: IpAddr) -> bool {
     ip.is_loopback() || ip.is_unspecified()
 }
 
-/// Whether `url`'s host is this machine: see [`is_this_machine`], or
-/// `localhost`.
-fn names_this_machine(url: &Url) -> bool {
+/// Whether `url`'s host is this machine as written: a loopback or
+/// unspecified address, or `localhost`. Callers that take URLs from
+/// untrusted parties use it to hold such URLs to stricter rules.
+pub fn names_this_machine(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => is_this_machine(ip.into()),
         Some(Host::Ipv6(ip)) => is_this_machine(ip.into()),
-        Some(Host::Domain(name)) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            name == "localhost" || name.ends_with(".localhost")
-        }
+        Some(Host::Domain(name)) => is_localhost_name(name),
         None => false,
     }
+}
+
+/// Whether a host name is `localhost` or one of its subdomains, which
+/// resolve to loopback by definition (RFC 6761).
+fn is_localhost_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 /// A body, and the server it came from.
@@ -185,15 +220,23 @@ pub struct Limits {
     pub timeout: Duration,
     /// Redirects followed at most.
     pub max_redirects: usize,
+    /// Whether a host name other than `localhost` may resolve to this
+    /// machine. Off for URLs an untrusted party wrote, such as a tracker's:
+    /// a name of its own pointed at 127.0.0.1 would otherwise reach a
+    /// service here, and [`names_this_machine`] cannot see that from the
+    /// URL. The connection then never opens, so no request is sent.
+    pub names_may_resolve_here: bool,
 }
 
 impl Default for Limits {
-    /// 32 MiB, 30 seconds, 5 redirects.
+    /// 32 MiB, 30 seconds, 5 redirects, names may resolve here (a URL the
+    /// user typed).
     fn default() -> Self {
         Limits {
             max_body: 32 << 20,
             timeout: Duration::from_secs(30),
             max_redirects: 5,
+            names_may_resolve_here: true,
         }
     }
 }
@@ -328,6 +371,26 @@ mod tests {
         // A request that began here may stay here (a tracker on loopback).
         let local = url("http://127.0.0.1:6969/announce");
         assert!(!leads_home(&local, &url("http://localhost:6969/announce")));
+    }
+
+    #[test]
+    fn only_localhost_may_resolve_here_when_names_may_not() {
+        let here = [SocketAddr::from(([127, 0, 1, 1], 0))];
+        let away = [SocketAddr::from(([198, 51, 100, 1], 0))];
+        let mixed = [away[0], SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 0))];
+        assert!(resolves_here_unnamed("tracker.example", &here));
+        assert!(resolves_here_unnamed("tracker.example", &mixed));
+        assert!(!resolves_here_unnamed("tracker.example", &away));
+        assert!(!resolves_here_unnamed("localhost", &here));
+        assert!(!resolves_here_unnamed("Tracker.LOCALHOST.", &here));
+    }
+
+    #[tokio::test]
+    async fn the_resolver_away_from_here_still_answers_for_localhost() {
+        use reqwest::dns::Resolve;
+        let name = "localhost".parse().unwrap();
+        let answers: Vec<SocketAddr> = ResolverAwayFromHere.resolve(name).await.unwrap().collect();
+        assert!(answers.iter().all(|a| a.ip().is_loopback()) && !answers.is_empty());
     }
 
     #[test]

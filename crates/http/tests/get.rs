@@ -105,6 +105,42 @@ lodestone_tests::isolated_test! {
         }
     }
 
+    /// A client that takes URLs from untrusted parties never connects to
+    /// this machine through a name that merely resolves here (inside the
+    /// test's namespace, the public routers' names resolve to 127.0.0.1),
+    /// while one taking the user's URLs does; `localhost` names itself.
+    fn a_name_resolving_here_is_refused_before_connecting_when_asked() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let name = lodestone_tests::netns::ROUTER_NAMES[0];
+        let at = url(&format!("http://{name}:{port}/announce"));
+        let guarded = Client::new(Limits {
+            max_body: 1000,
+            timeout: Duration::from_millis(300),
+            names_may_resolve_here: false,
+            ..Limits::default()
+        });
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let error = runtime.block_on(guarded.get(&at)).unwrap_err();
+        assert!(matches!(error, HttpError::Transport { .. }), "{error}");
+        let chain = lodestone_core::ErrorChain(&error).to_string();
+        assert!(chain.contains("resolves to this machine"), "{chain}");
+        // The GET has ended, so a connection it made would be queued.
+        assert_eq!(
+            listener.accept().map(|_| ()).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
+        // The same name from a user-typed URL connects (and times out,
+        // as nothing answers).
+        let trusting = client(1000, Duration::from_millis(300));
+        assert!(runtime.block_on(trusting.get(&at)).is_err());
+        assert!(listener.accept().is_ok(), "the user's URL connected");
+        let localhost = url(&format!("http://localhost:{port}/announce"));
+        assert!(runtime.block_on(guarded.get(&localhost)).is_err());
+        assert!(listener.accept().is_ok(), "localhost connected");
+    }
+
     /// Nothing listens: a transport failure, not the user's fault.
     fn a_refused_connection_is_a_transport_error() {
         let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen");

@@ -28,6 +28,9 @@ impl Client {
             max_body: http::MAX_REPLY,
             timeout: http_timeout,
             max_redirects: 2,
+            // A tracker URL is anyone's: it reaches this machine only by
+            // saying so, where `Tracker::parse` holds it to `/announce`.
+            names_may_resolve_here: false,
         });
         Client { http, udp }
     }
@@ -49,11 +52,18 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// A tracker from its announce URL: `http`, `https` or `udp`.
+    /// A tracker from its announce URL: `http`, `https` or `udp`. An HTTP
+    /// tracker on this machine must be at `/announce`
+    /// ([`TrackerError::LocalNotAnnounce`]).
     pub fn parse(text: &str) -> Result<Tracker, TrackerError> {
         let unsupported = || TrackerError::UnsupportedUrl(text.to_owned());
         let url = Url::parse(text).map_err(|_| unsupported())?;
         let transport = match url.scheme() {
+            "http" | "https"
+                if lodestone_http::names_this_machine(&url) && url.path() != "/announce" =>
+            {
+                return Err(TrackerError::LocalNotAnnounce(text.to_owned()));
+            }
             "http" | "https" => Transport::Http,
             "udp" if url.host().is_some() && url.port().is_some() => Transport::Udp(None),
             _ => return Err(unsupported()),
@@ -208,6 +218,32 @@ mod tests {
         let server: SocketAddr = "198.51.100.1:6969".parse().unwrap();
         let answered = std::future::ready::<Lookup>(Ok(vec![server].into_iter()));
         assert_eq!(first_address(within, answered).await, Some(server));
+    }
+
+    #[test]
+    fn an_http_tracker_on_this_machine_must_be_at_announce() {
+        for local in [
+            "http://127.0.0.1:631/admin/conf",
+            "http://localhost:8080/api/shutdown?now=1",
+            "https://[::1]:9000/",
+            "http://0.0.0.0:6969/announce.php",
+        ] {
+            assert!(
+                matches!(
+                    Tracker::parse(local),
+                    Err(TrackerError::LocalNotAnnounce(_))
+                ),
+                "{local}"
+            );
+        }
+        for fine in [
+            "http://127.0.0.1:6969/announce",
+            "http://localhost:6969/announce?passkey=x",
+            "http://tracker.example/admin/announce.php",
+            "udp://127.0.0.1:53/anything",
+        ] {
+            assert!(Tracker::parse(fine).is_ok(), "{fine}");
+        }
     }
 
     #[test]

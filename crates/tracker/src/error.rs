@@ -12,6 +12,13 @@ pub enum TrackerError {
     /// The URL names no transport we speak (the torrent's input).
     #[error("unsupported tracker URL {0}")]
     UnsupportedUrl(String),
+    /// An HTTP tracker on this machine at a path other than `/announce`.
+    /// Any torrent or magnet may name a tracker, and a GET to a local
+    /// service (an admin page, a REST API trusting loopback) could change
+    /// its state; trackers use `/announce` by convention, and libtorrent
+    /// holds local ones to it too.
+    #[error("tracker {0} is on this machine but not at /announce")]
+    LocalNotAnnounce(String),
     /// The tracker's host did not resolve to any address.
     #[error("cannot resolve the tracker {0}")]
     Resolve(String),
