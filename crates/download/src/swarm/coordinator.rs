@@ -13,6 +13,7 @@ use rand::rngs::StdRng;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::fifo_map::FifoMap;
 use super::peer::{self, PeerEnd};
 use super::progress::{DownloadProgress, Phase, Stuck, Summary};
 use super::resume_keeper::ResumeKeeper;
@@ -38,6 +39,18 @@ const CROWDED_MARGIN: usize = 5;
 /// Completed pieces waiting for the hash pool, in bytes, before requests
 /// pause: bounds memory when hashing or the disk is slower than the network.
 const HASH_BACKLOG_BYTES: u64 = 4 << 20;
+
+/// Addresses banned for bad data that a download remembers at once; past
+/// it the oldest ban is forgotten (the session's address book keeps its
+/// own bounded list).
+const MAX_BANNED: usize = 4096;
+
+/// Departed keys whose addresses are kept for blame. A key is needed only
+/// until the pieces it sent are verified or their failure records
+/// (`Blame`, 64 pieces) are dropped; if 4,096 connections end first, a
+/// liar among them goes unconvicted for that piece, as when `Blame` drops
+/// its oldest record.
+const MAX_DEPARTED: usize = 4096;
 
 type PeerResult = (PeerKey, SocketAddr, PeerEnd);
 
@@ -66,9 +79,17 @@ struct Coordinator {
     turning_over: HashSet<PeerKey>,
     /// Peers whose data failed the hash check; their connections are
     /// closing and the session's address book will not dial them again.
-    banned: HashSet<SocketAddr>,
+    /// The most recent [`MAX_BANNED`]: a liar rotating addresses cannot
+    /// grow it without end.
+    banned: FifoMap<SocketAddr, ()>,
     exits: mpsc::UnboundedSender<PeerExit>,
+    /// The address of each running connection's key.
     key_addrs: HashMap<PeerKey, SocketAddr>,
+    /// The addresses of the last [`MAX_DEPARTED`] keys to end: a piece one
+    /// helped with may fail its hash after it left, and the blame must
+    /// reach its address then. Older ones have had their pieces verified
+    /// or failed long since.
+    departed: FifoMap<PeerKey, SocketAddr>,
     next_key: u32,
     tasks: JoinSet<PeerResult>,
     choker: Choker,
@@ -198,9 +219,10 @@ pub(super) async fn run(
         max_connections_per_ip: config.max_connections_per_ip.max(1),
         active: HashSet::new(),
         turning_over: HashSet::new(),
-        banned: HashSet::new(),
+        banned: FifoMap::new(MAX_BANNED),
         exits,
         key_addrs: HashMap::new(),
+        departed: FifoMap::new(MAX_DEPARTED),
         next_key: 0,
         tasks: JoinSet::new(),
         choker: Choker::new(
@@ -299,13 +321,13 @@ impl Coordinator {
             .iter()
             .filter(|a| host_of(a.ip()) == host)
             .count();
-        if self.banned.contains(&addr)
+        if self.banned.contains_key(&addr)
             || self.active.contains(&addr)
             || self.tasks.len() >= self.max_connections
             || same_ip >= self.max_connections_per_ip
         {
             tracing::debug!(%addr, same_ip, "connection refused");
-            let kind = ExitKind::Fruitless.or_misbehaved(self.banned.contains(&addr));
+            let kind = ExitKind::Fruitless.or_misbehaved(self.banned.contains_key(&addr));
             let _ = self.exits.send(PeerExit::new(addr, kind));
             return;
         }
@@ -329,15 +351,16 @@ impl Coordinator {
 
     fn on_peer_exit(&mut self, (key, addr, end): PeerResult) {
         self.note_crowding();
-        // `key_addrs` keeps the key: a piece it helped with may still fail
-        // its hash, and the blame must reach its address then.
+        if let Some(addr) = self.key_addrs.remove(&key) {
+            self.departed.insert(key, addr);
+        }
         self.active.remove(&addr);
         self.turning_over.remove(&key);
         if let Err(e) = &end.result {
             tracing::debug!(%addr, "peer connection ended: {}", ErrorChain(e));
         }
         let kind = match &end.result {
-            _ if self.banned.contains(&addr) => ExitKind::Misbehaved,
+            _ if self.banned.contains_key(&addr) => ExitKind::Misbehaved,
             Err(e) if e.is_peer_fault() => ExitKind::Misbehaved,
             Err(e) if e.is_duplicate() => ExitKind::Duplicate,
             // Of no use lately, whatever crossed it before: backed off, not
@@ -409,10 +432,10 @@ impl Coordinator {
     }
 
     fn ban(&mut self, st: &mut State, key: PeerKey) {
-        let Some(&addr) = self.key_addrs.get(&key) else {
+        let Some(&addr) = self.key_addrs.get(&key).or(self.departed.get(&key)) else {
             return;
         };
-        if !self.banned.insert(addr) {
+        if !self.banned.insert(addr, ()) {
             // Its other pieces in flight failed too.
             return;
         }
@@ -439,7 +462,7 @@ impl Coordinator {
                     && !self
                         .key_addrs
                         .get(key)
-                        .is_some_and(|addr| self.banned.contains(addr))
+                        .is_some_and(|addr| self.banned.contains_key(addr))
             })
             .map(|(&key, e)| Usefulness {
                 key,
@@ -597,7 +620,7 @@ impl Coordinator {
         // Every connection we held ends here: whoever dialed it must know.
         for addr in std::mem::take(&mut self.active) {
             let kind = ExitKind::blameless(of_use.contains(&addr))
-                .or_misbehaved(self.banned.contains(&addr));
+                .or_misbehaved(self.banned.contains_key(&addr));
             let _ = self.exits.send(PeerExit::new(addr, kind));
         }
         let pool = self.shared.lock().pool.take();

@@ -33,6 +33,7 @@ mod abuse;
 mod assembly;
 mod blame;
 mod coordinator;
+mod fifo_map;
 mod peer;
 mod pipeline;
 mod progress;

@@ -276,6 +276,35 @@ async fn corrupting_seeder_is_banned_and_the_result_is_exact() {
     assert_files(&dir.0, &metainfo, &data, |_| true);
 }
 
+/// A liar that sent one bad block of a piece and left before the piece
+/// was whole: the piece fails with two senders, passes from the honest
+/// seeder, and then the departed liar is convicted by its address.
+#[tokio::test]
+async fn a_liar_that_left_is_convicted_once_its_piece_passes() {
+    let (metainfo, data) = torrent(32 * 1024, &SIZES);
+    let dir = TempDir::new("swarm-liar-left");
+    let liar = seeder::spawn(&metainfo, data.clone(), Behavior::CorruptOneThenLeave).await;
+    let honest = seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await;
+    let (handle, mut net) = start(&metainfo, config(&dir.0));
+    net.dial(liar.addr);
+    let left = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
+        .await
+        .expect("the liar did not leave")
+        .unwrap();
+    assert_eq!(left.addr, liar.addr);
+    assert_ne!(left.kind, ExitKind::Misbehaved);
+    net.dial(honest.addr);
+    let convicted = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
+        .await
+        .expect("the departed liar was not convicted")
+        .unwrap();
+    assert_eq!(convicted, PeerExit::new(liar.addr, ExitKind::Misbehaved));
+    let summary = finish(handle).await;
+    assert!(summary.complete);
+    assert_eq!((summary.peers_banned, summary.hash_failures), (1, 1));
+    assert_files(&dir.0, &metainfo, &data, |_| true);
+}
+
 #[tokio::test]
 async fn resume_does_not_fetch_verified_pieces_again() {
     let (metainfo, data) = torrent(32 * 1024, &SIZES);

@@ -22,6 +22,8 @@ pub enum Behavior {
     Honest,
     /// Serves every piece, flipping a byte in every block of these pieces.
     Corrupt(Vec<u32>),
+    /// Serves its first request with a corrupt block, then hangs up.
+    CorruptOneThenLeave,
     /// Has and serves only the pieces `0..n`.
     Prefix(u32),
     /// Serves this many requests, then never answers again (but stays
@@ -187,9 +189,12 @@ async fn serve(
                     }
                 } else {
                     let mut data = torrent.data.slice(start as usize..end as usize);
-                    if let Behavior::Corrupt(bad) = behavior
-                        && bad.contains(&r.index)
-                    {
+                    let corrupt = match behavior {
+                        Behavior::Corrupt(bad) => bad.contains(&r.index),
+                        Behavior::CorruptOneThenLeave => true,
+                        _ => false,
+                    };
+                    if corrupt {
                         let mut copy = data.to_vec();
                         copy[0] ^= 0x55;
                         data = copy.into();
@@ -199,6 +204,9 @@ async fn serve(
                         begin: r.begin,
                         data,
                     }));
+                    if matches!(behavior, Behavior::CorruptOneThenLeave) {
+                        return writer.flush().await;
+                    }
                 }
             }
             next = reader.try_recv()?;
