@@ -378,7 +378,8 @@ impl AddressBook {
                 entry.reporters.push(r);
             }
             // A more trusted source vouching for it moves it up the queue.
-            if source < entry.source {
+            let vouched = source < entry.source;
+            if vouched {
                 entry.source = source;
                 self.counts[old.index()] -= 1;
                 self.counts[source.index()] += 1;
@@ -387,6 +388,12 @@ impl AddressBook {
             if let Some(key) = old_key {
                 self.queues[old.index()].remove(&key);
                 self.queues[entry.source.index()].insert(entry.key(addr).unwrap_or(key));
+            }
+            if vouched {
+                // Its list grows here as on a new entry, so it is kept in
+                // bounds here too (a tracker that only repeats what the
+                // DHT found would otherwise lengthen it without end).
+                self.compact(source);
             }
             return false;
         }

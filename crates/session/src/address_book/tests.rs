@@ -33,6 +33,31 @@ fn dials_trusted_sources_first_then_oldest() {
 }
 
 #[test]
+fn a_source_vouching_for_known_addresses_keeps_its_list_bounded() {
+    let t0 = Instant::now();
+    let mut b = book(10);
+    let max_failures = AddressBookConfig::default().max_failures;
+    // The DHT finds an address, a tracker repeats it, and it is forgotten
+    // after failing: over and over, with new addresses.
+    for i in 0..2000 {
+        let mut now = t0;
+        b.add(addr(i), PeerSource::Dht);
+        b.add(addr(i), PeerSource::Tracker);
+        for _ in 0..max_failures {
+            if b.next_dial(now) != Some(addr(i)) {
+                break;
+            }
+            b.ended(now, addr(i), Outcome::Failed);
+            now = b.poll_timeout(now).unwrap_or(now);
+        }
+    }
+    assert_eq!(b.stats().known, 0);
+    for list in &b.by_source {
+        assert!(list.len() <= 2 * 10 + 16, "{} items", list.len());
+    }
+}
+
+#[test]
 fn failures_back_off_exponentially_then_forget() {
     let t0 = Instant::now();
     let mut b = book(10);
