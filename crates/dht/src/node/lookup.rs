@@ -466,6 +466,49 @@ mod tests {
         }
     }
 
+    /// Nodes that answer and keep naming others, each a little closer,
+    /// that answer too (BEP 42 fixes only an id's top bits, so one address
+    /// range can supply such a chain): the set fills with nodes already
+    /// asked, which it never gives up, so the next link finds no room and
+    /// the lookup ends.
+    #[test]
+    fn a_chain_of_ever_closer_answering_nodes_ends_once_the_set_is_full() {
+        let now = Instant::now();
+        let own = NodeId([0xff; 20]);
+        let max_candidates = 64;
+        let mut l = Lookup::new(
+            NodeId([0; 20]),
+            Purpose::FindNode,
+            &[Family::V4],
+            now,
+            max_candidates,
+        );
+        // Link `i` of the chain is closer to the target than link `i - 1`.
+        let link = |i: u32| {
+            let mut id = [0x40; 20];
+            id[..4].copy_from_slice(&(u32::MAX - i).to_be_bytes());
+            let [_, a, b, c] = i.to_be_bytes();
+            NodeAddr {
+                id: NodeId(id),
+                addr: SocketAddr::from(([10, a, b, c], 6881)),
+            }
+        };
+        l.add_candidates(&[link(0)], 0, &own, None);
+        let mut asked = 0;
+        while let Some(node) = l.next_query(3, 8) {
+            asked += 1;
+            assert!(
+                asked <= max_candidates,
+                "the lookup goes on past a full set"
+            );
+            let depth = l.on_response(node, false, None, true);
+            let i = u32::MAX - u32::from_be_bytes(node.id.0[..4].try_into().unwrap());
+            l.add_candidates(&[link(i + 1)], depth, &own, Some(node.addr));
+        }
+        assert_eq!(asked, max_candidates);
+        assert!(l.is_done(8));
+    }
+
     #[test]
     fn window_alpha_slow_widening_and_termination() {
         let now = Instant::now();
