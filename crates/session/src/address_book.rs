@@ -285,9 +285,11 @@ pub struct AddressBook {
     /// first look for an address to dial).
     pex_tokens: f64,
     pex_refilled: Option<Instant>,
-    /// Banned addresses; on loopback the address, elsewhere the whole IP.
+    /// Banned addresses; on loopback the address, elsewhere the whole host
+    /// (an IPv4 address, or an IPv6 /64, which one party may hold whole and
+    /// step through to come back or to fill this list).
     banned_addrs: BTreeSet<SocketAddr>,
-    banned_ips: BTreeSet<IpAddr>,
+    banned_hosts: BTreeSet<IpAddr>,
     next_seq: u64,
     failures: u64,
     pex_dials: u64,
@@ -317,7 +319,7 @@ impl AddressBook {
             by_source: Default::default(),
             counts: [0; PeerSource::ALL.len()],
             banned_addrs: BTreeSet::new(),
-            banned_ips: BTreeSet::new(),
+            banned_hosts: BTreeSet::new(),
             next_seq: 0,
             failures: 0,
             pex_dials: 0,
@@ -330,7 +332,7 @@ impl AddressBook {
     /// Whether `addr` is banned.
     pub fn is_banned(&self, addr: SocketAddr) -> bool {
         let addr = canonical(addr);
-        self.banned_addrs.contains(&addr) || self.banned_ips.contains(&addr.ip())
+        self.banned_addrs.contains(&addr) || self.banned_hosts.contains(&host_of(addr.ip()))
     }
 
     /// Records an address `source` told us of, dialable at once. Returns
@@ -814,19 +816,21 @@ impl AddressBook {
     }
 
     /// Never dial `addr` again. On loopback only that address is banned
-    /// (local swarms share one IP); elsewhere its whole IP.
+    /// (local swarms share one IP); elsewhere its whole host: its IPv4
+    /// address, or its IPv6 /64.
     pub fn ban(&mut self, addr: SocketAddr) {
         let ip = addr.ip().to_canonical();
         if ip.is_loopback() {
             return self.shun(addr);
         }
-        if self.banned_addrs.len() + self.banned_ips.len() < MAX_BANS {
-            self.banned_ips.insert(ip);
+        let host = host_of(ip);
+        if self.banned_addrs.len() + self.banned_hosts.len() < MAX_BANS {
+            self.banned_hosts.insert(host);
         }
         let doomed: Vec<SocketAddr> = self
             .entries
             .keys()
-            .filter(|a| a.ip().to_canonical() == ip)
+            .filter(|a| host_of(a.ip().to_canonical()) == host)
             .copied()
             .collect();
         for a in doomed {
@@ -836,7 +840,7 @@ impl AddressBook {
 
     /// Never dial `addr` again, that address alone.
     fn shun(&mut self, addr: SocketAddr) {
-        if self.banned_addrs.len() + self.banned_ips.len() < MAX_BANS {
+        if self.banned_addrs.len() + self.banned_hosts.len() < MAX_BANS {
             self.banned_addrs.insert(canonical(addr));
         }
         self.forget_unless_connected(addr);
@@ -880,7 +884,7 @@ impl AddressBook {
                 - self.queues.iter().map(BTreeSet::len).sum::<usize>()
                 - self.standing,
             failures: self.failures,
-            banned: self.banned_addrs.len() + self.banned_ips.len(),
+            banned: self.banned_addrs.len() + self.banned_hosts.len(),
         }
     }
 

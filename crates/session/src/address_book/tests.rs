@@ -274,7 +274,7 @@ fn a_connection_of_use_resets_the_backoff() {
 }
 
 #[test]
-fn misbehaving_peers_are_banned_by_ip_except_on_loopback() {
+fn misbehaving_peers_are_banned_by_host_except_on_loopback() {
     let t0 = Instant::now();
     let mut b = book(10);
     let a = addr(1);
@@ -286,6 +286,12 @@ fn misbehaving_peers_are_banned_by_ip_except_on_loopback() {
     assert_eq!(b.stats().known, 0);
     assert!(!b.add(same_ip, PeerSource::Magnet));
     assert!(!b.incoming(same_ip));
+
+    // An IPv6 host is its /64: it cannot step to a neighbouring address.
+    let v6 = |s: &str| s.parse::<SocketAddr>().unwrap();
+    b.ban(v6("[2001:db8:1:2::5]:6881"));
+    assert!(b.is_banned(v6("[2001:db8:1:2:ffff::9]:7000")));
+    assert!(!b.is_banned(v6("[2001:db8:1:3::5]:6881")));
 
     let l1 = SocketAddr::from(([127, 0, 0, 1], 1000));
     let l2 = SocketAddr::from(([127, 0, 0, 1], 1001));
