@@ -263,10 +263,7 @@ mod tests {
 
     #[test]
     fn appends_replays_compacts_and_survives_a_torn_tail() {
-        let dir = std::env::temp_dir().join(format!("lodestone-pool-log-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("pool.log");
-        let _ = std::fs::remove_file(&path);
+        let path = scratch("replay");
         let (mut log, nodes) = PoolLog::load(&path, 10).unwrap();
         assert!(nodes.is_empty());
         let a = node(1, "1.2.3.4:5");
@@ -290,14 +287,7 @@ mod tests {
         // The next save does not append after the tear, where the new
         // records would be read out of step: it rewrites the log.
         let c = node(3, "5.6.7.8:9");
-        let journal = Journal {
-            rewrite: false,
-            changes: vec![Change::Added(c)],
-        };
-        log2.save(journal, 2, [b, c].into_iter()).unwrap();
-        let mut replayed = PoolLog::load(&path, 10).unwrap().1;
-        replayed.sort_by_key(|n| n.id);
-        assert_eq!(replayed, vec![b, c]);
+        assert_eq!(add_then_replay(&mut log2, &path, b, c), vec![b, c]);
         // An overflowed journal rewrites from the live pool.
         let journal = Journal {
             rewrite: true,
@@ -308,13 +298,34 @@ mod tests {
         assert_eq!(PoolLog::load(&path, 10).unwrap().1, vec![b]);
         std::fs::write(&path, b"not a log").unwrap();
         assert!(PoolLog::load(&path, 10).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_file(&path).unwrap();
     }
 
-    fn scratch(name: &str) -> PathBuf {
+    /// A fresh path of a test's own (tests run at once).
+    fn scratch(test: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("lodestone-pool-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
+        let path = dir.join(format!("{test}.log"));
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    /// Saves a journal adding `added` to a pool of `kept` and `added`, and
+    /// returns what loading the log then gives, in id order.
+    fn add_then_replay(
+        log: &mut PoolLog,
+        path: &Path,
+        kept: NodeAddr,
+        added: NodeAddr,
+    ) -> Vec<NodeAddr> {
+        let journal = Journal {
+            rewrite: false,
+            changes: vec![Change::Added(added)],
+        };
+        log.save(journal, 2, [kept, added].into_iter()).unwrap();
+        let mut replayed = PoolLog::load(path, 10).unwrap().1;
+        replayed.sort_by_key(|n| n.id);
+        replayed
     }
 
     fn log_of(changes: &[Change]) -> Vec<u8> {
@@ -327,7 +338,7 @@ mod tests {
 
     #[test]
     fn loading_keeps_at_most_capacity_live_entries_per_family() {
-        let path = scratch("capped.log");
+        let path = scratch("capped");
         let v4: Vec<NodeAddr> = (1..=5).map(|i| node(i, &format!("1.2.3.{i}:5"))).collect();
         let v6 = node(9, "[2001:db8::1]:6");
         let mut changes: Vec<Change> = v4.iter().copied().map(Change::Added).collect();
@@ -350,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_damaged_record_ends_the_replay_and_the_next_save_rewrites() {
-        let path = scratch("damaged.log");
+        let path = scratch("damaged");
         let (a, b) = (node(1, "1.2.3.4:5"), node(2, "5.6.7.8:9"));
         let mut bytes = log_of(&[Change::Added(a)]);
         let damaged_at = bytes.len();
@@ -360,20 +371,13 @@ mod tests {
         let (mut log, nodes) = PoolLog::load(&path, 10).unwrap();
         assert_eq!((log.records(), nodes), (1, vec![a]));
         let c = node(3, "9.9.9.9:9");
-        let journal = Journal {
-            rewrite: false,
-            changes: vec![Change::Added(c)],
-        };
-        log.save(journal, 2, [a, c].into_iter()).unwrap();
-        let mut replayed = PoolLog::load(&path, 10).unwrap().1;
-        replayed.sort_by_key(|n| n.id);
-        assert_eq!(replayed, vec![a, c]);
+        assert_eq!(add_then_replay(&mut log, &path, a, c), vec![a, c]);
         std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
     fn a_file_larger_than_any_log_is_refused_unread() {
-        let path = scratch("huge.log");
+        let path = scratch("huge");
         // Sparse: no disk, and far more than loading could afford to read.
         File::create(&path)
             .unwrap()

@@ -28,10 +28,7 @@ async fn one_closed_blameless(
     kept: &mut Connection,
 ) {
     until_hung_up(closed).await;
-    let exit = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
-        .await
-        .expect("the closed connection is reported")
-        .unwrap();
+    let exit = net.next_exit("the closed connection is reported").await;
     assert_eq!(
         exit.kind,
         ExitKind::Duplicate,

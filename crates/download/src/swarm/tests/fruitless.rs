@@ -3,19 +3,11 @@
 //! it is dialed again; one that carried a block ended well. The same holds
 //! for connections still open when the download stops.
 
-use lodestone_wire::{BlockRequest, ExitKind, Message, PeerExit};
+use lodestone_wire::{BlockRequest, ExitKind, Message};
 use tokio::net::TcpStream;
 
 use super::leechers::connect;
 use super::*;
-
-/// The next connection end the seeding download reports.
-async fn next_exit(net: &mut Net) -> PeerExit {
-    tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
-        .await
-        .expect("the connection's end is reported")
-        .unwrap()
-}
 
 /// Asks the seed at the other end of `conn` for the torrent's first block
 /// and checks what arrives.
@@ -48,7 +40,7 @@ async fn a_peer_that_hangs_up_before_any_piece_data_was_fruitless() {
     let conn = connect(&metainfo, addr, b'H').await;
     until(&seed, |p| p.peers_connected == 1).await;
     drop(conn);
-    let exit = next_exit(&mut net).await;
+    let exit = net.next_exit("the connection's end is reported").await;
     assert_eq!(exit.kind, ExitKind::Fruitless);
     seed.shutdown();
     finish(seed).await;
@@ -62,7 +54,7 @@ async fn a_peer_that_got_a_block_then_hung_up_ended_well() {
     let mut conn = connect(&metainfo, addr, b'U').await;
     first_block(&mut conn, &data).await;
     drop(conn);
-    let exit = next_exit(&mut net).await;
+    let exit = net.next_exit("the connection's end is reported").await;
     assert_eq!(exit.kind, ExitKind::OfUse);
     seed.shutdown();
     finish(seed).await;
@@ -86,7 +78,10 @@ async fn connections_open_when_the_download_stops_end_as_they_were() {
     until(&seed, |p| p.peers_connected == 2).await;
     seed.shutdown();
     finish(seed).await;
-    let mut exits = [next_exit(&mut net).await, next_exit(&mut net).await];
+    let mut exits = [
+        net.next_exit("the connection's end is reported").await,
+        net.next_exit("the connection's end is reported").await,
+    ];
     exits.sort_by_key(|e| e.addr != served_from);
     assert_eq!(exits[0].addr, served_from);
     assert_eq!(exits[0].kind, ExitKind::OfUse);

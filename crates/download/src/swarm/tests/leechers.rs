@@ -144,10 +144,7 @@ async fn a_connection_queued_at_the_stop_is_reported() {
         .try_send(Established::new(conn, hs, from, true))
         .unwrap();
     seed.shutdown();
-    let exit = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
-        .await
-        .expect("the queued connection was reported")
-        .unwrap();
+    let exit = net.next_exit("the queued connection was reported").await;
     assert_eq!((exit.addr, exit.kind), (from, ExitKind::Fruitless));
     finish(seed).await;
 }
@@ -169,10 +166,7 @@ async fn one_address_gets_at_most_the_per_ip_connection_limit() {
 /// other does; then the download stops.
 async fn refused_past_the_limit(seed: DownloadHandle, net: &mut Net, past: usize) {
     for _ in 0..past {
-        let exit = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
-            .await
-            .expect("a connection past the limit was kept")
-            .unwrap();
+        let exit = net.next_exit("a connection past the limit was kept").await;
         assert_eq!(exit.kind, ExitKind::Fruitless);
     }
     assert!(net.exits.try_recv().is_err());

@@ -89,6 +89,15 @@ fn start(metainfo: &Arc<Metainfo>, config: DownloadConfig) -> (DownloadHandle, N
 }
 
 impl Net {
+    /// The next connection end the download reports; fails the test with
+    /// `what` if none comes within 30 s.
+    async fn next_exit(&mut self, what: &str) -> PeerExit {
+        tokio::time::timeout(Duration::from_secs(30), self.exits.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{what}"))
+            .expect("the download holds the exits' sender")
+    }
+
     /// Connects to `addr` in the background; a failure is dropped, as the
     /// session's dialer would count it against the address.
     fn dial(&self, addr: SocketAddr) {
@@ -257,17 +266,11 @@ async fn corrupting_seeder_is_banned_and_the_result_is_exact() {
     // Cumulative, so it cannot be missed even if the ban comes fast.
     until(&handle, |p| p.downloaded > 0).await;
     net.dial(honest.addr);
-    let banned = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
-        .await
-        .expect("the liar was not dropped")
-        .unwrap();
+    let banned = net.next_exit("the liar was not dropped").await;
     assert_eq!(banned, PeerExit::new(liar.addr, ExitKind::Misbehaved));
     // Handed over again after the ban: refused, as misbehaved.
     net.dial(liar.addr);
-    let refused = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
-        .await
-        .expect("the liar was not refused")
-        .unwrap();
+    let refused = net.next_exit("the liar was not refused").await;
     assert_eq!(refused, banned);
     let summary = finish(handle).await;
     assert!(summary.complete);
@@ -287,17 +290,11 @@ async fn a_liar_that_left_is_convicted_once_its_piece_passes() {
     let honest = seeder::spawn(&metainfo, data.clone(), Behavior::Honest).await;
     let (handle, mut net) = start(&metainfo, config(&dir.0));
     net.dial(liar.addr);
-    let left = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
-        .await
-        .expect("the liar did not leave")
-        .unwrap();
+    let left = net.next_exit("the liar did not leave").await;
     assert_eq!(left.addr, liar.addr);
     assert_ne!(left.kind, ExitKind::Misbehaved);
     net.dial(honest.addr);
-    let convicted = tokio::time::timeout(Duration::from_secs(30), net.exits.recv())
-        .await
-        .expect("the departed liar was not convicted")
-        .unwrap();
+    let convicted = net.next_exit("the departed liar was not convicted").await;
     assert_eq!(convicted, PeerExit::new(liar.addr, ExitKind::Misbehaved));
     let summary = finish(handle).await;
     assert!(summary.complete);
