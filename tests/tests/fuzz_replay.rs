@@ -30,6 +30,8 @@ mod mse;
 mod peer_session;
 #[path = "../../fuzz/checks/script.rs"]
 mod script;
+#[path = "../../fuzz/checks/state_files.rs"]
+mod state_files;
 #[path = "../../fuzz/checks/tracker_http.rs"]
 mod tracker_http;
 #[path = "../../fuzz/checks/tracker_udp.rs"]
@@ -93,6 +95,11 @@ fn run_all(target: &str, inputs: &[PathBuf], check: Check) {
 #[test]
 fn bencode_corpus() {
     replay("bencode", 10, bencode::check);
+}
+
+#[test]
+fn state_files_corpus() {
+    replay("state_files", 6, state_files::check);
 }
 
 #[test]

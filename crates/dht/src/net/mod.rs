@@ -23,7 +23,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::node::{Config, LookupStats, Node, NodeStats};
-pub use pool_log::PoolLog;
+pub use pool_log::{PoolLog, Replayed, replay as replay_pool_log};
 pub use state::SavedState;
 
 /// Public routers used when nothing else is configured. Never used by tests,

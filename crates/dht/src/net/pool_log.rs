@@ -136,6 +136,76 @@ fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
+/// What the bytes of a pool log describe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// The live entries at the end, at most the capacity per family.
+    pub nodes: Vec<NodeAddr>,
+    /// Whole records read.
+    pub records: usize,
+    /// The log ends in part of a record (a crash mid-append).
+    pub torn: bool,
+    /// The offset of a record that is not one (a bad op or family byte);
+    /// nothing from there on was read.
+    pub damaged_at: Option<usize>,
+}
+
+/// Replays a pool log read from `reader` (an empty input is an empty log),
+/// keeping at most `capacity` live entries per family. Fails only if the
+/// input does not begin as a pool log, or reading fails.
+pub fn replay(mut reader: impl Read, capacity: usize) -> io::Result<Replayed> {
+    let mut replayed = Replayed {
+        nodes: Vec::new(),
+        records: 0,
+        torn: false,
+        damaged_at: None,
+    };
+    let mut magic = [0; MAGIC.len()];
+    match fill(&mut reader, &mut magic)? {
+        0 => return Ok(replayed),
+        n if n == MAGIC.len() && magic == *MAGIC => {}
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a lodestone pool log",
+            ));
+        }
+    }
+    let mut live = Replay {
+        nodes: HashMap::new(),
+        per_family: [0; 2],
+        capacity,
+    };
+    let mut offset = MAGIC.len();
+    let mut record = [0; MAX_RECORD];
+    loop {
+        let head = fill(&mut reader, &mut record[..2])?;
+        if head == 0 {
+            break;
+        }
+        if head < 2 {
+            replayed.torn = true;
+            break;
+        }
+        // A crash mid-append leaves a torn record only at the very end; a
+        // bad byte before that is damage, and the rest of the input cannot
+        // be told apart into records any more.
+        let Some((family, len)) = record_shape(record[0], record[1]) else {
+            replayed.damaged_at = Some(offset);
+            break;
+        };
+        if fill(&mut reader, &mut record[2..2 + len])? < len {
+            replayed.torn = true;
+            break;
+        }
+        live.apply(record[0], family, &record[2..2 + len]);
+        replayed.records += 1;
+        offset += 2 + len;
+    }
+    replayed.nodes = live.nodes.into_values().collect();
+    Ok(replayed)
+}
+
 impl PoolLog {
     /// Opens (reads) the log at `path`; a missing file is an empty pool.
     /// Returns the log and the nodes it describes, at most `capacity` per
@@ -150,54 +220,17 @@ impl PoolLog {
         let Some(file) = state_file::open(path, max_file(capacity))? else {
             return Ok((log, Vec::new()));
         };
-        let mut reader = BufReader::new(file);
-        let mut magic = [0; MAGIC.len()];
-        match fill(&mut reader, &mut magic)? {
-            0 => return Ok((log, Vec::new())),
-            n if n == MAGIC.len() && magic == *MAGIC => {}
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} is not a lodestone pool log", path.display()),
-                ));
-            }
+        let replayed = replay(BufReader::new(file), capacity)?;
+        if let Some(offset) = replayed.damaged_at {
+            tracing::warn!(
+                "pool log {} damaged at byte {offset}: kept the {} records before it",
+                path.display(),
+                replayed.records
+            );
         }
-        let mut replay = Replay {
-            nodes: HashMap::new(),
-            per_family: [0; 2],
-            capacity,
-        };
-        let mut offset = MAGIC.len();
-        let mut record = [0; MAX_RECORD];
-        loop {
-            let head = fill(&mut reader, &mut record[..2])?;
-            if head == 0 {
-                break;
-            }
-            let shape = record_shape(record[0], record[1]).filter(|_| head == 2);
-            let Some((family, len)) = shape else {
-                // A crash mid-append leaves a torn record only at the very
-                // end; a bad byte before that is damage, and the rest of
-                // the file cannot be told apart into records any more.
-                if head == 2 {
-                    tracing::warn!(
-                        "pool log {} damaged at byte {offset}: kept the {} records before it",
-                        path.display(),
-                        log.records
-                    );
-                }
-                log.torn = true;
-                break;
-            };
-            if fill(&mut reader, &mut record[2..2 + len])? < len {
-                log.torn = true;
-                break;
-            }
-            replay.apply(record[0], family, &record[2..2 + len]);
-            log.records += 1;
-            offset += 2 + len;
-        }
-        Ok((log, replay.nodes.into_values().collect()))
+        log.records = replayed.records;
+        log.torn = replayed.torn || replayed.damaged_at.is_some();
+        Ok((log, replayed.nodes))
     }
 
     /// Writes `journal` out: appended, or a full rewrite from `all` when the
