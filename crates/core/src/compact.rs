@@ -126,20 +126,21 @@ pub fn write_node(node: &NodeAddr, out: &mut Vec<u8>) {
     write_peer(&node.addr, out);
 }
 
+/// Decodes one compact node info: a 20-byte id, then a compact peer of 6
+/// or 18 bytes; any other length is `None`.
+pub fn decode_node(bytes: &[u8]) -> Option<NodeAddr> {
+    let (id, peer) = bytes.split_at_checked(20)?;
+    Some(NodeAddr {
+        id: NodeId::from_slice(id)?,
+        addr: decode_peer(peer)?,
+    })
+}
+
 /// Decodes a concatenation of compact nodes of one family (`nodes` or `nodes6`).
 pub fn decode_nodes(bytes: &[u8], family: Family) -> Result<Vec<NodeAddr>, CompactError> {
     let entry = family.node_len();
     check_multiple(bytes, entry)?;
-    Ok(bytes
-        .chunks_exact(entry)
-        .filter_map(|chunk| {
-            let (id, peer) = chunk.split_at(20);
-            Some(NodeAddr {
-                id: NodeId::from_slice(id)?,
-                addr: decode_peer(peer)?,
-            })
-        })
-        .collect())
+    Ok(bytes.chunks_exact(entry).filter_map(decode_node).collect())
 }
 
 fn check_multiple(bytes: &[u8], entry: usize) -> Result<(), CompactError> {

@@ -76,20 +76,17 @@ fn write_change(out: &mut Vec<u8>, change: &Change) {
 /// The live entries of a log as it is replayed, at most `capacity` of each
 /// family: the pool would take no more, and a damaged or hostile log of the
 /// largest size allowed would otherwise describe tens of millions.
-struct Replay {
+struct LiveEntries {
     nodes: HashMap<(u8, NodeId), NodeAddr>,
     per_family: [usize; 2],
     capacity: usize,
 }
 
-impl Replay {
+impl LiveEntries {
     fn apply(&mut self, op: u8, family: Family, body: &[u8]) {
         let (fam, slot) = (family_byte(family), usize::from(family == Family::V6));
         if op == b'+' {
-            let Some(node) = compact::decode_nodes(body, family)
-                .ok()
-                .and_then(|decoded| decoded.first().copied())
-            else {
+            let Some(node) = compact::decode_node(body) else {
                 return;
             };
             if let Some(known) = self.nodes.get_mut(&(fam, node.id)) {
@@ -137,7 +134,7 @@ fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// What the bytes of a pool log describe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Replayed {
     /// The live entries at the end, at most the capacity per family.
     pub nodes: Vec<NodeAddr>,
@@ -154,12 +151,7 @@ pub struct Replayed {
 /// keeping at most `capacity` live entries per family. Fails only if the
 /// input does not begin as a pool log, or reading fails.
 pub fn replay(mut reader: impl Read, capacity: usize) -> io::Result<Replayed> {
-    let mut replayed = Replayed {
-        nodes: Vec::new(),
-        records: 0,
-        torn: false,
-        damaged_at: None,
-    };
+    let mut replayed = Replayed::default();
     let mut magic = [0; MAGIC.len()];
     match fill(&mut reader, &mut magic)? {
         0 => return Ok(replayed),
@@ -171,7 +163,7 @@ pub fn replay(mut reader: impl Read, capacity: usize) -> io::Result<Replayed> {
             ));
         }
     }
-    let mut live = Replay {
+    let mut live = LiveEntries {
         nodes: HashMap::new(),
         per_family: [0; 2],
         capacity,
@@ -212,15 +204,10 @@ impl PoolLog {
     /// family. The file is streamed, so loading holds the live entries and
     /// not the log's bytes too.
     pub fn load(path: &Path, capacity: usize) -> io::Result<(PoolLog, Vec<NodeAddr>)> {
-        let mut log = PoolLog {
-            path: path.to_owned(),
-            records: 0,
-            torn: false,
+        let replayed = match state_file::open(path, max_file(capacity))? {
+            Some(file) => replay(BufReader::new(file), capacity)?,
+            None => Replayed::default(),
         };
-        let Some(file) = state_file::open(path, max_file(capacity))? else {
-            return Ok((log, Vec::new()));
-        };
-        let replayed = replay(BufReader::new(file), capacity)?;
         if let Some(offset) = replayed.damaged_at {
             tracing::warn!(
                 "pool log {} damaged at byte {offset}: kept the {} records before it",
@@ -228,8 +215,11 @@ impl PoolLog {
                 replayed.records
             );
         }
-        log.records = replayed.records;
-        log.torn = replayed.torn || replayed.damaged_at.is_some();
+        let log = PoolLog {
+            path: path.to_owned(),
+            records: replayed.records,
+            torn: replayed.torn || replayed.damaged_at.is_some(),
+        };
         Ok((log, replayed.nodes))
     }
 
