@@ -183,6 +183,11 @@ pub struct DownloadArgs {
     /// resume record (it still runs alongside the download).
     #[arg(long)]
     pub recheck: bool,
+    /// Start even when the output directory's file system has less free
+    /// space than the selected files still need (by default such a
+    /// download is refused before any file is made).
+    #[arg(long)]
+    pub no_space_check: bool,
     #[command(flatten)]
     pub encryption: EncryptionArgs,
     #[command(flatten)]

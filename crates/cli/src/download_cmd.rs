@@ -44,6 +44,7 @@ pub async fn run(args: DownloadArgs) -> Result<(), Failure> {
         options.seed_time = seed_time;
         options.no_seed = args.no_seed;
         options.recheck = args.recheck;
+        options.check_space = !args.no_space_check;
         options.peers.clone_from(&args.peers);
         options.stall_timeout = Some(stall_timeout);
         let mut keep = None;

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use anyhow::anyhow;
 use lodestone_core::Metainfo;
-use lodestone_download::swarm::{DownloadProgress, Summary};
+use lodestone_download::StorageError;
+use lodestone_download::swarm::{DownloadError, DownloadProgress, Summary};
 use lodestone_metadata::Progress;
 use lodestone_session::{TorrentError, TorrentHandle, TorrentPhase, TorrentStatus};
 
@@ -141,9 +142,25 @@ impl View {
                     "gave up after --stall-timeout: {reason}; the data is kept"
                 )))
             }
+            Err(TorrentError::Download(DownloadError::Storage(e))) => {
+                Err(Failure::Failed(storage_failure(e)))
+            }
             Err(e) => Err(Failure::Failed(anyhow!(e))),
         }
     }
+}
+
+/// A storage failure with what the user can do about it: a full disk or a
+/// file that cannot be written loses nothing verified, so the same command
+/// resumes once the cause is mended.
+fn storage_failure(e: StorageError) -> anyhow::Error {
+    let advice = match e {
+        StorageError::NoRoom { .. } => {
+            "make room, choose another --output, or pass --no-space-check"
+        }
+        _ => "the verified data is kept: once that is mended, run the same command again to resume",
+    };
+    anyhow!("{:#}; {advice}", anyhow::Error::from(e))
 }
 
 /// One line saying how far a metadata fetch got, short enough to fit an

@@ -20,6 +20,8 @@
 //!   files under an output directory, positionally and with safe paths;
 //! - [`verify`] hashes completed pieces on a small thread pool and re-checks
 //!   data already on disk in the background;
+//! - [`space`] refuses a download its file system has no room for, before
+//!   any file is created;
 //! - [`resume`] keeps the record of verified pieces and file stamps that
 //!   lets a restart trust unchanged files without reading them.
 //!
@@ -34,6 +36,7 @@ pub mod picker;
 pub mod rate;
 pub mod ratio;
 pub mod resume;
+pub mod space;
 pub mod storage;
 pub mod swarm;
 pub mod verify;

@@ -254,6 +254,24 @@ pub struct ResumePlan {
     pub to_check: Vec<PieceIndex>,
 }
 
+impl ResumePlan {
+    /// Bytes of the wanted pieces the plan finds nowhere on disk: neither
+    /// trusted nor to be checked. An upper bound on what the download still
+    /// has to write (see [`crate::space`]).
+    pub fn missing_bytes(&self, storage: &Storage) -> u64 {
+        let layout = storage.layout();
+        let mut on_disk = self.trusted.clone();
+        for p in &self.to_check {
+            on_disk.set(p.get());
+        }
+        layout
+            .pieces()
+            .filter(|&p| storage.is_wanted(p) && !on_disk.get(p.get()))
+            .map(|p| u64::from(layout.piece_len(p)))
+            .sum()
+    }
+}
+
 /// Decides, before [`Storage::prepare`] changes any file, which wanted
 /// pieces to trust and which to hash again. `record` is the one loaded for
 /// this torrent, if any; with `recheck` it is ignored. Pieces whose bytes

@@ -77,6 +77,21 @@ pub enum StorageError {
         /// The first stream offset that is not stored.
         offset: u64,
     },
+    /// The file system has less room than the selected files still need,
+    /// found before any of them was created or grown (see [`crate::space`]).
+    #[error(
+        "not enough free space for {dir}: the files still need {} and {} is free",
+        crate::space::Size(*needed),
+        crate::space::Size(*free)
+    )]
+    NoRoom {
+        /// The output directory.
+        dir: PathBuf,
+        /// Bytes the selected files still need.
+        needed: u64,
+        /// Bytes free to an unprivileged user on its file system.
+        free: u64,
+    },
     /// The operating system refused (local failure). The OS error is the
     /// [`source`](std::error::Error::source), not part of the message, so an
     /// error chain names it once.
@@ -268,6 +283,24 @@ impl Storage {
     /// The output directory the files live under.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Bytes the selected files still need from the file system: each one's
+    /// length less the blocks already allocated to it (a file not yet on
+    /// disk needs all of it). Reads metadata only; creates nothing.
+    pub fn unallocated_bytes(&self) -> Result<u64, StorageError> {
+        let mut needed = 0u64;
+        for f in self.layout.files().filter(|&f| self.is_selected(f)) {
+            let path = self.checked_path(f)?;
+            let allocated = match fs::metadata(&path) {
+                // `st_blocks` counts 512-byte units whatever the block size.
+                Ok(m) => m.blocks().saturating_mul(512),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(io_err("stat", &path)(e)),
+            };
+            needed = needed.saturating_add(self.layout.file_len(f).saturating_sub(allocated));
+        }
+        Ok(needed)
     }
 
     /// Creates the directories and selected files and sets each file to its

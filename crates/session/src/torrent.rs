@@ -113,13 +113,18 @@ pub struct AddOptions {
     pub resume_file: Option<PathBuf>,
     /// Hash every piece on disk again, ignoring the resume record.
     pub recheck: bool,
+    /// Refuse to start downloading when the output directory's file system
+    /// has less free space than the selected files still need
+    /// ([`lodestone_download::space`]).
+    pub check_space: bool,
     /// Give up when the download verifies nothing for this long, saying
     /// why ([`TorrentError::Stalled`]); `None` waits forever.
     pub stall_timeout: Option<Duration>,
 }
 
 impl AddOptions {
-    /// Defaults: every file, seed until removed, 5 minutes for metadata.
+    /// Defaults: every file, seed until removed, 5 minutes for metadata,
+    /// free space checked.
     pub fn new(output_dir: impl Into<PathBuf>) -> Self {
         Self {
             output_dir: output_dir.into(),
@@ -132,6 +137,7 @@ impl AddOptions {
             peers: Vec::new(),
             resume_file: None,
             recheck: false,
+            check_space: true,
             stall_timeout: None,
         }
     }
@@ -704,6 +710,7 @@ impl Torrent {
         config.no_seed = options.no_seed;
         config.resume_file = options.resume_file.clone();
         config.recheck = options.recheck;
+        config.check_space = options.check_space;
         config.pex = self.pex.clone();
         config.listening = Some(self.listening_tx.clone());
         config.dht_nodes = self.uses_dht.then(|| self.dht_nodes_tx.clone());

@@ -207,6 +207,19 @@ fn unverified_pieces_of_unchanged_files_stay_missing() {
     let record = ResumeRecord::capture(&s, HASH, verified).unwrap();
     let plan = plan(&s, HASH, Some(&record), false).unwrap();
     assert_eq!(ones(&plan), (vec![0, 4], vec![]));
+    // Pieces 1, 2 and 3 are to be written; piece 4 is the short last one.
+    assert_eq!(plan.missing_bytes(&s), 3000);
+}
+
+#[test]
+fn pieces_trusted_or_to_be_checked_are_not_missing() {
+    let dir = TempDir::new("plan-missing");
+    let s = storage(&dir);
+    assert_eq!(plan(&s, HASH, None, false).unwrap().missing_bytes(&s), 4200);
+    let record = full_record(&dir, &s);
+    touch(&dir, "b");
+    let plan = plan(&s, HASH, Some(&record), false).unwrap();
+    assert_eq!(plan.missing_bytes(&s), 0, "{:?}", ones(&plan));
 }
 
 #[test]

@@ -138,6 +138,7 @@ pub(super) async fn run(
         metainfo.info_hash,
         config.resume_file.take(),
         config.recheck,
+        config.check_space,
         threads,
     )
     .await?;

@@ -112,6 +112,10 @@ pub struct DownloadConfig {
     pub resume_file: Option<PathBuf>,
     /// Ignore the resume record and hash everything on disk again.
     pub recheck: bool,
+    /// Refuse to start when the output directory's file system has less
+    /// free space than the selected files still need
+    /// ([`crate::space`]), rather than stop when the disk fills.
+    pub check_space: bool,
     /// Where peers learned by ut_pex (BEP 11) go; `None`, or a private
     /// torrent, leaves ut_pex out: neither offered nor answered.
     pub pex: Option<mpsc::Sender<PexReport>>,
@@ -129,7 +133,8 @@ pub struct DownloadConfig {
 }
 
 impl DownloadConfig {
-    /// Defaults: every file, 50 connections (8 per IP), 10 s stall timeout, no limits, seed until shut down.
+    /// Defaults: every file, 50 connections (8 per IP), 10 s stall timeout, no limits, free space
+    /// checked, seed until shut down.
     pub fn new(output_dir: impl Into<PathBuf>, peer_id: PeerId) -> Self {
         Self {
             output_dir: output_dir.into(),
@@ -149,6 +154,7 @@ impl DownloadConfig {
             rng_seed: None,
             resume_file: None,
             recheck: false,
+            check_space: true,
             pex: None,
             listening: None,
             dht_nodes: None,

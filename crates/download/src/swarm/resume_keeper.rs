@@ -14,6 +14,7 @@ use super::DownloadError;
 use crate::bitfield::Bitfield;
 use crate::layout::PieceIndex;
 use crate::resume::{ResumeRecord, plan};
+use crate::space;
 use crate::storage::Storage;
 use crate::verify::{PieceHash, Recheck};
 
@@ -47,7 +48,8 @@ pub(super) struct Start {
 
 impl ResumeKeeper {
     /// Loads the record (a damaged one is logged and ignored), decides what
-    /// to trust and what to re-check, prepares the files, and starts the
+    /// to trust and what to re-check, refuses a download its disk has no
+    /// room for (when `check_space`), prepares the files, and starts the
     /// re-check on `threads` threads. The disk work runs on a blocking
     /// thread; no piece is hashed before this returns.
     pub(super) async fn start(
@@ -56,6 +58,7 @@ impl ResumeKeeper {
         info_hash: InfoHash,
         record: Option<PathBuf>,
         recheck: bool,
+        check_space: bool,
         threads: usize,
     ) -> Result<(Self, Start), DownloadError> {
         let plan = {
@@ -67,6 +70,9 @@ impl ResumeKeeper {
                     None
                 });
                 let plan = plan(&storage, info_hash, loaded.flatten().as_ref(), recheck)?;
+                if check_space {
+                    space::ensure_room(&storage, plan.missing_bytes(&storage))?;
+                }
                 storage.prepare()?;
                 Ok::<_, DownloadError>(plan)
             })
