@@ -73,7 +73,10 @@ impl ProgressView {
         let bar = (mode == ViewMode::Live).then(|| {
             // Until the first snapshot: nothing verified of the whole torrent.
             let bar = ProgressBar::new(total);
-            bar.set_prefix(bar_prefix(Phase::Checking, 0, total));
+            bar.set_prefix(bar_prefix(&DownloadProgress {
+                wanted_bytes: total,
+                ..DownloadProgress::default()
+            }));
             bar.set_style(
                 ProgressStyle::with_template(LIVE_TEMPLATE)
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -107,7 +110,7 @@ impl ProgressView {
                 if let Some(bar) = &self.bar {
                     bar.set_length(p.wanted_bytes);
                     bar.set_position(p.verified_bytes);
-                    bar.set_prefix(bar_prefix(p.phase, p.verified_bytes, p.wanted_bytes));
+                    bar.set_prefix(bar_prefix(p));
                     bar.set_message(details(p, peers_known, why));
                 }
             }
@@ -116,7 +119,7 @@ impl ProgressView {
                     self.last_line = Some(Instant::now());
                     eprintln!(
                         "{}: {} of {} verified, {}",
-                        phase_name(p.phase),
+                        shown_phase(p),
                         BinaryBytes(p.verified_bytes),
                         BinaryBytes(p.wanted_bytes),
                         details(p, peers_known, why),
@@ -189,13 +192,23 @@ impl ProgressView {
 }
 
 /// What the bar starts with: `downloading 1.20 MiB/3.34 MiB`.
-fn bar_prefix(phase: Phase, verified: u64, wanted: u64) -> String {
+fn bar_prefix(p: &DownloadProgress) -> String {
     format!(
         "{:<11} {}/{}",
-        phase_name(phase),
-        BinaryBytes(verified),
-        BinaryBytes(wanted)
+        shown_phase(p),
+        BinaryBytes(p.verified_bytes),
+        BinaryBytes(p.wanted_bytes)
     )
+}
+
+/// The phase in the user's words: a download that ended short of its
+/// wanted bytes (stopped, or failed) is `stopped`, not `finished`. JSON
+/// events keep the phase's own name.
+fn shown_phase(p: &DownloadProgress) -> &'static str {
+    match p.phase {
+        Phase::Finished if p.verified_bytes < p.wanted_bytes => "stopped",
+        phase => phase_name(phase),
+    }
 }
 
 /// Rates, peers, the time left and why nothing moves: `down 1.50 MiB/s,
@@ -314,6 +327,17 @@ mod tests {
         };
         let line = summary_line(&done, SIZE, SIZE, Duration::from_secs(1));
         assert!(line.starts_with("downloaded 3.34 MiB in "), "{line}");
+    }
+
+    #[test]
+    fn a_download_that_ended_short_is_shown_stopped_not_finished() {
+        let mut ended = downloading(SIZE / 2, 0.0);
+        ended.phase = Phase::Finished;
+        assert_eq!(shown_phase(&ended), "stopped");
+        assert!(bar_prefix(&ended).starts_with("stopped "));
+        ended.verified_bytes = SIZE;
+        assert_eq!(shown_phase(&ended), "finished");
+        assert_eq!(shown_phase(&downloading(0, 0.0)), "downloading");
     }
 
     #[test]
