@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use anyhow::anyhow;
+use indicatif::BinaryBytes;
 use lodestone_core::Metainfo;
 use lodestone_download::StorageError;
 use lodestone_download::swarm::{DownloadError, DownloadProgress, Summary};
@@ -150,17 +151,26 @@ impl View {
     }
 }
 
-/// A storage failure with what the user can do about it: a full disk or a
-/// file that cannot be written loses nothing verified, so the same command
-/// resumes once the cause is mended.
+/// A storage failure with what the user can do about it. A disk without
+/// room is said in sizes people read; a failed read or write (a full disk,
+/// a file taken away) loses nothing verified, so the same command resumes
+/// once the cause is mended.
 fn storage_failure(e: StorageError) -> anyhow::Error {
-    let advice = match e {
-        StorageError::NoRoom { .. } => {
-            "make room, choose another --output, or pass --no-space-check"
-        }
-        _ => "the verified data is kept: once that is mended, run the same command again to resume",
-    };
-    anyhow!("{:#}; {advice}", anyhow::Error::from(e))
+    match e {
+        StorageError::NoRoom { dir, needed, free } => anyhow!(
+            "not enough free space for {}: the files still need {} and {} is free; \
+             make room, choose another --output, or pass --no-space-check",
+            dir.display(),
+            BinaryBytes(needed),
+            BinaryBytes(free)
+        ),
+        e @ StorageError::Io { .. } => anyhow!(
+            "{:#}; the verified data is kept: once that is mended, run the same command \
+             again to resume",
+            anyhow::Error::from(e)
+        ),
+        e => anyhow!(e),
+    }
 }
 
 /// One line saying how far a metadata fetch got, short enough to fit an

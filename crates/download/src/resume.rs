@@ -255,18 +255,14 @@ pub struct ResumePlan {
 }
 
 impl ResumePlan {
-    /// Bytes of the wanted pieces the plan finds nowhere on disk: neither
-    /// trusted nor to be checked. An upper bound on what the download still
-    /// has to write (see [`crate::space`]).
-    pub fn missing_bytes(&self, storage: &Storage) -> u64 {
+    /// Bytes of the wanted pieces the record does not vouch for: an upper
+    /// bound on what the download still has to write (see [`crate::space`]).
+    /// Pieces to be checked count, as any of them may be mostly holes.
+    pub fn unverified_bytes(&self, storage: &Storage) -> u64 {
         let layout = storage.layout();
-        let mut on_disk = self.trusted.clone();
-        for p in &self.to_check {
-            on_disk.set(p.get());
-        }
         layout
             .pieces()
-            .filter(|&p| storage.is_wanted(p) && !on_disk.get(p.get()))
+            .filter(|&p| storage.is_wanted(p) && !self.trusted.get(p.get()))
             .map(|p| u64::from(layout.piece_len(p)))
             .sum()
     }

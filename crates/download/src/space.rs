@@ -4,32 +4,35 @@
 //! for its disk runs until the disk fills, maybe hours later, and then stops
 //! with the bandwidth spent and another program's writes failing beside it.
 //!
-//! What is still needed is the smaller of two counts, each an upper bound:
-//! the selected files' bytes not yet allocated on disk, and the bytes of
-//! the wanted pieces neither verified nor found on disk. The first is exact
-//! where the file system reports allocated blocks; the second keeps a file
-//! system that reports none (some FUSE mounts) from refusing a torrent that
-//! is already whole. A file's last partial block and the file system's own
-//! metadata are not counted: a download that fits to within a few blocks
-//! may still meet a full disk, which then stops it with the OS error.
+//! What is still needed is the smaller of two upper bounds: the selected
+//! files' bytes not yet allocated on disk, and the bytes of the wanted pieces
+//! not verified (a piece cannot need more room than its own bytes). The
+//! first is exact where the file system reports allocated blocks; the second
+//! keeps one that reports none (some FUSE mounts) from refusing a torrent
+//! whose resume record vouches for it. A file's last partial block and the
+//! file system's own metadata are not counted: a download that fits to
+//! within a few blocks may still meet a full disk, which then stops it with
+//! the OS error.
 //!
 //! Free space is what `statvfs` gives an unprivileged user (`f_bavail`, as
-//! `df` shows it). When it cannot be learned, nothing is refused.
+//! `df` shows it), on the output directory's file system; a file system
+//! mounted inside the output directory is not asked about. Each download is
+//! checked on its own as it starts: nothing is reserved for others starting
+//! beside it. When the free space cannot be learned, nothing is refused.
 
-use std::fmt;
 use std::path::Path;
 
 use crate::storage::{Storage, StorageError};
 
 /// Refuses with [`StorageError::NoRoom`] when the file system under
 /// `storage`'s output directory has less free space than the selected
-/// files still need, `missing` being the bytes of the wanted pieces not on
-/// disk. Reads metadata only.
-pub fn ensure_room(storage: &Storage, missing: u64) -> Result<(), StorageError> {
-    if missing == 0 {
+/// files still need, `unverified` being the bytes of the wanted pieces not
+/// verified. Reads metadata only.
+pub fn ensure_room(storage: &Storage, unverified: u64) -> Result<(), StorageError> {
+    if unverified == 0 {
         return Ok(());
     }
-    let needed = storage.unallocated_bytes()?.min(missing);
+    let needed = storage.unallocated_bytes()?.min(unverified);
     let Some(free) = free_bytes(storage.root()) else {
         return Ok(());
     };
@@ -45,8 +48,10 @@ pub fn ensure_room(storage: &Storage, missing: u64) -> Result<(), StorageError> 
 
 /// Bytes free to an unprivileged user on the file system holding `dir`, or
 /// on that of its nearest existing ancestor while `dir` is not made yet;
-/// `None` when no ancestor can be asked.
+/// `None` when none can be asked.
 fn free_bytes(dir: &Path) -> Option<u64> {
+    // Absolute, so that a relative path not made yet has ancestors to ask.
+    let dir = std::path::absolute(dir).ok()?;
     dir.ancestors().find_map(|d| match rustix::fs::statvfs(d) {
         Ok(fs) => Some(fs.f_bavail.saturating_mul(fs.f_frsize)),
         Err(e) => {
@@ -54,27 +59,6 @@ fn free_bytes(dir: &Path) -> Option<u64> {
             None
         }
     })
-}
-
-/// A byte count as people read it: `512 B`, `39.06 KiB`, `1.50 GiB`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Size(pub u64);
-
-impl fmt::Display for Size {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-        if self.0 < 1024 {
-            return write!(f, "{} B", self.0);
-        }
-        let mut value = self.0 as f64 / 1024.0;
-        let mut unit = 0;
-        while value >= 1024.0 && unit + 1 < UNITS.len() {
-            value /= 1024.0;
-            unit += 1;
-        }
-        // Two decimals, as the CLI's status lines show sizes.
-        write!(f, "{value:.2} {}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]
@@ -95,26 +79,10 @@ mod tests {
     }
 
     #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(Size(512).to_string(), "512 B");
-        assert_eq!(Size(40_000).to_string(), "39.06 KiB");
-        assert_eq!(Size(3 << 20).to_string(), "3.00 MiB");
-        assert_eq!(Size(1_610_612_736).to_string(), "1.50 GiB");
-        assert_eq!(Size(u64::MAX).to_string(), "16384.00 PiB");
-    }
-
-    #[test]
-    fn files_written_whole_need_nothing_more() {
-        let dir = TempDir::new("space-written");
+    fn a_file_not_on_disk_needs_its_whole_length() {
+        let dir = TempDir::new("space-fresh");
         let s = storage(&dir.0, &[100_000, 30_000]);
-        assert_eq!(
-            s.unallocated_bytes().unwrap(),
-            130_000,
-            "nothing on disk yet"
-        );
-        s.prepare().unwrap();
-        s.write(0, &vec![7; 130_000]).unwrap();
-        assert_eq!(s.unallocated_bytes().unwrap(), 0);
+        assert_eq!(s.unallocated_bytes().unwrap(), 130_000);
     }
 
     #[test]
@@ -141,8 +109,8 @@ mod tests {
             "{err}"
         );
         assert!(!dir.0.join("t").exists(), "the check creates nothing");
-        // A torrent already whole on disk needs nothing, whatever the file
-        // system says of its blocks.
+        // A torrent whose every piece is verified needs nothing, whatever
+        // the file system says of its blocks.
         ensure_room(&s, 0).unwrap();
     }
 
@@ -150,5 +118,6 @@ mod tests {
     fn a_directory_not_made_yet_is_judged_by_its_nearest_ancestor() {
         let dir = TempDir::new("space-ancestor");
         assert!(free_bytes(&dir.0.join("not/made/yet")).is_some());
+        assert!(free_bytes(Path::new("not/made/yet")).is_some(), "relative");
     }
 }

@@ -80,9 +80,8 @@ pub enum StorageError {
     /// The file system has less room than the selected files still need,
     /// found before any of them was created or grown (see [`crate::space`]).
     #[error(
-        "not enough free space for {dir}: the files still need {} and {} is free",
-        crate::space::Size(*needed),
-        crate::space::Size(*free)
+        "not enough free space for {}: the files still need {needed} bytes and {free} are free",
+        dir.display()
     )]
     NoRoom {
         /// The output directory.
@@ -253,13 +252,18 @@ impl Storage {
     /// time), or `None` when it does not exist yet. Creates nothing; resume
     /// compares it with the stamp in its record, before [`Storage::prepare`].
     pub fn stamp(&self, file: FileIndex) -> Result<Option<FileStamp>, StorageError> {
+        Ok(self.metadata(file)?.map(|m| FileStamp {
+            len: m.len(),
+            mtime_secs: m.mtime(),
+            mtime_nanos: m.mtime_nsec(),
+        }))
+    }
+
+    /// A selected file's metadata, or `None` when it does not exist yet.
+    fn metadata(&self, file: FileIndex) -> Result<Option<fs::Metadata>, StorageError> {
         let path = self.checked_path(file)?;
         match fs::metadata(&path) {
-            Ok(m) => Ok(Some(FileStamp {
-                len: m.len(),
-                mtime_secs: m.mtime(),
-                mtime_nanos: m.mtime_nsec(),
-            })),
+            Ok(m) => Ok(Some(m)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("stat", &path)(e)),
         }
@@ -291,13 +295,10 @@ impl Storage {
     pub fn unallocated_bytes(&self) -> Result<u64, StorageError> {
         let mut needed = 0u64;
         for f in self.layout.files().filter(|&f| self.is_selected(f)) {
-            let path = self.checked_path(f)?;
-            let allocated = match fs::metadata(&path) {
-                // `st_blocks` counts 512-byte units whatever the block size.
-                Ok(m) => m.blocks().saturating_mul(512),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-                Err(e) => return Err(io_err("stat", &path)(e)),
-            };
+            // `st_blocks` counts 512-byte units whatever the block size.
+            let allocated = self
+                .metadata(f)?
+                .map_or(0, |m| m.blocks().saturating_mul(512));
             needed = needed.saturating_add(self.layout.file_len(f).saturating_sub(allocated));
         }
         Ok(needed)

@@ -207,19 +207,29 @@ fn unverified_pieces_of_unchanged_files_stay_missing() {
     let record = ResumeRecord::capture(&s, HASH, verified).unwrap();
     let plan = plan(&s, HASH, Some(&record), false).unwrap();
     assert_eq!(ones(&plan), (vec![0, 4], vec![]));
-    // Pieces 1, 2 and 3 are to be written; piece 4 is the short last one.
-    assert_eq!(plan.missing_bytes(&s), 3000);
+    // Pieces 1, 2 and 3 are not vouched for; piece 4 is the short last one.
+    assert_eq!(plan.unverified_bytes(&s), 3000);
 }
 
 #[test]
-fn pieces_trusted_or_to_be_checked_are_not_missing() {
-    let dir = TempDir::new("plan-missing");
+fn only_trusted_pieces_are_not_counted_as_unverified() {
+    let dir = TempDir::new("plan-unverified");
     let s = storage(&dir);
-    assert_eq!(plan(&s, HASH, None, false).unwrap().missing_bytes(&s), 4200);
+    assert_eq!(
+        plan(&s, HASH, None, false).unwrap().unverified_bytes(&s),
+        4200
+    );
     let record = full_record(&dir, &s);
+    assert_eq!(
+        plan(&s, HASH, Some(&record), false)
+            .unwrap()
+            .unverified_bytes(&s),
+        0
+    );
     touch(&dir, "b");
     let plan = plan(&s, HASH, Some(&record), false).unwrap();
-    assert_eq!(plan.missing_bytes(&s), 0, "{:?}", ones(&plan));
+    // Pieces 2, 3 and 4 are to be checked: 1000 + 1000 + 200 bytes.
+    assert_eq!(plan.unverified_bytes(&s), 2200, "{:?}", ones(&plan));
 }
 
 #[test]

@@ -71,7 +71,7 @@ impl ResumeKeeper {
                 });
                 let plan = plan(&storage, info_hash, loaded.flatten().as_ref(), recheck)?;
                 if check_space {
-                    space::ensure_room(&storage, plan.missing_bytes(&storage))?;
+                    space::ensure_room(&storage, plan.unverified_bytes(&storage))?;
                 }
                 storage.prepare()?;
                 Ok::<_, DownloadError>(plan)
