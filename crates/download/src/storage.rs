@@ -22,7 +22,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use lodestone_core::{FileSelection, Info};
+use lodestone_core::{FileEntry, FileSelection, Info};
 use thiserror::Error;
 
 use crate::bitfield::Bitfield;
@@ -184,7 +184,7 @@ impl Storage {
         info: &Info,
         select_only: Option<&[FileSelection]>,
     ) -> Result<Self, StorageError> {
-        let paths = info.files.iter().map(|f| f.relative_path()).collect();
+        let paths = info.files.iter().map(FileEntry::disk_path).collect();
         let selected: Vec<bool> = (0..info.files.len())
             .map(|i| {
                 select_only.is_none_or(|ranges| {

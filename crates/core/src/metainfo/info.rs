@@ -24,9 +24,22 @@ pub struct FileEntry {
 }
 
 impl FileEntry {
-    /// The path to write the file at, relative to the output directory.
+    /// The file's path as the torrent names it, relative to the output
+    /// directory: what `inspect` shows and `--select` matches.
     pub fn relative_path(&self) -> PathBuf {
         self.path.iter().collect()
+    }
+
+    /// Where the file is written, relative to the output directory: the
+    /// torrent's path with each component too long for a file system cut
+    /// as libtorrent cuts it (see `paths::disk_component`). The parser
+    /// refused a torrent in which two files would share one.
+    pub fn disk_path(&self) -> PathBuf {
+        let mut path = PathBuf::new();
+        for component in &self.path {
+            path.push(&*super::paths::disk_component(component));
+        }
+        path
     }
 
     /// The byte range of the file within the torrent's stream.

@@ -1,6 +1,7 @@
 //! File path safety: every path a torrent names must stay inside the output
 //! directory on every platform, whatever bytes the torrent's author chose.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
@@ -54,10 +55,47 @@ enum Named {
     Dir(usize),
 }
 
-/// Refuses two files at the same path, and a file whose path is also a
-/// directory of another file: either would make one write clobber another.
-/// Padding files are never written, so they may repeat (libtorrent names
-/// them `.pad/<length>`).
+/// Bytes of a long path component kept before its extension. File systems
+/// refuse names over 255 bytes (`NAME_MAX`), which a torrent's author may
+/// well have written (90 CJK characters are 270 bytes of UTF-8).
+/// libtorrent, and so qBittorrent and Deluge, cut such names at 240 bytes
+/// and keep the extension; doing the same puts the files where those clients
+/// put them, so a directory one downloaded can be seeded by the other.
+const KEPT_NAME_BYTES: usize = 240;
+
+/// The bytes at a component's end in which a `.` starts the extension kept
+/// after a cut (libtorrent's window).
+const EXTENSION_WINDOW: usize = 9;
+
+/// A path component as it is named on disk: unchanged up to
+/// [`KEPT_NAME_BYTES`]; longer, its shortest prefix of whole characters
+/// holding at least that many bytes, followed by its extension (from the last
+/// `.` among its final [`EXTENSION_WINDOW`] bytes and after that prefix) when
+/// it has one. The result is at most 252 bytes.
+pub(crate) fn disk_component(component: &str) -> Cow<'_, str> {
+    if component.len() <= KEPT_NAME_BYTES {
+        return Cow::Borrowed(component);
+    }
+    let cut = component
+        .char_indices()
+        .map(|(at, c)| at + c.len_utf8())
+        .find(|&end| end >= KEPT_NAME_BYTES)
+        .unwrap_or(component.len());
+    // Searched as bytes: the window may begin inside a character, and a
+    // `.` byte is always a whole character of its own.
+    let window = component.len().saturating_sub(EXTENSION_WINDOW).max(cut);
+    let extension = component.as_bytes()[window..]
+        .iter()
+        .rposition(|&b| b == b'.')
+        .map_or("", |dot| &component[window + dot..]);
+    Cow::Owned(format!("{}{extension}", &component[..cut]))
+}
+
+/// Refuses two files at the same path on disk, and a file whose path is
+/// also a directory of another file: either would make one write clobber
+/// another. Paths are compared as [`disk_component`] names them, so two
+/// long names cut to the same one clash too. Padding files are never
+/// written, so they may repeat (libtorrent names them `.pad/<length>`).
 ///
 /// The paths are walked as a tree, each name keyed by its directory's id,
 /// so a path costs one lookup per component. Keying every prefix as a
@@ -65,26 +103,31 @@ enum Named {
 /// few hundred KB of torrent, took hours.
 pub(super) fn check_unique(files: &[FileEntry]) -> Result<(), MetainfoError> {
     const ROOT: usize = 0;
-    let mut tree: HashMap<(usize, &str), Named> = HashMap::new();
+    let mut tree: HashMap<(usize, Cow<'_, str>), Named> = HashMap::new();
     for file in files.iter().filter(|f| !f.padding) {
         let path = file.path.as_slice();
         // `check_path` has refused empty paths already.
         let Some((name, dirs)) = path.split_last() else {
             continue;
         };
+        let on_disk = |depth: usize| -> String {
+            let named: Vec<Cow<'_, str>> =
+                path[..=depth].iter().map(|c| disk_component(c)).collect();
+            named.join("/")
+        };
         let mut parent = ROOT;
         for (depth, dir) in dirs.iter().enumerate() {
             let next_id = tree.len() + 1;
             match tree
-                .entry((parent, dir.as_str()))
+                .entry((parent, disk_component(dir)))
                 .or_insert(Named::Dir(next_id))
             {
                 Named::Dir(id) => parent = *id,
-                Named::File => return Err(MetainfoError::PathClash(path[..=depth].join("/"))),
+                Named::File => return Err(MetainfoError::PathClash(on_disk(depth))),
             }
         }
-        match tree.entry((parent, name.as_str())) {
-            Entry::Occupied(_) => return Err(MetainfoError::PathClash(path.join("/"))),
+        match tree.entry((parent, disk_component(name))) {
+            Entry::Occupied(_) => return Err(MetainfoError::PathClash(on_disk(dirs.len()))),
             Entry::Vacant(slot) => {
                 slot.insert(Named::File);
             }
@@ -112,6 +155,79 @@ mod tests {
         ] {
             let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
             assert!(check_path(&path).is_ok(), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn names_a_file_system_takes_are_kept() {
+        for name in ["a", &"x".repeat(KEPT_NAME_BYTES), &"日".repeat(80)] {
+            assert!(matches!(disk_component(name), Cow::Borrowed(n) if n == name));
+        }
+    }
+
+    #[test]
+    fn a_long_name_is_cut_at_240_bytes_keeping_its_extension() {
+        let long = format!("{}.mkv", "x".repeat(300));
+        assert_eq!(disk_component(&long), format!("{}.mkv", "x".repeat(240)));
+        // 241 to 255 bytes are cut too, as libtorrent cuts them.
+        let just_over = format!("{}.txt", "y".repeat(241));
+        assert_eq!(
+            disk_component(&just_over),
+            format!("{}.txt", "y".repeat(240))
+        );
+        // Whole characters only: 1 + 3 × 80 = 241 bytes is the shortest
+        // prefix holding 240.
+        let cjk = format!("a{}.jpg", "日".repeat(100));
+        assert_eq!(disk_component(&cjk), format!("a{}.jpg", "日".repeat(80)));
+    }
+
+    #[test]
+    fn a_dot_outside_the_last_nine_bytes_starts_no_extension() {
+        let no_dot = "z".repeat(300);
+        assert_eq!(disk_component(&no_dot), "z".repeat(240));
+        let early_dot = format!("a.b{}", "z".repeat(300));
+        assert_eq!(
+            disk_component(&early_dot),
+            format!("a.b{}", "z".repeat(237))
+        );
+        // ".extension" is 10 bytes: its dot is outside the window.
+        let long_extension = format!("{}.extension", "z".repeat(300));
+        assert_eq!(disk_component(&long_extension), "z".repeat(240));
+        // The last dot in the window wins, as it is the extension's.
+        let two = format!("{}.tar.gz", "z".repeat(300));
+        assert_eq!(disk_component(&two), format!("{}.gz", "z".repeat(240)));
+    }
+
+    #[test]
+    fn long_names_cut_to_one_clash() {
+        let file = |name: String| FileEntry {
+            path: vec!["t".into(), name],
+            length: 1,
+            offset: 0,
+            padding: false,
+        };
+        let (a, b) = ("a".repeat(250), "a".repeat(260));
+        let files = [file(format!("{a}.bin")), file(format!("{b}.bin"))];
+        let clash = format!("t/{}.bin", "a".repeat(240));
+        assert!(
+            matches!(check_unique(&files), Err(MetainfoError::PathClash(p)) if p == clash),
+            "{:?}",
+            check_unique(&files)
+        );
+        let apart = [file(format!("{a}.bin")), file(format!("b{a}.bin"))];
+        assert!(check_unique(&apart).is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_cut_name_fits_any_file_system(name in "\\PC{0,400}") {
+            let cut = disk_component(&name);
+            proptest::prop_assert!(cut.len() <= 252, "{} bytes", cut.len());
+            proptest::prop_assert!(name.len() > KEPT_NAME_BYTES || cut == name);
+            // It begins as the name does: at least 240 of the name's bytes,
+            // or all of them.
+            let kept = cut.len().min(KEPT_NAME_BYTES);
+            proptest::prop_assert!(name.as_bytes().starts_with(&cut.as_bytes()[..kept]));
         }
     }
 

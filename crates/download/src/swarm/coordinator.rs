@@ -119,7 +119,7 @@ pub(super) async fn run(
     let started = Instant::now();
     let info = &metainfo.info;
     let layout = Arc::new(Layout::from_info(info)?);
-    let paths = info.files.iter().map(FileEntry::relative_path).collect();
+    let paths = info.files.iter().map(FileEntry::disk_path).collect();
     let selected: Vec<bool> = (0..info.files.len())
         .map(|i| config.files.as_ref().is_none_or(|s| s.contains(&i)))
         .collect();
