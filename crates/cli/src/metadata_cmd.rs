@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use lodestone_core::metainfo::disk_component;
 use lodestone_core::{Magnet, Metainfo};
 use lodestone_session::{AddOptions, Session, SessionConfig, TorrentSource};
 
@@ -28,9 +29,11 @@ pub async fn run(args: MetadataArgs) -> Result<(), Failure> {
         Some(kept) => kept,
         None => fetch(magnet, &args, timeout, state).await?,
     };
-    let path = args
-        .output
-        .unwrap_or_else(|| PathBuf::from(format!("{}.torrent", metainfo.info.name)));
+    // Cut as a file's name is, keeping `.torrent`: a name the file system
+    // takes as a directory may be too long with the suffix.
+    let path = args.output.unwrap_or_else(|| {
+        PathBuf::from(&*disk_component(&format!("{}.torrent", metainfo.info.name)))
+    });
     std::fs::write(&path, metainfo.to_torrent_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
         .map_err(Failure::Failed)?;

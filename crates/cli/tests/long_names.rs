@@ -22,10 +22,10 @@ fn content(len: usize, seed: u8) -> Vec<u8> {
 lodestone_tests::isolated_test! {
     fn libtorrent_puts_long_names_where_lodestone_seeds_them() {
         // A directory of 300 bytes of CJK, a file of 304 bytes with an
-        // extension, and one of 274 bytes of two-byte characters.
+        // extension, and one of 305 whose 241st byte ends a character.
         let files = [
             (vec!["目录".repeat(50), format!("{}.bin", "f".repeat(300))], content(100_000, 1)),
-            (vec![format!("{}.txt", "é".repeat(135))], content(5_000, 2)),
+            (vec![format!("a{}.jpg", "日".repeat(100))], content(5_000, 2)),
         ];
         let refs: Vec<(Vec<String>, &[u8])> =
             files.iter().map(|(path, data)| (path.clone(), data.as_slice())).collect();

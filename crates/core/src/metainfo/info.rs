@@ -32,12 +32,12 @@ impl FileEntry {
 
     /// Where the file is written, relative to the output directory: the
     /// torrent's path with each component too long for a file system cut
-    /// as libtorrent cuts it (see `paths::disk_component`). The parser
+    /// as libtorrent cuts it (see [`super::disk_component`]). The parser
     /// refused a torrent in which two files would share one.
     pub fn disk_path(&self) -> PathBuf {
         let mut path = PathBuf::new();
         for component in &self.path {
-            path.push(&*super::paths::disk_component(component));
+            path.push(&*super::disk_component(component));
         }
         path
     }

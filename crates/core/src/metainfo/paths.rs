@@ -67,12 +67,13 @@ const KEPT_NAME_BYTES: usize = 240;
 /// after a cut (libtorrent's window).
 const EXTENSION_WINDOW: usize = 9;
 
-/// A path component as it is named on disk: unchanged up to
-/// [`KEPT_NAME_BYTES`]; longer, its shortest prefix of whole characters
-/// holding at least that many bytes, followed by its extension (from the last
-/// `.` among its final [`EXTENSION_WINDOW`] bytes and after that prefix) when
-/// it has one. The result is at most 252 bytes.
-pub(crate) fn disk_component(component: &str) -> Cow<'_, str> {
+/// A path component as it is named on disk: unchanged up to 240 bytes;
+/// longer, its shortest prefix of whole characters holding at least 240
+/// bytes, followed by its extension (from the last `.` among its final 9
+/// bytes and after that prefix) when it has one. The result is at most 252 bytes. Public so that
+/// a file named after a torrent, such as `metadata`'s `NAME.torrent`, is
+/// cut alike.
+pub fn disk_component(component: &str) -> Cow<'_, str> {
     if component.len() <= KEPT_NAME_BYTES {
         return Cow::Borrowed(component);
     }
@@ -196,6 +197,18 @@ mod tests {
         // The last dot in the window wins, as it is the extension's.
         let two = format!("{}.tar.gz", "z".repeat(300));
         assert_eq!(disk_component(&two), format!("{}.gz", "z".repeat(240)));
+        // The window's edges: a dot 9 bytes from the end is in, 10 is out.
+        let nine = format!("{}.12345678", "z".repeat(300));
+        assert_eq!(
+            disk_component(&nine),
+            format!("{}.12345678", "z".repeat(240))
+        );
+        let ten = format!("{}.123456789", "z".repeat(300));
+        assert_eq!(disk_component(&ten), "z".repeat(240));
+        // A dot that the kept prefix ends with is kept there, not taken
+        // again as the extension.
+        let dot_at_cut = format!("{}.{}", "z".repeat(239), "q".repeat(5));
+        assert_eq!(disk_component(&dot_at_cut), format!("{}.", "z".repeat(239)));
     }
 
     #[test]
