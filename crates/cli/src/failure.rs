@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use crate::shown::Shown;
+
 /// A command's failure, classified for the exit code.
 #[derive(Debug)]
 pub enum Failure {
@@ -18,7 +20,8 @@ impl Failure {
             Failure::BadInput(e) => (2, e),
             Failure::Failed(e) => (1, e),
         };
-        eprintln!("lodestone: {error:#}");
+        // Errors quote names, paths, URLs and replies strangers wrote.
+        eprintln!("lodestone: {}", Shown(format_args!("{error:#}")));
         ExitCode::from(code)
     }
 }

@@ -7,6 +7,7 @@ use serde_json::json;
 use crate::args::InspectArgs;
 use crate::failure::Failure;
 use crate::output::outln;
+use crate::shown::Shown;
 use crate::target::Target;
 
 /// Runs the command.
@@ -43,7 +44,7 @@ pub fn print_metainfo(metainfo: &Metainfo, as_json: bool) {
         return;
     }
     outln!("infohash:    {}", metainfo.info_hash);
-    outln!("name:        {}", info.name);
+    outln!("name:        {}", Shown(&info.name));
     outln!(
         "total size:  {} ({} bytes)",
         BinaryBytes(info.total_length),
@@ -62,7 +63,8 @@ pub fn print_metainfo(metainfo: &Metainfo, as_json: bool) {
     for (tier, trackers) in tracker_tiers(metainfo).iter().enumerate() {
         for tracker in trackers {
             outln!(
-                "tracker:     {tracker} (tier {tier}; {})",
+                "tracker:     {} (tier {tier}; {})",
+                Shown(tracker),
                 tracker_use(tracker)
             );
         }
@@ -74,7 +76,7 @@ pub fn print_metainfo(metainfo: &Metainfo, as_json: bool) {
     for (index, file) in files {
         outln!(
             "  [{index:>width$}] {}  ({})",
-            file.relative_path().display(),
+            Shown(file.relative_path().display()),
             BinaryBytes(file.length)
         );
     }
@@ -122,10 +124,10 @@ fn print_magnet(magnet: &Magnet, as_json: bool) {
     }
     outln!("infohash:    {}", magnet.info_hash);
     if let Some(name) = &magnet.display_name {
-        outln!("name:        {name}");
+        outln!("name:        {}", Shown(name));
     }
     for tracker in &magnet.trackers {
-        outln!("tracker:     {tracker} ({})", tracker_use(tracker));
+        outln!("tracker:     {} ({})", Shown(tracker), tracker_use(tracker));
     }
     for peer in &peers {
         outln!("peer:        {peer}");

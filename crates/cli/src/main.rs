@@ -17,6 +17,7 @@ mod output;
 mod progress_view;
 mod rate;
 mod selection;
+mod shown;
 mod state_dir;
 mod status;
 mod stop_signal;

@@ -13,6 +13,7 @@ use crate::dht_cmd;
 use crate::failure::{BadInputExt, Failure};
 use crate::inspect::print_metainfo;
 use crate::progress_view::ViewMode;
+use crate::shown::Shown;
 use crate::state_dir::StateDir;
 use crate::torrent_view::follow;
 
@@ -41,7 +42,7 @@ pub async fn run(args: MetadataArgs) -> Result<(), Failure> {
         "metadata of {} verified in {:.3} s, written to {}",
         metainfo.info_hash,
         started.elapsed().as_secs_f64(),
-        path.display()
+        Shown(path.display())
     );
     print_metainfo(&metainfo, false);
     Ok(())

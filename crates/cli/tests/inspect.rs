@@ -223,3 +223,40 @@ fn announce_alone_is_one_tier() {
         serde_json::json!([["http://tracker.invalid/announce"]])
     );
 }
+
+/// What a stranger may put in a name to act on the user's terminal: ESC
+/// sequences that retitle the window and clear the screen, BEL, CR, a C1
+/// CSI and a right-to-left override.
+const TERMINAL_TRICKS: &str = "evil\x1b]0;PWNED\x07\x1b[2J\r\u{9b}31m\u{202e}txt.exe";
+
+/// Whether `text` holds any character a terminal acts on (newlines aside).
+fn acts_on_a_terminal(text: &str) -> bool {
+    text.chars()
+        .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}')
+}
+
+#[test]
+fn names_and_trackers_reach_the_terminal_escaped() {
+    let torrent = format!(
+        "d8:announce{}:{tracker}4:infod6:lengthi3e4:name{}:{TERMINAL_TRICKS}12:piece lengthi16384e6:pieces20:{}ee",
+        "http://t\x1b[31m.invalid/announce".len(),
+        TERMINAL_TRICKS.len(),
+        "x".repeat(20),
+        tracker = "http://t\x1b[31m.invalid/announce",
+    );
+    let file = write_temp("tricks.torrent", torrent.as_bytes());
+    let output = lodestone(&["inspect", &file.to_string_lossy()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(!acts_on_a_terminal(&out), "{out:?}");
+    let escaped = "evil\\u{1b}]0;PWNED\\u{7}\\u{1b}[2J\\u{d}\\u{9b}31m\\u{202e}txt.exe";
+    assert_eq!(out.matches(escaped).count(), 2, "name and file: {out}");
+    assert!(
+        out.contains("http://t\\u{1b}[31m.invalid/announce"),
+        "{out}"
+    );
+
+    let magnet = "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&dn=a%1b%5b2Jb";
+    let out = stdout(&lodestone(&["inspect", magnet]));
+    assert!(out.contains("name:        a\\u{1b}[2Jb"), "{out}");
+}

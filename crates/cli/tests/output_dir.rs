@@ -1,5 +1,6 @@
 //! `lodestone download` writes nothing outside its output directory, even
-//! through a symlink already in it, and names the path it refused.
+//! through a symlink already in it, and names the path it refused, with
+//! whatever a stranger put in the name escaped.
 
 mod common;
 
@@ -23,5 +24,29 @@ lodestone_tests::isolated_test! {
         let refusal = format!("refusing to follow {}: symlink leads outside", link.display());
         assert_eq!(message.matches(&refusal).count(), 1, "{message}");
         assert_eq!(std::fs::read_dir(&outside).expect("outside dir").count(), 0);
+    }
+
+    /// The torrent's file is a directory already, so it cannot be opened
+    /// for writing, and the error quotes a name holding an ESC sequence.
+    fn an_error_quoting_a_name_reaches_the_terminal_escaped() {
+        let work = WorkDir::new("escaped-error").expect("work dir");
+        let out = work.subdir("out").expect("out dir");
+        let name = "x\x1b[2J";
+        std::fs::create_dir_all(out.join(name)).expect("a directory where the file goes");
+        let torrent = format!(
+            "d4:infod6:lengthi3e4:name{}:{name}12:piece lengthi16384e6:pieces20:{}ee",
+            name.len(),
+            "x".repeat(20)
+        );
+        let file = work.path().join("tricks.torrent");
+        std::fs::write(&file, torrent).expect("torrent written");
+        let output = lodestone(&[
+            "download", &file.to_string_lossy(), "-o", &out.to_string_lossy(), "--no-dht",
+            "--no-seed", "--stall-timeout", "5",
+        ]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(!message.contains('\x1b'), "{message:?}");
+        assert!(message.contains("x\\u{1b}[2J: Is a directory"), "{message}");
     }
 }
