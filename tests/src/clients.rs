@@ -320,6 +320,22 @@ pub struct DownloaderConfig {
     pub utp_only: bool,
 }
 
+impl DownloaderConfig {
+    /// A magnet fetched over TCP from the peers its `x.pe` names alone (no
+    /// DHT), by a downloader on `ip`, port 6881.
+    pub fn from_named_peers(ip: Ipv4Addr, magnet: String) -> Self {
+        DownloaderConfig {
+            ip,
+            port: 6881,
+            source: Source::Magnet(magnet),
+            bootstrap: Vec::new(),
+            no_dht: true,
+            utp: false,
+            utp_only: false,
+        }
+    }
+}
+
 /// Timestamps reported by `downloader.py`, in seconds since it started.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 pub struct Finished {

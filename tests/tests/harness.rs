@@ -76,16 +76,10 @@ lodestone_tests::isolated_test! {
 
         for (i, seeder) in [&aria2, &transmission].into_iter().enumerate() {
             let magnet = format!("{}&x.pe={}", info.magnet(), seeder.addr());
-            let mut downloader = LibtorrentDownloader::start(DownloaderConfig {
-                ip: addr(BLOCK_LIBTORRENT, 10 + i as u8),
-                port: 6881,
-                source: Source::Magnet(magnet),
-                bootstrap: vec![],
-                no_dht: true,
-                utp: false,
-                utp_only: false,
-            })
-            .expect("downloader");
+            let ip = addr(BLOCK_LIBTORRENT, 10 + i as u8);
+            let mut downloader =
+                LibtorrentDownloader::start(DownloaderConfig::from_named_peers(ip, magnet))
+                    .expect("downloader");
             downloader.wait_finished(Duration::from_secs(60)).expect("finished");
             verify_files(downloader.save_path(), &info.files).expect("content intact");
             downloader.wait_peer(seeder.addr(), Duration::from_secs(5)).expect("peer seen");

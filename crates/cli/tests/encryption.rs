@@ -14,7 +14,7 @@ use lodestone_core::{ErrorChain, InfoHash, PeerId};
 use lodestone_session::Encryption;
 use lodestone_session::dialer::dial;
 use lodestone_tests::clients::{
-    DownloaderConfig, LibtorrentDownloader, Source, lt_forced_encryption, lt_no_encryption,
+    DownloaderConfig, LibtorrentDownloader, lt_forced_encryption, lt_no_encryption,
     transmission_seeder_with,
 };
 use lodestone_tests::content::verify_files;
@@ -127,15 +127,7 @@ lodestone_tests::isolated_test! {
         }
         let magnet = format!("{}&x.pe=127.0.0.1:7001", info.magnet());
         let mut downloader = LibtorrentDownloader::start_with(
-            DownloaderConfig {
-                ip: addr(BLOCK_LIBTORRENT, 1),
-                port: 6881,
-                source: Source::Magnet(magnet),
-                bootstrap: Vec::new(),
-                no_dht: true,
-                utp: false,
-                utp_only: false,
-            },
+            DownloaderConfig::from_named_peers(addr(BLOCK_LIBTORRENT, 1), magnet),
             &lt_forced_encryption(),
         )
         .expect("libtorrent starts");

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lodestone_core::Metainfo;
-use lodestone_tests::clients::{DownloaderConfig, LibtorrentDownloader, Source};
+use lodestone_tests::clients::{DownloaderConfig, LibtorrentDownloader};
 use lodestone_tests::netns::{BLOCK_LIBTORRENT, BLOCK_LODESTONE, addr};
 use lodestone_tests::process::Proc;
 use lodestone_tests::workdir::WorkDir;
@@ -59,16 +59,8 @@ lodestone_tests::isolated_test! {
         }
 
         let magnet = format!("magnet:?xt=urn:btih:{}&x.pe={ip}:6881", metainfo.info_hash.to_hex());
-        let mut downloader = LibtorrentDownloader::start(DownloaderConfig {
-            ip: addr(BLOCK_LIBTORRENT, 1),
-            port: 6881,
-            source: Source::Magnet(magnet),
-            bootstrap: Vec::new(),
-            no_dht: true,
-            utp: false,
-            utp_only: false,
-        })
-        .expect("downloader");
+        let config = DownloaderConfig::from_named_peers(addr(BLOCK_LIBTORRENT, 1), magnet);
+        let mut downloader = LibtorrentDownloader::start(config).expect("downloader");
         downloader.wait_finished(Duration::from_secs(60)).expect("libtorrent finishes");
         for (file, (_, data)) in metainfo.info.files.iter().zip(&files) {
             let path = downloader.save_path().join(file.disk_path());

@@ -167,48 +167,41 @@ mod tests {
     }
 
     #[test]
-    fn a_long_name_is_cut_at_240_bytes_keeping_its_extension() {
-        let long = format!("{}.mkv", "x".repeat(300));
-        assert_eq!(disk_component(&long), format!("{}.mkv", "x".repeat(240)));
-        // 241 to 255 bytes are cut too, as libtorrent cuts them.
-        let just_over = format!("{}.txt", "y".repeat(241));
-        assert_eq!(
-            disk_component(&just_over),
-            format!("{}.txt", "y".repeat(240))
-        );
-        // Whole characters only: 1 + 3 × 80 = 241 bytes is the shortest
-        // prefix holding 240.
-        let cjk = format!("a{}.jpg", "日".repeat(100));
-        assert_eq!(disk_component(&cjk), format!("a{}.jpg", "日".repeat(80)));
-    }
-
-    #[test]
-    fn a_dot_outside_the_last_nine_bytes_starts_no_extension() {
-        let no_dot = "z".repeat(300);
-        assert_eq!(disk_component(&no_dot), "z".repeat(240));
-        let early_dot = format!("a.b{}", "z".repeat(300));
-        assert_eq!(
-            disk_component(&early_dot),
-            format!("a.b{}", "z".repeat(237))
-        );
-        // ".extension" is 10 bytes: its dot is outside the window.
-        let long_extension = format!("{}.extension", "z".repeat(300));
-        assert_eq!(disk_component(&long_extension), "z".repeat(240));
-        // The last dot in the window wins, as it is the extension's.
-        let two = format!("{}.tar.gz", "z".repeat(300));
-        assert_eq!(disk_component(&two), format!("{}.gz", "z".repeat(240)));
-        // The window's edges: a dot 9 bytes from the end is in, 10 is out.
-        let nine = format!("{}.12345678", "z".repeat(300));
-        assert_eq!(
-            disk_component(&nine),
-            format!("{}.12345678", "z".repeat(240))
-        );
-        let ten = format!("{}.123456789", "z".repeat(300));
-        assert_eq!(disk_component(&ten), "z".repeat(240));
-        // A dot that the kept prefix ends with is kept there, not taken
-        // again as the extension.
-        let dot_at_cut = format!("{}.{}", "z".repeat(239), "q".repeat(5));
-        assert_eq!(disk_component(&dot_at_cut), format!("{}.", "z".repeat(239)));
+    fn a_long_name_is_cut_as_libtorrent_cuts_it() {
+        let z = |n| "z".repeat(n);
+        let cases = [
+            // 240 bytes, then the extension.
+            (format!("{}.mkv", z(300)), format!("{}.mkv", z(240))),
+            // 241 to 255 bytes are cut too, as libtorrent cuts them.
+            (format!("{}.txt", z(241)), format!("{}.txt", z(240))),
+            // Whole characters only: 1 + 3 × 80 = 241 bytes is the shortest
+            // prefix holding 240.
+            (
+                format!("a{}.jpg", "日".repeat(100)),
+                format!("a{}.jpg", "日".repeat(80)),
+            ),
+            // No dot, or none in the last 9 bytes: no extension.
+            (z(300), z(240)),
+            (format!("a.b{}", z(300)), format!("a.b{}", z(237))),
+            (format!("{}.extension", z(300)), z(240)),
+            // The window's edges: a dot 9 bytes from the end is in, 10 out.
+            (
+                format!("{}.12345678", z(300)),
+                format!("{}.12345678", z(240)),
+            ),
+            (format!("{}.123456789", z(300)), z(240)),
+            // The last dot in the window wins, as it is the extension's.
+            (format!("{}.tar.gz", z(300)), format!("{}.gz", z(240))),
+            // A dot the kept prefix ends with stays there, and is not
+            // taken again as the extension.
+            (
+                format!("{}.{}", z(239), "q".repeat(5)),
+                format!("{}.", z(239)),
+            ),
+        ];
+        for (name, cut) in cases {
+            assert_eq!(disk_component(&name), cut, "{name}");
+        }
     }
 
     #[test]
