@@ -260,3 +260,15 @@ fn names_and_trackers_reach_the_terminal_escaped() {
     let out = stdout(&lodestone(&["inspect", magnet]));
     assert!(out.contains("name:        a\\u{1b}[2Jb"), "{out}");
 }
+
+#[test]
+fn an_error_quoting_a_path_reaches_the_terminal_escaped() {
+    let output = lodestone(&["inspect", "/nonexistent/a\x1b[2J.torrent"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(!acts_on_a_terminal(&err), "{err:?}");
+    assert!(
+        err.contains("cannot read torrent /nonexistent/a\\u{1b}[2J.torrent"),
+        "{err}"
+    );
+}

@@ -1,7 +1,8 @@
-//! Names too long for a file system (over 255 bytes) are cut as libtorrent
-//! cuts them: a libtorrent downloader fed by a lodestone seeder puts every
-//! file at the very path lodestone seeds it from, so a directory one of
-//! them downloaded can be seeded by the other.
+//! Names are written to disk as libtorrent writes them, those too long for
+//! a file system (over 255 bytes) cut as it cuts them: a libtorrent
+//! downloader fed by a lodestone seeder puts every file at the very path
+//! lodestone seeds it from, so a directory one of them downloaded can be
+//! seeded by the other.
 
 use std::process::Command;
 use std::time::Duration;
@@ -22,10 +23,14 @@ fn content(len: usize, seed: u8) -> Vec<u8> {
 lodestone_tests::isolated_test! {
     fn libtorrent_puts_long_names_where_lodestone_seeds_them() {
         // A directory of 300 bytes of CJK, a file of 304 bytes with an
-        // extension, and one of 305 whose 241st byte ends a character.
+        // extension, one of 305 whose 241st byte ends a character, and a
+        // short one that is not written as it is named.
         let files = [
             (vec!["目录".repeat(50), format!("{}.bin", "f".repeat(300))], content(100_000, 1)),
             (vec![format!("a{}.jpg", "日".repeat(100))], content(5_000, 2)),
+            // A C0 control and a right-to-left override, which both
+            // libtorrent 2.0.8 and lodestone keep off the disk.
+            (vec!["tab\there\u{202e}.txt".to_owned()], content(3_000, 3)),
         ];
         let refs: Vec<(Vec<String>, &[u8])> =
             files.iter().map(|(path, data)| (path.clone(), data.as_slice())).collect();

@@ -67,29 +67,73 @@ const KEPT_NAME_BYTES: usize = 240;
 /// after a cut (libtorrent's window).
 const EXTENSION_WINDOW: usize = 9;
 
-/// A path component as it is named on disk: unchanged up to 240 bytes;
-/// longer, its shortest prefix of whole characters holding at least 240
-/// bytes, followed by its extension (from the last `.` among its final 9
-/// bytes and after that prefix) when it has one. The result is at most 252 bytes. Public so that
-/// a file named after a torrent, such as `metadata`'s `NAME.torrent`, is
-/// cut alike.
+/// A path component as it is named on disk, as libtorrent names it:
+/// - each control character (C0, DEL, C1: a newline, an ESC) is written as
+///   `_`, so that no file name can break a shell script or act on the
+///   terminal that lists it;
+/// - invisible formatting characters (zero-width ones, bidirectional marks,
+///   embeddings, overrides and isolates, the byte order mark) are left out,
+///   so that `txt.exe` cannot pose as `exe.txt`;
+/// - a name left empty, `.` or `..` by that is named `_`;
+/// - a name that reaches 240 bytes ends at the first whole character that
+///   takes it there, followed by its extension (from the last `.` among its
+///   final 9 bytes, after that character) when it has one, so that it fits
+///   any file system (at most 252 bytes).
+///
+/// Public so that a file named after a torrent, such as `metadata`'s
+/// `NAME.torrent`, is named alike.
 pub fn disk_component(component: &str) -> Cow<'_, str> {
-    if component.len() <= KEPT_NAME_BYTES {
+    if component.len() <= KEPT_NAME_BYTES && !component.contains(|c| disk_char(c) != Some(c)) {
         return Cow::Borrowed(component);
     }
-    let cut = component
-        .char_indices()
-        .map(|(at, c)| at + c.len_utf8())
-        .find(|&end| end >= KEPT_NAME_BYTES)
-        .unwrap_or(component.len());
-    // Searched as bytes: the window may begin inside a character, and a
-    // `.` byte is always a whole character of its own.
-    let window = component.len().saturating_sub(EXTENSION_WINDOW).max(cut);
-    let extension = component.as_bytes()[window..]
-        .iter()
-        .rposition(|&b| b == b'.')
-        .map_or("", |dot| &component[window + dot..]);
-    Cow::Owned(format!("{}{extension}", &component[..cut]))
+    let mut named = String::with_capacity(component.len().min(KEPT_NAME_BYTES + EXTENSION_WINDOW));
+    for (at, c) in component.char_indices() {
+        match disk_char(c) {
+            // As in libtorrent, only a character kept as it is ends a name.
+            Some(kept) if kept == c => named.push(c),
+            Some(replaced) => {
+                named.push(replaced);
+                continue;
+            }
+            None => continue,
+        }
+        if named.len() >= KEPT_NAME_BYTES {
+            // Searched as bytes: the window may begin inside a character,
+            // and a `.` byte is always a whole character of its own.
+            let window = component
+                .len()
+                .saturating_sub(EXTENSION_WINDOW)
+                .max(at + c.len_utf8());
+            if let Some(dot) = component.as_bytes()[window..]
+                .iter()
+                .rposition(|&b| b == b'.')
+            {
+                named.extend(component[window + dot..].chars().filter_map(disk_char));
+            }
+            break;
+        }
+    }
+    // Left out characters may leave nothing, or a name that means this
+    // directory or its parent: the parser refused those as written.
+    if matches!(named.as_str(), "" | "." | "..") {
+        named = "_".to_owned();
+    }
+    Cow::Owned(named)
+}
+
+/// What `c` becomes in a name on disk: `_` for a control character,
+/// nothing for an invisible formatting character, else itself.
+fn disk_char(c: char) -> Option<char> {
+    match c {
+        c if c.is_control() => Some('_'),
+        '\u{061c}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{feff}' => None,
+        c => Some(c),
+    }
 }
 
 /// Refuses two files at the same path on disk, and a file whose path is
@@ -205,6 +249,26 @@ mod tests {
     }
 
     #[test]
+    fn controls_become_underscores_and_invisible_characters_go() {
+        assert_eq!(
+            disk_component("a\nb\x1b[2Jc\td\x7fe\u{9b}f"),
+            "a_b_[2Jc_d_e_f"
+        );
+        assert_eq!(disk_component("clip\u{202e}4pm.exe"), "clip4pm.exe");
+        assert_eq!(disk_component("\u{feff}a\u{200b}b\u{2066}c"), "abc");
+        for nothing_left in ["\u{200b}", ".\u{200b}", "..\u{202e}", "\u{feff}.."] {
+            assert_eq!(disk_component(nothing_left), "_", "{nothing_left:?}");
+        }
+        // A replaced character does not end a long name; the next kept
+        // one does, and the extension is named alike.
+        let long = format!("{}\r{}.m\x01v", "z".repeat(239), "z".repeat(60));
+        assert_eq!(disk_component(&long), format!("{}_z.m_v", "z".repeat(239)));
+        // A dropped one takes no room.
+        let long = format!("{}\u{200b}{}.mkv", "z".repeat(239), "z".repeat(60));
+        assert_eq!(disk_component(&long), format!("{}.mkv", "z".repeat(240)));
+    }
+
+    #[test]
     fn long_names_cut_to_one_clash() {
         let file = |name: String| FileEntry {
             path: vec!["t".into(), name],
@@ -234,6 +298,14 @@ mod tests {
             // or all of them.
             let kept = cut.len().min(KEPT_NAME_BYTES);
             proptest::prop_assert!(name.as_bytes().starts_with(&cut.as_bytes()[..kept]));
+        }
+
+        #[test]
+        fn any_name_comes_out_short_visible_and_no_dot_name(name in "\\PC{0,1}[\\x00-\\x{2070}]{1,300}") {
+            let named = disk_component(&name);
+            proptest::prop_assert!(named.len() <= 252, "{} bytes", named.len());
+            proptest::prop_assert!(!matches!(&*named, "" | "." | ".."), "{named:?}");
+            proptest::prop_assert!(named.chars().all(|c| disk_char(c) == Some(c)), "{named:?}");
         }
     }
 
