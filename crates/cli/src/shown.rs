@@ -3,7 +3,8 @@
 //! and may hold control characters: ESC starts a sequence that can clear the
 //! screen, retitle the window or, on some terminals, answer back as if
 //! typed; CR overwrites the line it is on. Bidirectional overrides make
-//! `txt.exe` read as `exe.txt`. Text the CLI prints for people goes through
+//! `txt.exe` read as `exe.txt`, and zero-width characters make one name
+//! look like another. Text the CLI prints for people goes through
 //! [`Shown`], which writes each such character as a `\u{..}` escape.
 //!
 //! JSON output needs no such care: serde writes C0 controls as escapes, and
@@ -11,7 +12,9 @@
 
 use std::fmt::{self, Display, Write};
 
-/// Displays `T` with every control character and bidirectional formatting
+use lodestone_core::metainfo::invisible;
+
+/// Displays `T` with every control character and invisible formatting
 /// character written as a `\u{..}` escape.
 pub struct Shown<T>(pub T);
 
@@ -37,15 +40,11 @@ impl Write for Escaping<'_, '_> {
     }
 }
 
-/// C0 and C1 controls and DEL, and the characters that reorder text:
-/// the marks, embeddings, overrides and isolates of Unicode's bidirectional
-/// algorithm.
+/// C0 and C1 controls and DEL, and the invisible formatting characters a
+/// name on disk leaves out (those that reorder text or make one name look
+/// like another).
 fn acts_on_a_terminal(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-        )
+    c.is_control() || invisible(c)
 }
 
 #[cfg(test)]
@@ -54,10 +53,10 @@ mod tests {
 
     #[test]
     fn what_a_terminal_acts_on_is_escaped_and_the_rest_kept() {
-        let hostile = "a\x1b]0;title\x07\x1b[2J\r\n\t\u{9b}\u{7f}\u{202e}txt.exe";
+        let hostile = "a\x1b]0;title\x07\x1b[2J\r\n\t\u{9b}\u{7f}\u{202e}\u{200b}\u{61c}txt.exe";
         assert_eq!(
             Shown(hostile).to_string(),
-            "a\\u{1b}]0;title\\u{7}\\u{1b}[2J\\u{d}\\u{a}\\u{9}\\u{9b}\\u{7f}\\u{202e}txt.exe"
+            "a\\u{1b}]0;title\\u{7}\\u{1b}[2J\\u{d}\\u{a}\\u{9}\\u{9b}\\u{7f}\\u{202e}\\u{200b}\\u{61c}txt.exe"
         );
         let honest = "Big Buck Bunny/ビッグ・バック・バニー (2008) [1080p]\\x.mkv";
         assert_eq!(Shown(honest).to_string(), honest);

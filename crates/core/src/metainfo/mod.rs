@@ -27,7 +27,7 @@ use crate::magnet::Magnet;
 
 pub use error::{MetainfoError, PathProblem};
 pub use info::{FileEntry, FileSlice, FilesInRange, Info};
-pub use paths::disk_component;
+pub use paths::{disk_component, invisible};
 
 /// Largest piece length accepted: 256 MiB. The BEP sets no bound, but real
 /// torrents stay at or below 16 MiB and a piece is held in memory while it is

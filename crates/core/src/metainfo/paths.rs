@@ -67,18 +67,24 @@ const KEPT_NAME_BYTES: usize = 240;
 /// after a cut (libtorrent's window).
 const EXTENSION_WINDOW: usize = 9;
 
-/// A path component as it is named on disk, as libtorrent names it:
+/// Bytes past [`KEPT_NAME_BYTES`] at which a run of replaced characters ends
+/// a name too: the most a character kept as it is can bring it to.
+const REPLACED_RUN_SLACK: usize = 3;
+
+/// A path component as it is named on disk, much as libtorrent names it:
 /// - each control character (C0, DEL, C1: a newline, an ESC) is written as
 ///   `_`, so that no file name can break a shell script or act on the
 ///   terminal that lists it;
-/// - invisible formatting characters (zero-width ones, bidirectional marks,
-///   embeddings, overrides and isolates, the byte order mark) are left out,
-///   so that `txt.exe` cannot pose as `exe.txt`;
-/// - a name left empty, `.` or `..` by that is named `_`;
-/// - a name that reaches 240 bytes ends at the first whole character that
-///   takes it there, followed by its extension (from the last `.` among its
-///   final 9 bytes, after that character) when it has one, so that it fits
-///   any file system (at most 252 bytes).
+/// - each [`invisible`] formatting character is left out, so that
+///   `txt.exe` cannot pose as `exe.txt`;
+/// - a name left empty, `.` or `..` by that is named `_` (where libtorrent
+///   leaves the component out);
+/// - a name that reaches 240 bytes ends at the first whole character kept
+///   as it is that takes it there (or at 243 bytes in a run of replaced
+///   ones, where libtorrent's grows past what a file system takes),
+///   followed by its extension (from the last `.` among its final 9 bytes,
+///   after that character) when it has one, so that it fits any file
+///   system: at most 252 bytes.
 ///
 /// Public so that a file named after a torrent, such as `metadata`'s
 /// `NAME.torrent`, is named alike.
@@ -88,16 +94,18 @@ pub fn disk_component(component: &str) -> Cow<'_, str> {
     }
     let mut named = String::with_capacity(component.len().min(KEPT_NAME_BYTES + EXTENSION_WINDOW));
     for (at, c) in component.char_indices() {
-        match disk_char(c) {
-            // As in libtorrent, only a character kept as it is ends a name.
-            Some(kept) if kept == c => named.push(c),
-            Some(replaced) => {
-                named.push(replaced);
-                continue;
-            }
-            None => continue,
-        }
-        if named.len() >= KEPT_NAME_BYTES {
+        let Some(written) = disk_char(c) else {
+            continue;
+        };
+        named.push(written);
+        // As in libtorrent, a character kept as it is ends a long name; a
+        // replaced one only once a run of them has gone past where a kept
+        // one would have.
+        let limit = match written == c {
+            true => KEPT_NAME_BYTES,
+            false => KEPT_NAME_BYTES + REPLACED_RUN_SLACK,
+        };
+        if named.len() >= limit {
             // Searched as bytes: the window may begin inside a character,
             // and a `.` byte is always a whole character of its own.
             let window = component
@@ -122,18 +130,31 @@ pub fn disk_component(component: &str) -> Cow<'_, str> {
 }
 
 /// What `c` becomes in a name on disk: `_` for a control character,
-/// nothing for an invisible formatting character, else itself.
+/// nothing for an [`invisible`] one, else itself.
 fn disk_char(c: char) -> Option<char> {
     match c {
         c if c.is_control() => Some('_'),
-        '\u{061c}'
-        | '\u{200b}'..='\u{200f}'
-        | '\u{202a}'..='\u{202e}'
-        | '\u{2060}'..='\u{2064}'
-        | '\u{2066}'..='\u{2069}'
-        | '\u{feff}' => None,
+        c if invisible(c) => None,
         c => Some(c),
     }
+}
+
+/// The invisible formatting characters that can make one name look like
+/// another: the Arabic letter mark, zero-width space, non-joiner and
+/// joiner, the bidirectional marks, embeddings, overrides and isolates,
+/// the word joiner and invisible operators, and the byte order mark (the
+/// set libtorrent leaves out of names). Public so that the CLI escapes the
+/// same set when it shows a name.
+pub fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{feff}'
+    )
 }
 
 /// Refuses two files at the same path on disk, and a file whose path is
@@ -263,6 +284,13 @@ mod tests {
         // one does, and the extension is named alike.
         let long = format!("{}\r{}.m\x01v", "z".repeat(239), "z".repeat(60));
         assert_eq!(disk_component(&long), format!("{}_z.m_v", "z".repeat(239)));
+        // A run of replaced ones ends it too, 3 bytes on, so that it fits.
+        let run = format!("{}{}.mkv", "z".repeat(239), "\t".repeat(300));
+        assert_eq!(
+            disk_component(&run),
+            format!("{}{}.mkv", "z".repeat(239), "_".repeat(4))
+        );
+        assert_eq!(disk_component(&"\n".repeat(300)), "_".repeat(243));
         // A dropped one takes no room.
         let long = format!("{}\u{200b}{}.mkv", "z".repeat(239), "z".repeat(60));
         assert_eq!(disk_component(&long), format!("{}.mkv", "z".repeat(240)));
@@ -286,6 +314,15 @@ mod tests {
         );
         let apart = [file(format!("{a}.bin")), file(format!("b{a}.bin"))];
         assert!(check_unique(&apart).is_ok());
+        // Names told apart only by what never reaches the disk.
+        for (one, other) in [("a\n", "a\t"), ("a\u{200b}", "a"), ("a\u{1b}", "a_")] {
+            let files = [file(one.to_owned()), file(other.to_owned())];
+            let clash = check_unique(&files);
+            assert!(
+                matches!(clash, Err(MetainfoError::PathClash(_))),
+                "{one:?}: {clash:?}"
+            );
+        }
     }
 
     proptest::proptest! {
@@ -301,7 +338,11 @@ mod tests {
         }
 
         #[test]
-        fn any_name_comes_out_short_visible_and_no_dot_name(name in "\\PC{0,1}[\\x00-\\x{2070}]{1,300}") {
+        fn any_name_comes_out_short_visible_and_no_dot_name(
+            // Long names with runs of controls and invisible characters
+            // about where a cut falls.
+            name in "\\PC{0,10}[a-z]{200,240}[\\x00-\\x1f\\x{200b}\\x{202e}]{0,40}[\\x00-\\x{2070}]{0,60}"
+        ) {
             let named = disk_component(&name);
             proptest::prop_assert!(named.len() <= 252, "{} bytes", named.len());
             proptest::prop_assert!(!matches!(&*named, "" | "." | ".."), "{named:?}");
