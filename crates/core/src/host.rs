@@ -17,6 +17,19 @@ pub fn host_of(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The block `ip` is in that one party commonly holds whole: an IPv4 /24
+/// (a hosting customer's or a small site's range) or an IPv6 /48 (a site's
+/// allocation, 65 536 /64s). Bounds per [`host_of`] stop one host; bounds
+/// per network stop one party that owns many hosts, at the price of a few
+/// unrelated neighbours sharing an allowance. An IPv4-mapped IPv6 address
+/// counts as its IPv4.
+pub fn network_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4((u32::from(v4) & !0xff).into()),
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 80) - 1)).into()),
+    }
+}
+
 /// How far an address reaches, narrowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Scope {
@@ -116,5 +129,21 @@ mod tests {
         assert_ne!(host_of(a), host_of(other));
         let v4: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(host_of(v4), v4);
+    }
+
+    #[test]
+    fn a_network_is_an_ipv4_slash_24_or_an_ipv6_slash_48() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(network_of(ip("192.0.2.77")), ip("192.0.2.0"));
+        assert_ne!(network_of(ip("192.0.2.77")), network_of(ip("192.0.3.77")));
+        assert_eq!(network_of(ip("::ffff:192.0.2.77")), ip("192.0.2.0"));
+        assert_eq!(
+            network_of(ip("2001:db8:1:ffff:aaaa::1")),
+            ip("2001:db8:1::")
+        );
+        assert_ne!(
+            network_of(ip("2001:db8:1::1")),
+            network_of(ip("2001:db8:2::1"))
+        );
     }
 }

@@ -16,7 +16,7 @@ pub mod state_file;
 
 pub use compact::{Family, NodeAddr};
 pub use error_chain::ErrorChain;
-pub use host::{host_of, may_name};
+pub use host::{host_of, may_name, network_of};
 pub use id::{Distance, IdParseError, InfoHash, NodeId, PeerId};
 pub use magnet::{FileSelection, Magnet, MagnetError, parse_selection};
 pub use metainfo::{FileEntry, FileSlice, Info, Metainfo, MetainfoError};

@@ -1,14 +1,22 @@
 //! The peers announced to us, per infohash, bounded and expiring.
 //!
-//! Bounds: at most `max_peers_per_swarm` per infohash (a new announce then
-//! replaces the oldest entry), of which at most [`PEERS_PER_IP`] share an IP
-//! (one more from that IP replaces its own oldest, so a host announcing
-//! many ports cannot push the honest peers out) and at most `max_swarms` infohashes (new ones
-//! are refused when full: established swarms are worth more than a flood of
-//! fresh infohashes). One IP is in at most [`SWARMS_PER_IP`] swarms, so
-//! that flood cannot come from one host: one IP announcing 4,096 made-up
-//! infohashes filled the store, and every honest new swarm was refused for
-//! as long as it kept announcing. Entries expire `ttl` after their last
+//! Bounds: at most `max_peers_per_swarm` per infohash, of which at most
+//! [`PEERS_PER_IP`] share an IP (one more from that IP replaces its own
+//! oldest, so a host announcing many ports cannot push the honest peers
+//! out), and at most `max_swarms` infohashes (new ones are refused when
+//! full: established swarms are worth more than a flood of fresh
+//! infohashes). A newcomer to a full swarm replaces the oldest entry of the
+//! network ([`network_of`]) with the most entries there, its own when that
+//! is the busiest, so a party owning a /24 or a /48 churns its own entries
+//! however many addresses it announces from, and pushing honest peers out
+//! takes as many networks as there are places.
+//!
+//! One IP is in at most [`SWARMS_PER_IP`] swarms and one network in at most
+//! a [`NETWORK_SHARE`]th of `max_swarms`, so the flood of made-up infohashes
+//! that would keep every honest new swarm out cannot come from one host, nor
+//! from one party's range of them: one IP announcing 4,096 made-up infohashes
+//! filled the store before the first bound, and 128 addresses of one /24
+//! would have before the second. Entries expire `ttl` after their last
 //! announce.
 
 use std::collections::HashMap;
@@ -17,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use lodestone_core::compact::Family;
 use lodestone_core::counts::count_down;
-use lodestone_core::{InfoHash, host_of};
+use lodestone_core::{InfoHash, host_of, network_of};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
@@ -32,6 +40,12 @@ pub const PEERS_PER_IP: usize = 4;
 /// millions lands in this node's store about once in a hundred. Loopback
 /// is exempt: a local swarm's every peer shares it.
 pub const SWARMS_PER_IP: usize = 32;
+
+/// One network (an IPv4 /24 or IPv6 /48, see [`network_of`]) may be stored
+/// in at most `max_swarms / NETWORK_SHARE` swarms (and never fewer than
+/// [`SWARMS_PER_IP`]): a rack of seedboxes fits many times over, and keeping
+/// honest new swarms out takes that many networks.
+pub const NETWORK_SHARE: usize = 16;
 
 /// Bounds of the peer store.
 #[derive(Debug, Clone)]
@@ -60,13 +74,35 @@ struct Peer {
     announced: Instant,
 }
 
+/// What a swarm's membership is counted under: the host and the network of
+/// each of its entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Member {
+    Host(IpAddr),
+    Network(IpAddr),
+}
+
+impl Member {
+    /// The keys an entry at `ip` counts under.
+    fn of(ip: IpAddr) -> [Member; 2] {
+        [Member::Host(host_of(ip)), Member::Network(network_of(ip))]
+    }
+
+    fn includes(self, ip: IpAddr) -> bool {
+        match self {
+            Member::Host(host) => host_of(ip) == host,
+            Member::Network(network) => network_of(ip) == network,
+        }
+    }
+}
+
 /// Announced peers by infohash.
 #[derive(Debug, Default)]
 pub struct PeerStore {
     config: StoreConfig,
     swarms: HashMap<InfoHash, Vec<Peer>>,
-    /// Swarms each host has an entry in.
-    swarms_of: HashMap<IpAddr, usize>,
+    /// Swarms each host and each network has an entry in.
+    swarms_of: HashMap<Member, usize>,
     // Reused by `sample` so that serving get_peers does not allocate per query.
     scratch: Vec<SocketAddr>,
 }
@@ -83,21 +119,25 @@ impl PeerStore {
     }
 
     /// Records that `addr` announced `info_hash` at `now`. Returns false when
-    /// refused because the store is full of other swarms, or its IP is in
-    /// [`SWARMS_PER_IP`] others.
+    /// refused because the store is full of other swarms, or its IP or its
+    /// network is in as many others as it may be.
     pub fn announce(&mut self, info_hash: InfoHash, addr: SocketAddr, now: Instant) -> bool {
-        let host = host_of(addr.ip());
-        let same_ip = self.swarms.get(&info_hash).map_or(0, |peers| {
-            peers
-                .iter()
-                .filter(|p| host_of(p.addr.ip()) == host)
-                .count()
+        let ip = addr.ip();
+        let members = Member::of(ip);
+        let present = members.map(|member| {
+            self.swarms.get(&info_hash).map_or(0, |peers| {
+                peers
+                    .iter()
+                    .filter(|p| member.includes(p.addr.ip()))
+                    .count()
+            })
         });
-        let crowded = self
-            .swarms_of
-            .get(&host)
-            .is_some_and(|&n| n >= SWARMS_PER_IP);
-        if same_ip == 0 && crowded && !host.is_loopback() {
+        let joins = present.map(|n| n == 0);
+        let refused = members
+            .iter()
+            .zip(joins)
+            .any(|(&member, joins)| joins && self.at_cap(member));
+        if refused && !ip.is_loopback() {
             return false;
         }
         if !self.swarms.contains_key(&info_hash) && self.swarms.len() >= self.config.max_swarms {
@@ -108,29 +148,49 @@ impl PeerStore {
             addr,
             announced: now,
         };
-        let mut pushed_out = None;
-        if let Some(p) = peers.iter_mut().find(|p| p.addr == addr) {
+        let [same_host, same_network] = present;
+        let replaced = if let Some(p) = peers.iter_mut().find(|p| p.addr == addr) {
             p.announced = now;
-        } else if same_ip >= PEERS_PER_IP {
-            let own = peers.iter_mut().filter(|p| host_of(p.addr.ip()) == host);
-            if let Some(oldest) = own.min_by_key(|p| p.announced) {
-                *oldest = new;
-            }
+            return true;
+        } else if same_host >= PEERS_PER_IP {
+            oldest_of(peers, members[0])
         } else if peers.len() < self.config.max_peers_per_swarm {
             peers.push(new);
-        } else if let Some(oldest) = peers.iter_mut().min_by_key(|p| p.announced) {
-            pushed_out = Some(host_of(oldest.addr.ip()));
-            *oldest = new;
+            None
+        } else {
+            match place_in_full_swarm(peers, ip, same_network) {
+                Some(slot) => Some(slot),
+                // Only a swarm of no places has none to give.
+                None => {
+                    self.swarms.remove(&info_hash);
+                    return false;
+                }
+            }
+        };
+        if let Some(slot) = replaced {
+            let gone = std::mem::replace(&mut peers[slot], new).addr.ip();
+            let peers = &*peers;
+            for member in Member::of(gone) {
+                if !peers.iter().any(|p| member.includes(p.addr.ip())) {
+                    count_down(&mut self.swarms_of, member);
+                }
+            }
         }
-        if same_ip == 0 {
-            *self.swarms_of.entry(host).or_default() += 1;
-        }
-        if let Some(gone) = pushed_out
-            && !peers.iter().any(|p| host_of(p.addr.ip()) == gone)
-        {
-            leave_swarm(&mut self.swarms_of, gone);
+        for (member, joins) in members.into_iter().zip(joins) {
+            if joins {
+                *self.swarms_of.entry(member).or_default() += 1;
+            }
         }
         true
+    }
+
+    /// Whether `member` is in as many swarms as it may be.
+    fn at_cap(&self, member: Member) -> bool {
+        let cap = match member {
+            Member::Host(_) => SWARMS_PER_IP,
+            Member::Network(_) => (self.config.max_swarms / NETWORK_SHARE).max(SWARMS_PER_IP),
+        };
+        self.swarms_of.get(&member).is_some_and(|&n| n >= cap)
     }
 
     /// Up to `max` live peers of `family` for `info_hash`, a random sample
@@ -171,16 +231,16 @@ impl PeerStore {
             peers.retain(|p| {
                 let live = now.saturating_duration_since(p.announced) < ttl;
                 if !live {
-                    gone.push(host_of(p.addr.ip()));
+                    gone.extend(Member::of(p.addr.ip()));
                 }
                 live
             });
-            // A host several of whose entries went leaves once.
+            // A host or network several of whose entries went leaves once.
             gone.sort_unstable();
             gone.dedup();
-            for host in &gone {
-                if !peers.iter().any(|p| host_of(p.addr.ip()) == *host) {
-                    leave_swarm(swarms_of, *host);
+            for &member in &gone {
+                if !peers.iter().any(|p| member.includes(p.addr.ip())) {
+                    count_down(swarms_of, member);
                 }
             }
             !peers.is_empty()
@@ -198,9 +258,28 @@ impl PeerStore {
     }
 }
 
-/// `host` has no entry left in one more swarm.
-fn leave_swarm(swarms_of: &mut HashMap<IpAddr, usize>, host: IpAddr) {
-    count_down(swarms_of, host);
+/// The slot of `member`'s oldest entry in `peers`.
+fn oldest_of(peers: &[Peer], member: Member) -> Option<usize> {
+    (0..peers.len())
+        .filter(|&i| member.includes(peers[i].addr.ip()))
+        .min_by_key(|&i| peers[i].announced)
+}
+
+/// The slot a newcomer at `ip` takes in a full swarm where its network has
+/// `own` entries: the oldest of its own network's when no other network has
+/// more, else the oldest of the busiest network's (ties to the oldest entry).
+fn place_in_full_swarm(peers: &[Peer], ip: IpAddr, own: usize) -> Option<usize> {
+    let mut per_network: HashMap<IpAddr, usize> = HashMap::new();
+    for p in peers {
+        *per_network.entry(network_of(p.addr.ip())).or_default() += 1;
+    }
+    let busiest = per_network.values().copied().max().unwrap_or(0);
+    if own > 0 && own >= busiest {
+        return oldest_of(peers, Member::Network(network_of(ip)));
+    }
+    (0..peers.len())
+        .filter(|&i| per_network.get(&network_of(peers[i].addr.ip())) == Some(&busiest))
+        .min_by_key(|&i| peers[i].announced)
 }
 
 #[cfg(test)]
@@ -270,6 +349,126 @@ mod tests {
         }
     }
 
+    /// The store counts each host and network once per swarm it has an
+    /// entry in, and nothing else.
+    fn assert_counts_are_of_the_entries(store: &PeerStore) {
+        let mut recount: HashMap<Member, usize> = HashMap::new();
+        for peers in store.swarms.values() {
+            let mut members: Vec<Member> =
+                peers.iter().flat_map(|p| Member::of(p.addr.ip())).collect();
+            members.sort_unstable();
+            members.dedup();
+            for member in members {
+                *recount.entry(member).or_default() += 1;
+            }
+        }
+        assert_eq!(recount, store.swarms_of);
+    }
+
+    #[test]
+    fn a_full_swarm_churns_the_busiest_network_not_the_honest_peers() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let start = Instant::now();
+        let mut store = PeerStore::new(StoreConfig {
+            max_swarms: 2,
+            max_peers_per_swarm: 10,
+            ttl: Duration::from_secs(600),
+        });
+        let ih = InfoHash([1; 20]);
+        // Six honest peers, each in a network of its own, announced first.
+        let honest: Vec<SocketAddr> = (1..=6u8)
+            .map(|n| SocketAddr::from(([198, 51, n, 1], 6881)))
+            .collect();
+        for &peer in &honest {
+            assert!(store.announce(ih, peer, start));
+        }
+        // Then a flood from every address of two /24s and from 2^16 /64s
+        // of one IPv6 /48, each announced once and newer than the honest.
+        let flood = (1..=254u8)
+            .flat_map(|n| [([203, 0, 113, n], 6881), ([192, 0, 2, n], 6881)])
+            .map(SocketAddr::from)
+            .chain(
+                (0..=u16::MAX).map(|n| SocketAddr::from(([0x2001, 0xdb8, 7, n, 0, 0, 0, 1], 6881))),
+            );
+        for (i, peer) in flood.enumerate() {
+            let at = start + Duration::from_millis(1 + i as u64);
+            assert!(store.announce(ih, peer, at));
+        }
+        let later = start + Duration::from_secs(300);
+        let v4 = store.sample(&ih, Family::V4, 50, later, &mut rng).to_vec();
+        for peer in &honest {
+            assert!(v4.contains(peer), "{peer} was pushed out by the flood");
+        }
+        assert_eq!(store.peer_count(), 10);
+        // Among equals, the oldest entry goes: a newcomer of a seventh
+        // network takes a flooding network's place, not an honest one's.
+        let newcomer = SocketAddr::from(([198, 51, 7, 1], 6881));
+        assert!(store.announce(ih, newcomer, later));
+        let v4 = store.sample(&ih, Family::V4, 50, later, &mut rng).to_vec();
+        assert!(v4.contains(&newcomer));
+        assert!(honest.iter().all(|peer| v4.contains(peer)));
+        // Many networks of one entry each do push the oldest out: taking
+        // every place takes as many networks as there are places.
+        for n in 1..=10u8 {
+            store.announce(ih, SocketAddr::from(([100, 100, n, 1], 6881)), later);
+        }
+        let v4 = store.sample(&ih, Family::V4, 50, later, &mut rng).to_vec();
+        assert!(!v4.contains(&honest[0]));
+        assert_counts_are_of_the_entries(&store);
+    }
+
+    #[test]
+    fn one_network_is_stored_in_a_bounded_number_of_swarms() {
+        let now = Instant::now();
+        let max_swarms = 4096;
+        let mut store = PeerStore::new(StoreConfig {
+            max_swarms,
+            max_peers_per_swarm: 2,
+            ttl: Duration::from_secs(60),
+        });
+        let ih = |i: u32| {
+            let mut bytes = [0u8; 20];
+            bytes[..4].copy_from_slice(&i.to_be_bytes());
+            InfoHash(bytes)
+        };
+        // Every address of one /24, each in as many swarms as it may be.
+        let mut next = 0;
+        for n in 1..=254u8 {
+            let flooder = SocketAddr::from(([203, 0, 113, n], 6881));
+            for _ in 0..SWARMS_PER_IP {
+                store.announce(ih(next), flooder, now);
+                next += 1;
+            }
+        }
+        assert_eq!(store.swarm_count(), max_swarms / NETWORK_SHARE);
+        assert_counts_are_of_the_entries(&store);
+        assert!(store.announce(ih(next), "198.51.100.1:6881".parse().unwrap(), now));
+        // The flooders still refresh and join where they are stored.
+        assert!(store.announce(ih(0), "203.0.113.200:6881".parse().unwrap(), now));
+        // Once its entries expire, the network may be stored anew.
+        let later = now + Duration::from_secs(61);
+        store.expire(later);
+        assert_eq!(store.swarm_count(), 0);
+        assert!(store.swarms_of.is_empty());
+        assert!(store.announce(ih(next + 1), "203.0.113.9:6881".parse().unwrap(), later));
+    }
+
+    #[test]
+    fn a_swarm_of_no_places_stores_and_counts_nothing() {
+        let mut store = PeerStore::new(StoreConfig {
+            max_swarms: 2,
+            max_peers_per_swarm: 0,
+            ttl: Duration::from_secs(60),
+        });
+        assert!(!store.announce(
+            InfoHash([1; 20]),
+            "198.51.100.1:6881".parse().unwrap(),
+            Instant::now()
+        ));
+        assert_eq!(store.swarm_count(), 0);
+        assert!(store.swarms_of.is_empty());
+    }
+
     #[test]
     fn one_ip_is_stored_in_a_bounded_number_of_swarms() {
         let now = Instant::now();
@@ -304,14 +503,20 @@ mod tests {
         // Pushed out of a full swarm, it may join another.
         let later = now + Duration::from_secs(1);
         store.announce(ih(0), "198.51.100.2:6881".parse().unwrap(), later);
-        store.announce(ih(0), "198.51.100.3:6881".parse().unwrap(), later);
+        store.announce(ih(0), "192.0.2.3:6881".parse().unwrap(), later);
         assert!(store.announce(ih(40_000), flooder, later));
         // Once its entries expire, it may be stored anew.
         let much_later = now + Duration::from_secs(61);
         store.expire(much_later);
         assert!(store.announce(ih(50_000), flooder, much_later));
-        assert!(store.swarms_of.values().all(|&n| n <= SWARMS_PER_IP));
-        assert_eq!(store.swarms_of.get(&flooder.ip()), Some(&1));
+        assert!(
+            store
+                .swarms_of
+                .iter()
+                .all(|(member, &n)| matches!(member, Member::Network(_)) || n <= SWARMS_PER_IP)
+        );
+        assert_eq!(store.swarms_of.get(&Member::Host(flooder.ip())), Some(&1));
+        assert_counts_are_of_the_entries(&store);
         // Local swarms share loopback.
         let local = SocketAddr::from(([127, 0, 0, 1], 6881));
         for i in 0..2 * SWARMS_PER_IP as u32 {
