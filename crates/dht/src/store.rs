@@ -292,12 +292,7 @@ mod tests {
     fn bounded_sampled_and_expiring() {
         let mut rng = StdRng::seed_from_u64(1);
         let now = Instant::now();
-        let mut store = PeerStore::new(StoreConfig {
-            max_swarms: 2,
-            max_peers_per_swarm: 10,
-            ttl: Duration::from_secs(60),
-        });
-        let ih = |b| InfoHash([b; 20]);
+        let mut store = bounded(2, 10, 60);
         for i in 1..=20u8 {
             assert!(store.announce(ih(1), SocketAddr::from(([10, 0, 0, i], 6881)), now));
         }
@@ -321,32 +316,45 @@ mod tests {
     fn one_ip_announcing_many_ports_keeps_its_own_few() {
         let mut rng = StdRng::seed_from_u64(2);
         let now = Instant::now();
-        let mut store = PeerStore::new(StoreConfig {
-            max_swarms: 2,
-            max_peers_per_swarm: 10,
-            ttl: Duration::from_secs(60),
-        });
-        let ih = InfoHash([1; 20]);
+        let mut store = bounded(2, 10, 60);
+        let swarm = ih(1);
         let honest = SocketAddr::from(([198, 51, 100, 1], 6881));
-        store.announce(ih, honest, now);
+        store.announce(swarm, honest, now);
         for port in 1..=20u16 {
             let later = now + Duration::from_millis(1000 + u64::from(port));
-            store.announce(ih, SocketAddr::from(([203, 0, 113, 7], port)), later);
+            store.announce(swarm, SocketAddr::from(([203, 0, 113, 7], port)), later);
         }
         assert_eq!(store.peer_count(), 1 + PEERS_PER_IP);
         let at = now + Duration::from_secs(2);
-        let sample = store.sample(&ih, Family::V4, 50, at, &mut rng);
+        let sample = store.sample(&swarm, Family::V4, 50, at, &mut rng);
         assert!(sample.contains(&honest), "pushed out by one host's ports");
         // Its newest ports are the ones kept; its /64 is one host too.
         let six = |i: u16| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i], 6881));
         for i in 1..=10u16 {
-            store.announce(ih, six(i), at);
+            store.announce(swarm, six(i), at);
         }
         assert_eq!(store.peer_count(), 1 + 2 * PEERS_PER_IP);
-        let sample = store.sample(&ih, Family::V4, 50, at, &mut rng);
+        let sample = store.sample(&swarm, Family::V4, 50, at, &mut rng);
         for port in 17..=20u16 {
             assert!(sample.contains(&SocketAddr::from(([203, 0, 113, 7], port))));
         }
+    }
+
+    /// A store of `max_swarms` swarms of `max_peers` whose entries live
+    /// `ttl_secs`.
+    fn bounded(max_swarms: usize, max_peers: usize, ttl_secs: u64) -> PeerStore {
+        PeerStore::new(StoreConfig {
+            max_swarms,
+            max_peers_per_swarm: max_peers,
+            ttl: Duration::from_secs(ttl_secs),
+        })
+    }
+
+    /// The `i`th of as many made-up infohashes as a test needs.
+    fn ih(i: u32) -> InfoHash {
+        let mut bytes = [0u8; 20];
+        bytes[..4].copy_from_slice(&i.to_be_bytes());
+        InfoHash(bytes)
     }
 
     /// The store counts each host and network once per swarm it has an
@@ -369,18 +377,14 @@ mod tests {
     fn a_full_swarm_churns_the_busiest_network_not_the_honest_peers() {
         let mut rng = StdRng::seed_from_u64(3);
         let start = Instant::now();
-        let mut store = PeerStore::new(StoreConfig {
-            max_swarms: 2,
-            max_peers_per_swarm: 10,
-            ttl: Duration::from_secs(600),
-        });
-        let ih = InfoHash([1; 20]);
+        let mut store = bounded(2, 10, 600);
+        let swarm = ih(1);
         // Six honest peers, each in a network of its own, announced first.
         let honest: Vec<SocketAddr> = (1..=6u8)
             .map(|n| SocketAddr::from(([198, 51, n, 1], 6881)))
             .collect();
         for &peer in &honest {
-            assert!(store.announce(ih, peer, start));
+            assert!(store.announce(swarm, peer, start));
         }
         // Then a flood from every address of two /24s and from 2^16 /64s
         // of one IPv6 /48, each announced once and newer than the honest.
@@ -392,10 +396,12 @@ mod tests {
             );
         for (i, peer) in flood.enumerate() {
             let at = start + Duration::from_millis(1 + i as u64);
-            assert!(store.announce(ih, peer, at));
+            assert!(store.announce(swarm, peer, at));
         }
         let later = start + Duration::from_secs(300);
-        let v4 = store.sample(&ih, Family::V4, 50, later, &mut rng).to_vec();
+        let v4 = store
+            .sample(&swarm, Family::V4, 50, later, &mut rng)
+            .to_vec();
         for peer in &honest {
             assert!(v4.contains(peer), "{peer} was pushed out by the flood");
         }
@@ -403,16 +409,20 @@ mod tests {
         // Among equals, the oldest entry goes: a newcomer of a seventh
         // network takes a flooding network's place, not an honest one's.
         let newcomer = SocketAddr::from(([198, 51, 7, 1], 6881));
-        assert!(store.announce(ih, newcomer, later));
-        let v4 = store.sample(&ih, Family::V4, 50, later, &mut rng).to_vec();
+        assert!(store.announce(swarm, newcomer, later));
+        let v4 = store
+            .sample(&swarm, Family::V4, 50, later, &mut rng)
+            .to_vec();
         assert!(v4.contains(&newcomer));
         assert!(honest.iter().all(|peer| v4.contains(peer)));
         // Many networks of one entry each do push the oldest out: taking
         // every place takes as many networks as there are places.
         for n in 1..=10u8 {
-            store.announce(ih, SocketAddr::from(([100, 100, n, 1], 6881)), later);
+            store.announce(swarm, SocketAddr::from(([100, 100, n, 1], 6881)), later);
         }
-        let v4 = store.sample(&ih, Family::V4, 50, later, &mut rng).to_vec();
+        let v4 = store
+            .sample(&swarm, Family::V4, 50, later, &mut rng)
+            .to_vec();
         assert!(!v4.contains(&honest[0]));
         assert_counts_are_of_the_entries(&store);
     }
@@ -421,16 +431,7 @@ mod tests {
     fn one_network_is_stored_in_a_bounded_number_of_swarms() {
         let now = Instant::now();
         let max_swarms = 4096;
-        let mut store = PeerStore::new(StoreConfig {
-            max_swarms,
-            max_peers_per_swarm: 2,
-            ttl: Duration::from_secs(60),
-        });
-        let ih = |i: u32| {
-            let mut bytes = [0u8; 20];
-            bytes[..4].copy_from_slice(&i.to_be_bytes());
-            InfoHash(bytes)
-        };
+        let mut store = bounded(max_swarms, 2, 60);
         // Every address of one /24, each in as many swarms as it may be.
         let mut next = 0;
         for n in 1..=254u8 {
@@ -455,11 +456,7 @@ mod tests {
 
     #[test]
     fn a_swarm_of_no_places_stores_and_counts_nothing() {
-        let mut store = PeerStore::new(StoreConfig {
-            max_swarms: 2,
-            max_peers_per_swarm: 0,
-            ttl: Duration::from_secs(60),
-        });
+        let mut store = bounded(2, 0, 60);
         assert!(!store.announce(
             InfoHash([1; 20]),
             "198.51.100.1:6881".parse().unwrap(),
@@ -472,16 +469,7 @@ mod tests {
     #[test]
     fn one_ip_is_stored_in_a_bounded_number_of_swarms() {
         let now = Instant::now();
-        let mut store = PeerStore::new(StoreConfig {
-            max_swarms: 4096,
-            max_peers_per_swarm: 2,
-            ttl: Duration::from_secs(60),
-        });
-        let ih = |i: u32| {
-            let mut bytes = [0u8; 20];
-            bytes[..4].copy_from_slice(&i.to_be_bytes());
-            InfoHash(bytes)
-        };
+        let mut store = bounded(4096, 2, 60);
         let flooder = SocketAddr::from(([203, 0, 113, 7], 6881));
         let refused = (0..4096)
             .filter(|&i| !store.announce(ih(i), flooder, now))
