@@ -20,9 +20,9 @@ pub fn host_of(ip: IpAddr) -> IpAddr {
 /// The block `ip` is in that one party commonly holds whole: an IPv4 /24
 /// (a hosting customer's or a small site's range) or an IPv6 /48 (a site's
 /// allocation, 65 536 /64s). Bounds per [`host_of`] stop one host; bounds
-/// per network stop one party that owns many hosts, at the price of a few
-/// unrelated neighbours sharing an allowance. An IPv4-mapped IPv6 address
-/// counts as its IPv4.
+/// per network stop one party that owns many hosts, at the price of every
+/// host in the block sharing one allowance with its unrelated neighbours.
+/// An IPv4-mapped IPv6 address counts as its IPv4.
 pub fn network_of(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4((u32::from(v4) & !0xff).into()),

@@ -6,18 +6,24 @@
 //! out), and at most `max_swarms` infohashes (new ones are refused when
 //! full: established swarms are worth more than a flood of fresh
 //! infohashes). A newcomer to a full swarm replaces the oldest entry of the
-//! network ([`network_of`]) with the most entries there, its own when that
-//! is the busiest, so a party owning a /24 or a /48 churns its own entries
-//! however many addresses it announces from, and pushing honest peers out
-//! takes as many networks as there are places.
+//! network ([`network_of`]) with the most entries there, its own when no
+//! other has more: a network takes places only from networks with more
+//! entries than its own, and only until they are level, however many
+//! addresses it announces from. A party owning one /24 or /48 can therefore
+//! hold no more of a swarm than the largest other network there, and
+//! pushing every honest peer out takes as many networks as there are
+//! places (an IPv6 /40 holds 256 /48s).
 //!
 //! One IP is in at most [`SWARMS_PER_IP`] swarms and one network in at most
 //! a [`NETWORK_SHARE`]th of `max_swarms`, so the flood of made-up infohashes
 //! that would keep every honest new swarm out cannot come from one host, nor
 //! from one party's range of them: one IP announcing 4,096 made-up infohashes
 //! filled the store before the first bound, and 128 addresses of one /24
-//! would have before the second. Entries expire `ttl` after their last
-//! announce.
+//! would have before the second. It still takes only 16 networks, which
+//! IPv6 hands out cheaply (one /44 holds 16 /48s); a wider net would lock
+//! out whole ISPs. The price is paid by neighbours: once eight busy hosts
+//! of a /24 or /48 reach its cap, the others there join no new swarm here
+//! until entries expire. Entries expire `ttl` after their last announce.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -120,10 +126,15 @@ impl PeerStore {
 
     /// Records that `addr` announced `info_hash` at `now`. Returns false when
     /// refused because the store is full of other swarms, or its IP or its
-    /// network is in as many others as it may be.
+    /// network is in as many others as it may be, or a swarm has no places
+    /// (`max_peers_per_swarm` of 0).
     pub fn announce(&mut self, info_hash: InfoHash, addr: SocketAddr, now: Instant) -> bool {
+        if self.config.max_peers_per_swarm == 0 {
+            return false;
+        }
         let ip = addr.ip();
         let members = Member::of(ip);
+        let [host, _] = members;
         let present = members.map(|member| {
             self.swarms.get(&info_hash).map_or(0, |peers| {
                 peers
@@ -153,19 +164,16 @@ impl PeerStore {
             p.announced = now;
             return true;
         } else if same_host >= PEERS_PER_IP {
-            oldest_of(peers, members[0])
+            oldest_of(peers, host)
         } else if peers.len() < self.config.max_peers_per_swarm {
             peers.push(new);
             None
         } else {
-            match place_in_full_swarm(peers, ip, same_network) {
-                Some(slot) => Some(slot),
-                // Only a swarm of no places has none to give.
-                None => {
-                    self.swarms.remove(&info_hash);
-                    return false;
-                }
-            }
+            // A full swarm has entries (it has places), so one is given up.
+            let Some(slot) = place_in_full_swarm(peers, ip, same_network) else {
+                return false;
+            };
+            Some(slot)
         };
         if let Some(slot) = replaced {
             let gone = std::mem::replace(&mut peers[slot], new).addr.ip();
@@ -406,8 +414,8 @@ mod tests {
             assert!(v4.contains(peer), "{peer} was pushed out by the flood");
         }
         assert_eq!(store.peer_count(), 10);
-        // Among equals, the oldest entry goes: a newcomer of a seventh
-        // network takes a flooding network's place, not an honest one's.
+        // A newcomer of a seventh network takes the place of the busiest
+        // network's oldest entry: a flooder's, not an honest one's.
         let newcomer = SocketAddr::from(([198, 51, 7, 1], 6881));
         assert!(store.announce(swarm, newcomer, later));
         let v4 = store
@@ -452,6 +460,46 @@ mod tests {
         assert_eq!(store.swarm_count(), 0);
         assert!(store.swarms_of.is_empty());
         assert!(store.announce(ih(next + 1), "203.0.113.9:6881".parse().unwrap(), later));
+    }
+
+    #[test]
+    fn a_newcomer_level_with_the_busiest_network_replaces_its_own() {
+        let start = Instant::now();
+        let mut store = bounded(2, 6, 600);
+        let swarm = ih(1);
+        let at = |ms| start + Duration::from_millis(ms);
+        // B's two entries are the oldest; A's two came after, then two
+        // networks of one each.
+        let b = |n| SocketAddr::from(([192, 0, 2, n], 6881));
+        let a = |n| SocketAddr::from(([203, 0, 113, n], 6881));
+        for (i, peer) in [b(1), b(2), a(1), a(2)].into_iter().enumerate() {
+            store.announce(swarm, peer, at(i as u64));
+        }
+        store.announce(swarm, "198.51.100.1:6881".parse().unwrap(), at(10));
+        store.announce(swarm, "198.51.101.1:6881".parse().unwrap(), at(11));
+        assert!(store.announce(swarm, a(3), at(20)));
+        let mut rng = StdRng::seed_from_u64(4);
+        let kept = store
+            .sample(&swarm, Family::V4, 10, at(30), &mut rng)
+            .to_vec();
+        assert!(kept.contains(&b(1)) && kept.contains(&b(2)), "{kept:?}");
+        assert!(!kept.contains(&a(1)) && kept.contains(&a(3)), "{kept:?}");
+        assert_counts_are_of_the_entries(&store);
+    }
+
+    #[test]
+    fn a_small_store_still_gives_one_host_its_swarms() {
+        let now = Instant::now();
+        // A 16th of 64 swarms is 4: the network's cap is raised to one
+        // host's, so one address of a /24 may still be in 32 swarms.
+        let mut store = bounded(64, 2, 60);
+        let first = SocketAddr::from(([203, 0, 113, 1], 6881));
+        for i in 0..SWARMS_PER_IP as u32 {
+            assert!(store.announce(ih(i), first, now));
+        }
+        let neighbour = SocketAddr::from(([203, 0, 113, 2], 6881));
+        assert!(!store.announce(ih(100), neighbour, now));
+        assert!(store.announce(ih(0), neighbour, now));
     }
 
     #[test]
@@ -505,9 +553,9 @@ mod tests {
         );
         assert_eq!(store.swarms_of.get(&Member::Host(flooder.ip())), Some(&1));
         assert_counts_are_of_the_entries(&store);
-        // Local swarms share loopback.
+        // Local swarms share loopback, past every cap.
         let local = SocketAddr::from(([127, 0, 0, 1], 6881));
-        for i in 0..2 * SWARMS_PER_IP as u32 {
+        for i in 0..2 * (4096 / NETWORK_SHARE) as u32 {
             assert!(store.announce(ih(60_000 + i), local, much_later));
         }
     }
