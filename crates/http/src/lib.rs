@@ -5,9 +5,10 @@
 //! nobody vetted, so one [`Client`] applies the same rules to every
 //! request: a deadline for the whole exchange, a cap on the body checked
 //! before and while it arrives (a server may lie about or omit
-//! `Content-Length`), a bounded number of redirects, none of which may lead
-//! from elsewhere to an address or name of this machine (a tracker or a
-//! `.torrent` link must not make us fetch our own services; a name that
+//! `Content-Length`), a bounded number of redirects, none of which may go
+//! from HTTPS to plain HTTP nor lead from elsewhere to an address or name
+//! of this machine (a tracker or a `.torrent` link must not make us fetch
+//! our own services; a name that
 //! merely resolves here is caught only once connected, so its answer is
 //! refused but the request was sent, unless the client refuses such names
 //! before connecting, as a tracker's does), and errors that say whose fault
@@ -136,12 +137,14 @@ fn resolves_here_unnamed(host: &str, answers: &[SocketAddr]) -> bool {
     !is_localhost_name(host) && answers.iter().any(|a| is_this_machine(a.ip()))
 }
 
-/// Follows at most `max` redirects, and none from elsewhere to this
-/// machine.
+/// Follows at most `max` redirects, none from elsewhere to this machine
+/// and none from HTTPS to plain HTTP.
 fn redirect_policy(max: usize) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > max {
             attempt.error(format!("more than {max} redirects"))
+        } else if downgrades(attempt.previous(), attempt.url()) {
+            attempt.error("a redirect from https to plain http")
         } else if attempt
             .previous()
             .first()
@@ -152,6 +155,15 @@ fn redirect_policy(max: usize) -> reqwest::redirect::Policy {
             attempt.follow()
         }
     })
+}
+
+/// Whether a redirect to `next`, after a chain that passed through
+/// `previous`, would send in plain HTTP what was asked over HTTPS. A tracker
+/// named by `https:` was chosen so that nobody on the path learns which
+/// torrents this machine announces, and a `.torrent` URL so that nobody
+/// there can swap the file: following the redirect would give up both.
+fn downgrades(previous: &[Url], next: &Url) -> bool {
+    next.scheme() == "http" && previous.iter().any(|url| url.scheme() == "https")
 }
 
 /// Whether a redirect from a request that began at `first` to `next` would
@@ -371,6 +383,24 @@ mod tests {
         // A request that began here may stay here (a tracker on loopback).
         let local = url("http://127.0.0.1:6969/announce");
         assert!(!leads_home(&local, &url("http://localhost:6969/announce")));
+    }
+
+    #[test]
+    fn a_redirect_from_https_to_plain_http_is_refused() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let secure = url("https://tracker.example/announce");
+        let plain = url("http://tracker.example/announce");
+        let elsewhere = url("https://mirror.example/announce");
+        assert!(downgrades(std::slice::from_ref(&secure), &plain));
+        // However many redirects later, and whichever hop was secure.
+        assert!(downgrades(
+            &[plain.clone(), secure.clone(), elsewhere.clone()],
+            &plain
+        ));
+        assert!(!downgrades(std::slice::from_ref(&secure), &elsewhere));
+        // Plain HTTP may become HTTPS, or stay as it was.
+        assert!(!downgrades(std::slice::from_ref(&plain), &secure));
+        assert!(!downgrades(std::slice::from_ref(&plain), &plain));
     }
 
     #[test]
