@@ -9,10 +9,14 @@
 //! * rebuild identically from its raw info bytes, and a written `.torrent`
 //!   must parse back to an equal `Metainfo`;
 //! * satisfy the documented `Info` invariants: piece geometry, file offsets,
-//!   safe relative paths, no two files (padding aside) clashing on disk.
+//!   safe relative paths, no two files (padding aside) clashing on disk;
+//! * name every file on disk by components any file system takes (at most
+//!   252 bytes, no control or invisible character, never `.` or `..`), the
+//!   names the clash check compares.
 
 use std::collections::HashSet;
 
+use lodestone_core::metainfo::{disk_component, invisible};
 use lodestone_core::{Info, Metainfo};
 use sha1::{Digest, Sha1};
 
@@ -98,10 +102,34 @@ fn check_info(info: &Info) {
     let mut files = HashSet::new();
     let mut dirs = HashSet::new();
     for file in info.files.iter().filter(|f| !f.padding) {
-        assert!(files.insert(&file.path[..]), "two files at {:?}", file.path);
-        for end in 1..file.path.len() {
-            dirs.insert(&file.path[..end]);
+        file.path.iter().for_each(|c| check_disk_name(c));
+        let on_disk = file.disk_path();
+        for dir in on_disk.ancestors().skip(1) {
+            if !dir.as_os_str().is_empty() {
+                dirs.insert(dir.to_path_buf());
+            }
         }
+        assert!(
+            files.insert(on_disk),
+            "two files at {:?} on disk",
+            file.path
+        );
     }
-    assert!(files.is_disjoint(&dirs), "a file path is also a directory");
+    assert!(
+        files.is_disjoint(&dirs),
+        "a file's path on disk is also a directory's"
+    );
+}
+
+fn check_disk_name(component: &str) {
+    let name = disk_component(component);
+    assert!(
+        !matches!(&*name, "" | "." | "..") && !name.contains(['/', '\\', '\0']),
+        "{component:?} is {name:?} on disk"
+    );
+    assert!(name.len() <= 252, "{} bytes on disk: {name:?}", name.len());
+    assert!(
+        !name.chars().any(|c| c.is_control() || invisible(c)),
+        "{component:?} is {name:?} on disk"
+    );
 }
