@@ -11,8 +11,9 @@ DHT node on 127.0.0.2 and captures its real KRPC replies.
 * bencode: KRPC queries (BEP 5 shapes), replies and errors captured from a
   libtorrent 2.0 DHT node, BEP 10/9 extension messages, small edge cases.
 * metainfo: .torrent files made by libtorrent (v1-only, and hybrid v1+v2
-  with padding files), transmission-create and mktorrent, plus the bare
-  info dictionary of each (what ut_metadata delivers).
+  with padding files), transmission-create and mktorrent, and one of file
+  names no file system takes as they are, plus the bare info dictionary of
+  each (what ut_metadata delivers).
 * magnet: links with each parameter lodestone reads.
 * krpc: the KRPC messages above again, as seeds of the KRPC codec target.
 * handshake, wire_stream: hand-made edge cases (every message id once, a
@@ -183,6 +184,19 @@ def torrents():
         with open(out, "rb") as f:
             save_torrent(tool, f.read())
     shutil.rmtree(work)
+    # Names no file system takes as they are: over 255 bytes (with and
+    # without an extension, in one- and two-byte characters), a run of
+    # controls, a bidirectional override and a zero-width space.
+    files = [
+        ("a" * 300 + ".mkv", ),
+        ("\n" * 300, ),
+        ("dir\u202e", "x\u200by\x1b[2J"),
+        ("\u00e9" * 200, ),
+    ]
+    save_torrent("hostile-names", lt.bencode({b"info": {
+        b"name": b"hostile\x07names", b"piece length": 16384,
+        b"files": [{b"length": 1, b"path": [c.encode() for c in path]} for path in files],
+        b"pieces": hashlib.sha1(b"abcd").digest()}}))
 
 
 def magnets():
