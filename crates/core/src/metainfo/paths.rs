@@ -81,7 +81,8 @@ const REPLACED_RUN_SLACK: usize = 3;
 ///   leaves the component out);
 /// - a name that reaches 240 bytes ends at the first whole character kept
 ///   as it is that takes it there (or at 243 bytes in a run of replaced
-///   ones, where libtorrent's grows past what a file system takes),
+///   ones, where libtorrent's grows past what a file system takes, and
+///   before a kept character that would take it past 243),
 ///   followed by its extension (from the last `.` among its final 9 bytes,
 ///   after that character) when it has one, so that it fits any file
 ///   system: at most 252 bytes.
@@ -93,10 +94,26 @@ pub fn disk_component(component: &str) -> Cow<'_, str> {
         return Cow::Borrowed(component);
     }
     let mut named = String::with_capacity(component.len().min(KEPT_NAME_BYTES + EXTENSION_WINDOW));
+    // The extension of the part of `component` from byte `from` on, if any.
+    let extension_from = |from: usize| {
+        // Searched as bytes: the window may begin inside a character, and a
+        // `.` byte is always a whole character of its own.
+        let window = component.len().saturating_sub(EXTENSION_WINDOW).max(from);
+        let dot = component.as_bytes()[window..]
+            .iter()
+            .rposition(|&b| b == b'.');
+        dot.map(|dot| component[window + dot..].chars().filter_map(disk_char))
+    };
     for (at, c) in component.char_indices() {
         let Some(written) = disk_char(c) else {
             continue;
         };
+        // A kept character after a run of replaced ones that took the name
+        // to 240-242 bytes would take it past 243: the name ends before it.
+        if named.len() + written.len_utf8() > KEPT_NAME_BYTES + REPLACED_RUN_SLACK {
+            named.extend(extension_from(at).into_iter().flatten());
+            break;
+        }
         named.push(written);
         // As in libtorrent, a character kept as it is ends a long name; a
         // replaced one only once a run of them has gone past where a kept
@@ -106,18 +123,7 @@ pub fn disk_component(component: &str) -> Cow<'_, str> {
             false => KEPT_NAME_BYTES + REPLACED_RUN_SLACK,
         };
         if named.len() >= limit {
-            // Searched as bytes: the window may begin inside a character,
-            // and a `.` byte is always a whole character of its own.
-            let window = component
-                .len()
-                .saturating_sub(EXTENSION_WINDOW)
-                .max(at + c.len_utf8());
-            if let Some(dot) = component.as_bytes()[window..]
-                .iter()
-                .rposition(|&b| b == b'.')
-            {
-                named.extend(component[window + dot..].chars().filter_map(disk_char));
-            }
+            named.extend(extension_from(at + c.len_utf8()).into_iter().flatten());
             break;
         }
     }
@@ -291,6 +297,14 @@ mod tests {
             format!("{}{}.mkv", "z".repeat(239), "_".repeat(4))
         );
         assert_eq!(disk_component(&"\n".repeat(300)), "_".repeat(243));
+        // A kept character that would take a run past 243 bytes is left
+        // out with the rest, so that the name and its longest extension
+        // stay within 252 (255 before; found by the metainfo fuzz target).
+        let wide = format!("{}\u{10348}{}.abcdefgh", "\n".repeat(242), "z".repeat(20));
+        assert_eq!(
+            disk_component(&wide),
+            format!("{}.abcdefgh", "_".repeat(242))
+        );
         // A dropped one takes no room.
         let long = format!("{}\u{200b}{}.mkv", "z".repeat(239), "z".repeat(60));
         assert_eq!(disk_component(&long), format!("{}.mkv", "z".repeat(240)));
