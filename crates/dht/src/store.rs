@@ -9,10 +9,11 @@
 //! network ([`network_of`]) with the most entries there, its own when no
 //! other has more: a network takes places only from networks with more
 //! entries than its own, and only until they are level, however many
-//! addresses it announces from. A party owning one /24 or /48 can therefore
-//! hold no more of a swarm than the largest other network there, and
-//! pushing every honest peer out takes as many networks as there are
-//! places (an IPv6 /40 holds 256 /48s).
+//! addresses it announces from. A party owning one /24 or /48 can take a
+//! swarm's free places, but once the swarm is full it pushes out only its
+//! own entries, and each newcomer of another network takes one of its
+//! places; pushing every honest peer out takes as many networks as there
+//! are places (an IPv6 /40 holds 256 /48s).
 //!
 //! One IP is in at most [`SWARMS_PER_IP`] swarms and one network in at most
 //! a [`NETWORK_SHARE`]th of `max_swarms`, so the flood of made-up infohashes
