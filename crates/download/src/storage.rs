@@ -184,14 +184,24 @@ impl Storage {
         info: &Info,
         select_only: Option<&[FileSelection]>,
     ) -> Result<Self, StorageError> {
-        let paths = info.files.iter().map(FileEntry::disk_path).collect();
-        let selected: Vec<bool> = (0..info.files.len())
-            .map(|i| {
-                select_only.is_none_or(|ranges| {
-                    u32::try_from(i).is_ok_and(|i| ranges.iter().any(|r| r.selects(i)))
-                })
+        Self::for_files(root, layout, info, |i| {
+            select_only.is_none_or(|ranges| {
+                u32::try_from(i).is_ok_and(|i| ranges.iter().any(|r| r.selects(i)))
             })
-            .collect();
+        })
+    }
+
+    /// The storage of a parsed torrent under `root`, storing file `i` when
+    /// `selected(i)`. Each file is at its [`FileEntry::disk_path`], the one
+    /// place that chooses where a torrent's files go.
+    pub fn for_files(
+        root: PathBuf,
+        layout: Arc<Layout>,
+        info: &Info,
+        selected: impl Fn(usize) -> bool,
+    ) -> Result<Self, StorageError> {
+        let paths = info.files.iter().map(FileEntry::disk_path).collect();
+        let selected: Vec<bool> = (0..info.files.len()).map(selected).collect();
         Self::new(root, layout, paths, &selected)
     }
 

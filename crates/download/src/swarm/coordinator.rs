@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lodestone_core::{ErrorChain, FileEntry, Metainfo, host_of};
+use lodestone_core::{ErrorChain, Metainfo, host_of};
 use lodestone_wire::{Established, ExitKind, Handshake, PeerExit, Reserved};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -119,15 +119,11 @@ pub(super) async fn run(
     let started = Instant::now();
     let info = &metainfo.info;
     let layout = Arc::new(Layout::from_info(info)?);
-    let paths = info.files.iter().map(FileEntry::disk_path).collect();
-    let selected: Vec<bool> = (0..info.files.len())
-        .map(|i| config.files.as_ref().is_none_or(|s| s.contains(&i)))
-        .collect();
-    let storage = Arc::new(Storage::new(
+    let storage = Arc::new(Storage::for_files(
         config.output_dir.clone(),
         layout.clone(),
-        paths,
-        &selected,
+        info,
+        |i| config.files.as_ref().is_none_or(|s| s.contains(&i)),
     )?);
     let hashes: Arc<[PieceHash]> = info.piece_hashes.clone().into();
     let threads = config.hash_threads.max(1);
